@@ -1,0 +1,282 @@
+//! Accounts: signup, login, logout and token verification.
+//!
+//! Owns password hashing (argon2), token issue/verify/revoke and the [`AccountStore`] trait
+//! with its embedded and Redis implementations. Does not own HTTP or sockets: the REST
+//! handlers and the socket auth middleware both call [`AccountService`].
+
+mod embedded;
+mod redis;
+pub mod token;
+
+use std::sync::Arc;
+
+use argon2::{
+    password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString},
+    Argon2,
+};
+use async_trait::async_trait;
+use dashmap::DashSet;
+use serde::{Deserialize, Serialize};
+
+pub use self::embedded::EmbeddedAccountStore;
+pub use self::redis::RedisAccountStore;
+use self::token::{Claims, TokenSigner};
+use crate::{
+    domain::{ChatError, ErrorCode, UserId},
+    storage::StoreError,
+};
+
+/// A stored account.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Account {
+    /// The uid.
+    pub uid: String,
+    /// Display name given at signup.
+    pub name: String,
+    /// argon2 PHC string; never leaves the server.
+    pub password_hash: String,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// Where accounts and revoked tokens are kept.
+#[async_trait]
+pub trait AccountStore: Send + Sync {
+    /// Stores `account` unless the uid is taken; returns whether it was stored.
+    async fn insert(&self, account: &Account) -> Result<bool, StoreError>;
+    /// Loads an account.
+    async fn get(&self, uid: &str) -> Result<Option<Account>, StoreError>;
+    /// Marks a token id revoked until `expires_at` (unix seconds).
+    async fn revoke(&self, jti: &str, expires_at: i64) -> Result<(), StoreError>;
+    /// Whether a token id was revoked.
+    async fn is_revoked(&self, jti: &str) -> Result<bool, StoreError>;
+}
+
+/// Why a signup failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SignupError {
+    /// The uid belongs to an existing account (REST answers 409).
+    #[error("uid is taken")]
+    Taken,
+    /// Bad input or a back-end failure.
+    #[error(transparent)]
+    Refused(#[from] ChatError),
+}
+
+impl From<StoreError> for SignupError {
+    fn from(e: StoreError) -> Self {
+        Self::Refused(e.into())
+    }
+}
+
+/// A token handed to a client.
+#[derive(Debug, Clone, Serialize)]
+pub struct IssuedToken {
+    /// The user.
+    pub uid: String,
+    /// Bearer token.
+    pub token: String,
+    /// Unix seconds.
+    #[serde(rename = "expiresAt")]
+    pub expires_at: i64,
+}
+
+/// Account operations shared by REST and sockets.
+#[derive(Clone)]
+pub struct AccountService {
+    store: Arc<dyn AccountStore>,
+    signer: TokenSigner,
+    token_ttl_secs: i64,
+    /// Uids known to exist; accounts are never deleted, so a hit never goes stale.
+    known: Arc<DashSet<String>>,
+}
+
+impl AccountService {
+    /// A service over `store`, signing with `signer`.
+    pub fn new(store: Arc<dyn AccountStore>, signer: TokenSigner, token_ttl_secs: u64) -> Self {
+        Self {
+            store,
+            signer,
+            token_ttl_secs: i64::try_from(token_ttl_secs).unwrap_or(i64::MAX / 2),
+            known: Arc::new(DashSet::new()),
+        }
+    }
+
+    /// Creates an account and returns its first token.
+    #[tracing::instrument(skip_all, fields(uid = %uid))]
+    pub async fn signup(
+        &self,
+        uid: &UserId,
+        password: &str,
+        name: &str,
+    ) -> Result<IssuedToken, SignupError> {
+        check_password(password)?;
+        if name.chars().count() > 64 {
+            return Err(ChatError::bad_request("name must be at most 64 characters").into());
+        }
+        let hash = hash_password(password.to_owned()).await?;
+        let account = Account {
+            uid: uid.to_string(),
+            name: if name.is_empty() { uid.to_string() } else { name.to_owned() },
+            password_hash: hash,
+            created_at: chrono::Utc::now().timestamp(),
+        };
+        if !self.store.insert(&account).await? {
+            return Err(SignupError::Taken);
+        }
+        self.known.insert(account.uid.clone());
+        tracing::info!("account created");
+        Ok(self.issue(uid))
+    }
+
+    /// Checks a password and returns a new token.
+    #[tracing::instrument(skip_all, fields(uid = %uid))]
+    pub async fn login(&self, uid: &UserId, password: &str) -> Result<IssuedToken, ChatError> {
+        let bad = || ChatError::new(ErrorCode::Unauthorized, "wrong uid or password");
+        let account = self.store.get(uid.as_str()).await?.ok_or_else(bad)?;
+        if !verify_password(password.to_owned(), account.password_hash).await? {
+            return Err(bad());
+        }
+        Ok(self.issue(uid))
+    }
+
+    /// Revokes `token` everywhere.
+    pub async fn logout(&self, token: &str) -> Result<(), ChatError> {
+        let claims = self.verify_claims(token).await?;
+        self.store.revoke(&claims.jti, claims.exp).await?;
+        Ok(())
+    }
+
+    /// The user a token belongs to, if it is valid, unexpired and not revoked.
+    pub async fn verify(&self, token: &str) -> Result<UserId, ChatError> {
+        let claims = self.verify_claims(token).await?;
+        UserId::parse(&claims.uid).map_err(|_| unauthorized())
+    }
+
+    async fn verify_claims(&self, token: &str) -> Result<Claims, ChatError> {
+        let now = chrono::Utc::now().timestamp();
+        let claims = self.signer.verify(token, now).map_err(|e| {
+            tracing::debug!(reason = %e, "token refused");
+            unauthorized()
+        })?;
+        if self.store.is_revoked(&claims.jti).await? {
+            return Err(unauthorized());
+        }
+        Ok(claims)
+    }
+
+    /// Whether an account exists (cached once seen).
+    pub async fn exists(&self, uid: &UserId) -> Result<bool, ChatError> {
+        if self.known.contains(uid.as_str()) {
+            return Ok(true);
+        }
+        let found = self.store.get(uid.as_str()).await?.is_some();
+        if found {
+            self.known.insert(uid.to_string());
+        }
+        Ok(found)
+    }
+
+    fn issue(&self, uid: &UserId) -> IssuedToken {
+        let expires_at = chrono::Utc::now().timestamp().saturating_add(self.token_ttl_secs);
+        let claims = Claims {
+            uid: uid.to_string(),
+            exp: expires_at,
+            jti: uuid::Uuid::new_v4().simple().to_string(),
+        };
+        IssuedToken {
+            uid: uid.to_string(),
+            token: self.signer.sign(&claims),
+            expires_at,
+        }
+    }
+}
+
+fn unauthorized() -> ChatError {
+    ChatError::new(ErrorCode::Unauthorized, "unauthorized")
+}
+
+fn check_password(password: &str) -> Result<(), ChatError> {
+    let len = password.chars().count();
+    if !(8..=256).contains(&len) {
+        return Err(ChatError::bad_request("password must be 8-256 characters"));
+    }
+    Ok(())
+}
+
+/// argon2 is deliberately slow: run it off the async workers.
+async fn hash_password(password: String) -> Result<String, ChatError> {
+    tokio::task::spawn_blocking(move || {
+        let salt = SaltString::generate(&mut OsRng);
+        Argon2::default()
+            .hash_password(password.as_bytes(), &salt)
+            .map(|h| h.to_string())
+    })
+    .await
+    .map_err(|e| internal(&e))?
+    .map_err(|e| internal(&e))
+}
+
+async fn verify_password(password: String, hash: String) -> Result<bool, ChatError> {
+    tokio::task::spawn_blocking(move || {
+        let parsed = PasswordHash::new(&hash)?;
+        Ok::<_, argon2::password_hash::Error>(
+            Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok(),
+        )
+    })
+    .await
+    .map_err(|e| internal(&e))?
+    .map_err(|e| internal(&e))
+}
+
+fn internal(e: &dyn std::fmt::Display) -> ChatError {
+    tracing::error!(error = %e, "password hashing failed");
+    ChatError::new(ErrorCode::Internal, "internal error")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service() -> (AccountService, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = crate::storage::embedded::EmbeddedDb::open(dir.path()).expect("db");
+        let store = Arc::new(EmbeddedAccountStore::new(db));
+        (AccountService::new(store, TokenSigner::new(b"k".to_vec()), 60), dir)
+    }
+
+    fn uid(s: &str) -> UserId {
+        UserId::parse(s).expect("uid")
+    }
+
+    #[tokio::test]
+    async fn signup_then_login_then_logout_revokes_the_token() {
+        let (svc, _dir) = service();
+        let issued = svc.signup(&uid("alice"), "password1", "Alice").await.expect("signup");
+        assert_eq!(svc.verify(&issued.token).await.expect("valid"), uid("alice"));
+
+        let again = svc.signup(&uid("alice"), "password1", "A").await.expect_err("taken");
+        assert!(matches!(again, SignupError::Taken));
+
+        let wrong = svc.login(&uid("alice"), "password2").await.expect_err("wrong pw");
+        assert_eq!(wrong.code, ErrorCode::Unauthorized);
+        let second = svc.login(&uid("alice"), "password1").await.expect("login");
+
+        svc.logout(&issued.token).await.expect("logout");
+        let revoked = svc.verify(&issued.token).await.expect_err("revoked");
+        assert_eq!(revoked.code, ErrorCode::Unauthorized);
+        assert!(svc.verify(&second.token).await.is_ok(), "other tokens stay valid");
+    }
+
+    #[tokio::test]
+    async fn passwords_outside_8_to_256_chars_are_refused() {
+        let (svc, _dir) = service();
+        for pw in ["short", &"x".repeat(257)] {
+            let err = svc.signup(&uid("bob"), pw, "").await.expect_err("bad pw");
+            assert!(matches!(err, SignupError::Refused(e) if e.code == ErrorCode::BadRequest));
+        }
+        assert!(!svc.exists(&uid("bob")).await.expect("exists"));
+    }
+}

@@ -1,0 +1,116 @@
+//! Redis pub/sub bus: each node SUBSCRIBEs to the channels of its connected users.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use fred::{
+    clients::{Pool, SubscriberClient},
+    interfaces::{EventInterface, PubsubInterface},
+};
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+
+use super::{decode, encode_live, Bus, Router};
+use crate::{
+    domain::{UserId, WireEvent},
+    storage::{
+        embedded::internal,
+        redis::{channel_user, unavailable, user_channel, RedisHandles},
+        StoreError,
+    },
+};
+
+/// [`Bus`] over Redis pub/sub.
+pub struct RedisBus {
+    pool: Pool,
+    subscriber: SubscriberClient,
+}
+
+impl RedisBus {
+    /// A bus over the node's Redis handles. Call [`RedisBus::spawn_listener`] to start
+    /// receiving.
+    pub fn new(redis: &RedisHandles) -> Self {
+        Self {
+            pool: redis.pool.clone(),
+            subscriber: redis.subscriber.clone(),
+        }
+    }
+
+    /// Feeds every message of the subscribed channels to `router` until `shutdown`.
+    ///
+    /// Messages published while the subscriber was disconnected, or dropped because this
+    /// node lagged, are not redelivered by Redis; the router then asks every local socket to
+    /// re-read its inbox, so stored events still arrive, in order.
+    pub fn spawn_listener(
+        &self,
+        router: Arc<Router>,
+        shutdown: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let mut messages = self.subscriber.message_rx();
+        let resync_router = router.clone();
+        let _reconnects = self.subscriber.on_reconnect(move |server| {
+            tracing::warn!(%server, "Redis subscriber reconnected; resyncing local sockets");
+            resync_router.resync_all();
+            async { Ok(()) }
+        });
+        tokio::spawn(async move {
+            loop {
+                let message = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    m = messages.recv() => m,
+                };
+                match message {
+                    Ok(message) => {
+                        let Some(uid) = channel_user(&message.channel) else {
+                            continue;
+                        };
+                        match message.value.as_str().as_deref().and_then(decode) {
+                            Some(decoded) => router.deliver(uid, decoded),
+                            None => tracing::warn!(uid, "undecodable bus payload dropped"),
+                        }
+                    }
+                    Err(RecvError::Lagged(missed)) => {
+                        tracing::warn!(missed, "bus listener lagged; resyncing local sockets");
+                        router.resync_all();
+                    }
+                    Err(RecvError::Closed) => break,
+                }
+            }
+        })
+    }
+}
+
+#[async_trait]
+impl Bus for RedisBus {
+    async fn subscribe(&self, users: &[String]) -> Result<(), StoreError> {
+        let channels: Vec<String> = users.iter().map(|u| user_channel(u)).collect();
+        self.subscriber
+            .subscribe(channels)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn unsubscribe(&self, users: &[String]) -> Result<(), StoreError> {
+        let channels: Vec<String> = users.iter().map(|u| user_channel(u)).collect();
+        self.subscriber
+            .unsubscribe(channels)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn publish_live(
+        &self,
+        to: &UserId,
+        skip_socket: Option<&str>,
+        event: &WireEvent,
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_string(event).map_err(internal)?;
+        let _: i64 = self
+            .pool
+            .next()
+            .publish(user_channel(to.as_str()), encode_live(skip_socket, &json))
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,255 @@
+//! The local routing table: which sockets of which users are on this node.
+//!
+//! Subscriptions follow the table. Changes go through one reconciler task that compares
+//! "has local sockets" with "is subscribed" at the moment it runs, so a connect racing a
+//! disconnect of the same user can never leave the channel unsubscribed while a socket waits.
+
+use std::{
+    collections::HashSet,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+};
+
+use dashmap::DashMap;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::{Bus, BusMessage};
+use crate::{
+    domain::{Seq, WireEvent},
+    storage::StoreError,
+    telemetry::Metrics,
+};
+
+/// What a socket's delivery task receives.
+#[derive(Debug, Clone)]
+pub enum Delivery {
+    /// A stored event to emit with an ack request.
+    Stored {
+        /// Inbox position.
+        seq: Seq,
+        /// The event.
+        event: Arc<WireEvent>,
+    },
+    /// A live-only event.
+    Live(Arc<WireEvent>),
+    /// Live messages may have been missed: re-read the inbox after the last emitted Seq.
+    Resync,
+}
+
+/// A socket's place in the routing table.
+pub struct Attachment {
+    /// Identifies this socket's entry for [`Router::detach`].
+    pub conn_id: u64,
+    /// Deliveries for this socket, in channel order.
+    pub deliveries: mpsc::Receiver<Delivery>,
+    /// Cancelled when the socket fell too far behind and must be disconnected.
+    pub overflowed: CancellationToken,
+}
+
+struct LocalConn {
+    id: u64,
+    socket_id: String,
+    tx: mpsc::Sender<Delivery>,
+    overflowed: CancellationToken,
+}
+
+type Reconcile = (String, Option<oneshot::Sender<Result<(), StoreError>>>);
+
+/// Maps users to the sockets this node holds for them.
+pub struct Router {
+    conns: DashMap<String, Vec<LocalConn>>,
+    next_id: AtomicU64,
+    reconcile: mpsc::UnboundedSender<Reconcile>,
+    metrics: Arc<Metrics>,
+}
+
+impl Router {
+    /// A router whose subscriptions are kept by `bus`, until `shutdown`.
+    pub fn new(bus_slot: BusSlot, metrics: Arc<Metrics>, shutdown: CancellationToken) -> Arc<Self> {
+        let (reconcile, requests) = mpsc::unbounded_channel();
+        let router = Arc::new(Self {
+            conns: DashMap::new(),
+            next_id: AtomicU64::new(1),
+            reconcile,
+            metrics,
+        });
+        tokio::spawn(run_reconciler(
+            Arc::downgrade(&router),
+            bus_slot,
+            requests,
+            shutdown,
+        ));
+        router
+    }
+
+    /// Adds a socket of `uid` and returns once its user's channel is subscribed, so nothing
+    /// published from now on is missed.
+    pub async fn attach(
+        &self,
+        uid: &str,
+        socket_id: &str,
+        queue: usize,
+    ) -> Result<Attachment, StoreError> {
+        let (tx, deliveries) = mpsc::channel(queue.max(1));
+        let conn_id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let overflowed = CancellationToken::new();
+        self.conns.entry(uid.to_owned()).or_default().push(LocalConn {
+            id: conn_id,
+            socket_id: socket_id.to_owned(),
+            tx,
+            overflowed: overflowed.clone(),
+        });
+        let (done, subscribed) = oneshot::channel();
+        let _ = self.reconcile.send((uid.to_owned(), Some(done)));
+        let result = subscribed
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Internal("router stopped".into())));
+        if let Err(e) = result {
+            self.detach(uid, conn_id);
+            return Err(e);
+        }
+        Ok(Attachment {
+            conn_id,
+            deliveries,
+            overflowed,
+        })
+    }
+
+    /// Removes a socket; the channel is unsubscribed once its user has none left here.
+    pub fn detach(&self, uid: &str, conn_id: u64) {
+        let now_empty = match self.conns.get_mut(uid) {
+            Some(mut list) => {
+                list.retain(|c| c.id != conn_id);
+                list.is_empty()
+            }
+            None => false,
+        };
+        if now_empty {
+            self.conns.remove_if(uid, |_, list| list.is_empty());
+            let _ = self.reconcile.send((uid.to_owned(), None));
+        }
+    }
+
+    /// Hands a bus message to every local socket of `uid`. Never blocks: a socket whose queue
+    /// is full is flagged as a slow consumer (its events stay stored for replay).
+    pub fn deliver(&self, uid: &str, message: BusMessage) {
+        let Some(list) = self.conns.get(uid) else {
+            return;
+        };
+        for conn in list.iter() {
+            let delivery = match &message {
+                BusMessage::Stored { seq, event } => Delivery::Stored {
+                    seq: *seq,
+                    event: event.clone(),
+                },
+                BusMessage::Live { skip_socket, event } => {
+                    if skip_socket.as_deref() == Some(conn.socket_id.as_str()) {
+                        continue;
+                    }
+                    Delivery::Live(event.clone())
+                }
+            };
+            if let Err(mpsc::error::TrySendError::Full(_)) = conn.tx.try_send(delivery) {
+                if !conn.overflowed.is_cancelled() {
+                    tracing::warn!(uid, socket = %conn.socket_id, "slow consumer: queue full, disconnecting");
+                    self.metrics.slow_consumers.inc();
+                    conn.overflowed.cancel();
+                }
+            }
+        }
+    }
+
+    /// Asks every local socket to re-read its inbox (after lost pub/sub messages).
+    pub fn resync_all(&self) {
+        for list in self.conns.iter() {
+            for conn in list.iter() {
+                if conn.tx.try_send(Delivery::Resync).is_err() && !conn.overflowed.is_cancelled() {
+                    conn.overflowed.cancel();
+                }
+            }
+        }
+    }
+
+    /// Whether `uid` has a socket on this node.
+    pub fn is_local(&self, uid: &str) -> bool {
+        self.conns.contains_key(uid)
+    }
+}
+
+/// The bus the reconciler subscribes with; set once at start-up, after the router exists
+/// (the bus itself needs the router to deliver to).
+pub type BusSlot = Arc<std::sync::OnceLock<Arc<dyn Bus>>>;
+
+async fn run_reconciler(
+    router: std::sync::Weak<Router>,
+    bus_slot: BusSlot,
+    mut requests: mpsc::UnboundedReceiver<Reconcile>,
+    shutdown: CancellationToken,
+) {
+    let mut subscribed: HashSet<String> = HashSet::new();
+    let mut batch = Vec::new();
+    loop {
+        batch.clear();
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            n = requests.recv_many(&mut batch, 1024) => if n == 0 { return },
+        }
+        let (Some(router), Some(bus)) = (router.upgrade(), bus_slot.get()) else {
+            for (_, waiter) in batch.drain(..) {
+                if let Some(w) = waiter {
+                    let _ = w.send(Err(StoreError::Internal("bus not started".into())));
+                }
+            }
+            continue;
+        };
+        let mut to_subscribe = Vec::new();
+        let mut to_unsubscribe = Vec::new();
+        let mut seen = HashSet::new();
+        for (uid, _) in &batch {
+            if !seen.insert(uid.clone()) {
+                continue;
+            }
+            match (router.is_local(uid), subscribed.contains(uid)) {
+                (true, false) => to_subscribe.push(uid.clone()),
+                (false, true) => to_unsubscribe.push(uid.clone()),
+                _ => {}
+            }
+        }
+        let sub_result = if to_subscribe.is_empty() {
+            Ok(())
+        } else {
+            bus.subscribe(&to_subscribe).await
+        };
+        match &sub_result {
+            Ok(()) => subscribed.extend(to_subscribe.iter().cloned()),
+            Err(e) => tracing::warn!(error = %e, users = to_subscribe.len(), "subscribe failed"),
+        }
+        if !to_unsubscribe.is_empty() {
+            match bus.unsubscribe(&to_unsubscribe).await {
+                Ok(()) => {
+                    for uid in &to_unsubscribe {
+                        subscribed.remove(uid);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "unsubscribe failed; retried on next change"),
+            }
+        }
+        for (uid, waiter) in batch.drain(..) {
+            let Some(waiter) = waiter else { continue };
+            let result = if subscribed.contains(&uid) {
+                Ok(())
+            } else {
+                match &sub_result {
+                    Err(StoreError::Unavailable(m)) => Err(StoreError::Unavailable(m.clone())),
+                    Err(StoreError::Internal(m)) => Err(StoreError::Internal(m.clone())),
+                    // Detached again before we ran: nothing to wait for.
+                    Ok(()) => Ok(()),
+                }
+            };
+            let _ = waiter.send(result);
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! The chat service: what happens to a validated client command.
+//!
+//! Owns 1:1 messages, receipt forwarding and typing: recipient checks, idempotency keys,
+//! stamping server identity and time, storing through the inbox and live copies through the
+//! bus. Knows nothing of sockets: the gateway calls [`ChatService::handle`] with the session's
+//! user, and tests call it directly.
+
+use std::sync::Arc;
+
+use crate::{
+    accounts::AccountService,
+    bus::Bus,
+    domain::{
+        ChatError, ClientCommand, ErrorCode, MessageBody, MsgId, ReceiptKind, Seq, UserId,
+        WireEvent,
+    },
+    inbox::{AppendOutcome, DedupeKey, InboxStore},
+    telemetry::Metrics,
+};
+
+/// What the sender's ack reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    /// The MsgID the command carried ("" for typing).
+    pub msg_id: String,
+    /// Unix ms when the server accepted it (the first send's, for a duplicate).
+    pub sent_at: i64,
+}
+
+/// Handles client commands on behalf of an authenticated user.
+#[derive(Clone)]
+pub struct ChatService {
+    accounts: AccountService,
+    inbox: Arc<dyn InboxStore>,
+    bus: Arc<dyn Bus>,
+    metrics: Arc<Metrics>,
+    /// Token mode: recipients must be registered users. Open mode: any valid uid.
+    require_known_recipients: bool,
+}
+
+impl ChatService {
+    /// A service over the node's back-ends.
+    pub fn new(
+        accounts: AccountService,
+        inbox: Arc<dyn InboxStore>,
+        bus: Arc<dyn Bus>,
+        metrics: Arc<Metrics>,
+        require_known_recipients: bool,
+    ) -> Self {
+        Self {
+            accounts,
+            inbox,
+            bus,
+            metrics,
+            require_known_recipients,
+        }
+    }
+
+    /// Carries out `command` as `actor`, who sent it from socket `origin_socket`.
+    #[tracing::instrument(skip_all, fields(actor = %actor))]
+    pub async fn handle(
+        &self,
+        actor: &UserId,
+        origin_socket: &str,
+        command: ClientCommand,
+    ) -> Result<Accepted, ChatError> {
+        match command {
+            ClientCommand::Message { to, msg_id, body } => {
+                self.send_message(actor, origin_socket, &to, msg_id, body).await
+            }
+            ClientCommand::Receipt {
+                kind,
+                to,
+                msg_id,
+                seq,
+            } => self.forward_receipt(actor, kind, &to, msg_id, seq).await,
+            ClientCommand::Typing { to, active } => self.typing(actor, &to, active).await,
+            ClientCommand::Group { evt_type } => Err(ChatError::bad_request(format!(
+                "{evt_type:?} (group chats) is not available on this server yet"
+            ))),
+        }
+    }
+
+    async fn send_message(
+        &self,
+        sender: &UserId,
+        origin_socket: &str,
+        to: &UserId,
+        msg_id: MsgId,
+        body: MessageBody,
+    ) -> Result<Accepted, ChatError> {
+        self.check_recipient(to).await?;
+        let event = WireEvent::new(
+            "message",
+            sender.as_str(),
+            to.as_str(),
+            msg_id.as_str(),
+            body.into_inner(),
+        );
+        let dedupe = DedupeKey {
+            sender: sender.clone(),
+            kind: "message",
+            msg_id,
+        };
+        let sent_at = match self.inbox.append(to, &event, Some(&dedupe)).await? {
+            AppendOutcome::Duplicate { sent_at } => {
+                self.metrics.duplicates.inc();
+                sent_at
+            }
+            AppendOutcome::Stored { .. } => {
+                self.metrics.inbox_appended.inc();
+                if to != sender {
+                    // The sender's other tabs and devices see what was sent; a failure here
+                    // loses nothing stored, so it is logged, not reported as a failed send.
+                    if let Err(e) = self
+                        .bus
+                        .publish_live(sender, Some(origin_socket), &event)
+                        .await
+                    {
+                        tracing::warn!(error = %e, "sender copy not published");
+                    }
+                }
+                event.sent_at
+            }
+        };
+        Ok(Accepted {
+            msg_id: dedupe.msg_id.to_string(),
+            sent_at,
+        })
+    }
+
+    async fn forward_receipt(
+        &self,
+        reader: &UserId,
+        kind: ReceiptKind,
+        original_sender: &UserId,
+        msg_id: MsgId,
+        seq: Option<Seq>,
+    ) -> Result<Accepted, ChatError> {
+        self.check_recipient(original_sender).await?;
+        // Receiving or showing a message implies the reader has everything up to it.
+        if let Some(seq) = seq {
+            self.inbox.confirm(reader.as_str(), seq).await?;
+        }
+        let mut event = WireEvent::new(
+            kind.as_str(),
+            reader.as_str(),
+            original_sender.as_str(),
+            msg_id.as_str(),
+            String::new(),
+        );
+        // 1:1: the one member who has not displayed it is the reader, until they do.
+        event.unread = Some(match kind {
+            ReceiptKind::Delivery => 1,
+            ReceiptKind::Display => 0,
+        });
+        let dedupe = DedupeKey {
+            sender: reader.clone(),
+            kind: kind.as_str(),
+            msg_id,
+        };
+        let sent_at = match self
+            .inbox
+            .append(original_sender, &event, Some(&dedupe))
+            .await?
+        {
+            AppendOutcome::Duplicate { sent_at } => {
+                self.metrics.duplicates.inc();
+                sent_at
+            }
+            AppendOutcome::Stored { .. } => {
+                self.metrics.inbox_appended.inc();
+                event.sent_at
+            }
+        };
+        Ok(Accepted {
+            msg_id: dedupe.msg_id.to_string(),
+            sent_at,
+        })
+    }
+
+    async fn typing(&self, actor: &UserId, to: &UserId, active: bool) -> Result<Accepted, ChatError> {
+        self.check_recipient(to).await?;
+        let body = if active { "1" } else { "0" };
+        let event = WireEvent::new("typing", actor.as_str(), to.as_str(), "", body.to_owned());
+        self.bus.publish_live(to, None, &event).await?;
+        Ok(Accepted {
+            msg_id: String::new(),
+            sent_at: event.sent_at,
+        })
+    }
+
+    /// Confirms `user`'s inbox up to `upto` (the client acknowledged that event).
+    pub async fn confirm(&self, user: &str, upto: Seq) -> Result<(), ChatError> {
+        self.inbox.confirm(user, upto).await?;
+        Ok(())
+    }
+
+    async fn check_recipient(&self, to: &UserId) -> Result<(), ChatError> {
+        if self.require_known_recipients && !self.accounts.exists(to).await? {
+            return Err(ChatError::new(
+                ErrorCode::NotFound,
+                format!("no user {to}"),
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,129 @@
+//! Typed settings for the chat server: defaults, then CLI flags, then `WEBCHAT_*` env vars
+//! (clap resolves a flag before its env var). Owns parsing only; nothing here opens sockets
+//! or files.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Parser, ValueEnum};
+
+/// How sockets authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuthMode {
+    /// A signed token (from signup/login) is required to connect.
+    Token,
+    /// Trusted networks only: the `join` event with a bare uid logs that uid in.
+    Open,
+}
+
+/// Every option of the `webchat` binary. Each flag also reads the env var named beside it.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "webchat", version, about = "Realtime chat server for socket.io clients")]
+pub struct Settings {
+    /// Address the chat server listens on (HTTP, socket.io, REST and the web client).
+    #[arg(long, env = "WEBCHAT_LISTEN", default_value = "0.0.0.0:4000")]
+    pub listen: SocketAddr,
+
+    /// Authentication mode: `token` (default) or `open` (trusted networks only).
+    #[arg(long, env = "WEBCHAT_AUTH", value_enum, default_value_t = AuthMode::Token)]
+    pub auth: AuthMode,
+
+    /// Key that signs tokens; every node and the profile service must share it. When unset it
+    /// is shared through Redis (if configured) or kept in the data dir.
+    #[arg(long, env = "WEBCHAT_TOKEN_SECRET", hide_env_values = true)]
+    pub token_secret: Option<String>,
+
+    /// Lifetime of issued tokens, in seconds.
+    #[arg(long, env = "WEBCHAT_TOKEN_TTL_SECS", default_value_t = 30 * 24 * 3600)]
+    pub token_ttl_secs: u64,
+
+    /// Bearer token of the admin API; unset turns the admin API off.
+    #[arg(long, env = "WEBCHAT_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// Directory of the embedded store (used when Redis is not configured).
+    #[arg(long, env = "WEBCHAT_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Redis URL (`redis://host:port`); set it on every node to run several. Unset: in-process.
+    #[arg(long, env = "WEBCHAT_REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// Largest accepted message Body, in bytes.
+    #[arg(long, env = "WEBCHAT_MAX_BODY_BYTES", default_value_t = 16 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Most unconfirmed events kept per user inbox; older ones are dropped first.
+    #[arg(long, env = "WEBCHAT_INBOX_MAX_LEN", default_value_t = 10_000)]
+    pub inbox_max_len: u64,
+
+    /// Longest time an unconfirmed event waits in an inbox, in seconds.
+    #[arg(long, env = "WEBCHAT_INBOX_MAX_AGE_SECS", default_value_t = 30 * 24 * 3600)]
+    pub inbox_max_age_secs: u64,
+
+    /// Window in which a re-sent (sender, MsgID) is acknowledged again but not delivered twice.
+    #[arg(long, env = "WEBCHAT_DEDUPE_WINDOW_SECS", default_value_t = 24 * 3600)]
+    pub dedupe_window_secs: u64,
+
+    /// How long the server waits for a client to acknowledge a stored event before leaving it
+    /// for the next replay, in seconds.
+    #[arg(long, env = "WEBCHAT_ACK_TIMEOUT_SECS", default_value_t = 30)]
+    pub ack_timeout_secs: u64,
+
+    /// Events queued for one socket before it counts as a slow consumer and is disconnected
+    /// (it gets everything stored by replay when it reconnects).
+    #[arg(long, env = "WEBCHAT_SOCKET_QUEUE", default_value_t = 8192)]
+    pub socket_queue: usize,
+
+    /// Directory of the web client's static files.
+    #[arg(long, env = "WEBCHAT_WEBCLIENT_DIR", default_value = "webclient")]
+    pub webclient_dir: PathBuf,
+
+    /// Where the chat server and web client reach the profile service.
+    #[arg(long, env = "WEBCHAT_PROFILE_URL")]
+    pub profile_url: Option<String>,
+
+    /// Comma-separated origins allowed to call the server from a browser, or `*`.
+    /// Unset: same origin only.
+    #[arg(long, env = "WEBCHAT_CORS_ORIGINS")]
+    pub cors_origins: Option<String>,
+
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "WEBCHAT_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+}
+
+impl Settings {
+    /// Settings with every default, listening on an ephemeral loopback port (for tests).
+    pub fn for_tests(data_dir: PathBuf) -> Self {
+        let mut settings = Self::parse_from(["webchat"]);
+        settings.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        settings.data_dir = data_dir;
+        settings
+    }
+
+    /// The ack timeout as a [`Duration`].
+    pub fn ack_timeout(&self) -> Duration {
+        Duration::from_secs(self.ack_timeout_secs.max(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let s = Settings::parse_from(["webchat"]);
+        assert_eq!(s.listen.port(), 4000);
+        assert_eq!(s.auth, AuthMode::Token);
+        assert_eq!(s.max_body_bytes, 16 * 1024);
+        assert!(s.redis_url.is_none());
+    }
+
+    #[test]
+    fn flags_override_defaults() {
+        let s = Settings::parse_from(["webchat", "--auth", "open", "--listen", "127.0.0.1:9"]);
+        assert_eq!(s.auth, AuthMode::Open);
+        assert_eq!(s.listen.port(), 9);
+    }
+}

@@ -1,0 +1,347 @@
+//! The `chat` envelope as it travels on the wire, and its parse into a [`ClientCommand`].
+//!
+//! Client input is decoded from a loose JSON value (object or JSON-encoded string) field by
+//! field, so every mistake gets a precise `bad_request` instead of a generic serde message.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{ChatError, MessageBody, MsgId, Seq, UserId};
+
+/// Every `EvtType` of the contract (§4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EvtType {
+    /// A chat message.
+    Message,
+    /// A recipient received a message.
+    Delivery,
+    /// A recipient displayed a message.
+    Display,
+    /// Typing indicator (live-only).
+    Typing,
+    /// Group created / member list.
+    Create,
+    /// Members added to a group.
+    Refer,
+    /// A member left a group.
+    Depart,
+    /// A member asks for the member list.
+    Rejoin,
+}
+
+impl EvtType {
+    /// Parses a client-sent EvtType.
+    pub fn parse(raw: &str) -> Result<Self, ChatError> {
+        Ok(match raw {
+            "message" => Self::Message,
+            "delivery" => Self::Delivery,
+            "display" => Self::Display,
+            "typing" => Self::Typing,
+            "create" => Self::Create,
+            "refer" => Self::Refer,
+            "depart" => Self::Depart,
+            "rejoin" => Self::Rejoin,
+            "" => return Err(ChatError::bad_request("EvtType is required")),
+            other => {
+                return Err(ChatError::bad_request(format!(
+                    "unknown EvtType {:?}",
+                    truncate(other, 32)
+                )))
+            }
+        })
+    }
+}
+
+/// Which receipt a recipient sends back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReceiptKind {
+    /// The message reached a client.
+    Delivery,
+    /// The message was shown to the user.
+    Display,
+}
+
+impl ReceiptKind {
+    /// The EvtType string of this receipt.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Delivery => "delivery",
+            Self::Display => "display",
+        }
+    }
+}
+
+/// A validated request from a client's `chat` event. Identity is not part of it: the acting
+/// user always comes from the session.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientCommand {
+    /// Send a 1:1 message.
+    Message {
+        /// Recipient.
+        to: UserId,
+        /// Client-made idempotency key.
+        msg_id: MsgId,
+        /// Text.
+        body: MessageBody,
+    },
+    /// Forward a receipt to the original sender.
+    Receipt {
+        /// Delivery or display.
+        kind: ReceiptKind,
+        /// The original sender.
+        to: UserId,
+        /// The original message.
+        msg_id: MsgId,
+        /// Optional: the Seq the reader saw it under, confirming its inbox up to there.
+        seq: Option<Seq>,
+    },
+    /// Live typing indicator.
+    Typing {
+        /// Who is told.
+        to: UserId,
+        /// `true` for "1".
+        active: bool,
+    },
+    /// A group operation (served by the groups module once it lands).
+    Group {
+        /// Which one.
+        evt_type: EvtType,
+    },
+}
+
+impl ClientCommand {
+    /// The MsgID the command carries, if any (named in error events).
+    pub fn msg_id(&self) -> Option<String> {
+        match self {
+            Self::Message { msg_id, .. } | Self::Receipt { msg_id, .. } => Some(msg_id.to_string()),
+            Self::Typing { .. } | Self::Group { .. } => None,
+        }
+    }
+
+    /// Parses the first argument of a client `chat` event.
+    ///
+    /// Returns the MsgID found (if any) alongside an error, so the error event can name it.
+    pub fn parse(raw: Value, max_body_bytes: usize) -> Result<Self, (Option<String>, ChatError)> {
+        let object = match raw {
+            Value::Object(map) => map,
+            Value::String(text) => match serde_json::from_str::<Value>(&text) {
+                Ok(Value::Object(map)) => map,
+                Ok(_) => return Err((None, ChatError::bad_request("chat must be a JSON object"))),
+                Err(e) => {
+                    return Err((
+                        None,
+                        ChatError::bad_request(format!("chat is not valid JSON: {e}")),
+                    ))
+                }
+            },
+            _ => return Err((None, ChatError::bad_request("chat must be a JSON object"))),
+        };
+        let msg_id_text = match object.get("MsgID") {
+            Some(Value::String(s)) => Some(truncate(s, 64).to_owned()),
+            _ => None,
+        };
+        Self::from_fields(&object, max_body_bytes).map_err(|e| (msg_id_text, e))
+    }
+
+    fn from_fields(
+        object: &serde_json::Map<String, Value>,
+        max_body_bytes: usize,
+    ) -> Result<Self, ChatError> {
+        let evt_type = EvtType::parse(string_field(object, "EvtType")?)?;
+        let to = || UserId::parse(string_field(object, "To")?);
+        let msg_id = || MsgId::parse(string_field(object, "MsgID")?);
+        match evt_type {
+            EvtType::Message => {
+                let body = MessageBody::parse(string_field(object, "Body")?.to_owned(), max_body_bytes)?;
+                Ok(Self::Message {
+                    to: to()?,
+                    msg_id: msg_id()?,
+                    body,
+                })
+            }
+            EvtType::Delivery | EvtType::Display => {
+                let kind = if evt_type == EvtType::Delivery {
+                    ReceiptKind::Delivery
+                } else {
+                    ReceiptKind::Display
+                };
+                let seq = match object.get("Seq") {
+                    None | Some(Value::Null) => None,
+                    Some(v) => Some(v.as_u64().ok_or_else(|| {
+                        ChatError::bad_request("Seq must be a non-negative integer")
+                    })?),
+                };
+                Ok(Self::Receipt {
+                    kind,
+                    to: to()?,
+                    msg_id: msg_id()?,
+                    seq,
+                })
+            }
+            EvtType::Typing => {
+                let active = match string_field(object, "Body")? {
+                    "1" => true,
+                    "0" | "" => false,
+                    _ => return Err(ChatError::bad_request("typing Body must be \"1\" or \"0\"")),
+                };
+                Ok(Self::Typing { to: to()?, active })
+            }
+            EvtType::Create | EvtType::Refer | EvtType::Depart | EvtType::Rejoin => {
+                Ok(Self::Group { evt_type })
+            }
+        }
+    }
+}
+
+/// A string field; absent or null reads as "", any other type is refused.
+fn string_field<'a>(object: &'a serde_json::Map<String, Value>, name: &str) -> Result<&'a str, ChatError> {
+    match object.get(name) {
+        None | Some(Value::Null) => Ok(""),
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(ChatError::bad_request(format!("{name} must be a string"))),
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// A server → client `chat` event, also the form events are stored in (without `Seq`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WireEvent {
+    /// What the event is.
+    #[serde(rename = "EvtType")]
+    pub evt_type: String,
+    /// 1:1 sender uid (or gid for group events).
+    #[serde(rename = "From", default)]
+    pub from: String,
+    /// Acting uid in groups; "" in 1:1.
+    #[serde(rename = "Originated", default)]
+    pub originated: String,
+    /// Recipient.
+    #[serde(rename = "To", default)]
+    pub to: String,
+    /// Message id.
+    #[serde(rename = "MsgID", default)]
+    pub msg_id: String,
+    /// Unix seconds, server clock.
+    #[serde(rename = "Timestamp", default)]
+    pub timestamp: i64,
+    /// Text or JSON.
+    #[serde(rename = "Body", default)]
+    pub body: String,
+    /// Per-recipient position; absent on live-only events.
+    #[serde(rename = "Seq", default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<Seq>,
+    /// Unix milliseconds when the server accepted the event.
+    #[serde(rename = "SentAt", default)]
+    pub sent_at: i64,
+    /// On receipts: members who have not displayed the message yet.
+    #[serde(rename = "Unread", default, skip_serializing_if = "Option::is_none")]
+    pub unread: Option<u32>,
+}
+
+impl WireEvent {
+    /// A fresh event stamped with the server clock.
+    pub fn new(evt_type: &str, from: &str, to: &str, msg_id: &str, body: String) -> Self {
+        let sent_at = now_millis();
+        Self {
+            evt_type: evt_type.to_owned(),
+            from: from.to_owned(),
+            to: to.to_owned(),
+            msg_id: msg_id.to_owned(),
+            body,
+            timestamp: sent_at / 1000,
+            sent_at,
+            ..Self::default()
+        }
+    }
+
+    /// The `error` event sent when a client emitted without an ack callback.
+    pub fn error(msg_id: Option<String>, error: &ChatError) -> Self {
+        let body = serde_json::json!({ "code": error.code, "message": error.message }).to_string();
+        Self::new("error", "", "", msg_id.as_deref().unwrap_or(""), body)
+    }
+}
+
+/// Unix milliseconds now.
+pub fn now_millis() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ErrorCode;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn parse(v: Value) -> Result<ClientCommand, (Option<String>, ChatError)> {
+        ClientCommand::parse(v, 16)
+    }
+
+    #[test]
+    fn message_parses_from_object_and_from_json_string() {
+        let obj = json!({"EvtType":"message","To":"bob","MsgID":"m1","Body":"hi","From":"mallory"});
+        let from_obj = parse(obj.clone()).expect("object");
+        let from_str = parse(Value::String(obj.to_string())).expect("string");
+        assert_eq!(from_obj, from_str);
+        assert!(matches!(from_obj, ClientCommand::Message { ref to, .. } if to.as_str() == "bob"));
+    }
+
+    #[test]
+    fn errors_name_the_offending_msg_id_and_code() {
+        let (id, err) = parse(json!({"EvtType":"nope","MsgID":"m9"})).expect_err("unknown");
+        assert_eq!(id.as_deref(), Some("m9"));
+        assert_eq!(err.code, ErrorCode::BadRequest);
+
+        let (_, err) = parse(json!({"EvtType":"message","To":"bob","MsgID":"m","Body":"x".repeat(17)}))
+            .expect_err("too large");
+        assert_eq!(err.code, ErrorCode::TooLarge);
+
+        for bad in [
+            json!("{not json"),
+            json!(42),
+            json!({"EvtType":"message","MsgID":"m","Body":"x"}),
+            json!({"EvtType":"message","To":"bob","Body":"x"}),
+            json!({"EvtType":"message","To":"bob","MsgID":"m","Body":7}),
+            json!({"EvtType":"message","To":"group_x","MsgID":"m","Body":"x"}),
+            json!({"EvtType":"delivery","To":"bob","MsgID":"m","Seq":-1}),
+            json!({"EvtType":"typing","To":"bob","Body":"maybe"}),
+        ] {
+            let (_, err) = parse(bad.clone()).expect_err(&bad.to_string());
+            assert_eq!(err.code, ErrorCode::BadRequest, "{bad}");
+        }
+    }
+
+    #[test]
+    fn wire_event_omits_seq_and_unread_when_absent() {
+        let e = WireEvent::new("message", "a", "b", "m", "hi".into());
+        let v = serde_json::to_value(&e).expect("serialize");
+        assert!(v.get("Seq").is_none());
+        assert!(v.get("Unread").is_none());
+        assert_eq!(v["EvtType"], "message");
+    }
+
+    proptest! {
+        #[test]
+        fn parse_never_panics_on_arbitrary_json_text(text in "\\PC{0,200}") {
+            let _ = parse(Value::String(text));
+        }
+
+        #[test]
+        fn parse_never_panics_on_arbitrary_field_values(
+            evt in prop_oneof![Just("message"), Just("delivery"), Just("typing"), Just("x")],
+            to in "\\PC{0,70}", id in "\\PC{0,70}", body in "\\PC{0,30}", seq in any::<i64>()
+        ) {
+            let _ = parse(json!({"EvtType":evt,"To":to,"MsgID":id,"Body":body,"Seq":seq}));
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! Domain types that parse untrusted input once, so services only ever see valid values.
+//! Owns identifiers, the wire event envelope and the error vocabulary shared by every boundary;
+//! owns no I/O.
+
+mod error;
+mod event;
+mod ids;
+
+pub use error::{ChatError, ErrorCode};
+pub use event::{now_millis, ClientCommand, EvtType, ReceiptKind, WireEvent};
+pub use ids::{MessageBody, MsgId, Seq, UserId};

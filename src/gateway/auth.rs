@@ -1,0 +1,114 @@
+//! Socket authentication: the connect middleware and the per-socket session.
+
+use std::{convert::Infallible, sync::Arc};
+
+use socketioxide::{
+    adapter::Adapter,
+    extract::{SocketRef, State, TryData},
+    handler::{FromMessageParts, Value},
+    socket::Socket,
+};
+
+use crate::{config::AuthMode, domain::UserId, state::AppState};
+
+/// The authenticated user of a socket, stored in its extensions. In open mode it is set by
+/// `join`; in token mode by [`authenticate`].
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// Who this socket acts as.
+    pub uid: UserId,
+}
+
+/// Why a connection was refused; its text is the connect_error message clients see.
+#[derive(Debug, thiserror::Error)]
+#[error("unauthorized")]
+pub struct Unauthorized;
+
+/// Connect middleware: in token mode a valid token (`auth.token`, or `?token=` for Engine.IO 3
+/// clients) is required; in open mode a token is optional and, when given, must be valid.
+pub async fn authenticate(
+    socket: SocketRef,
+    TryData(auth): TryData<serde_json::Value>,
+    State(state): State<AppState>,
+) -> Result<(), Unauthorized> {
+    let token = auth
+        .ok()
+        .and_then(|a| a.get("token").and_then(|t| t.as_str()).map(str::to_owned))
+        .or_else(|| query_token(socket.req_parts().uri.query()));
+    match (token, state.settings.auth) {
+        (Some(token), _) => {
+            let uid = state.accounts.verify(&token).await.map_err(|e| {
+                tracing::debug!(error = %e, "socket refused");
+                Unauthorized
+            })?;
+            socket.extensions.insert(Session { uid });
+            Ok(())
+        }
+        (None, AuthMode::Open) => Ok(()),
+        (None, AuthMode::Token) => Err(Unauthorized),
+    }
+}
+
+fn query_token(query: Option<&str>) -> Option<String> {
+    query?
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, _)| *k == "token")
+        .map(|(_, v)| percent_decode(v))
+}
+
+/// Tokens are base64url and a dot, so only `%XX` escapes need undoing.
+fn percent_decode(raw: &str) -> String {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(b) => {
+                out.push(b);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Whether the client asked for an ack of this event: errors then go into the ack, otherwise
+/// they come back as an `error` event.
+pub struct AckRequested(pub bool);
+
+impl<A: Adapter> FromMessageParts<A> for AckRequested {
+    type Error = Infallible;
+    fn from_message_parts(
+        _: &Arc<Socket<A>>,
+        _: &mut Value,
+        ack_id: &Option<i64>,
+    ) -> Result<Self, Infallible> {
+        Ok(Self(ack_id.is_some()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_is_read_from_the_query() {
+        assert_eq!(query_token(Some("EIO=3&token=a.b&transport=polling")).as_deref(), Some("a.b"));
+        assert_eq!(query_token(Some("token=a%2Eb")).as_deref(), Some("a.b"));
+        assert_eq!(query_token(Some("EIO=3")), None);
+        assert_eq!(query_token(None), None);
+        assert_eq!(query_token(Some("token=%")).as_deref(), Some("%"));
+        assert_eq!(query_token(Some("token=%4")).as_deref(), Some("%4"));
+        assert_eq!(query_token(Some("token=%é")).as_deref(), Some("%é"));
+    }
+}

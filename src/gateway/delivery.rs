@@ -1,0 +1,215 @@
+//! One socket's delivery task: replay the inbox, then forward live events, collecting acks.
+//!
+//! Ordering: the router subscribed the user's channel *before* this task reads the inbox, so
+//! every event is either in the read or queued behind it; queued stored events at or below
+//! the last replayed Seq are skipped. Acks are coalesced into one inbox confirmation per
+//! short interval, since one confirm covers every event up to its Seq.
+
+use std::{pin::Pin, time::Duration};
+
+use futures_util::{stream::FuturesUnordered, Future, StreamExt};
+use serde::de::IgnoredAny;
+use socketioxide::{extract::SocketRef, SendError, SocketError};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    bus::{Attachment, Delivery},
+    domain::{now_millis, Seq, UserId, WireEvent},
+    state::AppState,
+};
+
+/// Events read from the inbox per page during replay.
+const REPLAY_PAGE: usize = 500;
+/// Longest wait before acked Seqs are confirmed in the inbox.
+const CONFIRM_DELAY: Duration = Duration::from_millis(20);
+/// How long an emit may wait for room in the socket's outgoing buffer before the socket
+/// counts as a slow consumer.
+const EMIT_PATIENCE: Duration = Duration::from_secs(5);
+
+type AckFuture = Pin<Box<dyn Future<Output = Option<Seq>> + Send>>;
+
+struct Pump {
+    socket: SocketRef,
+    uid: UserId,
+    state: AppState,
+    /// Highest stored Seq emitted to this socket.
+    last_emitted: Seq,
+    /// Highest Seq the client acked.
+    max_acked: Seq,
+    /// Highest Seq confirmed in the inbox.
+    confirmed: Seq,
+    acks: FuturesUnordered<AckFuture>,
+}
+
+/// Why the pump stopped emitting.
+enum Halt {
+    /// The socket is gone or too slow.
+    Closed,
+}
+
+/// Runs until the socket disconnects or the node stops.
+pub async fn run(
+    socket: SocketRef,
+    uid: UserId,
+    attachment: Attachment,
+    state: AppState,
+    stop: CancellationToken,
+) {
+    let Attachment {
+        conn_id,
+        mut deliveries,
+        overflowed,
+    } = attachment;
+    let mut pump = Pump {
+        socket,
+        uid,
+        state,
+        last_emitted: 0,
+        max_acked: 0,
+        confirmed: 0,
+        acks: FuturesUnordered::new(),
+    };
+    let mut confirm_at: Option<Instant> = None;
+    let mut running = pump.replay().await.is_ok();
+    while running {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            _ = overflowed.cancelled() => {
+                tracing::warn!(uid = %pump.uid, "disconnecting slow consumer");
+                break;
+            }
+            Some(acked) = pump.acks.next(), if !pump.acks.is_empty() => {
+                if let Some(seq) = acked {
+                    pump.state.metrics.acks.inc();
+                    pump.max_acked = pump.max_acked.max(seq);
+                    confirm_at.get_or_insert_with(|| Instant::now() + CONFIRM_DELAY);
+                }
+            }
+            _ = sleep_until(confirm_at), if confirm_at.is_some() => {
+                confirm_at = None;
+                pump.confirm_acked().await;
+            }
+            delivery = deliveries.recv() => {
+                running = match delivery {
+                    None => false,
+                    Some(Delivery::Stored { seq, event }) => {
+                        seq <= pump.last_emitted || pump.emit_stored(seq, &event).await.is_ok()
+                    }
+                    Some(Delivery::Live(event)) => pump.emit_live(&event).is_ok(),
+                    Some(Delivery::Resync) => pump.replay().await.is_ok(),
+                };
+            }
+        }
+    }
+    // Acks that already arrived still count; the rest is replayed on the next connect.
+    while let Some(Some(Some(seq))) = tokio::time::timeout(Duration::ZERO, pump.acks.next())
+        .await
+        .ok()
+    {
+        pump.max_acked = pump.max_acked.max(seq);
+    }
+    pump.confirm_acked().await;
+    pump.state.router.detach(pump.uid.as_str(), conn_id);
+    pump.state.metrics.connections.dec();
+    if pump.socket.connected() {
+        let _ = pump.socket.clone().disconnect();
+    }
+    tracing::info!(uid = %pump.uid, socket = %pump.socket.id, "socket offline");
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Pump {
+    /// Emits every stored event after `last_emitted`, page by page, in Seq order.
+    async fn replay(&mut self) -> Result<(), Halt> {
+        loop {
+            let page = match self
+                .state
+                .inbox
+                .read_after(self.uid.as_str(), self.last_emitted, REPLAY_PAGE)
+                .await
+            {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::warn!(uid = %self.uid, error = %e, "replay read failed; disconnecting so the client retries");
+                    return Err(Halt::Closed);
+                }
+            };
+            let full_page = page.len() == REPLAY_PAGE;
+            let now = now_millis();
+            for (seq, event) in page {
+                if self.state.inbox_limits.expired(event.sent_at, now) {
+                    self.last_emitted = self.last_emitted.max(seq);
+                    self.max_acked = self.max_acked.max(seq);
+                    continue;
+                }
+                self.state.metrics.replayed.inc();
+                self.emit_stored(seq, &event).await?;
+            }
+            if !full_page {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn emit_stored(&mut self, seq: Seq, event: &WireEvent) -> Result<(), Halt> {
+        let mut event = event.clone();
+        event.seq = Some(seq);
+        let deadline = Instant::now() + EMIT_PATIENCE;
+        let stream = loop {
+            match self.socket.emit_with_ack::<_, IgnoredAny>("chat", &event) {
+                Ok(stream) => break stream,
+                Err(SendError::Socket(SocketError::InternalChannelFull))
+                    if Instant::now() < deadline =>
+                {
+                    // The client reads slower than we write; wait for the buffer to drain.
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                Err(e) => {
+                    tracing::debug!(uid = %self.uid, error = %e, "emit failed");
+                    return Err(Halt::Closed);
+                }
+            }
+        };
+        self.last_emitted = seq;
+        self.state.metrics.events_out.inc();
+        self.acks.push(Box::pin(async move {
+            // A client that answers the ack with arguments we cannot decode still acked.
+            match stream.await {
+                Ok(_) | Err(socketioxide::AckError::Decode(_)) => Some(seq),
+                Err(_) => None,
+            }
+        }));
+        Ok(())
+    }
+
+    fn emit_live(&self, event: &WireEvent) -> Result<(), Halt> {
+        match self.socket.emit("chat", event) {
+            Ok(()) => {
+                self.state.metrics.events_out.inc();
+                Ok(())
+            }
+            // Live-only events are best effort: a full buffer drops them, nothing stored is lost.
+            Err(SendError::Socket(SocketError::InternalChannelFull)) => Ok(()),
+            Err(_) => Err(Halt::Closed),
+        }
+    }
+
+    async fn confirm_acked(&mut self) {
+        if self.max_acked <= self.confirmed {
+            return;
+        }
+        match self.state.chat.confirm(self.uid.as_str(), self.max_acked).await {
+            Ok(()) => self.confirmed = self.max_acked,
+            // Unconfirmed events are only re-sent later, never lost; the client dedupes by Seq.
+            Err(e) => tracing::warn!(uid = %self.uid, error = %e, "confirm failed"),
+        }
+    }
+}

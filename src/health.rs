@@ -1,0 +1,45 @@
+//! Back-end health for `/health`: which store and bus this node uses and whether they answer.
+
+use fred::{clients::Pool, interfaces::ClientLike};
+use serde::Serialize;
+
+/// The node's back-ends, for probing.
+#[derive(Clone)]
+pub enum Health {
+    /// Embedded store and in-process bus.
+    Embedded,
+    /// Redis store and bus.
+    Redis(Pool),
+}
+
+/// One back-end's state.
+#[derive(Debug, Serialize)]
+pub struct BackendStatus {
+    /// What it is.
+    pub kind: &'static str,
+    /// Whether it answered.
+    pub ok: bool,
+    /// Error text when not ok.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Health {
+    /// Probes every back-end.
+    pub async fn check(&self) -> Vec<(&'static str, BackendStatus)> {
+        match self {
+            Health::Embedded => vec![
+                ("store", BackendStatus { kind: "embedded", ok: true, error: None }),
+                ("bus", BackendStatus { kind: "in-process", ok: true, error: None }),
+            ],
+            Health::Redis(pool) => {
+                let ping: Result<String, _> = pool.next().ping(None).await;
+                let status = |kind| match &ping {
+                    Ok(_) => BackendStatus { kind, ok: true, error: None },
+                    Err(e) => BackendStatus { kind, ok: false, error: Some(e.to_string()) },
+                };
+                vec![("store", status("redis")), ("bus", status("redis"))]
+            }
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! Extractors: the authenticated user from a bearer token, and JSON bodies whose rejections
+//! use the API's error shape.
+
+use axum::{
+    extract::{rejection::JsonRejection, FromRequest, FromRequestParts, Request},
+    http::{header::AUTHORIZATION, request::Parts},
+};
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+use crate::{
+    domain::{ChatError, ErrorCode, UserId},
+    state::AppState,
+};
+
+/// The user behind `Authorization: Bearer <token>`, with the token itself.
+pub struct AuthUser {
+    /// Who.
+    pub uid: UserId,
+    /// The presented token (logout revokes it).
+    pub token: String,
+}
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = bearer(parts)
+            .ok_or_else(|| ChatError::new(ErrorCode::Unauthorized, "missing bearer token"))?;
+        let uid = state.accounts.verify(&token).await?;
+        Ok(Self { uid, token })
+    }
+}
+
+fn bearer(parts: &Parts) -> Option<String> {
+    let value = parts.headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?;
+    Some(token.trim().to_owned())
+}
+
+/// `Json<T>` whose failures answer `400 bad_request` in the API's error shape.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(Self(value)),
+            Err(rejection) => Err(ChatError::bad_request(rejection_text(&rejection)).into()),
+        }
+    }
+}
+
+fn rejection_text(rejection: &JsonRejection) -> String {
+    format!("invalid JSON body: {}", rejection.body_text())
+}

@@ -1,0 +1,140 @@
+//! Inboxes in the embedded store, published on the in-process bus after each commit.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use redb::ReadableTable;
+
+use super::{AppendOutcome, DedupeKey, InboxLimits, InboxStore};
+use crate::{
+    bus::MemoryBus,
+    domain::{now_millis, Seq, UserId, WireEvent},
+    storage::{
+        embedded::{internal, EmbeddedDb, DEDUPE, INBOX, SEQS},
+        StoreError,
+    },
+};
+
+/// [`InboxStore`] over the embedded database.
+pub struct EmbeddedInbox {
+    db: EmbeddedDb,
+    bus: Arc<MemoryBus>,
+    limits: InboxLimits,
+}
+
+impl EmbeddedInbox {
+    /// Inboxes in `db`, publishing on `bus`.
+    pub fn new(db: EmbeddedDb, bus: Arc<MemoryBus>, limits: InboxLimits) -> Self {
+        Self { db, bus, limits }
+    }
+}
+
+#[async_trait]
+impl InboxStore for EmbeddedInbox {
+    async fn append(
+        &self,
+        to: &UserId,
+        event: &WireEvent,
+        dedupe: Option<&DedupeKey>,
+    ) -> Result<AppendOutcome, StoreError> {
+        let to = to.to_string();
+        let json = serde_json::to_vec(event).map_err(internal)?;
+        let dedupe_key = dedupe.map(|d| format!("{to}\u{0}{}", d.text()));
+        let limits = self.limits;
+        let sent_at = event.sent_at;
+        let published = Arc::new(event.clone());
+        let bus = self.bus.clone();
+        let to_for_publish = to.clone();
+        self.db
+            .write(
+                move |txn| {
+                    if let Some(key) = &dedupe_key {
+                        let mut table = txn.open_table(DEDUPE).map_err(internal)?;
+                        let now = now_millis();
+                        if let Some(seen) = table.get(key.as_str()).map_err(internal)? {
+                            let (first_sent_at, expires_at) = seen.value();
+                            if expires_at > now {
+                                return Ok(AppendOutcome::Duplicate {
+                                    sent_at: first_sent_at,
+                                });
+                            }
+                        }
+                        let window_ms = i64::try_from(limits.dedupe_window_secs * 1000)
+                            .unwrap_or(i64::MAX / 2);
+                        table
+                            .insert(key.as_str(), (sent_at, now.saturating_add(window_ms)))
+                            .map_err(internal)?;
+                    }
+                    let mut seqs = txn.open_table(SEQS).map_err(internal)?;
+                    let seq = seqs
+                        .get(to.as_str())
+                        .map_err(internal)?
+                        .map_or(0, |v| v.value())
+                        + 1;
+                    seqs.insert(to.as_str(), seq).map_err(internal)?;
+                    let mut inbox = txn.open_table(INBOX).map_err(internal)?;
+                    inbox
+                        .insert((to.as_str(), seq), json.as_slice())
+                        .map_err(internal)?;
+                    // Seqs are consecutive, so this keeps at most max_len events.
+                    if seq > limits.max_len {
+                        let oldest_kept = seq - limits.max_len + 1;
+                        inbox
+                            .retain_in((to.as_str(), 0)..(to.as_str(), oldest_kept), |_, _| false)
+                            .map_err(internal)?;
+                    }
+                    Ok(AppendOutcome::Stored { seq })
+                },
+                move |outcome| {
+                    if let AppendOutcome::Stored { seq } = outcome {
+                        bus.publish_stored(&to_for_publish, *seq, published);
+                    }
+                },
+            )
+            .await
+    }
+
+    async fn confirm(&self, user: &str, upto: Seq) -> Result<(), StoreError> {
+        let user = user.to_owned();
+        self.db
+            .write(
+                move |txn| {
+                    let mut inbox = txn.open_table(INBOX).map_err(internal)?;
+                    inbox
+                        .retain_in((user.as_str(), 0)..=(user.as_str(), upto), |_, _| false)
+                        .map_err(internal)?;
+                    Ok(())
+                },
+                |_| {},
+            )
+            .await
+    }
+
+    async fn read_after(
+        &self,
+        user: &str,
+        after: Seq,
+        limit: usize,
+    ) -> Result<Vec<(Seq, WireEvent)>, StoreError> {
+        let user = user.to_owned();
+        self.db
+            .read(move |txn| {
+                let inbox = txn.open_table(INBOX).map_err(internal)?;
+                let mut events = Vec::new();
+                let range = inbox
+                    .range((user.as_str(), after.saturating_add(1))..=(user.as_str(), u64::MAX))
+                    .map_err(internal)?;
+                for entry in range {
+                    let (key, value) = entry.map_err(internal)?;
+                    let event: WireEvent =
+                        serde_json::from_slice(value.value()).map_err(internal)?;
+                    events.push((key.value().1, event));
+                    if events.len() >= limit {
+                        break;
+                    }
+                }
+                Ok(events)
+            })
+            .await
+    }
+}

@@ -1,0 +1,33 @@
+//! webchat: a realtime chat server that socket.io clients talk to unchanged.
+//!
+//! Module map:
+//! - [`config`]    settings from flags and `WEBCHAT_*` env vars
+//! - [`telemetry`] tracing subscriber and Prometheus counters
+//! - [`startup`]   chooses back-ends, wires services, binds, runs, shuts down
+//! - [`state`]     the shared `AppState`
+//! - [`domain`]    parsed ids, the wire event, error codes
+//! - [`accounts`]  signup/login/logout, tokens, account stores
+//! - [`inbox`]     durable per-user inboxes: Seq, idempotency, replay
+//! - [`bus`]       receiver-keyed pub/sub and the local routing table
+//! - [`chat`]      what a client command does (no sockets)
+//! - [`gateway`]   socket.io handlers and per-socket delivery
+//! - [`http`]      REST, `/health`, `/metrics`, the web client
+//! - [`health`]    back-end probes
+//! - [`storage`]   the embedded database and the Redis connection
+
+pub mod accounts;
+pub mod bus;
+pub mod chat;
+pub mod config;
+pub mod domain;
+pub mod gateway;
+pub mod health;
+pub mod http;
+pub mod inbox;
+pub mod startup;
+pub mod state;
+pub mod storage;
+pub mod telemetry;
+
+pub use config::Settings;
+pub use startup::Application;

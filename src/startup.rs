@@ -1,0 +1,259 @@
+//! Start-up: picks the back-ends from the settings, wires services, binds the listener.
+//! The only place that names fred or redb types outside their own modules.
+
+use std::{
+    future::Future,
+    net::SocketAddr,
+    path::Path,
+    sync::{Arc, OnceLock},
+};
+
+use axum::serve::ListenerExt;
+use fred::{interfaces::KeysInterface, types::SetOptions};
+use rand::RngCore;
+use socketioxide::SocketIo;
+use tokio::net::TcpListener;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    accounts::{
+        token::TokenSigner, AccountService, AccountStore, EmbeddedAccountStore, RedisAccountStore,
+    },
+    bus::{Bus, MemoryBus, RedisBus, Router},
+    chat::ChatService,
+    config::{AuthMode, Settings},
+    gateway,
+    health::Health,
+    http,
+    inbox::{EmbeddedInbox, InboxLimits, InboxStore, RedisInbox},
+    state::AppState,
+    storage::{embedded::EmbeddedDb, redis::RedisHandles, StoreError},
+    telemetry::Metrics,
+};
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// Binding or serving the listener failed.
+    #[error("listener: {0}")]
+    Io(#[from] std::io::Error),
+    /// A back-end could not be opened.
+    #[error("back-end: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// A built, bound, not yet running chat server node.
+pub struct Application {
+    listener: TcpListener,
+    app: axum::Router,
+    io: SocketIo,
+    state: AppState,
+    local_addr: SocketAddr,
+}
+
+impl Application {
+    /// Opens the back-ends the settings name and binds the listener (port 0 picks a free one).
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let settings = Arc::new(settings);
+        let metrics = Arc::new(Metrics::default());
+        let shutdown = CancellationToken::new();
+        let bus_slot: Arc<OnceLock<Arc<dyn Bus>>> = Arc::new(OnceLock::new());
+        let router = Router::new(bus_slot.clone(), metrics.clone(), shutdown.clone());
+        let limits = InboxLimits {
+            max_len: settings.inbox_max_len.max(1),
+            max_age_secs: settings.inbox_max_age_secs,
+            dedupe_window_secs: settings.dedupe_window_secs,
+        };
+
+        let (accounts_store, inbox, bus, health, secret): (
+            Arc<dyn AccountStore>,
+            Arc<dyn InboxStore>,
+            Arc<dyn Bus>,
+            Health,
+            Vec<u8>,
+        ) = match &settings.redis_url {
+            Some(url) => {
+                let redis = RedisHandles::connect(url).await?;
+                let bus = RedisBus::new(&redis);
+                bus.spawn_listener(router.clone(), shutdown.clone());
+                let secret = match &settings.token_secret {
+                    Some(s) => s.as_bytes().to_vec(),
+                    None => shared_secret_in_redis(&redis).await?,
+                };
+                (
+                    Arc::new(RedisAccountStore::new(redis.pool.clone())),
+                    Arc::new(RedisInbox::new(redis.pool.clone(), limits)),
+                    Arc::new(bus),
+                    Health::Redis(redis.pool.clone()),
+                    secret,
+                )
+            }
+            None => {
+                let db = EmbeddedDb::open(&settings.data_dir)?;
+                let bus = Arc::new(MemoryBus::new(router.clone()));
+                let secret = match &settings.token_secret {
+                    Some(s) => s.as_bytes().to_vec(),
+                    None => secret_in_data_dir(&settings.data_dir)?,
+                };
+                (
+                    Arc::new(EmbeddedAccountStore::new(db.clone())),
+                    Arc::new(EmbeddedInbox::new(db, bus.clone(), limits)),
+                    bus,
+                    Health::Embedded,
+                    secret,
+                )
+            }
+        };
+        let _ = bus_slot.set(bus.clone());
+
+        let accounts =
+            AccountService::new(accounts_store, TokenSigner::new(secret), settings.token_ttl_secs);
+        let chat = ChatService::new(
+            accounts.clone(),
+            inbox.clone(),
+            bus,
+            metrics.clone(),
+            settings.auth == AuthMode::Token,
+        );
+        let state = AppState {
+            settings: settings.clone(),
+            accounts,
+            chat,
+            router,
+            inbox,
+            inbox_limits: limits,
+            metrics,
+            health,
+            shutdown,
+            tasks: TaskTracker::new(),
+        };
+
+        let (socket_layer, io) = SocketIo::builder()
+            .with_state(state.clone())
+            .ack_timeout(settings.ack_timeout())
+            .max_buffer_size(settings.socket_queue.max(128))
+            .max_payload(u64::try_from(settings.max_body_bytes.saturating_mul(2)).unwrap_or(u64::MAX).max(100_000))
+            .build_layer();
+        gateway::register(&io);
+        let app = http::router(state.clone()).layer(socket_layer);
+
+        if settings.auth == AuthMode::Open {
+            tracing::warn!("auth mode is OPEN: anyone who can reach this port can act as any uid; use only on trusted networks");
+        }
+        let listener = TcpListener::bind(settings.listen).await?;
+        let local_addr = listener.local_addr()?;
+        Ok(Self {
+            listener,
+            app,
+            io,
+            state,
+            local_addr,
+        })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.local_addr.port()
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until `shutdown` completes, then closes every socket (clients reconnect
+    /// elsewhere), lets delivery tasks confirm what was acked, and returns.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartupError> {
+        let Self {
+            listener,
+            app,
+            io,
+            state,
+            local_addr,
+        } = self;
+        let stop = state.shutdown.clone();
+        tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                shutdown.await;
+                stop.cancel();
+            }
+        });
+        tracing::info!(addr = %local_addr, "listening");
+        let listener = listener.tap_io(|tcp| {
+            // Without it, small ack frames wait for Nagle: ~40 ms round trips instead of ~1 ms.
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "TCP_NODELAY not set");
+            }
+        });
+        let graceful = {
+            let stop = stop.clone();
+            async move {
+                stop.cancelled().await;
+                io.close().await;
+            }
+        };
+        axum::serve(listener, app)
+            .with_graceful_shutdown(graceful)
+            .await?;
+        state.tasks.close();
+        state.tasks.wait().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// The token key shared by every node on this Redis, created by the first node that needs it.
+async fn shared_secret_in_redis(redis: &RedisHandles) -> Result<Vec<u8>, StoreError> {
+    let candidate = random_hex(32);
+    let _: Option<String> = redis
+        .pool
+        .set("wc:token_secret", candidate, None, Some(SetOptions::NX), false)
+        .await
+        .map_err(crate::storage::redis::unavailable)?;
+    let secret: Option<String> = redis
+        .pool
+        .get("wc:token_secret")
+        .await
+        .map_err(crate::storage::redis::unavailable)?;
+    tracing::warn!("WEBCHAT_TOKEN_SECRET is not set; using the key shared through Redis");
+    secret
+        .map(String::into_bytes)
+        .ok_or_else(|| StoreError::Internal("token secret vanished from Redis".into()))
+}
+
+/// The token key kept in `<data dir>/token_secret`, created on first start.
+fn secret_in_data_dir(dir: &Path) -> Result<Vec<u8>, StoreError> {
+    let path = dir.join("token_secret");
+    match std::fs::read_to_string(&path) {
+        Ok(secret) if !secret.trim().is_empty() => return Ok(secret.trim().as_bytes().to_vec()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(StoreError::Internal(format!("read {}: {e}", path.display()))),
+    }
+    let secret = random_hex(32);
+    write_private(&path, &secret)
+        .map_err(|e| StoreError::Internal(format!("write {}: {e}", path.display())))?;
+    Ok(secret.into_bytes())
+}
+
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path)?.write_all(contents.as_bytes())
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::thread_rng().fill_bytes(&mut buf);
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,35 @@
+//! The one cheap-to-clone state shared by axum handlers and socket handlers.
+
+use std::sync::Arc;
+
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    accounts::AccountService, bus::Router, chat::ChatService, config::Settings,
+    health::Health, inbox::InboxLimits, telemetry::Metrics,
+};
+
+/// Everything a request or socket handler may need.
+#[derive(Clone)]
+pub struct AppState {
+    /// The node's settings.
+    pub settings: Arc<Settings>,
+    /// Signup, login, token checks.
+    pub accounts: AccountService,
+    /// Chat commands.
+    pub chat: ChatService,
+    /// Local sockets by user.
+    pub router: Arc<Router>,
+    /// Inbox reads for replay.
+    pub inbox: Arc<dyn crate::inbox::InboxStore>,
+    /// Inbox bounds (replay skips expired events).
+    pub inbox_limits: InboxLimits,
+    /// Counters for `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// Back-end probes for `/health`.
+    pub health: Health,
+    /// Cancelled when the node shuts down.
+    pub shutdown: CancellationToken,
+    /// Per-socket tasks, awaited on shutdown.
+    pub tasks: TaskTracker,
+}

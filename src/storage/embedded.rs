@@ -1,0 +1,156 @@
+//! The embedded store: one redb file in the data dir.
+//!
+//! redb allows one write transaction at a time and each commit waits for fsync, so a naive
+//! commit per message would cap throughput at the disk's fsync rate. Instead every write goes
+//! to one writer thread that applies all queued writes in one transaction and commits once
+//! (group commit). Completions run on that thread, in commit order, which is what lets the
+//! embedded inbox publish events in Seq order.
+
+use std::{path::Path, sync::Arc};
+
+use redb::{Database, ReadTransaction, TableDefinition, WriteTransaction};
+use tokio::sync::oneshot;
+
+use super::StoreError;
+
+/// Accounts: uid → JSON.
+pub const ACCOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("accounts");
+/// Revoked token ids → expiry (unix seconds).
+pub const REVOKED: TableDefinition<&str, i64> = TableDefinition::new("revoked_tokens");
+/// Last Seq handed out per user.
+pub const SEQS: TableDefinition<&str, u64> = TableDefinition::new("seqs");
+/// Unconfirmed events: (uid, Seq) → event JSON.
+pub const INBOX: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("inbox");
+/// Idempotency keys → (SentAt ms, expiry ms).
+pub const DEDUPE: TableDefinition<&str, (i64, i64)> = TableDefinition::new("dedupe");
+
+/// Most writes folded into one transaction.
+const MAX_BATCH: usize = 512;
+
+type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+type WriteOp = Box<dyn FnOnce(&WriteTransaction) -> (bool, Completion) + Send>;
+
+/// Handle to the embedded database; cheap to clone.
+#[derive(Clone)]
+pub struct EmbeddedDb {
+    db: Arc<Database>,
+    writes: std::sync::mpsc::Sender<WriteOp>,
+}
+
+impl EmbeddedDb {
+    /// Opens (or creates) `webchat.redb` in `dir` and starts the writer thread.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Internal(format!("create {}: {e}", dir.display())))?;
+        let path = dir.join("webchat.redb");
+        let db = Database::create(&path)
+            .map_err(|e| StoreError::Internal(format!("open {}: {e}", path.display())))?;
+        let db = Arc::new(db);
+        // Create every table up front so read transactions never meet a missing table.
+        {
+            let txn = db.begin_write().map_err(internal)?;
+            txn.open_table(ACCOUNTS).map_err(internal)?;
+            txn.open_table(REVOKED).map_err(internal)?;
+            txn.open_table(SEQS).map_err(internal)?;
+            txn.open_table(INBOX).map_err(internal)?;
+            txn.open_table(DEDUPE).map_err(internal)?;
+            txn.commit().map_err(internal)?;
+        }
+        let (writes, queue) = std::sync::mpsc::channel::<WriteOp>();
+        let writer_db = db.clone();
+        std::thread::Builder::new()
+            .name("webchat-embedded-writer".into())
+            .spawn(move || run_writer(&writer_db, &queue))
+            .map_err(|e| StoreError::Internal(format!("spawn writer: {e}")))?;
+        Ok(Self { db, writes })
+    }
+
+    /// Runs `apply` inside the next group-committed write transaction and returns its result
+    /// once the commit is durable. `after_commit` runs on the writer thread right after the
+    /// commit, in commit order, with `apply`'s result.
+    pub async fn write<T, F, A>(&self, apply: F, after_commit: A) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
+        A: FnOnce(&T) + Send + 'static,
+    {
+        let (done, result) = oneshot::channel();
+        let op: WriteOp = Box::new(move |txn| {
+            let applied = apply(txn);
+            let ok = applied.is_ok();
+            let completion: Completion = Box::new(move |commit| {
+                let outcome = commit.and(applied);
+                if let Ok(value) = &outcome {
+                    after_commit(value);
+                }
+                let _ = done.send(outcome);
+            });
+            (ok, completion)
+        });
+        self.writes
+            .send(op)
+            .map_err(|_| StoreError::Internal("embedded writer stopped".into()))?;
+        result
+            .await
+            .map_err(|_| StoreError::Internal("embedded writer dropped a write".into()))?
+    }
+
+    /// Runs a read-only closure on a snapshot, off the async runtime.
+    pub async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&ReadTransaction) -> Result<T, StoreError> + Send + 'static,
+    {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_read().map_err(internal)?;
+            f(&txn)
+        })
+        .await
+        .map_err(|e| StoreError::Internal(format!("read task: {e}")))?
+    }
+}
+
+fn run_writer(db: &Database, queue: &std::sync::mpsc::Receiver<WriteOp>) {
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        let txn = match db.begin_write() {
+            Ok(txn) => txn,
+            Err(e) => {
+                tracing::error!(error = %e, "embedded store: begin write failed");
+                continue; // dropping the ops fails their callers with an error
+            }
+        };
+        let mut completions = Vec::with_capacity(batch.len());
+        let mut all_ok = true;
+        for op in batch {
+            let (ok, completion) = op(&txn);
+            all_ok &= ok;
+            completions.push(completion);
+        }
+        // One failed op aborts the batch: a half-applied op must never be committed.
+        let commit = if all_ok {
+            txn.commit().map_err(internal)
+        } else {
+            let _ = txn.abort();
+            Err(StoreError::Internal("write batch aborted".into()))
+        };
+        for completion in completions {
+            completion(match &commit {
+                Ok(()) => Ok(()),
+                Err(e) => Err(StoreError::Internal(e.to_string())),
+            });
+        }
+    }
+}
+
+/// Maps any redb error to [`StoreError::Internal`].
+pub fn internal(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Internal(e.to_string())
+}

@@ -1,0 +1,109 @@
+//! The Redis connection: one command pool and one subscriber connection per node (fred).
+//!
+//! Key layout (every key of one user carries the hash tag `{uid}` so a user's inbox, counter,
+//! idempotency keys and channel live in one Redis Cluster slot):
+//! - `wc:{uid}:acct`    account JSON
+//! - `wc:{uid}:seq`     last Seq handed out (never expires: clients dedupe by Seq)
+//! - `wc:{uid}:inbox`   stream of unconfirmed events, entry id `<Seq>-0`, field `e` = event JSON
+//! - `wc:{uid}:dd:<sender>:<kind>:<MsgID>`  idempotency key → SentAt, expires after the window
+//! - `wc:{uid}:ch`      the user's own pub/sub channel
+//! - `wc:{jti}:revoked` a revoked token id, expires with the token
+//! - `wc:token_secret`  the shared token key when none is configured
+
+use std::time::Duration;
+
+use fred::{
+    clients::{Pool, SubscriberClient},
+    interfaces::ClientLike,
+    prelude::{Builder, Config, ConnectionConfig, PerformanceConfig, ReconnectPolicy},
+    types::RespVersion,
+};
+
+use super::StoreError;
+
+/// Commands that do not answer within this are failed, so a send gets `unavailable` instead
+/// of hanging while Redis is away.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The node's Redis handles.
+#[derive(Clone)]
+pub struct RedisHandles {
+    /// Pipelined command connections.
+    pub pool: Pool,
+    /// The connection that holds this node's channel subscriptions.
+    pub subscriber: SubscriberClient,
+}
+
+impl RedisHandles {
+    /// Connects both the pool and the subscriber; fails fast when Redis is unreachable at
+    /// start-up, and reconnects forever afterwards.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let mut config = Config::from_url(url)
+            .map_err(|e| StoreError::Internal(format!("bad Redis URL: {e}")))?;
+        // fred ignores `?protocol=resp3` in URLs; RESP3 must be set here.
+        config.version = RespVersion::RESP3;
+        let perf = PerformanceConfig {
+            default_command_timeout: COMMAND_TIMEOUT,
+            // A lagging pub/sub receiver loses messages; keep the buffer deep.
+            broadcast_channel_capacity: 1 << 16,
+            ..PerformanceConfig::default()
+        };
+        let connection = ConnectionConfig {
+            connection_timeout: Duration::from_secs(5),
+            max_command_attempts: 3,
+            ..ConnectionConfig::default()
+        };
+        let policy = ReconnectPolicy::new_exponential(0, 50, 2_000, 2);
+        let pool = Builder::from_config(config.clone())
+            .set_performance_config(perf.clone())
+            .set_connection_config(connection.clone())
+            .set_policy(policy.clone())
+            .build_pool(2)
+            .map_err(unavailable)?;
+        let subscriber = Builder::from_config(config)
+            .set_performance_config(perf)
+            .set_connection_config(connection)
+            .set_policy(policy)
+            .build_subscriber_client()
+            .map_err(unavailable)?;
+        pool.init().await.map_err(unavailable)?;
+        subscriber.init().await.map_err(unavailable)?;
+        // Re-issues SUBSCRIBE for every tracked channel after a reconnect.
+        let _resubscriber = subscriber.manage_subscriptions();
+        Ok(Self { pool, subscriber })
+    }
+}
+
+/// Maps a fred error to [`StoreError::Unavailable`]: with Redis, every failure we can meet at
+/// run time is a connectivity or timeout problem the client may retry.
+pub fn unavailable(e: fred::error::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+/// `wc:{uid}:<suffix>` — a key in the user's own hash slot.
+pub fn user_key(uid: &str, suffix: &str) -> String {
+    format!("wc:{{{uid}}}:{suffix}")
+}
+
+/// The user's own pub/sub channel.
+pub fn user_channel(uid: &str) -> String {
+    user_key(uid, "ch")
+}
+
+/// The uid of a channel made by [`user_channel`].
+pub fn channel_user(channel: &str) -> Option<&str> {
+    channel.strip_prefix("wc:{")?.strip_suffix("}:ch")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_names_round_trip() {
+        let ch = user_channel("a.b@c");
+        assert_eq!(ch, "wc:{a.b@c}:ch");
+        assert_eq!(channel_user(&ch), Some("a.b@c"));
+        assert_eq!(channel_user("other"), None);
+    }
+}

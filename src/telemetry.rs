@@ -1,0 +1,130 @@
+//! Logs and metrics. Owns the tracing subscriber and the node's Prometheus counters; the
+//! `/metrics` handler only renders [`Metrics`].
+//!
+//! The counters are plain atomics rendered in Prometheus text format: the handful we need
+//! does not justify a metrics framework.
+
+use std::{
+    fmt::Write,
+    sync::atomic::{AtomicI64, AtomicU64, Ordering},
+};
+
+use tracing_subscriber::{fmt, EnvFilter};
+
+/// Installs the global subscriber: `RUST_LOG` filter (default `info`), to stderr, `json` or
+/// text. Safe to call twice (the second call is ignored), which tests rely on.
+pub fn init_tracing(format: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// A monotonically increasing count.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds one.
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Adds `n`.
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    /// Current value.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A value that goes up and down.
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicI64);
+
+impl Gauge {
+    /// Adds one.
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Subtracts one.
+    pub fn dec(&self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+    /// Current value.
+    pub fn get(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Every metric this node exports.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Sockets currently connected (authenticated).
+    pub connections: Gauge,
+    /// `chat` events received from clients.
+    pub events_in: Counter,
+    /// `chat` events emitted to clients.
+    pub events_out: Counter,
+    /// Events stored in an inbox.
+    pub inbox_appended: Counter,
+    /// Sends acknowledged again without storing (idempotent re-sends).
+    pub duplicates: Counter,
+    /// Events re-sent from an inbox on connect or resync.
+    pub replayed: Counter,
+    /// Client acks of stored events.
+    pub acks: Counter,
+    /// Error acks/events sent, any code.
+    pub errors: Counter,
+    /// Sockets disconnected because they could not keep up.
+    pub slow_consumers: Counter,
+}
+
+impl Metrics {
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(1024);
+        let mut metric = |name: &str, kind: &str, help: &str, value: i128| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        };
+        metric(
+            "webchat_connections",
+            "gauge",
+            "Sockets currently connected and authenticated.",
+            self.connections.get().into(),
+        );
+        let counters: [(&str, &str, &Counter); 8] = [
+            ("webchat_events_in_total", "chat events received from clients.", &self.events_in),
+            ("webchat_events_out_total", "chat events emitted to clients.", &self.events_out),
+            ("webchat_inbox_appended_total", "Events stored in an inbox.", &self.inbox_appended),
+            ("webchat_duplicates_total", "Idempotent re-sends acknowledged without storing.", &self.duplicates),
+            ("webchat_replayed_total", "Inbox events re-sent on connect or resync.", &self.replayed),
+            ("webchat_acks_total", "Client acknowledgements of stored events.", &self.acks),
+            ("webchat_errors_total", "Errors returned to clients.", &self.errors),
+            ("webchat_slow_consumers_total", "Sockets disconnected for not keeping up.", &self.slow_consumers),
+        ];
+        for (name, help, counter) in counters {
+            metric(name, "counter", help, counter.get().into());
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_is_prometheus_text() {
+        let m = Metrics::default();
+        m.events_in.add(3);
+        m.connections.inc();
+        let text = m.render();
+        assert!(text.contains("# TYPE webchat_events_in_total counter\nwebchat_events_in_total 3\n"));
+        assert!(text.contains("webchat_connections 1\n"));
+    }
+}
