@@ -17,7 +17,11 @@ pub enum AuthMode {
 
 /// Every option of the `webchat` binary. Each flag also reads the env var named beside it.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "webchat", version, about = "Realtime chat server for socket.io clients")]
+#[command(
+    name = "webchat",
+    version,
+    about = "Realtime chat server for socket.io clients"
+)]
 pub struct Settings {
     /// Address the chat server listens on (HTTP, socket.io, REST and the web client).
     #[arg(long, env = "WEBCHAT_LISTEN", default_value = "0.0.0.0:4000")]

@@ -29,14 +29,36 @@ impl Health {
     pub async fn check(&self) -> Vec<(&'static str, BackendStatus)> {
         match self {
             Health::Embedded => vec![
-                ("store", BackendStatus { kind: "embedded", ok: true, error: None }),
-                ("bus", BackendStatus { kind: "in-process", ok: true, error: None }),
+                (
+                    "store",
+                    BackendStatus {
+                        kind: "embedded",
+                        ok: true,
+                        error: None,
+                    },
+                ),
+                (
+                    "bus",
+                    BackendStatus {
+                        kind: "in-process",
+                        ok: true,
+                        error: None,
+                    },
+                ),
             ],
             Health::Redis(pool) => {
                 let ping: Result<String, _> = pool.next().ping(None).await;
                 let status = |kind| match &ping {
-                    Ok(_) => BackendStatus { kind, ok: true, error: None },
-                    Err(e) => BackendStatus { kind, ok: false, error: Some(e.to_string()) },
+                    Ok(_) => BackendStatus {
+                        kind,
+                        ok: true,
+                        error: None,
+                    },
+                    Err(e) => BackendStatus {
+                        kind,
+                        ok: false,
+                        error: Some(e.to_string()),
+                    },
                 };
                 vec![("store", status("redis")), ("bus", status("redis"))]
             }

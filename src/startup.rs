@@ -49,6 +49,8 @@ pub struct Application {
     io: SocketIo,
     state: AppState,
     local_addr: SocketAddr,
+    /// Closed last on shutdown, releasing the data dir.
+    embedded: Option<EmbeddedDb>,
 }
 
 impl Application {
@@ -65,6 +67,7 @@ impl Application {
             dedupe_window_secs: settings.dedupe_window_secs,
         };
 
+        let mut embedded = None;
         let (accounts_store, inbox, bus, health, secret): (
             Arc<dyn AccountStore>,
             Arc<dyn InboxStore>,
@@ -90,6 +93,7 @@ impl Application {
             }
             None => {
                 let db = EmbeddedDb::open(&settings.data_dir)?;
+                embedded = Some(db.clone());
                 let bus = Arc::new(MemoryBus::new(router.clone()));
                 let secret = match &settings.token_secret {
                     Some(s) => s.as_bytes().to_vec(),
@@ -106,8 +110,11 @@ impl Application {
         };
         let _ = bus_slot.set(bus.clone());
 
-        let accounts =
-            AccountService::new(accounts_store, TokenSigner::new(secret), settings.token_ttl_secs);
+        let accounts = AccountService::new(
+            accounts_store,
+            TokenSigner::new(secret),
+            settings.token_ttl_secs,
+        );
         let chat = ChatService::new(
             accounts.clone(),
             inbox.clone(),
@@ -132,7 +139,11 @@ impl Application {
             .with_state(state.clone())
             .ack_timeout(settings.ack_timeout())
             .max_buffer_size(settings.socket_queue.max(128))
-            .max_payload(u64::try_from(settings.max_body_bytes.saturating_mul(2)).unwrap_or(u64::MAX).max(100_000))
+            .max_payload(
+                u64::try_from(settings.max_body_bytes.saturating_mul(2))
+                    .unwrap_or(u64::MAX)
+                    .max(100_000),
+            )
             .build_layer();
         gateway::register(&io);
         let app = http::router(state.clone()).layer(socket_layer);
@@ -148,6 +159,7 @@ impl Application {
             io,
             state,
             local_addr,
+            embedded,
         })
     }
 
@@ -173,6 +185,7 @@ impl Application {
             io,
             state,
             local_addr,
+            embedded,
         } = self;
         let stop = state.shutdown.clone();
         tokio::spawn({
@@ -201,6 +214,9 @@ impl Application {
             .await?;
         state.tasks.close();
         state.tasks.wait().await;
+        if let Some(db) = embedded {
+            db.close();
+        }
         tracing::info!("stopped");
         Ok(())
     }
@@ -211,7 +227,13 @@ async fn shared_secret_in_redis(redis: &RedisHandles) -> Result<Vec<u8>, StoreEr
     let candidate = random_hex(32);
     let _: Option<String> = redis
         .pool
-        .set("wc:token_secret", candidate, None, Some(SetOptions::NX), false)
+        .set(
+            "wc:token_secret",
+            candidate,
+            None,
+            Some(SetOptions::NX),
+            false,
+        )
         .await
         .map_err(crate::storage::redis::unavailable)?;
     let secret: Option<String> = redis
@@ -232,7 +254,12 @@ fn secret_in_data_dir(dir: &Path) -> Result<Vec<u8>, StoreError> {
         Ok(secret) if !secret.trim().is_empty() => return Ok(secret.trim().as_bytes().to_vec()),
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(StoreError::Internal(format!("read {}: {e}", path.display()))),
+        Err(e) => {
+            return Err(StoreError::Internal(format!(
+                "read {}: {e}",
+                path.display()
+            )))
+        }
     }
     let secret = random_hex(32);
     write_private(&path, &secret)

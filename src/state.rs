@@ -5,8 +5,8 @@ use std::sync::Arc;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    accounts::AccountService, bus::Router, chat::ChatService, config::Settings,
-    health::Health, inbox::InboxLimits, telemetry::Metrics,
+    accounts::AccountService, bus::Router, chat::ChatService, config::Settings, health::Health,
+    inbox::InboxLimits, telemetry::Metrics,
 };
 
 /// Everything a request or socket handler may need.

@@ -89,7 +89,10 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(1024);
         let mut metric = |name: &str, kind: &str, help: &str, value: i128| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
         };
         metric(
             "webchat_connections",
@@ -98,14 +101,46 @@ impl Metrics {
             self.connections.get().into(),
         );
         let counters: [(&str, &str, &Counter); 8] = [
-            ("webchat_events_in_total", "chat events received from clients.", &self.events_in),
-            ("webchat_events_out_total", "chat events emitted to clients.", &self.events_out),
-            ("webchat_inbox_appended_total", "Events stored in an inbox.", &self.inbox_appended),
-            ("webchat_duplicates_total", "Idempotent re-sends acknowledged without storing.", &self.duplicates),
-            ("webchat_replayed_total", "Inbox events re-sent on connect or resync.", &self.replayed),
-            ("webchat_acks_total", "Client acknowledgements of stored events.", &self.acks),
-            ("webchat_errors_total", "Errors returned to clients.", &self.errors),
-            ("webchat_slow_consumers_total", "Sockets disconnected for not keeping up.", &self.slow_consumers),
+            (
+                "webchat_events_in_total",
+                "chat events received from clients.",
+                &self.events_in,
+            ),
+            (
+                "webchat_events_out_total",
+                "chat events emitted to clients.",
+                &self.events_out,
+            ),
+            (
+                "webchat_inbox_appended_total",
+                "Events stored in an inbox.",
+                &self.inbox_appended,
+            ),
+            (
+                "webchat_duplicates_total",
+                "Idempotent re-sends acknowledged without storing.",
+                &self.duplicates,
+            ),
+            (
+                "webchat_replayed_total",
+                "Inbox events re-sent on connect or resync.",
+                &self.replayed,
+            ),
+            (
+                "webchat_acks_total",
+                "Client acknowledgements of stored events.",
+                &self.acks,
+            ),
+            (
+                "webchat_errors_total",
+                "Errors returned to clients.",
+                &self.errors,
+            ),
+            (
+                "webchat_slow_consumers_total",
+                "Sockets disconnected for not keeping up.",
+                &self.slow_consumers,
+            ),
         ];
         for (name, help, counter) in counters {
             metric(name, "counter", help, counter.get().into());
@@ -124,7 +159,9 @@ mod tests {
         m.events_in.add(3);
         m.connections.inc();
         let text = m.render();
-        assert!(text.contains("# TYPE webchat_events_in_total counter\nwebchat_events_in_total 3\n"));
+        assert!(
+            text.contains("# TYPE webchat_events_in_total counter\nwebchat_events_in_total 3\n")
+        );
         assert!(text.contains("webchat_connections 1\n"));
     }
 }

@@ -33,7 +33,9 @@ impl AccountStore for EmbeddedAccountStore {
                     if table.get(uid.as_str()).map_err(internal)?.is_some() {
                         return Ok(false);
                     }
-                    table.insert(uid.as_str(), json.as_slice()).map_err(internal)?;
+                    table
+                        .insert(uid.as_str(), json.as_slice())
+                        .map_err(internal)?;
                     Ok(true)
                 },
                 |_| {},
@@ -49,7 +51,9 @@ impl AccountStore for EmbeddedAccountStore {
                 let Some(raw) = table.get(uid.as_str()).map_err(internal)? else {
                     return Ok(None);
                 };
-                serde_json::from_slice(raw.value()).map(Some).map_err(internal)
+                serde_json::from_slice(raw.value())
+                    .map(Some)
+                    .map_err(internal)
             })
             .await
     }

@@ -117,7 +117,11 @@ impl AccountService {
         let hash = hash_password(password.to_owned()).await?;
         let account = Account {
             uid: uid.to_string(),
-            name: if name.is_empty() { uid.to_string() } else { name.to_owned() },
+            name: if name.is_empty() {
+                uid.to_string()
+            } else {
+                name.to_owned()
+            },
             password_hash: hash,
             created_at: chrono::Utc::now().timestamp(),
         };
@@ -178,7 +182,9 @@ impl AccountService {
     }
 
     fn issue(&self, uid: &UserId) -> IssuedToken {
-        let expires_at = chrono::Utc::now().timestamp().saturating_add(self.token_ttl_secs);
+        let expires_at = chrono::Utc::now()
+            .timestamp()
+            .saturating_add(self.token_ttl_secs);
         let claims = Claims {
             uid: uid.to_string(),
             exp: expires_at,
@@ -244,7 +250,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = crate::storage::embedded::EmbeddedDb::open(dir.path()).expect("db");
         let store = Arc::new(EmbeddedAccountStore::new(db));
-        (AccountService::new(store, TokenSigner::new(b"k".to_vec()), 60), dir)
+        (
+            AccountService::new(store, TokenSigner::new(b"k".to_vec()), 60),
+            dir,
+        )
     }
 
     fn uid(s: &str) -> UserId {
@@ -254,20 +263,35 @@ mod tests {
     #[tokio::test]
     async fn signup_then_login_then_logout_revokes_the_token() {
         let (svc, _dir) = service();
-        let issued = svc.signup(&uid("alice"), "password1", "Alice").await.expect("signup");
-        assert_eq!(svc.verify(&issued.token).await.expect("valid"), uid("alice"));
+        let issued = svc
+            .signup(&uid("alice"), "password1", "Alice")
+            .await
+            .expect("signup");
+        assert_eq!(
+            svc.verify(&issued.token).await.expect("valid"),
+            uid("alice")
+        );
 
-        let again = svc.signup(&uid("alice"), "password1", "A").await.expect_err("taken");
+        let again = svc
+            .signup(&uid("alice"), "password1", "A")
+            .await
+            .expect_err("taken");
         assert!(matches!(again, SignupError::Taken));
 
-        let wrong = svc.login(&uid("alice"), "password2").await.expect_err("wrong pw");
+        let wrong = svc
+            .login(&uid("alice"), "password2")
+            .await
+            .expect_err("wrong pw");
         assert_eq!(wrong.code, ErrorCode::Unauthorized);
         let second = svc.login(&uid("alice"), "password1").await.expect("login");
 
         svc.logout(&issued.token).await.expect("logout");
         let revoked = svc.verify(&issued.token).await.expect_err("revoked");
         assert_eq!(revoked.code, ErrorCode::Unauthorized);
-        assert!(svc.verify(&second.token).await.is_ok(), "other tokens stay valid");
+        assert!(
+            svc.verify(&second.token).await.is_ok(),
+            "other tokens stay valid"
+        );
     }
 
     #[tokio::test]

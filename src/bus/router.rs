@@ -96,12 +96,15 @@ impl Router {
         let (tx, deliveries) = mpsc::channel(queue.max(1));
         let conn_id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let overflowed = CancellationToken::new();
-        self.conns.entry(uid.to_owned()).or_default().push(LocalConn {
-            id: conn_id,
-            socket_id: socket_id.to_owned(),
-            tx,
-            overflowed: overflowed.clone(),
-        });
+        self.conns
+            .entry(uid.to_owned())
+            .or_default()
+            .push(LocalConn {
+                id: conn_id,
+                socket_id: socket_id.to_owned(),
+                tx,
+                overflowed: overflowed.clone(),
+            });
         let (done, subscribed) = oneshot::channel();
         let _ = self.reconcile.send((uid.to_owned(), Some(done)));
         let result = subscribed

@@ -66,7 +66,8 @@ impl ChatService {
     ) -> Result<Accepted, ChatError> {
         match command {
             ClientCommand::Message { to, msg_id, body } => {
-                self.send_message(actor, origin_socket, &to, msg_id, body).await
+                self.send_message(actor, origin_socket, &to, msg_id, body)
+                    .await
             }
             ClientCommand::Receipt {
                 kind,
@@ -179,7 +180,12 @@ impl ChatService {
         })
     }
 
-    async fn typing(&self, actor: &UserId, to: &UserId, active: bool) -> Result<Accepted, ChatError> {
+    async fn typing(
+        &self,
+        actor: &UserId,
+        to: &UserId,
+        active: bool,
+    ) -> Result<Accepted, ChatError> {
         self.check_recipient(to).await?;
         let body = if active { "1" } else { "0" };
         let event = WireEvent::new("typing", actor.as_str(), to.as_str(), "", body.to_owned());
@@ -198,10 +204,7 @@ impl ChatService {
 
     async fn check_recipient(&self, to: &UserId) -> Result<(), ChatError> {
         if self.require_known_recipients && !self.accounts.exists(to).await? {
-            return Err(ChatError::new(
-                ErrorCode::NotFound,
-                format!("no user {to}"),
-            ));
+            return Err(ChatError::new(ErrorCode::NotFound, format!("no user {to}")));
         }
         Ok(())
     }

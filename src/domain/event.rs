@@ -152,7 +152,8 @@ impl ClientCommand {
         let msg_id = || MsgId::parse(string_field(object, "MsgID")?);
         match evt_type {
             EvtType::Message => {
-                let body = MessageBody::parse(string_field(object, "Body")?.to_owned(), max_body_bytes)?;
+                let body =
+                    MessageBody::parse(string_field(object, "Body")?.to_owned(), max_body_bytes)?;
                 Ok(Self::Message {
                     to: to()?,
                     msg_id: msg_id()?,
@@ -194,7 +195,10 @@ impl ClientCommand {
 }
 
 /// A string field; absent or null reads as "", any other type is refused.
-fn string_field<'a>(object: &'a serde_json::Map<String, Value>, name: &str) -> Result<&'a str, ChatError> {
+fn string_field<'a>(
+    object: &'a serde_json::Map<String, Value>,
+    name: &str,
+) -> Result<&'a str, ChatError> {
     match object.get(name) {
         None | Some(Value::Null) => Ok(""),
         Some(Value::String(s)) => Ok(s),
@@ -302,8 +306,9 @@ mod tests {
         assert_eq!(id.as_deref(), Some("m9"));
         assert_eq!(err.code, ErrorCode::BadRequest);
 
-        let (_, err) = parse(json!({"EvtType":"message","To":"bob","MsgID":"m","Body":"x".repeat(17)}))
-            .expect_err("too large");
+        let (_, err) =
+            parse(json!({"EvtType":"message","To":"bob","MsgID":"m","Body":"x".repeat(17)}))
+                .expect_err("too large");
         assert_eq!(err.code, ErrorCode::TooLarge);
 
         for bad in [

@@ -103,7 +103,10 @@ mod tests {
 
     #[test]
     fn token_is_read_from_the_query() {
-        assert_eq!(query_token(Some("EIO=3&token=a.b&transport=polling")).as_deref(), Some("a.b"));
+        assert_eq!(
+            query_token(Some("EIO=3&token=a.b&transport=polling")).as_deref(),
+            Some("a.b")
+        );
         assert_eq!(query_token(Some("token=a%2Eb")).as_deref(), Some("a.b"));
         assert_eq!(query_token(Some("EIO=3")), None);
         assert_eq!(query_token(None), None);

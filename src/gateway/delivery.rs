@@ -104,11 +104,10 @@ pub async fn run(
         }
     }
     // Acks that already arrived still count; the rest is replayed on the next connect.
-    while let Some(Some(Some(seq))) = tokio::time::timeout(Duration::ZERO, pump.acks.next())
-        .await
-        .ok()
-    {
-        pump.max_acked = pump.max_acked.max(seq);
+    while let Ok(Some(acked)) = tokio::time::timeout(Duration::ZERO, pump.acks.next()).await {
+        if let Some(seq) = acked {
+            pump.max_acked = pump.max_acked.max(seq);
+        }
     }
     pump.confirm_acked().await;
     pump.state.router.detach(pump.uid.as_str(), conn_id);
@@ -206,7 +205,12 @@ impl Pump {
         if self.max_acked <= self.confirmed {
             return;
         }
-        match self.state.chat.confirm(self.uid.as_str(), self.max_acked).await {
+        match self
+            .state
+            .chat
+            .confirm(self.uid.as_str(), self.max_acked)
+            .await
+        {
             Ok(()) => self.confirmed = self.max_acked,
             // Unconfirmed events are only re-sent later, never lost; the client dedupes by Seq.
             Err(e) => tracing::warn!(uid = %self.uid, error = %e, "confirm failed"),

@@ -92,7 +92,10 @@ async fn on_chat(
     };
     let command = match data {
         Ok(value) => ClientCommand::parse(value, state.settings.max_body_bytes),
-        Err(e) => Err((None, ChatError::bad_request(format!("unreadable chat payload: {e}")))),
+        Err(e) => Err((
+            None,
+            ChatError::bad_request(format!("unreadable chat payload: {e}")),
+        )),
     };
     let (msg_id, result) = match command {
         Ok(command) => {
@@ -146,7 +149,11 @@ fn reply(
 async fn start_delivery(socket: &SocketRef, state: &AppState, uid: UserId) {
     let attachment = match state
         .router
-        .attach(uid.as_str(), socket.id.as_str(), state.settings.socket_queue)
+        .attach(
+            uid.as_str(),
+            socket.id.as_str(),
+            state.settings.socket_queue,
+        )
         .await
     {
         Ok(attachment) => attachment,

@@ -53,7 +53,10 @@ async fn login(
 ) -> Result<Json<IssuedToken>, ApiError> {
     // An unparseable uid cannot have an account: same answer as a wrong password.
     let uid = UserId::parse(&req.uid).map_err(|_| {
-        crate::domain::ChatError::new(crate::domain::ErrorCode::Unauthorized, "wrong uid or password")
+        crate::domain::ChatError::new(
+            crate::domain::ErrorCode::Unauthorized,
+            "wrong uid or password",
+        )
     })?;
     Ok(Json(state.accounts.login(&uid, &req.password).await?))
 }

@@ -14,7 +14,8 @@ use crate::state::AppState;
 
 /// Every HTTP route of the chat server (socket.io is layered on top by start-up).
 pub fn router(state: AppState) -> Router {
-    let webclient = ServeDir::new(&state.settings.webclient_dir).append_index_html_on_directories(true);
+    let webclient =
+        ServeDir::new(&state.settings.webclient_dir).append_index_html_on_directories(true);
     Router::new()
         .nest("/api/v1", accounts::router())
         .merge(ops::router())

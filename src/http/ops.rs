@@ -24,7 +24,10 @@ async fn health(State(state): State<AppState>) -> impl IntoResponse {
     let all_ok = backends.iter().all(|(_, b)| b.ok);
     let mut detail = Map::new();
     for (name, status) in backends {
-        detail.insert(name.to_owned(), serde_json::to_value(status).unwrap_or(Value::Null));
+        detail.insert(
+            name.to_owned(),
+            serde_json::to_value(status).unwrap_or(Value::Null),
+        );
     }
     let status = if all_ok {
         StatusCode::OK

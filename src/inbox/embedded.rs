@@ -59,8 +59,8 @@ impl InboxStore for EmbeddedInbox {
                                 });
                             }
                         }
-                        let window_ms = i64::try_from(limits.dedupe_window_secs * 1000)
-                            .unwrap_or(i64::MAX / 2);
+                        let window_ms =
+                            i64::try_from(limits.dedupe_window_secs * 1000).unwrap_or(i64::MAX / 2);
                         table
                             .insert(key.as_str(), (sent_at, now.saturating_add(window_ms)))
                             .map_err(internal)?;

@@ -6,7 +6,10 @@
 //! (group commit). Completions run on that thread, in commit order, which is what lets the
 //! embedded inbox publish events in Seq order.
 
-use std::{path::Path, sync::Arc};
+use std::{
+    path::Path,
+    sync::{Arc, RwLock},
+};
 
 use redb::{Database, ReadTransaction, TableDefinition, WriteTransaction};
 use tokio::sync::oneshot;
@@ -30,11 +33,16 @@ const MAX_BATCH: usize = 512;
 type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 type WriteOp = Box<dyn FnOnce(&WriteTransaction) -> (bool, Completion) + Send>;
 
-/// Handle to the embedded database; cheap to clone.
+/// Handle to the embedded database; cheap to clone. [`EmbeddedDb::close`] releases the file
+/// (and its lock) even while clones are still around, so a node can be restarted in-process.
 #[derive(Clone)]
 pub struct EmbeddedDb {
-    db: Arc<Database>,
+    db: Arc<RwLock<Option<Database>>>,
     writes: std::sync::mpsc::Sender<WriteOp>,
+}
+
+fn closed() -> StoreError {
+    StoreError::Unavailable("embedded store is closed".into())
 }
 
 impl EmbeddedDb {
@@ -45,7 +53,6 @@ impl EmbeddedDb {
         let path = dir.join("webchat.redb");
         let db = Database::create(&path)
             .map_err(|e| StoreError::Internal(format!("open {}: {e}", path.display())))?;
-        let db = Arc::new(db);
         // Create every table up front so read transactions never meet a missing table.
         {
             let txn = db.begin_write().map_err(internal)?;
@@ -56,6 +63,7 @@ impl EmbeddedDb {
             txn.open_table(DEDUPE).map_err(internal)?;
             txn.commit().map_err(internal)?;
         }
+        let db = Arc::new(RwLock::new(Some(db)));
         let (writes, queue) = std::sync::mpsc::channel::<WriteOp>();
         let writer_db = db.clone();
         std::thread::Builder::new()
@@ -103,15 +111,27 @@ impl EmbeddedDb {
     {
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || {
-            let txn = db.begin_read().map_err(internal)?;
+            let guard = db.read().map_err(internal)?;
+            let txn = guard
+                .as_ref()
+                .ok_or_else(closed)?
+                .begin_read()
+                .map_err(internal)?;
             f(&txn)
         })
         .await
         .map_err(|e| StoreError::Internal(format!("read task: {e}")))?
     }
+
+    /// Closes the database: pending and later operations fail with `Unavailable`.
+    pub fn close(&self) {
+        if let Ok(mut db) = self.db.write() {
+            db.take();
+        }
+    }
 }
 
-fn run_writer(db: &Database, queue: &std::sync::mpsc::Receiver<WriteOp>) {
+fn run_writer(db: &RwLock<Option<Database>>, queue: &std::sync::mpsc::Receiver<WriteOp>) {
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -120,7 +140,11 @@ fn run_writer(db: &Database, queue: &std::sync::mpsc::Receiver<WriteOp>) {
                 Err(_) => break,
             }
         }
-        let txn = match db.begin_write() {
+        let Ok(guard) = db.read() else { return };
+        let Some(open) = guard.as_ref() else {
+            continue; // closed: dropping the ops fails their callers
+        };
+        let txn = match open.begin_write() {
             Ok(txn) => txn,
             Err(e) => {
                 tracing::error!(error = %e, "embedded store: begin write failed");

@@ -1,0 +1,138 @@
+//! Signup, login, logout and socket authentication.
+
+use serde_json::{json, Value};
+use webchat_loadgen::client::ClientError;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn signup_login_logout_and_revocation_is_seen_by_every_node() {
+    let nodes = spawn_cluster(2).await;
+    let user = nodes[0].signup("acct").await;
+
+    let login = http()
+        .post(format!("{}/api/v1/login", nodes[1].url))
+        .json(&json!({"uid": user.uid, "password": "correct horse"}))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(login.status(), 200);
+    let body: Value = login.json().await.expect("json");
+    assert_eq!(body["uid"], user.uid.as_str());
+    assert!(body["expiresAt"].as_i64().expect("expiresAt") > chrono_now());
+
+    // A token issued by node 0 works on node 1.
+    let client = TestClient::try_connect(&nodes[1].url, &user, false)
+        .await
+        .expect("connect");
+    client.close().await;
+
+    let logout = http()
+        .post(format!("{}/api/v1/logout", nodes[0].url))
+        .bearer_auth(&user.token)
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(logout.status(), 204);
+
+    for node in &nodes {
+        let refused = TestClient::try_connect(&node.url, &user, false).await;
+        match refused {
+            Err(ClientError::ConnectError { message, .. }) => assert_eq!(message, "unauthorized"),
+            other => panic!(
+                "revoked token accepted on {}: {:?}",
+                node.url,
+                other.map(|c| c.uid)
+            ),
+        }
+        let again = http()
+            .post(format!("{}/api/v1/logout", node.url))
+            .bearer_auth(&user.token)
+            .send()
+            .await
+            .expect("logout again");
+        assert_eq!(again.status(), 401);
+    }
+}
+
+#[tokio::test]
+async fn bad_signups_get_the_error_shape_and_the_right_status() {
+    let app = spawn_app(Backend::Embedded).await;
+    let taken = app.signup("dup").await;
+    let cases = [
+        (json!({"uid": taken.uid, "password": "password1"}), 409),
+        (json!({"uid": "group_x", "password": "password1"}), 400),
+        (json!({"uid": "has space", "password": "password1"}), 400),
+        (json!({"uid": "x".repeat(65), "password": "password1"}), 400),
+        (json!({"uid": unique("short"), "password": "1234567"}), 400),
+        (
+            json!({"uid": unique("long"), "password": "x".repeat(257)}),
+            400,
+        ),
+        (json!({"password": "password1"}), 400),
+    ];
+    for (body, status) in cases {
+        let res = http()
+            .post(format!("{}/api/v1/signup", app.url))
+            .json(&body)
+            .send()
+            .await
+            .expect("signup");
+        assert_eq!(res.status(), status, "{body}");
+        let err: Value = res.json().await.expect("json");
+        assert!(err["error"]["code"].is_string(), "{err}");
+        assert!(err["error"]["message"].is_string(), "{err}");
+    }
+    let wrong = http()
+        .post(format!("{}/api/v1/login", app.url))
+        .json(&json!({"uid": taken.uid, "password": "wrong password"}))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(wrong.status(), 401);
+}
+
+#[tokio::test]
+async fn a_socket_without_a_valid_token_is_refused() {
+    let app = spawn_app(Backend::Embedded).await;
+    for token in ["", "garbage", "a.b"] {
+        let nobody = User {
+            uid: "nobody".into(),
+            token: token.into(),
+        };
+        match TestClient::try_connect(&app.url, &nobody, false).await {
+            Err(ClientError::ConnectError { message, .. }) => assert_eq!(message, "unauthorized"),
+            other => panic!("token {token:?} accepted: {:?}", other.map(|c| c.uid)),
+        }
+    }
+}
+
+#[tokio::test]
+async fn join_as_someone_else_is_forbidden_and_disconnects() {
+    let app = spawn_app(Backend::Embedded).await;
+    let alice = app.signup("alice").await;
+    let bob = app.signup("bob").await;
+    let mut client = app.connect(&alice).await;
+    let own = client
+        .client
+        .emit_with_ack("join", &json!(alice.uid), PATIENCE)
+        .await
+        .expect("join ack");
+    assert_eq!(own["ok"], true);
+    let other = client
+        .client
+        .emit_with_ack("join", &json!(bob.uid), PATIENCE)
+        .await
+        .expect("join ack");
+    assert_eq!(other["error"]["code"], "forbidden");
+    // The server then closes the socket.
+    while client.events.recv().await.is_some() {}
+    assert!(!client.client.is_connected());
+}
+
+fn chrono_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
+}

@@ -1,0 +1,73 @@
+//! Node failure: a node SIGKILLed between send and delivery loses nothing acknowledged.
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn killing_the_receivers_node_loses_no_acknowledged_message() {
+    let node_a = NodeProcess::start(&[]).await;
+    let mut node_b = Some(NodeProcess::start(&[]).await);
+    let alice = signup(&node_a.url, "alice").await;
+    let bob = signup(&node_a.url, "bob").await;
+
+    let sender = TestClient::connect(&node_a.url, &alice).await;
+    // Bob reads on node B but never acks, like a client that died mid-read.
+    let node_b_url = node_b.as_ref().map(|n| n.url.clone()).unwrap_or_default();
+    let mut doomed = TestClient::connect(&node_b_url, &bob).await;
+
+    let mut acked = Vec::new();
+    for i in 0..100 {
+        let id = format!("f{i}");
+        let ack = sender.send(&bob.uid, &id, "survive").await;
+        assert_eq!(ack["ok"], true, "{ack}");
+        acked.push(id);
+        if i == 49 {
+            // Wait until node B has pushed at least one message, then kill it mid-stream.
+            let first = doomed.next_chat().await;
+            assert_eq!(first.data["MsgID"], "f0");
+            if let Some(node) = node_b.take() {
+                node.kill().await;
+            }
+            // Sending goes on through node A while bob is away.
+        }
+    }
+    while doomed.events.recv().await.is_some() {}
+
+    // Bob reconnects to the surviving node and must get every acknowledged message, in order.
+    let mut bob_again = TestClient::connect(&node_a.url, &bob).await;
+    let mut seen: BTreeMap<u64, String> = BTreeMap::new();
+    let mut redeliveries = 0;
+    while seen.len() < acked.len() {
+        let e = bob_again.next_chat_acked().await;
+        let seq = e.data["Seq"].as_u64().expect("seq");
+        let id = e.data["MsgID"].as_str().unwrap_or("").to_owned();
+        if seen.insert(seq, id).is_some() {
+            redeliveries += 1;
+        }
+    }
+    let in_seq_order: Vec<&String> = seen.values().collect();
+    let expected: Vec<&String> = acked.iter().collect();
+    assert_eq!(
+        in_seq_order, expected,
+        "lost or reordered (redeliveries: {redeliveries})"
+    );
+}
+
+async fn signup(url: &str, prefix: &str) -> User {
+    let uid = unique(prefix);
+    let res = http()
+        .post(format!("{url}/api/v1/signup"))
+        .json(&json!({"uid": uid, "password": "correct horse"}))
+        .send()
+        .await
+        .expect("signup");
+    assert_eq!(res.status(), 201);
+    let body: serde_json::Value = res.json().await.expect("json");
+    User {
+        uid,
+        token: body["token"].as_str().expect("token").to_owned(),
+    }
+}

@@ -1,0 +1,324 @@
+//! `spawn_app` / `spawn_cluster` and typed test clients.
+
+use std::{
+    path::PathBuf,
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use serde_json::{json, Value};
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+    sync::oneshot,
+    task::JoinHandle,
+};
+use webchat::{Application, Settings};
+use webchat_loadgen::client::{ClientError, ClientOptions, EventStream, ServerEvent, SioClient};
+
+/// How long a test waits for something that should happen at once. A bound on failure, never
+/// a synchronisation: tests proceed as soon as the awaited event arrives.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// The Redis every Redis-mode test shares (tests keep apart by unique uids).
+pub fn redis_url() -> String {
+    std::env::var("WEBCHAT_TEST_REDIS_URL")
+        .expect("WEBCHAT_TEST_REDIS_URL is not set: run scripts/test-all.sh, which starts Redis")
+}
+
+/// Which back-ends a node uses.
+#[derive(Clone, Copy, Debug)]
+pub enum Backend {
+    /// Embedded store, in-process bus.
+    Embedded,
+    /// Shared Redis.
+    Redis,
+}
+
+/// A node running inside the test process.
+pub struct TestApp {
+    /// `http://127.0.0.1:PORT`
+    pub url: String,
+    stop: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<()>>,
+    /// The data dir; kept so a restarted node finds its embedded store.
+    pub data_dir: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// A registered user.
+#[derive(Clone, Debug)]
+pub struct User {
+    pub uid: String,
+    pub token: String,
+}
+
+/// Unique uid for this test run.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
+}
+
+/// Settings for a test node.
+pub fn settings(backend: Backend, data_dir: PathBuf) -> Settings {
+    let mut settings = Settings::for_tests(data_dir);
+    if let Backend::Redis = backend {
+        settings.redis_url = Some(redis_url());
+    }
+    settings
+}
+
+/// Starts one node on a free port.
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_path_buf();
+    let mut app = spawn_with(settings(backend, path)).await;
+    app._dir = Some(dir);
+    app
+}
+
+/// Starts `n` nodes sharing Redis.
+pub async fn spawn_cluster(n: usize) -> Vec<TestApp> {
+    let mut nodes = Vec::new();
+    for _ in 0..n {
+        nodes.push(spawn_app(Backend::Redis).await);
+    }
+    nodes
+}
+
+/// Starts a node with explicit settings.
+pub async fn spawn_with(settings: Settings) -> TestApp {
+    webchat::telemetry::init_tracing("text");
+    let data_dir = settings.data_dir.clone();
+    let app = Application::build(settings).await.expect("build app");
+    let url = format!("http://127.0.0.1:{}", app.port());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let handle = tokio::spawn(async move {
+        app.run_until_stopped(async {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("server run");
+    });
+    TestApp {
+        url,
+        stop: Some(stop),
+        handle: Some(handle),
+        data_dir,
+        _dir: None,
+    }
+}
+
+impl TestApp {
+    /// Signs up a fresh user.
+    pub async fn signup(&self, prefix: &str) -> User {
+        let uid = unique(prefix);
+        let res = http()
+            .post(format!("{}/api/v1/signup", self.url))
+            .json(&json!({"uid": uid, "password": "correct horse", "name": prefix}))
+            .send()
+            .await
+            .expect("signup request");
+        assert_eq!(res.status(), 201, "signup of {uid}");
+        let body: Value = res.json().await.expect("signup json");
+        User {
+            uid,
+            token: body["token"].as_str().expect("token").to_owned(),
+        }
+    }
+
+    /// Connects `user` with its token.
+    pub async fn connect(&self, user: &User) -> TestClient {
+        TestClient::connect(&self.url, user).await
+    }
+
+    /// Sockets the node currently holds (its `webchat_connections` gauge).
+    pub async fn connections(&self) -> i64 {
+        let text = http()
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        text.lines()
+            .find_map(|l| l.strip_prefix("webchat_connections "))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("webchat_connections gauge")
+    }
+
+    /// Waits until the node holds exactly `n` sockets: a closed socket's delivery task has
+    /// then finished, including confirming what the client acked.
+    pub async fn wait_for_connections(&self, n: i64) {
+        eventually(&format!("{} to hold {n} sockets", self.url), || async {
+            self.connections().await == n
+        })
+        .await;
+    }
+
+    /// Stops the node gracefully and waits until it has.
+    pub async fn stop(mut self) -> PathBuf {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            handle.await.expect("server task");
+        }
+        let dir = self.data_dir.clone();
+        // Keep the temp dir alive for restarts: leak it deliberately into the returned path.
+        if let Some(d) = self._dir.take() {
+            let _ = d.keep();
+        }
+        dir
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A shared HTTP client.
+pub fn http() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+/// A connected user socket with its event stream. Stored events are acked explicitly by the
+/// test (auto-ack off) unless made with [`TestClient::connect_auto_ack`].
+pub struct TestClient {
+    pub client: SioClient,
+    pub events: EventStream,
+    pub uid: String,
+}
+
+impl TestClient {
+    /// Connects with `user`'s token; panics on refusal.
+    pub async fn connect(url: &str, user: &User) -> Self {
+        Self::try_connect(url, user, false).await.expect("connect")
+    }
+
+    /// Connects and acks every stored event on arrival.
+    pub async fn connect_auto_ack(url: &str, user: &User) -> Self {
+        Self::try_connect(url, user, true).await.expect("connect")
+    }
+
+    /// Connects, returning the refusal if any.
+    pub async fn try_connect(url: &str, user: &User, auto_ack: bool) -> Result<Self, ClientError> {
+        let opts = ClientOptions {
+            auto_ack,
+            ..ClientOptions::default()
+        };
+        let (client, events) =
+            SioClient::connect(url, Some(json!({ "token": user.token })), opts).await?;
+        Ok(Self {
+            client,
+            events,
+            uid: user.uid.clone(),
+        })
+    }
+
+    /// Emits a `chat` event and returns the ack.
+    pub async fn chat(&self, event: Value) -> Value {
+        self.client
+            .emit_with_ack("chat", &event, PATIENCE)
+            .await
+            .expect("chat ack")
+    }
+
+    /// Sends a 1:1 message and returns the ack.
+    pub async fn send(&self, to: &str, msg_id: &str, body: &str) -> Value {
+        self.chat(json!({"EvtType": "message", "To": to, "MsgID": msg_id, "Body": body}))
+            .await
+    }
+
+    /// The next `chat` event (panics after [`PATIENCE`]).
+    pub async fn next_chat(&mut self) -> ServerEvent {
+        self.events
+            .recv_named("chat", PATIENCE)
+            .await
+            .unwrap_or_else(|e| panic!("{}: no chat event: {e}", self.uid))
+    }
+
+    /// The next `chat` event, acked.
+    pub async fn next_chat_acked(&mut self) -> ServerEvent {
+        let event = self.next_chat().await;
+        if let Some(id) = event.ack_id {
+            self.client.ack(id).await.expect("ack");
+        }
+        event
+    }
+
+    /// Closes the socket and waits until the server has seen it go.
+    pub async fn close(self) {
+        self.client.close().await;
+    }
+}
+
+/// Polls `check` until it is true; a bound for conditions with no event to await.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + PATIENCE;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A `webchat` node as a child process (for SIGKILL tests).
+pub struct NodeProcess {
+    pub url: String,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl NodeProcess {
+    /// Starts the binary against the test Redis.
+    pub async fn start(extra_args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_webchat"))
+            .args(["--listen", "127.0.0.1:0", "--redis-url", &redis_url()])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(extra_args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn webchat");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(PATIENCE, lines.next_line())
+            .await
+            .expect("listening line in time")
+            .expect("read stdout")
+            .expect("a line");
+        let addr = line
+            .strip_prefix("webchat listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        Self {
+            url: format!("http://{addr}"),
+            child,
+            _dir: dir,
+        }
+    }
+
+    /// SIGKILL: no cleanup at all.
+    pub async fn kill(mut self) {
+        self.child.kill().await.expect("kill");
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().unwrap_or_default()
+    }
+}

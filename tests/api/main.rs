@@ -1,0 +1,10 @@
+//! Integration tests: real servers (in-process nodes, or `webchat` processes where a node
+//! must be SIGKILLed), real Redis (WEBCHAT_TEST_REDIS_URL, started by scripts/test-all.sh),
+//! and a real socket.io client speaking Engine.IO 4 over websocket.
+
+mod helpers;
+
+mod accounts;
+mod errors;
+mod failover;
+mod messaging;

@@ -1,0 +1,305 @@
+//! 1:1 messaging: live delivery, store-and-forward, idempotency, multiple sockets, receipts,
+//! on the embedded default and across two nodes sharing Redis.
+
+use std::collections::HashSet;
+
+use serde_json::json;
+
+use crate::helpers::*;
+
+/// Two nodes (Redis) or one node twice (embedded): the sender uses `[0]`, the receiver `[1]`.
+async fn nodes(backend: Backend) -> (Vec<TestApp>, usize) {
+    match backend {
+        Backend::Embedded => (vec![spawn_app(Backend::Embedded).await], 0),
+        Backend::Redis => (spawn_cluster(2).await, 1),
+    }
+}
+
+async fn online_delivery(backend: Backend) {
+    let (nodes, b) = nodes(backend).await;
+    let alice = nodes[0].signup("alice").await;
+    let bob = nodes[0].signup("bob").await;
+    let sender = nodes[0].connect(&alice).await;
+    let mut receiver = nodes[b].connect(&bob).await;
+
+    // The payload's From is ignored: identity comes from the session.
+    let ack = sender
+        .chat(json!({"EvtType": "message", "From": "mallory", "To": bob.uid, "MsgID": "m1", "Body": "hello"}))
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    assert_eq!(ack["MsgID"], "m1");
+    let sent_at = ack["SentAt"].as_i64().expect("SentAt");
+
+    let event = receiver.next_chat_acked().await;
+    assert!(event.ack_id.is_some(), "stored events request an ack");
+    let e = &event.data;
+    assert_eq!(e["EvtType"], "message");
+    assert_eq!(e["From"], alice.uid.as_str());
+    assert_eq!(e["To"], bob.uid.as_str());
+    assert_eq!(e["MsgID"], "m1");
+    assert_eq!(e["Body"], "hello");
+    assert_eq!(e["Seq"], 1);
+    assert_eq!(e["SentAt"], sent_at);
+    assert_eq!(e["Timestamp"], sent_at / 1000);
+}
+
+#[tokio::test]
+async fn a_message_reaches_an_online_receiver_embedded() {
+    online_delivery(Backend::Embedded).await;
+}
+
+#[tokio::test]
+async fn a_message_crosses_from_node_a_to_a_receiver_on_node_b() {
+    online_delivery(Backend::Redis).await;
+}
+
+async fn store_and_forward(backend: Backend) {
+    let (nodes, b) = nodes(backend).await;
+    let alice = nodes[0].signup("alice").await;
+    let bob = nodes[0].signup("bob").await;
+    let sender = nodes[0].connect(&alice).await;
+
+    for i in 0..100 {
+        let ack = sender
+            .send(&bob.uid, &format!("m{i}"), &format!("body {i}"))
+            .await;
+        assert_eq!(ack["ok"], true, "{ack}");
+    }
+
+    let mut receiver = nodes[b].connect(&bob).await;
+    let mut seqs = Vec::new();
+    for i in 0..100 {
+        let event = receiver.next_chat_acked().await;
+        assert_eq!(event.data["MsgID"], format!("m{i}"), "in send order");
+        seqs.push(event.data["Seq"].as_u64().expect("Seq"));
+    }
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "no gaps: {seqs:?}"
+    );
+
+    // Everything was acked: a second connection gets nothing old. The first live event
+    // it sees is the next message, not a replayed one.
+    receiver.close().await;
+    nodes[b]
+        .wait_for_connections(if b == 0 { 1 } else { 0 })
+        .await;
+    let mut again = nodes[b].connect(&bob).await;
+    sender.send(&bob.uid, "after", "new").await;
+    let next = again.next_chat_acked().await;
+    assert_eq!(next.data["MsgID"], "after", "acked events are not replayed");
+    assert_eq!(next.data["Seq"], 101);
+}
+
+#[tokio::test]
+async fn a_hundred_messages_sent_while_offline_arrive_in_order_once_embedded() {
+    store_and_forward(Backend::Embedded).await;
+}
+
+#[tokio::test]
+async fn a_hundred_messages_sent_while_offline_arrive_in_order_once_across_nodes() {
+    store_and_forward(Backend::Redis).await;
+}
+
+#[tokio::test]
+async fn unacked_events_are_replayed_on_the_next_connect_before_live_ones() {
+    let (nodes, b) = nodes(Backend::Redis).await;
+    let alice = nodes[0].signup("alice").await;
+    let bob = nodes[0].signup("bob").await;
+    let sender = nodes[0].connect(&alice).await;
+    let mut receiver = nodes[b].connect(&bob).await;
+
+    sender.send(&bob.uid, "u1", "one").await;
+    sender.send(&bob.uid, "u2", "two").await;
+    // Received but never acked.
+    assert_eq!(receiver.next_chat().await.data["MsgID"], "u1");
+    assert_eq!(receiver.next_chat().await.data["MsgID"], "u2");
+    receiver.close().await;
+
+    let mut back = nodes[0].connect(&bob).await;
+    sender.send(&bob.uid, "u3", "three").await;
+    let got: Vec<_> = [
+        back.next_chat_acked().await,
+        back.next_chat_acked().await,
+        back.next_chat_acked().await,
+    ]
+    .iter()
+    .map(|e| {
+        (
+            e.data["MsgID"].as_str().unwrap_or("").to_owned(),
+            e.data["Seq"].as_u64(),
+        )
+    })
+    .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("u1".into(), Some(1)),
+            ("u2".into(), Some(2)),
+            ("u3".into(), Some(3))
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_resent_msg_id_is_acked_again_but_delivered_once() {
+    for backend in [Backend::Embedded, Backend::Redis] {
+        let (nodes, b) = nodes(backend).await;
+        let alice = nodes[0].signup("alice").await;
+        let bob = nodes[0].signup("bob").await;
+        let sender = nodes[0].connect(&alice).await;
+        let mut receiver = nodes[b].connect(&bob).await;
+
+        let first = sender.send(&bob.uid, "same", "once").await;
+        let second = sender.send(&bob.uid, "same", "once").await;
+        assert_eq!(first["ok"], true);
+        assert_eq!(second["ok"], true);
+        assert_eq!(
+            first["SentAt"], second["SentAt"],
+            "the duplicate reports the original"
+        );
+        // The same MsgID from another sender is another message.
+        let carol = nodes[0].signup("carol").await;
+        nodes[0]
+            .connect(&carol)
+            .await
+            .send(&bob.uid, "same", "carol's")
+            .await;
+
+        let one = receiver.next_chat_acked().await;
+        let two = receiver.next_chat_acked().await;
+        assert_eq!(
+            (one.data["From"].as_str(), one.data["Seq"].as_u64()),
+            (Some(alice.uid.as_str()), Some(1))
+        );
+        assert_eq!(
+            (two.data["From"].as_str(), two.data["Seq"].as_u64()),
+            (Some(carol.uid.as_str()), Some(2)),
+            "{backend:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_socket_of_a_user_on_any_node_gets_live_events() {
+    let nodes = spawn_cluster(2).await;
+    let alice = nodes[0].signup("alice").await;
+    let bob = nodes[0].signup("bob").await;
+    let sending_tab = nodes[0].connect(&alice).await;
+    let mut other_tab = nodes[1].connect(&alice).await;
+    let mut bob_a = nodes[0].connect(&bob).await;
+    let mut bob_b = nodes[1].connect(&bob).await;
+
+    sending_tab.send(&bob.uid, "multi", "to all tabs").await;
+    for tab in [&mut bob_a, &mut bob_b] {
+        let e = tab.next_chat_acked().await;
+        assert_eq!(
+            (e.data["MsgID"].as_str(), e.data["Seq"].as_u64()),
+            (Some("multi"), Some(1))
+        );
+    }
+    // The sender's other socket gets a live copy without Seq and without an ack request.
+    let copy = other_tab.next_chat().await;
+    assert_eq!(copy.data["MsgID"], "multi");
+    assert_eq!(copy.data["From"], alice.uid.as_str());
+    assert!(copy.data.get("Seq").is_none());
+    assert!(copy.ack_id.is_none());
+
+    // The sending socket got no copy: the next thing it receives is bob's reply.
+    let mut sending_tab = sending_tab;
+    bob_a.send(&alice.uid, "reply", "hi back").await;
+    let first = sending_tab.next_chat_acked().await;
+    assert_eq!(first.data["MsgID"], "reply");
+}
+
+#[tokio::test]
+async fn receipts_reach_the_sender_and_wait_in_the_inbox_while_it_is_offline() {
+    let (nodes, b) = nodes(Backend::Redis).await;
+    let alice = nodes[0].signup("alice").await;
+    let bob = nodes[0].signup("bob").await;
+    let mut sender = nodes[0].connect(&alice).await;
+    let mut receiver = nodes[b].connect(&bob).await;
+
+    sender.send(&bob.uid, "r1", "read me").await;
+    let msg = receiver.next_chat_acked().await;
+    let seq = msg.data["Seq"].as_u64().expect("seq");
+    let ack = receiver
+        .chat(json!({"EvtType": "delivery", "To": alice.uid, "MsgID": "r1", "Seq": seq}))
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    let delivery = sender.next_chat_acked().await;
+    assert_eq!(delivery.data["EvtType"], "delivery");
+    assert_eq!(delivery.data["From"], bob.uid.as_str());
+    assert_eq!(delivery.data["To"], alice.uid.as_str());
+    assert_eq!(delivery.data["MsgID"], "r1");
+    assert_eq!(delivery.data["Unread"], 1);
+    assert!(delivery.ack_id.is_some(), "receipts are stored events");
+
+    // Alice goes offline; bob displays the message; alice gets the receipt on return.
+    sender.close().await;
+    receiver
+        .chat(json!({"EvtType": "display", "To": alice.uid, "MsgID": "r1"}))
+        .await;
+    // A repeated display is acked but not forwarded twice.
+    receiver
+        .chat(json!({"EvtType": "display", "To": alice.uid, "MsgID": "r1"}))
+        .await;
+    let mut back = nodes[b].connect(&alice).await;
+    let display = back.next_chat_acked().await;
+    assert_eq!(display.data["EvtType"], "display");
+    assert_eq!(display.data["Unread"], 0);
+    receiver
+        .send(&alice.uid, "sentinel", "after the receipts")
+        .await;
+    assert_eq!(back.next_chat_acked().await.data["MsgID"], "sentinel");
+}
+
+#[tokio::test]
+async fn typing_is_live_only_and_never_stored() {
+    let app = spawn_app(Backend::Embedded).await;
+    let alice = app.signup("alice").await;
+    let bob = app.signup("bob").await;
+    let sender = app.connect(&alice).await;
+    let mut receiver = app.connect(&bob).await;
+    let ack = sender
+        .chat(json!({"EvtType": "typing", "To": bob.uid, "Body": "1"}))
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    let typing = receiver.next_chat().await;
+    assert_eq!(typing.data["EvtType"], "typing");
+    assert_eq!(typing.data["Body"], "1");
+    assert!(typing.ack_id.is_none() && typing.data.get("Seq").is_none());
+    receiver.close().await;
+
+    sender
+        .chat(json!({"EvtType": "typing", "To": bob.uid, "Body": "0"}))
+        .await;
+    sender.send(&bob.uid, "after-typing", "x").await;
+    let mut back = app.connect(&bob).await;
+    let first = back.next_chat_acked().await;
+    assert_eq!(first.data["MsgID"], "after-typing", "typing was not stored");
+    assert_eq!(first.data["Seq"], 1);
+}
+
+#[tokio::test]
+async fn queued_messages_survive_a_restart_of_the_embedded_node() {
+    let app = spawn_app(Backend::Embedded).await;
+    let alice = app.signup("alice").await;
+    let bob = app.signup("bob").await;
+    let sender = app.connect(&alice).await;
+    for i in 0..5 {
+        sender.send(&bob.uid, &format!("k{i}"), "kept").await;
+    }
+    sender.close().await;
+    let dir = app.stop().await;
+
+    let restarted = spawn_with(settings(Backend::Embedded, dir)).await;
+    let mut receiver = restarted.connect(&bob).await; // the old token still verifies
+    let mut ids = HashSet::new();
+    for i in 0..5 {
+        let e = receiver.next_chat_acked().await;
+        assert_eq!(e.data["MsgID"], format!("k{i}"));
+        ids.insert(e.data["Seq"].as_u64());
+    }
+    assert_eq!(ids.len(), 5);
+}
