@@ -182,6 +182,18 @@ impl Router {
     }
 }
 
+/// Longest a subscription change may take; past it the change counts as failed, so a stuck
+/// connection can never stall every later connect on this node.
+const SUBSCRIPTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+async fn bounded(
+    change: impl std::future::Future<Output = Result<(), StoreError>>,
+) -> Result<(), StoreError> {
+    tokio::time::timeout(SUBSCRIPTION_TIMEOUT, change)
+        .await
+        .unwrap_or_else(|_| Err(StoreError::Unavailable("subscription change timed out".into())))
+}
+
 /// The bus the reconciler subscribes with; set once at start-up, after the router exists
 /// (the bus itself needs the router to deliver to).
 pub type BusSlot = Arc<std::sync::OnceLock<Arc<dyn Bus>>>;
@@ -224,14 +236,14 @@ async fn run_reconciler(
         let sub_result = if to_subscribe.is_empty() {
             Ok(())
         } else {
-            bus.subscribe(&to_subscribe).await
+            bounded(bus.subscribe(&to_subscribe)).await
         };
         match &sub_result {
             Ok(()) => subscribed.extend(to_subscribe.iter().cloned()),
             Err(e) => tracing::warn!(error = %e, users = to_subscribe.len(), "subscribe failed"),
         }
         if !to_unsubscribe.is_empty() {
-            match bus.unsubscribe(&to_unsubscribe).await {
+            match bounded(bus.unsubscribe(&to_unsubscribe)).await {
                 Ok(()) => {
                     for uid in &to_unsubscribe {
                         subscribed.remove(uid);

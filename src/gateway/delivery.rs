@@ -115,7 +115,7 @@ pub async fn run(
     if pump.socket.connected() {
         let _ = pump.socket.clone().disconnect();
     }
-    tracing::info!(uid = %pump.uid, socket = %pump.socket.id, "socket offline");
+    tracing::debug!(uid = %pump.uid, socket = %pump.socket.id, "socket offline");
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

@@ -167,7 +167,7 @@ async fn start_delivery(socket: &SocketRef, state: &AppState, uid: UserId) {
     let stop = state.shutdown.child_token();
     socket.extensions.insert(Delivering { stop: stop.clone() });
     state.metrics.connections.inc();
-    tracing::info!(uid = %uid, socket = %socket.id, "socket online");
+    tracing::debug!(uid = %uid, socket = %socket.id, "socket online");
     state.tasks.spawn(delivery::run(
         socket.clone(),
         uid,

@@ -8,3 +8,4 @@ mod accounts;
 mod errors;
 mod failover;
 mod messaging;
+mod redis_faults;
