@@ -1,0 +1,992 @@
+//! A minimal socket.io v5 (Engine.IO 4) client over a raw websocket.
+//!
+//! It speaks only what the chat server and its tests need: the default
+//! namespace `/`, websocket transport straight away (no long-polling, no
+//! upgrade), text packets (no binary attachments), events, acks in both
+//! directions and Engine.IO heartbeats.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), webchat_loadgen::client::ClientError> {
+//! use std::time::Duration;
+//! use webchat_loadgen::client::{ClientOptions, SioClient};
+//!
+//! let (client, mut events) =
+//!     SioClient::connect("http://127.0.0.1:4000", None, ClientOptions::default()).await?;
+//! let reply = client
+//!     .emit_with_ack("join", &serde_json::json!("alice"), Duration::from_secs(5))
+//!     .await?;
+//! assert_eq!(reply["ok"], true);
+//! while let Some(ev) = events.recv().await {
+//!     println!("{} {}", ev.name, ev.data);
+//! }
+//! println!("ended: {:?}", events.disconnect_reason());
+//! # Ok(()) }
+//! ```
+//!
+//! Design: [`SioClient`] is a cheap, cloneable handle. Outgoing frames go
+//! through an unbounded channel to a writer task (which batches frames and
+//! flushes once per burst); a reader task answers pings, resolves ack waiters,
+//! optionally answers the server's ack requests ([`ClientOptions::auto_ack`])
+//! and forwards events to the [`EventStream`]. When the connection ends, every
+//! pending [`SioClient::emit_with_ack`] fails with [`ClientError::Closed`] and
+//! the [`EventStream`] yields `None`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+type Ws = WebSocketStream<TcpStream>;
+
+/// Websocket read buffer per connection (larger frames still work).
+const READ_BUFFER_SIZE: usize = 8 * 1024;
+
+/// Errors returned by [`SioClient`].
+#[derive(Debug)]
+pub enum ClientError {
+    /// The base URL could not be understood (only `http://` and `ws://` are supported).
+    InvalidUrl(String),
+    /// TCP or websocket level failure while connecting.
+    Transport(String),
+    /// The server violated the Engine.IO / socket.io handshake.
+    Handshake(String),
+    /// The server refused the namespace connection with a `44` CONNECT_ERROR packet.
+    ConnectError {
+        /// The `message` field of the packet (e.g. `"unauthorized"`).
+        message: String,
+        /// The full packet payload.
+        data: Value,
+    },
+    /// No answer in time (connect handshake or ack).
+    Timeout,
+    /// The connection is closed (or closed while waiting for an ack).
+    Closed,
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::InvalidUrl(u) => write!(f, "invalid url: {u}"),
+            ClientError::Transport(e) => write!(f, "transport error: {e}"),
+            ClientError::Handshake(e) => write!(f, "handshake error: {e}"),
+            ClientError::ConnectError { message, .. } => write!(f, "connect_error: {message}"),
+            ClientError::Timeout => write!(f, "timed out"),
+            ClientError::Closed => write!(f, "connection closed"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+/// Connection options for [`SioClient::connect`].
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Answer every server ack request with an empty ack (`43<id>[]`) as soon
+    /// as the event arrives, before handing the event to the [`EventStream`].
+    pub auto_ack: bool,
+    /// Upper bound for TCP connect + websocket upgrade + Engine.IO open +
+    /// socket.io CONNECT. Default 10 s.
+    pub connect_timeout: Duration,
+    /// Engine.IO path on the server. Default `/socket.io/`.
+    pub path: String,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            auto_ack: false,
+            connect_timeout: Duration::from_secs(10),
+            path: "/socket.io/".to_string(),
+        }
+    }
+}
+
+/// An event emitted by the server (`42["name",arg,...]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerEvent {
+    /// Event name.
+    pub name: String,
+    /// First argument, `Value::Null` if the event had none.
+    pub data: Value,
+    /// Arguments after the first one (usually empty).
+    pub extra: Vec<Value>,
+    /// Set when the server asked for an ack (`42<id>[...]`). Answer it with
+    /// [`SioClient::ack`] — unless [`ClientOptions::auto_ack`] is on, in which
+    /// case it has already been answered.
+    pub ack_id: Option<u64>,
+}
+
+/// Why the connection ended (see [`EventStream::disconnect_reason`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DisconnectReason {
+    /// The server sent a socket.io DISCONNECT (`41`).
+    ServerDisconnect,
+    /// The server sent an Engine.IO CLOSE (`1`).
+    EngineClose,
+    /// The websocket was closed (close frame or EOF) without a socket.io goodbye.
+    TransportClosed,
+    /// The client closed it ([`SioClient::close`] or all handles dropped).
+    ClientClosed,
+    /// No ping from the server within `pingInterval + pingTimeout`.
+    PingTimeout,
+    /// A transport error or an unparsable packet.
+    Error(String),
+}
+
+/// Events from the server, in order. Yields `None` once the connection has ended.
+#[derive(Debug)]
+pub struct EventStream {
+    rx: mpsc::UnboundedReceiver<ServerEvent>,
+    reason: Arc<Mutex<Option<DisconnectReason>>>,
+}
+
+impl EventStream {
+    /// Next event; `None` when the connection has ended (then
+    /// [`disconnect_reason`](Self::disconnect_reason) says why).
+    pub async fn recv(&mut self) -> Option<ServerEvent> {
+        self.rx.recv().await
+    }
+
+    /// Waits for the next event called `name`, dropping other events.
+    /// Fails with [`ClientError::Timeout`] or [`ClientError::Closed`].
+    pub async fn recv_named(
+        &mut self,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<ServerEvent, ClientError> {
+        let wait = async {
+            while let Some(ev) = self.rx.recv().await {
+                if ev.name == name {
+                    return Ok(ev);
+                }
+            }
+            Err(ClientError::Closed)
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .unwrap_or(Err(ClientError::Timeout))
+    }
+
+    /// Why the connection ended, or `None` while it is still up.
+    pub fn disconnect_reason(&self) -> Option<DisconnectReason> {
+        lock(&self.reason).clone()
+    }
+}
+
+/// State shared between the handles and the reader task.
+struct Shared {
+    next_ack_id: AtomicU64,
+    closing: AtomicBool,
+    acks: Mutex<AckTable>,
+    reason: Arc<Mutex<Option<DisconnectReason>>>,
+}
+
+#[derive(Default)]
+struct AckTable {
+    closed: bool,
+    waiters: HashMap<u64, oneshot::Sender<Vec<Value>>>,
+}
+
+/// Handle to one socket.io connection (namespace `/`). Cheap to clone; the
+/// connection is closed by [`close`](Self::close) or when the last handle is dropped.
+#[derive(Clone)]
+pub struct SioClient {
+    tx: mpsc::UnboundedSender<Message>,
+    shared: Arc<Shared>,
+    done: watch::Receiver<bool>,
+    sid: Arc<str>,
+}
+
+impl fmt::Debug for SioClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SioClient").field("sid", &self.sid).finish()
+    }
+}
+
+impl SioClient {
+    /// Connects to `base_url` (`http://host:port` or `ws://host:port`; any path
+    /// is ignored, [`ClientOptions::path`] is used) and joins namespace `/`,
+    /// sending `auth` (a JSON object such as `{"token":"..."}`) in the CONNECT
+    /// packet when given. A CONNECT_ERROR answer becomes
+    /// [`ClientError::ConnectError`].
+    pub async fn connect(
+        base_url: &str,
+        auth: Option<Value>,
+        opts: ClientOptions,
+    ) -> Result<(SioClient, EventStream), ClientError> {
+        let (authority, url) = websocket_url(base_url, &opts.path)?;
+        let connect_timeout = opts.connect_timeout;
+        tokio::time::timeout(
+            connect_timeout,
+            Self::connect_inner(authority, url, auth, opts),
+        )
+        .await
+        .unwrap_or(Err(ClientError::Timeout))
+    }
+
+    async fn connect_inner(
+        authority: String,
+        url: String,
+        auth: Option<Value>,
+        opts: ClientOptions,
+    ) -> Result<(SioClient, EventStream), ClientError> {
+        let tcp = TcpStream::connect(&authority)
+            .await
+            .map_err(|e| ClientError::Transport(format!("connect {authority}: {e}")))?;
+        tcp.set_nodelay(true)
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        // tungstenite zero-fills its whole read buffer before every read
+        // (128 KiB by default): chat frames are small, so keep it small.
+        let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER_SIZE);
+        let (mut ws, _resp) =
+            tokio_tungstenite::client_async_with_config(url.as_str(), tcp, Some(config))
+                .await
+                .map_err(|e| ClientError::Transport(e.to_string()))?;
+
+        // Engine.IO OPEN.
+        let open = match decode(&next_text(&mut ws).await?) {
+            Ok(Packet::Open(v)) => v,
+            other => {
+                return Err(ClientError::Handshake(format!(
+                    "expected engine.io open, got {other:?}"
+                )))
+            }
+        };
+        let ping_interval = open
+            .get("pingInterval")
+            .and_then(Value::as_u64)
+            .unwrap_or(25_000);
+        let ping_timeout = open
+            .get("pingTimeout")
+            .and_then(Value::as_u64)
+            .unwrap_or(20_000);
+        let heartbeat = Duration::from_millis(ping_interval + ping_timeout);
+
+        // socket.io CONNECT to "/".
+        send_ws(&mut ws, encode_connect(auth.as_ref())).await?;
+        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+        let mut early = Vec::new();
+        let sid = loop {
+            let text = next_text(&mut ws).await?;
+            match decode(&text) {
+                Ok(Packet::Connect { nsp, data }) if nsp == "/" => {
+                    let sid = data
+                        .as_ref()
+                        .and_then(|d| d.get("sid"))
+                        .and_then(Value::as_str)
+                        .unwrap_or_default();
+                    break sid.to_string();
+                }
+                Ok(Packet::ConnectError { nsp, data }) if nsp == "/" => {
+                    let message = match &data {
+                        Value::String(s) => s.clone(),
+                        d => d
+                            .get("message")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_string(),
+                    };
+                    return Err(ClientError::ConnectError { message, data });
+                }
+                Ok(Packet::Ping(p)) => send_ws(&mut ws, format!("3{p}")).await?,
+                Ok(Packet::Event {
+                    nsp,
+                    id,
+                    name,
+                    args,
+                }) if nsp == "/" => {
+                    early.push(server_event(name, args, id));
+                }
+                Ok(Packet::Close) => return Err(ClientError::Closed),
+                Ok(_) => {}
+                Err(e) => return Err(ClientError::Handshake(format!("{e}: {text:?}"))),
+            }
+        };
+
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (done_tx, done_rx) = watch::channel(false);
+        let reason = Arc::new(Mutex::new(None));
+        let shared = Arc::new(Shared {
+            next_ack_id: AtomicU64::new(1),
+            closing: AtomicBool::new(false),
+            acks: Mutex::new(AckTable::default()),
+            reason: reason.clone(),
+        });
+        for ev in early {
+            if let Some(id) = ev.ack_id.filter(|_| opts.auto_ack) {
+                let _ = tx.send(Message::text(encode_ack(id, &[])));
+            }
+            let _ = ev_tx.send(ev);
+        }
+        let (sink, stream) = ws.split();
+        tokio::spawn(writer_task(sink, rx, done_rx.clone()));
+        tokio::spawn(reader_task(
+            stream,
+            tx.downgrade(),
+            ev_tx,
+            shared.clone(),
+            done_tx,
+            heartbeat,
+            opts.auto_ack,
+        ));
+        let client = SioClient {
+            tx,
+            shared,
+            done: done_rx,
+            sid: sid.into(),
+        };
+        Ok((client, EventStream { rx: ev_rx, reason }))
+    }
+
+    /// The socket.io session id the server assigned in its CONNECT answer.
+    pub fn sid(&self) -> &str {
+        &self.sid
+    }
+
+    /// Whether the connection is still up.
+    pub fn is_connected(&self) -> bool {
+        !*self.done.borrow()
+    }
+
+    /// Emits `42["event",data]`. `data` can be any JSON value, including a
+    /// bare string.
+    pub async fn emit(&self, event: &str, data: &Value) -> Result<(), ClientError> {
+        self.send_raw(&encode_event(event, data, None)).await
+    }
+
+    /// Emits `42<id>["event",data]` and waits up to `timeout` for the server's
+    /// `43<id>[...]`; returns its first argument (`Value::Null` if it had none).
+    pub async fn emit_with_ack(
+        &self,
+        event: &str,
+        data: &Value,
+        timeout: Duration,
+    ) -> Result<Value, ClientError> {
+        let id = self.shared.next_ack_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut acks = lock(&self.shared.acks);
+            if acks.closed {
+                return Err(ClientError::Closed);
+            }
+            acks.waiters.insert(id, tx);
+        }
+        if let Err(e) = self.send_raw(&encode_event(event, data, Some(id))).await {
+            lock(&self.shared.acks).waiters.remove(&id);
+            return Err(e);
+        }
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(args)) => Ok(args.into_iter().next().unwrap_or(Value::Null)),
+            Ok(Err(_)) => Err(ClientError::Closed),
+            Err(_) => {
+                lock(&self.shared.acks).waiters.remove(&id);
+                Err(ClientError::Timeout)
+            }
+        }
+    }
+
+    /// Answers the server's ack request `ack_id` with no arguments (`43<id>[]`).
+    pub async fn ack(&self, ack_id: u64) -> Result<(), ClientError> {
+        self.send_raw(&encode_ack(ack_id, &[])).await
+    }
+
+    /// Sends `text` as one websocket text frame, unchanged (for tests that need
+    /// malformed or unusual packets; remember the Engine.IO `4` prefix).
+    pub async fn send_raw(&self, text: &str) -> Result<(), ClientError> {
+        if !self.is_connected() {
+            return Err(ClientError::Closed);
+        }
+        self.tx
+            .send(Message::text(text))
+            .map_err(|_| ClientError::Closed)
+    }
+
+    /// Sends a socket.io DISCONNECT (`41`), closes the websocket and waits
+    /// (at most 2 s) for the connection to wind down.
+    pub async fn close(self) {
+        self.shared.closing.store(true, Ordering::Relaxed);
+        let _ = self.tx.send(Message::text("41"));
+        let _ = self.tx.send(Message::Close(None));
+        let mut done = self.done.clone();
+        let _ = tokio::time::timeout(Duration::from_secs(2), done.wait_for(|d| *d)).await;
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn server_event(name: String, args: Vec<Value>, ack_id: Option<u64>) -> ServerEvent {
+    let mut args = args.into_iter();
+    let data = args.next().unwrap_or(Value::Null);
+    ServerEvent {
+        name,
+        data,
+        extra: args.collect(),
+        ack_id,
+    }
+}
+
+async fn send_ws(ws: &mut Ws, text: String) -> Result<(), ClientError> {
+    ws.send(Message::text(text))
+        .await
+        .map_err(|e| ClientError::Transport(e.to_string()))
+}
+
+/// Next text frame during the handshake (skipping control frames).
+async fn next_text(ws: &mut Ws) -> Result<String, ClientError> {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) => return Ok(t.as_str().to_owned()),
+            Some(Ok(Message::Close(_))) | None => return Err(ClientError::Closed),
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(ClientError::Transport(e.to_string())),
+        }
+    }
+}
+
+/// Writes frames, flushing once per burst; stops on a Close frame, when all
+/// handles are gone, or when the reader saw the connection end.
+async fn writer_task(
+    mut sink: SplitSink<Ws, Message>,
+    mut rx: mpsc::UnboundedReceiver<Message>,
+    mut done: watch::Receiver<bool>,
+) {
+    loop {
+        let first = tokio::select! {
+            m = rx.recv() => m,
+            _ = async { let _ = done.wait_for(|d| *d).await; } => {
+                // The reader saw the end (e.g. server `41`): close politely.
+                let bye = sink.send(Message::Close(None));
+                let _ = tokio::time::timeout(Duration::from_secs(1), bye).await;
+                return;
+            }
+        };
+        let Some(mut msg) = first else {
+            // Every handle dropped: say goodbye.
+            let _ = sink.feed(Message::text("41")).await;
+            let _ = sink.send(Message::Close(None)).await;
+            return;
+        };
+        loop {
+            let is_close = matches!(msg, Message::Close(_));
+            if sink.feed(msg).await.is_err() {
+                return;
+            }
+            if is_close {
+                let _ = sink.flush().await;
+                return;
+            }
+            match rx.try_recv() {
+                Ok(m) => msg = m,
+                Err(_) => break,
+            }
+        }
+        if sink.flush().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn reader_task(
+    mut stream: SplitStream<Ws>,
+    tx: mpsc::WeakUnboundedSender<Message>,
+    events: mpsc::UnboundedSender<ServerEvent>,
+    shared: Arc<Shared>,
+    done: watch::Sender<bool>,
+    heartbeat: Duration,
+    auto_ack: bool,
+) {
+    let send = |text: String| match tx.upgrade() {
+        Some(tx) => tx.send(Message::text(text)).is_ok(),
+        None => false,
+    };
+    let reason = loop {
+        let msg = match tokio::time::timeout(heartbeat, stream.next()).await {
+            Err(_) => break DisconnectReason::PingTimeout,
+            Ok(None) => break DisconnectReason::TransportClosed,
+            Ok(Some(Err(e))) => break DisconnectReason::Error(e.to_string()),
+            Ok(Some(Ok(m))) => m,
+        };
+        let text = match msg {
+            Message::Text(t) => t,
+            Message::Close(_) => break DisconnectReason::TransportClosed,
+            _ => continue,
+        };
+        match decode(text.as_str()) {
+            Ok(Packet::Ping(p)) => {
+                if !send(format!("3{p}")) {
+                    break DisconnectReason::ClientClosed;
+                }
+            }
+            Ok(Packet::Event {
+                nsp,
+                id,
+                name,
+                args,
+            }) if nsp == "/" => {
+                if auto_ack {
+                    if let Some(id) = id {
+                        if !send(encode_ack(id, &[])) {
+                            break DisconnectReason::ClientClosed;
+                        }
+                    }
+                }
+                // A dropped EventStream is fine: the events are just discarded.
+                let _ = events.send(server_event(name, args, id));
+            }
+            Ok(Packet::Ack { nsp, id, args }) if nsp == "/" => {
+                let waiter = lock(&shared.acks).waiters.remove(&id);
+                if let Some(w) = waiter {
+                    let _ = w.send(args);
+                }
+            }
+            Ok(Packet::Disconnect { nsp }) if nsp == "/" => {
+                break DisconnectReason::ServerDisconnect
+            }
+            Ok(Packet::Close) => break DisconnectReason::EngineClose,
+            Ok(_) => {}
+            Err(e) => break DisconnectReason::Error(format!("{e}: {:?}", text.as_str())),
+        }
+    };
+    // A closed transport after close() or after every handle was dropped is
+    // the client's doing.
+    let client_side = shared.closing.load(Ordering::Relaxed) || tx.upgrade().is_none();
+    let reason = match reason {
+        DisconnectReason::TransportClosed | DisconnectReason::Error(_) if client_side => {
+            DisconnectReason::ClientClosed
+        }
+        r => r,
+    };
+    *lock(&shared.reason) = Some(reason);
+    {
+        let mut acks = lock(&shared.acks);
+        acks.closed = true;
+        acks.waiters.clear(); // dropping the senders fails the waiters
+    }
+    let _ = done.send(true);
+}
+
+// ---------------------------------------------------------------------------
+// Packet encoding / decoding (pure functions).
+// ---------------------------------------------------------------------------
+
+/// A decoded incoming frame: Engine.IO packet, or the socket.io packet inside
+/// an Engine.IO MESSAGE (`4`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Packet {
+    /// `0{...}` Engine.IO OPEN with its handshake object.
+    Open(Value),
+    /// `1` Engine.IO CLOSE.
+    Close,
+    /// `2<payload>` Engine.IO PING (payload normally empty).
+    Ping(String),
+    /// `3<payload>` Engine.IO PONG.
+    Pong(String),
+    /// `5` / `6` Engine.IO UPGRADE / NOOP (ignored).
+    Other,
+    /// `40[nsp,][{...}]` socket.io CONNECT (answer carries `{"sid":..}`).
+    Connect {
+        /// Namespace, `/` when omitted.
+        nsp: String,
+        /// Payload object, if any.
+        data: Option<Value>,
+    },
+    /// `41[nsp,]` socket.io DISCONNECT.
+    Disconnect {
+        /// Namespace.
+        nsp: String,
+    },
+    /// `42[nsp,][id]["name",args...]` socket.io EVENT.
+    Event {
+        /// Namespace.
+        nsp: String,
+        /// Ack id when the sender wants an ack.
+        id: Option<u64>,
+        /// Event name.
+        name: String,
+        /// Arguments after the name.
+        args: Vec<Value>,
+    },
+    /// `43[nsp,]id[args...]` socket.io ACK.
+    Ack {
+        /// Namespace.
+        nsp: String,
+        /// Ack id being answered.
+        id: u64,
+        /// Ack arguments.
+        args: Vec<Value>,
+    },
+    /// `44[nsp,]{...}` socket.io CONNECT_ERROR.
+    ConnectError {
+        /// Namespace.
+        nsp: String,
+        /// Payload, normally `{"message":..}`.
+        data: Value,
+    },
+}
+
+/// Why a frame could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError(pub String);
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "bad packet: {}", self.0)
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+fn bad(what: &str) -> DecodeError {
+    DecodeError(what.to_string())
+}
+
+/// Decodes one websocket text frame.
+pub fn decode(frame: &str) -> Result<Packet, DecodeError> {
+    let mut chars = frame.chars();
+    let eio = chars.next().ok_or_else(|| bad("empty frame"))?;
+    let rest = chars.as_str();
+    match eio {
+        '0' => serde_json::from_str(rest)
+            .map(Packet::Open)
+            .map_err(|e| DecodeError(format!("open: {e}"))),
+        '1' => Ok(Packet::Close),
+        '2' => Ok(Packet::Ping(rest.to_string())),
+        '3' => Ok(Packet::Pong(rest.to_string())),
+        '4' => decode_sio(rest),
+        '5' | '6' => Ok(Packet::Other),
+        _ => Err(bad("unknown engine.io packet type")),
+    }
+}
+
+fn decode_sio(s: &str) -> Result<Packet, DecodeError> {
+    let mut chars = s.chars();
+    let kind = chars.next().ok_or_else(|| bad("empty socket.io packet"))?;
+    let mut rest = chars.as_str();
+    if kind == '5' || kind == '6' {
+        return Err(bad("binary packets are not supported"));
+    }
+    let mut nsp = "/";
+    if rest.starts_with('/') {
+        let end = rest.find(',').unwrap_or(rest.len());
+        nsp = &rest[..end];
+        rest = rest.get(end + 1..).unwrap_or("");
+    }
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    let id = if digits > 0 {
+        Some(
+            rest[..digits]
+                .parse::<u64>()
+                .map_err(|_| bad("ack id overflow"))?,
+        )
+    } else {
+        None
+    };
+    let payload = &rest[digits..];
+    let json = |p: &str| serde_json::from_str::<Value>(p).map_err(|e| DecodeError(e.to_string()));
+    let nsp = nsp.to_string();
+    match kind {
+        '0' => Ok(Packet::Connect {
+            nsp,
+            data: if payload.is_empty() {
+                None
+            } else {
+                Some(json(payload)?)
+            },
+        }),
+        '1' => Ok(Packet::Disconnect { nsp }),
+        '2' => {
+            let Value::Array(items) = json(payload)? else {
+                return Err(bad("event payload is not an array"));
+            };
+            let mut items = items.into_iter();
+            let Some(Value::String(name)) = items.next() else {
+                return Err(bad("event name is not a string"));
+            };
+            Ok(Packet::Event {
+                nsp,
+                id,
+                name,
+                args: items.collect(),
+            })
+        }
+        '3' => {
+            let id = id.ok_or_else(|| bad("ack without id"))?;
+            let Value::Array(args) = json(payload)? else {
+                return Err(bad("ack payload is not an array"));
+            };
+            Ok(Packet::Ack { nsp, id, args })
+        }
+        '4' => Ok(Packet::ConnectError {
+            nsp,
+            data: if payload.is_empty() {
+                Value::Null
+            } else {
+                json(payload)?
+            },
+        }),
+        _ => Err(bad("unknown socket.io packet type")),
+    }
+}
+
+/// Encodes a socket.io CONNECT to `/`: `40` or `40{auth}`.
+pub fn encode_connect(auth: Option<&Value>) -> String {
+    match auth {
+        Some(a) => format!("40{a}"),
+        None => "40".to_string(),
+    }
+}
+
+/// Encodes an event `42["event",data]`, or `42<id>["event",data]` with an ack id.
+pub fn encode_event(event: &str, data: &Value, ack_id: Option<u64>) -> String {
+    let name = Value::from(event);
+    match ack_id {
+        Some(id) => format!("42{id}[{name},{data}]"),
+        None => format!("42[{name},{data}]"),
+    }
+}
+
+/// Encodes an ack answer `43<id>[args...]`.
+pub fn encode_ack(ack_id: u64, args: &[Value]) -> String {
+    let mut s = format!("43{ack_id}[");
+    for (i, a) in args.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(&a.to_string());
+    }
+    s.push(']');
+    s
+}
+
+/// Turns `http://host:port/...` / `ws://host:port/...` into the TCP address
+/// to dial and the websocket URL of the Engine.IO endpoint.
+fn websocket_url(base_url: &str, path: &str) -> Result<(String, String), ClientError> {
+    let rest = ["http://", "ws://"]
+        .iter()
+        .find_map(|p| base_url.strip_prefix(p))
+        .ok_or_else(|| ClientError::InvalidUrl(format!("{base_url} (want http:// or ws://)")))?;
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let host = &rest[..end];
+    if host.is_empty() || host.contains('@') {
+        return Err(ClientError::InvalidUrl(base_url.to_string()));
+    }
+    let has_port = host
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| !p.ends_with(']'))
+        && !host.ends_with(']');
+    let authority = if has_port {
+        host.to_string()
+    } else {
+        format!("{host}:80")
+    };
+    let path = path.trim_end_matches('/');
+    let path = if path.starts_with('/') {
+        path.to_string()
+    } else {
+        format!("/{path}")
+    };
+    Ok((
+        authority.clone(),
+        format!("ws://{authority}{path}/?EIO=4&transport=websocket"),
+    ))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn decodes_engine_packets() {
+        assert_eq!(
+            decode(r#"0{"sid":"abc","pingInterval":25000,"pingTimeout":20000}"#).unwrap(),
+            Packet::Open(json!({"sid":"abc","pingInterval":25000,"pingTimeout":20000}))
+        );
+        assert_eq!(decode("1").unwrap(), Packet::Close);
+        assert_eq!(decode("2").unwrap(), Packet::Ping(String::new()));
+        assert_eq!(decode("2probe").unwrap(), Packet::Ping("probe".into()));
+        assert_eq!(decode("3").unwrap(), Packet::Pong(String::new()));
+        assert_eq!(decode("6").unwrap(), Packet::Other);
+        assert!(decode("").is_err());
+        assert!(decode("9").is_err());
+        assert!(decode("0{").is_err());
+    }
+
+    #[test]
+    fn decodes_connect_and_connect_error() {
+        assert_eq!(
+            decode(r#"40{"sid":"x1"}"#).unwrap(),
+            Packet::Connect {
+                nsp: "/".into(),
+                data: Some(json!({"sid":"x1"}))
+            }
+        );
+        assert_eq!(
+            decode("40").unwrap(),
+            Packet::Connect {
+                nsp: "/".into(),
+                data: None
+            }
+        );
+        assert_eq!(
+            decode(r#"40/admin,{"sid":"y"}"#).unwrap(),
+            Packet::Connect {
+                nsp: "/admin".into(),
+                data: Some(json!({"sid":"y"}))
+            }
+        );
+        assert_eq!(
+            decode(r#"44{"message":"unauthorized"}"#).unwrap(),
+            Packet::ConnectError {
+                nsp: "/".into(),
+                data: json!({"message":"unauthorized"})
+            }
+        );
+        assert_eq!(
+            decode("41").unwrap(),
+            Packet::Disconnect { nsp: "/".into() }
+        );
+        assert_eq!(
+            decode("41/chat,").unwrap(),
+            Packet::Disconnect {
+                nsp: "/chat".into()
+            }
+        );
+    }
+
+    #[test]
+    fn decodes_events() {
+        assert_eq!(
+            decode(r#"42["chat",{"a":1},2]"#).unwrap(),
+            Packet::Event {
+                nsp: "/".into(),
+                id: None,
+                name: "chat".into(),
+                args: vec![json!({"a":1}), json!(2)]
+            }
+        );
+        assert_eq!(
+            decode(r#"4217["chat","hi"]"#).unwrap(),
+            Packet::Event {
+                nsp: "/".into(),
+                id: Some(17),
+                name: "chat".into(),
+                args: vec![json!("hi")]
+            }
+        );
+        assert_eq!(
+            decode(r#"42["ping"]"#).unwrap(),
+            Packet::Event {
+                nsp: "/".into(),
+                id: None,
+                name: "ping".into(),
+                args: vec![]
+            }
+        );
+        assert!(decode(r#"42[1,2]"#).is_err());
+        assert!(decode(r#"42{"a":1}"#).is_err());
+        assert!(decode(r#"42["chat""#).is_err());
+        assert!(decode("451-[\"x\",{\"_placeholder\":true,\"num\":0}]").is_err());
+    }
+
+    #[test]
+    fn decodes_acks() {
+        assert_eq!(
+            decode(r#"435[{"ok":true}]"#).unwrap(),
+            Packet::Ack {
+                nsp: "/".into(),
+                id: 5,
+                args: vec![json!({"ok":true})]
+            }
+        );
+        assert_eq!(
+            decode("43123[]").unwrap(),
+            Packet::Ack {
+                nsp: "/".into(),
+                id: 123,
+                args: vec![]
+            }
+        );
+        assert!(decode("43[]").is_err());
+        assert!(decode("437{}").is_err());
+        assert!(decode("4399999999999999999999999[]").is_err());
+    }
+
+    #[test]
+    fn encodes_packets() {
+        assert_eq!(encode_connect(None), "40");
+        assert_eq!(
+            encode_connect(Some(&json!({"token":"t"}))),
+            r#"40{"token":"t"}"#
+        );
+        assert_eq!(
+            encode_event("join", &json!("u1"), None),
+            r#"42["join","u1"]"#
+        );
+        assert_eq!(
+            encode_event("chat", &json!({"To":"b"}), Some(9)),
+            r#"429["chat",{"To":"b"}]"#
+        );
+        assert_eq!(
+            encode_event("we\"ird", &json!(null), None),
+            r#"42["we\"ird",null]"#
+        );
+        assert_eq!(encode_ack(4, &[]), "434[]");
+        assert_eq!(encode_ack(4, &[json!(1), json!("x")]), r#"434[1,"x"]"#);
+    }
+
+    #[test]
+    fn encoded_events_round_trip() {
+        let data = json!({"Body":"a,b[c]\"d","n":[1,2]});
+        let frame = encode_event("chat", &data, Some(42));
+        assert_eq!(
+            decode(&frame).unwrap(),
+            Packet::Event {
+                nsp: "/".into(),
+                id: Some(42),
+                name: "chat".into(),
+                args: vec![data]
+            }
+        );
+    }
+
+    #[test]
+    fn builds_websocket_urls() {
+        let p = "/socket.io/";
+        assert_eq!(
+            websocket_url("http://127.0.0.1:4000", p).unwrap(),
+            (
+                "127.0.0.1:4000".into(),
+                "ws://127.0.0.1:4000/socket.io/?EIO=4&transport=websocket".into()
+            )
+        );
+        assert_eq!(
+            websocket_url("ws://localhost:9/x?y", p).unwrap().0,
+            "localhost:9"
+        );
+        assert_eq!(
+            websocket_url("http://localhost/", p).unwrap().0,
+            "localhost:80"
+        );
+        assert_eq!(
+            websocket_url("http://[::1]:4000", p).unwrap().0,
+            "[::1]:4000"
+        );
+        assert_eq!(websocket_url("http://[::1]", p).unwrap().0, "[::1]:80");
+        assert!(websocket_url("https://example.com", p).is_err());
+        assert!(websocket_url("http://", p).is_err());
+    }
+}

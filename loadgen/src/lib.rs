@@ -1,1 +1,4 @@
+//! Load generator support for webchat: [`client`] is a minimal socket.io v5 /
+//! Engine.IO 4 websocket client, shared with the server's integration tests.
+
 pub mod client;
