@@ -91,6 +91,10 @@ pub struct Settings {
     #[arg(long, env = "WEBCHAT_CORS_ORIGINS")]
     pub cors_origins: Option<String>,
 
+    /// Async worker threads; 0 means one per CPU core.
+    #[arg(long, env = "WEBCHAT_WORKER_THREADS", default_value_t = 0)]
+    pub worker_threads: usize,
+
     /// Log format: `text` or `json`.
     #[arg(long, env = "WEBCHAT_LOG_FORMAT", default_value = "text")]
     pub log_format: String,

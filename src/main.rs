@@ -4,10 +4,21 @@ use anyhow::Context;
 use clap::Parser;
 use webchat::{telemetry, Application, Settings};
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let settings = Settings::parse();
     telemetry::init_tracing(&settings.log_format);
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if settings.worker_threads > 0 {
+        runtime.worker_threads(settings.worker_threads);
+    }
+    runtime
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(serve(settings))
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
     let app = Application::build(settings)
         .await
         .context("starting webchat")?;

@@ -16,7 +16,7 @@ use async_trait::async_trait;
 
 pub use self::memory::MemoryBus;
 pub use self::redis::RedisBus;
-pub use self::router::{Attachment, Delivery, Router};
+pub use self::router::{Attachment, BusSlot, Delivery, Router};
 use crate::{
     domain::{Seq, UserId, WireEvent},
     storage::StoreError,
@@ -64,22 +64,45 @@ pub fn encode_live(skip_socket: Option<&str>, event_json: &str) -> String {
     format!("L{}\n{event_json}", skip_socket.unwrap_or(""))
 }
 
+/// A channel payload whose header is read but whose event JSON is not parsed yet, so a node
+/// can drop a message none of its sockets wants without paying for the parse.
+pub enum Envelope<'a> {
+    /// `S<seq>`.
+    Stored(Seq, &'a str),
+    /// `L<skip socket>`.
+    Live(Option<&'a str>, &'a str),
+}
+
+impl<'a> Envelope<'a> {
+    /// Reads the header of a payload; `None` when malformed.
+    pub fn read(payload: &'a str) -> Option<Self> {
+        let (head, json) = payload.split_once('\n')?;
+        match head.split_at_checked(1)? {
+            ("S", seq) => Some(Self::Stored(seq.parse().ok()?, json)),
+            ("L", skip) => Some(Self::Live((!skip.is_empty()).then_some(skip), json)),
+            _ => None,
+        }
+    }
+
+    /// Parses the event; `None` when its JSON is malformed.
+    pub fn open(self) -> Option<BusMessage> {
+        let parse = |json: &str| serde_json::from_str::<WireEvent>(json).ok().map(Arc::new);
+        match self {
+            Self::Stored(seq, json) => Some(BusMessage::Stored {
+                seq,
+                event: parse(json)?,
+            }),
+            Self::Live(skip, json) => Some(BusMessage::Live {
+                skip_socket: skip.map(str::to_owned),
+                event: parse(json)?,
+            }),
+        }
+    }
+}
+
 /// Decodes a channel payload; `None` for anything malformed (logged by the caller).
 pub fn decode(payload: &str) -> Option<BusMessage> {
-    let (head, json) = payload.split_once('\n')?;
-    let event: WireEvent = serde_json::from_str(json).ok()?;
-    let event = Arc::new(event);
-    match head.split_at_checked(1)? {
-        ("S", seq) => Some(BusMessage::Stored {
-            seq: seq.parse().ok()?,
-            event,
-        }),
-        ("L", skip) => Some(BusMessage::Live {
-            skip_socket: (!skip.is_empty()).then(|| skip.to_owned()),
-            event,
-        }),
-        _ => None,
-    }
+    Envelope::read(payload)?.open()
 }
 
 #[cfg(test)]

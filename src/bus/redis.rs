@@ -10,7 +10,7 @@ use fred::{
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
-use super::{decode, encode_live, Bus, Router};
+use super::{encode_live, Bus, Envelope, Router};
 use crate::{
     domain::{UserId, WireEvent},
     storage::{
@@ -64,7 +64,18 @@ impl RedisBus {
                         let Some(uid) = channel_user(&message.channel) else {
                             continue;
                         };
-                        match message.value.as_str().as_deref().and_then(decode) {
+                        let payload = message.value.as_str();
+                        let Some(envelope) = payload.as_deref().and_then(Envelope::read) else {
+                            tracing::warn!(uid, "undecodable bus payload dropped");
+                            continue;
+                        };
+                        if let Envelope::Live(skip, _) = &envelope {
+                            // Typically the sender's own copy coming back to its node.
+                            if !router.has_socket_besides(uid, *skip) {
+                                continue;
+                            }
+                        }
+                        match envelope.open() {
                             Some(decoded) => router.deliver(uid, decoded),
                             None => tracing::warn!(uid, "undecodable bus payload dropped"),
                         }

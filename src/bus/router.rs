@@ -176,6 +176,14 @@ impl Router {
         }
     }
 
+    /// Whether `uid` has a socket on this node other than `skip_socket`.
+    pub fn has_socket_besides(&self, uid: &str, skip_socket: Option<&str>) -> bool {
+        self.conns.get(uid).is_some_and(|list| {
+            list.iter()
+                .any(|c| Some(c.socket_id.as_str()) != skip_socket)
+        })
+    }
+
     /// Whether `uid` has a socket on this node.
     pub fn is_local(&self, uid: &str) -> bool {
         self.conns.contains_key(uid)

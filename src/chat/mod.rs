@@ -57,7 +57,7 @@ impl ChatService {
     }
 
     /// Carries out `command` as `actor`, who sent it from socket `origin_socket`.
-    #[tracing::instrument(skip_all, fields(actor = %actor))]
+    #[tracing::instrument(level = "debug", skip_all, fields(actor = %actor))]
     pub async fn handle(
         &self,
         actor: &UserId,

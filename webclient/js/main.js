@@ -1,0 +1,247 @@
+// Entry point: shows the auth screen or the messenger, and wires the parts.
+//
+//   session.js      token in localStorage
+//   api.js          REST (signup/login/logout)
+//   connection.js   socket.io connection and its state
+//   store.js        per-user history, conversation list, outbox, last Seq
+//   chat.js         the chat protocol (events, receipts, outbox, typing)
+//   views/*.js      DOM
+//
+// Routing: `#/c/<uid>` is the open conversation; no hash is the list (which is
+// all a phone shows; wider screens show the list beside the conversation).
+
+import * as api from './api.js';
+import { ChatClient } from './chat.js';
+import { Connection } from './connection.js';
+import { $ } from './dom.js';
+import { clearSession, loadSession, onSessionChange, saveSession } from './session.js';
+import { UserStore } from './store.js';
+import { uidProblem } from './util.js';
+import { AuthView } from './views/auth.js';
+import { paintAvatar } from './views/avatar.js';
+import { ConversationView } from './views/conversation.js';
+import { Sidebar } from './views/sidebar.js';
+import { toast } from './views/toast.js';
+
+const CONN_LABEL = { connecting: 'Connecting…', online: 'Online', offline: 'Offline' };
+const CONN_BANNER = {
+  connecting: 'Connecting… Messages you write are sent once the connection is back.',
+  online: '',
+  offline: 'Offline. Messages you write are sent once the connection is back.',
+};
+
+/** A logged-in messenger; built on login, torn down on logout. */
+class Messenger {
+  constructor(session, { onLoggedOut }) {
+    this.session = session;
+    this.onLoggedOut = onLoggedOut;
+    this.root = $('app-view');
+    this.store = new UserStore(session.uid);
+    this.conn = new Connection(() => this.session.token);
+    this.client = new ChatClient({ uid: session.uid, store: this.store, connection: this.conn });
+    this.sidebar = new Sidebar({
+      store: this.store,
+      client: this.client,
+      me: session.uid,
+      onOpen: (convId) => this.navigate(convId),
+    });
+    this.chat = new ConversationView({
+      store: this.store,
+      client: this.client,
+      me: session.uid,
+      onBack: () => this.back(),
+      notify: (text) => toast(text),
+    });
+    this.connEl = $('conn-state');
+    this.connLabel = $('conn-label');
+    this.logoutBtn = $('logout-btn');
+
+    this.listeners = [
+      [this.client, 'conversations', () => this.schedule('list', () => this.renderList())],
+      [this.client, 'messages', (e) => {
+        if (e.detail === this.chat.convId) this.schedule('messages', () => this.chat.renderMessages());
+      }],
+      [this.client, 'typing', (e) => {
+        if (e.detail.convId === this.chat.convId) this.chat.renderHeader();
+        this.schedule('list', () => this.renderList());
+      }],
+      [this.client, 'notice', (e) => toast(e.detail.text, e.detail.kind)],
+      [this.conn, 'state', (e) => this.renderConnection(e.detail)],
+      [this.conn, 'unauthorized', () => this.expire()],
+      [this.logoutBtn, 'click', () => this.logout()],
+      [window, 'popstate', () => this.route()],
+    ];
+  }
+
+  start() {
+    for (const [target, type, fn] of this.listeners) target.addEventListener(type, fn);
+    $('me-uid').textContent = this.session.name ? `${this.session.name}` : this.session.uid;
+    $('me-uid').title = this.session.uid;
+    paintAvatar($('me-avatar'), this.session.uid);
+    this.root.hidden = false;
+    this.client.start();
+    this.renderConnection(this.conn.state);
+    this.route();
+    this.conn.start();
+  }
+
+  stop() {
+    clearTimeout(this.bannerTimer);
+    for (const id of (this.pending || new Map()).values()) cancelAnimationFrame(id);
+    for (const [target, type, fn] of this.listeners) target.removeEventListener(type, fn);
+    this.client.dispose();
+    this.conn.stop();
+    this.sidebar.dispose();
+    this.chat.dispose();
+    this.store.dispose();
+    this.root.hidden = true;
+    document.title = 'webchat';
+  }
+
+  /**
+   * Coalesces renders into the next frame, so a replay of many events renders once.
+   * (Hidden tabs get no frames; they render when shown, the title is kept current.)
+   */
+  schedule(what, fn) {
+    this.updateTitle();
+    this.pending = this.pending || new Map();
+    if (this.pending.has(what)) return;
+    this.pending.set(
+      what,
+      requestAnimationFrame(() => {
+        this.pending.delete(what);
+        if (!this.root.hidden) fn();
+      }),
+    );
+  }
+
+  navigate(convId) {
+    const hash = convId ? `#/c/${encodeURIComponent(convId)}` : '';
+    if (location.hash === hash || (!hash && !location.hash)) return this.route();
+    this.openedFromList = Boolean(hash) && !location.hash;
+    if (hash) history.pushState(null, '', hash);
+    else history.pushState(null, '', location.pathname + location.search);
+    this.route();
+  }
+
+  /** The back arrow (phones): return to the list, as the browser's back button would. */
+  back() {
+    if (this.openedFromList) {
+      this.openedFromList = false;
+      history.back();
+    } else {
+      this.navigate(null);
+    }
+  }
+
+  /** Shows what the URL names. */
+  route() {
+    const m = /^#\/c\/(.+)$/.exec(location.hash);
+    let convId = null;
+    if (m) {
+      try {
+        convId = decodeURIComponent(m[1]);
+      } catch (_) {
+        convId = null;
+      }
+      if (convId && uidProblem(convId)) convId = null;
+    }
+    if (convId) this.chat.open(convId);
+    else this.chat.close();
+    this.root.dataset.view = convId ? 'chat' : 'list';
+    this.sidebar.setActive(convId);
+    this.client.setViewing(convId);
+    this.renderList();
+  }
+
+  renderList() {
+    this.sidebar.render();
+    this.updateTitle();
+  }
+
+  updateTitle() {
+    const unread = this.store.totalUnread();
+    document.title = unread ? `(${unread}) webchat` : 'webchat';
+  }
+
+  renderConnection(state) {
+    this.connEl.dataset.state = state;
+    this.connLabel.textContent = CONN_LABEL[state] || state;
+    // The banner waits a moment, so a quick (re)connect does not flash it.
+    clearTimeout(this.bannerTimer);
+    const banner = $('conn-banner');
+    if (state === 'online') {
+      banner.hidden = true;
+    } else {
+      this.bannerTimer = setTimeout(() => {
+        banner.textContent = CONN_BANNER[state] || '';
+        banner.dataset.state = state;
+        banner.hidden = false;
+      }, 1200);
+    }
+    this.root.dataset.conn = state;
+  }
+
+  async logout() {
+    const token = this.session.token;
+    this.onLoggedOut('');
+    try {
+      await api.logout(token);
+    } catch (e) {
+      // The local session is gone either way; the token expires on its own.
+      console.warn('webchat: logout request failed', e);
+    }
+  }
+
+  expire() {
+    this.onLoggedOut('Your session has ended. Please log in again.');
+  }
+}
+
+// -- bootstrap -----------------------------------------------------------------
+
+let messenger = null;
+
+const auth = new AuthView({
+  onAuthenticated(issued, { name, isNew }) {
+    const session = saveSession(issued, name);
+    if (isNew) {
+      // A new account starts from Seq 0: forget anything an old account of this uid left here.
+      const stale = new UserStore(session.uid);
+      stale.reset();
+      stale.dispose();
+    }
+    enter(session);
+  },
+});
+
+function enter(session) {
+  auth.hide();
+  if (messenger) messenger.stop();
+  messenger = new Messenger(session, { onLoggedOut: leave });
+  messenger.start();
+}
+
+function leave(message) {
+  clearSession();
+  if (messenger) {
+    messenger.stop();
+    messenger = null;
+  }
+  if (location.hash) history.replaceState(null, '', location.pathname + location.search);
+  auth.show(message);
+}
+
+// Another tab logged in or out: follow it.
+onSessionChange((s) => {
+  if (!s && messenger) leave('');
+  else if (s && (!messenger || messenger.session.uid !== s.uid)) enter(s);
+  else if (s && messenger) messenger.session = s;
+});
+
+const session = loadSession();
+if (session) enter(session);
+else {
+  clearSession();
+  auth.show('');
+}
