@@ -199,7 +199,11 @@ async fn bounded(
 ) -> Result<(), StoreError> {
     tokio::time::timeout(SUBSCRIPTION_TIMEOUT, change)
         .await
-        .unwrap_or_else(|_| Err(StoreError::Unavailable("subscription change timed out".into())))
+        .unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(
+                "subscription change timed out".into(),
+            ))
+        })
 }
 
 /// The bus the reconciler subscribes with; set once at start-up, after the router exists

@@ -21,11 +21,17 @@ struct Delivering {
     stop: CancellationToken,
 }
 
-/// A socket connected (and passed [`super::auth::authenticate`]).
-pub async fn on_connect(socket: SocketRef, State(state): State<AppState>) {
+/// Connect middleware that installs the event handlers before the client learns it is
+/// connected (see [`super::register`]).
+pub async fn install_handlers(socket: SocketRef) -> Result<(), std::convert::Infallible> {
     socket.on("chat", on_chat);
     socket.on("join", on_join);
     socket.on_disconnect(on_disconnect);
+    Ok(())
+}
+
+/// A socket connected (and passed [`super::auth::authenticate`]).
+pub async fn on_connect(socket: SocketRef, State(state): State<AppState>) {
     if let Some(session) = socket.extensions.get::<Session>() {
         start_delivery(&socket, &state, session.uid).await;
     }

@@ -12,6 +12,17 @@ mod handlers;
 use socketioxide::{handler::ConnectHandler, SocketIo};
 
 /// Registers every socket handler on namespace `/`.
+///
+/// Event handlers are installed by a connect middleware, not by the connect handler:
+/// socketioxide sends the CONNECT answer before it spawns the connect handler, so a client
+/// that emits `join` right after connecting (as the original client does) would otherwise
+/// race the registration and lose the event. Middlewares run before the answer. (`with`
+/// runs the middleware added last first: authentication, then handler installation.)
 pub fn register(io: &SocketIo) {
-    io.ns("/", handlers::on_connect.with(auth::authenticate));
+    io.ns(
+        "/",
+        handlers::on_connect
+            .with(handlers::install_handlers)
+            .with(auth::authenticate),
+    );
 }

@@ -283,9 +283,17 @@ pub struct NodeProcess {
 impl NodeProcess {
     /// Starts the binary against the test Redis.
     pub async fn start(extra_args: &[&str]) -> Self {
+        let redis = redis_url();
+        let mut args = vec!["--redis-url", redis.as_str()];
+        args.extend_from_slice(extra_args);
+        Self::start_with(&args).await
+    }
+
+    /// Starts the binary with exactly these extra arguments (embedded store unless given).
+    pub async fn start_with(extra_args: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut child = Command::new(env!("CARGO_BIN_EXE_webchat"))
-            .args(["--listen", "127.0.0.1:0", "--redis-url", &redis_url()])
+            .args(["--listen", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(dir.path())
             .args(extra_args)

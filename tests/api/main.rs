@@ -8,4 +8,5 @@ mod accounts;
 mod errors;
 mod failover;
 mod messaging;
+mod open_mode;
 mod redis_faults;

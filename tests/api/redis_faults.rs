@@ -12,7 +12,11 @@ async fn kill_subscriber_connections() {
         .output()
         .await
         .expect("redis-cli");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test]
