@@ -78,6 +78,11 @@ pub struct Settings {
     #[arg(long, env = "WEBCHAT_SOCKET_QUEUE", default_value_t = 8192)]
     pub socket_queue: usize,
 
+    /// Events one socket may have queued or in progress before further ones are refused
+    /// with `rate_limited` (events of one socket are handled in order, one at a time).
+    #[arg(long, env = "WEBCHAT_SOCKET_INFLIGHT", default_value_t = 256)]
+    pub socket_inflight: usize,
+
     /// Directory of the web client's static files.
     #[arg(long, env = "WEBCHAT_WEBCLIENT_DIR", default_value = "webclient")]
     pub webclient_dir: PathBuf,

@@ -67,46 +67,16 @@ impl Application {
             dedupe_window_secs: settings.dedupe_window_secs,
         };
 
-        let mut embedded = None;
-        let (accounts_store, inbox, bus, health, secret): (
-            Arc<dyn AccountStore>,
-            Arc<dyn InboxStore>,
-            Arc<dyn Bus>,
-            Health,
-            Vec<u8>,
-        ) = match &settings.redis_url {
-            Some(url) => {
-                let redis = RedisHandles::connect(url).await?;
-                let bus = RedisBus::new(&redis);
-                bus.spawn_listener(router.clone(), shutdown.clone());
-                let secret = match &settings.token_secret {
-                    Some(s) => s.as_bytes().to_vec(),
-                    None => shared_secret_in_redis(&redis).await?,
-                };
-                (
-                    Arc::new(RedisAccountStore::new(redis.pool.clone())),
-                    Arc::new(RedisInbox::new(redis.pool.clone(), limits)),
-                    Arc::new(bus),
-                    Health::Redis(redis.pool.clone()),
-                    secret,
-                )
-            }
-            None => {
-                let db = EmbeddedDb::open(&settings.data_dir)?;
-                embedded = Some(db.clone());
-                let bus = Arc::new(MemoryBus::new(router.clone()));
-                let secret = match &settings.token_secret {
-                    Some(s) => s.as_bytes().to_vec(),
-                    None => secret_in_data_dir(&settings.data_dir)?,
-                };
-                (
-                    Arc::new(EmbeddedAccountStore::new(db.clone())),
-                    Arc::new(EmbeddedInbox::new(db, bus.clone(), limits)),
-                    bus,
-                    Health::Embedded,
-                    secret,
-                )
-            }
+        let Backends {
+            accounts: accounts_store,
+            inbox,
+            bus,
+            health,
+            token_key: secret,
+            embedded,
+        } = match &settings.redis_url {
+            Some(url) => Backends::redis(url, &settings, &router, limits, &shutdown).await?,
+            None => Backends::embedded(&settings, &router, limits)?,
         };
         let _ = bus_slot.set(bus.clone());
 
@@ -219,6 +189,66 @@ impl Application {
         }
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// The back-ends one node runs on, chosen by the settings.
+struct Backends {
+    accounts: Arc<dyn AccountStore>,
+    inbox: Arc<dyn InboxStore>,
+    bus: Arc<dyn Bus>,
+    health: Health,
+    token_key: Vec<u8>,
+    /// Set in embedded mode: closed last on shutdown.
+    embedded: Option<EmbeddedDb>,
+}
+
+impl Backends {
+    /// Redis holds accounts and inboxes and carries the bus.
+    async fn redis(
+        url: &str,
+        settings: &Settings,
+        router: &Arc<Router>,
+        limits: InboxLimits,
+        shutdown: &CancellationToken,
+    ) -> Result<Self, StartupError> {
+        let redis = RedisHandles::connect(url).await?;
+        let bus = RedisBus::new(&redis);
+        bus.spawn_listener(router.clone(), shutdown.clone());
+        let token_key = match &settings.token_secret {
+            Some(s) => s.as_bytes().to_vec(),
+            None => shared_secret_in_redis(&redis).await?,
+        };
+        Ok(Self {
+            accounts: Arc::new(RedisAccountStore::new(redis.pool.clone())),
+            inbox: Arc::new(RedisInbox::new(redis.pool.clone(), limits)),
+            bus: Arc::new(bus),
+            health: Health::Redis(redis.pool.clone()),
+            token_key,
+            embedded: None,
+        })
+    }
+
+    /// One redb file in the data dir and an in-process bus.
+    fn embedded(
+        settings: &Settings,
+        router: &Arc<Router>,
+        limits: InboxLimits,
+    ) -> Result<Self, StartupError> {
+        let db = EmbeddedDb::open(&settings.data_dir)?;
+        let bus = Arc::new(MemoryBus::new(router.clone()));
+        let token_key = match &settings.token_secret {
+            Some(s) => s.as_bytes().to_vec(),
+            None => secret_in_data_dir(&settings.data_dir)?,
+        };
+        Ok(Self {
+            accounts: Arc::new(EmbeddedAccountStore::new(db.clone())),
+            inbox: Arc::new(EmbeddedInbox::new(db.clone(), bus.clone(), limits)),
+            bus,
+            health: Health::Embedded,
+            token_key,
+            embedded: Some(db),
+        })
     }
 }
 

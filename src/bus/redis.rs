@@ -5,7 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use fred::{
     clients::{Pool, SubscriberClient},
-    interfaces::{EventInterface, PubsubInterface},
+    interfaces::{ClientLike, EventInterface, PubsubInterface},
 };
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
@@ -98,7 +98,12 @@ impl Bus for RedisBus {
         self.subscriber
             .subscribe(channels)
             .await
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        // fred may resolve SUBSCRIBE before Redis has processed it. Redis answers a
+        // connection's commands in order, so once this PING is answered the subscription is
+        // active and nothing published from now on can be missed.
+        let _: String = self.subscriber.ping(None).await.map_err(unavailable)?;
+        Ok(())
     }
 
     async fn unsubscribe(&self, users: &[String]) -> Result<(), StoreError> {

@@ -1,13 +1,6 @@
 //! Socket authentication: the connect middleware and the per-socket session.
 
-use std::{convert::Infallible, sync::Arc};
-
-use socketioxide::{
-    adapter::Adapter,
-    extract::{SocketRef, State, TryData},
-    handler::{FromMessageParts, Value},
-    socket::Socket,
-};
+use socketioxide::extract::{SocketRef, State, TryData};
 
 use crate::{config::AuthMode, domain::UserId, state::AppState};
 
@@ -80,21 +73,6 @@ fn percent_decode(raw: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Whether the client asked for an ack of this event: errors then go into the ack, otherwise
-/// they come back as an `error` event.
-pub struct AckRequested(pub bool);
-
-impl<A: Adapter> FromMessageParts<A> for AckRequested {
-    type Error = Infallible;
-    fn from_message_parts(
-        _: &Arc<Socket<A>>,
-        _: &mut Value,
-        ack_id: &Option<i64>,
-    ) -> Result<Self, Infallible> {
-        Ok(Self(ack_id.is_some()))
-    }
 }
 
 #[cfg(test)]

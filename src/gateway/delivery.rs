@@ -72,13 +72,19 @@ pub async fn run(
         confirmed: 0,
         acks: FuturesUnordered::new(),
     };
-    let mut confirm_at: Option<Instant> = None;
+    // Built once: re-creating cancellation and timer futures on every loop turn costs a
+    // lock and a timer-wheel update per event.
+    let stopped = stop.cancelled();
+    let too_slow = overflowed.cancelled();
+    let confirm_timer = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(stopped, too_slow, confirm_timer);
+    let mut confirm_pending = false;
     let mut running = pump.replay().await.is_ok();
     while running {
         tokio::select! {
             biased;
-            _ = stop.cancelled() => break,
-            _ = overflowed.cancelled() => {
+            _ = &mut stopped => break,
+            _ = &mut too_slow => {
                 tracing::warn!(uid = %pump.uid, "disconnecting slow consumer");
                 break;
             }
@@ -86,11 +92,14 @@ pub async fn run(
                 if let Some(seq) = acked {
                     pump.state.metrics.acks.inc();
                     pump.max_acked = pump.max_acked.max(seq);
-                    confirm_at.get_or_insert_with(|| Instant::now() + CONFIRM_DELAY);
+                    if !confirm_pending {
+                        confirm_pending = true;
+                        confirm_timer.as_mut().reset(Instant::now() + CONFIRM_DELAY);
+                    }
                 }
             }
-            _ = sleep_until(confirm_at), if confirm_at.is_some() => {
-                confirm_at = None;
+            _ = &mut confirm_timer, if confirm_pending => {
+                confirm_pending = false;
                 pump.confirm_acked().await;
             }
             delivery = deliveries.recv() => {
@@ -118,13 +127,6 @@ pub async fn run(
         let _ = pump.socket.clone().disconnect();
     }
     tracing::debug!(uid = %pump.uid, socket = %pump.socket.id, "socket offline");
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
 
 impl Pump {

@@ -1,19 +1,57 @@
-//! The socket event handlers: `connect`, `join`, `chat`, `disconnect`.
+//! The socket event handlers: connect, `join`, `chat`, disconnect.
+//!
+//! socketioxide spawns one task per event, so two events from one socket could run in any
+//! order. A chat client expects its messages stored in the order it sent them, so events are
+//! instead queued, synchronously and in arrival order, into one inbound queue per socket,
+//! drained by one worker per socket. The queue's bound is the socket's in-flight limit: a
+//! client that sends faster than its events are stored gets `rate_limited`.
+
+use std::sync::{Arc, Mutex};
 
 use serde_json::json;
-use socketioxide::extract::{AckSender, SocketRef, State, TryData};
+use socketioxide::{
+    adapter::LocalAdapter,
+    extract::{AckSender, SocketRef, State, TryData},
+    handler::{FromMessage, FromMessageParts, MessageHandler, Value},
+    socket::Socket,
+};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{
-    auth::{AckRequested, Session},
-    delivery,
-};
+use super::{auth::Session, delivery};
 use crate::{
+    bus::Attachment,
     chat::Accepted,
     config::AuthMode,
     domain::{ChatError, ClientCommand, ErrorCode, UserId, WireEvent},
     state::AppState,
 };
+
+/// The events a client may send.
+#[derive(Debug, Clone, Copy)]
+enum EventName {
+    Join,
+    Chat,
+}
+
+/// One received event, waiting its turn.
+struct Inbound {
+    name: EventName,
+    socket: SocketRef,
+    data: Result<serde_json::Value, String>,
+    ack: AckSender,
+    wants_ack: bool,
+}
+
+/// The sending end of a socket's inbound queue (in the socket's extensions).
+#[derive(Clone)]
+struct InboundQueue(mpsc::Sender<Inbound>);
+
+/// A socket whose channel is subscribed but whose delivery task has not started yet: the
+/// subscription must be active before the client hears it is connected, while emitting must
+/// wait until it is.
+#[derive(Clone)]
+struct PendingDelivery(Arc<Mutex<Option<(UserId, Attachment)>>>);
 
 /// This socket's delivery task, stopped on disconnect.
 #[derive(Clone)]
@@ -21,31 +59,112 @@ struct Delivering {
     stop: CancellationToken,
 }
 
-/// Connect middleware that installs the event handlers before the client learns it is
-/// connected (see [`super::register`]).
-pub async fn install_handlers(socket: SocketRef) -> Result<(), std::convert::Infallible> {
-    socket.on("chat", on_chat);
-    socket.on("join", on_join);
+/// The message handler for `join` and `chat`: queues the event in arrival order.
+#[derive(Clone)]
+struct Sequenced {
+    name: EventName,
+    state: AppState,
+}
+
+impl MessageHandler<LocalAdapter, Sequenced> for Sequenced {
+    fn call(&self, socket: Arc<Socket<LocalAdapter>>, mut value: Value, ack_id: Option<i64>) {
+        let Ok(ack) = AckSender::from_message_parts(&socket, &mut value, &ack_id);
+        let TryData(data) =
+            match TryData::<serde_json::Value>::from_message(socket.clone(), value, ack_id) {
+                Ok(data) => data,
+                Err(never) => match never {},
+            };
+        let socket = SocketRef::from(socket);
+        let Some(InboundQueue(queue)) = socket.extensions.get::<InboundQueue>() else {
+            return; // disconnecting
+        };
+        let wants_ack = ack_id.is_some();
+        let inbound = Inbound {
+            name: self.name,
+            socket,
+            data: data.map_err(|e| e.to_string()),
+            ack,
+            wants_ack,
+        };
+        if let Err(mpsc::error::TrySendError::Full(refused)) = queue.try_send(inbound) {
+            let limit = ChatError::new(
+                ErrorCode::RateLimited,
+                "too many events in flight on this socket; wait for acks",
+            );
+            reply(
+                &refused.socket,
+                &self.state,
+                refused.ack,
+                wants_ack,
+                None,
+                Err(limit),
+            );
+        }
+    }
+}
+
+/// Connect middleware, run after authentication and before the client hears it is
+/// connected: installs the handlers and, for an authenticated socket, subscribes its user's
+/// channel (see [`super::register`]).
+pub async fn install_handlers(
+    socket: SocketRef,
+    State(state): State<AppState>,
+) -> Result<(), ChatError> {
+    let (queue, inbound) = mpsc::channel(state.settings.socket_inflight.max(1));
+    socket.extensions.insert(InboundQueue(queue));
+    state.tasks.spawn(drain_inbound(inbound, state.clone()));
+    for (event, name) in [("chat", EventName::Chat), ("join", EventName::Join)] {
+        socket.on(
+            event,
+            Sequenced {
+                name,
+                state: state.clone(),
+            },
+        );
+    }
     socket.on_disconnect(on_disconnect);
+    if let Some(session) = socket.extensions.get::<Session>() {
+        let attachment = attach(&socket, &state, &session.uid).await?;
+        socket
+            .extensions
+            .insert(PendingDelivery(Arc::new(Mutex::new(Some((
+                session.uid,
+                attachment,
+            ))))));
+    }
     Ok(())
 }
 
-/// A socket connected (and passed [`super::auth::authenticate`]).
+/// A socket connected: start delivering to it.
 pub async fn on_connect(socket: SocketRef, State(state): State<AppState>) {
-    if let Some(session) = socket.extensions.get::<Session>() {
-        start_delivery(&socket, &state, session.uid).await;
+    let pending = socket
+        .extensions
+        .get::<PendingDelivery>()
+        .and_then(|p| p.0.lock().ok().and_then(|mut slot| slot.take()));
+    if let Some((uid, attachment)) = pending {
+        run_delivery(&socket, &state, uid, attachment);
+    }
+}
+
+async fn drain_inbound(mut inbound: mpsc::Receiver<Inbound>, state: AppState) {
+    while let Some(event) = inbound.recv().await {
+        state.metrics.events_in.inc();
+        match event.name {
+            EventName::Join => on_join(event, &state).await,
+            EventName::Chat => on_chat(event, &state).await,
+        }
     }
 }
 
 /// `join`: open mode logs the uid in; token mode checks it matches the token.
-async fn on_join(
-    socket: SocketRef,
-    TryData(data): TryData<serde_json::Value>,
-    ack: AckSender,
-    AckRequested(wants_ack): AckRequested,
-    State(state): State<AppState>,
-) {
-    state.metrics.events_in.inc();
+async fn on_join(event: Inbound, state: &AppState) {
+    let Inbound {
+        socket,
+        data,
+        ack,
+        wants_ack,
+        ..
+    } = event;
     let claimed = match data {
         Ok(serde_json::Value::String(uid)) => UserId::parse(&uid),
         Ok(serde_json::Value::Object(o)) => match o.get("uid").and_then(|v| v.as_str()) {
@@ -56,45 +175,50 @@ async fn on_join(
     };
     let claimed = match claimed {
         Ok(uid) => uid,
-        Err(e) => return reply(&socket, &state, ack, wants_ack, None, Err(e)),
+        Err(e) => return reply(&socket, state, ack, wants_ack, None, Err(e)),
     };
     match socket.extensions.get::<Session>() {
         Some(session) if session.uid == claimed => {
-            reply(&socket, &state, ack, wants_ack, None, Ok(None));
+            reply(&socket, state, ack, wants_ack, None, Ok(None));
         }
         Some(session) => {
             tracing::warn!(session = %session.uid, claimed = %claimed, "join as another user refused");
             let refusal = ChatError::new(ErrorCode::Forbidden, "join must name the token's uid");
-            reply(&socket, &state, ack, wants_ack, None, Err(refusal));
+            reply(&socket, state, ack, wants_ack, None, Err(refusal));
             let _ = socket.disconnect();
         }
         None if state.settings.auth == AuthMode::Open => {
-            socket.extensions.insert(Session {
-                uid: claimed.clone(),
-            });
-            start_delivery(&socket, &state, claimed).await;
-            reply(&socket, &state, ack, wants_ack, None, Ok(None));
+            match attach(&socket, state, &claimed).await {
+                Ok(attachment) => {
+                    socket.extensions.insert(Session {
+                        uid: claimed.clone(),
+                    });
+                    run_delivery(&socket, state, claimed, attachment);
+                    reply(&socket, state, ack, wants_ack, None, Ok(None));
+                }
+                Err(e) => reply(&socket, state, ack, wants_ack, None, Err(e)),
+            }
         }
         None => {
             let refusal = ChatError::new(ErrorCode::Unauthorized, "unauthorized");
-            reply(&socket, &state, ack, wants_ack, None, Err(refusal));
+            reply(&socket, state, ack, wants_ack, None, Err(refusal));
             let _ = socket.disconnect();
         }
     }
 }
 
 /// `chat`: parse, hand to the chat service, answer.
-async fn on_chat(
-    socket: SocketRef,
-    TryData(data): TryData<serde_json::Value>,
-    ack: AckSender,
-    AckRequested(wants_ack): AckRequested,
-    State(state): State<AppState>,
-) {
-    state.metrics.events_in.inc();
+async fn on_chat(event: Inbound, state: &AppState) {
+    let Inbound {
+        socket,
+        data,
+        ack,
+        wants_ack,
+        ..
+    } = event;
     let Some(session) = socket.extensions.get::<Session>() else {
         let refusal = ChatError::new(ErrorCode::Unauthorized, "join first");
-        return reply(&socket, &state, ack, wants_ack, None, Err(refusal));
+        return reply(&socket, state, ack, wants_ack, None, Err(refusal));
     };
     let command = match data {
         Ok(value) => ClientCommand::parse(value, state.settings.max_body_bytes),
@@ -114,7 +238,7 @@ async fn on_chat(
         }
         Err((msg_id, e)) => (msg_id, Err(e)),
     };
-    reply(&socket, &state, ack, wants_ack, msg_id, result);
+    reply(&socket, state, ack, wants_ack, msg_id, result);
 }
 
 /// Answers an event: into its ack when one was requested, else errors as an `error` event
@@ -152,8 +276,13 @@ fn reply(
     }
 }
 
-async fn start_delivery(socket: &SocketRef, state: &AppState, uid: UserId) {
-    let attachment = match state
+/// Adds the socket to the routing table; returns once its user's channel is subscribed.
+async fn attach(
+    socket: &SocketRef,
+    state: &AppState,
+    uid: &UserId,
+) -> Result<Attachment, ChatError> {
+    state
         .router
         .attach(
             uid.as_str(),
@@ -161,15 +290,10 @@ async fn start_delivery(socket: &SocketRef, state: &AppState, uid: UserId) {
             state.settings.socket_queue,
         )
         .await
-    {
-        Ok(attachment) => attachment,
-        Err(e) => {
-            let refusal: ChatError = e.into();
-            let _ = socket.emit("chat", &WireEvent::error(None, &refusal));
-            let _ = socket.clone().disconnect();
-            return;
-        }
-    };
+        .map_err(ChatError::from)
+}
+
+fn run_delivery(socket: &SocketRef, state: &AppState, uid: UserId, attachment: Attachment) {
     let stop = state.shutdown.child_token();
     socket.extensions.insert(Delivering { stop: stop.clone() });
     state.metrics.connections.inc();
@@ -183,8 +307,18 @@ async fn start_delivery(socket: &SocketRef, state: &AppState, uid: UserId) {
     ));
 }
 
-async fn on_disconnect(socket: SocketRef) {
+async fn on_disconnect(socket: SocketRef, State(state): State<AppState>) {
+    // Closing the queue ends the socket's inbound worker once it has drained.
+    socket.extensions.remove::<InboundQueue>();
     if let Some(delivering) = socket.extensions.get::<Delivering>() {
         delivering.stop.cancel();
+    }
+    // Subscribed in the middleware but never started (disconnected before on_connect ran).
+    let pending = socket
+        .extensions
+        .get::<PendingDelivery>()
+        .and_then(|p| p.0.lock().ok().and_then(|mut slot| slot.take()));
+    if let Some((uid, attachment)) = pending {
+        state.router.detach(uid.as_str(), attachment.conn_id);
     }
 }

@@ -203,11 +203,6 @@ impl TestClient {
         Self::try_connect(url, user, false).await.expect("connect")
     }
 
-    /// Connects and acks every stored event on arrival.
-    pub async fn connect_auto_ack(url: &str, user: &User) -> Self {
-        Self::try_connect(url, user, true).await.expect("connect")
-    }
-
     /// Connects, returning the refusal if any.
     pub async fn try_connect(url: &str, user: &User, auto_ack: bool) -> Result<Self, ClientError> {
         let opts = ClientOptions {
@@ -323,10 +318,5 @@ impl NodeProcess {
     /// SIGKILL: no cleanup at all.
     pub async fn kill(mut self) {
         self.child.kill().await.expect("kill");
-    }
-
-    /// The process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id().unwrap_or_default()
     }
 }
