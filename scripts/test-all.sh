@@ -12,6 +12,7 @@
 #   cargo clippy --workspace --all-targets -- -D warnings
 #   cargo test --workspace                  (with WEBCHAT_BIN, WEBCHAT_TEST_REDIS_URL)
 #   npm ci && node --test   in tests/js     (with WEBCHAT_BIN, WEBCHAT_TEST_REDIS_URL)
+#   npm ci && node --test   in tests/browser (Debian chromium via playwright-core)
 # A failing step does not stop the later ones (except a failed build, which
 # skips everything that needs the binary). The last line is the total:
 #   test-all: N passed, N failed, N skipped
@@ -162,6 +163,10 @@ if [ "$SKIP_JS" != 1 ]; then
   [ "$node_major" -ge 18 ] || die "node $node_major is too old for node --test (need ≥ 18, 20 recommended)"
 fi
 ensure_redis_installed
+if [ "$SKIP_JS" != 1 ] && ! command -v chromium >/dev/null 2>&1; then
+  # The browser test drives Debian's Chromium (a browser download is not possible here).
+  apt_install chromium
+fi
 
 # --- DynamoDB Local (hook) ---------------------------------------------------
 # When the DynamoDB storage backend lands, start DynamoDB Local here, e.g.
@@ -226,6 +231,26 @@ else
     run_step js-test node node_tests || true
   else
     skip_step js-test "npm ci failed"
+  fi
+fi
+
+# ---------------------------------------------------------------------------
+# Browser: the web client in Debian's Chromium, driven by playwright-core
+
+# shellcheck disable=SC2317 # invoked through run_step
+browser_npm_ci() { cd "$ROOT/tests/browser" && npm ci --no-audit --no-fund; }
+# shellcheck disable=SC2317 # invoked through run_step
+browser_tests() { cd "$ROOT/tests/browser" && node --test --test-timeout=180000; }
+
+if [ "$SKIP_JS" = 1 ]; then
+  skip_step browser "--skip-js"
+elif [ "$BUILD_OK" != 1 ]; then
+  skip_step browser "build failed"
+else
+  if run_step browser-npm plain browser_npm_ci; then
+    run_step browser node browser_tests || true
+  else
+    skip_step browser "npm ci failed"
   fi
 fi
 
