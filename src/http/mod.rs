@@ -7,8 +7,14 @@ pub mod error;
 pub mod extractor;
 mod ops;
 
-use axum::Router;
-use tower_http::services::ServeDir;
+use axum::{
+    http::{header, HeaderValue, Method},
+    Router,
+};
+use tower_http::{
+    cors::{AllowOrigin, CorsLayer},
+    services::ServeDir,
+};
 
 use crate::state::AppState;
 
@@ -16,9 +22,37 @@ use crate::state::AppState;
 pub fn router(state: AppState) -> Router {
     let webclient =
         ServeDir::new(&state.settings.webclient_dir).append_index_html_on_directories(true);
-    Router::new()
+    let cors = cors(state.settings.cors_origins.as_deref());
+    let app = Router::new()
         .nest("/api/v1", accounts::router())
         .merge(ops::router())
         .fallback_service(webclient)
-        .with_state(state)
+        .with_state(state);
+    match cors {
+        Some(layer) => app.layer(layer),
+        None => app,
+    }
+}
+
+/// CORS for the configured origins; none configured means same origin only (no headers).
+fn cors(origins: Option<&str>) -> Option<CorsLayer> {
+    let origins = origins?.trim();
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins == "*" {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            origins
+                .split(',')
+                .filter_map(|o| HeaderValue::from_str(o.trim()).ok()),
+        )
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]),
+    )
 }

@@ -136,3 +136,31 @@ fn chrono_now() -> i64 {
         .map(|d| d.as_secs() as i64)
         .unwrap_or_default()
 }
+
+#[tokio::test]
+async fn cors_is_same_origin_by_default_and_opens_for_configured_origins() {
+    let strict = spawn_app(Backend::Embedded).await;
+    let preflight = |url: String| async move {
+        http()
+            .request(reqwest::Method::OPTIONS, format!("{url}/api/v1/login"))
+            .header("Origin", "https://chat.example")
+            .header("Access-Control-Request-Method", "POST")
+            .send()
+            .await
+            .expect("preflight")
+    };
+    let res = preflight(strict.url.clone()).await;
+    assert!(res.headers().get("access-control-allow-origin").is_none());
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = settings(Backend::Embedded, dir.path().to_path_buf());
+    s.cors_origins = Some("https://chat.example".into());
+    let open = spawn_with(s).await;
+    let res = preflight(open.url.clone()).await;
+    assert_eq!(
+        res.headers()
+            .get("access-control-allow-origin")
+            .and_then(|v| v.to_str().ok()),
+        Some("https://chat.example")
+    );
+}
