@@ -28,6 +28,20 @@ impl MemoryBus {
     }
 }
 
+impl MemoryBus {
+    /// Publishes a live copy to `to`'s sockets except `skip_socket`; called by the embedded
+    /// inbox right after the commit that stored the original.
+    pub fn publish_echo(&self, to: &str, skip_socket: &str, event: Arc<WireEvent>) {
+        self.router.deliver(
+            to,
+            BusMessage::Live {
+                skip_socket: Some(skip_socket.to_owned()),
+                event,
+            },
+        );
+    }
+}
+
 #[async_trait]
 impl Bus for MemoryBus {
     async fn subscribe(&self, _users: &[String]) -> Result<(), StoreError> {

@@ -14,7 +14,7 @@ use crate::{
         ChatError, ClientCommand, ErrorCode, MessageBody, MsgId, ReceiptKind, Seq, UserId,
         WireEvent,
     },
-    inbox::{AppendOutcome, DedupeKey, InboxStore},
+    inbox::{AppendOutcome, DedupeKey, Echo, InboxStore},
     telemetry::Metrics,
 };
 
@@ -103,24 +103,23 @@ impl ChatService {
             kind: "message",
             msg_id,
         };
-        let sent_at = match self.inbox.append(to, &event, Some(&dedupe)).await? {
+        // The sender's other tabs and devices see what was sent (a message to oneself is
+        // stored in one's own inbox and reaches every tab anyway).
+        let echo = (to != sender).then(|| Echo {
+            user: sender.clone(),
+            skip_socket: origin_socket.to_owned(),
+        });
+        let sent_at = match self
+            .inbox
+            .append(to, &event, Some(&dedupe), echo.as_ref())
+            .await?
+        {
             AppendOutcome::Duplicate { sent_at } => {
                 self.metrics.duplicates.inc();
                 sent_at
             }
             AppendOutcome::Stored { .. } => {
                 self.metrics.inbox_appended.inc();
-                if to != sender {
-                    // The sender's other tabs and devices see what was sent; a failure here
-                    // loses nothing stored, so it is logged, not reported as a failed send.
-                    if let Err(e) = self
-                        .bus
-                        .publish_live(sender, Some(origin_socket), &event)
-                        .await
-                    {
-                        tracing::warn!(error = %e, "sender copy not published");
-                    }
-                }
                 event.sent_at
             }
         };
@@ -162,7 +161,7 @@ impl ChatService {
         };
         let sent_at = match self
             .inbox
-            .append(original_sender, &event, Some(&dedupe))
+            .append(original_sender, &event, Some(&dedupe), None)
             .await?
         {
             AppendOutcome::Duplicate { sent_at } => {

@@ -24,7 +24,7 @@ const REPLAY_PAGE: usize = 500;
 /// Longest wait before acked Seqs are confirmed in the inbox. One confirm covers every
 /// event up to its Seq, so a user receiving many events costs one inbox write per interval;
 /// a client reconnecting within it may see acked events again and dedupes them by Seq.
-const CONFIRM_DELAY: Duration = Duration::from_millis(200);
+const CONFIRM_DELAY: Duration = Duration::from_secs(1);
 /// How long an emit may wait for room in the socket's outgoing buffer before the socket
 /// counts as a slow consumer.
 const EMIT_PATIENCE: Duration = Duration::from_secs(5);

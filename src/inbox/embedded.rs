@@ -5,7 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use redb::ReadableTable;
 
-use super::{AppendOutcome, DedupeKey, InboxLimits, InboxStore};
+use super::{AppendOutcome, DedupeKey, Echo, InboxLimits, InboxStore};
 use crate::{
     bus::MemoryBus,
     domain::{now_millis, Seq, UserId, WireEvent},
@@ -36,6 +36,7 @@ impl InboxStore for EmbeddedInbox {
         to: &UserId,
         event: &WireEvent,
         dedupe: Option<&DedupeKey>,
+        echo: Option<&Echo>,
     ) -> Result<AppendOutcome, StoreError> {
         let to = to.to_string();
         let json = serde_json::to_vec(event).map_err(internal)?;
@@ -45,6 +46,7 @@ impl InboxStore for EmbeddedInbox {
         let published = Arc::new(event.clone());
         let bus = self.bus.clone();
         let to_for_publish = to.clone();
+        let echo = echo.cloned();
         self.db
             .write(
                 move |txn| {
@@ -87,7 +89,10 @@ impl InboxStore for EmbeddedInbox {
                 },
                 move |outcome| {
                     if let AppendOutcome::Stored { seq } = outcome {
-                        bus.publish_stored(&to_for_publish, *seq, published);
+                        bus.publish_stored(&to_for_publish, *seq, published.clone());
+                        if let Some(echo) = echo {
+                            bus.publish_echo(echo.user.as_str(), &echo.skip_socket, published);
+                        }
                     }
                 },
             )

@@ -35,6 +35,15 @@ impl DedupeKey {
     }
 }
 
+/// A live copy of an appended event for the acting user's other sockets (not stored).
+#[derive(Debug, Clone)]
+pub struct Echo {
+    /// Whose sockets get the copy.
+    pub user: UserId,
+    /// The socket that caused the event and must not get it.
+    pub skip_socket: String,
+}
+
 /// What an append did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AppendOutcome {
@@ -65,12 +74,14 @@ pub struct InboxLimits {
 #[async_trait]
 pub trait InboxStore: Send + Sync {
     /// Stores `event` (whose `sent_at` is set) in `to`'s inbox under the next Seq and publishes
-    /// it on `to`'s channel, unless `dedupe` was seen within the window.
+    /// it on `to`'s channel, unless `dedupe` was seen within the window. When stored, `echo`
+    /// also gets a live copy, in the same step.
     async fn append(
         &self,
         to: &UserId,
         event: &WireEvent,
         dedupe: Option<&DedupeKey>,
+        echo: Option<&Echo>,
     ) -> Result<AppendOutcome, StoreError>;
 
     /// Confirms (drops) every event of `user` up to and including `upto`.

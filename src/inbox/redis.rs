@@ -7,7 +7,7 @@ use fred::{
     types::{scripts::Script, Value},
 };
 
-use super::{AppendOutcome, DedupeKey, InboxLimits, InboxStore};
+use super::{AppendOutcome, DedupeKey, Echo, InboxLimits, InboxStore};
 use crate::{
     domain::{Seq, UserId, WireEvent},
     storage::{
@@ -44,6 +44,7 @@ impl InboxStore for RedisInbox {
         to: &UserId,
         event: &WireEvent,
         dedupe: Option<&DedupeKey>,
+        echo: Option<&Echo>,
     ) -> Result<AppendOutcome, StoreError> {
         let uid = to.as_str();
         let json = serde_json::to_string(event).map_err(internal)?;
@@ -60,6 +61,12 @@ impl InboxStore for RedisInbox {
             to_i64(self.limits.max_age_secs.max(1)).into(),
             to_i64(self.limits.dedupe_window_secs.max(1)).into(),
             if dedupe.is_some() { "1" } else { "0" }.into(),
+            echo.map(|e| user_channel(e.user.as_str()))
+                .unwrap_or_default()
+                .into(),
+            echo.map(|e| e.skip_socket.clone())
+                .unwrap_or_default()
+                .into(),
         ];
         let (seq, sent_at): (i64, i64) = self
             .append
