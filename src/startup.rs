@@ -76,7 +76,7 @@ impl Application {
             embedded,
         } = match &settings.redis_url {
             Some(url) => Backends::redis(url, &settings, &router, limits, &shutdown).await?,
-            None => Backends::embedded(&settings, &router, limits)?,
+            None => Backends::embedded(&settings, &router, limits, &shutdown)?,
         };
         let _ = bus_slot.set(bus.clone());
 
@@ -234,21 +234,39 @@ impl Backends {
         settings: &Settings,
         router: &Arc<Router>,
         limits: InboxLimits,
+        shutdown: &CancellationToken,
     ) -> Result<Self, StartupError> {
         let db = EmbeddedDb::open(&settings.data_dir)?;
         let bus = Arc::new(MemoryBus::new(router.clone()));
+        let inbox = Arc::new(EmbeddedInbox::new(db.clone(), bus.clone(), limits));
+        tokio::spawn(sweep_periodically(inbox.clone(), shutdown.clone()));
         let token_key = match &settings.token_secret {
             Some(s) => s.as_bytes().to_vec(),
             None => secret_in_data_dir(&settings.data_dir)?,
         };
         Ok(Self {
             accounts: Arc::new(EmbeddedAccountStore::new(db.clone())),
-            inbox: Arc::new(EmbeddedInbox::new(db.clone(), bus.clone(), limits)),
+            inbox,
             bus,
             health: Health::Embedded,
             token_key,
             embedded: Some(db),
         })
+    }
+}
+
+/// Sweeps expired idempotency keys from the embedded store every ten minutes.
+async fn sweep_periodically(inbox: Arc<EmbeddedInbox>, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(600));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = every.tick() => {
+                if let Err(e) = inbox.sweep_expired_dedupe_keys().await {
+                    tracing::warn!(error = %e, "idempotency key sweep failed");
+                }
+            }
+        }
     }
 }
 

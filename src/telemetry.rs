@@ -82,6 +82,12 @@ pub struct Metrics {
     pub errors: Counter,
     /// Sockets disconnected because they could not keep up.
     pub slow_consumers: Counter,
+    /// Stored events emitted to sockets of this node and not acked yet.
+    pub unacked: Gauge,
+    /// Inbox depth seen at connect: unconfirmed events found, summed over connects.
+    pub inbox_depth_at_connect_sum: Counter,
+    /// Connects whose inbox was read (the count for the sum above).
+    pub inbox_depth_at_connect_count: Counter,
 }
 
 impl Metrics {
@@ -100,7 +106,13 @@ impl Metrics {
             "Sockets currently connected and authenticated.",
             self.connections.get().into(),
         );
-        let counters: [(&str, &str, &Counter); 8] = [
+        metric(
+            "webchat_unacked_events",
+            "gauge",
+            "Stored events emitted by this node and not yet acknowledged by the client.",
+            self.unacked.get().into(),
+        );
+        let counters: [(&str, &str, &Counter); 10] = [
             (
                 "webchat_events_in_total",
                 "chat events received from clients.",
@@ -140,6 +152,16 @@ impl Metrics {
                 "webchat_slow_consumers_total",
                 "Sockets disconnected for not keeping up.",
                 &self.slow_consumers,
+            ),
+            (
+                "webchat_inbox_depth_at_connect_sum",
+                "Unconfirmed inbox events found at connect, summed over connects.",
+                &self.inbox_depth_at_connect_sum,
+            ),
+            (
+                "webchat_inbox_depth_at_connect_count",
+                "Connects whose inbox was read.",
+                &self.inbox_depth_at_connect_count,
             ),
         ];
         for (name, help, counter) in counters {

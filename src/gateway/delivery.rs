@@ -79,7 +79,14 @@ pub async fn run(
     let confirm_timer = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(stopped, too_slow, confirm_timer);
     let mut confirm_pending = false;
-    let mut running = pump.replay().await.is_ok();
+    let mut running = match pump.replay().await {
+        Ok(depth) => {
+            pump.state.metrics.inbox_depth_at_connect_count.inc();
+            pump.state.metrics.inbox_depth_at_connect_sum.add(depth);
+            true
+        }
+        Err(Halt::Closed) => false,
+    };
     while running {
         tokio::select! {
             biased;
@@ -89,6 +96,7 @@ pub async fn run(
                 break;
             }
             Some(acked) = pump.acks.next(), if !pump.acks.is_empty() => {
+                pump.state.metrics.unacked.dec();
                 if let Some(seq) = acked {
                     pump.state.metrics.acks.inc();
                     pump.max_acked = pump.max_acked.max(seq);
@@ -116,9 +124,13 @@ pub async fn run(
     }
     // Acks that already arrived still count; the rest is replayed on the next connect.
     while let Ok(Some(acked)) = tokio::time::timeout(Duration::ZERO, pump.acks.next()).await {
+        pump.state.metrics.unacked.dec();
         if let Some(seq) = acked {
             pump.max_acked = pump.max_acked.max(seq);
         }
+    }
+    for _ in 0..pump.acks.len() {
+        pump.state.metrics.unacked.dec();
     }
     pump.confirm_acked().await;
     pump.state.router.detach(pump.uid.as_str(), conn_id);
@@ -130,8 +142,10 @@ pub async fn run(
 }
 
 impl Pump {
-    /// Emits every stored event after `last_emitted`, page by page, in Seq order.
-    async fn replay(&mut self) -> Result<(), Halt> {
+    /// Emits every stored event after `last_emitted`, page by page, in Seq order; returns how
+    /// many it emitted.
+    async fn replay(&mut self) -> Result<u64, Halt> {
+        let mut emitted = 0;
         loop {
             let page = match self
                 .state
@@ -155,9 +169,10 @@ impl Pump {
                 }
                 self.state.metrics.replayed.inc();
                 self.emit_stored(seq, &event).await?;
+                emitted += 1;
             }
             if !full_page {
-                return Ok(());
+                return Ok(emitted);
             }
         }
     }
@@ -183,6 +198,7 @@ impl Pump {
         };
         self.last_emitted = seq;
         self.state.metrics.events_out.inc();
+        self.state.metrics.unacked.inc();
         self.acks.push(Box::pin(async move {
             // A client that answers the ack with arguments we cannot decode still acked.
             match stream.await {

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use redb::ReadableTable;
+use redb::{ReadableTable, ReadableTableMetadata};
 
 use super::{AppendOutcome, DedupeKey, Echo, InboxLimits, InboxStore};
 use crate::{
@@ -26,6 +26,24 @@ impl EmbeddedInbox {
     /// Inboxes in `db`, publishing on `bus`.
     pub fn new(db: EmbeddedDb, bus: Arc<MemoryBus>, limits: InboxLimits) -> Self {
         Self { db, bus, limits }
+    }
+}
+
+impl EmbeddedInbox {
+    /// Drops idempotency keys whose window has passed (Redis expires them by itself).
+    pub async fn sweep_expired_dedupe_keys(&self) -> Result<(), StoreError> {
+        self.db
+            .write(
+                |txn| {
+                    let mut table = txn.open_table(DEDUPE).map_err(internal)?;
+                    let now = now_millis();
+                    table
+                        .retain(|_, (_, expires_at)| expires_at > now)
+                        .map_err(internal)
+                },
+                |_| {},
+            )
+            .await
     }
 }
 
@@ -141,5 +159,119 @@ impl InboxStore for EmbeddedInbox {
                 Ok(events)
             })
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        bus::{BusSlot, Router},
+        domain::MsgId,
+        telemetry::Metrics,
+    };
+    use tokio_util::sync::CancellationToken;
+
+    fn uid(s: &str) -> UserId {
+        UserId::parse(s).expect("uid")
+    }
+
+    fn inbox(dir: &std::path::Path, max_len: u64, dedupe_window_secs: u64) -> EmbeddedInbox {
+        let db = EmbeddedDb::open(dir).expect("db");
+        let router = Router::new(
+            BusSlot::default(),
+            Arc::new(Metrics::default()),
+            CancellationToken::new(),
+        );
+        let limits = InboxLimits {
+            max_len,
+            max_age_secs: 3600,
+            dedupe_window_secs,
+        };
+        EmbeddedInbox::new(db, Arc::new(MemoryBus::new(router)), limits)
+    }
+
+    fn event(id: &str) -> WireEvent {
+        WireEvent::new("message", "alice", "bob", id, "hi".into())
+    }
+
+    fn key(id: &str) -> DedupeKey {
+        DedupeKey {
+            sender: uid("alice"),
+            kind: "message",
+            msg_id: MsgId::parse(id).expect("id"),
+        }
+    }
+
+    #[tokio::test]
+    async fn seqs_increase_confirm_drops_and_max_len_bounds_the_inbox() {
+        let dir = tempfile::tempdir().expect("dir");
+        let inbox = inbox(dir.path(), 3, 60);
+        for i in 1..=5 {
+            let out = inbox
+                .append(
+                    &uid("bob"),
+                    &event(&format!("m{i}")),
+                    Some(&key(&format!("m{i}"))),
+                    None,
+                )
+                .await
+                .expect("append");
+            assert_eq!(out, AppendOutcome::Stored { seq: i });
+        }
+        let kept: Vec<Seq> = inbox
+            .read_after("bob", 0, 10)
+            .await
+            .expect("read")
+            .iter()
+            .map(|e| e.0)
+            .collect();
+        assert_eq!(kept, vec![3, 4, 5], "only the newest max_len are kept");
+        inbox.confirm("bob", 4).await.expect("confirm");
+        let kept: Vec<Seq> = inbox
+            .read_after("bob", 0, 10)
+            .await
+            .expect("read")
+            .iter()
+            .map(|e| e.0)
+            .collect();
+        assert_eq!(kept, vec![5]);
+        let dup = inbox
+            .append(&uid("bob"), &event("m5"), Some(&key("m5")), None)
+            .await
+            .expect("append");
+        assert!(matches!(dup, AppendOutcome::Duplicate { .. }));
+        assert!(inbox
+            .read_after("carol", 0, 10)
+            .await
+            .expect("read")
+            .is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_sweep_drops_idempotency_keys_past_their_window() {
+        let dir = tempfile::tempdir().expect("dir");
+        let inbox = inbox(dir.path(), 10, 0);
+        inbox
+            .append(&uid("bob"), &event("m1"), Some(&key("m1")), None)
+            .await
+            .expect("append");
+        let count = |inbox: &EmbeddedInbox| {
+            let db = inbox.db.clone();
+            async move {
+                db.read(|txn| {
+                    Ok(txn
+                        .open_table(DEDUPE)
+                        .map_err(internal)?
+                        .len()
+                        .map_err(internal)?)
+                })
+                .await
+                .expect("count")
+            }
+        };
+        assert_eq!(count(&inbox).await, 1);
+        inbox.sweep_expired_dedupe_keys().await.expect("sweep");
+        assert_eq!(count(&inbox).await, 0);
     }
 }

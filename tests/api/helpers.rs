@@ -136,6 +136,11 @@ impl TestApp {
 
     /// Sockets the node currently holds (its `webchat_connections` gauge).
     pub async fn connections(&self) -> i64 {
+        self.metric("webchat_connections").await
+    }
+
+    /// One value from the node's `/metrics`.
+    pub async fn metric(&self, name: &str) -> i64 {
         let text = http()
             .get(format!("{}/metrics", self.url))
             .send()
@@ -145,9 +150,9 @@ impl TestApp {
             .await
             .expect("metrics text");
         text.lines()
-            .find_map(|l| l.strip_prefix("webchat_connections "))
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
             .and_then(|v| v.trim().parse().ok())
-            .expect("webchat_connections gauge")
+            .unwrap_or_else(|| panic!("no metric {name}"))
     }
 
     /// Waits until the node holds exactly `n` sockets: a closed socket's delivery task has
