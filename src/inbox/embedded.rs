@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use redb::{ReadableTable, ReadableTableMetadata};
+use redb::ReadableTable;
 
 use super::{AppendOutcome, DedupeKey, Echo, InboxLimits, InboxStore};
 use crate::{
@@ -170,6 +170,7 @@ mod tests {
         domain::MsgId,
         telemetry::Metrics,
     };
+    use redb::ReadableTableMetadata;
     use tokio_util::sync::CancellationToken;
 
     fn uid(s: &str) -> UserId {
@@ -260,11 +261,10 @@ mod tests {
             let db = inbox.db.clone();
             async move {
                 db.read(|txn| {
-                    Ok(txn
-                        .open_table(DEDUPE)
+                    txn.open_table(DEDUPE)
                         .map_err(internal)?
                         .len()
-                        .map_err(internal)?)
+                        .map_err(internal)
                 })
                 .await
                 .expect("count")
