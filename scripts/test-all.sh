@@ -13,6 +13,7 @@
 #   cargo test --workspace                  (with WEBCHAT_BIN, WEBCHAT_TEST_REDIS_URL)
 #   npm ci && node --test   in tests/js     (with WEBCHAT_BIN, WEBCHAT_TEST_REDIS_URL)
 #   npm ci && node --test   in tests/browser (Debian chromium via playwright-core)
+#   bash bench/run.sh --smoke               (load generator, 2 nodes + Redis, tiny scale)
 # A failing step does not stop the later ones (except a failed build, which
 # skips everything that needs the binary). The last line is the total:
 #   test-all: N passed, N failed, N skipped
@@ -207,6 +208,16 @@ else
   else
     skip_step cargo-test "build failed"
   fi
+fi
+
+# ---------------------------------------------------------------------------
+# Benchmark smoke: the load generator against two nodes + Redis at tiny scale, so the
+# benchmark keeps working (figures come from `bash bench/run.sh`, never from tests).
+
+if [ "$SKIP_CARGO" = 1 ] || [ "$BUILD_OK" != 1 ]; then
+  skip_step bench-smoke "no fresh build"
+else
+  run_step bench-smoke plain bash "$ROOT/bench/run.sh" --smoke || true
 fi
 
 # ---------------------------------------------------------------------------
