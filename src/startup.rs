@@ -215,8 +215,8 @@ impl Backends {
         let redis = RedisHandles::connect(url).await?;
         let bus = RedisBus::new(&redis);
         bus.spawn_listener(router.clone(), shutdown.clone());
-        let token_key = match &settings.token_secret {
-            Some(s) => s.as_bytes().to_vec(),
+        let token_key = match configured_token_key(settings) {
+            Some(key) => key,
             None => shared_secret_in_redis(&redis).await?,
         };
         Ok(Self {
@@ -240,8 +240,8 @@ impl Backends {
         let bus = Arc::new(MemoryBus::new(router.clone()));
         let inbox = Arc::new(EmbeddedInbox::new(db.clone(), bus.clone(), limits));
         tokio::spawn(sweep_periodically(inbox.clone(), shutdown.clone()));
-        let token_key = match &settings.token_secret {
-            Some(s) => s.as_bytes().to_vec(),
+        let token_key = match configured_token_key(settings) {
+            Some(key) => key,
             None => secret_in_data_dir(&settings.data_dir)?,
         };
         Ok(Self {
@@ -253,6 +253,14 @@ impl Backends {
             embedded: Some(db),
         })
     }
+}
+
+/// The token key from the settings, when one is configured.
+fn configured_token_key(settings: &Settings) -> Option<Vec<u8>> {
+    settings
+        .token_secret
+        .as_ref()
+        .map(|s| s.as_bytes().to_vec())
 }
 
 /// Sweeps expired idempotency keys from the embedded store every ten minutes.

@@ -109,24 +109,7 @@ impl ChatService {
             user: sender.clone(),
             skip_socket: origin_socket.to_owned(),
         });
-        let sent_at = match self
-            .inbox
-            .append(to, &event, Some(&dedupe), echo.as_ref())
-            .await?
-        {
-            AppendOutcome::Duplicate { sent_at } => {
-                self.metrics.duplicates.inc();
-                sent_at
-            }
-            AppendOutcome::Stored { .. } => {
-                self.metrics.inbox_appended.inc();
-                event.sent_at
-            }
-        };
-        Ok(Accepted {
-            msg_id: dedupe.msg_id.to_string(),
-            sent_at,
-        })
+        self.store(to, &event, &dedupe, echo.as_ref()).await
     }
 
     async fn forward_receipt(
@@ -159,11 +142,19 @@ impl ChatService {
             kind: kind.as_str(),
             msg_id,
         };
-        let sent_at = match self
-            .inbox
-            .append(original_sender, &event, Some(&dedupe), None)
-            .await?
-        {
+        self.store(original_sender, &event, &dedupe, None).await
+    }
+
+    /// Appends `event` to `to`'s inbox once per `dedupe` key and reports what the sender's
+    /// ack says: the first acceptance time, also for a re-send.
+    async fn store(
+        &self,
+        to: &UserId,
+        event: &WireEvent,
+        dedupe: &DedupeKey,
+        echo: Option<&Echo>,
+    ) -> Result<Accepted, ChatError> {
+        let sent_at = match self.inbox.append(to, event, Some(dedupe), echo).await? {
             AppendOutcome::Duplicate { sent_at } => {
                 self.metrics.duplicates.inc();
                 sent_at
