@@ -1,23 +1,37 @@
--- Appends one event to a user's inbox and publishes it on the user's channel, atomically.
--- KEYS[1] seq counter, KEYS[2] inbox stream, KEYS[3] idempotency key (all in the user's slot)
--- ARGV[1] channel, ARGV[2] event JSON (without Seq), ARGV[3] SentAt (ms),
--- ARGV[4] inbox max length, ARGV[5] inbox max age (s), ARGV[6] idempotency window (s),
--- ARGV[7] "1" when KEYS[3] is to be checked,
--- ARGV[8] channel of the acting user's other sockets ("" for none), ARGV[9] socket to skip there
--- Returns {0, first SentAt} for a duplicate, else {Seq, SentAt}.
-if ARGV[7] == '1' then
-  -- One command: sets the key unless it exists, and returns the earlier value if it did.
-  local first = redis.call('SET', KEYS[3], ARGV[3], 'NX', 'EX', ARGV[6], 'GET')
+-- Appends a batch of events, each to one user's inbox, and publishes each on that user's
+-- channel, atomically. Batching amortises the script call and the round trip over every
+-- event a node has queued while the previous batch was in flight (a group commit).
+--
+-- ARGV[1] inbox max length, ARGV[2] inbox max age (s), ARGV[3] idempotency window (s).
+-- Per event i (0-based), KEYS[3i+1..3i+3] = its user's seq counter, inbox stream and
+-- idempotency key (one user's keys share a hash slot), and ARGV[4+6i..9+6i] =
+--   channel, event JSON (without Seq), SentAt (ms), "1" to check the idempotency key,
+--   channel for the acting user's other sockets ("" for none), socket to skip there.
+-- Returns {Seq, SentAt} per event; Seq 0 marks a duplicate, with the first send's SentAt.
+local out = {}
+for i = 0, #KEYS / 3 - 1 do
+  local seq_key, inbox, dedupe = KEYS[3 * i + 1], KEYS[3 * i + 2], KEYS[3 * i + 3]
+  local a = 3 + 6 * i
+  local channel, json, sent_at = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+  local first = false
+  if ARGV[a + 4] == '1' then
+    -- One command: sets the key unless it exists, and returns the earlier value if it did.
+    first = redis.call('SET', dedupe, sent_at, 'NX', 'EX', ARGV[3], 'GET')
+  end
   if first then
-    return {0, tonumber(first)}
+    out[2 * i + 1] = 0
+    out[2 * i + 2] = tonumber(first)
+  else
+    local seq = redis.call('INCR', seq_key)
+    redis.call('XADD', inbox, 'MAXLEN', ARGV[1], seq .. '-0', 'e', json)
+    redis.call('EXPIRE', inbox, ARGV[2])
+    redis.call('PUBLISH', channel, 'S' .. seq .. '\n' .. json)
+    if ARGV[a + 5] ~= '' then
+      -- The live copy for the sender's other tabs rides in the same round trip.
+      redis.call('PUBLISH', ARGV[a + 5], 'L' .. ARGV[a + 6] .. '\n' .. json)
+    end
+    out[2 * i + 1] = seq
+    out[2 * i + 2] = tonumber(sent_at)
   end
 end
-local seq = redis.call('INCR', KEYS[1])
-redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[4], seq .. '-0', 'e', ARGV[2])
-redis.call('EXPIRE', KEYS[2], ARGV[5])
-redis.call('PUBLISH', ARGV[1], 'S' .. seq .. '\n' .. ARGV[2])
-if ARGV[8] ~= '' then
-  -- The live copy for the sender's other tabs rides in the same round trip.
-  redis.call('PUBLISH', ARGV[8], 'L' .. ARGV[9] .. '\n' .. ARGV[2])
-end
-return {seq, tonumber(ARGV[3])}
+return out

@@ -1,11 +1,14 @@
 //! Inboxes in Redis: a stream per user whose entry ids are the Seqs (`<Seq>-0`).
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use fred::{
     clients::Pool,
     interfaces::StreamsInterface,
     types::{scripts::Script, Value},
 };
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::{AppendOutcome, DedupeKey, Echo, InboxLimits, InboxStore};
 use crate::{
@@ -18,22 +21,95 @@ use crate::{
 };
 
 const APPEND_LUA: &str = include_str!("append.lua");
+/// Most events in one script call.
+const MAX_BATCH: usize = 128;
+/// Script calls in flight at once; more events wait and join the next batch.
+const MAX_BATCHES_IN_FLIGHT: usize = 4;
+
+/// One event waiting for the next batch.
+struct PendingAppend {
+    keys: [String; 3],
+    args: [Value; 6],
+    done: oneshot::Sender<Result<(i64, i64), StoreError>>,
+}
 
 /// [`InboxStore`] over Redis streams.
 pub struct RedisInbox {
     pool: Pool,
-    append: Script,
-    limits: InboxLimits,
+    appends: mpsc::UnboundedSender<PendingAppend>,
 }
 
 impl RedisInbox {
-    /// Inboxes in Redis, bounded by `limits`.
+    /// Inboxes in Redis, bounded by `limits`. Starts the task that batches appends.
     pub fn new(pool: Pool, limits: InboxLimits) -> Self {
-        Self {
-            pool,
-            append: Script::from_lua(APPEND_LUA),
-            limits,
+        let (appends, queue) = mpsc::unbounded_channel();
+        tokio::spawn(run_appender(pool.clone(), limits, queue));
+        Self { pool, appends }
+    }
+}
+
+/// Sends queued appends to Redis in batches: whatever queued up while earlier batches were
+/// in flight goes in the next one, so an idle node adds no delay and a busy one pays one
+/// script call and one round trip for many events.
+async fn run_appender(
+    pool: Pool,
+    limits: InboxLimits,
+    mut queue: mpsc::UnboundedReceiver<PendingAppend>,
+) {
+    let script = Arc::new(Script::from_lua(APPEND_LUA));
+    let in_flight = Arc::new(Semaphore::new(MAX_BATCHES_IN_FLIGHT));
+    let bounds: [Value; 3] = [
+        to_i64(limits.max_len).into(),
+        to_i64(limits.max_age_secs.max(1)).into(),
+        to_i64(limits.dedupe_window_secs.max(1)).into(),
+    ];
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    loop {
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        if queue.recv_many(&mut batch, MAX_BATCH).await == 0 {
+            return; // the inbox was dropped
         }
+        let items = std::mem::replace(&mut batch, Vec::with_capacity(MAX_BATCH));
+        let mut keys = Vec::with_capacity(items.len() * 3);
+        let mut args = Vec::with_capacity(3 + items.len() * 6);
+        args.extend(bounds.iter().cloned());
+        let mut waiters = Vec::with_capacity(items.len());
+        for item in items {
+            keys.extend(item.keys);
+            args.extend(item.args);
+            waiters.push(item.done);
+        }
+        let (pool, script) = (pool.clone(), script.clone());
+        tokio::spawn(async move {
+            let result: Result<Vec<i64>, StoreError> = script
+                .evalsha_with_reload(pool.next(), keys, args)
+                .await
+                .map_err(unavailable);
+            drop(permit);
+            match result {
+                Ok(pairs) if pairs.len() == waiters.len() * 2 => {
+                    for (waiter, pair) in waiters.into_iter().zip(pairs.chunks_exact(2)) {
+                        let _ = waiter.send(Ok((pair[0], pair[1])));
+                    }
+                }
+                Ok(pairs) => {
+                    let e = format!("append script returned {} values", pairs.len());
+                    for waiter in waiters {
+                        let _ = waiter.send(Err(StoreError::Internal(e.clone())));
+                    }
+                }
+                Err(e) => {
+                    for waiter in waiters {
+                        let _ = waiter.send(Err(match &e {
+                            StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
+                            StoreError::Internal(m) => StoreError::Internal(m.clone()),
+                        }));
+                    }
+                }
+            }
+        });
     }
 }
 
@@ -52,14 +128,11 @@ impl InboxStore for RedisInbox {
             Some(d) => user_key(uid, &format!("dd:{}", d.text())),
             None => user_key(uid, "dd:-"),
         };
-        let keys = vec![user_key(uid, "seq"), user_key(uid, "inbox"), dedupe_key];
-        let args: Vec<Value> = vec![
+        let keys = [user_key(uid, "seq"), user_key(uid, "inbox"), dedupe_key];
+        let args: [Value; 6] = [
             user_channel(uid).into(),
             json.into(),
             event.sent_at.into(),
-            to_i64(self.limits.max_len).into(),
-            to_i64(self.limits.max_age_secs.max(1)).into(),
-            to_i64(self.limits.dedupe_window_secs.max(1)).into(),
             if dedupe.is_some() { "1" } else { "0" }.into(),
             echo.map(|e| user_channel(e.user.as_str()))
                 .unwrap_or_default()
@@ -68,11 +141,13 @@ impl InboxStore for RedisInbox {
                 .unwrap_or_default()
                 .into(),
         ];
-        let (seq, sent_at): (i64, i64) = self
-            .append
-            .evalsha_with_reload(self.pool.next(), keys, args)
+        let (done, outcome) = oneshot::channel();
+        self.appends
+            .send(PendingAppend { keys, args, done })
+            .map_err(|_| StoreError::Internal("inbox appender stopped".into()))?;
+        let (seq, sent_at) = outcome
             .await
-            .map_err(unavailable)?;
+            .map_err(|_| StoreError::Internal("inbox appender dropped an append".into()))??;
         Ok(if seq == 0 {
             AppendOutcome::Duplicate { sent_at }
         } else {

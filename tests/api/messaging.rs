@@ -303,3 +303,54 @@ async fn queued_messages_survive_a_restart_of_the_embedded_node() {
     }
     assert_eq!(ids.len(), 5);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_senders_each_get_their_own_ack_and_every_message_arrives_once() {
+    let (nodes, b) = nodes(Backend::Redis).await;
+    let bob = nodes[0].signup("bob").await;
+    let mut receiver = nodes[b].connect(&bob).await;
+    let mut senders = Vec::new();
+    for i in 0..20 {
+        let user = nodes[0].signup(&format!("s{i}")).await;
+        senders.push(nodes[i % nodes.len()].connect(&user).await);
+    }
+    // Every sender fires its messages (and a re-send of each) at once, so the node batches
+    // appends from many sockets into shared script calls.
+    let sends = senders.iter().map(|s| {
+        let to = bob.uid.clone();
+        async move {
+            let mut acks = Vec::new();
+            for m in 0..10 {
+                let id = format!("{}-{m}", s.uid);
+                let (first, again) =
+                    futures_util::join!(s.send(&to, &id, &id), s.send(&to, &id, &id));
+                assert_eq!(first["SentAt"], again["SentAt"], "{id}: {first} vs {again}");
+                acks.push((id, first["SentAt"].as_i64().expect("SentAt")));
+            }
+            acks
+        }
+    });
+    let acked: std::collections::HashMap<String, i64> = futures_util::future::join_all(sends)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    assert_eq!(acked.len(), 200);
+    let mut seqs = Vec::new();
+    for _ in 0..200 {
+        let e = receiver.next_chat_acked().await;
+        let id = e.data["MsgID"].as_str().expect("MsgID").to_owned();
+        assert_eq!(
+            Some(&e.data["SentAt"].as_i64().expect("SentAt")),
+            acked.get(&id),
+            "{id}"
+        );
+        assert_eq!(e.data["Body"], id.as_str(), "body belongs to its MsgID");
+        seqs.push(e.data["Seq"].as_u64().expect("Seq"));
+    }
+    assert_eq!(
+        seqs,
+        (1..=200).collect::<Vec<_>>(),
+        "each once, in Seq order, no gaps"
+    );
+}
