@@ -71,3 +71,28 @@ async fn signup(url: &str, prefix: &str) -> User {
         token: body["token"].as_str().expect("token").to_owned(),
     }
 }
+
+#[tokio::test]
+async fn sigterm_closes_sockets_so_clients_move_on_and_nothing_is_lost() {
+    let node_a = NodeProcess::start(&[]).await;
+    let node_b = NodeProcess::start(&[]).await;
+    let alice = signup(&node_a.url, "alice").await;
+    let bob = signup(&node_a.url, "bob").await;
+    let sender = TestClient::connect(&node_a.url, &alice).await;
+    let mut on_b = TestClient::connect(&node_b.url, &bob).await;
+    sender.send(&bob.uid, "t0", "before").await;
+    assert_eq!(on_b.next_chat_acked().await.data["MsgID"], "t0");
+
+    assert!(node_b.terminate().await, "a clean exit after SIGTERM");
+    // The server said goodbye: the client's stream ends instead of hanging.
+    while on_b.events.recv().await.is_some() {}
+    for i in 1..=20 {
+        sender
+            .send(&bob.uid, &format!("t{i}"), "while moving")
+            .await;
+    }
+    let mut on_a = TestClient::connect(&node_a.url, &bob).await;
+    for i in 1..=20 {
+        assert_eq!(on_a.next_chat_acked().await.data["MsgID"], format!("t{i}"));
+    }
+}

@@ -320,6 +320,22 @@ impl NodeProcess {
         }
     }
 
+    /// SIGTERM, then waits for the process to exit and returns whether it exited cleanly.
+    pub async fn terminate(mut self) -> bool {
+        let pid = self.child.id().expect("running").to_string();
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .await
+            .expect("kill -TERM");
+        assert!(sent.success());
+        let status = tokio::time::timeout(PATIENCE, self.child.wait())
+            .await
+            .expect("exits after SIGTERM in time")
+            .expect("wait");
+        status.success()
+    }
+
     /// SIGKILL: no cleanup at all.
     pub async fn kill(mut self) {
         self.child.kill().await.expect("kill");

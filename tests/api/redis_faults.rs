@@ -44,3 +44,110 @@ async fn a_dropped_subscriber_connection_resubscribes_and_resyncs_sockets() {
     sender.send(&carol.uid, "to-carol", "x").await;
     assert_eq!(late.next_chat_acked().await.data["MsgID"], "to-carol");
 }
+
+/// A Redis of the test's own (with AOF, so a restart keeps the data), to kill and restart.
+struct OwnRedis {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<tokio::process::Child>,
+}
+
+impl OwnRedis {
+    async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let mut redis = Self {
+            port,
+            dir: tempfile::tempdir().expect("tempdir"),
+            child: None,
+        };
+        redis.restart().await;
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    async fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "yes", "--appendfsync", "always"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server");
+        self.child = Some(child);
+        let url = self.url();
+        eventually("own redis to answer PING", || {
+            let url = url.clone();
+            async move {
+                Command::new("redis-cli")
+                    .args(["-u", &url, "PING"])
+                    .output()
+                    .await
+                    .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "PONG")
+            }
+        })
+        .await;
+    }
+
+    async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await.expect("kill redis");
+        }
+    }
+}
+
+#[tokio::test]
+async fn while_redis_is_down_sends_get_unavailable_and_service_resumes_when_it_returns() {
+    let mut redis = OwnRedis::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = settings(Backend::Embedded, dir.path().to_path_buf());
+    s.redis_url = Some(redis.url());
+    let app = spawn_with(s).await;
+    let alice = app.signup("alice").await;
+    let bob = app.signup("bob").await;
+    let sender = app.connect(&alice).await;
+    let mut receiver = app.connect(&bob).await;
+    sender.send(&bob.uid, "up", "x").await;
+    assert_eq!(receiver.next_chat_acked().await.data["MsgID"], "up");
+
+    redis.kill().await;
+    let down = sender
+        .client
+        .emit_with_ack(
+            "chat",
+            &serde_json::json!({"EvtType":"message","To":bob.uid,"MsgID":"down","Body":"x"}),
+            std::time::Duration::from_secs(30),
+        )
+        .await
+        .expect("an answer, not silence");
+    assert_eq!(
+        down["error"]["code"], "unavailable",
+        "never a false ack: {down}"
+    );
+
+    redis.restart().await;
+    // fred reconnects with backoff; the first sends after the restart may still fail.
+    eventually("sends to succeed again", || async {
+        sender.send(&bob.uid, "back", "x").await["ok"] == true
+    })
+    .await;
+    let next = receiver.next_chat_acked().await;
+    assert_eq!(
+        next.data["MsgID"], "back",
+        "the refused message was not stored"
+    );
+}
