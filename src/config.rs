@@ -64,6 +64,10 @@ pub struct Settings {
     #[arg(long, env = "WEBCHAT_INBOX_MAX_AGE_SECS", default_value_t = 30 * 24 * 3600)]
     pub inbox_max_age_secs: u64,
 
+    /// Most members a group may have.
+    #[arg(long, env = "WEBCHAT_MAX_GROUP_SIZE", default_value_t = 100_000)]
+    pub max_group_size: usize,
+
     /// Window in which a re-sent (sender, MsgID) is acknowledged again but not delivered twice.
     #[arg(long, env = "WEBCHAT_DEDUPE_WINDOW_SECS", default_value_t = 24 * 3600)]
     pub dedupe_window_secs: u64,

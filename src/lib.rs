@@ -9,6 +9,7 @@
 //! - [`accounts`]  signup/login/logout, tokens, account stores
 //! - [`inbox`]     durable per-user inboxes: Seq, idempotency, replay
 //! - [`bus`]       receiver-keyed pub/sub and the local routing table
+//! - [`groups`]    durable group membership
 //! - [`chat`]      what a client command does (no sockets)
 //! - [`gateway`]   socket.io handlers and per-socket delivery
 //! - [`http`]      REST, `/health`, `/metrics`, the web client
@@ -21,6 +22,7 @@ pub mod chat;
 pub mod config;
 pub mod domain;
 pub mod gateway;
+pub mod groups;
 pub mod health;
 pub mod http;
 pub mod inbox;

@@ -20,9 +20,10 @@ use crate::{
         token::TokenSigner, AccountService, AccountStore, EmbeddedAccountStore, RedisAccountStore,
     },
     bus::{Bus, MemoryBus, RedisBus, Router},
-    chat::ChatService,
+    chat::{ChatDeps, ChatService},
     config::{AuthMode, Settings},
     gateway,
+    groups::{EmbeddedGroupStore, GroupStore, RedisGroupStore},
     health::Health,
     http,
     inbox::{EmbeddedInbox, InboxLimits, InboxStore, RedisInbox},
@@ -70,6 +71,7 @@ impl Application {
         let Backends {
             accounts: accounts_store,
             inbox,
+            groups,
             bus,
             health,
             token_key: secret,
@@ -85,13 +87,15 @@ impl Application {
             TokenSigner::new(secret),
             settings.token_ttl_secs,
         );
-        let chat = ChatService::new(
-            accounts.clone(),
-            inbox.clone(),
+        let chat = ChatService::new(ChatDeps {
+            accounts: accounts.clone(),
+            inbox: inbox.clone(),
             bus,
-            metrics.clone(),
-            settings.auth == AuthMode::Token,
-        );
+            groups,
+            metrics: metrics.clone(),
+            require_known_recipients: settings.auth == AuthMode::Token,
+            max_group_size: settings.max_group_size,
+        });
         let state = AppState {
             settings: settings.clone(),
             accounts,
@@ -196,6 +200,7 @@ impl Application {
 struct Backends {
     accounts: Arc<dyn AccountStore>,
     inbox: Arc<dyn InboxStore>,
+    groups: Arc<dyn GroupStore>,
     bus: Arc<dyn Bus>,
     health: Health,
     token_key: Vec<u8>,
@@ -222,6 +227,7 @@ impl Backends {
         Ok(Self {
             accounts: Arc::new(RedisAccountStore::new(redis.pool.clone())),
             inbox: Arc::new(RedisInbox::new(redis.pool.clone(), limits)),
+            groups: Arc::new(RedisGroupStore::new(redis.pool.clone())),
             bus: Arc::new(bus),
             health: Health::Redis(redis.pool.clone()),
             token_key,
@@ -247,6 +253,7 @@ impl Backends {
         Ok(Self {
             accounts: Arc::new(EmbeddedAccountStore::new(db.clone())),
             inbox,
+            groups: Arc::new(EmbeddedGroupStore::new(db.clone())),
             bus,
             health: Health::Embedded,
             token_key,

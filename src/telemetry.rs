@@ -14,7 +14,13 @@ use tracing_subscriber::{fmt, EnvFilter};
 /// Installs the global subscriber: `RUST_LOG` filter (default `info`), to stderr, `json` or
 /// text. Safe to call twice (the second call is ignored), which tests rely on.
 pub fn init_tracing(format: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    init_tracing_with_default(format, "info");
+}
+
+/// [`init_tracing`] with another filter when `RUST_LOG` is unset (tests use `warn`).
+pub fn init_tracing_with_default(format: &str, default_filter: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = if format == "json" {
         builder.json().try_init()

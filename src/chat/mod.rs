@@ -11,12 +11,15 @@ use crate::{
     accounts::AccountService,
     bus::Bus,
     domain::{
-        ChatError, ClientCommand, ErrorCode, MessageBody, MsgId, ReceiptKind, Seq, UserId,
+        ChatError, ClientCommand, ErrorCode, GroupId, MessageBody, MsgId, ReceiptKind, Seq, UserId,
         WireEvent,
     },
+    groups::GroupStore,
     inbox::{AppendOutcome, DedupeKey, Echo, InboxStore},
     telemetry::Metrics,
 };
+
+mod groups;
 
 /// What the sender's ack reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +28,8 @@ pub struct Accepted {
     pub msg_id: String,
     /// Unix ms when the server accepted it (the first send's, for a duplicate).
     pub sent_at: i64,
+    /// The group a `create` made.
+    pub group: Option<GroupId>,
 }
 
 /// Handles client commands on behalf of an authenticated user.
@@ -33,26 +38,43 @@ pub struct ChatService {
     accounts: AccountService,
     inbox: Arc<dyn InboxStore>,
     bus: Arc<dyn Bus>,
+    groups: Arc<dyn GroupStore>,
     metrics: Arc<Metrics>,
     /// Token mode: recipients must be registered users. Open mode: any valid uid.
     require_known_recipients: bool,
+    /// Largest group allowed.
+    max_group_size: usize,
+}
+
+/// The chat service's back-ends and rules.
+pub struct ChatDeps {
+    /// Account lookups (recipient checks).
+    pub accounts: AccountService,
+    /// Inboxes.
+    pub inbox: Arc<dyn InboxStore>,
+    /// Live-only events.
+    pub bus: Arc<dyn Bus>,
+    /// Group membership.
+    pub groups: Arc<dyn GroupStore>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Token mode: recipients must be registered users.
+    pub require_known_recipients: bool,
+    /// Largest group allowed.
+    pub max_group_size: usize,
 }
 
 impl ChatService {
     /// A service over the node's back-ends.
-    pub fn new(
-        accounts: AccountService,
-        inbox: Arc<dyn InboxStore>,
-        bus: Arc<dyn Bus>,
-        metrics: Arc<Metrics>,
-        require_known_recipients: bool,
-    ) -> Self {
+    pub fn new(deps: ChatDeps) -> Self {
         Self {
-            accounts,
-            inbox,
-            bus,
-            metrics,
-            require_known_recipients,
+            accounts: deps.accounts,
+            inbox: deps.inbox,
+            bus: deps.bus,
+            groups: deps.groups,
+            metrics: deps.metrics,
+            require_known_recipients: deps.require_known_recipients,
+            max_group_size: deps.max_group_size.max(1),
         }
     }
 
@@ -76,9 +98,25 @@ impl ChatService {
                 seq,
             } => self.forward_receipt(actor, kind, &to, msg_id, seq).await,
             ClientCommand::Typing { to, active } => self.typing(actor, &to, active).await,
-            ClientCommand::Group { evt_type } => Err(ChatError::bad_request(format!(
-                "{evt_type:?} (group chats) is not available on this server yet"
-            ))),
+            ClientCommand::GroupMessage { gid, msg_id, body } => {
+                self.send_group_message(actor, origin_socket, &gid, msg_id, body)
+                    .await
+            }
+            ClientCommand::GroupTyping { gid, active } => {
+                self.group_typing(actor, &gid, active).await
+            }
+            ClientCommand::Create {
+                gid,
+                members,
+                msg_id,
+            } => self.create_group(actor, gid, members, msg_id).await,
+            ClientCommand::Refer {
+                gid,
+                members,
+                msg_id,
+            } => self.refer(actor, &gid, members, msg_id).await,
+            ClientCommand::Depart { gid, msg_id } => self.depart(actor, &gid, msg_id).await,
+            ClientCommand::Rejoin { gid } => self.rejoin(actor, &gid).await,
         }
     }
 
@@ -102,6 +140,7 @@ impl ChatService {
             sender: sender.clone(),
             kind: "message",
             msg_id,
+            group: None,
         };
         // The sender's other tabs and devices see what was sent (a message to oneself is
         // stored in one's own inbox and reaches every tab anyway).
@@ -141,6 +180,7 @@ impl ChatService {
             sender: reader.clone(),
             kind: kind.as_str(),
             msg_id,
+            group: None,
         };
         self.store(original_sender, &event, &dedupe, None).await
     }
@@ -167,6 +207,7 @@ impl ChatService {
         Ok(Accepted {
             msg_id: dedupe.msg_id.to_string(),
             sent_at,
+            group: None,
         })
     }
 
@@ -183,6 +224,7 @@ impl ChatService {
         Ok(Accepted {
             msg_id: String::new(),
             sent_at: event.sent_at,
+            group: None,
         })
     }
 

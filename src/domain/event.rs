@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{ChatError, MessageBody, MsgId, Seq, UserId};
+use super::{ChatError, GroupId, MessageBody, MsgId, Seq, UserId};
 
 /// Every `EvtType` of the contract (§4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +84,15 @@ pub enum ClientCommand {
         /// Text.
         body: MessageBody,
     },
+    /// Send a message to every other member of a group.
+    GroupMessage {
+        /// The group.
+        gid: GroupId,
+        /// Client-made idempotency key.
+        msg_id: MsgId,
+        /// Text.
+        body: MessageBody,
+    },
     /// Forward a receipt to the original sender.
     Receipt {
         /// Delivery or display.
@@ -95,17 +104,49 @@ pub enum ClientCommand {
         /// Optional: the Seq the reader saw it under, confirming its inbox up to there.
         seq: Option<Seq>,
     },
-    /// Live typing indicator.
+    /// Live typing indicator to a user.
     Typing {
         /// Who is told.
         to: UserId,
         /// `true` for "1".
         active: bool,
     },
-    /// A group operation (served by the groups module once it lands).
-    Group {
-        /// Which one.
-        evt_type: EvtType,
+    /// Live typing indicator to a group's other members.
+    GroupTyping {
+        /// The group.
+        gid: GroupId,
+        /// `true` for "1".
+        active: bool,
+    },
+    /// Create a group with the acting user and `members`.
+    Create {
+        /// The id the client chose, or none for a server-made one.
+        gid: Option<GroupId>,
+        /// Members besides the creator (deduplicated, never empty).
+        members: Vec<UserId>,
+        /// Idempotency key, when the client sent one.
+        msg_id: Option<MsgId>,
+    },
+    /// Add members to a group.
+    Refer {
+        /// The group.
+        gid: GroupId,
+        /// Users to add (deduplicated, never empty).
+        members: Vec<UserId>,
+        /// Idempotency key, when the client sent one.
+        msg_id: Option<MsgId>,
+    },
+    /// The acting user leaves a group.
+    Depart {
+        /// The group.
+        gid: GroupId,
+        /// Idempotency key, when the client sent one.
+        msg_id: Option<MsgId>,
+    },
+    /// Ask for a group's member list.
+    Rejoin {
+        /// The group.
+        gid: GroupId,
     },
 }
 
@@ -113,8 +154,13 @@ impl ClientCommand {
     /// The MsgID the command carries, if any (named in error events).
     pub fn msg_id(&self) -> Option<String> {
         match self {
-            Self::Message { msg_id, .. } | Self::Receipt { msg_id, .. } => Some(msg_id.to_string()),
-            Self::Typing { .. } | Self::Group { .. } => None,
+            Self::Message { msg_id, .. }
+            | Self::GroupMessage { msg_id, .. }
+            | Self::Receipt { msg_id, .. } => Some(msg_id.to_string()),
+            Self::Create { msg_id, .. }
+            | Self::Refer { msg_id, .. }
+            | Self::Depart { msg_id, .. } => msg_id.as_ref().map(MsgId::to_string),
+            Self::Typing { .. } | Self::GroupTyping { .. } | Self::Rejoin { .. } => None,
         }
     }
 
@@ -148,19 +194,39 @@ impl ClientCommand {
         max_body_bytes: usize,
     ) -> Result<Self, ChatError> {
         let evt_type = EvtType::parse(string_field(object, "EvtType")?)?;
-        let to = || UserId::parse(string_field(object, "To")?);
+        let to_text = string_field(object, "To")?;
+        let to_group = to_text.starts_with("group_");
+        let to = || UserId::parse(to_text);
+        let gid = || GroupId::parse(to_text);
         let msg_id = || MsgId::parse(string_field(object, "MsgID")?);
+        let optional_msg_id = || match string_field(object, "MsgID")? {
+            "" => Ok(None),
+            id => MsgId::parse(id).map(Some),
+        };
+        let body = || string_field(object, "Body");
         match evt_type {
             EvtType::Message => {
-                let body =
-                    MessageBody::parse(string_field(object, "Body")?.to_owned(), max_body_bytes)?;
-                Ok(Self::Message {
-                    to: to()?,
-                    msg_id: msg_id()?,
-                    body,
-                })
+                let body = MessageBody::parse(body()?.to_owned(), max_body_bytes)?;
+                if to_group {
+                    Ok(Self::GroupMessage {
+                        gid: gid()?,
+                        msg_id: msg_id()?,
+                        body,
+                    })
+                } else {
+                    Ok(Self::Message {
+                        to: to()?,
+                        msg_id: msg_id()?,
+                        body,
+                    })
+                }
             }
             EvtType::Delivery | EvtType::Display => {
+                if string_field(object, "From")?.starts_with("group_") {
+                    return Err(ChatError::bad_request(
+                        "group receipts are not available on this server yet",
+                    ));
+                }
                 let kind = if evt_type == EvtType::Delivery {
                     ReceiptKind::Delivery
                 } else {
@@ -180,18 +246,73 @@ impl ClientCommand {
                 })
             }
             EvtType::Typing => {
-                let active = match string_field(object, "Body")? {
+                let active = match body()? {
                     "1" => true,
                     "0" | "" => false,
                     _ => return Err(ChatError::bad_request("typing Body must be \"1\" or \"0\"")),
                 };
-                Ok(Self::Typing { to: to()?, active })
+                if to_group {
+                    Ok(Self::GroupTyping {
+                        gid: gid()?,
+                        active,
+                    })
+                } else {
+                    Ok(Self::Typing { to: to()?, active })
+                }
             }
-            EvtType::Create | EvtType::Refer | EvtType::Depart | EvtType::Rejoin => {
-                Ok(Self::Group { evt_type })
-            }
+            EvtType::Create => Ok(Self::Create {
+                gid: if to_text.is_empty() {
+                    None
+                } else {
+                    Some(gid()?)
+                },
+                members: member_list(object)?,
+                msg_id: optional_msg_id()?,
+            }),
+            EvtType::Refer => Ok(Self::Refer {
+                gid: gid()?,
+                members: member_list(object)?,
+                msg_id: optional_msg_id()?,
+            }),
+            EvtType::Depart => Ok(Self::Depart {
+                gid: gid()?,
+                msg_id: optional_msg_id()?,
+            }),
+            EvtType::Rejoin => Ok(Self::Rejoin { gid: gid()? }),
         }
     }
+}
+
+/// The uid list of a group operation: `Body` as a JSON array of uids, either encoded in the
+/// string (as the contract says) or as an array. Duplicates are dropped, order kept.
+fn member_list(object: &serde_json::Map<String, Value>) -> Result<Vec<UserId>, ChatError> {
+    let parsed;
+    let items = match object.get("Body") {
+        Some(Value::Array(items)) => items,
+        Some(Value::String(text)) => {
+            parsed = serde_json::from_str::<Value>(text)
+                .map_err(|_| ChatError::bad_request("Body must be a JSON array of uids"))?;
+            parsed
+                .as_array()
+                .ok_or_else(|| ChatError::bad_request("Body must be a JSON array of uids"))?
+        }
+        _ => return Err(ChatError::bad_request("Body must be a JSON array of uids")),
+    };
+    let mut members: Vec<UserId> = Vec::with_capacity(items.len());
+    let mut seen = std::collections::HashSet::with_capacity(items.len());
+    for item in items {
+        let uid = UserId::parse(
+            item.as_str()
+                .ok_or_else(|| ChatError::bad_request("Body must be a JSON array of uids"))?,
+        )?;
+        if seen.insert(uid.clone()) {
+            members.push(uid);
+        }
+    }
+    if members.is_empty() {
+        return Err(ChatError::bad_request("the member list is empty"));
+    }
+    Ok(members)
 }
 
 /// A string field; absent or null reads as "", any other type is refused.
@@ -317,13 +438,51 @@ mod tests {
             json!({"EvtType":"message","MsgID":"m","Body":"x"}),
             json!({"EvtType":"message","To":"bob","Body":"x"}),
             json!({"EvtType":"message","To":"bob","MsgID":"m","Body":7}),
-            json!({"EvtType":"message","To":"group_x","MsgID":"m","Body":"x"}),
+            json!({"EvtType":"message","To":"group_","MsgID":"m","Body":"x"}),
+            json!({"EvtType":"create","To":"","Body":"[]"}),
+            json!({"EvtType":"create","To":"","Body":"not json"}),
+            json!({"EvtType":"refer","To":"alice","Body":"[\"bob\"]"}),
+            json!({"EvtType":"create","To":"","Body":"[\"bad uid\"]"}),
+            json!({"EvtType":"delivery","From":"group_x","To":"bob","MsgID":"m"}),
             json!({"EvtType":"delivery","To":"bob","MsgID":"m","Seq":-1}),
             json!({"EvtType":"typing","To":"bob","Body":"maybe"}),
         ] {
             let (_, err) = parse(bad.clone()).expect_err(&bad.to_string());
             assert_eq!(err.code, ErrorCode::BadRequest, "{bad}");
         }
+    }
+
+    #[test]
+    fn group_commands_parse_their_member_lists() {
+        let create =
+            parse(json!({"EvtType":"create","To":"","Body":"[\"bob\",\"carol\",\"bob\"]"}))
+                .expect("create");
+        match create {
+            ClientCommand::Create {
+                gid,
+                members,
+                msg_id,
+            } => {
+                assert!(gid.is_none() && msg_id.is_none());
+                let names: Vec<&str> = members.iter().map(UserId::as_str).collect();
+                assert_eq!(names, ["bob", "carol"], "deduplicated, in order");
+            }
+            other => panic!("{other:?}"),
+        }
+        let refer = parse(json!({"EvtType":"refer","To":"group_g","Body":["dan"],"MsgID":"r1"}))
+            .expect("refer");
+        assert!(matches!(refer, ClientCommand::Refer { ref gid, .. } if gid.as_str() == "group_g"));
+        let msg = parse(json!({"EvtType":"message","To":"group_g","MsgID":"m","Body":"hi"}))
+            .expect("msg");
+        assert!(matches!(msg, ClientCommand::GroupMessage { .. }));
+        assert!(matches!(
+            parse(json!({"EvtType":"depart","To":"group_g"})).expect("depart"),
+            ClientCommand::Depart { .. }
+        ));
+        assert!(matches!(
+            parse(json!({"EvtType":"rejoin","To":"group_g"})).expect("rejoin"),
+            ClientCommand::Rejoin { .. }
+        ));
     }
 
     #[test]

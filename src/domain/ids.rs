@@ -48,6 +48,42 @@ impl fmt::Display for UserId {
     }
 }
 
+/// A group id: `group_` followed by 1–58 chars of the uid alphabet (64 in all).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct GroupId(String);
+
+impl GroupId {
+    /// Parses a gid.
+    pub fn parse(raw: &str) -> Result<Self, ChatError> {
+        let valid_char = |c: char| c.is_ascii_alphanumeric() || "_.@+-".contains(c);
+        match raw.strip_prefix("group_") {
+            Some(rest) if !rest.is_empty() && raw.len() <= 64 && rest.chars().all(valid_char) => {
+                Ok(Self(raw.to_owned()))
+            }
+            _ => Err(ChatError::bad_request(
+                "a group id is group_ followed by 1-58 letters, digits or _ . @ + -",
+            )),
+        }
+    }
+
+    /// A fresh, unguessable gid.
+    pub fn generate() -> Self {
+        Self(format!("group_{}", uuid::Uuid::new_v4().simple()))
+    }
+
+    /// The gid as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for GroupId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// A client-made message id: 1–64 chars, the idempotency key of a send.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct MsgId(String);
@@ -139,6 +175,21 @@ mod tests {
         assert!(MessageBody::parse("abcd".into(), 4).is_ok());
         let err = MessageBody::parse("abcde".into(), 4).expect_err("over limit");
         assert_eq!(err.code, ErrorCode::TooLarge);
+    }
+
+    #[test]
+    fn gid_needs_the_prefix_and_a_name() {
+        assert!(GroupId::parse("group_a").is_ok());
+        assert!(GroupId::parse(GroupId::generate().as_str()).is_ok());
+        for bad in [
+            "group_",
+            "group",
+            "alice",
+            "group_a b",
+            &format!("group_{}", "x".repeat(59)),
+        ] {
+            assert!(GroupId::parse(bad).is_err(), "{bad}");
+        }
     }
 
     proptest! {

@@ -8,4 +8,4 @@ mod ids;
 
 pub use error::{ChatError, ErrorCode};
 pub use event::{now_millis, ClientCommand, EvtType, ReceiptKind, WireEvent};
-pub use ids::{MessageBody, MsgId, Seq, UserId};
+pub use ids::{GroupId, MessageBody, MsgId, Seq, UserId};

@@ -257,9 +257,12 @@ fn reply(
     }
     let sent = if wants_ack {
         let body = match &result {
-            Ok(Some(accepted)) => {
-                json!({ "ok": true, "MsgID": accepted.msg_id, "SentAt": accepted.sent_at })
-            }
+            Ok(Some(accepted)) => match &accepted.group {
+                None => json!({ "ok": true, "MsgID": accepted.msg_id, "SentAt": accepted.sent_at }),
+                Some(gid) => json!({
+                    "ok": true, "MsgID": accepted.msg_id, "SentAt": accepted.sent_at, "Group": gid
+                }),
+            },
             Ok(None) => json!({ "ok": true }),
             Err(e) => e.to_json(),
         };

@@ -201,6 +201,7 @@ mod tests {
             sender: uid("alice"),
             kind: "message",
             msg_id: MsgId::parse(id).expect("id"),
+            group: None,
         }
     }
 

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 pub use self::embedded::EmbeddedInbox;
 pub use self::redis::RedisInbox;
 use crate::{
-    domain::{MsgId, Seq, UserId, WireEvent},
+    domain::{GroupId, MsgId, Seq, UserId, WireEvent},
     storage::StoreError,
 };
 
@@ -26,12 +26,18 @@ pub struct DedupeKey {
     pub kind: &'static str,
     /// The client's MsgID.
     pub msg_id: MsgId,
+    /// The group the event belongs to, so one MsgID used in two groups is two events.
+    pub group: Option<GroupId>,
 }
 
 impl DedupeKey {
-    /// The key's text, unique per (sender, kind, MsgID); scoped to one receiver by the store.
+    /// The key's text, unique per (sender, kind, group, MsgID); scoped to one receiver by the
+    /// store.
     pub fn text(&self) -> String {
-        format!("{}:{}:{}", self.sender, self.kind, self.msg_id)
+        match &self.group {
+            None => format!("{}:{}:{}", self.sender, self.kind, self.msg_id),
+            Some(gid) => format!("{}:{}:{gid}:{}", self.sender, self.kind, self.msg_id),
+        }
     }
 }
 

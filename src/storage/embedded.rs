@@ -27,6 +27,9 @@ pub const INBOX: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("inb
 /// Idempotency keys → (SentAt ms, expiry ms).
 pub const DEDUPE: TableDefinition<&str, (i64, i64)> = TableDefinition::new("dedupe");
 
+/// Group membership: gid → JSON list of uids.
+pub const GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("groups");
+
 /// Most writes folded into one transaction.
 const MAX_BATCH: usize = 512;
 
@@ -61,6 +64,7 @@ impl EmbeddedDb {
             txn.open_table(SEQS).map_err(internal)?;
             txn.open_table(INBOX).map_err(internal)?;
             txn.open_table(DEDUPE).map_err(internal)?;
+            txn.open_table(GROUPS).map_err(internal)?;
             txn.commit().map_err(internal)?;
         }
         let db = Arc::new(RwLock::new(Some(db)));

@@ -90,7 +90,7 @@ pub async fn spawn_cluster(n: usize) -> Vec<TestApp> {
 
 /// Starts a node with explicit settings.
 pub async fn spawn_with(settings: Settings) -> TestApp {
-    webchat::telemetry::init_tracing("text");
+    webchat::telemetry::init_tracing_with_default("text", "warn");
     let data_dir = settings.data_dir.clone();
     let app = Application::build(settings).await.expect("build app");
     let url = format!("http://127.0.0.1:{}", app.port());

@@ -7,6 +7,7 @@ mod helpers;
 mod accounts;
 mod errors;
 mod failover;
+mod groups;
 mod messaging;
 mod open_mode;
 mod redis_faults;

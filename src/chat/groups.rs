@@ -1,0 +1,321 @@
+//! Group operations of the chat service: create, refer, depart, rejoin, group messages and
+//! group typing.
+//!
+//! Membership is saved before anyone is notified. Every notification and message is stored
+//! once per recipient inbox and published on that recipient's own channel (no shared group
+//! channel); the appends of one fan-out are issued together, so the inbox batches them into a
+//! few script calls however large the group.
+
+use futures_util::future::join_all;
+
+use super::{Accepted, ChatService};
+use crate::{
+    domain::{ChatError, ErrorCode, GroupId, MessageBody, MsgId, UserId, WireEvent},
+    inbox::{AppendOutcome, DedupeKey, Echo},
+};
+
+/// What a fan-out stores for each recipient.
+struct Fanout<'a> {
+    evt_type: &'static str,
+    gid: &'a GroupId,
+    actor: &'a UserId,
+    msg_id: &'a str,
+    body: String,
+    /// Idempotency: a re-sent (actor, MsgID) is stored once per recipient.
+    dedupe: Option<DedupeKey>,
+    /// The actor's other sockets get a live copy (group messages).
+    echo: Option<Echo>,
+}
+
+impl ChatService {
+    pub(super) async fn create_group(
+        &self,
+        creator: &UserId,
+        gid: Option<GroupId>,
+        mut members: Vec<UserId>,
+        msg_id: Option<MsgId>,
+    ) -> Result<Accepted, ChatError> {
+        if !members.contains(creator) {
+            members.push(creator.clone());
+        }
+        self.check_group_size(members.len())?;
+        for member in &members {
+            self.check_recipient(member).await?;
+        }
+        let gid = gid.unwrap_or_else(GroupId::generate);
+        if !self.groups.create(&gid, &members).await? {
+            return Err(ChatError::bad_request(format!(
+                "group {gid} exists already"
+            )));
+        }
+        tracing::info!(gid = %gid, creator = %creator, members = members.len(), "group created");
+        let list = member_list_json(members.iter().map(UserId::as_str));
+        let recipients: Vec<String> = members.iter().map(UserId::to_string).collect();
+        let msg_id = msg_id.map_or_else(server_msg_id, |m| m.to_string());
+        let accepted = self
+            .fan_out(
+                &recipients,
+                Fanout {
+                    evt_type: "notify",
+                    gid: &gid,
+                    actor: creator,
+                    msg_id: &msg_id,
+                    body: list,
+                    dedupe: None,
+                    echo: None,
+                },
+            )
+            .await?;
+        Ok(Accepted {
+            group: Some(gid),
+            ..accepted
+        })
+    }
+
+    pub(super) async fn refer(
+        &self,
+        actor: &UserId,
+        gid: &GroupId,
+        added: Vec<UserId>,
+        msg_id: Option<MsgId>,
+    ) -> Result<Accepted, ChatError> {
+        let before = self.members_as(actor, gid).await?;
+        let added: Vec<UserId> = added
+            .into_iter()
+            .filter(|u| !before.iter().any(|m| m == u.as_str()))
+            .collect();
+        if added.is_empty() {
+            return Err(ChatError::bad_request("everyone named is a member already"));
+        }
+        self.check_group_size(before.len() + added.len())?;
+        for member in &added {
+            self.check_recipient(member).await?;
+        }
+        let after = self
+            .groups
+            .add(gid, &added)
+            .await?
+            .ok_or_else(|| no_group(gid))?;
+        let msg_id = msg_id.map_or_else(server_msg_id, |m| m.to_string());
+        let existing = self
+            .fan_out(
+                &before,
+                Fanout {
+                    evt_type: "join",
+                    gid,
+                    actor,
+                    msg_id: &msg_id,
+                    body: member_list_json(added.iter().map(UserId::as_str)),
+                    dedupe: None,
+                    echo: None,
+                },
+            )
+            .await?;
+        let newcomers: Vec<String> = added.iter().map(UserId::to_string).collect();
+        self.fan_out(
+            &newcomers,
+            Fanout {
+                evt_type: "notify",
+                gid,
+                actor,
+                msg_id: &msg_id,
+                body: member_list_json(after.iter().map(String::as_str)),
+                dedupe: None,
+                echo: None,
+            },
+        )
+        .await?;
+        Ok(existing)
+    }
+
+    pub(super) async fn depart(
+        &self,
+        leaver: &UserId,
+        gid: &GroupId,
+        msg_id: Option<MsgId>,
+    ) -> Result<Accepted, ChatError> {
+        let before = self.members_as(leaver, gid).await?;
+        self.groups
+            .remove(gid, leaver)
+            .await?
+            .ok_or_else(|| no_group(gid))?;
+        let msg_id = msg_id.map_or_else(server_msg_id, |m| m.to_string());
+        // The leaver is told too (all their tabs learn they left), then gets nothing more.
+        self.fan_out(
+            &before,
+            Fanout {
+                evt_type: "depart",
+                gid,
+                actor: leaver,
+                msg_id: &msg_id,
+                body: member_list_json([leaver.as_str()]),
+                dedupe: None,
+                echo: None,
+            },
+        )
+        .await
+    }
+
+    pub(super) async fn rejoin(
+        &self,
+        actor: &UserId,
+        gid: &GroupId,
+    ) -> Result<Accepted, ChatError> {
+        let members = self.members_as(actor, gid).await?;
+        self.fan_out(
+            &[actor.to_string()],
+            Fanout {
+                evt_type: "notify",
+                gid,
+                actor,
+                msg_id: &server_msg_id(),
+                body: member_list_json(members.iter().map(String::as_str)),
+                dedupe: None,
+                echo: None,
+            },
+        )
+        .await
+    }
+
+    pub(super) async fn send_group_message(
+        &self,
+        sender: &UserId,
+        origin_socket: &str,
+        gid: &GroupId,
+        msg_id: MsgId,
+        body: MessageBody,
+    ) -> Result<Accepted, ChatError> {
+        let members = self.members_as(sender, gid).await?;
+        let recipients: Vec<String> = members
+            .into_iter()
+            .filter(|m| m != sender.as_str())
+            .collect();
+        let dedupe = DedupeKey {
+            sender: sender.clone(),
+            kind: "message",
+            msg_id: msg_id.clone(),
+            group: Some(gid.clone()),
+        };
+        let echo = Echo {
+            user: sender.clone(),
+            skip_socket: origin_socket.to_owned(),
+        };
+        self.fan_out(
+            &recipients,
+            Fanout {
+                evt_type: "message",
+                gid,
+                actor: sender,
+                msg_id: msg_id.as_str(),
+                body: body.into_inner(),
+                dedupe: Some(dedupe),
+                echo: Some(echo),
+            },
+        )
+        .await
+    }
+
+    pub(super) async fn group_typing(
+        &self,
+        actor: &UserId,
+        gid: &GroupId,
+        active: bool,
+    ) -> Result<Accepted, ChatError> {
+        let members = self.members_as(actor, gid).await?;
+        let mut event = WireEvent::new("typing", gid.as_str(), gid.as_str(), "", bit(active));
+        event.originated = actor.to_string();
+        for member in members.iter().filter(|m| *m != actor.as_str()) {
+            if let Ok(uid) = UserId::parse(member) {
+                self.bus.publish_live(&uid, None, &event).await?;
+            }
+        }
+        Ok(Accepted {
+            msg_id: String::new(),
+            sent_at: event.sent_at,
+            group: None,
+        })
+    }
+
+    /// The members of `gid`, if `actor` is one: `not_found` for no such group, `forbidden`
+    /// for a non-member.
+    async fn members_as(&self, actor: &UserId, gid: &GroupId) -> Result<Vec<String>, ChatError> {
+        let members = self
+            .groups
+            .members(gid)
+            .await?
+            .ok_or_else(|| no_group(gid))?;
+        if !members.iter().any(|m| m == actor.as_str()) {
+            return Err(ChatError::new(
+                ErrorCode::Forbidden,
+                format!("not a member of {gid}"),
+            ));
+        }
+        Ok(members)
+    }
+
+    fn check_group_size(&self, size: usize) -> Result<(), ChatError> {
+        if size > self.max_group_size {
+            return Err(ChatError::bad_request(format!(
+                "a group has at most {} members",
+                self.max_group_size
+            )));
+        }
+        Ok(())
+    }
+
+    /// Stores one event per recipient, all appends issued at once; succeeds when every one is
+    /// stored. A failed fan-out may have reached some recipients: re-sending with the same
+    /// MsgID completes it without duplicates where it is idempotent (group messages).
+    async fn fan_out(&self, recipients: &[String], f: Fanout<'_>) -> Result<Accepted, ChatError> {
+        let mut template =
+            WireEvent::new(f.evt_type, f.gid.as_str(), f.gid.as_str(), f.msg_id, f.body);
+        template.originated = f.actor.to_string();
+        let sent_at = template.sent_at;
+        let appends = recipients.iter().enumerate().map(|(i, recipient)| {
+            let template = &template;
+            let dedupe = f.dedupe.as_ref();
+            // One live copy for the actor's other sockets, carried by the first append.
+            let echo = if i == 0 { f.echo.as_ref() } else { None };
+            async move {
+                let to = UserId::parse(recipient)?;
+                let mut event = template.clone();
+                if f.evt_type != "message" {
+                    // Membership events name their recipient; messages keep the group in To.
+                    event.to = to.to_string();
+                }
+                let outcome = self.inbox.append(&to, &event, dedupe, echo).await?;
+                Ok::<_, ChatError>(outcome)
+            }
+        });
+        let mut first_sent_at = sent_at;
+        let mut stored = 0u64;
+        for outcome in join_all(appends).await {
+            match outcome? {
+                AppendOutcome::Stored { .. } => stored += 1,
+                AppendOutcome::Duplicate { sent_at } => first_sent_at = sent_at,
+            }
+        }
+        self.metrics.inbox_appended.add(stored);
+        Ok(Accepted {
+            msg_id: f.msg_id.to_owned(),
+            sent_at: first_sent_at,
+            group: None,
+        })
+    }
+}
+
+fn no_group(gid: &GroupId) -> ChatError {
+    ChatError::new(ErrorCode::NotFound, format!("no group {gid}"))
+}
+
+fn member_list_json<'a>(members: impl IntoIterator<Item = &'a str>) -> String {
+    serde_json::to_string(&members.into_iter().collect::<Vec<_>>()).unwrap_or_default()
+}
+
+fn server_msg_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+fn bit(active: bool) -> String {
+    if active { "1" } else { "0" }.to_owned()
+}

@@ -1,0 +1,95 @@
+//! Group membership in Redis: a set per group, `wc:{gid}:members`. A set emptied by the last
+//! departure disappears, which is the contract's "an empty group is deleted".
+
+use async_trait::async_trait;
+use fred::{clients::Pool, interfaces::SetsInterface, types::scripts::Script};
+
+use super::GroupStore;
+use crate::{
+    domain::{GroupId, UserId},
+    storage::{
+        redis::{unavailable, user_key},
+        StoreError,
+    },
+};
+
+const MEMBERS_LUA: &str = include_str!("members.lua");
+
+/// [`GroupStore`] over Redis sets.
+pub struct RedisGroupStore {
+    pool: Pool,
+    script: Script,
+}
+
+impl RedisGroupStore {
+    /// A store over `pool`.
+    pub fn new(pool: Pool) -> Self {
+        Self {
+            pool,
+            script: Script::from_lua(MEMBERS_LUA),
+        }
+    }
+
+    async fn change(
+        &self,
+        gid: &GroupId,
+        op: &str,
+        uids: &[UserId],
+    ) -> Result<Option<Vec<String>>, StoreError> {
+        let mut args = Vec::with_capacity(uids.len() + 1);
+        args.push(op.to_owned());
+        args.extend(uids.iter().map(UserId::to_string));
+        let mut reply: Vec<String> = self
+            .script
+            .evalsha_with_reload(self.pool.next(), vec![members_key(gid)], args)
+            .await
+            .map_err(unavailable)?;
+        if reply.first().map(String::as_str) != Some("1") {
+            return Ok(None);
+        }
+        reply.remove(0);
+        reply.sort();
+        Ok(Some(reply))
+    }
+}
+
+fn members_key(gid: &GroupId) -> String {
+    user_key(gid.as_str(), "members")
+}
+
+#[async_trait]
+impl GroupStore for RedisGroupStore {
+    async fn create(&self, gid: &GroupId, members: &[UserId]) -> Result<bool, StoreError> {
+        Ok(self.change(gid, "create", members).await?.is_some())
+    }
+
+    async fn members(&self, gid: &GroupId) -> Result<Option<Vec<String>>, StoreError> {
+        let mut members: Vec<String> = self
+            .pool
+            .smembers(members_key(gid))
+            .await
+            .map_err(unavailable)?;
+        if members.is_empty() {
+            return Ok(None);
+        }
+        members.sort();
+        Ok(Some(members))
+    }
+
+    async fn add(
+        &self,
+        gid: &GroupId,
+        members: &[UserId],
+    ) -> Result<Option<Vec<String>>, StoreError> {
+        self.change(gid, "add", members).await
+    }
+
+    async fn remove(
+        &self,
+        gid: &GroupId,
+        member: &UserId,
+    ) -> Result<Option<Vec<String>>, StoreError> {
+        self.change(gid, "remove", std::slice::from_ref(member))
+            .await
+    }
+}

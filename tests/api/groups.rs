@@ -1,0 +1,242 @@
+//! Group chats across two nodes on Redis: create, messages, refer, depart, rejoin, and the
+//! refusals that must change nothing.
+
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+fn list(body: &Value) -> Vec<String> {
+    let mut members: Vec<String> = serde_json::from_str(body.as_str().expect("Body is a string"))
+        .expect("Body is a JSON list");
+    members.sort();
+    members
+}
+
+fn sorted(uids: &[&User]) -> Vec<String> {
+    let mut v: Vec<String> = uids.iter().map(|u| u.uid.clone()).collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn a_group_spans_nodes_and_an_offline_member_gets_notify_then_messages_in_order() {
+    let nodes = spawn_cluster(2).await;
+    let alice = nodes[0].signup("alice").await;
+    let bob = nodes[0].signup("bob").await;
+    let dan = nodes[0].signup("dan").await;
+    let mut a = nodes[0].connect(&alice).await;
+    let mut b = nodes[1].connect(&bob).await;
+
+    let ack = a
+        .chat(json!({"EvtType":"create","To":"","MsgID":"c1","Body":json!([bob.uid, dan.uid]).to_string()}))
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    let gid = ack["Group"]
+        .as_str()
+        .expect("Group in the create ack")
+        .to_owned();
+    assert!(gid.starts_with("group_"));
+    let everyone = sorted(&[&alice, &bob, &dan]);
+    for client in [&mut a, &mut b] {
+        let notify = client.next_chat_acked().await;
+        assert_eq!(notify.data["EvtType"], "notify");
+        assert_eq!(notify.data["From"], gid.as_str());
+        assert_eq!(notify.data["Originated"], alice.uid.as_str());
+        assert_eq!(list(&notify.data["Body"]), everyone);
+    }
+
+    for i in 0..5 {
+        let ack = a
+            .chat(json!({"EvtType":"message","To":gid,"MsgID":format!("g{i}"),"Body":format!("hello {i}")}))
+            .await;
+        assert_eq!(ack["ok"], true, "{ack}");
+    }
+    // Re-sending is acknowledged but not delivered twice.
+    a.chat(json!({"EvtType":"message","To":gid,"MsgID":"g4","Body":"hello 4"}))
+        .await;
+    for i in 0..5 {
+        let m = b.next_chat_acked().await;
+        assert_eq!(m.data["EvtType"], "message");
+        assert_eq!(m.data["From"], gid.as_str());
+        assert_eq!(m.data["Originated"], alice.uid.as_str());
+        assert_eq!(m.data["MsgID"], format!("g{i}"));
+    }
+
+    // Dan was offline for all of it.
+    let mut d = nodes[1].connect(&dan).await;
+    let notify = d.next_chat_acked().await;
+    assert_eq!(notify.data["EvtType"], "notify");
+    assert_eq!(list(&notify.data["Body"]), everyone);
+    for i in 0..5 {
+        assert_eq!(d.next_chat_acked().await.data["MsgID"], format!("g{i}"));
+    }
+    a.send(&dan.uid, "sentinel", "no duplicate before me").await;
+    assert_eq!(d.next_chat_acked().await.data["MsgID"], "sentinel");
+    // The sender got no copy of its own group messages in its inbox.
+    bob_says_sentinel(&b, &alice).await;
+    assert_eq!(a.next_chat_acked().await.data["MsgID"], "from-bob");
+}
+
+async fn bob_says_sentinel(b: &TestClient, alice: &User) {
+    b.send(&alice.uid, "from-bob", "x").await;
+}
+
+#[tokio::test]
+async fn refer_depart_and_rejoin_follow_the_contract() {
+    let nodes = spawn_cluster(2).await;
+    let alice = nodes[0].signup("alice").await;
+    let bob = nodes[0].signup("bob").await;
+    let carol = nodes[0].signup("carol").await;
+    let erin = nodes[0].signup("erin").await;
+    let mallory = nodes[0].signup("mallory").await;
+    let mut a = nodes[0].connect(&alice).await;
+    let mut b = nodes[1].connect(&bob).await;
+    let mut c = nodes[0].connect(&carol).await;
+    let gid = format!("group_{}", unique("g"));
+    let ack = a
+        .chat(json!({"EvtType":"create","To":gid,"Body":json!([bob.uid, carol.uid]).to_string()}))
+        .await;
+    assert_eq!(ack["Group"], gid.as_str(), "{ack}");
+    for client in [&mut a, &mut b, &mut c] {
+        assert_eq!(client.next_chat_acked().await.data["EvtType"], "notify");
+    }
+
+    // Bob refers erin, who is offline: members hear `join`, erin gets `notify` later.
+    let ack = b
+        .chat(json!({"EvtType":"refer","To":gid,"Body":json!([erin.uid, carol.uid]).to_string()}))
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    for client in [&mut a, &mut b, &mut c] {
+        let join = client.next_chat_acked().await;
+        assert_eq!(join.data["EvtType"], "join");
+        assert_eq!(join.data["Originated"], bob.uid.as_str());
+        assert_eq!(
+            list(&join.data["Body"]),
+            vec![erin.uid.clone()],
+            "only the new member"
+        );
+    }
+    a.chat(json!({"EvtType":"message","To":gid,"MsgID":"after-refer","Body":"welcome"}))
+        .await;
+
+    // Carol departs: every member, carol included, hears it; then carol gets nothing more.
+    let ack = c.chat(json!({"EvtType":"depart","To":gid})).await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    assert_eq!(c.next_chat_acked().await.data["MsgID"], "after-refer");
+    let gone = c.next_chat_acked().await;
+    assert_eq!(gone.data["EvtType"], "depart");
+    assert_eq!(gone.data["Originated"], carol.uid.as_str());
+    for client in [&mut a, &mut b] {
+        let e = client.next_chat_acked().await;
+        if e.data["MsgID"] == "after-refer" {
+            assert_eq!(client.next_chat_acked().await.data["EvtType"], "depart");
+        } else {
+            assert_eq!(e.data["EvtType"], "depart");
+        }
+    }
+    a.chat(json!({"EvtType":"message","To":gid,"MsgID":"after-depart","Body":"bye"}))
+        .await;
+    a.send(&carol.uid, "direct", "only this").await;
+    assert_eq!(
+        c.next_chat_acked().await.data["MsgID"],
+        "direct",
+        "no group traffic after departing"
+    );
+    let refused = c
+        .chat(json!({"EvtType":"message","To":gid,"MsgID":"x","Body":"still here?"}))
+        .await;
+    assert_eq!(refused["error"]["code"], "forbidden");
+
+    // Erin comes online: notify (full list, without carol), then the messages since.
+    let mut e = nodes[1].connect(&erin).await;
+    let notify = e.next_chat_acked().await;
+    assert_eq!(notify.data["EvtType"], "notify");
+    assert_eq!(
+        list(&notify.data["Body"]),
+        sorted(&[&alice, &bob, &carol, &erin]),
+        "list when referred"
+    );
+    assert_eq!(e.next_chat_acked().await.data["MsgID"], "after-refer");
+    assert_eq!(e.next_chat_acked().await.data["EvtType"], "depart");
+    assert_eq!(e.next_chat_acked().await.data["MsgID"], "after-depart");
+
+    // Rejoin: members get the current list; outsiders are refused and learn nothing.
+    let ack = e.chat(json!({"EvtType":"rejoin","To":gid})).await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    let current = e.next_chat_acked().await;
+    assert_eq!(current.data["EvtType"], "notify");
+    assert_eq!(list(&current.data["Body"]), sorted(&[&alice, &bob, &erin]));
+    let m = nodes[0].connect(&mallory).await;
+    for (event, code) in [
+        (json!({"EvtType":"rejoin","To":gid}), "forbidden"),
+        (
+            json!({"EvtType":"refer","To":gid,"Body":json!([mallory.uid]).to_string()}),
+            "forbidden",
+        ),
+        (json!({"EvtType":"depart","To":gid}), "forbidden"),
+        (
+            json!({"EvtType":"message","To":gid,"MsgID":"m","Body":"hi"}),
+            "forbidden",
+        ),
+        (
+            json!({"EvtType":"message","To":"group_nosuchgroup","MsgID":"m","Body":"hi"}),
+            "not_found",
+        ),
+        (
+            json!({"EvtType":"create","To":"","Body":"[]"}),
+            "bad_request",
+        ),
+        (
+            json!({"EvtType":"create","To":"","Body":json!([unique("ghost")]).to_string()}),
+            "not_found",
+        ),
+        (
+            json!({"EvtType":"create","To":gid,"Body":json!([alice.uid]).to_string()}),
+            "bad_request",
+        ),
+    ] {
+        let ack = m.chat(event.clone()).await;
+        assert_eq!(ack["error"]["code"], code, "{event} → {ack}");
+    }
+    // None of that changed the group.
+    let again = e.chat(json!({"EvtType":"rejoin","To":gid})).await;
+    assert_eq!(again["ok"], true);
+    assert_eq!(
+        list(&e.next_chat_acked().await.data["Body"]),
+        sorted(&[&alice, &bob, &erin])
+    );
+}
+
+#[tokio::test]
+async fn the_last_member_leaving_deletes_the_group_and_the_size_limit_holds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = settings(Backend::Embedded, dir.path().to_path_buf());
+    s.max_group_size = 3;
+    let app = spawn_with(s).await;
+    let users = [
+        app.signup("u0").await,
+        app.signup("u1").await,
+        app.signup("u2").await,
+        app.signup("u3").await,
+    ];
+    let c = app.connect(&users[0]).await;
+    let too_big = c
+        .chat(json!({"EvtType":"create","To":"","Body":json!([users[1].uid, users[2].uid, users[3].uid]).to_string()}))
+        .await;
+    assert_eq!(too_big["error"]["code"], "bad_request", "{too_big}");
+    let ack = c
+        .chat(json!({"EvtType":"create","To":"","Body":json!([users[1].uid]).to_string()}))
+        .await;
+    let gid = ack["Group"].as_str().expect("gid").to_owned();
+    let c1 = app.connect(&users[1]).await;
+    assert_eq!(
+        c.chat(json!({"EvtType":"depart","To":gid})).await["ok"],
+        true
+    );
+    assert_eq!(
+        c1.chat(json!({"EvtType":"depart","To":gid})).await["ok"],
+        true
+    );
+    let gone = c.chat(json!({"EvtType":"rejoin","To":gid})).await;
+    assert_eq!(gone["error"]["code"], "not_found", "{gone}");
+}
