@@ -10,6 +10,7 @@
 //! - [`inbox`]     durable per-user inboxes: Seq, idempotency, replay
 //! - [`bus`]       receiver-keyed pub/sub and the local routing table
 //! - [`groups`]    durable group membership
+//! - [`receipts`]  who displayed what, for unread counts
 //! - [`chat`]      what a client command does (no sockets)
 //! - [`gateway`]   socket.io handlers and per-socket delivery
 //! - [`http`]      REST, `/health`, `/metrics`, the web client
@@ -26,6 +27,7 @@ pub mod groups;
 pub mod health;
 pub mod http;
 pub mod inbox;
+pub mod receipts;
 pub mod startup;
 pub mod state;
 pub mod storage;

@@ -27,6 +27,7 @@ use crate::{
     health::Health,
     http,
     inbox::{EmbeddedInbox, InboxLimits, InboxStore, RedisInbox},
+    receipts::{EmbeddedReceiptStore, ReceiptStore, RedisReceiptStore},
     state::AppState,
     storage::{embedded::EmbeddedDb, redis::RedisHandles, StoreError},
     telemetry::Metrics,
@@ -72,6 +73,7 @@ impl Application {
             accounts: accounts_store,
             inbox,
             groups,
+            receipts,
             bus,
             health,
             token_key: secret,
@@ -92,6 +94,7 @@ impl Application {
             inbox: inbox.clone(),
             bus,
             groups,
+            receipts,
             metrics: metrics.clone(),
             require_known_recipients: settings.auth == AuthMode::Token,
             max_group_size: settings.max_group_size,
@@ -201,6 +204,7 @@ struct Backends {
     accounts: Arc<dyn AccountStore>,
     inbox: Arc<dyn InboxStore>,
     groups: Arc<dyn GroupStore>,
+    receipts: Arc<dyn ReceiptStore>,
     bus: Arc<dyn Bus>,
     health: Health,
     token_key: Vec<u8>,
@@ -228,6 +232,10 @@ impl Backends {
             accounts: Arc::new(RedisAccountStore::new(redis.pool.clone())),
             inbox: Arc::new(RedisInbox::new(redis.pool.clone(), limits)),
             groups: Arc::new(RedisGroupStore::new(redis.pool.clone())),
+            receipts: Arc::new(RedisReceiptStore::new(
+                redis.pool.clone(),
+                settings.inbox_max_age_secs,
+            )),
             bus: Arc::new(bus),
             health: Health::Redis(redis.pool.clone()),
             token_key,
@@ -245,7 +253,13 @@ impl Backends {
         let db = EmbeddedDb::open(&settings.data_dir)?;
         let bus = Arc::new(MemoryBus::new(router.clone()));
         let inbox = Arc::new(EmbeddedInbox::new(db.clone(), bus.clone(), limits));
-        tokio::spawn(sweep_periodically(inbox.clone(), shutdown.clone()));
+        let receipts = Arc::new(EmbeddedReceiptStore::new(db.clone()));
+        tokio::spawn(sweep_periodically(
+            inbox.clone(),
+            receipts.clone(),
+            limits.max_age_secs,
+            shutdown.clone(),
+        ));
         let token_key = match configured_token_key(settings) {
             Some(key) => key,
             None => secret_in_data_dir(&settings.data_dir)?,
@@ -254,6 +268,7 @@ impl Backends {
             accounts: Arc::new(EmbeddedAccountStore::new(db.clone())),
             inbox,
             groups: Arc::new(EmbeddedGroupStore::new(db.clone())),
+            receipts,
             bus,
             health: Health::Embedded,
             token_key,
@@ -270,8 +285,14 @@ fn configured_token_key(settings: &Settings) -> Option<Vec<u8>> {
         .map(|s| s.as_bytes().to_vec())
 }
 
-/// Sweeps expired idempotency keys from the embedded store every ten minutes.
-async fn sweep_periodically(inbox: Arc<EmbeddedInbox>, shutdown: CancellationToken) {
+/// Sweeps expired idempotency keys and old receipt state from the embedded store every ten
+/// minutes (Redis expires both by itself).
+async fn sweep_periodically(
+    inbox: Arc<EmbeddedInbox>,
+    receipts: Arc<EmbeddedReceiptStore>,
+    receipt_max_age_secs: u64,
+    shutdown: CancellationToken,
+) {
     let mut every = tokio::time::interval(std::time::Duration::from_secs(600));
     loop {
         tokio::select! {
@@ -279,6 +300,9 @@ async fn sweep_periodically(inbox: Arc<EmbeddedInbox>, shutdown: CancellationTok
             _ = every.tick() => {
                 if let Err(e) = inbox.sweep_expired_dedupe_keys().await {
                     tracing::warn!(error = %e, "idempotency key sweep failed");
+                }
+                if let Err(e) = receipts.sweep_older_than(receipt_max_age_secs).await {
+                    tracing::warn!(error = %e, "receipt state sweep failed");
                 }
             }
         }

@@ -10,8 +10,11 @@ use futures_util::future::join_all;
 
 use super::{Accepted, ChatService};
 use crate::{
-    domain::{ChatError, ErrorCode, GroupId, MessageBody, MsgId, UserId, WireEvent},
+    domain::{
+        ChatError, ErrorCode, GroupId, MessageBody, MsgId, ReceiptKind, Seq, UserId, WireEvent,
+    },
     inbox::{AppendOutcome, DedupeKey, Echo},
+    receipts::ReceiptKey,
 };
 
 /// What a fan-out stores for each recipient.
@@ -200,6 +203,14 @@ impl ChatService {
             user: sender.clone(),
             skip_socket: origin_socket.to_owned(),
         };
+        let receipt_key = ReceiptKey {
+            sender: sender.clone(),
+            group: Some(gid.clone()),
+            msg_id: msg_id.clone(),
+        };
+        // Noted before the fan-out, so a receipt can never arrive before the count.
+        let recipients_count = u32::try_from(recipients.len()).unwrap_or(u32::MAX);
+        self.receipts.expect(&receipt_key, recipients_count).await?;
         self.fan_out(
             &recipients,
             Fanout {
@@ -213,6 +224,44 @@ impl ChatService {
             },
         )
         .await
+    }
+
+    pub(super) async fn forward_group_receipt(
+        &self,
+        reader: &UserId,
+        kind: ReceiptKind,
+        gid: &GroupId,
+        original_sender: &UserId,
+        msg_id: MsgId,
+        seq: Option<Seq>,
+    ) -> Result<Accepted, ChatError> {
+        let members = self.members_as(reader, gid).await?;
+        if let Some(seq) = seq {
+            self.inbox.confirm(reader.as_str(), seq).await?;
+        }
+        let key = ReceiptKey {
+            sender: original_sender.clone(),
+            group: Some(gid.clone()),
+            msg_id: msg_id.clone(),
+        };
+        let others = u32::try_from(members.len().saturating_sub(1)).unwrap_or(u32::MAX);
+        let unread = self.receipts.record(&key, reader, kind, others).await?;
+        let mut event = WireEvent::new(
+            kind.as_str(),
+            gid.as_str(),
+            original_sender.as_str(),
+            msg_id.as_str(),
+            String::new(),
+        );
+        event.originated = reader.to_string();
+        event.unread = Some(unread);
+        let dedupe = DedupeKey {
+            sender: reader.clone(),
+            kind: kind.as_str(),
+            msg_id,
+            group: Some(gid.clone()),
+        };
+        self.store(original_sender, &event, &dedupe, None).await
     }
 
     pub(super) async fn group_typing(

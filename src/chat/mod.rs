@@ -16,6 +16,7 @@ use crate::{
     },
     groups::GroupStore,
     inbox::{AppendOutcome, DedupeKey, Echo, InboxStore},
+    receipts::{ReceiptKey, ReceiptStore},
     telemetry::Metrics,
 };
 
@@ -39,6 +40,7 @@ pub struct ChatService {
     inbox: Arc<dyn InboxStore>,
     bus: Arc<dyn Bus>,
     groups: Arc<dyn GroupStore>,
+    receipts: Arc<dyn ReceiptStore>,
     metrics: Arc<Metrics>,
     /// Token mode: recipients must be registered users. Open mode: any valid uid.
     require_known_recipients: bool,
@@ -56,6 +58,8 @@ pub struct ChatDeps {
     pub bus: Arc<dyn Bus>,
     /// Group membership.
     pub groups: Arc<dyn GroupStore>,
+    /// Who displayed what.
+    pub receipts: Arc<dyn ReceiptStore>,
     /// Counters.
     pub metrics: Arc<Metrics>,
     /// Token mode: recipients must be registered users.
@@ -72,6 +76,7 @@ impl ChatService {
             inbox: deps.inbox,
             bus: deps.bus,
             groups: deps.groups,
+            receipts: deps.receipts,
             metrics: deps.metrics,
             require_known_recipients: deps.require_known_recipients,
             max_group_size: deps.max_group_size.max(1),
@@ -100,6 +105,16 @@ impl ChatService {
             ClientCommand::Typing { to, active } => self.typing(actor, &to, active).await,
             ClientCommand::GroupMessage { gid, msg_id, body } => {
                 self.send_group_message(actor, origin_socket, &gid, msg_id, body)
+                    .await
+            }
+            ClientCommand::GroupReceipt {
+                kind,
+                gid,
+                to,
+                msg_id,
+                seq,
+            } => {
+                self.forward_group_receipt(actor, kind, &gid, &to, msg_id, seq)
                     .await
             }
             ClientCommand::GroupTyping { gid, active } => {
@@ -171,11 +186,13 @@ impl ChatService {
             msg_id.as_str(),
             String::new(),
         );
-        // 1:1: the one member who has not displayed it is the reader, until they do.
-        event.unread = Some(match kind {
-            ReceiptKind::Delivery => 1,
-            ReceiptKind::Display => 0,
-        });
+        // 1:1: the one recipient is the reader; unread until they display it.
+        let key = ReceiptKey {
+            sender: original_sender.clone(),
+            group: None,
+            msg_id: msg_id.clone(),
+        };
+        event.unread = Some(self.receipts.record(&key, reader, kind, 1).await?);
         let dedupe = DedupeKey {
             sender: reader.clone(),
             kind: kind.as_str(),

@@ -104,6 +104,19 @@ pub enum ClientCommand {
         /// Optional: the Seq the reader saw it under, confirming its inbox up to there.
         seq: Option<Seq>,
     },
+    /// Forward a group receipt to the original sender.
+    GroupReceipt {
+        /// Delivery or display.
+        kind: ReceiptKind,
+        /// The group the message went to.
+        gid: GroupId,
+        /// The original sender.
+        to: UserId,
+        /// The original message.
+        msg_id: MsgId,
+        /// Optional: the Seq the reader saw it under, confirming its inbox up to there.
+        seq: Option<Seq>,
+    },
     /// Live typing indicator to a user.
     Typing {
         /// Who is told.
@@ -156,7 +169,8 @@ impl ClientCommand {
         match self {
             Self::Message { msg_id, .. }
             | Self::GroupMessage { msg_id, .. }
-            | Self::Receipt { msg_id, .. } => Some(msg_id.to_string()),
+            | Self::Receipt { msg_id, .. }
+            | Self::GroupReceipt { msg_id, .. } => Some(msg_id.to_string()),
             Self::Create { msg_id, .. }
             | Self::Refer { msg_id, .. }
             | Self::Depart { msg_id, .. } => msg_id.as_ref().map(MsgId::to_string),
@@ -222,11 +236,6 @@ impl ClientCommand {
                 }
             }
             EvtType::Delivery | EvtType::Display => {
-                if string_field(object, "From")?.starts_with("group_") {
-                    return Err(ChatError::bad_request(
-                        "group receipts are not available on this server yet",
-                    ));
-                }
                 let kind = if evt_type == EvtType::Delivery {
                     ReceiptKind::Delivery
                 } else {
@@ -238,6 +247,16 @@ impl ClientCommand {
                         ChatError::bad_request("Seq must be a non-negative integer")
                     })?),
                 };
+                let from = string_field(object, "From")?;
+                if from.starts_with("group_") {
+                    return Ok(Self::GroupReceipt {
+                        kind,
+                        gid: GroupId::parse(from)?,
+                        to: to()?,
+                        msg_id: msg_id()?,
+                        seq,
+                    });
+                }
                 Ok(Self::Receipt {
                     kind,
                     to: to()?,
@@ -443,7 +462,7 @@ mod tests {
             json!({"EvtType":"create","To":"","Body":"not json"}),
             json!({"EvtType":"refer","To":"alice","Body":"[\"bob\"]"}),
             json!({"EvtType":"create","To":"","Body":"[\"bad uid\"]"}),
-            json!({"EvtType":"delivery","From":"group_x","To":"bob","MsgID":"m"}),
+            json!({"EvtType":"delivery","From":"group_","To":"bob","MsgID":"m"}),
             json!({"EvtType":"delivery","To":"bob","MsgID":"m","Seq":-1}),
             json!({"EvtType":"typing","To":"bob","Body":"maybe"}),
         ] {

@@ -30,6 +30,9 @@ pub const DEDUPE: TableDefinition<&str, (i64, i64)> = TableDefinition::new("dedu
 /// Group membership: gid → JSON list of uids.
 pub const GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("groups");
 
+/// Receipt state: `<sender>\0<gid or ->:<MsgID>` → JSON.
+pub const RECEIPTS: TableDefinition<&str, &[u8]> = TableDefinition::new("receipts");
+
 /// Most writes folded into one transaction.
 const MAX_BATCH: usize = 512;
 
@@ -65,6 +68,7 @@ impl EmbeddedDb {
             txn.open_table(INBOX).map_err(internal)?;
             txn.open_table(DEDUPE).map_err(internal)?;
             txn.open_table(GROUPS).map_err(internal)?;
+            txn.open_table(RECEIPTS).map_err(internal)?;
             txn.commit().map_err(internal)?;
         }
         let db = Arc::new(RwLock::new(Some(db)));

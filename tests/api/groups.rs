@@ -240,3 +240,98 @@ async fn the_last_member_leaving_deletes_the_group_and_the_size_limit_holds() {
     let gone = c.chat(json!({"EvtType":"rejoin","To":gid})).await;
     assert_eq!(gone["error"]["code"], "not_found", "{gone}");
 }
+
+#[tokio::test]
+async fn group_receipts_count_each_member_once_and_never_below_zero() {
+    let nodes = spawn_cluster(2).await;
+    let alice = nodes[0].signup("alice").await;
+    let members = [
+        nodes[0].signup("bob").await,
+        nodes[0].signup("carol").await,
+        nodes[0].signup("dan").await,
+    ];
+    let outsider = nodes[0].signup("eve").await;
+    let mut a = nodes[0].connect(&alice).await;
+    let ack = a
+        .chat(json!({"EvtType":"create","To":"","Body":json!(members.iter().map(|m| &m.uid).collect::<Vec<_>>()).to_string()}))
+        .await;
+    let gid = ack["Group"].as_str().expect("gid").to_owned();
+    assert_eq!(a.next_chat_acked().await.data["EvtType"], "notify");
+    a.chat(json!({"EvtType":"message","To":gid,"MsgID":"r1","Body":"read me"}))
+        .await;
+
+    let mut clients = Vec::new();
+    for (i, m) in members.iter().enumerate() {
+        let mut c = nodes[i % 2].connect(m).await;
+        assert_eq!(c.next_chat_acked().await.data["EvtType"], "notify");
+        let msg = c.next_chat_acked().await;
+        assert_eq!(msg.data["MsgID"], "r1");
+        clients.push((c, msg.data["Seq"].as_u64().expect("seq")));
+    }
+    let receipt = |kind: &str, seq: u64| json!({"EvtType": kind, "From": gid, "To": alice.uid, "MsgID": "r1", "Seq": seq});
+    // (who, kind, Unread the sender then sees); a repeated display is not forwarded again.
+    let steps = [
+        (0, "delivery", 3),
+        (0, "display", 2),
+        (0, "display", 2),
+        (1, "display", 1),
+        (2, "delivery", 1),
+        (2, "display", 0),
+        (2, "display", 0),
+    ];
+    let mut last_forwarded: Option<(String, String)> = None;
+    for (who, kind, unread) in steps {
+        let (client, seq) = &clients[who];
+        let ack = client.chat(receipt(kind, *seq)).await;
+        assert_eq!(ack["ok"], true, "{ack}");
+        let key = (members[who].uid.clone(), kind.to_owned());
+        if last_forwarded.as_ref() == Some(&key) {
+            continue; // the duplicate: nothing new reaches alice
+        }
+        last_forwarded = Some(key);
+        let got = a.next_chat_acked().await;
+        assert_eq!(got.data["EvtType"], kind);
+        assert_eq!(got.data["From"], gid.as_str());
+        assert_eq!(got.data["Originated"], members[who].uid.as_str());
+        assert_eq!(got.data["MsgID"], "r1");
+        assert_eq!(
+            got.data["Unread"], unread,
+            "after {} {kind}",
+            members[who].uid
+        );
+    }
+    let e = nodes[0].connect(&outsider).await;
+    let refused = e.chat(receipt("display", 1)).await;
+    assert_eq!(refused["error"]["code"], "forbidden", "{refused}");
+}
+
+#[tokio::test]
+async fn a_one_to_one_delivery_after_the_display_reports_nothing_unread() {
+    let app = spawn_app(Backend::Embedded).await;
+    let alice = app.signup("alice").await;
+    let bob = app.signup("bob").await;
+    let mut a = app.connect(&alice).await;
+    let mut b = app.connect(&bob).await;
+    a.send(&bob.uid, "m1", "hi").await;
+    b.next_chat_acked().await;
+    b.chat(json!({"EvtType":"display","To":alice.uid,"MsgID":"m1"}))
+        .await;
+    b.chat(json!({"EvtType":"delivery","To":alice.uid,"MsgID":"m1"}))
+        .await;
+    let display = a.next_chat_acked().await;
+    assert_eq!(
+        (
+            display.data["EvtType"].as_str(),
+            display.data["Unread"].as_u64()
+        ),
+        (Some("display"), Some(0))
+    );
+    let delivery = a.next_chat_acked().await;
+    assert_eq!(
+        (
+            delivery.data["EvtType"].as_str(),
+            delivery.data["Unread"].as_u64()
+        ),
+        (Some("delivery"), Some(0))
+    );
+}

@@ -1,0 +1,14 @@
+-- Records a receipt. KEYS[1] = hash with the recipient count (field n), KEYS[2] = set of
+-- readers who displayed the message (both in the sender's slot). ARGV[1] reader, ARGV[2]
+-- kind, ARGV[3] count to assume when none was noted, ARGV[4] TTL (s).
+-- Returns how many recipients have not displayed it (never below zero).
+local n = tonumber(redis.call('HGET', KEYS[1], 'n') or ARGV[3])
+if ARGV[2] == 'display' then
+  redis.call('SADD', KEYS[2], ARGV[1])
+  redis.call('EXPIRE', KEYS[2], ARGV[4])
+end
+local unread = n - redis.call('SCARD', KEYS[2])
+if unread < 0 then
+  unread = 0
+end
+return unread

@@ -1,0 +1,86 @@
+//! Receipt state in Redis: `wc:{sender}:rc:<gid or ->:<MsgID>` (hash, field `n`) and
+//! `wc:{sender}:rd:<gid or ->:<MsgID>` (set of readers who displayed it).
+
+use async_trait::async_trait;
+use fred::{
+    clients::Pool,
+    interfaces::{HashesInterface, KeysInterface},
+    types::{scripts::Script, Value},
+};
+
+use super::{ReceiptKey, ReceiptStore};
+use crate::{
+    domain::{ReceiptKind, UserId},
+    storage::{
+        redis::{unavailable, user_key},
+        StoreError,
+    },
+};
+
+const RECORD_LUA: &str = include_str!("record.lua");
+
+/// [`ReceiptStore`] over Redis.
+pub struct RedisReceiptStore {
+    pool: Pool,
+    record: Script,
+    ttl_secs: i64,
+}
+
+impl RedisReceiptStore {
+    /// A store over `pool`; state is forgotten `ttl_secs` after the last change.
+    pub fn new(pool: Pool, ttl_secs: u64) -> Self {
+        Self {
+            pool,
+            record: Script::from_lua(RECORD_LUA),
+            ttl_secs: i64::try_from(ttl_secs.max(1)).unwrap_or(i64::MAX),
+        }
+    }
+}
+
+fn keys(key: &ReceiptKey) -> (String, String) {
+    let sender = key.sender.as_str();
+    let suffix = key.suffix();
+    (
+        user_key(sender, &format!("rc:{suffix}")),
+        user_key(sender, &format!("rd:{suffix}")),
+    )
+}
+
+#[async_trait]
+impl ReceiptStore for RedisReceiptStore {
+    async fn expect(&self, key: &ReceiptKey, recipients: u32) -> Result<(), StoreError> {
+        let (count, _) = keys(key);
+        let client = self.pool.next();
+        let _: i64 = client
+            .hset(&count, ("n", i64::from(recipients)))
+            .await
+            .map_err(unavailable)?;
+        let _: bool = client
+            .expire(&count, self.ttl_secs, None)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn record(
+        &self,
+        key: &ReceiptKey,
+        reader: &UserId,
+        kind: ReceiptKind,
+        recipients_if_unknown: u32,
+    ) -> Result<u32, StoreError> {
+        let (count, displayed) = keys(key);
+        let args: Vec<Value> = vec![
+            reader.as_str().into(),
+            kind.as_str().into(),
+            i64::from(recipients_if_unknown).into(),
+            self.ttl_secs.into(),
+        ];
+        let unread: i64 = self
+            .record
+            .evalsha_with_reload(self.pool.next(), vec![count, displayed], args)
+            .await
+            .map_err(unavailable)?;
+        Ok(u32::try_from(unread).unwrap_or(0))
+    }
+}
