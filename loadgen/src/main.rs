@@ -1,5 +1,5 @@
 //! `webchat-loadgen`: drives a webchat (or a Node baseline speaking the same
-//! subset) with 1:1 chat messages and measures delivered msgs/s and latency.
+//! subset) with chat messages and measures delivered msgs/s and latency.
 //!
 //! Scenario `pairs`: `--sockets N` sockets form N/2 sender→receiver pairs. The
 //! sender of pair `p` connects to node `p % nodes`, its receiver to node
@@ -19,6 +19,12 @@
 //! monotonic clock; the send time (µs since generator start) travels in the
 //! message body (`t=<micros>;` padded to `--body-bytes`).
 //!
+//! Scenario `group-fanout` (`--members`, `--messages`): one group of
+//! `--members` online sockets, `--messages` group messages one at a time, time
+//! until every member has each; see [`group_fanout`]. One socket per member: the
+//! open-files limit must exceed the member count (`ulimit -n` in the shell that
+//! starts the generator; raising it here would need libc).
+//!
 //! CPU: utime+stime from `/proc/PID/stat` (and `/proc/self/stat`) sampled at
 //! the start and end of the measurement window, assuming `CLK_TCK` = 100 (the
 //! value on every Linux we run on; reading it via `sysconf` would need libc).
@@ -35,6 +41,8 @@ use futures_util::StreamExt;
 use serde_json::{json, Value};
 use webchat_loadgen::client::{ClientError, ClientOptions, EventStream, SioClient};
 
+mod group_fanout;
+
 /// Assumed `sysconf(_SC_CLK_TCK)`.
 const CLK_TCK: u64 = 100;
 
@@ -42,9 +50,12 @@ const CLK_TCK: u64 = 100;
 enum Scenario {
     /// N/2 sender→receiver pairs, receivers on the next node.
     Pairs,
+    /// One group of --members; --messages group messages, one at a time.
+    GroupFanout,
 }
 
-/// Load generator for webchat: 1:1 chat messages, delivered msgs/s and latency.
+/// Load generator for webchat: 1:1 chat messages (delivered msgs/s and latency) or group
+/// fan-out (time until every member has a message).
 #[derive(Debug, Parser)]
 #[command(name = "webchat-loadgen", version)]
 struct Args {
@@ -104,6 +115,18 @@ struct Args {
     /// Tokio worker threads.
     #[arg(long, default_value_t = 2)]
     threads: usize,
+    /// group-fanout: group size; every member is online (one socket each).
+    #[arg(long, default_value_t = 1000)]
+    members: usize,
+    /// group-fanout: group messages, each sent after the previous one reached every member.
+    #[arg(long, default_value_t = 5)]
+    messages: usize,
+    /// group-fanout: max wait for the create / a message to reach every member (and its ack).
+    #[arg(long, default_value = "120s", value_parser = parse_duration)]
+    fanout_timeout: Duration,
+    /// group-fanout: pause before each group message (and after the last one).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pause: Duration,
 }
 
 fn main() -> Result<()> {
@@ -181,6 +204,20 @@ async fn run(args: Args) -> Result<()> {
     if args.urls.is_empty() {
         bail!("--urls is empty");
     }
+    let run_id = args.run_id.clone().unwrap_or_else(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default()
+            .to_string()
+    });
+    match args.scenario {
+        Scenario::Pairs => run_pairs(&args, &run_id).await,
+        Scenario::GroupFanout => group_fanout::run(&args, &run_id).await,
+    }
+}
+
+async fn run_pairs(args: &Args, run_id: &str) -> Result<()> {
     let npairs = args.sockets / 2;
     if npairs == 0 {
         bail!("--sockets must be at least 2");
@@ -194,23 +231,16 @@ async fn run(args: Args) -> Result<()> {
         bail!("rates must be > 0");
     }
     check_fd_limit(args.sockets);
-    let run_id = args.run_id.clone().unwrap_or_else(|| {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or_default()
-            .to_string()
-    });
     let nodes = args.urls.len();
     eprintln!(
         "loadgen: run {run_id}, {npairs} pairs over {nodes} node(s), connecting in batches of {}",
         args.connect_batch
     );
-    let pairs = connect_all(&args, &run_id, npairs).await?;
+    let pairs = connect_all(args, run_id, npairs).await?;
     eprintln!("loadgen: all {} sockets joined", npairs * 2);
 
     for (step, &rate) in steps.iter().enumerate() {
-        let report = run_step(&args, &run_id, step as u32, rate, &pairs).await;
+        let report = run_step(args, run_id, step as u32, rate, &pairs).await;
         println!("{report}");
         let keeps_up = report["keeps_up"].as_bool().unwrap_or(false);
         if args.stop_on_saturation && !keeps_up {
@@ -475,26 +505,31 @@ async fn sender_loop(client: SioClient, to: String, pair: usize, plan: Arc<StepP
 }
 
 fn record_ack(stats: &mut SendStats, seq: u32, measured: bool, res: Result<Value, ClientError>) {
-    let code = match res {
-        Ok(v) if v.get("ok") == Some(&Value::Bool(true)) => {
-            stats.acked_total += 1;
-            stats.acked += measured as u64;
-            stats.acked_seqs.push(seq);
-            return;
-        }
-        Ok(v) => v
-            .get("error")
-            .and_then(|e| e.get("code"))
-            .and_then(Value::as_str)
-            .unwrap_or("bad_ack")
-            .to_string(),
-        Err(ClientError::Timeout) => "ack_timeout".to_string(),
-        Err(ClientError::Closed) => "closed".to_string(),
-        Err(_) => "client_error".to_string(),
+    let Some(code) = ack_error_code(&res) else {
+        stats.acked_total += 1;
+        stats.acked += measured as u64;
+        stats.acked_seqs.push(seq);
+        return;
     };
     if measured {
         *stats.errors.entry(code).or_default() += 1;
     }
+}
+
+/// `None` for an `{ok:true}` ack, else the error code (or what went wrong).
+fn ack_error_code(res: &Result<Value, ClientError>) -> Option<String> {
+    let code = match res {
+        Ok(v) if v.get("ok") == Some(&Value::Bool(true)) => return None,
+        Ok(v) => v
+            .get("error")
+            .and_then(|e| e.get("code"))
+            .and_then(Value::as_str)
+            .unwrap_or("bad_ack"),
+        Err(ClientError::Timeout) => "ack_timeout",
+        Err(ClientError::Closed) => "closed",
+        Err(_) => "client_error",
+    };
+    Some(code.to_string())
 }
 
 /// utime+stime of `pid` (or this process) in µs.
