@@ -68,6 +68,10 @@ pub struct Settings {
     #[arg(long, env = "WEBCHAT_MAX_GROUP_SIZE", default_value_t = 100_000)]
     pub max_group_size: usize,
 
+    /// Idle time after which a group goes dormant; its next message first restarts it.
+    #[arg(long, env = "WEBCHAT_GROUP_IDLE_SECS", default_value_t = 86_400)]
+    pub group_idle_secs: u64,
+
     /// Window in which a re-sent (sender, MsgID) is acknowledged again but not delivered twice.
     #[arg(long, env = "WEBCHAT_DEDUPE_WINDOW_SECS", default_value_t = 24 * 3600)]
     pub dedupe_window_secs: u64,

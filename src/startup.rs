@@ -98,6 +98,7 @@ impl Application {
             metrics: metrics.clone(),
             require_known_recipients: settings.auth == AuthMode::Token,
             max_group_size: settings.max_group_size,
+            group_idle_secs: settings.group_idle_secs,
         });
         let state = AppState {
             settings: settings.clone(),
@@ -231,7 +232,10 @@ impl Backends {
         Ok(Self {
             accounts: Arc::new(RedisAccountStore::new(redis.pool.clone())),
             inbox: Arc::new(RedisInbox::new(redis.pool.clone(), limits)),
-            groups: Arc::new(RedisGroupStore::new(redis.pool.clone())),
+            groups: Arc::new(RedisGroupStore::new(
+                redis.pool.clone(),
+                settings.group_idle_secs,
+            )),
             receipts: Arc::new(RedisReceiptStore::new(
                 redis.pool.clone(),
                 settings.inbox_max_age_secs,

@@ -52,8 +52,9 @@ impl ChatService {
             )));
         }
         tracing::info!(gid = %gid, creator = %creator, members = members.len(), "group created");
-        let list = member_list_json(members.iter().map(UserId::as_str));
-        let recipients: Vec<String> = members.iter().map(UserId::to_string).collect();
+        let mut recipients: Vec<String> = members.iter().map(UserId::to_string).collect();
+        recipients.sort();
+        let list = member_list_json(recipients.iter().map(String::as_str));
         let msg_id = msg_id.map_or_else(server_msg_id, |m| m.to_string());
         let accepted = self
             .fan_out(
@@ -189,6 +190,24 @@ impl ChatService {
         body: MessageBody,
     ) -> Result<Accepted, ChatError> {
         let members = self.members_as(sender, gid).await?;
+        if self.groups.wake(gid, self.group_idle_secs).await? {
+            // Dormant: every member hears `restart` (stored, so it precedes the message in
+            // each inbox) before the message itself.
+            tracing::info!(gid = %gid, "dormant group restarted");
+            self.fan_out(
+                &members,
+                Fanout {
+                    evt_type: "restart",
+                    gid,
+                    actor: sender,
+                    msg_id: &server_msg_id(),
+                    body: member_list_json(members.iter().map(String::as_str)),
+                    dedupe: None,
+                    echo: None,
+                },
+            )
+            .await?;
+        }
         let recipients: Vec<String> = members
             .into_iter()
             .filter(|m| m != sender.as_str())

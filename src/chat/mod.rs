@@ -46,6 +46,8 @@ pub struct ChatService {
     require_known_recipients: bool,
     /// Largest group allowed.
     max_group_size: usize,
+    /// Idle time after which a group is restarted by its next message.
+    group_idle_secs: u64,
 }
 
 /// The chat service's back-ends and rules.
@@ -66,6 +68,8 @@ pub struct ChatDeps {
     pub require_known_recipients: bool,
     /// Largest group allowed.
     pub max_group_size: usize,
+    /// Idle time after which a group is restarted by its next message.
+    pub group_idle_secs: u64,
 }
 
 impl ChatService {
@@ -80,6 +84,7 @@ impl ChatService {
             metrics: deps.metrics,
             require_known_recipients: deps.require_known_recipients,
             max_group_size: deps.max_group_size.max(1),
+            group_idle_secs: deps.group_idle_secs,
         }
     }
 

@@ -7,9 +7,9 @@ use redb::ReadableTable;
 
 use super::GroupStore;
 use crate::{
-    domain::{GroupId, UserId},
+    domain::{now_millis, GroupId, UserId},
     storage::{
-        embedded::{internal, EmbeddedDb, GROUPS},
+        embedded::{internal, EmbeddedDb, GROUPS, GROUP_ACTIVITY},
         StoreError,
     },
 };
@@ -75,6 +75,11 @@ impl GroupStore for EmbeddedGroupStore {
                     table
                         .insert(gid.as_str(), json.as_slice())
                         .map_err(internal)?;
+                    // A new group is hot: its first message needs no restart.
+                    let mut activity = txn.open_table(GROUP_ACTIVITY).map_err(internal)?;
+                    activity
+                        .insert(gid.as_str(), now_millis())
+                        .map_err(internal)?;
                     Ok(true)
                 },
                 |_| {},
@@ -116,5 +121,25 @@ impl GroupStore for EmbeddedGroupStore {
             set.remove(&gone);
         })
         .await
+    }
+
+    async fn wake(&self, gid: &GroupId, idle_secs: u64) -> Result<bool, StoreError> {
+        let gid = gid.to_string();
+        let idle_ms = i64::try_from(idle_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+        self.db
+            .write(
+                move |txn| {
+                    let mut activity = txn.open_table(GROUP_ACTIVITY).map_err(internal)?;
+                    let now = now_millis();
+                    let last = activity
+                        .get(gid.as_str())
+                        .map_err(internal)?
+                        .map(|v| v.value());
+                    activity.insert(gid.as_str(), now).map_err(internal)?;
+                    Ok(last.is_none_or(|t| now.saturating_sub(t) > idle_ms))
+                },
+                |_| {},
+            )
+            .await
     }
 }

@@ -36,4 +36,9 @@ pub trait GroupStore: Send + Sync {
         gid: &GroupId,
         member: &UserId,
     ) -> Result<Option<Vec<String>>, StoreError>;
+
+    /// Marks the group as used now and says whether it had been idle for longer than
+    /// `idle_secs` (dormant: its hot state was gone, and the caller restarts it). Membership is
+    /// never touched by dormancy.
+    async fn wake(&self, gid: &GroupId, idle_secs: u64) -> Result<bool, StoreError>;
 }

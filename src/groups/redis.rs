@@ -2,7 +2,11 @@
 //! departure disappears, which is the contract's "an empty group is deleted".
 
 use async_trait::async_trait;
-use fred::{clients::Pool, interfaces::SetsInterface, types::scripts::Script};
+use fred::{
+    clients::Pool,
+    interfaces::{KeysInterface, SetsInterface},
+    types::{scripts::Script, Expiration},
+};
 
 use super::GroupStore;
 use crate::{
@@ -15,18 +19,22 @@ use crate::{
 
 const MEMBERS_LUA: &str = include_str!("members.lua");
 
-/// [`GroupStore`] over Redis sets.
+/// [`GroupStore`] over Redis sets; a group's hot state is `wc:{gid}:hot`, expiring after the
+/// idle time.
 pub struct RedisGroupStore {
     pool: Pool,
     script: Script,
+    /// The idle time a new group starts with.
+    created_idle_secs: u64,
 }
 
 impl RedisGroupStore {
-    /// A store over `pool`.
-    pub fn new(pool: Pool) -> Self {
+    /// A store over `pool`; new groups stay hot for `idle_secs`.
+    pub fn new(pool: Pool, idle_secs: u64) -> Self {
         Self {
             pool,
             script: Script::from_lua(MEMBERS_LUA),
+            created_idle_secs: idle_secs,
         }
     }
 
@@ -60,7 +68,12 @@ fn members_key(gid: &GroupId) -> String {
 #[async_trait]
 impl GroupStore for RedisGroupStore {
     async fn create(&self, gid: &GroupId, members: &[UserId]) -> Result<bool, StoreError> {
-        Ok(self.change(gid, "create", members).await?.is_some())
+        let created = self.change(gid, "create", members).await?.is_some();
+        if created {
+            // A new group is hot: its first message needs no restart.
+            self.wake(gid, self.created_idle_secs).await?;
+        }
+        Ok(created)
     }
 
     async fn members(&self, gid: &GroupId) -> Result<Option<Vec<String>>, StoreError> {
@@ -91,5 +104,21 @@ impl GroupStore for RedisGroupStore {
     ) -> Result<Option<Vec<String>>, StoreError> {
         self.change(gid, "remove", std::slice::from_ref(member))
             .await
+    }
+
+    async fn wake(&self, gid: &GroupId, idle_secs: u64) -> Result<bool, StoreError> {
+        let ttl = i64::try_from(idle_secs.max(1)).unwrap_or(i64::MAX);
+        let previous: Option<String> = self
+            .pool
+            .set(
+                user_key(gid.as_str(), "hot"),
+                "1",
+                Some(Expiration::EX(ttl)),
+                None,
+                true,
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(previous.is_none())
     }
 }

@@ -30,6 +30,9 @@ pub const DEDUPE: TableDefinition<&str, (i64, i64)> = TableDefinition::new("dedu
 /// Group membership: gid → JSON list of uids.
 pub const GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("groups");
 
+/// Group activity: gid → unix ms of its last use (for dormancy).
+pub const GROUP_ACTIVITY: TableDefinition<&str, i64> = TableDefinition::new("group_activity");
+
 /// Receipt state: `<sender>\0<gid or ->:<MsgID>` → JSON.
 pub const RECEIPTS: TableDefinition<&str, &[u8]> = TableDefinition::new("receipts");
 
@@ -69,6 +72,7 @@ impl EmbeddedDb {
             txn.open_table(DEDUPE).map_err(internal)?;
             txn.open_table(GROUPS).map_err(internal)?;
             txn.open_table(RECEIPTS).map_err(internal)?;
+            txn.open_table(GROUP_ACTIVITY).map_err(internal)?;
             txn.commit().map_err(internal)?;
         }
         let db = Arc::new(RwLock::new(Some(db)));

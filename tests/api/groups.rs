@@ -335,3 +335,68 @@ async fn a_one_to_one_delivery_after_the_display_reports_nothing_unread() {
         (Some("delivery"), Some(0))
     );
 }
+
+async fn dormancy_then_restart(backend: Backend) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = settings(backend, dir.path().to_path_buf());
+    s.group_idle_secs = 1;
+    let app = spawn_with(s).await;
+    let alice = app.signup("alice").await;
+    let bob = app.signup("bob").await;
+    let mut a = app.connect(&alice).await;
+    let ack = a
+        .chat(json!({"EvtType":"create","To":"","Body":json!([bob.uid]).to_string()}))
+        .await;
+    let gid = ack["Group"].as_str().expect("gid").to_owned();
+    a.next_chat_acked().await; // notify
+    a.chat(json!({"EvtType":"message","To":gid,"MsgID":"hot","Body":"x"}))
+        .await;
+    // Let the group go idle for longer than its idle time: this waits for time itself to
+    // pass, the behaviour under test, not for another task.
+    tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
+    a.chat(json!({"EvtType":"message","To":gid,"MsgID":"cold","Body":"y"}))
+        .await;
+
+    let mut b = app.connect(&bob).await; // offline until now: nothing sent to a dormant group is lost
+    let kinds: Vec<(String, String)> = [
+        b.next_chat_acked().await,
+        b.next_chat_acked().await,
+        b.next_chat_acked().await,
+        b.next_chat_acked().await,
+    ]
+    .iter()
+    .map(|e| {
+        (
+            e.data["EvtType"].as_str().unwrap_or("").to_owned(),
+            e.data["MsgID"].as_str().unwrap_or("").to_owned(),
+        )
+    })
+    .collect();
+    assert_eq!(kinds[0].0, "notify");
+    assert_eq!(
+        kinds[1],
+        ("message".into(), "hot".into()),
+        "no restart while the group is hot"
+    );
+    assert_eq!(
+        kinds[2].0, "restart",
+        "{backend:?}: restart before the first message after idling"
+    );
+    assert_eq!(kinds[3], ("message".into(), "cold".into()));
+    let restart = a.next_chat_acked().await;
+    assert_eq!(
+        restart.data["EvtType"], "restart",
+        "the sender is a member too"
+    );
+    assert_eq!(list(&restart.data["Body"]), sorted(&[&alice, &bob]));
+}
+
+#[tokio::test]
+async fn a_dormant_group_restarts_on_its_next_message_embedded() {
+    dormancy_then_restart(Backend::Embedded).await;
+}
+
+#[tokio::test]
+async fn a_dormant_group_restarts_on_its_next_message_redis() {
+    dormancy_then_restart(Backend::Redis).await;
+}
