@@ -327,6 +327,7 @@ describe('web client in Chromium', () => {
     await openConversation(b2, 'alice');
     await waitBubble(b2, text);
     await waitBubble(a, text, { status: 'read' });
+    await b1.bringToFront();
     await waitUnread(b1, 'alice', ''); // synced from the other tab
     await openConversation(b1, 'alice');
     await waitBubble(b1, text);
@@ -334,8 +335,12 @@ describe('web client in Chromium', () => {
     // Bob's own message from tab 2 shows up in tab 1 (the server's live copy to other tabs).
     const mine = 'Sent from my other tab.';
     await send(b2, mine);
+    // The client renders in animation frames, which a background tab may not get (a user
+    // sees the other tab when they switch to it): bring it to the front first.
+    await b1.bringToFront();
     await waitBubble(b1, mine);
     await waitBubble(a, mine);
+    await b2.bringToFront();
     await waitBubble(b2, mine, { status: 'read' });
     await b2.close();
   });
