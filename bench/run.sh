@@ -116,6 +116,15 @@ for n in 1 2; do
   URLS+=("http://${line##* }")
 done
 log "nodes: ${URLS[*]} (pids ${NODE_PIDS[*]}), redis pid $REDIS_PID"
+# After a failed generator run: what the servers and Redis said.
+show_server_logs() {
+  local f
+  for f in "$RUN_DIR"/node*.err "$REDIS_DIR/redis.log"; do
+    [ -s "$f" ] || continue
+    warn "last lines of $(basename "$f"):"
+    grep -v ' INFO ' "$f" | tail -n 5 >&2 || true
+  done
+}
 URL_LIST="$(IFS=,; echo "${URLS[*]}")"
 SERVER_PIDS="${NODE_PIDS[0]},${NODE_PIDS[1]},$REDIS_PID"
 
@@ -128,7 +137,7 @@ if wants pairs; then
   "$BIN_DIR/webchat-loadgen" --urls "$URL_LIST" --sockets "$SOCKETS" \
     --rate-steps "$STEPS" --duration "$DURATION" --warmup "$WARMUP" \
     --server-pids "$SERVER_PIDS" --run-id "$(date +%s%N)" \
-    | tee "$OUT" || { PAIRS_RC=1; warn "webchat-loadgen failed (pairs)"; }
+    | tee "$OUT" || { PAIRS_RC=1; warn "webchat-loadgen failed (pairs)"; show_server_logs; }
 
   if [ "$PAIRS_RC" = 0 ] && python3 - "$OUT" "$SMOKE" <<'PY'; then PASSED=$((PASSED + 1)); else FAILED=$((FAILED + 1)); fi
 import json, sys
@@ -160,7 +169,11 @@ if wants group-fanout; then
     "$BIN_DIR/webchat-loadgen" --scenario group-fanout --urls "$URL_LIST" \
       --members "$members" --messages "$GROUP_MESSAGES" --fanout-timeout "$FANOUT_TIMEOUT" \
       --pause "$GROUP_PAUSE" --server-pids "$SERVER_PIDS" --run-id "$(date +%s%N)" \
-      | tee -a "$GROUP_OUT" || { GROUP_RC=1; warn "webchat-loadgen failed ($members members)"; }
+      | tee -a "$GROUP_OUT" || {
+      GROUP_RC=1
+      warn "webchat-loadgen failed ($members members)"
+      show_server_logs
+    }
   done
 
   if python3 - "$GROUP_OUT" "$SMOKE" "$GROUP_RC" "$GROUP_SIZES" <<'PY'; then PASSED=$((PASSED + 1)); else FAILED=$((FAILED + 1)); fi
