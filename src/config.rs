@@ -72,6 +72,14 @@ pub struct Settings {
     #[arg(long, env = "WEBCHAT_GROUP_IDLE_SECS", default_value_t = 86_400)]
     pub group_idle_secs: u64,
 
+    /// How often a node proves it is alive for presence, in seconds.
+    #[arg(long, env = "WEBCHAT_PRESENCE_HEARTBEAT_SECS", default_value_t = 10)]
+    pub presence_heartbeat_secs: u64,
+
+    /// A node silent for this long counts as dead and its users go offline, in seconds.
+    #[arg(long, env = "WEBCHAT_PRESENCE_TIMEOUT_SECS", default_value_t = 30)]
+    pub presence_timeout_secs: u64,
+
     /// Window in which a re-sent (sender, MsgID) is acknowledged again but not delivered twice.
     #[arg(long, env = "WEBCHAT_DEDUPE_WINDOW_SECS", default_value_t = 24 * 3600)]
     pub dedupe_window_secs: u64,

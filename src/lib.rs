@@ -11,6 +11,7 @@
 //! - [`bus`]       receiver-keyed pub/sub and the local routing table
 //! - [`groups`]    durable group membership
 //! - [`receipts`]  who displayed what, for unread counts
+//! - [`presence`]  online state across nodes and who is told
 //! - [`chat`]      what a client command does (no sockets)
 //! - [`gateway`]   socket.io handlers and per-socket delivery
 //! - [`http`]      REST, `/health`, `/metrics`, the web client
@@ -27,6 +28,7 @@ pub mod groups;
 pub mod health;
 pub mod http;
 pub mod inbox;
+pub mod presence;
 pub mod receipts;
 pub mod startup;
 pub mod state;

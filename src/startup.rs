@@ -27,6 +27,10 @@ use crate::{
     health::Health,
     http,
     inbox::{EmbeddedInbox, InboxLimits, InboxStore, RedisInbox},
+    presence::{
+        ContactStore, EmbeddedContactStore, MemoryPresenceStore, PresenceService, PresenceStore,
+        RedisContactStore, RedisPresenceStore,
+    },
     receipts::{EmbeddedReceiptStore, ReceiptStore, RedisReceiptStore},
     state::AppState,
     storage::{embedded::EmbeddedDb, redis::RedisHandles, StoreError},
@@ -70,6 +74,8 @@ impl Application {
         };
 
         let Backends {
+            presence: presence_store,
+            contacts,
             accounts: accounts_store,
             inbox,
             groups,
@@ -89,7 +95,13 @@ impl Application {
             TokenSigner::new(secret),
             settings.token_ttl_secs,
         );
+        let presence = PresenceService::new(presence_store, contacts, groups.clone(), bus.clone());
+        tokio::spawn(presence.clone().run_heartbeats(
+            std::time::Duration::from_secs(settings.presence_heartbeat_secs.max(1)),
+            shutdown.clone(),
+        ));
         let chat = ChatService::new(ChatDeps {
+            presence: presence.clone(),
             accounts: accounts.clone(),
             inbox: inbox.clone(),
             bus,
@@ -107,6 +119,7 @@ impl Application {
             router,
             inbox,
             inbox_limits: limits,
+            presence,
             metrics,
             health,
             shutdown,
@@ -202,6 +215,8 @@ impl Application {
 
 /// The back-ends one node runs on, chosen by the settings.
 struct Backends {
+    presence: Arc<dyn PresenceStore>,
+    contacts: Arc<dyn ContactStore>,
     accounts: Arc<dyn AccountStore>,
     inbox: Arc<dyn InboxStore>,
     groups: Arc<dyn GroupStore>,
@@ -232,6 +247,11 @@ impl Backends {
         Ok(Self {
             accounts: Arc::new(RedisAccountStore::new(redis.pool.clone())),
             inbox: Arc::new(RedisInbox::new(redis.pool.clone(), limits)),
+            presence: Arc::new(RedisPresenceStore::new(
+                redis.pool.clone(),
+                settings.presence_timeout_secs,
+            )),
+            contacts: Arc::new(RedisContactStore::new(redis.pool.clone())),
             groups: Arc::new(RedisGroupStore::new(
                 redis.pool.clone(),
                 settings.group_idle_secs,
@@ -272,6 +292,8 @@ impl Backends {
             accounts: Arc::new(EmbeddedAccountStore::new(db.clone())),
             inbox,
             groups: Arc::new(EmbeddedGroupStore::new(db.clone())),
+            presence: Arc::new(MemoryPresenceStore::default()),
+            contacts: Arc::new(EmbeddedContactStore::new(db.clone())),
             receipts,
             bus,
             health: Health::Embedded,

@@ -24,6 +24,8 @@ pub struct AppState {
     pub inbox: Arc<dyn crate::inbox::InboxStore>,
     /// Inbox bounds (replay skips expired events).
     pub inbox_limits: InboxLimits,
+    /// Online state and presence events.
+    pub presence: crate::presence::PresenceService,
     /// Counters for `/metrics`.
     pub metrics: Arc<Metrics>,
     /// Back-end probes for `/health`.

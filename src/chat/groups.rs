@@ -52,6 +52,7 @@ impl ChatService {
             )));
         }
         tracing::info!(gid = %gid, creator = %creator, members = members.len(), "group created");
+        self.presence.contacts().joined(&gid, &members).await?;
         let mut recipients: Vec<String> = members.iter().map(UserId::to_string).collect();
         recipients.sort();
         let list = member_list_json(recipients.iter().map(String::as_str));
@@ -100,6 +101,7 @@ impl ChatService {
             .add(gid, &added)
             .await?
             .ok_or_else(|| no_group(gid))?;
+        self.presence.contacts().joined(gid, &added).await?;
         let msg_id = msg_id.map_or_else(server_msg_id, |m| m.to_string());
         let existing = self
             .fan_out(
@@ -143,6 +145,7 @@ impl ChatService {
             .remove(gid, leaver)
             .await?
             .ok_or_else(|| no_group(gid))?;
+        self.presence.contacts().left(gid, leaver).await?;
         let msg_id = msg_id.map_or_else(server_msg_id, |m| m.to_string());
         // The leaver is told too (all their tabs learn they left), then gets nothing more.
         self.fan_out(

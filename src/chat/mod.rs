@@ -16,6 +16,7 @@ use crate::{
     },
     groups::GroupStore,
     inbox::{AppendOutcome, DedupeKey, Echo, InboxStore},
+    presence::PresenceService,
     receipts::{ReceiptKey, ReceiptStore},
     telemetry::Metrics,
 };
@@ -41,6 +42,7 @@ pub struct ChatService {
     bus: Arc<dyn Bus>,
     groups: Arc<dyn GroupStore>,
     receipts: Arc<dyn ReceiptStore>,
+    presence: PresenceService,
     metrics: Arc<Metrics>,
     /// Token mode: recipients must be registered users. Open mode: any valid uid.
     require_known_recipients: bool,
@@ -62,6 +64,8 @@ pub struct ChatDeps {
     pub groups: Arc<dyn GroupStore>,
     /// Who displayed what.
     pub receipts: Arc<dyn ReceiptStore>,
+    /// Conversations and group memberships, for presence audiences.
+    pub presence: PresenceService,
     /// Counters.
     pub metrics: Arc<Metrics>,
     /// Token mode: recipients must be registered users.
@@ -81,6 +85,7 @@ impl ChatService {
             bus: deps.bus,
             groups: deps.groups,
             receipts: deps.receipts,
+            presence: deps.presence,
             metrics: deps.metrics,
             require_known_recipients: deps.require_known_recipients,
             max_group_size: deps.max_group_size.max(1),
@@ -168,7 +173,12 @@ impl ChatService {
             user: sender.clone(),
             skip_socket: origin_socket.to_owned(),
         });
-        self.store(to, &event, &dedupe, echo.as_ref()).await
+        let accepted = self.store(to, &event, &dedupe, echo.as_ref()).await?;
+        // Each side now sees the other's presence; the message is stored either way.
+        if let Err(e) = self.presence.link_peers(sender, to).await {
+            tracing::warn!(error = %e, "conversation not noted for presence");
+        }
+        Ok(accepted)
     }
 
     async fn forward_receipt(

@@ -79,6 +79,8 @@ pub async fn run(
     let confirm_timer = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(stopped, too_slow, confirm_timer);
     let mut confirm_pending = false;
+    // Counted up here and down at the end of this same task, so the two can never swap.
+    pump.state.presence.socket_up(&pump.uid).await;
     let mut running = match pump.replay().await {
         Ok(depth) => {
             pump.state.metrics.inbox_depth_at_connect_count.inc();
@@ -134,6 +136,7 @@ pub async fn run(
     }
     pump.confirm_acked().await;
     pump.state.router.detach(pump.uid.as_str(), conn_id);
+    pump.state.presence.socket_down(&pump.uid).await;
     pump.state.metrics.connections.dec();
     if pump.socket.connected() {
         let _ = pump.socket.clone().disconnect();

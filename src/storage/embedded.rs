@@ -33,6 +33,9 @@ pub const GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("groups");
 /// Group activity: gid → unix ms of its last use (for dormancy).
 pub const GROUP_ACTIVITY: TableDefinition<&str, i64> = TableDefinition::new("group_activity");
 
+/// Contacts (presence audience): `p\0<uid>\0<peer>` and `g\0<uid>\0<gid>`.
+pub const CONTACTS: TableDefinition<&str, ()> = TableDefinition::new("contacts");
+
 /// Receipt state: `<sender>\0<gid or ->:<MsgID>` → JSON.
 pub const RECEIPTS: TableDefinition<&str, &[u8]> = TableDefinition::new("receipts");
 
@@ -73,6 +76,7 @@ impl EmbeddedDb {
             txn.open_table(GROUPS).map_err(internal)?;
             txn.open_table(RECEIPTS).map_err(internal)?;
             txn.open_table(GROUP_ACTIVITY).map_err(internal)?;
+            txn.open_table(CONTACTS).map_err(internal)?;
             txn.commit().map_err(internal)?;
         }
         let db = Arc::new(RwLock::new(Some(db)));

@@ -237,8 +237,20 @@ impl TestClient {
             .await
     }
 
-    /// The next `chat` event (panics after [`PATIENCE`]).
+    /// The next `chat` event other than `presence` (panics after [`PATIENCE`]). Presence
+    /// notices arrive whenever a contact connects or leaves, so tests about other events skip
+    /// them; presence tests use [`TestClient::next_chat_any`].
     pub async fn next_chat(&mut self) -> ServerEvent {
+        loop {
+            let event = self.next_chat_any().await;
+            if event.data["EvtType"] != "presence" {
+                return event;
+            }
+        }
+    }
+
+    /// The next `chat` event of any kind (panics after [`PATIENCE`]).
+    pub async fn next_chat_any(&mut self) -> ServerEvent {
         self.events
             .recv_named("chat", PATIENCE)
             .await
@@ -339,5 +351,74 @@ impl NodeProcess {
     /// SIGKILL: no cleanup at all.
     pub async fn kill(mut self) {
         self.child.kill().await.expect("kill");
+    }
+}
+
+/// A Redis of the test's own (with AOF, so a restart keeps the data), to kill and restart.
+pub struct OwnRedis {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<tokio::process::Child>,
+}
+
+impl OwnRedis {
+    /// Starts one on a free port.
+    pub async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let mut redis = Self {
+            port,
+            dir: tempfile::tempdir().expect("tempdir"),
+            child: None,
+        };
+        redis.restart().await;
+        redis
+    }
+
+    /// Its URL.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it (again) on its port, with its data.
+    pub async fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "yes", "--appendfsync", "always"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server");
+        self.child = Some(child);
+        let url = self.url();
+        eventually("own redis to answer PING", || {
+            let url = url.clone();
+            async move {
+                Command::new("redis-cli")
+                    .args(["-u", &url, "PING"])
+                    .output()
+                    .await
+                    .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "PONG")
+            }
+        })
+        .await;
+    }
+
+    /// SIGKILL.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await.expect("kill redis");
+        }
     }
 }

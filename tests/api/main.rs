@@ -10,4 +10,5 @@ mod failover;
 mod groups;
 mod messaging;
 mod open_mode;
+mod presence;
 mod redis_faults;

@@ -1,0 +1,182 @@
+//! Presence: who is online (any socket on any node) and who is told when that changes.
+//!
+//! Owns the [`PresenceStore`] (per-user socket counts per node, with node heartbeats so a
+//! node that dies without cleaning up leaves its users online for at most the timeout) and
+//! the [`ContactStore`] (the audience: 1:1 peers and the groups a user is in). `presence`
+//! events are live-only: they go to the audience's channels and are never stored.
+
+mod embedded;
+mod redis;
+
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use dashmap::DashSet;
+use tokio_util::sync::CancellationToken;
+
+pub use self::embedded::{EmbeddedContactStore, MemoryPresenceStore};
+pub use self::redis::{RedisContactStore, RedisPresenceStore};
+use crate::{
+    bus::Bus,
+    domain::{GroupId, UserId, WireEvent},
+    groups::GroupStore,
+    storage::StoreError,
+};
+
+/// Online state across nodes.
+#[async_trait]
+pub trait PresenceStore: Send + Sync {
+    /// A socket of `uid` connected on this node; true when the user was offline everywhere.
+    async fn socket_up(&self, uid: &UserId) -> Result<bool, StoreError>;
+    /// A socket of `uid` left this node; true when the user is now offline everywhere.
+    async fn socket_down(&self, uid: &UserId) -> Result<bool, StoreError>;
+    /// Proves this node alive and clears the users of nodes that stopped doing so; returns
+    /// the users who are offline everywhere because of that.
+    async fn heartbeat(&self) -> Result<Vec<String>, StoreError>;
+}
+
+/// Who shares a conversation or a group with whom.
+#[async_trait]
+pub trait ContactStore: Send + Sync {
+    /// Notes a 1:1 conversation between `a` and `b` (both directions).
+    async fn link_peers(&self, a: &UserId, b: &UserId) -> Result<(), StoreError>;
+    /// The users `uid` has a 1:1 conversation with.
+    async fn peers(&self, uid: &UserId) -> Result<Vec<String>, StoreError>;
+    /// Notes that `members` are in `gid`.
+    async fn joined(&self, gid: &GroupId, members: &[UserId]) -> Result<(), StoreError>;
+    /// Notes that `member` left `gid`.
+    async fn left(&self, gid: &GroupId, member: &UserId) -> Result<(), StoreError>;
+    /// The groups `uid` is in.
+    async fn groups_of(&self, uid: &UserId) -> Result<Vec<String>, StoreError>;
+}
+
+/// Pairs already linked by this node: linking is idempotent, so repeating it for every
+/// message would only cost a write per message. Bounded; cleared when full.
+const LINK_CACHE_MAX: usize = 1_000_000;
+
+/// Presence transitions and the events they cause.
+#[derive(Clone)]
+pub struct PresenceService {
+    store: Arc<dyn PresenceStore>,
+    contacts: Arc<dyn ContactStore>,
+    groups: Arc<dyn GroupStore>,
+    bus: Arc<dyn Bus>,
+    linked: Arc<DashSet<(String, String)>>,
+}
+
+impl PresenceService {
+    /// A service over the node's back-ends.
+    pub fn new(
+        store: Arc<dyn PresenceStore>,
+        contacts: Arc<dyn ContactStore>,
+        groups: Arc<dyn GroupStore>,
+        bus: Arc<dyn Bus>,
+    ) -> Self {
+        Self {
+            store,
+            contacts,
+            groups,
+            bus,
+            linked: Arc::new(DashSet::new()),
+        }
+    }
+
+    /// The contact index, for the chat service to keep up to date.
+    pub fn contacts(&self) -> &Arc<dyn ContactStore> {
+        &self.contacts
+    }
+
+    /// Notes a 1:1 conversation, once per pair and node run.
+    pub async fn link_peers(&self, a: &UserId, b: &UserId) -> Result<(), StoreError> {
+        let pair = if a <= b {
+            (a.to_string(), b.to_string())
+        } else {
+            (b.to_string(), a.to_string())
+        };
+        if self.linked.contains(&pair) {
+            return Ok(());
+        }
+        self.contacts.link_peers(a, b).await?;
+        if self.linked.len() >= LINK_CACHE_MAX {
+            self.linked.clear();
+        }
+        self.linked.insert(pair);
+        Ok(())
+    }
+
+    /// A socket connected: tells the audience when the user came online.
+    pub async fn socket_up(&self, uid: &UserId) {
+        match self.store.socket_up(uid).await {
+            Ok(true) => self.announce(uid, true).await,
+            Ok(false) => {}
+            Err(e) => tracing::warn!(uid = %uid, error = %e, "presence not recorded"),
+        }
+    }
+
+    /// A socket left: tells the audience when the user went offline.
+    pub async fn socket_down(&self, uid: &UserId) {
+        match self.store.socket_down(uid).await {
+            Ok(true) => self.announce(uid, false).await,
+            Ok(false) => {}
+            Err(e) => tracing::warn!(uid = %uid, error = %e, "presence not recorded"),
+        }
+    }
+
+    /// Heartbeats every `every` until `shutdown`, announcing users of dead nodes offline.
+    pub async fn run_heartbeats(self, every: Duration, shutdown: CancellationToken) {
+        let mut ticks = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = ticks.tick() => {}
+            }
+            match self.store.heartbeat().await {
+                Ok(gone) => {
+                    for uid in gone {
+                        if let Ok(uid) = UserId::parse(&uid) {
+                            self.announce(&uid, false).await;
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "presence heartbeat failed"),
+            }
+        }
+    }
+
+    /// Sends `presence` to everyone who shares a conversation or a group with `uid`.
+    async fn announce(&self, uid: &UserId, online: bool) {
+        let audience = match self.audience(uid).await {
+            Ok(audience) => audience,
+            Err(e) => {
+                tracing::warn!(uid = %uid, error = %e, "presence audience unknown");
+                return;
+            }
+        };
+        let body = if online { "online" } else { "offline" };
+        let event = WireEvent::new("presence", uid.as_str(), "", "", body.to_owned());
+        for member in audience {
+            let Ok(to) = UserId::parse(&member) else {
+                continue;
+            };
+            let mut event = event.clone();
+            event.to = member;
+            if let Err(e) = self.bus.publish_live(&to, None, &event).await {
+                tracing::debug!(error = %e, "presence event not published");
+            }
+        }
+    }
+
+    async fn audience(&self, uid: &UserId) -> Result<BTreeSet<String>, StoreError> {
+        let mut audience: BTreeSet<String> = self.contacts.peers(uid).await?.into_iter().collect();
+        for gid in self.contacts.groups_of(uid).await? {
+            let Ok(gid) = GroupId::parse(&gid) else {
+                continue;
+            };
+            if let Some(members) = self.groups.members(&gid).await? {
+                audience.extend(members);
+            }
+        }
+        audience.remove(uid.as_str());
+        Ok(audience)
+    }
+}

@@ -1,0 +1,100 @@
+//! Presence across nodes: online while any socket of a user is connected anywhere, told to
+//! the users who share a conversation or a group, and offline soon after a node dies.
+
+use serde_json::json;
+
+use crate::helpers::*;
+
+/// The next `presence` event about `uid` (other live events are skipped).
+async fn next_presence(client: &mut TestClient, uid: &str) -> String {
+    loop {
+        let e = client.next_chat_any().await;
+        if e.data["EvtType"] == "presence" && e.data["From"] == uid {
+            assert!(
+                e.ack_id.is_none() && e.data.get("Seq").is_none(),
+                "presence is live-only"
+            );
+            return e.data["Body"].as_str().unwrap_or("").to_owned();
+        }
+        if let Some(id) = e.ack_id {
+            client.client.ack(id).await.expect("ack");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_user_is_online_while_any_socket_on_any_node_is_connected() {
+    let nodes = spawn_cluster(2).await;
+    let alice = nodes[0].signup("alice").await;
+    let bob = nodes[0].signup("bob").await;
+    let carol = nodes[0].signup("carol").await;
+    let mut a = nodes[0].connect(&alice).await;
+    // A conversation makes alice part of bob's audience; carol shares a group with bob.
+    let b0 = nodes[1].connect(&bob).await;
+    b0.send(&alice.uid, "hello", "x").await;
+    let mut c = nodes[0].connect(&carol).await;
+    c.chat(json!({"EvtType":"create","To":"","Body":json!([bob.uid]).to_string()}))
+        .await;
+    b0.close().await;
+    assert_eq!(next_presence(&mut a, &bob.uid).await, "offline");
+    assert_eq!(next_presence(&mut c, &bob.uid).await, "offline");
+
+    let b1 = nodes[1].connect(&bob).await;
+    assert_eq!(next_presence(&mut a, &bob.uid).await, "online");
+    assert_eq!(next_presence(&mut c, &bob.uid).await, "online");
+    // A second tab on the other node changes nothing; closing one of two changes nothing.
+    let b2 = nodes[0].connect(&bob).await;
+    b1.close().await;
+    nodes[1].wait_for_connections(0).await;
+    b2.close().await;
+    assert_eq!(
+        next_presence(&mut a, &bob.uid).await,
+        "offline",
+        "the first presence event after online is offline, when the last tab closed"
+    );
+}
+
+#[tokio::test]
+async fn the_users_of_a_killed_node_go_offline_within_the_timeout() {
+    // Its own Redis: a 3 s timeout would declare the other tests' nodes (10 s heartbeats)
+    // dead on a shared one.
+    let redis = OwnRedis::start().await;
+    let url = redis.url();
+    let args = [
+        "--redis-url",
+        url.as_str(),
+        "--presence-heartbeat-secs",
+        "1",
+        "--presence-timeout-secs",
+        "3",
+    ];
+    let watcher_node = NodeProcess::start_with(&args).await;
+    let doomed = NodeProcess::start_with(&args).await;
+    let alice = signup_at(&watcher_node.url, "alice").await;
+    let bob = signup_at(&watcher_node.url, "bob").await;
+    let mut a = TestClient::connect(&watcher_node.url, &alice).await;
+    let b = TestClient::connect(&doomed.url, &bob).await;
+    b.send(&alice.uid, "hi", "x").await;
+    let started = std::time::Instant::now();
+    doomed.kill().await;
+    // Heartbeat 1 s, timeout 3 s: bob must be reported offline well within PATIENCE (10 s);
+    // with the defaults (10 s, 30 s) that is within 40 s, inside the contract's 60 s.
+    assert_eq!(next_presence(&mut a, &bob.uid).await, "offline");
+    assert!(started.elapsed() < std::time::Duration::from_secs(8));
+}
+
+async fn signup_at(url: &str, prefix: &str) -> User {
+    let uid = unique(prefix);
+    let res = http()
+        .post(format!("{url}/api/v1/signup"))
+        .json(&json!({"uid": uid, "password": "correct horse"}))
+        .send()
+        .await
+        .expect("signup");
+    assert_eq!(res.status(), 201);
+    let body: serde_json::Value = res.json().await.expect("json");
+    User {
+        uid,
+        token: body["token"].as_str().expect("token").to_owned(),
+    }
+}
