@@ -42,9 +42,7 @@ impl ChatService {
             members.push(creator.clone());
         }
         self.check_group_size(members.len())?;
-        for member in &members {
-            self.check_recipient(member).await?;
-        }
+        self.check_recipients(&members).await?;
         let gid = gid.unwrap_or_else(GroupId::generate);
         if !self.groups.create(&gid, &members).await? {
             return Err(ChatError::bad_request(format!(
@@ -93,9 +91,7 @@ impl ChatService {
             return Err(ChatError::bad_request("everyone named is a member already"));
         }
         self.check_group_size(before.len() + added.len())?;
-        for member in &added {
-            self.check_recipient(member).await?;
-        }
+        self.check_recipients(&added).await?;
         let after = self
             .groups
             .add(gid, &added)
@@ -322,6 +318,15 @@ impl ChatService {
             ));
         }
         Ok(members)
+    }
+
+    /// [`ChatService::check_recipient`] for many users at once (one round trip each, all in
+    /// flight together, rather than one after another).
+    async fn check_recipients(&self, users: &[UserId]) -> Result<(), ChatError> {
+        for checked in join_all(users.iter().map(|u| self.check_recipient(u))).await {
+            checked?;
+        }
+        Ok(())
     }
 
     fn check_group_size(&self, size: usize) -> Result<(), ChatError> {

@@ -12,6 +12,8 @@ use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use dashmap::DashSet;
+use futures_util::future::join_all;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use self::embedded::{EmbeddedContactStore, MemoryPresenceStore};
@@ -59,9 +61,17 @@ const LINK_CACHE_MAX: usize = 1_000_000;
 pub struct PresenceService {
     store: Arc<dyn PresenceStore>,
     contacts: Arc<dyn ContactStore>,
+    linked: Arc<DashSet<(String, String)>>,
+    /// Announcements, sent in order by one task so a quick online/offline pair can never
+    /// reach the audience swapped; a socket's connect never waits for its audience.
+    announcements: mpsc::UnboundedSender<(UserId, bool)>,
+}
+
+/// Sends presence events, one announcement after another, each to its whole audience at once.
+struct Announcer {
+    contacts: Arc<dyn ContactStore>,
     groups: Arc<dyn GroupStore>,
     bus: Arc<dyn Bus>,
-    linked: Arc<DashSet<(String, String)>>,
 }
 
 impl PresenceService {
@@ -72,12 +82,18 @@ impl PresenceService {
         groups: Arc<dyn GroupStore>,
         bus: Arc<dyn Bus>,
     ) -> Self {
+        let (announcements, queue) = mpsc::unbounded_channel();
+        let announcer = Announcer {
+            contacts: contacts.clone(),
+            groups,
+            bus,
+        };
+        tokio::spawn(announcer.run(queue));
         Self {
             store,
             contacts,
-            groups,
-            bus,
             linked: Arc::new(DashSet::new()),
+            announcements,
         }
     }
 
@@ -143,6 +159,18 @@ impl PresenceService {
         }
     }
 
+    async fn announce(&self, uid: &UserId, online: bool) {
+        let _ = self.announcements.send((uid.clone(), online));
+    }
+}
+
+impl Announcer {
+    async fn run(self, mut queue: mpsc::UnboundedReceiver<(UserId, bool)>) {
+        while let Some((uid, online)) = queue.recv().await {
+            self.announce(&uid, online).await;
+        }
+    }
+
     /// Sends `presence` to everyone who shares a conversation or a group with `uid`.
     async fn announce(&self, uid: &UserId, online: bool) {
         let audience = match self.audience(uid).await {
@@ -154,16 +182,17 @@ impl PresenceService {
         };
         let body = if online { "online" } else { "offline" };
         let event = WireEvent::new("presence", uid.as_str(), "", "", body.to_owned());
-        for member in audience {
-            let Ok(to) = UserId::parse(&member) else {
-                continue;
-            };
+        let sends = audience.into_iter().filter_map(|member| {
+            let to = UserId::parse(&member).ok()?;
             let mut event = event.clone();
             event.to = member;
-            if let Err(e) = self.bus.publish_live(&to, None, &event).await {
-                tracing::debug!(error = %e, "presence event not published");
-            }
-        }
+            Some(async move {
+                if let Err(e) = self.bus.publish_live(&to, None, &event).await {
+                    tracing::debug!(error = %e, "presence event not published");
+                }
+            })
+        });
+        join_all(sends).await;
     }
 
     async fn audience(&self, uid: &UserId) -> Result<BTreeSet<String>, StoreError> {
