@@ -11,6 +11,7 @@ const {
   signup,
   connect,
   closeSocket,
+  untilConnections,
   disconnectAll,
   emitAck,
   nextChat,
@@ -211,6 +212,9 @@ for (const mode of modes()) {
       const rt = msgId('rt');
       assertOkAck(await emitAck(b, 'chat', { EvtType: 'message', To: alice.uid, MsgID: rt, Body: 'rt' }), rt);
       await closeSocket(b);
+      // Acks are written to the inbox in batches, at the latest when the socket's delivery
+      // task ends (docs/protocol.md); wait for that before reconnecting (alice stays).
+      await untilConnections(url, 1);
 
       // 3rd connect: nothing is replayed; the first event is a fresh marker.
       b = await connect(url, bob.token);

@@ -460,6 +460,23 @@ function waitFor(emitter, event, timeoutMs = DEFAULT_TIMEOUT_MS) {
   });
 }
 
+/**
+ * Wait until the server holds exactly `n` sockets (its `webchat_connections` gauge). A closed
+ * socket's delivery task has then finished, including confirming what the client acked, so a
+ * reconnect cannot race that confirmation. Polls; the timeout is a failure bound only.
+ */
+async function untilConnections(url, n, timeoutMs = DEFAULT_TIMEOUT_MS) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const text = await (await fetch(`${url}/metrics`)).text();
+    const line = text.split('\n').find((l) => l.startsWith('webchat_connections '));
+    const value = line ? Number(line.split(' ')[1]) : NaN;
+    if (value === n) return;
+    if (Date.now() > deadline) throw new Error(`server holds ${value} sockets, expected ${n}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
 /** Disconnect a socket and wait for its local `disconnect` event. */
 async function closeSocket(socket) {
   liveSockets.delete(socket);
@@ -494,6 +511,7 @@ module.exports = {
   connectError,
   disconnectAll,
   closeSocket,
+  untilConnections,
   emitAck,
   nextChat,
   nextChatEvent,
