@@ -76,6 +76,11 @@ pub struct Settings {
     #[arg(long, env = "WEBCHAT_PRESENCE_HEARTBEAT_SECS", default_value_t = 10)]
     pub presence_heartbeat_secs: u64,
 
+    /// Groups larger than this do not share presence among their members (a presence change
+    /// would otherwise be sent to every member of every large group).
+    #[arg(long, env = "WEBCHAT_PRESENCE_GROUP_LIMIT", default_value_t = 1_000)]
+    pub presence_group_limit: usize,
+
     /// A node silent for this long counts as dead and its users go offline, in seconds.
     #[arg(long, env = "WEBCHAT_PRESENCE_TIMEOUT_SECS", default_value_t = 30)]
     pub presence_timeout_secs: u64,

@@ -95,9 +95,18 @@ impl Application {
             TokenSigner::new(secret),
             settings.token_ttl_secs,
         );
-        let presence = PresenceService::new(presence_store, contacts, groups.clone(), bus.clone());
+        let presence = PresenceService::new(
+            presence_store.clone(),
+            contacts,
+            groups.clone(),
+            bus.clone(),
+            settings.presence_group_limit,
+        );
+        let every = std::time::Duration::from_secs(settings.presence_heartbeat_secs.max(1));
         tokio::spawn(presence.clone().run_heartbeats(
-            std::time::Duration::from_secs(settings.presence_heartbeat_secs.max(1)),
+            presence_store,
+            router.clone(),
+            every,
             shutdown.clone(),
         ));
         let chat = ChatService::new(ChatDeps {
@@ -238,6 +247,7 @@ impl Backends {
         shutdown: &CancellationToken,
     ) -> Result<Self, StartupError> {
         let redis = RedisHandles::connect(url).await?;
+        let node = uuid::Uuid::new_v4().simple().to_string();
         let bus = RedisBus::new(&redis);
         bus.spawn_listener(router.clone(), shutdown.clone());
         let token_key = match configured_token_key(settings) {
@@ -249,8 +259,10 @@ impl Backends {
             inbox: Arc::new(RedisInbox::new(redis.pool.clone(), limits)),
             presence: Arc::new(RedisPresenceStore::new(
                 redis.pool.clone(),
+                node,
                 settings.presence_timeout_secs,
             )),
+
             contacts: Arc::new(RedisContactStore::new(redis.pool.clone())),
             groups: Arc::new(RedisGroupStore::new(
                 redis.pool.clone(),
@@ -293,6 +305,7 @@ impl Backends {
             inbox,
             groups: Arc::new(EmbeddedGroupStore::new(db.clone())),
             presence: Arc::new(MemoryPresenceStore::default()),
+
             contacts: Arc::new(EmbeddedContactStore::new(db.clone())),
             receipts,
             bus,

@@ -184,6 +184,19 @@ impl Router {
         })
     }
 
+    /// Every user with sockets on this node, with how many.
+    pub fn local_socket_counts(&self) -> Vec<(String, u32)> {
+        self.conns
+            .iter()
+            .map(|e| {
+                (
+                    e.key().clone(),
+                    u32::try_from(e.value().len()).unwrap_or(u32::MAX),
+                )
+            })
+            .collect()
+    }
+
     /// Whether `uid` has a socket on this node.
     pub fn is_local(&self, uid: &str) -> bool {
         self.conns.contains_key(uid)

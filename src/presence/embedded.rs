@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use dashmap::DashMap;
 
-use super::{ContactStore, PresenceStore};
+use super::{ContactStore, Heartbeat, PresenceStore};
 use crate::{
     domain::{GroupId, UserId},
     storage::{
@@ -41,8 +41,8 @@ impl PresenceStore for MemoryPresenceStore {
         Ok(now_zero)
     }
 
-    async fn heartbeat(&self) -> Result<Vec<String>, StoreError> {
-        Ok(Vec::new())
+    async fn heartbeat(&self, _local: &[(String, u32)]) -> Result<Heartbeat, StoreError> {
+        Ok(Heartbeat::default())
     }
 }
 

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 pub use self::embedded::{EmbeddedContactStore, MemoryPresenceStore};
 pub use self::redis::{RedisContactStore, RedisPresenceStore};
 use crate::{
-    bus::Bus,
+    bus::{Bus, Router},
     domain::{GroupId, UserId, WireEvent},
     groups::GroupStore,
     storage::StoreError,
@@ -32,9 +32,18 @@ pub trait PresenceStore: Send + Sync {
     async fn socket_up(&self, uid: &UserId) -> Result<bool, StoreError>;
     /// A socket of `uid` left this node; true when the user is now offline everywhere.
     async fn socket_down(&self, uid: &UserId) -> Result<bool, StoreError>;
-    /// Proves this node alive and clears the users of nodes that stopped doing so; returns
-    /// the users who are offline everywhere because of that.
-    async fn heartbeat(&self) -> Result<Vec<String>, StoreError>;
+    /// Proves this node alive (re-registering `local`, its users and socket counts, if other
+    /// nodes had given it up for dead) and clears the users of nodes that stopped heartbeating.
+    async fn heartbeat(&self, local: &[(String, u32)]) -> Result<Heartbeat, StoreError>;
+}
+
+/// What a heartbeat changed.
+#[derive(Debug, Default)]
+pub struct Heartbeat {
+    /// Users now offline everywhere (their node was dead).
+    pub offline: Vec<String>,
+    /// Users online again (this node had been given up for dead, and is back).
+    pub online: Vec<String>,
 }
 
 /// Who shares a conversation or a group with whom.
@@ -72,6 +81,8 @@ struct Announcer {
     contacts: Arc<dyn ContactStore>,
     groups: Arc<dyn GroupStore>,
     bus: Arc<dyn Bus>,
+    /// Groups larger than this do not share presence among their members.
+    group_limit: usize,
 }
 
 impl PresenceService {
@@ -81,12 +92,14 @@ impl PresenceService {
         contacts: Arc<dyn ContactStore>,
         groups: Arc<dyn GroupStore>,
         bus: Arc<dyn Bus>,
+        group_limit: usize,
     ) -> Self {
         let (announcements, queue) = mpsc::unbounded_channel();
         let announcer = Announcer {
             contacts: contacts.clone(),
             groups,
             bus,
+            group_limit,
         };
         tokio::spawn(announcer.run(queue));
         Self {
@@ -138,19 +151,29 @@ impl PresenceService {
         }
     }
 
-    /// Heartbeats every `every` until `shutdown`, announcing users of dead nodes offline.
-    pub async fn run_heartbeats(self, every: Duration, shutdown: CancellationToken) {
+    /// Heartbeats with `store` every `every` until `shutdown`, announcing the changes. A node
+    /// too busy to heartbeat within the timeout is taken for dead by the others; when it beats
+    /// again it re-registers its users (see [`PresenceStore::heartbeat`]).
+    pub async fn run_heartbeats(
+        self,
+        store: Arc<dyn PresenceStore>,
+        router: Arc<Router>,
+        every: Duration,
+        shutdown: CancellationToken,
+    ) {
         let mut ticks = tokio::time::interval(every);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = ticks.tick() => {}
             }
-            match self.store.heartbeat().await {
-                Ok(gone) => {
-                    for uid in gone {
-                        if let Ok(uid) = UserId::parse(&uid) {
-                            self.announce(&uid, false).await;
+            match store.heartbeat(&router.local_socket_counts()).await {
+                Ok(beat) => {
+                    for (uids, online) in [(beat.offline, false), (beat.online, true)] {
+                        for uid in uids {
+                            if let Ok(uid) = UserId::parse(&uid) {
+                                self.announce(&uid, online).await;
+                            }
                         }
                     }
                 }
@@ -201,8 +224,9 @@ impl Announcer {
             let Ok(gid) = GroupId::parse(&gid) else {
                 continue;
             };
-            if let Some(members) = self.groups.members(&gid).await? {
-                audience.extend(members);
+            match self.groups.members(&gid).await? {
+                Some(members) if members.len() <= self.group_limit => audience.extend(members),
+                _ => {}
             }
         }
         audience.remove(uid.as_str());

@@ -6,6 +6,8 @@
 //! A node that stops heartbeating for the timeout is cleared by whichever node notices first
 //! (it claims the cleanup by removing the dead node from `wc:nodes`).
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use async_trait::async_trait;
 use fred::{
     clients::Pool,
@@ -13,7 +15,7 @@ use fred::{
     types::scripts::Script,
 };
 
-use super::{ContactStore, PresenceStore};
+use super::{ContactStore, Heartbeat, PresenceStore};
 use crate::{
     domain::{now_millis, GroupId, UserId},
     storage::{
@@ -38,25 +40,35 @@ return {n <= 0 and 1 or 0, redis.call('HLEN', KEYS[1])}";
 
 const NODES: &str = "wc:nodes";
 
+/// Sets this node's socket count for a user; returns the fields left (1: only this node).
+const RECOUNT_LUA: &str = r"
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return redis.call('HLEN', KEYS[1])";
+
 /// [`PresenceStore`] over Redis.
 pub struct RedisPresenceStore {
     pool: Pool,
     node: String,
     up: Script,
     down: Script,
+    recount: Script,
     timeout_ms: i64,
+    /// Whether this node has heartbeated before (a later "added" means it had been dropped).
+    beaten: AtomicBool,
 }
 
 impl RedisPresenceStore {
     /// Presence for this node (a fresh id per run); other nodes count it dead after
     /// `timeout_secs` without a heartbeat.
-    pub fn new(pool: Pool, timeout_secs: u64) -> Self {
+    pub fn new(pool: Pool, node: String, timeout_secs: u64) -> Self {
         Self {
             pool,
-            node: uuid::Uuid::new_v4().simple().to_string(),
+            node,
             up: Script::from_lua(UP_LUA),
             down: Script::from_lua(DOWN_LUA),
+            recount: Script::from_lua(RECOUNT_LUA),
             timeout_ms: i64::try_from(timeout_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
+            beaten: AtomicBool::new(false),
         }
     }
 
@@ -110,9 +122,9 @@ impl PresenceStore for RedisPresenceStore {
         self.drop_count(uid.as_str(), &self.node, false).await
     }
 
-    async fn heartbeat(&self) -> Result<Vec<String>, StoreError> {
+    async fn heartbeat(&self, local: &[(String, u32)]) -> Result<Heartbeat, StoreError> {
         let now = now_millis();
-        let _: i64 = self
+        let added: i64 = self
             .pool
             .zadd(
                 NODES,
@@ -124,13 +136,40 @@ impl PresenceStore for RedisPresenceStore {
             )
             .await
             .map_err(unavailable)?;
+        let mut beat = Heartbeat::default();
+        if added == 1 && self.beaten.swap(true, Ordering::Relaxed) {
+            // Another node took us for dead and cleared our users: count them again.
+            tracing::warn!(
+                users = local.len(),
+                "this node had been given up for dead; re-registering its users"
+            );
+            for (uid, sockets) in local {
+                let _: i64 = self
+                    .pool
+                    .sadd(Self::users_key(&self.node), uid.as_str())
+                    .await
+                    .map_err(unavailable)?;
+                let fields: i64 = self
+                    .recount
+                    .evalsha_with_reload(
+                        self.pool.next(),
+                        vec![user_key(uid, "on")],
+                        vec![self.node.clone(), sockets.to_string()],
+                    )
+                    .await
+                    .map_err(unavailable)?;
+                if fields == 1 {
+                    beat.online.push(uid.clone());
+                }
+            }
+        }
+        self.beaten.store(true, Ordering::Relaxed);
         let cutoff = (now - self.timeout_ms) as f64;
         let dead: Vec<String> = self
             .pool
             .zrangebyscore(NODES, "-inf", cutoff, false, None)
             .await
             .map_err(unavailable)?;
-        let mut offline = Vec::new();
         for node in dead.into_iter().filter(|n| *n != self.node) {
             let claimed: i64 = self
                 .pool
@@ -152,7 +191,7 @@ impl PresenceStore for RedisPresenceStore {
             );
             for uid in users {
                 if self.drop_count(&uid, &node, true).await? {
-                    offline.push(uid);
+                    beat.offline.push(uid);
                 }
             }
             let _: i64 = self
@@ -161,7 +200,7 @@ impl PresenceStore for RedisPresenceStore {
                 .await
                 .map_err(unavailable)?;
         }
-        Ok(offline)
+        Ok(beat)
     }
 }
 

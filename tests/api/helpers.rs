@@ -309,7 +309,10 @@ impl NodeProcess {
             .arg("--data-dir")
             .arg(dir.path())
             .args(extra_args)
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("WEBCHAT_TEST_NODE_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
@@ -346,6 +349,17 @@ impl NodeProcess {
             .expect("exits after SIGTERM in time")
             .expect("wait");
         status.success()
+    }
+
+    /// Sends a signal by name (`STOP`, `CONT`, ...).
+    pub async fn signal(&self, name: &str) {
+        let pid = self.child.id().expect("running").to_string();
+        let sent = Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .await
+            .expect("kill");
+        assert!(sent.success(), "kill -{name}");
     }
 
     /// SIGKILL: no cleanup at all.

@@ -98,3 +98,31 @@ async fn signup_at(url: &str, prefix: &str) -> User {
         token: body["token"].as_str().expect("token").to_owned(),
     }
 }
+
+#[tokio::test]
+async fn a_frozen_node_is_taken_for_dead_and_re_registers_its_users_when_it_resumes() {
+    let redis = OwnRedis::start().await;
+    let url = redis.url();
+    let args = [
+        "--redis-url",
+        url.as_str(),
+        "--presence-heartbeat-secs",
+        "1",
+        "--presence-timeout-secs",
+        "3",
+    ];
+    let watcher_node = NodeProcess::start_with(&args).await;
+    let frozen = NodeProcess::start_with(&args).await;
+    let alice = signup_at(&watcher_node.url, "alice").await;
+    let bob = signup_at(&watcher_node.url, "bob").await;
+    let mut a = TestClient::connect(&watcher_node.url, &alice).await;
+    let b = TestClient::connect(&frozen.url, &bob).await;
+    b.send(&alice.uid, "hi", "x").await;
+
+    frozen.signal("STOP").await;
+    assert_eq!(next_presence(&mut a, &bob.uid).await, "offline");
+    frozen.signal("CONT").await;
+    // Bob's socket never closed: once the node heartbeats again it counts him again.
+    assert_eq!(next_presence(&mut a, &bob.uid).await, "online");
+    drop(b);
+}
