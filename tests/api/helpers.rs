@@ -114,19 +114,7 @@ pub async fn spawn_with(settings: Settings) -> TestApp {
 impl TestApp {
     /// Signs up a fresh user.
     pub async fn signup(&self, prefix: &str) -> User {
-        let uid = unique(prefix);
-        let res = http()
-            .post(format!("{}/api/v1/signup", self.url))
-            .json(&json!({"uid": uid, "password": "correct horse", "name": prefix}))
-            .send()
-            .await
-            .expect("signup request");
-        assert_eq!(res.status(), 201, "signup of {uid}");
-        let body: Value = res.json().await.expect("signup json");
-        User {
-            uid,
-            token: body["token"].as_str().expect("token").to_owned(),
-        }
+        signup_at(&self.url, prefix).await
     }
 
     /// Connects `user` with its token.
@@ -186,6 +174,23 @@ impl Drop for TestApp {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+    }
+}
+
+/// Signs up a fresh user on the server at `url`.
+pub async fn signup_at(url: &str, prefix: &str) -> User {
+    let uid = unique(prefix);
+    let res = http()
+        .post(format!("{url}/api/v1/signup"))
+        .json(&json!({"uid": uid, "password": "correct horse", "name": prefix}))
+        .send()
+        .await
+        .expect("signup request");
+    assert_eq!(res.status(), 201, "signup of {uid}");
+    let body: Value = res.json().await.expect("signup json");
+    User {
+        uid,
+        token: body["token"].as_str().expect("token").to_owned(),
     }
 }
 

@@ -54,10 +54,9 @@ async fn a_user_is_online_while_any_socket_on_any_node_is_connected() {
     );
 }
 
-#[tokio::test]
-async fn the_users_of_a_killed_node_go_offline_within_the_timeout() {
-    // Its own Redis: a 3 s timeout would declare the other tests' nodes (10 s heartbeats)
-    // dead on a shared one.
+/// Two node processes with 1 s heartbeats and a 3 s timeout, on a Redis of their own: such a
+/// short timeout would take the other tests' nodes (10 s heartbeats) for dead on a shared one.
+async fn fast_presence_nodes() -> (OwnRedis, [NodeProcess; 2]) {
     let redis = OwnRedis::start().await;
     let url = redis.url();
     let args = [
@@ -68,8 +67,15 @@ async fn the_users_of_a_killed_node_go_offline_within_the_timeout() {
         "--presence-timeout-secs",
         "3",
     ];
-    let watcher_node = NodeProcess::start_with(&args).await;
-    let doomed = NodeProcess::start_with(&args).await;
+    let first = NodeProcess::start_with(&args).await;
+    let second = NodeProcess::start_with(&args).await;
+    (redis, [first, second])
+}
+
+#[tokio::test]
+async fn the_users_of_a_killed_node_go_offline_within_the_timeout() {
+    let (_redis, nodes) = fast_presence_nodes().await;
+    let [watcher_node, doomed] = nodes;
     let alice = signup_at(&watcher_node.url, "alice").await;
     let bob = signup_at(&watcher_node.url, "bob").await;
     let mut a = TestClient::connect(&watcher_node.url, &alice).await;
@@ -83,36 +89,10 @@ async fn the_users_of_a_killed_node_go_offline_within_the_timeout() {
     assert!(started.elapsed() < std::time::Duration::from_secs(8));
 }
 
-async fn signup_at(url: &str, prefix: &str) -> User {
-    let uid = unique(prefix);
-    let res = http()
-        .post(format!("{url}/api/v1/signup"))
-        .json(&json!({"uid": uid, "password": "correct horse"}))
-        .send()
-        .await
-        .expect("signup");
-    assert_eq!(res.status(), 201);
-    let body: serde_json::Value = res.json().await.expect("json");
-    User {
-        uid,
-        token: body["token"].as_str().expect("token").to_owned(),
-    }
-}
-
 #[tokio::test]
 async fn a_frozen_node_is_taken_for_dead_and_re_registers_its_users_when_it_resumes() {
-    let redis = OwnRedis::start().await;
-    let url = redis.url();
-    let args = [
-        "--redis-url",
-        url.as_str(),
-        "--presence-heartbeat-secs",
-        "1",
-        "--presence-timeout-secs",
-        "3",
-    ];
-    let watcher_node = NodeProcess::start_with(&args).await;
-    let frozen = NodeProcess::start_with(&args).await;
+    let (_redis, nodes) = fast_presence_nodes().await;
+    let [watcher_node, frozen] = nodes;
     let alice = signup_at(&watcher_node.url, "alice").await;
     let bob = signup_at(&watcher_node.url, "bob").await;
     let mut a = TestClient::connect(&watcher_node.url, &alice).await;
