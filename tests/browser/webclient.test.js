@@ -339,8 +339,11 @@ describe('web client in Chromium', () => {
     // sees the other tab when they switch to it): bring it to the front first.
     await b1.bringToFront();
     await waitBubble(b1, mine);
-    await waitBubble(a, mine);
+    // Bob's window shows tab 2 (so it renders), then alice's window gets the focus (display
+    // receipts are only sent from a focused window) and she reads it.
     await b2.bringToFront();
+    await a.bringToFront();
+    await waitBubble(a, mine);
     await waitBubble(b2, mine, { status: 'read' });
     await b2.close();
   });
