@@ -58,8 +58,9 @@ pub enum BusMessage {
     },
 }
 
-/// Channel payload of a stored event: `S<seq>\n<event JSON>`. The Redis inbox script builds the
-/// same bytes, so the two stay in one place of truth: here and `inbox/append.lua`.
+/// Channel payload of a live-only event: `L<socket to skip>\n<event JSON>`. Stored events are
+/// `S<seq>\n<event JSON>`, built by `inbox/append.lua` (and `L…` for the sender's copy there);
+/// [`Envelope::read`] reads both.
 pub fn encode_live(skip_socket: Option<&str>, event_json: &str) -> String {
     format!("L{}\n{event_json}", skip_socket.unwrap_or(""))
 }
@@ -100,14 +101,13 @@ impl<'a> Envelope<'a> {
     }
 }
 
-/// Decodes a channel payload; `None` for anything malformed (logged by the caller).
-pub fn decode(payload: &str) -> Option<BusMessage> {
-    Envelope::read(payload)?.open()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn decode(payload: &str) -> Option<BusMessage> {
+        Envelope::read(payload)?.open()
+    }
 
     #[test]
     fn payloads_round_trip() {

@@ -279,15 +279,11 @@ async fn run_reconciler(
         }
         for (uid, waiter) in batch.drain(..) {
             let Some(waiter) = waiter else { continue };
+            // Not subscribed after an Ok: detached again before we ran, nothing to wait for.
             let result = if subscribed.contains(&uid) {
                 Ok(())
             } else {
-                match &sub_result {
-                    Err(StoreError::Unavailable(m)) => Err(StoreError::Unavailable(m.clone())),
-                    Err(StoreError::Internal(m)) => Err(StoreError::Internal(m.clone())),
-                    // Detached again before we ran: nothing to wait for.
-                    Ok(()) => Ok(()),
-                }
+                sub_result.clone()
             };
             let _ = waiter.send(result);
         }

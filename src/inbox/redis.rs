@@ -102,10 +102,7 @@ async fn run_appender(
                 }
                 Err(e) => {
                     for waiter in waiters {
-                        let _ = waiter.send(Err(match &e {
-                            StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
-                            StoreError::Internal(m) => StoreError::Internal(m.clone()),
-                        }));
+                        let _ = waiter.send(Err(e.clone()));
                     }
                 }
             }

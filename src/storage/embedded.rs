@@ -182,10 +182,7 @@ fn run_writer(db: &RwLock<Option<Database>>, queue: &std::sync::mpsc::Receiver<W
             Err(StoreError::Internal("write batch aborted".into()))
         };
         for completion in completions {
-            completion(match &commit {
-                Ok(()) => Ok(()),
-                Err(e) => Err(StoreError::Internal(e.to_string())),
-            });
+            completion(commit.clone());
         }
     }
 }

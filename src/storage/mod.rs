@@ -9,7 +9,7 @@ pub mod redis;
 use crate::domain::{ChatError, ErrorCode};
 
 /// A back-end failure. Client-facing code maps it to `unavailable` or `internal`.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The back-end could not be reached or timed out; the operation may be retried.
     #[error("store unavailable: {0}")]
