@@ -9,6 +9,7 @@
 //! - [`accounts`]  signup/login/logout, tokens, account stores
 //! - [`inbox`]     durable per-user inboxes: Seq, idempotency, replay
 //! - [`bus`]       receiver-keyed pub/sub and the local routing table
+//! - [`calllog`]   every conversation event, written behind to DynamoDB / Redis / embedded
 //! - [`groups`]    durable group membership
 //! - [`receipts`]  who displayed what, for unread counts
 //! - [`presence`]  online state across nodes and who is told
@@ -20,6 +21,7 @@
 
 pub mod accounts;
 pub mod bus;
+pub mod calllog;
 pub mod chat;
 pub mod config;
 pub mod domain;

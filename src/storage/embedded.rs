@@ -12,6 +12,7 @@ use std::{
 };
 
 use redb::{Database, ReadTransaction, TableDefinition, WriteTransaction};
+pub use redb::ReadableTable;
 use tokio::sync::oneshot;
 
 use super::StoreError;
@@ -38,6 +39,12 @@ pub const CONTACTS: TableDefinition<&str, ()> = TableDefinition::new("contacts")
 
 /// Receipt state: `<sender>\0<gid or ->:<MsgID>` → JSON.
 pub const RECEIPTS: TableDefinition<&str, &[u8]> = TableDefinition::new("receipts");
+
+/// Call log rows: (partition key, sort key) → attributes JSON (see `calllog::table`).
+pub const CALLLOG: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("calllog");
+
+/// Call-log write-behind queue: position → record JSON.
+pub const CALLLOG_QUEUE: TableDefinition<u64, &[u8]> = TableDefinition::new("calllog_queue");
 
 /// Most writes folded into one transaction.
 const MAX_BATCH: usize = 512;
@@ -77,6 +84,8 @@ impl EmbeddedDb {
             txn.open_table(RECEIPTS).map_err(internal)?;
             txn.open_table(GROUP_ACTIVITY).map_err(internal)?;
             txn.open_table(CONTACTS).map_err(internal)?;
+            txn.open_table(CALLLOG).map_err(internal)?;
+            txn.open_table(CALLLOG_QUEUE).map_err(internal)?;
             txn.commit().map_err(internal)?;
         }
         let db = Arc::new(RwLock::new(Some(db)));
