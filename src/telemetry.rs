@@ -61,6 +61,10 @@ impl Gauge {
     pub fn dec(&self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
+    /// Replaces the value.
+    pub fn set(&self, value: i64) {
+        self.0.store(value, Ordering::Relaxed);
+    }
     /// Current value.
     pub fn get(&self) -> i64 {
         self.0.load(Ordering::Relaxed)
@@ -94,6 +98,12 @@ pub struct Metrics {
     pub inbox_depth_at_connect_sum: Counter,
     /// Connects whose inbox was read (the count for the sum above).
     pub inbox_depth_at_connect_count: Counter,
+    /// Call-log records written to the call-log table by this node.
+    pub calllog_written: Counter,
+    /// Failed call-log batch writes (each is retried).
+    pub calllog_errors: Counter,
+    /// Call-log records queued and not yet written (all nodes), as last seen.
+    pub calllog_backlog: Gauge,
 }
 
 impl Metrics {
@@ -118,7 +128,13 @@ impl Metrics {
             "Stored events emitted by this node and not yet acknowledged by the client.",
             self.unacked.get().into(),
         );
-        let counters: [(&str, &str, &Counter); 10] = [
+        metric(
+            "webchat_calllog_backlog",
+            "gauge",
+            "Call-log records queued and not yet written to the call-log table.",
+            self.calllog_backlog.get().into(),
+        );
+        let counters: [(&str, &str, &Counter); 12] = [
             (
                 "webchat_events_in_total",
                 "chat events received from clients.",
@@ -168,6 +184,16 @@ impl Metrics {
                 "webchat_inbox_depth_at_connect_count",
                 "Connects whose inbox was read.",
                 &self.inbox_depth_at_connect_count,
+            ),
+            (
+                "webchat_calllog_written_total",
+                "call-log records written to the call-log table.",
+                &self.calllog_written,
+            ),
+            (
+                "webchat_calllog_errors_total",
+                "failed call-log batch writes (retried).",
+                &self.calllog_errors,
             ),
         ];
         for (name, help, counter) in counters {

@@ -1,3 +1,618 @@
 //! The call log: every conversation event, kept for history and audit.
+//!
+//! Chat commands hand a [`LogRecord`] to the [`CallLog`] before the sender's ack; it goes into
+//! a durable write-behind queue ([`queue`]), and a drain task ([`drain`]) writes batches to the
+//! call-log table ([`table`]): DynamoDB, Redis or the embedded store. The REST history routes
+//! read the table through [`CallLog`]'s queries.
+//!
+//! Row layout (partition key / sort key; every write is idempotent):
+//! - `c#<conv>` / `t#<SentAt:13>#<EvtType>#<actor>#<MsgID>`: an event of the conversation
+//!   (`conv` is `p:<uid>:<uid>` with the uids sorted, or `g:<gid>`);
+//! - `c#<conv>` / `r#<sender>#<MsgID>#delivery|display`: receipt state of that message
+//!   (delivery keeps the first time, display the latest time and its Unread);
+//! - `u#<uid>` / `t#<SentAt:13>#<conv>#…`: a copy of each event the user sent or received
+//!   1:1, for the admin call log by uid (group traffic a user received is under the gid);
+//! - `v#<uid>` / `<conv>`: the user's 1:1 conversations with their latest event;
+//! - `v#<uid>` / `read#<conv>`: when the user last displayed something there (unread counts).
 
+pub mod drain;
+pub mod queue;
 pub mod table;
+
+use std::sync::Arc;
+
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+use futures_util::future::join_all;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::{
+    domain::{ChatError, ErrorCode, GroupId, UserId},
+    groups::GroupStore,
+    presence::ContactStore,
+    storage::StoreError,
+};
+use queue::LogQueue;
+use table::{Order, Row, SkRange, SortedTable};
+
+/// A conversation: two users, or a group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Conversation {
+    /// 1:1 with `peer` (seen from the actor).
+    Direct {
+        /// The other user.
+        peer: String,
+    },
+    /// A group.
+    Group {
+        /// The group id.
+        gid: String,
+    },
+}
+
+/// One thing that happened in a conversation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum LogRecord {
+    /// A message, or a group's create / refer / depart.
+    Event {
+        /// `message`, `create`, `refer` or `depart`.
+        evt_type: String,
+        /// Who sent or acted.
+        actor: String,
+        /// Where.
+        conversation: Conversation,
+        /// The event's MsgID.
+        msg_id: String,
+        /// Text, or the JSON uid list of a membership change.
+        body: String,
+        /// Unix ms when the server accepted it.
+        sent_at: i64,
+        /// The recipient's Seq (1:1).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seq: Option<u64>,
+    },
+    /// A `delivery` or `display` receipt.
+    Receipt {
+        /// `delivery` or `display`.
+        receipt: String,
+        /// Who received or displayed the message.
+        reader: String,
+        /// Who sent the message.
+        sender: String,
+        /// The message's group, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        group: Option<String>,
+        /// The message's MsgID.
+        msg_id: String,
+        /// Unix ms of the receipt.
+        at: i64,
+        /// Members who have not displayed the message yet.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        unread: Option<u32>,
+    },
+}
+
+/// The key of a conversation in the table.
+fn conv_key(actor: &str, conversation: &Conversation) -> String {
+    match conversation {
+        Conversation::Direct { peer } => {
+            let (a, b) = if actor <= peer.as_str() {
+                (actor, peer.as_str())
+            } else {
+                (peer.as_str(), actor)
+            };
+            format!("p:{a}:{b}")
+        }
+        Conversation::Group { gid } => format!("g:{gid}"),
+    }
+}
+
+fn event_sk(sent_at: i64, evt_type: &str, actor: &str, msg_id: &str) -> String {
+    format!("t#{:013}#{evt_type}#{actor}#{msg_id}", sent_at.max(0))
+}
+
+fn receipt_sk(sender: &str, msg_id: &str, receipt: &str) -> String {
+    format!("r#{sender}#{msg_id}#{receipt}")
+}
+
+/// The rows one batch of records becomes: plain rows, and versioned rows (with the name of
+/// their version attribute) that must never move backwards.
+#[derive(Debug, Default)]
+pub struct RowsToWrite {
+    /// Written as they are.
+    pub plain: Vec<Row>,
+    /// Written unless a newer version is stored.
+    pub versioned: Vec<(Row, &'static str)>,
+}
+
+/// Turns records into table rows (pure: the drain writes them).
+pub fn rows_for(records: &[LogRecord]) -> RowsToWrite {
+    let mut out = RowsToWrite::default();
+    for record in records {
+        match record {
+            LogRecord::Event {
+                evt_type,
+                actor,
+                conversation,
+                msg_id,
+                body,
+                sent_at,
+                seq,
+            } => {
+                let conv = conv_key(actor, conversation);
+                let sk = event_sk(*sent_at, evt_type, actor, msg_id);
+                let (to, group) = match conversation {
+                    Conversation::Direct { peer } => (peer.clone(), None),
+                    Conversation::Group { gid } => (gid.clone(), Some(gid.clone())),
+                };
+                let mut row = Row::new(format!("c#{conv}"), &sk)
+                    .with("e", evt_type.as_str())
+                    .with("a", actor.as_str())
+                    .with("to", to.as_str())
+                    .with("m", msg_id.as_str())
+                    .with("b", body.as_str())
+                    .with("at", *sent_at);
+                if let Some(seq) = seq {
+                    row = row.with("seq", *seq);
+                }
+                if let Some(gid) = &group {
+                    row = row.with("g", gid.as_str());
+                }
+                let index_sk = format!("t#{:013}#{conv}#{}", (*sent_at).max(0), &sk[16..]);
+                let indexed = |uid: &str| {
+                    let mut copy = Row::new(format!("u#{uid}"), &index_sk);
+                    copy.attrs = row.attrs.clone();
+                    copy.with("c", conv.as_str()).with("s", sk.as_str())
+                };
+                out.plain.push(indexed(actor));
+                if group.is_none() && to != *actor {
+                    out.plain.push(indexed(&to));
+                    for (me, other) in [(actor.as_str(), to.as_str()), (to.as_str(), actor.as_str())] {
+                        let mut summary = Row::new(format!("v#{me}"), &conv);
+                        summary.attrs = row.attrs.clone();
+                        out.versioned.push((summary.with("with", other), "at"));
+                    }
+                }
+                out.plain.push(row);
+            }
+            LogRecord::Receipt {
+                receipt,
+                reader,
+                sender,
+                group,
+                msg_id,
+                at,
+                unread,
+            } => {
+                let conversation = match group {
+                    Some(gid) => Conversation::Group { gid: gid.clone() },
+                    None => Conversation::Direct {
+                        peer: sender.clone(),
+                    },
+                };
+                let conv = conv_key(reader, &conversation);
+                let mut row = Row::new(format!("c#{conv}"), receipt_sk(sender, msg_id, receipt))
+                    .with("at", *at)
+                    .with("reader", reader.as_str());
+                if let Some(unread) = unread {
+                    row = row.with("unread", *unread);
+                }
+                if receipt == "display" {
+                    out.versioned.push((row, "at"));
+                    let marker = Row::new(format!("v#{reader}"), format!("read#{conv}")).with("at", *at);
+                    out.versioned.push((marker, "at"));
+                } else {
+                    // The first delivery is the one worth knowing: a smaller time wins.
+                    out.versioned.push((row.with("first", -*at), "first"));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// One event as the REST API shows it (the contract's call-log item).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LoggedEvent {
+    /// Message id.
+    #[serde(rename = "MsgID")]
+    pub msg_id: String,
+    /// `message`, `create`, `refer`, `depart`.
+    #[serde(rename = "EvtType")]
+    pub evt_type: String,
+    /// 1:1: the sender. Group: the gid.
+    #[serde(rename = "From")]
+    pub from: String,
+    /// Group: the acting uid. 1:1: "".
+    #[serde(rename = "Originated")]
+    pub originated: String,
+    /// 1:1: the recipient. Group: the gid.
+    #[serde(rename = "To")]
+    pub to: String,
+    /// Text or JSON uid list.
+    #[serde(rename = "Body")]
+    pub body: String,
+    /// Unix ms when accepted.
+    #[serde(rename = "SentAt")]
+    pub sent_at: i64,
+    /// The recipient's Seq (1:1).
+    #[serde(rename = "Seq", skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    /// Unix ms of the first delivery receipt.
+    #[serde(rename = "DeliveredAt")]
+    pub delivered_at: Option<i64>,
+    /// Unix ms of the latest display receipt.
+    #[serde(rename = "DisplayedAt")]
+    pub displayed_at: Option<i64>,
+    /// Members who had not displayed it at the latest receipt.
+    #[serde(rename = "Unread", skip_serializing_if = "Option::is_none")]
+    pub unread: Option<u32>,
+}
+
+/// One row of a user's conversation list.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConversationSummary {
+    /// The peer's uid or the gid (what `/conversations/{id}/messages` takes).
+    pub id: String,
+    /// `direct` or `group`.
+    pub kind: &'static str,
+    /// The latest event, if any.
+    pub last: Option<LoggedEvent>,
+    /// Messages from others after the user's last display there (at most 100 counted).
+    pub unread: u32,
+    /// Unix ms of the latest event (0 for a group without any yet).
+    pub updated_at: i64,
+}
+
+/// A page of results and the cursor of the next one.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Page<T> {
+    /// This page.
+    pub items: Vec<T>,
+    /// Pass back as `cursor` for the next page; `None` at the end.
+    pub next: Option<String>,
+}
+
+/// Whose call log an admin reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminSubject {
+    /// Everything a user sent, and the 1:1 traffic they received.
+    User(UserId),
+    /// Everything in a group.
+    Group(GroupId),
+}
+
+/// Unread counts stop here (a badge shows "99+").
+const UNREAD_CAP: usize = 100;
+/// A user's conversation list is read whole (then sorted); this bounds it.
+const MAX_CONVERSATIONS: usize = 5_000;
+
+/// Records events (through the write-behind queue) and answers history queries.
+#[derive(Clone)]
+pub struct CallLog {
+    queue: Option<Arc<dyn LogQueue>>,
+    table: Arc<dyn SortedTable>,
+    groups: Arc<dyn GroupStore>,
+    contacts: Arc<dyn ContactStore>,
+}
+
+impl CallLog {
+    /// A call log over `table`; `queue` is `None` when logging is switched off.
+    pub fn new(
+        queue: Option<Arc<dyn LogQueue>>,
+        table: Arc<dyn SortedTable>,
+        groups: Arc<dyn GroupStore>,
+        contacts: Arc<dyn ContactStore>,
+    ) -> Self {
+        Self {
+            queue,
+            table,
+            groups,
+            contacts,
+        }
+    }
+
+    /// Queues `record` durably; the caller acks its sender only after this succeeded.
+    pub async fn record(&self, record: LogRecord) -> Result<(), StoreError> {
+        match &self.queue {
+            Some(queue) => queue.enqueue(std::slice::from_ref(&record)).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Records waiting to be written to the table (0 when logging is off).
+    pub async fn backlog(&self) -> Result<u64, StoreError> {
+        match &self.queue {
+            Some(queue) => queue.backlog().await,
+            None => Ok(0),
+        }
+    }
+
+    /// The table (for the drain and `/health`).
+    pub fn table(&self) -> &Arc<dyn SortedTable> {
+        &self.table
+    }
+
+    /// `user`'s conversations, newest first.
+    pub async fn conversations(
+        &self,
+        user: &UserId,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<ConversationSummary>, ChatError> {
+        let after = cursor.map(|c| decode_cursor(c, "conversations")).transpose()?;
+        let own = format!("v#{user}");
+        let (direct, markers, gids) = tokio::try_join!(
+            self.table
+                .query(&own, SkRange::prefix("p:"), Order::Ascending, MAX_CONVERSATIONS),
+            self.table
+                .query(&own, SkRange::prefix("read#"), Order::Ascending, MAX_CONVERSATIONS),
+            self.contacts.groups_of(user),
+        )?;
+        let read_at = |conv: &str| {
+            markers
+                .iter()
+                .find(|m| m.sk.strip_prefix("read#") == Some(conv))
+                .and_then(|m| m.int("at"))
+                .unwrap_or(0)
+        };
+        let mut rows: Vec<(String, &'static str, Option<Row>, String)> = direct
+            .into_iter()
+            .map(|row| {
+                let conv = row.sk.clone();
+                (row.str("with").to_owned(), "direct", Some(row), conv)
+            })
+            .collect();
+        let group_lasts = join_all(gids.iter().map(|gid| {
+            let pk = format!("c#g:{gid}");
+            async move { self.table.query(&pk, SkRange::prefix("t#"), Order::Descending, 1).await }
+        }))
+        .await;
+        for (gid, last) in gids.iter().zip(group_lasts) {
+            rows.push((gid.clone(), "group", last?.pop(), format!("g:{gid}")));
+        }
+        let mut summaries: Vec<(String, ConversationSummary, String)> = rows
+            .into_iter()
+            .map(|(id, kind, last, conv)| {
+                let updated_at = last.as_ref().and_then(|r| r.int("at")).unwrap_or(0);
+                let summary = ConversationSummary {
+                    id: id.clone(),
+                    kind,
+                    last: last.as_ref().map(|r| logged_event(r, &[])),
+                    unread: 0,
+                    updated_at,
+                };
+                (format!("{updated_at:013}#{id}"), summary, conv)
+            })
+            .collect();
+        summaries.sort_by(|a, b| b.0.cmp(&a.0));
+        if let Some(after) = &after {
+            summaries.retain(|(position, _, _)| position < after);
+        }
+        let more = summaries.len() > limit;
+        summaries.truncate(limit);
+        let unread = join_all(summaries.iter().map(|(_, s, conv)| {
+            self.unread_in(conv, user.as_str(), read_at(conv), s.updated_at)
+        }))
+        .await;
+        let next = if more {
+            summaries
+                .last()
+                .map(|(position, _, _)| encode_cursor("conversations", position))
+        } else {
+            None
+        };
+        let mut items = Vec::with_capacity(summaries.len());
+        for ((_, mut summary, _), unread) in summaries.into_iter().zip(unread) {
+            summary.unread = unread?;
+            items.push(summary);
+        }
+        Ok(Page { items, next })
+    }
+
+    async fn unread_in(
+        &self,
+        conv: &str,
+        user: &str,
+        read_at: i64,
+        updated_at: i64,
+    ) -> Result<u32, StoreError> {
+        if updated_at <= read_at {
+            return Ok(0);
+        }
+        let range = SkRange {
+            after: Some(format!("t#{:013}~", read_at.max(0))),
+            before: Some("t#\u{7f}".into()),
+        };
+        let rows = self
+            .table
+            .query(&format!("c#{conv}"), range, Order::Descending, UNREAD_CAP)
+            .await?;
+        let count = rows
+            .iter()
+            .filter(|r| r.str("e") == "message" && r.str("a") != user)
+            .count();
+        Ok(u32::try_from(count).unwrap_or(u32::MAX))
+    }
+
+    /// History of `user`'s conversation with `with` (a uid or a gid), newest first, with
+    /// receipt states. Groups: members only.
+    pub async fn messages(
+        &self,
+        user: &UserId,
+        with: &str,
+        before: Option<i64>,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<LoggedEvent>, ChatError> {
+        let conv = if with.starts_with("group_") {
+            let gid = GroupId::parse(with)?;
+            let members = self
+                .groups
+                .members(&gid)
+                .await?
+                .ok_or_else(|| ChatError::new(ErrorCode::NotFound, format!("no group {gid}")))?;
+            if !members.iter().any(|m| m == user.as_str()) {
+                return Err(ChatError::new(
+                    ErrorCode::Forbidden,
+                    format!("not a member of {gid}"),
+                ));
+            }
+            format!("g:{gid}")
+        } else {
+            let peer = UserId::parse(with)?;
+            conv_key(user.as_str(), &Conversation::Direct { peer: peer.to_string() })
+        };
+        let scope = format!("messages:{conv}");
+        let upper = match (cursor, before) {
+            (Some(c), _) => decode_cursor(c, &scope)?,
+            (None, Some(before)) => format!("t#{:013}", before.max(0)),
+            (None, None) => "t#\u{7f}".to_owned(),
+        };
+        let pk = format!("c#{conv}");
+        let range = SkRange {
+            after: Some("t#".into()),
+            before: Some(upper),
+        };
+        self.page_of_events(&pk, range, Order::Descending, limit, &scope)
+            .await
+    }
+
+    /// The admin call log of a user or a group, oldest first, `since` ≤ SentAt < `until`.
+    pub async fn admin(
+        &self,
+        subject: &AdminSubject,
+        since: Option<i64>,
+        until: Option<i64>,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<LoggedEvent>, ChatError> {
+        let (pk, scope) = match subject {
+            AdminSubject::User(uid) => (format!("u#{uid}"), format!("admin:u:{uid}")),
+            AdminSubject::Group(gid) => (format!("c#g:{gid}"), format!("admin:g:{gid}")),
+        };
+        let lower = match (cursor, since) {
+            (Some(c), _) => decode_cursor(c, &scope)?,
+            // Just below every key of that millisecond.
+            (None, Some(since)) => format!("t#{:013}", since.max(0)),
+            (None, None) => "t#".to_owned(),
+        };
+        let upper = match until {
+            Some(until) => format!("t#{:013}", until.max(0)),
+            None => "t#\u{7f}".to_owned(),
+        };
+        let range = SkRange {
+            after: Some(lower),
+            before: Some(upper),
+        };
+        self.page_of_events(&pk, range, Order::Ascending, limit, &scope)
+            .await
+    }
+
+    async fn page_of_events(
+        &self,
+        pk: &str,
+        range: SkRange,
+        order: Order,
+        limit: usize,
+        scope: &str,
+    ) -> Result<Page<LoggedEvent>, ChatError> {
+        let mut rows = self.table.query(pk, range, order, limit + 1).await?;
+        let more = rows.len() > limit;
+        rows.truncate(limit);
+        let receipts = self.receipts_of(&rows).await?;
+        let next = if more {
+            rows.last().map(|r| encode_cursor(scope, &r.sk))
+        } else {
+            None
+        };
+        let items = rows.iter().map(|r| logged_event(r, &receipts)).collect();
+        Ok(Page { items, next })
+    }
+
+    /// The receipt rows of the messages among `rows`.
+    async fn receipts_of(&self, rows: &[Row]) -> Result<Vec<Row>, StoreError> {
+        let keys: Vec<(String, String)> = rows
+            .iter()
+            .filter(|r| r.str("e") == "message")
+            .flat_map(|r| {
+                let conv_pk = match r.str("c") {
+                    "" => r.pk.clone(),
+                    conv => format!("c#{conv}"),
+                };
+                ["delivery", "display"].map(|kind| {
+                    (conv_pk.clone(), receipt_sk(r.str("a"), r.str("m"), kind))
+                })
+            })
+            .collect();
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.table.get_rows(keys).await
+    }
+}
+
+/// A stored event row (plus the receipt rows at hand) as the API shows it.
+fn logged_event(row: &Row, receipts: &[Row]) -> LoggedEvent {
+    let actor = row.str("a");
+    let msg_id = row.str("m");
+    let group = row.str("g");
+    let receipt = |kind: &str| {
+        let sk = receipt_sk(actor, msg_id, kind);
+        receipts.iter().find(|r| r.sk == sk)
+    };
+    let delivered = receipt("delivery");
+    let displayed = receipt("display");
+    let (from, originated) = if group.is_empty() {
+        (actor.to_owned(), String::new())
+    } else {
+        (group.to_owned(), actor.to_owned())
+    };
+    LoggedEvent {
+        msg_id: msg_id.to_owned(),
+        evt_type: row.str("e").to_owned(),
+        from,
+        originated,
+        to: row.str("to").to_owned(),
+        body: row.str("b").to_owned(),
+        sent_at: row.int("at").unwrap_or(0),
+        seq: row.int("seq").and_then(|s| u64::try_from(s).ok()),
+        delivered_at: delivered.and_then(|r| r.int("at")),
+        displayed_at: displayed.and_then(|r| r.int("at")),
+        unread: displayed
+            .or(delivered)
+            .and_then(|r| r.int("unread"))
+            .and_then(|u| u32::try_from(u).ok()),
+    }
+}
+
+/// Cursors are opaque to clients: base64url of `<scope>\n<position>`. The scope ties a
+/// cursor to the query that made it, so one cannot be replayed against another.
+fn encode_cursor(scope: &str, position: &str) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{scope}\n{position}"))
+}
+
+fn decode_cursor(cursor: &str, scope: &str) -> Result<String, ChatError> {
+    let bad = || ChatError::bad_request("bad cursor");
+    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
+    let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    let (cursor_scope, position) = text.split_once('\n').ok_or_else(bad)?;
+    if cursor_scope != scope || position.is_empty() {
+        return Err(bad());
+    }
+    Ok(position.to_owned())
+}
+
+/// The summary of a call-log back-end for `/health`.
+pub fn backlog_json(backlog: Result<u64, StoreError>) -> Value {
+    match backlog {
+        Ok(n) => json!({ "ok": true, "backlog": n }),
+        Err(e) => json!({ "ok": false, "error": e.to_string() }),
+    }
+}
+
+#[cfg(test)]
+mod tests;

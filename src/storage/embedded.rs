@@ -12,7 +12,7 @@ use std::{
 };
 
 use redb::{Database, ReadTransaction, TableDefinition, WriteTransaction};
-pub use redb::ReadableTable;
+pub use redb::{ReadableTable, ReadableTableMetadata};
 use tokio::sync::oneshot;
 
 use super::StoreError;
