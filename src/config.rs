@@ -52,6 +52,19 @@ pub struct Settings {
     #[arg(long, env = "WEBCHAT_REDIS_URL")]
     pub redis_url: Option<String>,
 
+    /// DynamoDB endpoint (e.g. DynamoDB Local, `http://127.0.0.1:8000`); region and
+    /// credentials come from the usual AWS variables. Set: the call log lives in DynamoDB.
+    #[arg(long, env = "WEBCHAT_DYNAMODB_ENDPOINT")]
+    pub dynamodb_endpoint: Option<String>,
+
+    /// Prefix of the DynamoDB table names.
+    #[arg(long, env = "WEBCHAT_TABLE_PREFIX", default_value = "webchat_")]
+    pub table_prefix: String,
+
+    /// Log every conversation event to the call log (`false` only for benchmarks).
+    #[arg(long, env = "WEBCHAT_CALL_LOG", default_value_t = true, action = clap::ArgAction::Set)]
+    pub call_log: bool,
+
     /// Largest accepted message Body, in bytes.
     #[arg(long, env = "WEBCHAT_MAX_BODY_BYTES", default_value_t = 16 * 1024)]
     pub max_body_bytes: usize,

@@ -13,6 +13,7 @@
 //! - [`groups`]    durable group membership
 //! - [`receipts`]  who displayed what, for unread counts
 //! - [`presence`]  online state across nodes and who is told
+//! - [`profiles`]  profile updates from the profile service to contacts' sockets
 //! - [`chat`]      what a client command does (no sockets)
 //! - [`gateway`]   socket.io handlers and per-socket delivery
 //! - [`http`]      REST, `/health`, `/metrics`, the web client
@@ -31,6 +32,7 @@ pub mod health;
 pub mod http;
 pub mod inbox;
 pub mod presence;
+pub mod profiles;
 pub mod receipts;
 pub mod startup;
 pub mod state;

@@ -20,6 +20,13 @@ use crate::{
         token::TokenSigner, AccountService, AccountStore, EmbeddedAccountStore, RedisAccountStore,
     },
     bus::{Bus, MemoryBus, RedisBus, Router},
+    calllog::{
+        drain,
+        queue::{EmbeddedQueue, LogQueue, RedisQueue},
+        redis_table::RedisTable,
+        table::{EmbeddedTable, SortedTable},
+        CallLog,
+    },
     chat::{ChatDeps, ChatService},
     config::{AuthMode, Settings},
     gateway,
@@ -84,11 +91,38 @@ impl Application {
             health,
             token_key: secret,
             embedded,
+            calllog_queue,
+            calllog_table,
+            profile_updates,
         } = match &settings.redis_url {
             Some(url) => Backends::redis(url, &settings, &router, limits, &shutdown).await?,
             None => Backends::embedded(&settings, &router, limits, &shutdown)?,
         };
         let _ = bus_slot.set(bus.clone());
+        let calllog_table: Arc<dyn SortedTable> = match &settings.dynamodb_endpoint {
+            Some(endpoint) => {
+                let name = format!("{}calllog", settings.table_prefix);
+                Arc::new(crate::calllog::dynamo::connect(Some(endpoint), &name).await?)
+            }
+            None => calllog_table,
+        };
+        let calllog_queue = settings.call_log.then_some(calllog_queue);
+        if let Some(queue) = &calllog_queue {
+            tokio::spawn(drain::run(
+                queue.clone(),
+                calllog_table.clone(),
+                metrics.clone(),
+                shutdown.clone(),
+            ));
+        } else {
+            tracing::warn!("the call log is switched off: conversation events are not logged");
+        }
+        let calllog = CallLog::new(
+            calllog_queue,
+            calllog_table,
+            groups.clone(),
+            contacts.clone(),
+        );
 
         let accounts = AccountService::new(
             accounts_store,
@@ -109,12 +143,18 @@ impl Application {
             every,
             shutdown.clone(),
         ));
+        if let Some(subscriber) = &profile_updates {
+            crate::profiles::ProfileSharer::new(presence.clone(), router.clone())
+                .listen(subscriber.clone(), shutdown.clone())
+                .await?;
+        }
         let chat = ChatService::new(ChatDeps {
             presence: presence.clone(),
+            calllog: calllog.clone(),
             accounts: accounts.clone(),
             inbox: inbox.clone(),
             bus,
-            groups,
+            groups: groups.clone(),
             receipts,
             metrics: metrics.clone(),
             require_known_recipients: settings.auth == AuthMode::Token,
@@ -125,6 +165,8 @@ impl Application {
             settings: settings.clone(),
             accounts,
             chat,
+            calllog,
+            groups,
             router,
             inbox,
             inbox_limits: limits,
@@ -235,6 +277,12 @@ struct Backends {
     token_key: Vec<u8>,
     /// Set in embedded mode: closed last on shutdown.
     embedded: Option<EmbeddedDb>,
+    /// The call log's write-behind queue.
+    calllog_queue: Arc<dyn LogQueue>,
+    /// The call-log table unless DynamoDB is configured.
+    calllog_table: Arc<dyn SortedTable>,
+    /// Redis: where the profile service's updates arrive.
+    profile_updates: Option<fred::clients::SubscriberClient>,
 }
 
 impl Backends {
@@ -248,6 +296,13 @@ impl Backends {
     ) -> Result<Self, StartupError> {
         let redis = RedisHandles::connect(url).await?;
         let node = uuid::Uuid::new_v4().simple().to_string();
+        let calllog_queue = RedisQueue::new(
+            format!("wc:{}calllog", settings.table_prefix),
+            redis.pool.clone(),
+            redis.blocking.clone(),
+            node.clone(),
+        )
+        .await?;
         let bus = RedisBus::new(&redis);
         bus.spawn_listener(router.clone(), shutdown.clone());
         let token_key = match configured_token_key(settings) {
@@ -276,6 +331,9 @@ impl Backends {
             health: Health::Redis(redis.pool.clone()),
             token_key,
             embedded: None,
+            calllog_queue: Arc::new(calllog_queue),
+            calllog_table: Arc::new(RedisTable::new(redis.pool.clone())),
+            profile_updates: Some(redis.subscriber.clone()),
         })
     }
 
@@ -311,6 +369,9 @@ impl Backends {
             bus,
             health: Health::Embedded,
             token_key,
+            calllog_queue: Arc::new(EmbeddedQueue::new(db.clone())),
+            calllog_table: Arc::new(EmbeddedTable::new(db.clone())),
+            profile_updates: None,
             embedded: Some(db),
         })
     }

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    accounts::AccountService, bus::Router, chat::ChatService, config::Settings, health::Health,
-    inbox::InboxLimits, telemetry::Metrics,
+    accounts::AccountService, bus::Router, calllog::CallLog, chat::ChatService, config::Settings,
+    groups::GroupStore, health::Health, inbox::InboxLimits, telemetry::Metrics,
 };
 
 /// Everything a request or socket handler may need.
@@ -18,6 +18,10 @@ pub struct AppState {
     pub accounts: AccountService,
     /// Chat commands.
     pub chat: ChatService,
+    /// History and the admin call log.
+    pub calllog: CallLog,
+    /// Group membership (REST group view).
+    pub groups: Arc<dyn GroupStore>,
     /// Local sockets by user.
     pub router: Arc<Router>,
     /// Inbox reads for replay.

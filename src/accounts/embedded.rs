@@ -23,6 +23,38 @@ impl EmbeddedAccountStore {
 
 #[async_trait]
 impl AccountStore for EmbeddedAccountStore {
+    async fn list(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Account>, StoreError> {
+        let prefix = prefix.to_owned();
+        let after = after.map(str::to_owned);
+        self.db
+            .read(move |txn| {
+                let table = txn.open_table(ACCOUNTS).map_err(internal)?;
+                let start = match &after {
+                    Some(after) if after.as_str() >= prefix.as_str() => after.clone(),
+                    _ => prefix.clone(),
+                };
+                let mut out = Vec::new();
+                for entry in table.range(start.as_str()..).map_err(internal)? {
+                    let (uid, json) = entry.map_err(internal)?;
+                    let uid = uid.value();
+                    if !uid.starts_with(prefix.as_str()) || out.len() >= limit {
+                        break;
+                    }
+                    if after.as_deref() == Some(uid) {
+                        continue;
+                    }
+                    out.push(serde_json::from_slice(json.value()).map_err(internal)?);
+                }
+                Ok(out)
+            })
+            .await
+    }
+
     async fn insert(&self, account: &Account) -> Result<bool, StoreError> {
         let uid = account.uid.clone();
         let json = serde_json::to_vec(account).map_err(internal)?;

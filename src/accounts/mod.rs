@@ -50,6 +50,14 @@ pub trait AccountStore: Send + Sync {
     async fn revoke(&self, jti: &str, expires_at: i64) -> Result<(), StoreError>;
     /// Whether a token id was revoked.
     async fn is_revoked(&self, jti: &str) -> Result<bool, StoreError>;
+    /// Up to `limit` accounts whose uid starts with `prefix` and sorts after `after`, in
+    /// uid order (the address book).
+    async fn list(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Account>, StoreError>;
 }
 
 /// Why a signup failed.
@@ -167,6 +175,16 @@ impl AccountService {
             return Err(unauthorized());
         }
         Ok(claims)
+    }
+
+    /// Accounts by uid prefix, in uid order after `after` (the address book).
+    pub async fn list(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Account>, ChatError> {
+        Ok(self.store.list(prefix, after, limit).await?)
     }
 
     /// Whether an account exists (cached once seen).

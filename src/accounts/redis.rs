@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use fred::{
     clients::Pool,
-    interfaces::KeysInterface,
+    interfaces::{KeysInterface, SortedSetsInterface},
     types::{Expiration, SetOptions},
 };
 
@@ -13,6 +13,9 @@ use crate::storage::{
     redis::{unavailable, user_key},
     StoreError,
 };
+
+/// Every uid, in a sorted set with equal scores (lexicographic range queries).
+const DIRECTORY: &str = "wc:users";
 
 /// [`AccountStore`] over Redis.
 pub struct RedisAccountStore {
@@ -30,6 +33,20 @@ impl RedisAccountStore {
 impl AccountStore for RedisAccountStore {
     async fn insert(&self, account: &Account) -> Result<bool, StoreError> {
         let json = serde_json::to_string(account).map_err(internal)?;
+        // Listed first: a failure after this leaves a uid without an account, which `list`
+        // skips, rather than an account missing from the address book.
+        let _: i64 = self
+            .pool
+            .zadd(
+                DIRECTORY,
+                None,
+                None,
+                false,
+                false,
+                (0.0, account.uid.as_str()),
+            )
+            .await
+            .map_err(unavailable)?;
         let set: Option<String> = self
             .pool
             .set(
@@ -42,6 +59,32 @@ impl AccountStore for RedisAccountStore {
             .await
             .map_err(unavailable)?;
         Ok(set.is_some())
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Account>, StoreError> {
+        let min = match after {
+            Some(after) if after >= prefix => format!("({after}"),
+            _ => format!("[{prefix}"),
+        };
+        // Every uid with the prefix sorts below prefix + the highest uid character.
+        let max = format!("({prefix}\u{7f}");
+        let count = i64::try_from(limit).unwrap_or(i64::MAX);
+        let uids: Vec<String> = self
+            .pool
+            .zrangebylex(DIRECTORY, min, max, Some((0, count)))
+            .await
+            .map_err(unavailable)?;
+        let accounts = futures_util::future::join_all(uids.iter().map(|uid| self.get(uid))).await;
+        let mut out = Vec::with_capacity(uids.len());
+        for account in accounts {
+            out.extend(account?);
+        }
+        Ok(out)
     }
 
     async fn get(&self, uid: &str) -> Result<Option<Account>, StoreError> {

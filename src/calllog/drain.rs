@@ -9,11 +9,19 @@ use std::{sync::Arc, time::Duration};
 use futures_util::future::join_all;
 use tokio_util::sync::CancellationToken;
 
-use super::{queue::LogQueue, rows_for, table::SortedTable};
+use std::collections::HashMap;
+
+use super::{
+    queue::LogQueue,
+    rows_for,
+    table::{Row, SortedTable},
+};
 use crate::{storage::StoreError, telemetry::Metrics};
 
 /// Records taken per batch.
 const BATCH: usize = 500;
+/// Conditional (versioned) writes in flight at once.
+const VERSIONED_IN_FLIGHT: usize = 16;
 /// Longest pause between retries of a failing batch.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
@@ -90,14 +98,56 @@ pub async fn write(
 ) -> Result<(), StoreError> {
     let rows = rows_for(records);
     table.put_rows(rows.plain).await?;
-    for result in join_all(
-        rows.versioned
-            .into_iter()
-            .map(|(row, version)| table.put_if_newer(row, version)),
-    )
-    .await
-    {
-        result?;
+    let versioned = newest_of_each_key(rows.versioned);
+    // Bounded: thousands of conditional writes at once only queue up inside the back-end
+    // (and time out there) instead of finishing sooner.
+    for chunk in versioned.chunks(VERSIONED_IN_FLIGHT) {
+        let writes = chunk
+            .iter()
+            .map(|(row, version)| table.put_if_newer(row.clone(), version));
+        for result in join_all(writes).await {
+            result?;
+        }
     }
     Ok(())
+}
+
+/// Only the newest version of each key: a busy conversation's summary row is written once
+/// per batch instead of once per message (the older writes would be refused anyway).
+fn newest_of_each_key(rows: Vec<(Row, &'static str)>) -> Vec<(Row, &'static str)> {
+    let mut newest: HashMap<(String, String), (Row, &'static str)> = HashMap::new();
+    for (row, version) in rows {
+        let key = (row.pk.clone(), row.sk.clone());
+        match newest.get(&key) {
+            Some((kept, _)) if kept.int(version) > row.int(version) => {}
+            _ => {
+                newest.insert(key, (row, version));
+            }
+        }
+    }
+    newest.into_values().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_keeps_the_newest_version_of_each_key() {
+        let rows = vec![
+            (Row::new("v#a", "p").with("at", 3), "at"),
+            (Row::new("v#a", "p").with("at", 9), "at"),
+            (Row::new("v#a", "p").with("at", 5), "at"),
+            (Row::new("v#b", "p").with("at", 1), "at"),
+        ];
+        let mut kept: Vec<(String, Option<i64>)> = newest_of_each_key(rows)
+            .into_iter()
+            .map(|(r, v)| (r.pk.clone(), r.int(v)))
+            .collect();
+        kept.sort();
+        assert_eq!(
+            kept,
+            [("v#a".to_owned(), Some(9)), ("v#b".to_owned(), Some(1))]
+        );
+    }
 }

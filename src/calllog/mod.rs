@@ -16,10 +16,12 @@
 //! - `v#<uid>` / `read#<conv>`: when the user last displayed something there (unread counts).
 
 pub mod drain;
+pub mod dynamo;
 pub mod queue;
+pub mod redis_table;
 pub mod table;
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use futures_util::future::join_all;
@@ -169,7 +171,9 @@ pub fn rows_for(records: &[LogRecord]) -> RowsToWrite {
                 out.plain.push(indexed(actor));
                 if group.is_none() && to != *actor {
                     out.plain.push(indexed(&to));
-                    for (me, other) in [(actor.as_str(), to.as_str()), (to.as_str(), actor.as_str())] {
+                    for (me, other) in
+                        [(actor.as_str(), to.as_str()), (to.as_str(), actor.as_str())]
+                    {
                         let mut summary = Row::new(format!("v#{me}"), &conv);
                         summary.attrs = row.attrs.clone();
                         out.versioned.push((summary.with("with", other), "at"));
@@ -201,7 +205,8 @@ pub fn rows_for(records: &[LogRecord]) -> RowsToWrite {
                 }
                 if receipt == "display" {
                     out.versioned.push((row, "at"));
-                    let marker = Row::new(format!("v#{reader}"), format!("read#{conv}")).with("at", *at);
+                    let marker =
+                        Row::new(format!("v#{reader}"), format!("read#{conv}")).with("at", *at);
                     out.versioned.push((marker, "at"));
                 } else {
                     // The first delivery is the one worth knowing: a smaller time wins.
@@ -211,6 +216,28 @@ pub fn rows_for(records: &[LogRecord]) -> RowsToWrite {
         }
     }
     out
+}
+
+/// `rows` with only the last row of each (pk, sk), in input order. Back-ends that split a
+/// write into concurrent batches use it so "last write wins" holds without ordering the
+/// batches (and DynamoDB refuses a batch naming one key twice).
+fn last_of_each_key(rows: Vec<Row>) -> Vec<Row> {
+    let mut last: HashMap<(&str, &str), usize> = HashMap::with_capacity(rows.len());
+    for (i, row) in rows.iter().enumerate() {
+        last.insert((row.pk.as_str(), row.sk.as_str()), i);
+    }
+    if last.len() == rows.len() {
+        return rows;
+    }
+    let keep: Vec<bool> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, row)| last.get(&(row.pk.as_str(), row.sk.as_str())) == Some(&i))
+        .collect();
+    rows.into_iter()
+        .zip(keep)
+        .filter_map(|(row, keep)| keep.then_some(row))
+        .collect()
 }
 
 /// One event as the REST API shows it (the contract's call-log item).
@@ -343,13 +370,23 @@ impl CallLog {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<Page<ConversationSummary>, ChatError> {
-        let after = cursor.map(|c| decode_cursor(c, "conversations")).transpose()?;
+        let after = cursor
+            .map(|c| decode_cursor(c, "conversations"))
+            .transpose()?;
         let own = format!("v#{user}");
         let (direct, markers, gids) = tokio::try_join!(
-            self.table
-                .query(&own, SkRange::prefix("p:"), Order::Ascending, MAX_CONVERSATIONS),
-            self.table
-                .query(&own, SkRange::prefix("read#"), Order::Ascending, MAX_CONVERSATIONS),
+            self.table.query(
+                &own,
+                SkRange::prefix("p:"),
+                Order::Ascending,
+                MAX_CONVERSATIONS
+            ),
+            self.table.query(
+                &own,
+                SkRange::prefix("read#"),
+                Order::Ascending,
+                MAX_CONVERSATIONS
+            ),
             self.contacts.groups_of(user),
         )?;
         let read_at = |conv: &str| {
@@ -368,7 +405,11 @@ impl CallLog {
             .collect();
         let group_lasts = join_all(gids.iter().map(|gid| {
             let pk = format!("c#g:{gid}");
-            async move { self.table.query(&pk, SkRange::prefix("t#"), Order::Descending, 1).await }
+            async move {
+                self.table
+                    .query(&pk, SkRange::prefix("t#"), Order::Descending, 1)
+                    .await
+            }
         }))
         .await;
         for (gid, last) in gids.iter().zip(group_lasts) {
@@ -394,10 +435,11 @@ impl CallLog {
         }
         let more = summaries.len() > limit;
         summaries.truncate(limit);
-        let unread = join_all(summaries.iter().map(|(_, s, conv)| {
-            self.unread_in(conv, user.as_str(), read_at(conv), s.updated_at)
-        }))
-        .await;
+        let unread =
+            join_all(summaries.iter().map(|(_, s, conv)| {
+                self.unread_in(conv, user.as_str(), read_at(conv), s.updated_at)
+            }))
+            .await;
         let next = if more {
             summaries
                 .last()
@@ -450,11 +492,10 @@ impl CallLog {
     ) -> Result<Page<LoggedEvent>, ChatError> {
         let conv = if with.starts_with("group_") {
             let gid = GroupId::parse(with)?;
-            let members = self
-                .groups
-                .members(&gid)
-                .await?
-                .ok_or_else(|| ChatError::new(ErrorCode::NotFound, format!("no group {gid}")))?;
+            let members =
+                self.groups.members(&gid).await?.ok_or_else(|| {
+                    ChatError::new(ErrorCode::NotFound, format!("no group {gid}"))
+                })?;
             if !members.iter().any(|m| m == user.as_str()) {
                 return Err(ChatError::new(
                     ErrorCode::Forbidden,
@@ -464,7 +505,12 @@ impl CallLog {
             format!("g:{gid}")
         } else {
             let peer = UserId::parse(with)?;
-            conv_key(user.as_str(), &Conversation::Direct { peer: peer.to_string() })
+            conv_key(
+                user.as_str(),
+                &Conversation::Direct {
+                    peer: peer.to_string(),
+                },
+            )
         };
         let scope = format!("messages:{conv}");
         let upper = match (cursor, before) {
@@ -543,9 +589,8 @@ impl CallLog {
                     "" => r.pk.clone(),
                     conv => format!("c#{conv}"),
                 };
-                ["delivery", "display"].map(|kind| {
-                    (conv_pk.clone(), receipt_sk(r.str("a"), r.str("m"), kind))
-                })
+                ["delivery", "display"]
+                    .map(|kind| (conv_pk.clone(), receipt_sk(r.str("a"), r.str("m"), kind)))
             })
             .collect();
         if keys.is_empty() {

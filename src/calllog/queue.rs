@@ -79,13 +79,12 @@ impl LogQueue for EmbeddedQueue {
             .write(
                 move |txn| {
                     let mut table = txn.open_table(CALLLOG_QUEUE).map_err(internal)?;
-                    let mut next = match table.last().map_err(internal)? {
+                    let first = match table.last().map_err(internal)? {
                         Some((key, _)) => key.value() + 1,
                         None => 1,
                     };
-                    for json in &encoded {
-                        table.insert(next, json.as_bytes()).map_err(internal)?;
-                        next += 1;
+                    for (position, json) in (first..).zip(&encoded) {
+                        table.insert(position, json.as_bytes()).map_err(internal)?;
                     }
                     Ok(())
                 },
@@ -168,8 +167,7 @@ fn into_queued(raw: Vec<(String, String)>, mut drop_bad: impl FnMut(&str)) -> Ve
         .collect()
 }
 
-/// The Redis stream every node appends to; one consumer group shares the draining.
-const STREAM: &str = "wc:calllog";
+/// The consumer group of every node draining one stream.
 const GROUP: &str = "writers";
 /// A record handed to a node that has not acknowledged it for this long (the node died or
 /// lost its table) is taken over by another node.
@@ -178,6 +176,7 @@ const CLAIM_IDLE_MS: u64 = 60_000;
 /// [`LogQueue`] on a Redis stream with a consumer group: every node drains, each record goes
 /// to one node, and a dead node's records are claimed by the others.
 pub struct RedisQueue {
+    stream: String,
     pool: Pool,
     /// A connection of its own: blocking reads must not stall chat commands on the pool.
     reader: Pool,
@@ -185,9 +184,15 @@ pub struct RedisQueue {
 }
 
 impl RedisQueue {
-    /// A queue drained by `consumer` (unique per node); creates the group if missing.
-    pub async fn new(pool: Pool, reader: Pool, consumer: String) -> Result<Self, StoreError> {
-        let created: Result<Value, _> = pool.xgroup_create(STREAM, GROUP, "0", true).await;
+    /// The queue on `stream`, drained by `consumer` (unique per node); creates the consumer
+    /// group if missing. Nodes that share a stream must share the call-log table too.
+    pub async fn new(
+        stream: String,
+        pool: Pool,
+        reader: Pool,
+        consumer: String,
+    ) -> Result<Self, StoreError> {
+        let created: Result<Value, _> = pool.xgroup_create(&stream, GROUP, "0", true).await;
         if let Err(e) = created {
             // Another node made it first.
             if !e.to_string().contains("BUSYGROUP") {
@@ -195,6 +200,7 @@ impl RedisQueue {
             }
         }
         Ok(Self {
+            stream,
             pool,
             reader,
             consumer,
@@ -224,7 +230,7 @@ impl LogQueue for RedisQueue {
             let json = encode(record)?;
             let _: Value = self
                 .pool
-                .xadd(STREAM, false, None, "*", vec![("r", json)])
+                .xadd(&self.stream, false, None, "*", vec![("r", json)])
                 .await
                 .map_err(unavailable)?;
         }
@@ -236,7 +242,15 @@ impl LogQueue for RedisQueue {
         // First what a dead or restarted node left behind.
         let claimed: Value = self
             .reader
-            .xautoclaim(STREAM, GROUP, &self.consumer, CLAIM_IDLE_MS, "0-0", count, false)
+            .xautoclaim(
+                &self.stream,
+                GROUP,
+                &self.consumer,
+                CLAIM_IDLE_MS,
+                "0-0",
+                count,
+                false,
+            )
             .await
             .map_err(unavailable)?;
         let mut raw = match claimed.into_array().into_iter().nth(1) {
@@ -247,15 +261,23 @@ impl LogQueue for RedisQueue {
             let block = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
             let read: Value = self
                 .reader
-                .xreadgroup(GROUP, &self.consumer, count, Some(block), false, STREAM, ">")
+                .xreadgroup(
+                    GROUP,
+                    &self.consumer,
+                    count,
+                    Some(block),
+                    false,
+                    &self.stream,
+                    ">",
+                )
                 .await
                 .map_err(unavailable)?;
             // RESP3: {stream: [[id, fields], ...]}; RESP2: [[stream, [[id, fields], ...]]].
             raw = match read {
                 Value::Map(map) => map
                     .inner()
-                    .into_iter()
-                    .flat_map(|(_, entries)| Self::parse_entries(entries))
+                    .into_values()
+                    .flat_map(Self::parse_entries)
                     .collect(),
                 Value::Array(streams) => streams
                     .into_iter()
@@ -279,19 +301,19 @@ impl LogQueue for RedisQueue {
         }
         let _: Value = self
             .pool
-            .xack(STREAM, GROUP, ids.to_vec())
+            .xack(&self.stream, GROUP, ids.to_vec())
             .await
             .map_err(unavailable)?;
         // Drained records are not needed again: the stream holds only the backlog.
         let _: Value = self
             .pool
-            .xdel(STREAM, ids.to_vec())
+            .xdel(&self.stream, ids.to_vec())
             .await
             .map_err(unavailable)?;
         Ok(())
     }
 
     async fn backlog(&self) -> Result<u64, StoreError> {
-        self.pool.xlen(STREAM).await.map_err(unavailable)
+        self.pool.xlen(&self.stream).await.map_err(unavailable)
     }
 }

@@ -190,13 +190,13 @@ impl SortedTable for EmbeddedTable {
                     Some(before) => Bound::Excluded((pk.as_str(), before.as_str())),
                     None => Bound::Included((pk.as_str(), "\u{10ffff}")),
                 };
-                let iter = table.range::<(&str, &str)>((lower, upper)).map_err(internal)?;
+                let iter = table
+                    .range::<(&str, &str)>((lower, upper))
+                    .map_err(internal)?;
                 let mut rows = Vec::new();
                 let mut push = |entry: Result<_, redb::StorageError>| -> Result<bool, StoreError> {
-                    let (key, value): (
-                        redb::AccessGuard<(&str, &str)>,
-                        redb::AccessGuard<&[u8]>,
-                    ) = entry.map_err(internal)?;
+                    let (key, value): (redb::AccessGuard<(&str, &str)>, redb::AccessGuard<&[u8]>) =
+                        entry.map_err(internal)?;
                     let (pk, sk) = key.value();
                     rows.push(decode(pk, sk, value.value())?);
                     Ok(rows.len() < limit)
@@ -281,7 +281,11 @@ pub mod contract {
             .await
             .expect("query page");
         let sks: Vec<&str> = page.iter().map(|r| r.sk.as_str()).collect();
-        assert_eq!(sks, ["t#009", "t#008", "t#007", "t#006"], "descending, exclusive bound, limit");
+        assert_eq!(
+            sks,
+            ["t#009", "t#008", "t#007", "t#006"],
+            "descending, exclusive bound, limit"
+        );
 
         let open = table
             .query(&pk, SkRange::default(), Order::Descending, 1)
@@ -315,8 +319,15 @@ pub mod contract {
             .put_if_newer(Row::new(&key, "p").with("at", 5).with("s", "five"), "at")
             .await
             .expect("stale write is accepted and ignored");
-        let kept = table.get_rows(vec![(key.clone(), "p".into())]).await.expect("get");
-        assert_eq!(kept[0].str("s"), "ten", "an older version never replaces a newer one");
+        let kept = table
+            .get_rows(vec![(key.clone(), "p".into())])
+            .await
+            .expect("get");
+        assert_eq!(
+            kept[0].str("s"),
+            "ten",
+            "an older version never replaces a newer one"
+        );
         table
             .put_if_newer(Row::new(&key, "p").with("at", 11).with("s", "eleven"), "at")
             .await

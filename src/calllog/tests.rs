@@ -62,14 +62,25 @@ fn receipt(kind: &str, reader: &str, sender: &str, msg_id: &str, at: i64) -> Log
 async fn history_is_newest_first_with_receipt_states_and_pages_without_gaps() {
     let f = fixture();
     let mut records: Vec<LogRecord> = (0..25)
-        .map(|i| message(if i % 2 == 0 { "ann" } else { "bob" }, if i % 2 == 0 { "bob" } else { "ann" }, &format!("m{i}"), 1_000 + i))
+        .map(|i| {
+            message(
+                if i % 2 == 0 { "ann" } else { "bob" },
+                if i % 2 == 0 { "bob" } else { "ann" },
+                &format!("m{i}"),
+                1_000 + i,
+            )
+        })
         .collect();
     records.push(receipt("delivery", "bob", "ann", "m0", 2_000));
     records.push(receipt("delivery", "bob", "ann", "m0", 1_500));
     records.push(receipt("display", "bob", "ann", "m0", 2_100));
     // Written twice: at-least-once delivery of the queue must not duplicate anything.
-    drain::write(f.table.as_ref(), &records).await.expect("write");
-    drain::write(f.table.as_ref(), &records).await.expect("write again");
+    drain::write(f.table.as_ref(), &records)
+        .await
+        .expect("write");
+    drain::write(f.table.as_ref(), &records)
+        .await
+        .expect("write again");
 
     let mut seen = Vec::new();
     let mut cursor: Option<String> = None;
@@ -112,30 +123,54 @@ async fn conversations_are_newest_first_with_unread_counts_from_the_last_display
         message("cid", "ann", "c1", 1_300),
         receipt("display", "ann", "bob", "b1", 1_150),
     ];
-    drain::write(f.table.as_ref(), &records).await.expect("write");
+    drain::write(f.table.as_ref(), &records)
+        .await
+        .expect("write");
     let gid = GroupId::parse("group_g1").expect("gid");
-    f.groups.create(&gid, &[uid("ann"), uid("dan")]).await.expect("group");
-    f.contacts.joined(&gid, &[uid("ann"), uid("dan")]).await.expect("contacts");
+    f.groups
+        .create(&gid, &[uid("ann"), uid("dan")])
+        .await
+        .expect("group");
+    f.contacts
+        .joined(&gid, &[uid("ann"), uid("dan")])
+        .await
+        .expect("contacts");
     let group_msg = LogRecord::Event {
         evt_type: "message".into(),
         actor: "dan".into(),
-        conversation: Conversation::Group { gid: "group_g1".into() },
+        conversation: Conversation::Group {
+            gid: "group_g1".into(),
+        },
         msg_id: "g1".into(),
         body: "hi all".into(),
         sent_at: 1_250,
         seq: None,
     };
-    drain::write(f.table.as_ref(), &[group_msg]).await.expect("write group");
+    drain::write(f.table.as_ref(), &[group_msg])
+        .await
+        .expect("write group");
 
-    let page = f.log.conversations(&uid("ann"), None, 2).await.expect("page");
-    let ids: Vec<(&str, u32)> = page.items.iter().map(|c| (c.id.as_str(), c.unread)).collect();
+    let page = f
+        .log
+        .conversations(&uid("ann"), None, 2)
+        .await
+        .expect("page");
+    let ids: Vec<(&str, u32)> = page
+        .items
+        .iter()
+        .map(|c| (c.id.as_str(), c.unread))
+        .collect();
     assert_eq!(ids, [("cid", 1), ("group_g1", 1)]);
     let rest = f
         .log
         .conversations(&uid("ann"), page.next.as_deref(), 2)
         .await
         .expect("next page");
-    let ids: Vec<(&str, u32)> = rest.items.iter().map(|c| (c.id.as_str(), c.unread)).collect();
+    let ids: Vec<(&str, u32)> = rest
+        .items
+        .iter()
+        .map(|c| (c.id.as_str(), c.unread))
+        .collect();
     assert_eq!(ids, [("bob", 1)], "b2 came after ann's display of b1");
     assert_eq!(rest.next, None);
     let last = rest.items[0].last.as_ref().expect("last");
@@ -146,12 +181,17 @@ async fn conversations_are_newest_first_with_unread_counts_from_the_last_display
 async fn group_history_is_for_members_only_and_admin_reads_by_user_and_group() {
     let f = fixture();
     let gid = GroupId::parse("group_g2").expect("gid");
-    f.groups.create(&gid, &[uid("ann"), uid("bob")]).await.expect("group");
+    f.groups
+        .create(&gid, &[uid("ann"), uid("bob")])
+        .await
+        .expect("group");
     let records = vec![
         LogRecord::Event {
             evt_type: "create".into(),
             actor: "ann".into(),
-            conversation: Conversation::Group { gid: "group_g2".into() },
+            conversation: Conversation::Group {
+                gid: "group_g2".into(),
+            },
             msg_id: "c".into(),
             body: r#"["ann","bob"]"#.into(),
             sent_at: 10,
@@ -160,7 +200,9 @@ async fn group_history_is_for_members_only_and_admin_reads_by_user_and_group() {
         LogRecord::Event {
             evt_type: "message".into(),
             actor: "bob".into(),
-            conversation: Conversation::Group { gid: "group_g2".into() },
+            conversation: Conversation::Group {
+                gid: "group_g2".into(),
+            },
             msg_id: "m".into(),
             body: "yo".into(),
             sent_at: 20,
@@ -168,7 +210,9 @@ async fn group_history_is_for_members_only_and_admin_reads_by_user_and_group() {
         },
         message("bob", "eve", "private", 30),
     ];
-    drain::write(f.table.as_ref(), &records).await.expect("write");
+    drain::write(f.table.as_ref(), &records)
+        .await
+        .expect("write");
 
     let err = f
         .log
@@ -192,7 +236,13 @@ async fn group_history_is_for_members_only_and_admin_reads_by_user_and_group() {
         .iter()
         .map(|e| (e.evt_type.as_str(), e.from.as_str(), e.originated.as_str()))
         .collect();
-    assert_eq!(kinds, [("message", "group_g2", "bob"), ("create", "group_g2", "ann")]);
+    assert_eq!(
+        kinds,
+        [
+            ("message", "group_g2", "bob"),
+            ("create", "group_g2", "ann")
+        ]
+    );
 
     let by_bob = f
         .log
@@ -202,7 +252,13 @@ async fn group_history_is_for_members_only_and_admin_reads_by_user_and_group() {
     assert_eq!(by_bob.items[0].msg_id, "m", "oldest first, since inclusive");
     let more = f
         .log
-        .admin(&AdminSubject::User(uid("bob")), Some(20), Some(31), by_bob.next.as_deref(), 10)
+        .admin(
+            &AdminSubject::User(uid("bob")),
+            Some(20),
+            Some(31),
+            by_bob.next.as_deref(),
+            10,
+        )
         .await
         .expect("next");
     assert_eq!(more.items.len(), 1);
@@ -224,8 +280,12 @@ async fn group_history_is_for_members_only_and_admin_reads_by_user_and_group() {
 #[tokio::test]
 async fn cursors_are_tied_to_their_query() {
     let f = fixture();
-    let records: Vec<LogRecord> = (0..3).map(|i| message("ann", "bob", &format!("m{i}"), i)).collect();
-    drain::write(f.table.as_ref(), &records).await.expect("write");
+    let records: Vec<LogRecord> = (0..3)
+        .map(|i| message("ann", "bob", &format!("m{i}"), i))
+        .collect();
+    drain::write(f.table.as_ref(), &records)
+        .await
+        .expect("write");
     let page = f
         .log
         .messages(&uid("ann"), "bob", None, None, 1)
@@ -246,4 +306,19 @@ async fn cursors_are_tied_to_their_query() {
             .expect_err("junk cursor");
         assert_eq!(err.code, ErrorCode::BadRequest, "{junk}");
     }
+}
+
+#[test]
+fn the_last_row_of_a_key_wins() {
+    let rows = vec![
+        Row::new("p", "a").with("n", 1),
+        Row::new("p", "b").with("n", 2),
+        Row::new("p", "a").with("n", 3),
+        Row::new("q", "a").with("n", 4),
+    ];
+    let kept: Vec<i64> = last_of_each_key(rows)
+        .iter()
+        .filter_map(|r| r.int("n"))
+        .collect();
+    assert_eq!(kept, [2, 3, 4]);
 }

@@ -63,11 +63,13 @@ impl ChatService {
                     gid: &gid,
                     actor: creator,
                     msg_id: &msg_id,
-                    body: list,
+                    body: list.clone(),
                     dedupe: None,
                     echo: None,
                 },
             )
+            .await?;
+        self.log_group_event("create", creator, &gid, &accepted, list)
             .await?;
         Ok(Accepted {
             group: Some(gid),
@@ -99,6 +101,7 @@ impl ChatService {
             .ok_or_else(|| no_group(gid))?;
         self.presence.contacts().joined(gid, &added).await?;
         let msg_id = msg_id.map_or_else(server_msg_id, |m| m.to_string());
+        let added_list = member_list_json(added.iter().map(UserId::as_str));
         let existing = self
             .fan_out(
                 &before,
@@ -107,7 +110,7 @@ impl ChatService {
                     gid,
                     actor,
                     msg_id: &msg_id,
-                    body: member_list_json(added.iter().map(UserId::as_str)),
+                    body: added_list.clone(),
                     dedupe: None,
                     echo: None,
                 },
@@ -127,6 +130,8 @@ impl ChatService {
             },
         )
         .await?;
+        self.log_group_event("refer", actor, gid, &existing, added_list)
+            .await?;
         Ok(existing)
     }
 
@@ -144,19 +149,24 @@ impl ChatService {
         self.presence.contacts().left(gid, leaver).await?;
         let msg_id = msg_id.map_or_else(server_msg_id, |m| m.to_string());
         // The leaver is told too (all their tabs learn they left), then gets nothing more.
-        self.fan_out(
-            &before,
-            Fanout {
-                evt_type: "depart",
-                gid,
-                actor: leaver,
-                msg_id: &msg_id,
-                body: member_list_json([leaver.as_str()]),
-                dedupe: None,
-                echo: None,
-            },
-        )
-        .await
+        let body = member_list_json([leaver.as_str()]);
+        let accepted = self
+            .fan_out(
+                &before,
+                Fanout {
+                    evt_type: "depart",
+                    gid,
+                    actor: leaver,
+                    msg_id: &msg_id,
+                    body: body.clone(),
+                    dedupe: None,
+                    echo: None,
+                },
+            )
+            .await?;
+        self.log_group_event("depart", leaver, gid, &accepted, body)
+            .await?;
+        Ok(accepted)
     }
 
     pub(super) async fn rejoin(
@@ -229,19 +239,24 @@ impl ChatService {
         // Noted before the fan-out, so a receipt can never arrive before the count.
         let recipients_count = u32::try_from(recipients.len()).unwrap_or(u32::MAX);
         self.receipts.expect(&receipt_key, recipients_count).await?;
-        self.fan_out(
-            &recipients,
-            Fanout {
-                evt_type: "message",
-                gid,
-                actor: sender,
-                msg_id: msg_id.as_str(),
-                body: body.into_inner(),
-                dedupe: Some(dedupe),
-                echo: Some(echo),
-            },
-        )
-        .await
+        let body = body.into_inner();
+        let accepted = self
+            .fan_out(
+                &recipients,
+                Fanout {
+                    evt_type: "message",
+                    gid,
+                    actor: sender,
+                    msg_id: msg_id.as_str(),
+                    body: body.clone(),
+                    dedupe: Some(dedupe),
+                    echo: Some(echo),
+                },
+            )
+            .await?;
+        self.log_group_event("message", sender, gid, &accepted, body)
+            .await?;
+        Ok(accepted)
     }
 
     pub(super) async fn forward_group_receipt(
@@ -273,13 +288,15 @@ impl ChatService {
         );
         event.originated = reader.to_string();
         event.unread = Some(unread);
+        let log = super::receipt_record(&event, reader, original_sender, Some(gid));
         let dedupe = DedupeKey {
             sender: reader.clone(),
             kind: kind.as_str(),
             msg_id,
             group: Some(gid.clone()),
         };
-        self.store(original_sender, &event, &dedupe, None).await
+        self.store(original_sender, &event, &dedupe, None, Some(log))
+            .await
     }
 
     pub(super) async fn group_typing(
@@ -368,7 +385,7 @@ impl ChatService {
         for outcome in join_all(appends).await {
             match outcome? {
                 AppendOutcome::Stored { .. } => stored += 1,
-                AppendOutcome::Duplicate { sent_at } => first_sent_at = sent_at,
+                AppendOutcome::Duplicate { sent_at, .. } => first_sent_at = sent_at,
             }
         }
         self.metrics.inbox_appended.add(stored);

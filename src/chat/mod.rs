@@ -10,6 +10,7 @@ use std::sync::Arc;
 use crate::{
     accounts::AccountService,
     bus::Bus,
+    calllog::{CallLog, Conversation, LogRecord},
     domain::{
         ChatError, ClientCommand, ErrorCode, GroupId, MessageBody, MsgId, ReceiptKind, Seq, UserId,
         WireEvent,
@@ -43,6 +44,7 @@ pub struct ChatService {
     groups: Arc<dyn GroupStore>,
     receipts: Arc<dyn ReceiptStore>,
     presence: PresenceService,
+    calllog: CallLog,
     metrics: Arc<Metrics>,
     /// Token mode: recipients must be registered users. Open mode: any valid uid.
     require_known_recipients: bool,
@@ -66,6 +68,8 @@ pub struct ChatDeps {
     pub receipts: Arc<dyn ReceiptStore>,
     /// Conversations and group memberships, for presence audiences.
     pub presence: PresenceService,
+    /// Where every conversation event is logged.
+    pub calllog: CallLog,
     /// Counters.
     pub metrics: Arc<Metrics>,
     /// Token mode: recipients must be registered users.
@@ -86,6 +90,7 @@ impl ChatService {
             groups: deps.groups,
             receipts: deps.receipts,
             presence: deps.presence,
+            calllog: deps.calllog,
             metrics: deps.metrics,
             require_known_recipients: deps.require_known_recipients,
             max_group_size: deps.max_group_size.max(1),
@@ -161,6 +166,17 @@ impl ChatService {
             msg_id.as_str(),
             body.into_inner(),
         );
+        let log = LogRecord::Event {
+            evt_type: "message".into(),
+            actor: sender.to_string(),
+            conversation: Conversation::Direct {
+                peer: to.to_string(),
+            },
+            msg_id: msg_id.to_string(),
+            body: event.body.clone(),
+            sent_at: event.sent_at,
+            seq: None,
+        };
         let dedupe = DedupeKey {
             sender: sender.clone(),
             kind: "message",
@@ -173,7 +189,9 @@ impl ChatService {
             user: sender.clone(),
             skip_socket: origin_socket.to_owned(),
         });
-        let accepted = self.store(to, &event, &dedupe, echo.as_ref()).await?;
+        let accepted = self
+            .store(to, &event, &dedupe, echo.as_ref(), Some(log))
+            .await?;
         // Each side now sees the other's presence; the message is stored either way.
         if let Err(e) = self.presence.link_peers(sender, to).await {
             tracing::warn!(error = %e, "conversation not noted for presence");
@@ -208,34 +226,54 @@ impl ChatService {
             msg_id: msg_id.clone(),
         };
         event.unread = Some(self.receipts.record(&key, reader, kind, 1).await?);
+        let log = receipt_record(&event, reader, original_sender, None);
         let dedupe = DedupeKey {
             sender: reader.clone(),
             kind: kind.as_str(),
             msg_id,
             group: None,
         };
-        self.store(original_sender, &event, &dedupe, None).await
+        self.store(original_sender, &event, &dedupe, None, Some(log))
+            .await
     }
 
-    /// Appends `event` to `to`'s inbox once per `dedupe` key and reports what the sender's
-    /// ack says: the first acceptance time, also for a re-send.
+    /// Appends `event` to `to`'s inbox once per `dedupe` key, queues `log` for the call log,
+    /// and reports what the sender's ack says: the first acceptance time, also for a re-send.
+    ///
+    /// A re-send is logged again (the row's key repeats, so it is written once): that is what
+    /// completes the log when the first attempt stored the event but failed before logging it.
     async fn store(
         &self,
         to: &UserId,
         event: &WireEvent,
         dedupe: &DedupeKey,
         echo: Option<&Echo>,
+        log: Option<LogRecord>,
     ) -> Result<Accepted, ChatError> {
-        let sent_at = match self.inbox.append(to, event, Some(dedupe), echo).await? {
-            AppendOutcome::Duplicate { sent_at } => {
+        let (sent_at, seq) = match self.inbox.append(to, event, Some(dedupe), echo).await? {
+            AppendOutcome::Duplicate { sent_at, seq } => {
                 self.metrics.duplicates.inc();
-                sent_at
+                (sent_at, seq)
             }
-            AppendOutcome::Stored { .. } => {
+            AppendOutcome::Stored { seq } => {
                 self.metrics.inbox_appended.inc();
-                event.sent_at
+                (event.sent_at, Some(seq))
             }
         };
+        if let Some(mut log) = log {
+            match &mut log {
+                LogRecord::Event {
+                    sent_at: at,
+                    seq: logged_seq,
+                    ..
+                } => {
+                    *at = sent_at;
+                    *logged_seq = seq;
+                }
+                LogRecord::Receipt { .. } => {}
+            }
+            self.calllog.record(log).await?;
+        }
         Ok(Accepted {
             msg_id: dedupe.msg_id.to_string(),
             sent_at,
@@ -266,10 +304,53 @@ impl ChatService {
         Ok(())
     }
 
+    /// Queues a group event for the call log (after its fan-out stored it everywhere).
+    async fn log_group_event(
+        &self,
+        evt_type: &str,
+        actor: &UserId,
+        gid: &GroupId,
+        accepted: &Accepted,
+        body: String,
+    ) -> Result<(), ChatError> {
+        self.calllog
+            .record(LogRecord::Event {
+                evt_type: evt_type.to_owned(),
+                actor: actor.to_string(),
+                conversation: Conversation::Group {
+                    gid: gid.to_string(),
+                },
+                msg_id: accepted.msg_id.clone(),
+                body,
+                sent_at: accepted.sent_at,
+                seq: None,
+            })
+            .await?;
+        Ok(())
+    }
+
     async fn check_recipient(&self, to: &UserId) -> Result<(), ChatError> {
         if self.require_known_recipients && !self.accounts.exists(to).await? {
             return Err(ChatError::new(ErrorCode::NotFound, format!("no user {to}")));
         }
         Ok(())
+    }
+}
+
+/// The call-log record of a receipt `event` sent by `reader`.
+fn receipt_record(
+    event: &WireEvent,
+    reader: &UserId,
+    original_sender: &UserId,
+    group: Option<&GroupId>,
+) -> LogRecord {
+    LogRecord::Receipt {
+        receipt: event.evt_type.clone(),
+        reader: reader.to_string(),
+        sender: original_sender.to_string(),
+        group: group.map(GroupId::to_string),
+        msg_id: event.msg_id.clone(),
+        at: event.sent_at,
+        unread: event.unread,
     }
 }

@@ -41,7 +41,12 @@ async fn signup(
 ) -> Result<(StatusCode, Json<IssuedToken>), ApiError> {
     let uid = UserId::parse(&req.uid)?;
     match state.accounts.signup(&uid, &req.password, &req.name).await {
-        Ok(issued) => Ok((StatusCode::CREATED, Json(issued))),
+        Ok(issued) => {
+            if let Some(profiles) = &state.settings.profile_url {
+                crate::profiles::create_profile(profiles, &uid, &req.name, &issued.token).await;
+            }
+            Ok((StatusCode::CREATED, Json(issued)))
+        }
         Err(SignupError::Taken) => Err(ApiError::Conflict(format!("uid {uid} is taken"))),
         Err(SignupError::Refused(e)) => Err(e.into()),
     }

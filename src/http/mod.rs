@@ -3,8 +3,11 @@
 //! [`error::ApiError`].
 
 mod accounts;
+mod admin;
 pub mod error;
 pub mod extractor;
+mod history;
+mod openapi;
 mod ops;
 
 use axum::{
@@ -24,7 +27,13 @@ pub fn router(state: AppState) -> Router {
         ServeDir::new(&state.settings.webclient_dir).append_index_html_on_directories(true);
     let cors = cors(state.settings.cors_origins.as_deref());
     let app = Router::new()
-        .nest("/api/v1", accounts::router())
+        .nest(
+            "/api/v1",
+            accounts::router()
+                .merge(history::router())
+                .merge(openapi::router())
+                .nest("/admin", admin::router()),
+        )
         .merge(ops::router())
         .fallback_service(webclient)
         .with_state(state);

@@ -29,6 +29,15 @@ async fn health(State(state): State<AppState>) -> impl IntoResponse {
             serde_json::to_value(status).unwrap_or(Value::Null),
         );
     }
+    // The call log is reported but does not fail the node: chat keeps working while its
+    // table is away, and the backlog drains when it returns.
+    let (table, backlog) = tokio::join!(state.calllog.table().ping(), state.calllog.backlog());
+    let mut calllog = crate::calllog::backlog_json(backlog);
+    if let Err(e) = table {
+        calllog["ok"] = Value::Bool(false);
+        calllog["error"] = Value::String(e.to_string());
+    }
+    detail.insert("calllog".to_owned(), calllog);
     let status = if all_ok {
         StatusCode::OK
     } else {

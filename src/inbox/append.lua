@@ -7,7 +7,9 @@
 -- idempotency key (one user's keys share a hash slot), and ARGV[4+6i..9+6i] =
 --   channel, event JSON (without Seq), SentAt (ms), "1" to check the idempotency key,
 --   channel for the acting user's other sockets ("" for none), socket to skip there.
--- Returns {Seq, SentAt} per event; Seq 0 marks a duplicate, with the first send's SentAt.
+-- Returns {Seq, SentAt, FirstSeq} per event; Seq 0 marks a duplicate, with the first send's
+-- SentAt and Seq (the idempotency key holds "SentAt:Seq"; FirstSeq 0 where it is unknown).
+-- Non-duplicates return FirstSeq = Seq.
 local out = {}
 for i = 0, #KEYS / 3 - 1 do
   local seq_key, inbox, dedupe = KEYS[3 * i + 1], KEYS[3 * i + 2], KEYS[3 * i + 3]
@@ -19,10 +21,16 @@ for i = 0, #KEYS / 3 - 1 do
     first = redis.call('SET', dedupe, sent_at, 'NX', 'EX', ARGV[3], 'GET')
   end
   if first then
-    out[2 * i + 1] = 0
-    out[2 * i + 2] = tonumber(first)
+    local at, first_seq = string.match(first, '^(%d+):?(%d*)$')
+    out[3 * i + 1] = 0
+    out[3 * i + 2] = tonumber(at) or 0
+    out[3 * i + 3] = tonumber(first_seq) or 0
   else
     local seq = redis.call('INCR', seq_key)
+    if ARGV[a + 4] == '1' then
+      -- A re-send learns which Seq the first send got (the call log records it).
+      redis.call('SET', dedupe, sent_at .. ':' .. seq, 'XX', 'KEEPTTL')
+    end
     redis.call('XADD', inbox, 'MAXLEN', ARGV[1], seq .. '-0', 'e', json)
     redis.call('EXPIRE', inbox, ARGV[2])
     redis.call('PUBLISH', channel, 'S' .. seq .. '\n' .. json)
@@ -30,8 +38,9 @@ for i = 0, #KEYS / 3 - 1 do
       -- The live copy for the sender's other tabs rides in the same round trip.
       redis.call('PUBLISH', ARGV[a + 5], 'L' .. ARGV[a + 6] .. '\n' .. json)
     end
-    out[2 * i + 1] = seq
-    out[2 * i + 2] = tonumber(sent_at)
+    out[3 * i + 1] = seq
+    out[3 * i + 2] = tonumber(sent_at)
+    out[3 * i + 3] = seq
   end
 end
 return out

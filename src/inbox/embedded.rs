@@ -10,7 +10,7 @@ use crate::{
     bus::MemoryBus,
     domain::{now_millis, Seq, UserId, WireEvent},
     storage::{
-        embedded::{internal, EmbeddedDb, DEDUPE, INBOX, SEQS},
+        embedded::{internal, EmbeddedDb, DEDUPE, DEDUPE_SEQ, INBOX, SEQS},
         StoreError,
     },
 };
@@ -37,9 +37,21 @@ impl EmbeddedInbox {
                 |txn| {
                     let mut table = txn.open_table(DEDUPE).map_err(internal)?;
                     let now = now_millis();
+                    let mut expired = Vec::new();
                     table
-                        .retain(|_, (_, expires_at)| expires_at > now)
-                        .map_err(internal)
+                        .retain(|key, (_, expires_at)| {
+                            let keep = expires_at > now;
+                            if !keep {
+                                expired.push(key.to_owned());
+                            }
+                            keep
+                        })
+                        .map_err(internal)?;
+                    let mut seqs = txn.open_table(DEDUPE_SEQ).map_err(internal)?;
+                    for key in &expired {
+                        seqs.remove(key.as_str()).map_err(internal)?;
+                    }
+                    Ok(())
                 },
                 |_| {},
             )
@@ -74,8 +86,12 @@ impl InboxStore for EmbeddedInbox {
                         if let Some(seen) = table.get(key.as_str()).map_err(internal)? {
                             let (first_sent_at, expires_at) = seen.value();
                             if expires_at > now {
+                                let seqs = txn.open_table(DEDUPE_SEQ).map_err(internal)?;
+                                let seq =
+                                    seqs.get(key.as_str()).map_err(internal)?.map(|s| s.value());
                                 return Ok(AppendOutcome::Duplicate {
                                     sent_at: first_sent_at,
+                                    seq,
                                 });
                             }
                         }
@@ -92,6 +108,11 @@ impl InboxStore for EmbeddedInbox {
                         .map_or(0, |v| v.value())
                         + 1;
                     seqs.insert(to.as_str(), seq).map_err(internal)?;
+                    if let Some(key) = &dedupe_key {
+                        // A re-send learns which Seq the first send got (for the call log).
+                        let mut first_seqs = txn.open_table(DEDUPE_SEQ).map_err(internal)?;
+                        first_seqs.insert(key.as_str(), seq).map_err(internal)?;
+                    }
                     let mut inbox = txn.open_table(INBOX).map_err(internal)?;
                     inbox
                         .insert((to.as_str(), seq), json.as_slice())

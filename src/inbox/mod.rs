@@ -62,6 +62,8 @@ pub enum AppendOutcome {
     Duplicate {
         /// Unix ms of the original acceptance.
         sent_at: i64,
+        /// The receiver's Seq of the original, where known.
+        seq: Option<Seq>,
     },
 }
 

@@ -30,7 +30,7 @@ const MAX_BATCHES_IN_FLIGHT: usize = 4;
 struct PendingAppend {
     keys: [String; 3],
     args: [Value; 6],
-    done: oneshot::Sender<Result<(i64, i64), StoreError>>,
+    done: oneshot::Sender<Result<(i64, i64, i64), StoreError>>,
 }
 
 /// [`InboxStore`] over Redis streams.
@@ -89,9 +89,9 @@ async fn run_appender(
                 .map_err(unavailable);
             drop(permit);
             match result {
-                Ok(pairs) if pairs.len() == waiters.len() * 2 => {
-                    for (waiter, pair) in waiters.into_iter().zip(pairs.chunks_exact(2)) {
-                        let _ = waiter.send(Ok((pair[0], pair[1])));
+                Ok(triples) if triples.len() == waiters.len() * 3 => {
+                    for (waiter, t) in waiters.into_iter().zip(triples.chunks_exact(3)) {
+                        let _ = waiter.send(Ok((t[0], t[1], t[2])));
                     }
                 }
                 Ok(pairs) => {
@@ -142,11 +142,14 @@ impl InboxStore for RedisInbox {
         self.appends
             .send(PendingAppend { keys, args, done })
             .map_err(|_| StoreError::Internal("inbox appender stopped".into()))?;
-        let (seq, sent_at) = outcome
+        let (seq, sent_at, first_seq) = outcome
             .await
             .map_err(|_| StoreError::Internal("inbox appender dropped an append".into()))??;
         Ok(if seq == 0 {
-            AppendOutcome::Duplicate { sent_at }
+            AppendOutcome::Duplicate {
+                sent_at,
+                seq: u64::try_from(first_seq).ok().filter(|s| *s > 0),
+            }
         } else {
             AppendOutcome::Stored {
                 seq: u64::try_from(seq).map_err(internal)?,

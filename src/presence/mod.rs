@@ -74,9 +74,12 @@ pub struct PresenceService {
     /// Announcements, sent in order by one task so a quick online/offline pair can never
     /// reach the audience swapped; a socket's connect never waits for its audience.
     announcements: mpsc::UnboundedSender<(UserId, bool)>,
+    /// A handle on the announcer's audience lookups (profile sharing uses them too).
+    announcer: Announcer,
 }
 
 /// Sends presence events, one announcement after another, each to its whole audience at once.
+#[derive(Clone)]
 struct Announcer {
     contacts: Arc<dyn ContactStore>,
     groups: Arc<dyn GroupStore>,
@@ -101,12 +104,13 @@ impl PresenceService {
             bus,
             group_limit,
         };
-        tokio::spawn(announcer.run(queue));
+        tokio::spawn(announcer.clone().run(queue));
         Self {
             store,
             contacts,
             linked: Arc::new(DashSet::new()),
             announcements,
+            announcer,
         }
     }
 
@@ -184,6 +188,12 @@ impl PresenceService {
 
     async fn announce(&self, uid: &UserId, online: bool) {
         let _ = self.announcements.send((uid.clone(), online));
+    }
+
+    /// Everyone who shares a conversation or a group with `uid` (groups larger than the
+    /// presence group limit excluded), `uid` itself not included.
+    pub async fn audience(&self, uid: &UserId) -> Result<BTreeSet<String>, StoreError> {
+        self.announcer.audience(uid).await
     }
 }
 

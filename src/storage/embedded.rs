@@ -28,6 +28,9 @@ pub const INBOX: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("inb
 /// Idempotency keys → (SentAt ms, expiry ms).
 pub const DEDUPE: TableDefinition<&str, (i64, i64)> = TableDefinition::new("dedupe");
 
+/// Idempotency keys → the receiver's Seq of the first send.
+pub const DEDUPE_SEQ: TableDefinition<&str, u64> = TableDefinition::new("dedupe_seq");
+
 /// Group membership: gid → JSON list of uids.
 pub const GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("groups");
 
@@ -80,6 +83,7 @@ impl EmbeddedDb {
             txn.open_table(SEQS).map_err(internal)?;
             txn.open_table(INBOX).map_err(internal)?;
             txn.open_table(DEDUPE).map_err(internal)?;
+            txn.open_table(DEDUPE_SEQ).map_err(internal)?;
             txn.open_table(GROUPS).map_err(internal)?;
             txn.open_table(RECEIPTS).map_err(internal)?;
             txn.open_table(GROUP_ACTIVITY).map_err(internal)?;

@@ -9,6 +9,9 @@
 //! - `wc:{uid}:ch`      the user's own pub/sub channel
 //! - `wc:{jti}:revoked` a revoked token id, expires with the token
 //! - `wc:token_secret`  the shared token key when none is configured
+//! - `wc:users`         every uid (sorted set, equal scores: the address book by prefix)
+//! - `wc:<table prefix>calllog`  stream: the call-log write-behind queue (group `writers`)
+//! - `wc:{log:<pk>}:*`  call-log rows when Redis is the call-log table (see `calllog`)
 
 use std::time::Duration;
 
@@ -32,6 +35,8 @@ pub struct RedisHandles {
     pub pool: Pool,
     /// The connection that holds this node's channel subscriptions.
     pub subscriber: SubscriberClient,
+    /// A connection for blocking reads (the call-log queue), kept off the command pool.
+    pub blocking: Pool,
 }
 
 impl RedisHandles {
@@ -60,6 +65,16 @@ impl RedisHandles {
             .set_policy(policy.clone())
             .build_pool(2)
             .map_err(unavailable)?;
+        let blocking = Builder::from_config(config.clone())
+            .set_performance_config(PerformanceConfig {
+                // A blocking read waits up to a second on top of the usual time.
+                default_command_timeout: COMMAND_TIMEOUT + Duration::from_secs(2),
+                ..perf.clone()
+            })
+            .set_connection_config(connection.clone())
+            .set_policy(policy.clone())
+            .build_pool(1)
+            .map_err(unavailable)?;
         let subscriber = Builder::from_config(config)
             .set_performance_config(perf)
             .set_connection_config(connection)
@@ -68,9 +83,14 @@ impl RedisHandles {
             .map_err(unavailable)?;
         pool.init().await.map_err(unavailable)?;
         subscriber.init().await.map_err(unavailable)?;
+        blocking.init().await.map_err(unavailable)?;
         // Re-issues SUBSCRIBE for every tracked channel after a reconnect.
         let _resubscriber = subscriber.manage_subscriptions();
-        Ok(Self { pool, subscriber })
+        Ok(Self {
+            pool,
+            subscriber,
+            blocking,
+        })
     }
 }
 

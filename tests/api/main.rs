@@ -5,6 +5,8 @@
 mod helpers;
 
 mod accounts;
+mod calllog;
+mod calllog_tables;
 mod errors;
 mod failover;
 mod groups;
