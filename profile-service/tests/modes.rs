@@ -149,3 +149,30 @@ async fn redis_as_the_system_of_record() {
     assert_eq!(app.metric("webchat_profile_cache_misses_total").await, 0);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn without_a_configured_key_the_key_shared_through_redis_is_used() {
+    use fred::interfaces::KeysInterface;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut settings = helpers::settings(Backends::RedisOnly, AuthMode::Token, dir.path());
+    settings.token_secret = None;
+    let app = TestApp::start_with(settings, dir).await;
+    // The service created it (SET NX) if the chat server had not; either way it is there.
+    let redis = redis_pool().await;
+    let key: Option<String> = redis.get("wc:token_secret").await.expect("GET");
+    let key = key.expect("wc:token_secret exists");
+    let uid = unique("lou");
+    let token = webchat::accounts::token::TokenSigner::new(key.into_bytes()).sign(
+        &webchat::accounts::token::Claims {
+            uid: uid.clone(),
+            exp: now_secs() + 60,
+            jti: unique("j"),
+        },
+    );
+    let body = json!({ "name": "Lou", "status": "", "avatarUrl": "" });
+    let resp = app.put_profile(&uid, Some(&token), &body).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let resp = app.put_profile(&uid, Some(&token_for(&uid)), &body).await;
+    assert_error(resp, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    app.stop().await;
+}
