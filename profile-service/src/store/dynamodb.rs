@@ -13,9 +13,11 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::{
     config::{Credentials, Region},
     error::{DisplayErrorContext, SdkError},
+    operation::update_item::UpdateItemError,
     types::{
         AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-        KeysAndAttributes, ReturnValue, ScalarAttributeType, TableStatus,
+        KeysAndAttributes, ReturnValue, ReturnValuesOnConditionCheckFailure, ScalarAttributeType,
+        TableStatus,
     },
     Client,
 };
@@ -28,6 +30,8 @@ type Item = HashMap<String, AttributeValue>;
 
 /// Attempts of a BatchGetItem before unprocessed keys count as unavailable.
 const BATCH_ATTEMPTS: u32 = 8;
+/// Conditional writes tried before a constantly changing profile counts as unavailable.
+const PUT_ATTEMPTS: u32 = 5;
 /// BatchGetItem takes at most 100 keys.
 const BATCH_MAX: usize = 100;
 
@@ -177,6 +181,76 @@ fn decode(item: &Item) -> Result<Versioned, StoreError> {
     })
 }
 
+impl DynamoStore {
+    /// One conditional UpdateItem at `at`: the stored record, or `Err(stored updatedAt)` when
+    /// the stored profile is not older than `at`.
+    async fn update_once(
+        &self,
+        uid: &UserId,
+        change: &Change,
+        at: i64,
+    ) -> Result<Result<Versioned, i64>, StoreError> {
+        // `None` fields keep their value; `if_not_exists` makes them empty on a new item.
+        let status = if change.status.is_some() {
+            "#s = :s"
+        } else {
+            "#s = if_not_exists(#s, :empty)"
+        };
+        let avatar = if change.avatar_url.is_some() {
+            "#a = :a"
+        } else {
+            "#a = if_not_exists(#a, :empty)"
+        };
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(uid.as_str())))
+            .update_expression(format!(
+                "SET #n = :n, #t = :t, {status}, {avatar} ADD #v :one"
+            ))
+            .condition_expression("attribute_not_exists(#t) OR #t < :t")
+            // `name` and `status` are DynamoDB reserved words: always use placeholders.
+            .expression_attribute_names("#n", "name")
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_names("#a", "avatarUrl")
+            .expression_attribute_names("#t", "updatedAt")
+            .expression_attribute_names("#v", "ver")
+            .expression_attribute_values(":n", AttributeValue::S(change.name.clone()))
+            .expression_attribute_values(":t", AttributeValue::N(at.to_string()))
+            .expression_attribute_values(":one", AttributeValue::N("1".into()))
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        if let Some(s) = &change.status {
+            request = request.expression_attribute_values(":s", AttributeValue::S(s.clone()));
+        }
+        if let Some(a) = &change.avatar_url {
+            request = request.expression_attribute_values(":a", AttributeValue::S(a.clone()));
+        }
+        if change.status.is_none() || change.avatar_url.is_none() {
+            // DynamoDB refuses unused placeholders, so `:empty` only when referenced.
+            request =
+                request.expression_attribute_values(":empty", AttributeValue::S(String::new()));
+        }
+        match request.send().await {
+            Ok(out) => {
+                let item = out.attributes().ok_or_else(|| {
+                    StoreError::Internal("UpdateItem returned no attributes".into())
+                })?;
+                Ok(Ok(decode(item)?))
+            }
+            Err(SdkError::ServiceError(e)) => match e.err() {
+                UpdateItemError::ConditionalCheckFailedException(failed) => {
+                    let stored = failed.item().map(decode).transpose()?;
+                    Ok(Err(stored.map_or(at, |v| v.profile.updated_at)))
+                }
+                _ => Err(unavailable(SdkError::ServiceError(e))),
+            },
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+}
+
 #[async_trait]
 impl ProfileStore for DynamoStore {
     fn kind(&self) -> &'static str {
@@ -255,53 +329,19 @@ impl ProfileStore for DynamoStore {
         change: &Change,
         updated_at: i64,
     ) -> Result<Versioned, StoreError> {
-        // `None` fields keep their value; `if_not_exists` makes them empty on a new item.
-        let status = if change.status.is_some() {
-            "#s = :s"
-        } else {
-            "#s = if_not_exists(#s, :empty)"
-        };
-        let avatar = if change.avatar_url.is_some() {
-            "#a = :a"
-        } else {
-            "#a = if_not_exists(#a, :empty)"
-        };
-        let mut request = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key(uid.as_str())))
-            .update_expression(format!(
-                "SET #n = :n, #t = :t, {status}, {avatar} ADD #v :one"
-            ))
-            // `name` and `status` are DynamoDB reserved words: always use placeholders.
-            .expression_attribute_names("#n", "name")
-            .expression_attribute_names("#s", "status")
-            .expression_attribute_names("#a", "avatarUrl")
-            .expression_attribute_names("#t", "updatedAt")
-            .expression_attribute_names("#v", "ver")
-            .expression_attribute_values(":n", AttributeValue::S(change.name.clone()))
-            .expression_attribute_values(":t", AttributeValue::N(updated_at.to_string()))
-            .expression_attribute_values(":one", AttributeValue::N("1".into()))
-            .return_values(ReturnValue::AllNew);
-        request = match &change.status {
-            Some(s) => request.expression_attribute_values(":s", AttributeValue::S(s.clone())),
-            None => request,
-        };
-        request = match &change.avatar_url {
-            Some(a) => request.expression_attribute_values(":a", AttributeValue::S(a.clone())),
-            None => request,
-        };
-        if change.status.is_none() || change.avatar_url.is_none() {
-            // DynamoDB refuses unused placeholders, so `:empty` only when referenced.
-            request =
-                request.expression_attribute_values(":empty", AttributeValue::S(String::new()));
+        // `updatedAt` must grow with every write (subscribers order events by it), even when
+        // clocks of two instances disagree: the write is conditional on the stored value being
+        // older, and a refusal retries just after the stored value.
+        let mut at = updated_at;
+        for _ in 0..PUT_ATTEMPTS {
+            match self.update_once(uid, change, at).await? {
+                Ok(record) => return Ok(record),
+                Err(stored) => at = at.max(stored.saturating_add(1)),
+            }
         }
-        let out = request.send().await.map_err(unavailable)?;
-        let item = out
-            .attributes()
-            .ok_or_else(|| StoreError::Internal("UpdateItem returned no attributes".into()))?;
-        decode(item)
+        Err(StoreError::Unavailable(format!(
+            "dynamodb: profile {uid} kept changing under {PUT_ATTEMPTS} attempts"
+        )))
     }
 
     async fn scan_page(&self, cursor: Option<String>, limit: usize) -> Result<Page, StoreError> {

@@ -190,6 +190,9 @@ mod tests {
         assert_eq!(second.profile.status, "busy");
         assert_eq!(second.profile.name, "B");
         assert_eq!(store.get(&uid("a")).await.expect("get"), Some(second));
+        // A clock that went back still yields a later updatedAt.
+        let third = store.put(&uid("a"), &name_only("C"), 5).await.expect("put");
+        assert_eq!((third.version, third.profile.updated_at), (3, 21));
         assert_eq!(store.get(&uid("zz")).await.expect("get"), None);
     }
 

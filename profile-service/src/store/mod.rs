@@ -51,7 +51,9 @@ pub trait ProfileStore: Send + Sync {
     async fn get_many(&self, uids: &[UserId]) -> Result<Vec<Versioned>, StoreError>;
 
     /// Applies `change` at `updated_at` (unix ms), creating the profile if needed, and returns
-    /// the record as stored, its version raised by one.
+    /// the record as stored, its version raised by one. The stored `updatedAt` is strictly
+    /// greater than the previous one (one past it when `updated_at` is not), so subscribers
+    /// can order updates of one uid by it even across instances with skewed clocks.
     async fn put(
         &self,
         uid: &UserId,
@@ -71,9 +73,15 @@ pub(crate) fn apply(
     change: &Change,
     updated_at: i64,
 ) -> Versioned {
-    let (status, avatar_url, version) = match previous {
-        Some(prev) => (prev.profile.status, prev.profile.avatar_url, prev.version),
-        None => (String::new(), String::new(), 0),
+    let (status, avatar_url, version, at) = match previous {
+        Some(prev) => (
+            prev.profile.status,
+            prev.profile.avatar_url,
+            prev.version,
+            // Grows with every write even if the clock went back.
+            updated_at.max(prev.profile.updated_at.saturating_add(1)),
+        ),
+        None => (String::new(), String::new(), 0, updated_at),
     };
     Versioned {
         profile: Profile {
@@ -81,7 +89,7 @@ pub(crate) fn apply(
             name: change.name.clone(),
             status: change.status.clone().unwrap_or(status),
             avatar_url: change.avatar_url.clone().unwrap_or(avatar_url),
-            updated_at,
+            updated_at: at,
         },
         version: version + 1,
     }

@@ -27,10 +27,14 @@ use crate::{
 const RECORD: &str = "profile_rec";
 
 /// Raises `ver` and writes the fields in one step; keeps status/avatarUrl unless told to set
-/// them (`ARGV[5]`/`ARGV[7]` = `1`). Returns `{ver, status, avatarUrl}` as stored.
+/// them (`ARGV[5]`/`ARGV[7]` = `1`). `updatedAt` becomes `ARGV[3]`, or one past the stored
+/// value if that is not older (it must grow with every write). Returns `{ver, status,
+/// avatarUrl, updatedAt}` as stored.
 const PUT_LUA: &str = r#"
+local prev = tonumber(redis.call('HGET', KEYS[1], 'updatedAt') or '0')
+local at = math.max(tonumber(ARGV[3]), prev + 1)
 local ver = redis.call('HINCRBY', KEYS[1], 'ver', 1)
-redis.call('HSET', KEYS[1], 'uid', ARGV[1], 'name', ARGV[2], 'updatedAt', ARGV[3])
+redis.call('HSET', KEYS[1], 'uid', ARGV[1], 'name', ARGV[2], 'updatedAt', string.format('%d', at))
 if ARGV[5] == '1' then
   redis.call('HSET', KEYS[1], 'status', ARGV[4])
 else
@@ -41,7 +45,7 @@ if ARGV[7] == '1' then
 else
   redis.call('HSETNX', KEYS[1], 'avatarUrl', '')
 end
-return {ver, redis.call('HGET', KEYS[1], 'status'), redis.call('HGET', KEYS[1], 'avatarUrl')}
+return {ver, redis.call('HGET', KEYS[1], 'status'), redis.call('HGET', KEYS[1], 'avatarUrl'), at}
 "#;
 
 /// [`ProfileStore`] over Redis hashes.
@@ -130,7 +134,7 @@ impl ProfileStore for RedisStore {
             change.avatar_url.clone().unwrap_or_default(),
             flag(&change.avatar_url),
         ];
-        let (version, status, avatar_url): (u64, String, String) = self
+        let (version, status, avatar_url, updated_at): (u64, String, String, i64) = self
             .put
             .evalsha_with_reload(self.pool.next(), vec![user_key(uid.as_str(), RECORD)], args)
             .await
