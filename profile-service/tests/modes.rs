@@ -176,3 +176,44 @@ async fn without_a_configured_key_the_key_shared_through_redis_is_used() {
     assert_error(resp, StatusCode::UNAUTHORIZED, "unauthorized").await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn cors_is_same_origin_unless_configured() {
+    let app = TestApp::start(Backends::Embedded, AuthMode::Token).await;
+    let resp = app
+        .http
+        .get(format!("{}/api/v1/profiles?ids=a", app.base))
+        .header("origin", "https://chat.example")
+        .send()
+        .await
+        .expect("request");
+    assert!(resp.headers().get("access-control-allow-origin").is_none());
+    app.stop().await;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut settings = helpers::settings(Backends::Embedded, AuthMode::Token, dir.path());
+    settings.cors_origins = Some("https://chat.example, https://other.example".into());
+    let app = TestApp::start_with(settings, dir).await;
+    let resp = app
+        .http
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{}/api/v1/profiles/a", app.base),
+        )
+        .header("origin", "https://chat.example")
+        .header("access-control-request-method", "PUT")
+        .header(
+            "access-control-request-headers",
+            "authorization,content-type",
+        )
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(
+        resp.headers()
+            .get("access-control-allow-origin")
+            .and_then(|v| v.to_str().ok()),
+        Some("https://chat.example")
+    );
+    app.stop().await;
+}
