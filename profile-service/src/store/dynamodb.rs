@@ -1,0 +1,370 @@
+//! Profiles in DynamoDB, the production system of record.
+//!
+//! Key design: one table `<prefix>profiles`, partition key `uid` (S), no sort key: every
+//! access is by uid (get, batch get) except the paged full scan of the legacy `/getall`.
+//! Attributes: `name` `status` `avatarUrl` (S), `updatedAt` (N, unix ms), `ver` (N, raised by
+//! `ADD` in the same UpdateItem that writes the fields, so versions are strictly increasing
+//! per uid without a read-modify-write). Reads are strongly consistent, so a read after an
+//! acknowledged update sees it (DynamoDB's default eventually consistent read would not).
+
+use std::{collections::HashMap, time::Duration};
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::{
+    config::{Credentials, Region},
+    error::{DisplayErrorContext, SdkError},
+    operation::update_item::UpdateItemError,
+    types::{
+        AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+        KeysAndAttributes, ReturnValue, ReturnValuesOnConditionCheckFailure, ScalarAttributeType,
+        TableStatus,
+    },
+    Client,
+};
+use webchat::domain::UserId;
+
+use super::{Page, ProfileStore, StoreError};
+use crate::profile::{Change, Profile, Versioned};
+
+type Item = HashMap<String, AttributeValue>;
+
+/// Attempts of a BatchGetItem before unprocessed keys count as unavailable.
+const BATCH_ATTEMPTS: u32 = 8;
+/// Conditional writes tried before a constantly changing profile counts as unavailable.
+const PUT_ATTEMPTS: u32 = 5;
+/// BatchGetItem takes at most 100 keys.
+const BATCH_MAX: usize = 100;
+
+/// [`ProfileStore`] over one DynamoDB table.
+#[derive(Clone)]
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+}
+
+fn unavailable<E: std::error::Error + 'static, R: std::fmt::Debug>(
+    e: SdkError<E, R>,
+) -> StoreError {
+    StoreError::Unavailable(format!("dynamodb: {}", DisplayErrorContext(&e)))
+}
+
+/// Credentials named anywhere the default AWS chain looks (env, profile files, web identity,
+/// container). Without any, the endpoint is taken to be DynamoDB Local, which accepts anything.
+fn aws_credentials_configured() -> bool {
+    let env = [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_PROFILE",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    ];
+    if env.iter().any(|v| std::env::var_os(v).is_some()) {
+        return true;
+    }
+    std::env::var_os("HOME").is_some_and(|home| {
+        let aws = std::path::Path::new(&home).join(".aws");
+        aws.join("credentials").exists() || aws.join("config").exists()
+    })
+}
+
+impl DynamoStore {
+    /// A client for `endpoint` (region and credentials from the usual AWS env; us-east-1 and
+    /// dummy static credentials when nothing is configured) and the table, created if absent.
+    pub async fn connect(endpoint: &str, table: String) -> Result<Self, StoreError> {
+        let region = aws_config::meta::region::RegionProviderChain::default_provider()
+            .or_else(Region::new("us-east-1"));
+        let timeouts = aws_config::timeout::TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .operation_attempt_timeout(Duration::from_secs(5))
+            .operation_timeout(Duration::from_secs(15))
+            .build();
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(endpoint)
+            .region(region)
+            .timeout_config(timeouts);
+        if !aws_credentials_configured() {
+            loader = loader.credentials_provider(Credentials::new(
+                "local",
+                "local",
+                None,
+                None,
+                "webchat-profile",
+            ));
+        }
+        let client = Client::new(&loader.load().await);
+        let store = Self { client, table };
+        store.ensure_table().await?;
+        Ok(store)
+    }
+
+    /// Creates the table unless it exists (another instance may be creating it at the same
+    /// moment: `ResourceInUseException` is success), then waits until it is ACTIVE.
+    async fn ensure_table(&self) -> Result<(), StoreError> {
+        let build = |e: aws_sdk_dynamodb::error::BuildError| StoreError::Internal(e.to_string());
+        let created = self
+            .client
+            .create_table()
+            .table_name(&self.table)
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name("uid")
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .map_err(build)?,
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name("uid")
+                    .key_type(KeyType::Hash)
+                    .build()
+                    .map_err(build)?,
+            )
+            .billing_mode(BillingMode::PayPerRequest)
+            .send()
+            .await;
+        match created {
+            Ok(_) => tracing::info!(table = %self.table, "created DynamoDB table"),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_resource_in_use_exception()) => {}
+            Err(e) => return Err(unavailable(e)),
+        }
+        for _ in 0..120 {
+            let described = self
+                .client
+                .describe_table()
+                .table_name(&self.table)
+                .send()
+                .await
+                .map_err(unavailable)?;
+            if described.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Err(StoreError::Unavailable(format!(
+            "table {} did not become ACTIVE",
+            self.table
+        )))
+    }
+}
+
+fn key(uid: &str) -> Item {
+    HashMap::from([("uid".to_owned(), AttributeValue::S(uid.to_owned()))])
+}
+
+/// An item back into a record; a missing or mistyped attribute is corrupt data.
+fn decode(item: &Item) -> Result<Versioned, StoreError> {
+    let text = |name: &str| match item.get(name) {
+        Some(AttributeValue::S(s)) => Ok(s.clone()),
+        // Written empty by no one, but tolerated: absent text reads as empty.
+        None => Ok(String::new()),
+        Some(_) => Err(StoreError::Internal(format!("profile item: {name} not S"))),
+    };
+    let number = |name: &str| match item.get(name) {
+        Some(AttributeValue::N(n)) => n
+            .parse::<i64>()
+            .map_err(|_| StoreError::Internal(format!("profile item: bad {name}"))),
+        _ => Err(StoreError::Internal(format!("profile item: {name} not N"))),
+    };
+    let version = u64::try_from(number("ver")?)
+        .map_err(|_| StoreError::Internal("profile item: negative ver".into()))?;
+    Ok(Versioned {
+        profile: Profile {
+            uid: text("uid")?,
+            name: text("name")?,
+            status: text("status")?,
+            avatar_url: text("avatarUrl")?,
+            updated_at: number("updatedAt")?,
+        },
+        version,
+    })
+}
+
+impl DynamoStore {
+    /// One conditional UpdateItem at `at`: the stored record, or `Err(stored updatedAt)` when
+    /// the stored profile is not older than `at`.
+    async fn update_once(
+        &self,
+        uid: &UserId,
+        change: &Change,
+        at: i64,
+    ) -> Result<Result<Versioned, i64>, StoreError> {
+        // `None` fields keep their value; `if_not_exists` makes them empty on a new item.
+        let status = if change.status.is_some() {
+            "#s = :s"
+        } else {
+            "#s = if_not_exists(#s, :empty)"
+        };
+        let avatar = if change.avatar_url.is_some() {
+            "#a = :a"
+        } else {
+            "#a = if_not_exists(#a, :empty)"
+        };
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(uid.as_str())))
+            .update_expression(format!(
+                "SET #n = :n, #t = :t, {status}, {avatar} ADD #v :one"
+            ))
+            .condition_expression("attribute_not_exists(#t) OR #t < :t")
+            // `name` and `status` are DynamoDB reserved words: always use placeholders.
+            .expression_attribute_names("#n", "name")
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_names("#a", "avatarUrl")
+            .expression_attribute_names("#t", "updatedAt")
+            .expression_attribute_names("#v", "ver")
+            .expression_attribute_values(":n", AttributeValue::S(change.name.clone()))
+            .expression_attribute_values(":t", AttributeValue::N(at.to_string()))
+            .expression_attribute_values(":one", AttributeValue::N("1".into()))
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        if let Some(s) = &change.status {
+            request = request.expression_attribute_values(":s", AttributeValue::S(s.clone()));
+        }
+        if let Some(a) = &change.avatar_url {
+            request = request.expression_attribute_values(":a", AttributeValue::S(a.clone()));
+        }
+        if change.status.is_none() || change.avatar_url.is_none() {
+            // DynamoDB refuses unused placeholders, so `:empty` only when referenced.
+            request =
+                request.expression_attribute_values(":empty", AttributeValue::S(String::new()));
+        }
+        match request.send().await {
+            Ok(out) => {
+                let item = out.attributes().ok_or_else(|| {
+                    StoreError::Internal("UpdateItem returned no attributes".into())
+                })?;
+                Ok(Ok(decode(item)?))
+            }
+            Err(SdkError::ServiceError(e)) => match e.err() {
+                UpdateItemError::ConditionalCheckFailedException(failed) => {
+                    let stored = failed.item().map(decode).transpose()?;
+                    Ok(Err(stored.map_or(at, |v| v.profile.updated_at)))
+                }
+                _ => Err(unavailable(SdkError::ServiceError(e))),
+            },
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+}
+
+#[async_trait]
+impl ProfileStore for DynamoStore {
+    fn kind(&self) -> &'static str {
+        "dynamodb"
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.client
+            .describe_table()
+            .table_name(&self.table)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn get(&self, uid: &UserId) -> Result<Option<Versioned>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(uid.as_str())))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        out.item().map(decode).transpose()
+    }
+
+    async fn get_many(&self, uids: &[UserId]) -> Result<Vec<Versioned>, StoreError> {
+        let mut found = Vec::with_capacity(uids.len());
+        for chunk in uids.chunks(BATCH_MAX) {
+            let mut pending: Vec<Item> = chunk.iter().map(|u| key(u.as_str())).collect();
+            let mut attempt = 0;
+            // DynamoDB may leave keys unprocessed (throttling, 16 MB response cap); ask again
+            // for exactly those, backing off, until none are left.
+            while !pending.is_empty() {
+                if attempt == BATCH_ATTEMPTS {
+                    return Err(StoreError::Unavailable(format!(
+                        "dynamodb: {} keys still unprocessed after {BATCH_ATTEMPTS} attempts",
+                        pending.len()
+                    )));
+                }
+                if attempt > 0 {
+                    tokio::time::sleep(Duration::from_millis(25 << attempt.min(6))).await;
+                }
+                attempt += 1;
+                let request = KeysAndAttributes::builder()
+                    .set_keys(Some(std::mem::take(&mut pending)))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(|e| StoreError::Internal(e.to_string()))?;
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, request)
+                    .send()
+                    .await
+                    .map_err(unavailable)?;
+                if let Some(items) = out.responses().and_then(|r| r.get(&self.table)) {
+                    for item in items {
+                        found.push(decode(item)?);
+                    }
+                }
+                if let Some(left) = out.unprocessed_keys().and_then(|u| u.get(&self.table)) {
+                    pending = left.keys().to_vec();
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    async fn put(
+        &self,
+        uid: &UserId,
+        change: &Change,
+        updated_at: i64,
+    ) -> Result<Versioned, StoreError> {
+        // `updatedAt` must grow with every write (subscribers order events by it), even when
+        // clocks of two instances disagree: the write is conditional on the stored value being
+        // older, and a refusal retries just after the stored value.
+        let mut at = updated_at;
+        for _ in 0..PUT_ATTEMPTS {
+            match self.update_once(uid, change, at).await? {
+                Ok(record) => return Ok(record),
+                Err(stored) => at = at.max(stored.saturating_add(1)),
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "dynamodb: profile {uid} kept changing under {PUT_ATTEMPTS} attempts"
+        )))
+    }
+
+    async fn scan_page(&self, cursor: Option<String>, limit: usize) -> Result<Page, StoreError> {
+        let limit = i32::try_from(limit.max(1)).unwrap_or(i32::MAX);
+        let out = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .limit(limit)
+            .set_exclusive_start_key(cursor.map(|uid| key(&uid)))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let items = out
+            .items()
+            .iter()
+            .map(|item| decode(item).map(|v| v.profile))
+            .collect::<Result<Vec<_>, _>>()?;
+        // The table's only key is `uid`, so LastEvaluatedKey is fully described by it.
+        let next = match out.last_evaluated_key().and_then(|k| k.get("uid")) {
+            Some(AttributeValue::S(uid)) => Some(uid.clone()),
+            _ => None,
+        };
+        Ok(Page { items, next })
+    }
+}
