@@ -17,20 +17,19 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     accounts::{
-        token::TokenSigner, AccountService, AccountStore, EmbeddedAccountStore, RedisAccountStore,
+        token::TokenSigner, AccountService, AccountStore, DynamoAccountStore, EmbeddedAccountStore,
+        RedisAccountStore,
     },
     bus::{Bus, MemoryBus, RedisBus, Router},
     calllog::{
         drain,
         queue::{EmbeddedQueue, LogQueue, RedisQueue},
-        redis_table::RedisTable,
-        table::{EmbeddedTable, SortedTable},
         CallLog,
     },
     chat::{ChatDeps, ChatService},
     config::{AuthMode, Settings},
     gateway,
-    groups::{EmbeddedGroupStore, GroupStore, RedisGroupStore},
+    groups::{DurableGroupStore, EmbeddedGroupStore, GroupStore, RedisGroupStore},
     health::Health,
     http,
     inbox::{EmbeddedInbox, InboxLimits, InboxStore, RedisInbox},
@@ -40,7 +39,13 @@ use crate::{
     },
     receipts::{EmbeddedReceiptStore, ReceiptStore, RedisReceiptStore},
     state::AppState,
-    storage::{embedded::EmbeddedDb, redis::RedisHandles, StoreError},
+    storage::{
+        embedded::EmbeddedDb,
+        redis::RedisHandles,
+        redis_table::RedisTable,
+        table::{EmbeddedTable, SortedTable},
+        StoreError,
+    },
     telemetry::Metrics,
 };
 
@@ -94,17 +99,32 @@ impl Application {
             calllog_queue,
             calllog_table,
             profile_updates,
+            redis_groups,
         } = match &settings.redis_url {
             Some(url) => Backends::redis(url, &settings, &router, limits, &shutdown).await?,
             None => Backends::embedded(&settings, &router, limits, &shutdown)?,
         };
         let _ = bus_slot.set(bus.clone());
-        let calllog_table: Arc<dyn SortedTable> = match &settings.dynamodb_endpoint {
+        // DynamoDB, when configured, is the system of record for accounts, group membership
+        // and the call log; Redis (or the embedded store) keeps inboxes and hot state.
+        let (accounts_store, groups, calllog_table) = match &settings.dynamodb_endpoint {
             Some(endpoint) => {
-                let name = format!("{}calllog", settings.table_prefix);
-                Arc::new(crate::calllog::dynamo::connect(Some(endpoint), &name).await?)
+                let table = |name: &str| {
+                    let name = format!("{}{name}", settings.table_prefix);
+                    async move { crate::storage::dynamo::connect(Some(endpoint), &name).await }
+                };
+                let (accounts_table, groups_table, calllog_table) =
+                    tokio::try_join!(table("accounts"), table("groups"), table("calllog"))?;
+                let groups: Arc<dyn GroupStore> = match &redis_groups {
+                    Some(hot) => Arc::new(DurableGroupStore::new(groups_table, hot.clone())),
+                    None => groups,
+                };
+                let accounts: Arc<dyn AccountStore> =
+                    Arc::new(DynamoAccountStore::new(accounts_table));
+                let calllog: Arc<dyn SortedTable> = Arc::new(calllog_table);
+                (accounts, groups, calllog)
             }
-            None => calllog_table,
+            None => (accounts_store, groups, calllog_table),
         };
         let calllog_queue = settings.call_log.then_some(calllog_queue);
         if let Some(queue) = &calllog_queue {
@@ -117,12 +137,7 @@ impl Application {
         } else {
             tracing::warn!("the call log is switched off: conversation events are not logged");
         }
-        let calllog = CallLog::new(
-            calllog_queue,
-            calllog_table,
-            groups.clone(),
-            contacts.clone(),
-        );
+        let calllog = CallLog::new(calllog_queue, calllog_table, groups.clone());
 
         let accounts = AccountService::new(
             accounts_store,
@@ -283,6 +298,8 @@ struct Backends {
     calllog_table: Arc<dyn SortedTable>,
     /// Redis: where the profile service's updates arrive.
     profile_updates: Option<fred::clients::SubscriberClient>,
+    /// Redis: group membership in Redis (the hot copy when DynamoDB holds the record).
+    redis_groups: Option<RedisGroupStore>,
 }
 
 impl Backends {
@@ -296,6 +313,7 @@ impl Backends {
     ) -> Result<Self, StartupError> {
         let redis = RedisHandles::connect(url).await?;
         let node = uuid::Uuid::new_v4().simple().to_string();
+        let redis_groups = RedisGroupStore::new(redis.pool.clone(), settings.group_idle_secs);
         let calllog_queue = RedisQueue::new(
             format!("wc:{}calllog", settings.table_prefix),
             redis.pool.clone(),
@@ -319,10 +337,8 @@ impl Backends {
             )),
 
             contacts: Arc::new(RedisContactStore::new(redis.pool.clone())),
-            groups: Arc::new(RedisGroupStore::new(
-                redis.pool.clone(),
-                settings.group_idle_secs,
-            )),
+            groups: Arc::new(redis_groups.clone()),
+            redis_groups: Some(redis_groups),
             receipts: Arc::new(RedisReceiptStore::new(
                 redis.pool.clone(),
                 settings.inbox_max_age_secs,
@@ -372,6 +388,7 @@ impl Backends {
             calllog_queue: Arc::new(EmbeddedQueue::new(db.clone())),
             calllog_table: Arc::new(EmbeddedTable::new(db.clone())),
             profile_updates: None,
+            redis_groups: None,
             embedded: Some(db),
         })
     }

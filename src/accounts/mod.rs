@@ -4,6 +4,7 @@
 //! with its embedded and Redis implementations. Does not own HTTP or sockets: the REST
 //! handlers and the socket auth middleware both call [`AccountService`].
 
+mod dynamo;
 mod embedded;
 mod redis;
 pub mod token;
@@ -18,6 +19,7 @@ use async_trait::async_trait;
 use dashmap::DashSet;
 use serde::{Deserialize, Serialize};
 
+pub use self::dynamo::DynamoAccountStore;
 pub use self::embedded::EmbeddedAccountStore;
 pub use self::redis::RedisAccountStore;
 use self::token::{Claims, TokenSigner};

@@ -11,11 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 use std::collections::HashMap;
 
-use super::{
-    queue::LogQueue,
-    rows_for,
-    table::{Row, SortedTable},
-};
+use super::{queue::LogQueue, rows_for};
+use crate::storage::table::{Row, SortedTable};
 use crate::{storage::StoreError, telemetry::Metrics};
 
 /// Records taken per batch.
@@ -65,6 +62,11 @@ pub async fn run(
                 Ok(()) => break,
                 Err(e) => {
                     metrics.calllog_errors.inc();
+                    if let Ok(backlog) = queue.backlog().await {
+                        metrics
+                            .calllog_backlog
+                            .set(i64::try_from(backlog).unwrap_or(i64::MAX));
+                    }
                     tracing::warn!(error = %e, records = records.len(), "call-log write failed; retrying");
                     if pause(&shutdown, &mut backoff).await {
                         return;

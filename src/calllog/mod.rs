@@ -2,7 +2,7 @@
 //!
 //! Chat commands hand a [`LogRecord`] to the [`CallLog`] before the sender's ack; it goes into
 //! a durable write-behind queue ([`queue`]), and a drain task ([`drain`]) writes batches to the
-//! call-log table ([`table`]): DynamoDB, Redis or the embedded store. The REST history routes
+//! call-log table (a [`SortedTable`]): DynamoDB, Redis or the embedded store. The REST history routes
 //! read the table through [`CallLog`]'s queries.
 //!
 //! Row layout (partition key / sort key; every write is idempotent):
@@ -12,30 +12,28 @@
 //!   (delivery keeps the first time, display the latest time and its Unread);
 //! - `u#<uid>` / `t#<SentAt:13>#<conv>#…`: a copy of each event the user sent or received
 //!   1:1, for the admin call log by uid (group traffic a user received is under the gid);
-//! - `v#<uid>` / `<conv>`: the user's 1:1 conversations with their latest event;
+//! - `v#<uid>` / `p:…`: the user's 1:1 conversations with their latest event;
+//! - `v#<uid>` / `g:<gid>`: the user's groups (written by create / refer / depart), so the
+//!   conversation list needs nothing but the call log;
 //! - `v#<uid>` / `read#<conv>`: when the user last displayed something there (unread counts).
 
 pub mod drain;
-pub mod dynamo;
 pub mod queue;
-pub mod redis_table;
-pub mod table;
 
-use std::{collections::HashMap, sync::Arc};
+use std::sync::Arc;
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use futures_util::future::join_all;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::storage::table::{Order, Row, SkRange, SortedTable};
 use crate::{
     domain::{ChatError, ErrorCode, GroupId, UserId},
     groups::GroupStore,
-    presence::ContactStore,
     storage::StoreError,
 };
 use queue::LogQueue;
-use table::{Order, Row, SkRange, SortedTable};
 
 /// A conversation: two users, or a group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -162,6 +160,10 @@ pub fn rows_for(records: &[LogRecord]) -> RowsToWrite {
                 if let Some(gid) = &group {
                     row = row.with("g", gid.as_str());
                 }
+                if let Some(gid) = &group {
+                    out.versioned
+                        .extend(membership_rows(evt_type, gid, body, *sent_at));
+                }
                 let index_sk = format!("t#{:013}#{conv}#{}", (*sent_at).max(0), &sk[16..]);
                 let indexed = |uid: &str| {
                     let mut copy = Row::new(format!("u#{uid}"), &index_sk);
@@ -218,25 +220,21 @@ pub fn rows_for(records: &[LogRecord]) -> RowsToWrite {
     out
 }
 
-/// `rows` with only the last row of each (pk, sk), in input order. Back-ends that split a
-/// write into concurrent batches use it so "last write wins" holds without ordering the
-/// batches (and DynamoDB refuses a batch naming one key twice).
-fn last_of_each_key(rows: Vec<Row>) -> Vec<Row> {
-    let mut last: HashMap<(&str, &str), usize> = HashMap::with_capacity(rows.len());
-    for (i, row) in rows.iter().enumerate() {
-        last.insert((row.pk.as_str(), row.sk.as_str()), i);
-    }
-    if last.len() == rows.len() {
-        return rows;
-    }
-    let keep: Vec<bool> = rows
-        .iter()
-        .enumerate()
-        .map(|(i, row)| last.get(&(row.pk.as_str(), row.sk.as_str())) == Some(&i))
-        .collect();
-    rows.into_iter()
-        .zip(keep)
-        .filter_map(|(row, keep)| keep.then_some(row))
+/// The `v#<uid>` / `g:<gid>` rows a membership change makes (none for other events).
+fn membership_rows(evt_type: &str, gid: &str, body: &str, at: i64) -> Vec<(Row, &'static str)> {
+    let member = match evt_type {
+        "create" | "refer" => true,
+        "depart" => false,
+        _ => return Vec::new(),
+    };
+    let uids: Vec<String> = serde_json::from_str(body).unwrap_or_default();
+    uids.into_iter()
+        .map(|uid| {
+            let row = Row::new(format!("v#{uid}"), format!("g:{gid}"))
+                .with("at", at)
+                .with("member", member);
+            (row, "at")
+        })
         .collect()
 }
 
@@ -323,7 +321,6 @@ pub struct CallLog {
     queue: Option<Arc<dyn LogQueue>>,
     table: Arc<dyn SortedTable>,
     groups: Arc<dyn GroupStore>,
-    contacts: Arc<dyn ContactStore>,
 }
 
 impl CallLog {
@@ -332,13 +329,11 @@ impl CallLog {
         queue: Option<Arc<dyn LogQueue>>,
         table: Arc<dyn SortedTable>,
         groups: Arc<dyn GroupStore>,
-        contacts: Arc<dyn ContactStore>,
     ) -> Self {
         Self {
             queue,
             table,
             groups,
-            contacts,
         }
     }
 
@@ -374,7 +369,7 @@ impl CallLog {
             .map(|c| decode_cursor(c, "conversations"))
             .transpose()?;
         let own = format!("v#{user}");
-        let (direct, markers, gids) = tokio::try_join!(
+        let (direct, markers, memberships) = tokio::try_join!(
             self.table.query(
                 &own,
                 SkRange::prefix("p:"),
@@ -387,8 +382,18 @@ impl CallLog {
                 Order::Ascending,
                 MAX_CONVERSATIONS
             ),
-            self.contacts.groups_of(user),
+            self.table.query(
+                &own,
+                SkRange::prefix("g:"),
+                Order::Ascending,
+                MAX_CONVERSATIONS
+            ),
         )?;
+        let gids: Vec<String> = memberships
+            .iter()
+            .filter(|r| r.attrs.get("member").and_then(Value::as_bool) == Some(true))
+            .filter_map(|r| r.sk.strip_prefix("g:").map(str::to_owned))
+            .collect();
         let read_at = |conv: &str| {
             markers
                 .iter()

@@ -2,16 +2,14 @@
 
 use std::sync::Arc;
 
-use super::{table::EmbeddedTable, *};
-use crate::{
-    groups::EmbeddedGroupStore, presence::EmbeddedContactStore, storage::embedded::EmbeddedDb,
-};
+use super::*;
+use crate::storage::table::{last_of_each_key, EmbeddedTable};
+use crate::{groups::EmbeddedGroupStore, storage::embedded::EmbeddedDb};
 
 struct Fixture {
     log: CallLog,
     table: Arc<dyn SortedTable>,
     groups: Arc<dyn GroupStore>,
-    contacts: Arc<dyn ContactStore>,
     _dir: tempfile::TempDir,
 }
 
@@ -19,13 +17,11 @@ fn fixture() -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = EmbeddedDb::open(dir.path()).expect("open");
     let table: Arc<dyn SortedTable> = Arc::new(EmbeddedTable::new(db.clone()));
-    let groups: Arc<dyn GroupStore> = Arc::new(EmbeddedGroupStore::new(db.clone()));
-    let contacts: Arc<dyn ContactStore> = Arc::new(EmbeddedContactStore::new(db));
+    let groups: Arc<dyn GroupStore> = Arc::new(EmbeddedGroupStore::new(db));
     Fixture {
-        log: CallLog::new(None, table.clone(), groups.clone(), contacts.clone()),
+        log: CallLog::new(None, table.clone(), groups.clone()),
         table,
         groups,
-        contacts,
         _dir: dir,
     }
 }
@@ -131,10 +127,6 @@ async fn conversations_are_newest_first_with_unread_counts_from_the_last_display
         .create(&gid, &[uid("ann"), uid("dan")])
         .await
         .expect("group");
-    f.contacts
-        .joined(&gid, &[uid("ann"), uid("dan")])
-        .await
-        .expect("contacts");
     let group_msg = LogRecord::Event {
         evt_type: "message".into(),
         actor: "dan".into(),
@@ -146,7 +138,18 @@ async fn conversations_are_newest_first_with_unread_counts_from_the_last_display
         sent_at: 1_250,
         seq: None,
     };
-    drain::write(f.table.as_ref(), &[group_msg])
+    let create = LogRecord::Event {
+        evt_type: "create".into(),
+        actor: "dan".into(),
+        conversation: Conversation::Group {
+            gid: "group_g1".into(),
+        },
+        msg_id: "c".into(),
+        body: r#"["ann","dan"]"#.into(),
+        sent_at: 1_240,
+        seq: None,
+    };
+    drain::write(f.table.as_ref(), &[create, group_msg])
         .await
         .expect("write group");
 

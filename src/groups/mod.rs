@@ -4,11 +4,13 @@
 //! saved before anyone is told about it, so a member never misses the first messages. What
 //! happens on create/refer/depart (who is notified, fan-out) is the chat service's.
 
+mod dynamo;
 mod embedded;
 mod redis;
 
 use async_trait::async_trait;
 
+pub use self::dynamo::DurableGroupStore;
 pub use self::embedded::EmbeddedGroupStore;
 pub use self::redis::RedisGroupStore;
 use crate::{

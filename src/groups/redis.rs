@@ -21,6 +21,7 @@ const MEMBERS_LUA: &str = include_str!("members.lua");
 
 /// [`GroupStore`] over Redis sets; a group's hot state is `wc:{gid}:hot`, expiring after the
 /// idle time.
+#[derive(Clone)]
 pub struct RedisGroupStore {
     pool: Pool,
     script: Script,

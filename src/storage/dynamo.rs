@@ -36,7 +36,7 @@ use futures_util::{stream, StreamExt, TryStreamExt};
 use rand::Rng;
 use serde_json::Map;
 
-use super::table::{Order, Row, SkRange, SortedTable};
+use super::table::{last_of_each_key, Order, Row, SkRange, SortedTable};
 use crate::storage::StoreError;
 
 /// DynamoDB's limit on items per BatchWriteItem.
@@ -251,11 +251,61 @@ impl DynamoTable {
     }
 }
 
+impl DynamoTable {
+    /// Writes `row` unless a row with its keys exists; whether it was written.
+    pub async fn insert_if_absent(&self, row: &Row) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(encode(row, None)?))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(sdk_error(e)),
+        }
+    }
+
+    /// Deletes the rows with these keys (absent ones are fine).
+    pub async fn delete_rows(&self, keys: Vec<(String, String)>) -> Result<(), StoreError> {
+        let mut seen = HashSet::with_capacity(keys.len());
+        let requests = keys
+            .into_iter()
+            .filter(|key| seen.insert(key.clone()))
+            .map(|(pk, sk)| {
+                let delete = aws_sdk_dynamodb::types::DeleteRequest::builder()
+                    .key("pk", AttributeValue::S(pk))
+                    .key("sk", AttributeValue::S(sk))
+                    .build()
+                    .map_err(build_error)?;
+                Ok(WriteRequest::builder().delete_request(delete).build())
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let chunks: Vec<Vec<WriteRequest>> = requests
+            .chunks(WRITE_CHUNK)
+            .map(<[WriteRequest]>::to_vec)
+            .collect();
+        stream::iter(chunks.into_iter().map(|chunk| self.write_chunk(chunk)))
+            .buffer_unordered(CHUNKS_IN_FLIGHT)
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl SortedTable for DynamoTable {
     async fn put_rows(&self, rows: Vec<Row>) -> Result<(), StoreError> {
         // Deduped over the whole call, not per chunk, so concurrent chunks never race on a key.
-        let rows = super::last_of_each_key(rows);
+        let rows = last_of_each_key(rows);
         let mut requests = Vec::with_capacity(rows.len());
         for row in &rows {
             let put = PutRequest::builder()

@@ -22,7 +22,7 @@ use fred::{
 use futures_util::{stream, StreamExt, TryStreamExt};
 use serde_json::Map;
 
-use super::table::{Order, Row, SkRange, SortedTable};
+use super::table::{last_of_each_key, Order, Row, SkRange, SortedTable};
 use crate::storage::{redis::unavailable, StoreError};
 
 /// Rows per script call: bounds how long one call holds Redis (scripts block the server).
@@ -151,7 +151,7 @@ fn decode(pk: &str, sk: String, json: &str) -> Result<Row, StoreError> {
 impl SortedTable for RedisTable {
     async fn put_rows(&self, rows: Vec<Row>) -> Result<(), StoreError> {
         // Deduped first, so the chunks of one partition may run in any order.
-        let rows = super::last_of_each_key(rows);
+        let rows = last_of_each_key(rows);
         let mut partitions: HashMap<String, Vec<Row>> = HashMap::new();
         for row in rows {
             partitions.entry(row.pk.clone()).or_default().push(row);

@@ -3,7 +3,7 @@
 //! redb (tuple keys) and Redis (a lexicographic sorted set per partition) can offer it, so the
 //! call log's logic is written once over [`SortedTable`] and each back-end is small.
 
-use std::ops::Bound;
+use std::{collections::HashMap, ops::Bound};
 
 use async_trait::async_trait;
 use serde_json::{Map, Value};
@@ -100,6 +100,28 @@ pub trait SortedTable: Send + Sync {
     async fn get_rows(&self, keys: Vec<(String, String)>) -> Result<Vec<Row>, StoreError>;
     /// Whether the back-end answers (for `/health`).
     async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// `rows` with only the last row of each (pk, sk), in input order. Back-ends that split a
+/// write into concurrent batches use it so "last write wins" holds without ordering the
+/// batches (and DynamoDB refuses a batch naming one key twice).
+pub fn last_of_each_key(rows: Vec<Row>) -> Vec<Row> {
+    let mut last: HashMap<(&str, &str), usize> = HashMap::with_capacity(rows.len());
+    for (i, row) in rows.iter().enumerate() {
+        last.insert((row.pk.as_str(), row.sk.as_str()), i);
+    }
+    if last.len() == rows.len() {
+        return rows;
+    }
+    let keep: Vec<bool> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, row)| last.get(&(row.pk.as_str(), row.sk.as_str())) == Some(&i))
+        .collect();
+    rows.into_iter()
+        .zip(keep)
+        .filter_map(|(row, keep)| keep.then_some(row))
+        .collect()
 }
 
 /// [`SortedTable`] in the embedded database: key (pk, sk) → attributes JSON.
