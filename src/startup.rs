@@ -4,21 +4,18 @@
 use std::{
     future::Future,
     net::SocketAddr,
-    path::Path,
     sync::{Arc, OnceLock},
 };
 
 use axum::serve::ListenerExt;
-use fred::{interfaces::KeysInterface, types::SetOptions};
-use rand::RngCore;
 use socketioxide::SocketIo;
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     accounts::{
-        token::TokenSigner, AccountService, AccountStore, DynamoAccountStore, EmbeddedAccountStore,
-        RedisAccountStore,
+        token::TokenSigner, token_key, AccountService, AccountStore, DynamoAccountStore,
+        EmbeddedAccountStore, RedisAccountStore,
     },
     bus::{Bus, MemoryBus, RedisBus, Router},
     calllog::{
@@ -323,9 +320,9 @@ impl Backends {
         .await?;
         let bus = RedisBus::new(&redis);
         bus.spawn_listener(router.clone(), shutdown.clone());
-        let token_key = match configured_token_key(settings) {
+        let token_key = match token_key::configured(settings.token_secret.as_deref()) {
             Some(key) => key,
-            None => shared_secret_in_redis(&redis).await?,
+            None => token_key::shared_in_redis(&redis.pool).await?,
         };
         Ok(Self {
             accounts: Arc::new(RedisAccountStore::new(redis.pool.clone())),
@@ -370,9 +367,9 @@ impl Backends {
             limits.max_age_secs,
             shutdown.clone(),
         ));
-        let token_key = match configured_token_key(settings) {
+        let token_key = match token_key::configured(settings.token_secret.as_deref()) {
             Some(key) => key,
-            None => secret_in_data_dir(&settings.data_dir)?,
+            None => token_key::in_data_dir(&settings.data_dir)?,
         };
         Ok(Self {
             accounts: Arc::new(EmbeddedAccountStore::new(db.clone())),
@@ -392,14 +389,6 @@ impl Backends {
             embedded: Some(db),
         })
     }
-}
-
-/// The token key from the settings, when one is configured.
-fn configured_token_key(settings: &Settings) -> Option<Vec<u8>> {
-    settings
-        .token_secret
-        .as_ref()
-        .map(|s| s.as_bytes().to_vec())
 }
 
 /// Sweeps expired idempotency keys and old receipt state from the embedded store every ten
@@ -424,67 +413,4 @@ async fn sweep_periodically(
             }
         }
     }
-}
-
-/// The token key shared by every node on this Redis, created by the first node that needs it.
-async fn shared_secret_in_redis(redis: &RedisHandles) -> Result<Vec<u8>, StoreError> {
-    let candidate = random_hex(32);
-    let _: Option<String> = redis
-        .pool
-        .set(
-            "wc:token_secret",
-            candidate,
-            None,
-            Some(SetOptions::NX),
-            false,
-        )
-        .await
-        .map_err(crate::storage::redis::unavailable)?;
-    let secret: Option<String> = redis
-        .pool
-        .get("wc:token_secret")
-        .await
-        .map_err(crate::storage::redis::unavailable)?;
-    tracing::warn!("WEBCHAT_TOKEN_SECRET is not set; using the key shared through Redis");
-    secret
-        .map(String::into_bytes)
-        .ok_or_else(|| StoreError::Internal("token secret vanished from Redis".into()))
-}
-
-/// The token key kept in `<data dir>/token_secret`, created on first start.
-fn secret_in_data_dir(dir: &Path) -> Result<Vec<u8>, StoreError> {
-    let path = dir.join("token_secret");
-    match std::fs::read_to_string(&path) {
-        Ok(secret) if !secret.trim().is_empty() => return Ok(secret.trim().as_bytes().to_vec()),
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => {
-            return Err(StoreError::Internal(format!(
-                "read {}: {e}",
-                path.display()
-            )))
-        }
-    }
-    let secret = random_hex(32);
-    write_private(&path, &secret)
-        .map_err(|e| StoreError::Internal(format!("write {}: {e}", path.display())))?;
-    Ok(secret.into_bytes())
-}
-
-fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    options.open(path)?.write_all(contents.as_bytes())
-}
-
-fn random_hex(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    rand::thread_rng().fill_bytes(&mut buf);
-    buf.iter().map(|b| format!("{b:02x}")).collect()
 }

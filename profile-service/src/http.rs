@@ -14,9 +14,9 @@ use axum::{
         Request, State,
     },
     http::{
-        header::{self, AUTHORIZATION, CONTENT_TYPE},
+        header::{AUTHORIZATION, CONTENT_TYPE},
         request::Parts,
-        HeaderValue, Method, StatusCode,
+        StatusCode,
     },
     middleware::{self, Next},
     response::{IntoResponse, Response},
@@ -25,7 +25,6 @@ use axum::{
 };
 use serde::{de::DeserializeOwned, Deserialize};
 use serde_json::{json, Value};
-use tower_http::cors::{AllowOrigin, CorsLayer};
 use webchat::domain::UserId;
 
 use crate::{
@@ -77,7 +76,7 @@ pub fn router(state: AppState) -> Router {
             .route("/search/{uid}", get(legacy_search))
             .route("/getall", get(legacy_getall));
     }
-    let cors = cors(state.settings.cors_origins.as_deref());
+    let cors = webchat::http::cors(state.settings.cors_origins.as_deref());
     let app = app
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -88,29 +87,6 @@ pub fn router(state: AppState) -> Router {
         Some(layer) => app.layer(layer),
         None => app,
     }
-}
-
-/// CORS for the configured origins; none configured means same origin only (no headers).
-fn cors(origins: Option<&str>) -> Option<CorsLayer> {
-    let origins = origins?.trim();
-    if origins.is_empty() {
-        return None;
-    }
-    let allow = if origins == "*" {
-        AllowOrigin::any()
-    } else {
-        AllowOrigin::list(
-            origins
-                .split(',')
-                .filter_map(|o| HeaderValue::from_str(o.trim()).ok()),
-        )
-    };
-    Some(
-        CorsLayer::new()
-            .allow_origin(allow)
-            .allow_methods([Method::GET, Method::POST, Method::PUT])
-            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]),
-    )
 }
 
 async fn count_request(State(state): State<AppState>, req: Request, next: Next) -> Response {

@@ -7,11 +7,10 @@
 //! | unset | set   | Redis (`profile_rec`) | none (it would cache Redis in Redis) | Redis |
 //! | unset | unset | redb `profiles.redb` | none  | none  |
 
-use std::{future::Future, net::SocketAddr, path::Path, sync::Arc};
+use std::{future::Future, net::SocketAddr, sync::Arc};
 
-use fred::{clients::Pool, interfaces::KeysInterface, types::SetOptions};
-use rand::RngCore;
 use tokio::net::TcpListener;
+use webchat::accounts::token_key;
 
 use crate::{
     auth::Authenticator,
@@ -65,10 +64,13 @@ impl Application {
                 (None, Some(pool)) => (Arc::new(RedisStore::new(pool.clone())), None),
                 (None, None) => (Arc::new(EmbeddedStore::open(&settings.data_dir)?), None),
             };
-        let token_key = match (&settings.token_secret, &pool) {
-            (Some(secret), _) => secret.as_bytes().to_vec(),
-            (None, Some(pool)) => shared_secret_in_redis(pool).await?,
-            (None, None) => secret_in_data_dir(&settings.data_dir)?,
+        let token_key = match (
+            token_key::configured(settings.token_secret.as_deref()),
+            &pool,
+        ) {
+            (Some(key), _) => key,
+            (None, Some(pool)) => token_key::shared_in_redis(pool).await?,
+            (None, None) => token_key::in_data_dir(&settings.data_dir)?,
         };
         if pool.is_none() && settings.auth == AuthMode::Token {
             tracing::warn!("no Redis: logged-out tokens are not recognised as revoked here");
@@ -120,85 +122,5 @@ impl Application {
             .await?;
         tracing::info!("stopped");
         Ok(())
-    }
-}
-
-/// The token key shared through Redis, created (as the chat server does) if no one has yet.
-async fn shared_secret_in_redis(pool: &Pool) -> Result<Vec<u8>, StoreError> {
-    let _: Option<String> = pool
-        .set(
-            "wc:token_secret",
-            random_hex(32),
-            None,
-            Some(SetOptions::NX),
-            false,
-        )
-        .await
-        .map_err(redis::unavailable)?;
-    let secret: Option<String> = pool
-        .get("wc:token_secret")
-        .await
-        .map_err(redis::unavailable)?;
-    tracing::warn!("WEBCHAT_TOKEN_SECRET is not set; using the key shared through Redis");
-    secret
-        .map(String::into_bytes)
-        .ok_or_else(|| StoreError::Internal("token secret vanished from Redis".into()))
-}
-
-/// The token key in `<data dir>/token_secret` (the chat server's file), created if missing.
-fn secret_in_data_dir(dir: &Path) -> Result<Vec<u8>, StoreError> {
-    let path = dir.join("token_secret");
-    match std::fs::read_to_string(&path) {
-        Ok(secret) if !secret.trim().is_empty() => return Ok(secret.trim().as_bytes().to_vec()),
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => {
-            return Err(StoreError::Internal(format!(
-                "read {}: {e}",
-                path.display()
-            )))
-        }
-    }
-    std::fs::create_dir_all(dir)
-        .map_err(|e| StoreError::Internal(format!("create {}: {e}", dir.display())))?;
-    let secret = random_hex(32);
-    write_private(&path, &secret)
-        .map_err(|e| StoreError::Internal(format!("write {}: {e}", path.display())))?;
-    tracing::warn!(path = %path.display(), "WEBCHAT_TOKEN_SECRET is not set; created a token key file");
-    Ok(secret.into_bytes())
-}
-
-/// Writes a file only its owner can read (it holds a key).
-fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    options.open(path)?.write_all(contents.as_bytes())
-}
-
-fn random_hex(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    rand::thread_rng().fill_bytes(&mut buf);
-    buf.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_data_dir_key_is_created_once_and_then_reused() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let first = secret_in_data_dir(dir.path()).expect("created");
-        assert_eq!(first.len(), 64);
-        let again = secret_in_data_dir(dir.path()).expect("read");
-        assert_eq!(first, again);
-        std::fs::write(dir.path().join("token_secret"), "  abc\n").expect("write");
-        assert_eq!(secret_in_data_dir(dir.path()).expect("read"), b"abc");
     }
 }

@@ -8,6 +8,7 @@ mod dynamo;
 mod embedded;
 mod redis;
 pub mod token;
+pub mod token_key;
 
 use std::sync::Arc;
 

@@ -43,8 +43,9 @@ pub fn router(state: AppState) -> Router {
     }
 }
 
-/// CORS for the configured origins; none configured means same origin only (no headers).
-fn cors(origins: Option<&str>) -> Option<CorsLayer> {
+/// CORS for the configured origins (`WEBCHAT_CORS_ORIGINS`: a comma list or `*`); none
+/// configured means same origin only (no CORS headers). The profile service uses it too.
+pub fn cors(origins: Option<&str>) -> Option<CorsLayer> {
     let origins = origins?.trim();
     if origins.is_empty() {
         return None;

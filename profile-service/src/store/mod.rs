@@ -15,16 +15,9 @@ use webchat::domain::UserId;
 
 use crate::profile::{Change, Profile, Versioned};
 
-/// A back-end failure. Client input never produces one.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum StoreError {
-    /// The back-end did not answer or refused for now; the client may retry (503).
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
-    /// Corrupt data or a bug (500, details only in the log).
-    #[error("store internal error: {0}")]
-    Internal(String),
-}
+/// A back-end failure (the chat server's type: `Unavailable` → 503, `Internal` → 500).
+/// Client input never produces one.
+pub use webchat::storage::StoreError;
 
 /// One page of a full listing.
 #[derive(Debug, Clone, Default)]

@@ -1,0 +1,88 @@
+//! Where the token-signing key comes from when `WEBCHAT_TOKEN_SECRET` is not set: shared
+//! through Redis (the first process creates it), or kept in the data dir. The chat server and
+//! the profile service both use this, so they always agree on the key.
+
+use std::path::Path;
+
+use fred::{clients::Pool, interfaces::KeysInterface, types::SetOptions};
+use rand::RngCore;
+
+use crate::storage::{redis::unavailable, StoreError};
+
+/// The Redis key holding the shared token key.
+pub const REDIS_KEY: &str = "wc:token_secret";
+
+/// The key from the configured secret, if any.
+pub fn configured(secret: Option<&str>) -> Option<Vec<u8>> {
+    secret.map(|s| s.as_bytes().to_vec())
+}
+
+/// The key shared by every process on this Redis, created by the first one that needs it.
+pub async fn shared_in_redis(pool: &Pool) -> Result<Vec<u8>, StoreError> {
+    let _: Option<String> = pool
+        .set(REDIS_KEY, random_hex(32), None, Some(SetOptions::NX), false)
+        .await
+        .map_err(unavailable)?;
+    let secret: Option<String> = pool.get(REDIS_KEY).await.map_err(unavailable)?;
+    tracing::warn!("WEBCHAT_TOKEN_SECRET is not set; using the key shared through Redis");
+    secret
+        .map(String::into_bytes)
+        .ok_or_else(|| StoreError::Internal("token secret vanished from Redis".into()))
+}
+
+/// The key kept in `<dir>/token_secret`, created (readable by its owner only) if missing.
+pub fn in_data_dir(dir: &Path) -> Result<Vec<u8>, StoreError> {
+    let path = dir.join("token_secret");
+    match std::fs::read_to_string(&path) {
+        Ok(secret) if !secret.trim().is_empty() => return Ok(secret.trim().as_bytes().to_vec()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(StoreError::Internal(format!(
+                "read {}: {e}",
+                path.display()
+            )))
+        }
+    }
+    std::fs::create_dir_all(dir)
+        .map_err(|e| StoreError::Internal(format!("create {}: {e}", dir.display())))?;
+    let secret = random_hex(32);
+    write_private(&path, &secret)
+        .map_err(|e| StoreError::Internal(format!("write {}: {e}", path.display())))?;
+    tracing::warn!(path = %path.display(), "WEBCHAT_TOKEN_SECRET is not set; created a token key file");
+    Ok(secret.into_bytes())
+}
+
+/// Writes a file only its owner can read (it holds a key).
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path)?.write_all(contents.as_bytes())
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::thread_rng().fill_bytes(&mut buf);
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_data_dir_key_is_created_once_and_then_reused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = in_data_dir(dir.path()).expect("created");
+        assert_eq!(first.len(), 64);
+        assert_eq!(in_data_dir(dir.path()).expect("read"), first);
+        std::fs::write(dir.path().join("token_secret"), " abc \n").expect("write");
+        assert_eq!(in_data_dir(dir.path()).expect("read"), b"abc");
+    }
+}
