@@ -535,6 +535,22 @@ describe('web client in Chromium', () => {
     await shot(q, 'profile-live');
   });
 
+  it('without the profile service, names fall back to the sign-up names', async () => {
+    const down = await browser.newContext({ viewport: PHONE });
+    // Every request to the profile service fails, as if it were not running.
+    await down.route(`${server.profileUrl}/**`, (route) => route.abort('connectionrefused'));
+    const q = watch(await down.newPage(), 'carol-no-profiles');
+    const failed = [];
+    q.on('requestfailed', (r) => failed.push(r.url()));
+    await logIn(q, U.carol);
+    await q.waitForFunction((u) => document.querySelector(`#conv-list [data-conv="${u}"] .conv-name`)?.textContent === 'Alice', U.alice);
+    await q.waitForFunction(() => document.querySelector('#me-uid').textContent === 'Carol');
+    assert.ok(failed.some((u) => u.startsWith(server.profileUrl)), 'the profile service was tried');
+    await openConversation(q, U.alice);
+    await waitBubble(q, 'Backlog message 35');
+    await down.close();
+  });
+
   it('log out and log back in', async () => {
     const a = page.alice;
     await a.bringToFront();
