@@ -6,7 +6,7 @@
 // rendered as literal text, use two tabs at once, make a group of three (unread counts,
 // notices for joins and departures), read their history from the server in a fresh
 // browser, and see a profile edit arrive live. Screenshots go to
-// tests/browser/screenshots/ and the desktop chat view to docs/webclient.png when
+// tests/browser/screenshots/ and the desktop group chat to docs/webclient.png when
 // WEBCHAT_UPDATE_DOCS_SCREENSHOT=1.
 //
 //   cargo build --bin webchat -p webchat-profile && cd tests/browser && npm ci &&
@@ -280,12 +280,7 @@ describe('web client in Chromium', () => {
     const order = await a.$$eval('#conv-list [data-conv]', (rows) => rows.map((r) => r.dataset.conv));
     assert.deepEqual(order, [U.carol, U.bob]);
     await a.waitForSelector('#messages .msg.out[data-status="read"]');
-    const file = await shot(a, 'desktop-chat');
-    // The README's picture is refreshed only on request, so a test run leaves the tree clean.
-    if (process.env.WEBCHAT_UPDATE_DOCS_SCREENSHOT === '1') {
-      fs.mkdirSync(path.dirname(DOCS_SHOT), { recursive: true });
-      fs.copyFileSync(file, DOCS_SHOT);
-    }
+    await shot(a, 'desktop-chat');
   });
 
   it('the conversation filter narrows the list (by name or uid)', async () => {
@@ -437,6 +432,8 @@ describe('web client in Chromium', () => {
     await a.fill('#add-member-uid', U.carol);
     await a.click('#add-member-btn');
     await a.waitForSelector(`#member-list [data-uid="${U.carol}"]`);
+    await a.click('#chat-info-btn');
+    await a.waitForSelector('#group-panel', { state: 'hidden' });
     await c.waitForSelector('#conv-list [data-kind="group"]');
     await openGroup(b);
     await waitNotice(b, /Alice added Carol/);
@@ -464,14 +461,32 @@ describe('web client in Chromium', () => {
     assert.equal(await c.textContent('#messages .msg.in .msg-from'), 'Alice');
     await waitBubble(a, text, { status: 'read' });
     await waitGroupUnread(a, text, 0);
+
+    // Bob answers while Carol looks at another chat: Alice sees who wrote it, Bob that
+    // one member (Carol) has not read it.
+    await openConversation(c, U.alice);
+    const answer = 'Thanks! I will add my notes before Friday.';
+    await b.bringToFront();
+    await send(b, answer);
     await a.bringToFront();
-    await shot(a, 'group-chat');
+    await waitBubble(a, answer);
+    assert.equal(await a.textContent('#messages .msg.in .msg-from'), 'Bob');
+    await waitGroupUnread(b, answer, 1);
+    const file = await shot(a, 'group-chat');
+    // The README's picture is refreshed only on request, so a test run leaves the tree clean.
+    if (process.env.WEBCHAT_UPDATE_DOCS_SCREENSHOT === '1') {
+      fs.mkdirSync(path.dirname(DOCS_SHOT), { recursive: true });
+      fs.copyFileSync(file, DOCS_SHOT);
+    }
 
     // Carol leaves: everyone sees it, and her composer is gone.
+    await openGroup(c);
     await c.click('#chat-info-btn');
     await c.click('#leave-group-btn');
     await c.waitForSelector('#composer', { state: 'hidden' });
     await waitNotice(a, /Carol left/);
+    await a.click('#chat-info-btn');
+    await a.waitForSelector(`#member-list [data-uid="${U.bob}"]`);
     await a.waitForFunction((u) => !document.querySelector(`#member-list [data-uid="${u}"]`), U.carol);
     await a.click('#chat-info-btn');
   });
