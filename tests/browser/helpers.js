@@ -100,7 +100,7 @@ async function spawnListening(bin, args, env, re, label) {
  * with one token key, so a profile update reaches the chat server (channel wc:profiles).
  * The web client is served from a copy of webclient/ whose config.js names the profile
  * service and whose CSP allows it, as a deployment would set them.
- * → {url, profileUrl, stop(), stderr()}
+ * → {url, profileUrl, stop(), stopChat(), startChat(), stderr()}
  */
 async function startServer() {
   for (const [bin, what] of [[WEBCHAT_BIN, 'webchat'], [PROFILE_BIN, 'webchat-profile']]) {
@@ -147,15 +147,17 @@ async function startServer() {
   if (patched === html) throw new Error('index.html: the CSP connect-src no longer names http://*:4040 https://*:4040');
   fs.writeFileSync(index, patched);
 
-  let chat;
-  try {
-    chat = await spawnListening(
+  const startChat = () =>
+    spawnListening(
       WEBCHAT_BIN,
       ['--listen', `127.0.0.1:${chatPort}`, '--data-dir', dataDir, '--webclient-dir', webclientDir],
       { ...base, WEBCHAT_PROFILE_URL: profileUrl },
       LISTEN_RE,
       'webchat',
     );
+  let chat;
+  try {
+    chat = await startChat();
   } catch (e) {
     await profile.stop();
     throw e;
@@ -165,6 +167,13 @@ async function startServer() {
     url: `http://${chat.addr}/`,
     profileUrl,
     stderr: () => `${chat.stderr()}\n--- webchat-profile ---\n${profile.stderr()}`,
+    /** Stops the chat server (SIGTERM); `start()` brings it back on the same port and data. */
+    async stopChat() {
+      await chat.stop();
+    },
+    async startChat() {
+      chat = await startChat();
+    },
     async stop() {
       await chat.stop();
       await profile.stop();

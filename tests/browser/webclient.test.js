@@ -589,6 +589,31 @@ describe('web client in Chromium', () => {
     assert.deepEqual(keys.filter((k) => !/^webchat\.v1\.(session|u\.[^.]+(\.[^.]+)*\.seq)$/.test(k)), []);
   });
 
+  it('reconnect: the chat server restarts; the state is shown, a message written meanwhile is sent once', async () => {
+    const a = page.alice;
+    const b = page.bob;
+    await a.bringToFront();
+    await server.stopChat();
+    await a.waitForSelector('#app-view:not([data-conn="online"])');
+    await a.waitForSelector('#conn-banner:not([hidden])');
+    const text = 'Written while the server was down.';
+    await send(a, text);
+    await waitBubble(a, text, { status: 'sending' });
+
+    await server.startChat();
+    // socket.io retries with a growing delay (at most 8 s).
+    await a.waitForSelector('#app-view[data-conn="online"]', { timeout: 30000 });
+    await a.waitForSelector('#conn-banner', { state: 'hidden' });
+    await waitBubble(a, text, { status: 'delivered' });
+    await b.waitForSelector('#app-view[data-conn="online"]', { timeout: 30000 });
+    await b.bringToFront();
+    await waitUnread(b, U.alice, '1');
+    await openConversation(b, U.alice);
+    await waitBubble(b, text);
+    await a.bringToFront();
+    await waitBubble(a, text, { status: 'read' });
+  });
+
   it('no dialogs and no uncaught page errors anywhere', () => {
     assert.deepEqual(log.dialogs, []);
     assert.deepEqual(log.pageErrors, []);
