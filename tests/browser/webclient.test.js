@@ -419,6 +419,8 @@ describe('web client in Chromium', () => {
     // Alice ticks Bob in the address book and names the group.
     await a.click('#new-chat-btn');
     await a.fill('#new-chat-uid', `bob-${RUN}`);
+    // The address book answers the prefix: Bob alone.
+    await a.waitForFunction((u) => [...document.querySelectorAll('#people-list [data-uid]')].map((li) => li.dataset.uid).join() === u, U.bob);
     await a.check(`#people-list [data-uid="${U.bob}"] input[type=checkbox]`);
     await a.fill('#group-name', 'Demo team');
     await a.click('#create-group-btn');

@@ -132,27 +132,41 @@ export class Sidebar {
   }
 
   renderPeople(items) {
-    // Keep ticked people listed even when the search moved on.
+    // Keep ticked people listed even when the search moved on. Rows are keyed by uid and
+    // reused, so a search finishing while someone ticks a box does not swap it away.
     const shown = new Map(items.map((u) => [u.uid, u]));
     for (const uid of this.selected) if (!shown.has(uid)) shown.set(uid, { uid });
-    replaceChildren(
-      this.peopleList,
-      [...shown.values()].map((u) =>
-        h(
-          'li',
-          { className: 'person', dataset: { uid: u.uid } },
-          h(
-            'label',
-            { className: 'person-pick' },
-            h('input', { attrs: { type: 'checkbox', value: u.uid, 'aria-label': `Select ${u.uid} for a group`, checked: this.selected.has(u.uid) } }),
-            avatar(u.uid, { name: this.people.name(u.uid), url: this.people.avatarUrl(u.uid) }, 'avatar-sm'),
-            h('span', { className: 'person-text' }, h('span', { className: 'person-name', text: this.people.name(u.uid) }), h('span', { className: 'person-uid', text: u.uid })),
-          ),
-          h('button', { className: 'btn btn-ghost btn-sm', text: 'Chat', dataset: { chat: u.uid }, attrs: { type: 'button', title: `Chat with ${u.uid}` } }),
-        ),
+    const rows = new Map([...this.peopleList.querySelectorAll('li[data-uid]')].map((li) => [li.dataset.uid, li]));
+    const wanted = [...shown.keys()].map((uid) => {
+      let li = rows.get(uid);
+      if (!li) li = this.personRow(uid);
+      li.querySelector('input[type=checkbox]').checked = this.selected.has(uid);
+      li.querySelector('.person-name').textContent = this.people.name(uid);
+      return li;
+    });
+    if (!wanted.length) wanted.push(h('li', { className: 'person-none', text: 'Nobody found.' }));
+    const keep = new Set(wanted);
+    for (const child of [...this.peopleList.children]) if (!keep.has(child)) child.remove();
+    let cursor = this.peopleList.firstElementChild;
+    for (const el of wanted) {
+      if (el === cursor) cursor = cursor.nextElementSibling;
+      else this.peopleList.insertBefore(el, cursor);
+    }
+  }
+
+  personRow(uid) {
+    return h(
+      'li',
+      { className: 'person', dataset: { uid } },
+      h(
+        'label',
+        { className: 'person-pick' },
+        h('input', { attrs: { type: 'checkbox', value: uid, 'aria-label': `Select ${uid} for a group` } }),
+        avatar(uid, { name: this.people.name(uid), url: this.people.avatarUrl(uid) }, 'avatar-sm'),
+        h('span', { className: 'person-text' }, h('span', { className: 'person-name' }), h('span', { className: 'person-uid', text: uid })),
       ),
+      h('button', { className: 'btn btn-ghost btn-sm', text: 'Chat', dataset: { chat: uid }, attrs: { type: 'button', title: `Chat with ${uid}` } }),
     );
-    if (!shown.size) this.peopleList.appendChild(h('li', { className: 'person-none', text: 'Nobody found.' }));
   }
 
   updateGroupButton() {
