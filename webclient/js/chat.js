@@ -123,7 +123,11 @@ export class ChatClient extends EventTarget {
           for (const item of res.items || []) {
             const c = this.store.mergeSummary(item, (ev) => this.toMsg(ev));
             if (c.kind === 'direct') peers.add(c.id);
-            else if (item.last) peers.add(this.senderOf(item.last));
+            else {
+              if (item.last) peers.add(this.senderOf(item.last));
+              // An unnamed group is titled by its members.
+              if (!c.members && !/^group_.+\.[^.]+$/.test(c.id)) this.loadGroup(c.id);
+            }
           }
           cursor = res.next;
           if (!cursor) break;
