@@ -1,12 +1,16 @@
 'use strict';
-// The web client in a real headless Chromium against the real server: two
-// (three) users in separate browser contexts sign up through the UI, chat 1:1,
-// watch ✓ → ✓✓ → read on the sender's side, see typing, get a message sent
-// while their page was closed (exactly once), and get HTML/script payloads
-// rendered as literal text. Screenshots go to tests/browser/screenshots/ and
-// the desktop chat view to docs/webclient.png when WEBCHAT_UPDATE_DOCS_SCREENSHOT=1.
+// The web client in a real headless Chromium against the real chat server and profile
+// service (both on Redis): three users in separate browser contexts sign up through the
+// UI, chat 1:1, watch ✓ → ✓✓ → read on the sender's side, see typing and presence, get a
+// message sent while their page was closed (exactly once), get HTML/script payloads
+// rendered as literal text, use two tabs at once, make a group of three (unread counts,
+// notices for joins and departures), read their history from the server in a fresh
+// browser, and see a profile edit arrive live. Screenshots go to
+// tests/browser/screenshots/ and the desktop group chat to docs/webclient.png when
+// WEBCHAT_UPDATE_DOCS_SCREENSHOT=1.
 //
-//   cargo build --bin webchat && cd tests/browser && npm ci && node --test
+//   cargo build --bin webchat -p webchat-profile && cd tests/browser && npm ci &&
+//   WEBCHAT_TEST_REDIS_URL=redis://… node --test
 
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
@@ -24,6 +28,10 @@ const PHONE = { width: 390, height: 844 };
 
 const XSS_SCRIPT = '<script>alert(1)</script>';
 const XSS_IMG = '<img src=x onerror="alert(document.domain)">';
+
+// Accounts live in Redis, which outlives a run: uids are unique per run.
+const RUN = `${Date.now().toString(36)}${Math.floor(Math.random() * 1e6).toString(36)}`;
+const U = { alice: `alice-${RUN}`, bob: `bob-${RUN}`, carol: `carol-${RUN}` };
 
 let server;
 let browser;
@@ -127,6 +135,42 @@ async function waitUnread(p, uid, expected) {
   );
 }
 
+async function openGroup(p) {
+  await p.click('#conv-list [data-kind="group"]');
+  await p.waitForSelector('#chat-view:not([hidden])[data-kind="group"]');
+}
+
+/** Waits until the own bubble `text` carries data-unread=`n` (members who have not read it). */
+async function waitGroupUnread(p, text, n) {
+  await p.waitForFunction(
+    ([t, want]) => {
+      const found = [...document.querySelectorAll('#messages .msg.out')].filter((m) => m.querySelector('.msg-text').textContent === t);
+      return found.length === 1 && found[0].dataset.unread === want;
+    },
+    [text, String(n)],
+  );
+}
+
+async function waitNotice(p, re) {
+  await p.waitForFunction(
+    (src) => [...document.querySelectorAll('#messages .notice')].some((n) => new RegExp(src).test(n.textContent)),
+    re.source,
+  );
+}
+
+function waitPresence(p, uid, state) {
+  return p.waitForSelector(`#conv-list [data-conv="${uid}"] .presence[data-state="${state}"]`);
+}
+
+async function logIn(p, uid) {
+  await p.goto(server.url);
+  await p.waitForSelector('#auth-view:not([hidden])');
+  await p.fill('#auth-uid', uid);
+  await p.fill('#auth-password', PASSWORD);
+  await p.click('#auth-submit');
+  await waitOnline(p);
+}
+
 async function shot(p, name) {
   fs.mkdirSync(SHOTS, { recursive: true });
   const file = path.join(SHOTS, `${name}.png`);
@@ -155,16 +199,18 @@ describe('web client in Chromium', () => {
     await shot(a, 'auth');
 
     // A too-short password is refused in the form, before any request.
-    await a.fill('#auth-uid', 'alice');
+    await a.fill('#auth-uid', U.alice);
     await a.fill('#auth-password', 'short');
     await a.click('#auth-submit');
     await a.waitForSelector('#auth-error:not([hidden])');
     assert.match(await a.textContent('#auth-error'), /8 characters/);
 
-    await signUp(a, 'alice', 'Alice');
-    await signUp(await newPage('bob'), 'bob', 'Bob');
-    await signUp(await newPage('carol'), 'carol', 'Carol');
+    await signUp(a, U.alice, 'Alice');
+    await signUp(await newPage('bob'), U.bob, 'Bob');
+    await signUp(await newPage('carol'), U.carol, 'Carol');
     assert.equal(await a.textContent('#conn-label'), 'Online');
+    // The name comes from the profile the chat server created at sign-up.
+    await a.waitForFunction(() => document.querySelector('#me-uid').textContent === 'Alice');
     // Nobody has chats yet.
     assert.equal(await a.isVisible('#conv-empty'), true);
   });
@@ -174,7 +220,7 @@ describe('web client in Chromium', () => {
     const q = watch(await tmp.newPage(), 'taken');
     await q.goto(server.url);
     await q.click('#tab-signup');
-    await q.fill('#auth-uid', 'bob');
+    await q.fill('#auth-uid', U.bob);
     await q.fill('#auth-password', PASSWORD);
     await q.click('#auth-submit');
     await q.waitForSelector('#auth-error:not([hidden])');
@@ -185,21 +231,24 @@ describe('web client in Chromium', () => {
   it('1:1 chat: sent → delivered while unread → read once the peer opens it', async () => {
     const a = page.alice;
     const b = page.bob;
-    await startChat(a, 'bob');
+    await startChat(a, U.bob);
+    // The header shows the peer's profile name.
+    await a.waitForFunction(() => document.querySelector('#chat-name').textContent === 'Bob');
     const hello = 'Hi Bob! Are we still on for the demo on Friday?';
     await send(a, hello);
 
     // Bob is online but has no conversation open: delivered, not read.
     await waitBubble(a, hello, { status: 'delivered' });
-    await waitUnread(b, 'alice', '1');
+    await waitUnread(b, U.alice, '1');
     assert.deepEqual(await bubbles(a, hello), [{ out: true, status: 'delivered', text: hello }]);
-    assert.match(await b.textContent('#conv-list [data-conv="alice"] .conv-preview'), /Are we still on/);
+    assert.match(await b.textContent(`#conv-list [data-conv="${U.alice}"] .conv-preview`), /Are we still on/);
+    assert.equal(await b.textContent(`#conv-list [data-conv="${U.alice}"] .conv-name`), 'Alice');
 
     // Bob opens it in his focused window: read on Alice's side, badge gone on Bob's.
-    await openConversation(b, 'alice');
+    await openConversation(b, U.alice);
     await waitBubble(b, hello);
     await waitBubble(a, hello, { status: 'read' });
-    await waitUnread(b, 'alice', '');
+    await waitUnread(b, U.alice, '');
     assert.deepEqual(await bubbles(b, hello), [{ out: false, status: null, text: hello }]);
   });
 
@@ -214,7 +263,7 @@ describe('web client in Chromium', () => {
     const reply = 'Yes — 10:00 in the big room. I will bring the slides.';
     await waitBubble(a, reply);
     // The message replaces the indicator.
-    await a.waitForSelector('#chat-sub', { state: 'hidden' });
+    await a.waitForFunction(() => document.querySelector('#chat-sub').textContent !== 'typing…');
     // Both sides agree; Alice has the chat open, so Bob sees it read.
     await waitBubble(b, reply, { status: 'read' });
 
@@ -222,27 +271,24 @@ describe('web client in Chromium', () => {
     await waitBubble(a, 'Perfect, see you there!', { status: 'read' });
 
     // Carol writes to Alice meanwhile: an unread chat in Alice's list.
-    await startChat(page.carol, 'alice');
+    await startChat(page.carol, U.alice);
     await send(page.carol, 'Lunch tomorrow? The new ramen place opened.');
-    await waitUnread(a, 'carol', '1');
+    await waitUnread(a, U.carol, '1');
     await waitBubble(page.carol, 'Lunch tomorrow? The new ramen place opened.', { status: 'delivered' });
 
     // Newest first.
     const order = await a.$$eval('#conv-list [data-conv]', (rows) => rows.map((r) => r.dataset.conv));
-    assert.deepEqual(order, ['carol', 'bob']);
+    assert.deepEqual(order, [U.carol, U.bob]);
     await a.waitForSelector('#messages .msg.out[data-status="read"]');
-    const file = await shot(a, 'desktop-chat');
-    // The README's picture is refreshed only on request, so a test run leaves the tree clean.
-    if (process.env.WEBCHAT_UPDATE_DOCS_SCREENSHOT === '1') {
-      fs.mkdirSync(path.dirname(DOCS_SHOT), { recursive: true });
-      fs.copyFileSync(file, DOCS_SHOT);
-    }
+    await shot(a, 'desktop-chat');
   });
 
-  it('the conversation filter narrows the list', async () => {
+  it('the conversation filter narrows the list (by name or uid)', async () => {
     const a = page.alice;
-    await a.fill('#conv-filter', 'car');
-    await a.waitForFunction(() => [...document.querySelectorAll('#conv-list [data-conv]')].map((r) => r.dataset.conv).join() === 'carol');
+    await a.fill('#conv-filter', 'carol');
+    await a.waitForFunction((u) => [...document.querySelectorAll('#conv-list [data-conv]')].map((r) => r.dataset.conv).join() === u, U.carol);
+    await a.fill('#conv-filter', 'bob');
+    await a.waitForFunction((u) => [...document.querySelectorAll('#conv-list [data-conv]')].map((r) => r.dataset.conv).join() === u, U.bob);
     await a.fill('#conv-filter', 'nobody-matches');
     await a.waitForSelector('#conv-empty:not([hidden])');
     await a.fill('#conv-filter', '');
@@ -252,6 +298,7 @@ describe('web client in Chromium', () => {
   it('HTML and script in messages are shown as literal text', async () => {
     const a = page.alice;
     const b = page.bob;
+    await openConversation(a, U.bob);
     await send(a, XSS_SCRIPT);
     await send(a, XSS_IMG);
     await waitBubble(b, XSS_SCRIPT);
@@ -262,9 +309,9 @@ describe('web client in Chromium', () => {
       assert.deepEqual((await bubbles(p, XSS_SCRIPT)).map((m) => m.text), [XSS_SCRIPT]);
       assert.deepEqual((await bubbles(p, XSS_IMG)).map((m) => m.text), [XSS_IMG]);
       // Nothing was parsed into elements, in the messages or in the list preview.
-      assert.equal(await p.locator('#messages img, #messages script, #conv-list img, #conv-list script').count(), 0);
+      assert.equal(await p.locator('#messages img, #messages script, #conv-list .conv-main img, #conv-list script').count(), 0);
     }
-    assert.equal(await b.textContent('#conv-list [data-conv="alice"] .conv-preview'), XSS_IMG);
+    assert.equal(await b.textContent(`#conv-list [data-conv="${U.alice}"] .conv-preview`), XSS_IMG);
     await shot(b, 'xss-literal');
     assert.deepEqual(log.dialogs, [], 'no alert/confirm/prompt may fire');
     assert.deepEqual(
@@ -274,9 +321,11 @@ describe('web client in Chromium', () => {
     );
   });
 
-  it('store-and-forward: a message sent while the page is closed arrives once on reopen', async () => {
+  it('store-and-forward: a message sent while the page is closed arrives once on reopen; presence follows', async () => {
     const a = page.alice;
     await page.bob.close();
+    // Bob's last socket is gone: Alice sees him offline.
+    await waitPresence(a, U.bob, 'offline');
     const text = 'Bob, ping me when you are back online.';
     await send(a, text);
     await waitBubble(a, text, { status: 'sent' });
@@ -286,12 +335,13 @@ describe('web client in Chromium', () => {
     const b = await newPage('bob', PHONE);
     await b.goto(server.url);
     await waitOnline(b);
-    await waitUnread(b, 'alice', '1');
+    await waitPresence(a, U.bob, 'online');
+    await waitUnread(b, U.alice, '1');
     await waitBubble(a, text, { status: 'delivered' });
     assert.equal(await b.isVisible('#chat-view'), false, 'phones show the list alone');
     await shot(b, 'phone-list');
 
-    await openConversation(b, 'alice');
+    await openConversation(b, U.alice);
     assert.equal(await b.isVisible('#conv-list'), false, 'phones show the chat alone');
     await waitBubble(b, text);
     await waitBubble(a, text, { status: 'read' });
@@ -301,8 +351,9 @@ describe('web client in Chromium', () => {
     const before = await b.$$eval('#messages .msg', (ms) => ms.map((m) => m.dataset.key));
     await b.reload();
     await waitOnline(b);
-    await b.waitForSelector('#chat-view:not([hidden])[data-conv="alice"]');
+    await b.waitForSelector(`#chat-view:not([hidden])[data-conv="${U.alice}"]`);
     await waitBubble(b, text);
+    await b.waitForFunction((n) => document.querySelectorAll('#messages .msg').length >= n, before.length);
     const afterReload = await b.$$eval('#messages .msg', (ms) => ms.map((m) => m.dataset.key));
     assert.deepEqual(afterReload, before);
     assert.equal(new Set(afterReload).size, afterReload.length);
@@ -312,33 +363,27 @@ describe('web client in Chromium', () => {
     await b.waitForSelector('#conv-list', { state: 'visible' });
   });
 
-  // Known client bug, tracked for the web client issue: two tabs of one user read-modify-write
-  // the same localStorage conversation, so one tab's update (a read mark, a live copy) can be
-  // overwritten by the other's stale copy. The test runs and reports, but does not fail the
-  // suite until the client serialises tabs (e.g. with the Web Locks API).
-  it('two tabs of one user: each event handled once, read state shared', {
-    todo: 'cross-tab localStorage race in the web client: an update can be lost (about 1 run in 3)',
-  }, async () => {
+  it('two tabs of one user: each event handled once, read state shared', async () => {
     const a = page.alice;
     const b1 = page.bob; // phone-sized, on the list
     const b2 = watch(await ctx.bob.newPage(), 'bob-tab2');
     await b2.goto(server.url);
     await waitOnline(b2);
+    await b2.waitForSelector(`#conv-list [data-conv="${U.alice}"]`);
 
-    // Both of Bob's sockets get the stored event; the Seq (shared in localStorage) and the
-    // message key make it one message with one unread, in both tabs.
+    // Both of Bob's sockets get the stored event; each tab shows it once, with one unread.
     const text = 'Same message, two tabs.';
     await send(a, text);
-    await waitUnread(b1, 'alice', '1');
-    await waitUnread(b2, 'alice', '1');
+    await waitUnread(b1, U.alice, '1');
+    await waitUnread(b2, U.alice, '1');
     await waitBubble(a, text, { status: 'delivered' });
 
-    await openConversation(b2, 'alice');
+    await openConversation(b2, U.alice);
     await waitBubble(b2, text);
     await waitBubble(a, text, { status: 'read' });
     await b1.bringToFront();
-    await waitUnread(b1, 'alice', ''); // synced from the other tab
-    await openConversation(b1, 'alice');
+    await waitUnread(b1, U.alice, ''); // synced from the other tab
+    await openConversation(b1, U.alice);
     await waitBubble(b1, text);
 
     // Bob's own message from tab 2 shows up in tab 1 (the server's live copy to other tabs).
@@ -354,16 +399,183 @@ describe('web client in Chromium', () => {
     await a.bringToFront();
     await waitBubble(a, mine);
     await waitBubble(b2, mine, { status: 'read' });
+    // The other tab got the read receipt too.
+    await b1.bringToFront();
+    await waitBubble(b1, mine, { status: 'read' });
+    for (const p of [b1, b2]) {
+      const keys = await p.$$eval('#messages .msg', (ms) => ms.map((m) => m.dataset.key));
+      assert.equal(new Set(keys).size, keys.length, 'no message twice');
+    }
     await b2.close();
+    await b1.click('#back-btn');
   });
 
-  it('log out and log back in keeps the local history', async () => {
+  it('a group of three: create from the address book, add a member, unread counts, leave', async () => {
     const a = page.alice;
+    const b = page.bob;
+    const c = page.carol;
+    await a.bringToFront();
+
+    // Alice ticks Bob in the address book and names the group.
+    await a.click('#new-chat-btn');
+    await a.fill('#new-chat-uid', `bob-${RUN}`);
+    // The address book answers the prefix: Bob alone.
+    await a.waitForFunction((u) => [...document.querySelectorAll('#people-list [data-uid]')].map((li) => li.dataset.uid).join() === u, U.bob);
+    await a.check(`#people-list [data-uid="${U.bob}"] input[type=checkbox]`);
+    await a.fill('#group-name', 'Demo team');
+    await a.click('#create-group-btn');
+    await a.waitForSelector('#chat-view:not([hidden])[data-kind="group"]');
+    await a.waitForFunction(() => document.querySelector('#chat-name').textContent === 'Demo team');
+    await b.waitForSelector('#conv-list [data-kind="group"]');
+
+    // She adds Carol from the member list: Bob sees the notice, Carol gets the group.
+    await a.click('#chat-info-btn');
+    await a.waitForSelector(`#member-list [data-uid="${U.bob}"]`);
+    await a.fill('#add-member-uid', U.carol);
+    await a.click('#add-member-btn');
+    await a.waitForSelector(`#member-list [data-uid="${U.carol}"]`);
+    await a.click('#chat-info-btn');
+    await a.waitForSelector('#group-panel', { state: 'hidden' });
+    await c.waitForSelector('#conv-list [data-kind="group"]');
+    await openGroup(b);
+    await waitNotice(b, /Alice added Carol/);
+    await b.click('#back-btn');
+
+    // Two members have not read it, then one, then nobody.
+    const text = 'Welcome to the demo team! Slides are in the shared folder.';
+    await send(a, text);
+    await waitGroupUnread(a, text, 2);
+    await a.waitForSelector('#messages .msg.out[data-status="delivered"]');
+    const gid = await a.getAttribute('#chat-view', 'data-conv');
+    await waitUnread(b, gid, '1');
+    await waitUnread(c, gid, '1');
+
+    await b.bringToFront();
+    await openGroup(b);
+    await waitBubble(b, text);
+    await waitGroupUnread(a, text, 1);
+    await waitUnread(b, gid, '');
+
+    await c.bringToFront();
+    await openGroup(c);
+    await waitBubble(c, text);
+    // Group messages name their sender.
+    assert.equal(await c.textContent('#messages .msg.in .msg-from'), 'Alice');
+    await waitBubble(a, text, { status: 'read' });
+    await waitGroupUnread(a, text, 0);
+
+    // Bob answers while Carol looks at another chat: Alice sees who wrote it, Bob that
+    // one member (Carol) has not read it.
+    await openConversation(c, U.alice);
+    const answer = 'Thanks! I will add my notes before Friday.';
+    await b.bringToFront();
+    await send(b, answer);
+    await a.bringToFront();
+    await waitBubble(a, answer);
+    assert.equal(await a.textContent('#messages .msg.in .msg-from'), 'Bob');
+    await waitGroupUnread(b, answer, 1);
+    const file = await shot(a, 'group-chat');
+    // The README's picture is refreshed only on request, so a test run leaves the tree clean.
+    if (process.env.WEBCHAT_UPDATE_DOCS_SCREENSHOT === '1') {
+      fs.mkdirSync(path.dirname(DOCS_SHOT), { recursive: true });
+      fs.copyFileSync(file, DOCS_SHOT);
+    }
+
+    // Carol leaves: everyone sees it, and her composer is gone.
+    await openGroup(c);
+    await c.click('#chat-info-btn');
+    await c.click('#leave-group-btn');
+    await c.waitForSelector('#composer', { state: 'hidden' });
+    await waitNotice(a, /Carol left/);
+    await a.click('#chat-info-btn');
+    await a.waitForSelector(`#member-list [data-uid="${U.bob}"]`);
+    await a.waitForFunction((u) => !document.querySelector(`#member-list [data-uid="${u}"]`), U.carol);
+    await a.click('#chat-info-btn');
+  });
+
+  it('history comes from the server: a fresh browser (no localStorage) shows old messages, older pages on scroll', async () => {
+    const a = page.alice;
+    // 35 messages to Carol: more than one page (30).
+    await openConversation(a, U.carol);
+    for (let i = 1; i <= 35; i++) await send(a, `Backlog message ${i}`);
+    await waitBubble(a, 'Backlog message 35');
+    await a.waitForFunction(() => [...document.querySelectorAll('#messages .msg.out')].every((m) => m.dataset.status !== 'sending'));
+
+    const fresh = await browser.newContext({ viewport: DESKTOP });
+    const q = watch(await fresh.newPage(), 'alice-fresh');
+    await logIn(q, U.alice);
+    assert.equal(await q.evaluate(() => Object.keys(localStorage).filter((k) => k.includes('.m.') || k.endsWith('.convs')).length), 0);
+    await q.waitForSelector(`#conv-list [data-conv="${U.bob}"]`);
+    await q.waitForSelector(`#conv-list [data-conv="${U.carol}"]`);
+    await q.waitForSelector('#conv-list [data-kind="group"]');
+
+    await openConversation(q, U.bob);
+    await waitBubble(q, 'Hi Bob! Are we still on for the demo on Friday?', { status: 'read' });
+    await waitBubble(q, 'Yes — 10:00 in the big room. I will bring the slides.');
+    await waitBubble(q, XSS_SCRIPT, { status: 'read' });
+    assert.equal(await q.locator('#messages script, #messages img').count(), 0);
+
+    await openConversation(q, U.carol);
+    await waitBubble(q, 'Backlog message 35');
+    assert.equal((await bubbles(q, 'Backlog message 1')).length, 0, 'only the newest page at first');
+    await q.waitForSelector('#load-older');
+    await q.$eval('#messages', (el) => { el.scrollTop = 0; el.dispatchEvent(new Event('scroll')); });
+    await waitBubble(q, 'Backlog message 1');
+    assert.notEqual((await bubbles(q, 'Backlog message 1'))[0].status, 'sending');
+    await waitBubble(q, 'Lunch tomorrow? The new ramen place opened.');
+    await q.waitForSelector('#load-older', { state: 'detached' });
+    const texts = await q.$$eval('#messages .msg .msg-text', (ms) => ms.map((m) => m.textContent));
+    assert.equal(new Set(texts).size, texts.length, 'no message twice');
+    page.aliceFresh = q;
+    ctx.aliceFresh = fresh;
+  });
+
+  it('a profile edit reaches the other user live', async () => {
+    const q = page.aliceFresh;
+    const b = page.bob;
+    await openConversation(q, U.bob);
+    await b.bringToFront();
+    if (await b.isVisible('#back-btn')) await b.click('#back-btn'); // a phone: the list has the button
+    await b.click('#profile-btn');
+    await b.waitForSelector('#profile-panel:not([hidden])');
+    await b.fill('#profile-name', 'Robert');
+    await b.fill('#profile-status', 'At the demo');
+    await b.click('#profile-save');
+    await b.waitForSelector('#profile-panel', { state: 'hidden' });
+    await b.waitForFunction(() => document.querySelector('#me-uid').textContent === 'Robert');
+
+    // Alice's page learns it from a `profile` event: list row and chat header.
+    await q.bringToFront();
+    await q.waitForFunction((u) => document.querySelector(`#conv-list [data-conv="${u}"] .conv-name`).textContent === 'Robert', U.bob);
+    await q.waitForFunction(() => document.querySelector('#chat-name').textContent === 'Robert');
+    await q.waitForFunction(() => document.querySelector('#chat-sub').textContent.includes('At the demo'));
+    await shot(q, 'profile-live');
+  });
+
+  it('without the profile service, names fall back to the sign-up names', async () => {
+    const down = await browser.newContext({ viewport: PHONE });
+    // Every request to the profile service fails, as if it were not running.
+    await down.route(`${server.profileUrl}/**`, (route) => route.abort('connectionrefused'));
+    const q = watch(await down.newPage(), 'carol-no-profiles');
+    const failed = [];
+    q.on('requestfailed', (r) => failed.push(r.url()));
+    await logIn(q, U.carol);
+    await q.waitForFunction((u) => document.querySelector(`#conv-list [data-conv="${u}"] .conv-name`)?.textContent === 'Alice', U.alice);
+    await q.waitForFunction(() => document.querySelector('#me-uid').textContent === 'Carol');
+    assert.ok(failed.some((u) => u.startsWith(server.profileUrl)), 'the profile service was tried');
+    await openConversation(q, U.alice);
+    await waitBubble(q, 'Backlog message 35');
+    await down.close();
+  });
+
+  it('log out and log back in', async () => {
+    const a = page.alice;
+    await a.bringToFront();
     await a.click('#logout-btn');
     await a.waitForSelector('#auth-view:not([hidden])');
     assert.equal(await a.evaluate(() => localStorage.getItem('webchat.v1.session')), null);
     // The login tab is the default.
-    await a.fill('#auth-uid', 'alice');
+    await a.fill('#auth-uid', U.alice);
     await a.fill('#auth-password', 'wrong-password!');
     await a.click('#auth-submit');
     await a.waitForSelector('#auth-error:not([hidden])');
@@ -371,9 +583,37 @@ describe('web client in Chromium', () => {
     await a.fill('#auth-password', PASSWORD);
     await a.click('#auth-submit');
     await waitOnline(a);
-    await a.waitForFunction(() => document.querySelectorAll('#conv-list [data-conv]').length === 2);
-    await openConversation(a, 'bob');
+    await a.waitForFunction(() => document.querySelectorAll('#conv-list [data-conv]').length === 3);
+    await openConversation(a, U.bob);
     await waitBubble(a, 'Hi Bob! Are we still on for the demo on Friday?', { status: 'read' });
+    // localStorage holds the session and a Seq, no history.
+    const keys = await a.evaluate(() => Object.keys(localStorage));
+    assert.deepEqual(keys.filter((k) => !/^webchat\.v1\.(session|u\.[^.]+(\.[^.]+)*\.seq)$/.test(k)), []);
+  });
+
+  it('reconnect: the chat server restarts; the state is shown, a message written meanwhile is sent once', async () => {
+    const a = page.alice;
+    const b = page.bob;
+    await a.bringToFront();
+    await server.stopChat();
+    await a.waitForSelector('#app-view:not([data-conn="online"])');
+    await a.waitForSelector('#conn-banner:not([hidden])');
+    const text = 'Written while the server was down.';
+    await send(a, text);
+    await waitBubble(a, text, { status: 'sending' });
+
+    await server.startChat();
+    // socket.io retries with a growing delay (at most 8 s).
+    await a.waitForSelector('#app-view[data-conn="online"]', { timeout: 30000 });
+    await a.waitForSelector('#conn-banner', { state: 'hidden' });
+    await waitBubble(a, text, { status: 'delivered' });
+    await b.waitForSelector('#app-view[data-conn="online"]', { timeout: 30000 });
+    await b.bringToFront();
+    await waitUnread(b, U.alice, '1');
+    await openConversation(b, U.alice);
+    await waitBubble(b, text);
+    await a.bringToFront();
+    await waitBubble(a, text, { status: 'read' });
   });
 
   it('no dialogs and no uncaught page errors anywhere', () => {

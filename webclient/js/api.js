@@ -1,7 +1,10 @@
 // REST client for /api/v1. Every failure is thrown as an ApiError carrying the
 // HTTP status and the server's {"error":{"code","message"}} when there is one.
 
+import config from '../config.js';
+
 const BASE = 'api/v1';
+const PROFILE_TIMEOUT_MS = 4000;
 
 export class ApiError extends Error {
   constructor(status, code, message) {
@@ -12,20 +15,25 @@ export class ApiError extends Error {
   }
 }
 
-async function call(method, path, { body, token } = {}) {
+async function call(method, path, { body, token, base = BASE, timeoutMs } = {}) {
   const headers = { Accept: 'application/json' };
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   if (token) headers.Authorization = `Bearer ${token}`;
   let res;
+  const abort = timeoutMs ? new AbortController() : null;
+  const timer = abort ? setTimeout(() => abort.abort(), timeoutMs) : null;
   try {
-    res = await fetch(`${BASE}${path}`, {
+    res = await fetch(`${base}${path}`, {
       method,
       headers,
       body: body === undefined ? undefined : JSON.stringify(body),
       cache: 'no-store',
+      signal: abort ? abort.signal : undefined,
     });
   } catch (e) {
     throw new ApiError(0, 'network', "Can't reach the server. Check your connection.");
+  } finally {
+    clearTimeout(timer);
   }
   if (res.status === 204) return null;
   let data = null;
@@ -53,4 +61,51 @@ export function login(uid, password) {
 
 export function logout(token) {
   return call('POST', '/logout', { token });
+}
+
+const q = (params) => {
+  const u = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) if (v != null && v !== '') u.set(k, String(v));
+  const s = u.toString();
+  return s ? `?${s}` : '';
+};
+
+/** → {items: [{id, kind, last, unread, updatedAt}], next} (newest first) */
+export function conversations(token, cursor) {
+  return call('GET', `/conversations${q({ cursor, limit: 200 })}`, { token });
+}
+
+/** One page of a conversation's history, newest first → {items: [LoggedEvent], next}. */
+export function messages(token, convId, { cursor, limit = 50 } = {}) {
+  return call('GET', `/conversations/${encodeURIComponent(convId)}/messages${q({ cursor, limit })}`, { token });
+}
+
+/** → {gid, members} */
+export function group(token, gid) {
+  return call('GET', `/groups/${encodeURIComponent(gid)}`, { token });
+}
+
+/** The address book → {items: [{uid, name}], next} */
+export function users(token, prefix, cursor, limit = 50) {
+  return call('GET', `/users${q({ prefix, cursor, limit })}`, { token });
+}
+
+// -- the profile service (another origin, see config.js) ------------------------
+
+export const PROFILE_BASE = `${String(config.profileUrl ?? '').replace(/\/+$/, '')}/api/v1`;
+
+/** → [{uid, name, status, avatarUrl, updatedAt}] (unknown ids absent; ≤ 100 ids) */
+export async function profiles(ids) {
+  const res = await call('GET', `/profiles${q({ ids: ids.join(',') })}`, { base: PROFILE_BASE, timeoutMs: PROFILE_TIMEOUT_MS });
+  return (res && res.items) || [];
+}
+
+/** Replaces the own profile → the stored profile. */
+export function putProfile(token, uid, { name, status, avatarUrl }) {
+  return call('PUT', `/profiles/${encodeURIComponent(uid)}`, {
+    base: PROFILE_BASE,
+    token,
+    body: { name, status, avatarUrl },
+    timeoutMs: PROFILE_TIMEOUT_MS,
+  });
 }

@@ -1,13 +1,14 @@
 // Entry point: shows the auth screen or the messenger, and wires the parts.
 //
 //   session.js      token in localStorage
-//   api.js          REST (signup/login/logout)
+//   api.js          REST (accounts, history, address book, profiles)
 //   connection.js   socket.io connection and its state
-//   store.js        per-user history, conversation list, outbox, last Seq
-//   chat.js         the chat protocol (events, receipts, outbox, typing)
+//   store.js        in-memory conversations and messages; last Seq, this tab's outbox
+//   people.js       profiles (names, status, avatars) and presence
+//   chat.js         the chat protocol (events, history, receipts, outbox, typing, groups)
 //   views/*.js      DOM
 //
-// Routing: `#/c/<uid>` is the open conversation; no hash is the list (which is
+// Routing: `#/c/<uid or gid>` is the open conversation; no hash is the list (which is
 // all a phone shows; wider screens show the list beside the conversation).
 
 import * as api from './api.js';
@@ -15,11 +16,13 @@ import { ChatClient } from './chat.js';
 import { Connection } from './connection.js';
 import { $ } from './dom.js';
 import { clearSession, loadSession, onSessionChange, saveSession } from './session.js';
+import { People } from './people.js';
 import { UserStore } from './store.js';
 import { uidProblem } from './util.js';
 import { AuthView } from './views/auth.js';
 import { paintAvatar } from './views/avatar.js';
 import { ConversationView } from './views/conversation.js';
+import { ProfileEditor } from './views/profile.js';
 import { Sidebar } from './views/sidebar.js';
 import { toast } from './views/toast.js';
 
@@ -36,21 +39,38 @@ class Messenger {
     this.session = session;
     this.onLoggedOut = onLoggedOut;
     this.root = $('app-view');
+    const getToken = () => this.session.token;
     this.store = new UserStore(session.uid);
-    this.conn = new Connection(() => this.session.token);
-    this.client = new ChatClient({ uid: session.uid, store: this.store, connection: this.conn });
+    this.conn = new Connection(getToken);
+    this.people = new People(getToken);
+    if (session.name) this.people.fallback.set(session.uid, session.name);
+    this.client = new ChatClient({ uid: session.uid, store: this.store, connection: this.conn, people: this.people, getToken });
     this.sidebar = new Sidebar({
       store: this.store,
       client: this.client,
+      people: this.people,
       me: session.uid,
+      getToken,
       onOpen: (convId) => this.navigate(convId),
+      notify: (text) => toast(text),
     });
     this.chat = new ConversationView({
       store: this.store,
       client: this.client,
+      people: this.people,
       me: session.uid,
       onBack: () => this.back(),
       notify: (text) => toast(text),
+    });
+    this.profileEditor = new ProfileEditor({
+      people: this.people,
+      me: session.uid,
+      getToken,
+      onSaved: (profile) => {
+        this.people.apply(profile);
+        this.client.broadcast({ type: 'profile', profile });
+        toast('Profile saved.', 'info', 2500);
+      },
     });
     this.connEl = $('conn-state');
     this.connLabel = $('conn-label');
@@ -65,6 +85,17 @@ class Messenger {
         if (e.detail.convId === this.chat.convId) this.chat.renderHeader();
         this.schedule('list', () => this.renderList());
       }],
+      [this.client, 'members', (e) => {
+        if (e.detail === this.chat.convId) this.schedule('header', () => this.chat.renderHeader());
+      }],
+      [this.people, 'change', () => {
+        this.schedule('people', () => {
+          this.renderMe();
+          this.chat.renderHeader();
+          this.chat.renderMessages();
+          this.renderList();
+        });
+      }],
       [this.client, 'notice', (e) => toast(e.detail.text, e.detail.kind)],
       [this.conn, 'state', (e) => this.renderConnection(e.detail)],
       [this.conn, 'unauthorized', () => this.expire()],
@@ -75,9 +106,8 @@ class Messenger {
 
   start() {
     for (const [target, type, fn] of this.listeners) target.addEventListener(type, fn);
-    $('me-uid').textContent = this.session.name ? `${this.session.name}` : this.session.uid;
-    $('me-uid').title = this.session.uid;
-    paintAvatar($('me-avatar'), this.session.uid);
+    this.people.want([this.session.uid]);
+    this.renderMe();
     this.root.hidden = false;
     this.client.start();
     this.renderConnection(this.conn.state);
@@ -90,6 +120,8 @@ class Messenger {
     for (const id of (this.pending || new Map()).values()) cancelAnimationFrame(id);
     for (const [target, type, fn] of this.listeners) target.removeEventListener(type, fn);
     this.client.dispose();
+    this.people.dispose();
+    this.profileEditor.dispose();
     this.conn.stop();
     this.sidebar.dispose();
     this.chat.dispose();
@@ -113,6 +145,14 @@ class Messenger {
         if (!this.root.hidden) fn();
       }),
     );
+  }
+
+  renderMe() {
+    const uid = this.session.uid;
+    const name = this.people.name(uid);
+    $('me-uid').textContent = name;
+    $('me-uid').title = uid;
+    paintAvatar($('me-avatar'), uid, { name, url: this.people.avatarUrl(uid) });
   }
 
   navigate(convId) {
@@ -144,7 +184,7 @@ class Messenger {
       } catch (_) {
         convId = null;
       }
-      if (convId && uidProblem(convId)) convId = null;
+      if (convId && uidProblem(convId) && !/^group_[A-Za-z0-9_.@+-]{1,58}$/.test(convId)) convId = null;
     }
     if (convId) this.chat.open(convId);
     else this.chat.close();

@@ -1,28 +1,28 @@
-// Per-user client-side state in localStorage: the conversation list, each
-// conversation's messages, the outbox and the highest inbox Seq handled.
+// Client-side state of one signed-in user.
 //
-// The server keeps no history a client can fetch yet, so this is the client's
-// history. Keys (all under `webchat.v1.u.<uid>.`):
-//   seq          highest stored-event Seq handled (replays at or below it are skipped)
-//   convs        { [convId]: Conversation }
-//   m.<convId>   Message[] in time order (the newest MAX_MESSAGES)
-//   outbox       [{conv, key}] messages not yet acknowledged by the server
+// History lives on the server (REST) now, so almost everything here is in memory and per
+// tab: the conversation list, the loaded pages of each conversation, group member lists.
+// What is persisted is tiny and written so that tabs cannot clobber each other:
 //
-// Conversation: { id, kind: 'direct', peer, createdAt, lastAt, lastText, lastOut,
-//                 lastStatus, unread }
-//   convId is the peer's uid for 1:1 chats; group chats (not on the server yet)
-//   will use their gid ("group_…") and kind 'group'.
-// Message: { key, id (MsgID), from, to, body, at (ms), seq?, out, status, seen?, error? }
-//   key = `${from}\n${MsgID}`, the server's idempotency key for a send, so a
-//   message merged twice (replay, another tab) is stored once.
-//   status (own messages): sending → sent → delivered → read, or failed.
+//   localStorage   webchat.v1.u.<uid>.seq     highest stored-event Seq handled; only ever
+//                                              raised (a stale write can lower it for a
+//                                              moment, which costs one idempotent replay)
+//   sessionStorage webchat.v1.u.<uid>.outbox  this tab's unsent messages (per tab: survives
+//                                              a reload, never shared, so never raced)
 //
-// Several tabs of one user share these keys: every write goes through a
-// read-merge-write of one key, merges are idempotent, and a `storage` event
-// from another tab drops the cached copy and is re-dispatched as 'external'.
+// Read state is shared between tabs over a BroadcastChannel (see chat.js), not through
+// storage. Older versions kept whole histories in localStorage; those keys are removed.
+//
+// Conversation: { id, kind: 'direct'|'group', lastAt, last: Msg|null, serverUnread,
+//                 serverAt, readAt, unseen: Set<key>, members: string[]|null, left }
+//   unread = serverUnread (from GET /conversations) + unseen messages newer than serverAt.
+// Msg: { key, id (MsgID), from (sender uid), conv, body, at (ms), seq?, out, status?,
+//        unread? (groups: members who have not read it), seen?, system?, error? }
+//   key = `${sender}\n${MsgID}` (the server's idempotency key), so a message merged twice
+//   (REST page, live event, replay, another tab) is one message. System notices (group
+//   create/join/depart) use `sys\n${MsgID}`.
 
 const ROOT = 'webchat.v1';
-const MAX_MESSAGES = 1000;
 
 export const STATUS_RANK = { failed: -1, sending: 0, sent: 1, delivered: 2, read: 3 };
 
@@ -30,86 +30,49 @@ export function messageKey(from, msgId) {
   return `${from}\n${msgId}`;
 }
 
+export function isGroupId(id) {
+  return typeof id === 'string' && id.startsWith('group_');
+}
+
 export class UserStore extends EventTarget {
   constructor(uid) {
     super();
     this.uid = uid;
     this.base = `${ROOT}.u.${uid}.`;
-    this.cache = new Map();
-    this.onStorage = this.onStorage.bind(this);
-    window.addEventListener('storage', this.onStorage);
+    this.convs = new Map();
+    this.threads = new Map(); // convId → { list: Msg[] (time order), byKey: Map, older, loaded }
+    this.migrate();
   }
 
   dispose() {
-    window.removeEventListener('storage', this.onStorage);
-    this.cache.clear();
+    this.convs.clear();
+    this.threads.clear();
   }
 
-  // -- raw access ----------------------------------------------------------
-
-  read(name, fallback) {
-    if (this.cache.has(name)) return this.cache.get(name);
-    let value = fallback;
+  /** Drops what older client versions kept in localStorage (whole histories). */
+  migrate() {
     try {
-      const raw = localStorage.getItem(this.base + name);
-      if (raw != null) value = JSON.parse(raw);
-    } catch (e) {
-      console.warn('webchat: unreadable stored', name, e);
-    }
-    this.cache.set(name, value);
-    return value;
-  }
-
-  write(name, value) {
-    this.cache.set(name, value);
-    const raw = JSON.stringify(value);
-    try {
-      localStorage.setItem(this.base + name, raw);
-    } catch (e) {
-      // Quota: drop the oldest half of the longest conversations and try once more.
-      console.warn('webchat: storage full, trimming history', e);
-      this.trimHistory();
-      localStorage.setItem(this.base + name, raw);
-    }
-  }
-
-  onStorage(e) {
-    if (e.storageArea !== localStorage) return;
-    if (e.key === null) {
-      this.cache.clear();
-      this.dispatchEvent(new CustomEvent('external', { detail: { name: '*' } }));
-    } else if (e.key.startsWith(this.base)) {
-      const name = e.key.slice(this.base.length);
-      this.cache.delete(name);
-      this.dispatchEvent(new CustomEvent('external', { detail: { name } }));
+      const doomed = [];
+      for (let i = 0; i < localStorage.length; i++) {
+        const k = localStorage.key(i);
+        if (k && k.startsWith(this.base) && k !== `${this.base}seq`) doomed.push(k);
+      }
+      for (const k of doomed) localStorage.removeItem(k);
+    } catch (_) {
+      /* storage unavailable: nothing to migrate */
     }
   }
 
   /** Forgets everything stored for this user (a fresh account must not inherit an old Seq). */
   reset() {
-    const doomed = [];
-    for (let i = 0; i < localStorage.length; i++) {
-      const k = localStorage.key(i);
-      if (k && k.startsWith(this.base)) doomed.push(k);
+    try {
+      localStorage.removeItem(`${this.base}seq`);
+      sessionStorage.removeItem(`${this.base}outbox`);
+    } catch (_) {
+      /* ignore */
     }
-    for (const k of doomed) localStorage.removeItem(k);
-    this.cache.clear();
-  }
-
-  trimHistory() {
-    const convs = this.conversations();
-    for (const id of Object.keys(convs)) {
-      const msgs = this.read(`m.${id}`, []);
-      if (msgs.length > 50) {
-        const kept = msgs.slice(Math.floor(msgs.length / 2));
-        this.cache.set(`m.${id}`, kept);
-        try {
-          localStorage.setItem(`${this.base}m.${id}`, JSON.stringify(kept));
-        } catch (_) {
-          /* keep going */
-        }
-      }
-    }
+    this.convs.clear();
+    this.threads.clear();
   }
 
   // -- Seq -----------------------------------------------------------------
@@ -124,144 +87,198 @@ export class UserStore extends EventTarget {
     if (seq > this.lastSeq()) localStorage.setItem(`${this.base}seq`, String(seq));
   }
 
-  // -- conversations -------------------------------------------------------
-
-  conversations() {
-    return this.read('convs', {});
-  }
-
-  conversation(id) {
-    return this.conversations()[id] || null;
-  }
-
-  /** Conversations, newest activity first. */
-  sortedConversations() {
-    return Object.values(this.conversations()).sort(
-      (a, b) => (b.lastAt || b.createdAt || 0) - (a.lastAt || a.createdAt || 0),
-    );
-  }
-
-  ensureConversation(id, fields = {}) {
-    const convs = { ...this.conversations() };
-    if (!convs[id]) {
-      convs[id] = {
-        id,
-        kind: 'direct',
-        peer: id,
-        createdAt: Date.now(),
-        lastAt: 0,
-        lastText: '',
-        lastOut: false,
-        lastStatus: null,
-        unread: 0,
-        ...fields,
-      };
-      this.write('convs', convs);
-    }
-    return convs[id];
-  }
-
-  /** Recomputes a conversation's preview and unread count from its messages. */
-  refreshConversation(id) {
-    const convs = { ...this.conversations() };
-    const conv = convs[id] || this.ensureConversation(id);
-    const msgs = this.messages(id);
-    const last = msgs[msgs.length - 1];
-    const next = {
-      ...conv,
-      lastAt: last ? last.at : conv.lastAt,
-      lastText: last ? last.body : conv.lastText,
-      lastOut: last ? last.out : conv.lastOut,
-      lastStatus: last && last.out ? last.status : null,
-      unread: msgs.reduce((n, m) => n + (!m.out && !m.seen ? 1 : 0), 0),
-    };
-    convs[id] = next;
-    this.write('convs', convs);
-    return next;
-  }
-
-  totalUnread() {
-    return Object.values(this.conversations()).reduce((n, c) => n + (c.unread || 0), 0);
-  }
-
-  // -- messages ------------------------------------------------------------
-
-  messages(convId) {
-    return this.read(`m.${convId}`, []);
-  }
-
-  findMessage(convId, key) {
-    return this.messages(convId).find((m) => m.key === key) || null;
-  }
-
-  /**
-   * Adds a message or merges it into the stored copy (statuses never go back).
-   * Returns { added, message }.
-   */
-  upsertMessage(convId, msg) {
-    this.ensureConversation(convId);
-    const msgs = this.messages(convId).slice();
-    const i = msgs.findIndex((m) => m.key === msg.key);
-    let added = false;
-    let result;
-    if (i >= 0) {
-      result = mergeMessage(msgs[i], msg);
-      msgs.splice(i, 1);
-    } else {
-      result = { ...msg };
-      added = true;
-    }
-    // Keep time order; equal times keep arrival order.
-    let j = msgs.length;
-    while (j > 0 && msgs[j - 1].at > result.at) j--;
-    msgs.splice(j, 0, result);
-    if (msgs.length > MAX_MESSAGES) msgs.splice(0, msgs.length - MAX_MESSAGES);
-    this.write(`m.${convId}`, msgs);
-    this.refreshConversation(convId);
-    return { added, message: result };
-  }
-
-  /** Applies fn(message) → patch|null to each message; writes once. Returns changed count. */
-  updateMessages(convId, fn) {
-    const msgs = this.messages(convId);
-    let changed = 0;
-    const next = msgs.map((m) => {
-      const patch = fn(m);
-      if (!patch) return m;
-      changed++;
-      return { ...m, ...patch };
-    });
-    if (changed) {
-      this.write(`m.${convId}`, next);
-      this.refreshConversation(convId);
-    }
-    return changed;
-  }
-
-  // -- outbox --------------------------------------------------------------
+  // -- outbox (this tab only) ------------------------------------------------
 
   outbox() {
-    return this.read('outbox', []);
+    try {
+      return JSON.parse(sessionStorage.getItem(`${this.base}outbox`) || '[]');
+    } catch (_) {
+      return [];
+    }
   }
 
-  addToOutbox(conv, key) {
-    const box = this.outbox();
-    if (!box.some((e) => e.key === key)) this.write('outbox', [...box, { conv, key }]);
+  saveOutbox(list) {
+    try {
+      if (list.length) sessionStorage.setItem(`${this.base}outbox`, JSON.stringify(list));
+      else sessionStorage.removeItem(`${this.base}outbox`);
+    } catch (_) {
+      /* quota: the in-memory copy still sends */
+    }
+  }
+
+  addToOutbox(msg) {
+    const box = this.outbox().filter((m) => m.key !== msg.key);
+    box.push({ key: msg.key, id: msg.id, conv: msg.conv, body: msg.body, at: msg.at });
+    this.saveOutbox(box);
   }
 
   removeFromOutbox(key) {
     const box = this.outbox();
-    if (box.some((e) => e.key === key)) this.write('outbox', box.filter((e) => e.key !== key));
+    if (box.some((m) => m.key === key)) this.saveOutbox(box.filter((m) => m.key !== key));
+  }
+
+  // -- conversations -------------------------------------------------------
+
+  conversation(id) {
+    return this.convs.get(id) || null;
+  }
+
+  ensureConversation(id) {
+    let c = this.convs.get(id);
+    if (!c) {
+      c = {
+        id,
+        kind: isGroupId(id) ? 'group' : 'direct',
+        lastAt: 0,
+        last: null,
+        serverUnread: 0,
+        serverAt: 0,
+        readAt: 0,
+        unseen: new Set(),
+        members: null,
+        left: false,
+      };
+      this.convs.set(id, c);
+    }
+    return c;
+  }
+
+  unread(c) {
+    let n = c.serverUnread;
+    const t = this.threads.get(c.id);
+    for (const key of c.unseen) {
+      const m = t && t.byKey.get(key);
+      if (m && m.at > c.serverAt) n++;
+    }
+    return n;
+  }
+
+  /** Conversations with something in them (or `keep`), newest activity first. */
+  sortedConversations(keep) {
+    return [...this.convs.values()]
+      .filter((c) => c.lastAt || c.id === keep || c.kind === 'group')
+      .sort((a, b) => (b.lastAt || 0) - (a.lastAt || 0));
+  }
+
+  totalUnread() {
+    let n = 0;
+    for (const c of this.convs.values()) n += this.unread(c);
+    return n;
+  }
+
+  /** Merges one item of GET /conversations. */
+  mergeSummary(item, toMsg) {
+    const c = this.ensureConversation(item.id);
+    c.kind = item.kind === 'group' ? 'group' : 'direct';
+    const last = item.last ? toMsg(item.last) : null;
+    if (last) this.noteLast(c, last);
+    c.serverAt = Math.max(c.serverAt, item.updatedAt || 0);
+    // A display this tab sent after the server's latest event wins over its (lagging) count.
+    c.serverUnread = c.readAt && c.readAt >= c.serverAt ? 0 : item.unread || 0;
+    if (!c.lastAt && item.updatedAt) c.lastAt = item.updatedAt;
+    return c;
+  }
+
+  noteLast(c, m) {
+    if (!c.last || m.at >= c.last.at || m.key === c.last.key) {
+      c.last = m;
+      c.lastAt = Math.max(c.lastAt, m.at);
+    }
+  }
+
+  /** Everything incoming in `convId` up to `at` (ms) is read (here or in another tab). */
+  markRead(convId, at) {
+    const c = this.ensureConversation(convId);
+    c.readAt = Math.max(c.readAt, at);
+    if (at >= c.serverAt) c.serverUnread = 0;
+    const t = this.threads.get(convId);
+    if (t) {
+      for (const m of t.list) {
+        if (!m.out && !m.system && m.at <= at) {
+          m.seen = true;
+          c.unseen.delete(m.key);
+        }
+      }
+    }
+  }
+
+  // -- messages ------------------------------------------------------------
+
+  thread(convId) {
+    let t = this.threads.get(convId);
+    if (!t) {
+      t = { list: [], byKey: new Map(), older: null, loaded: false, loading: null };
+      this.threads.set(convId, t);
+    }
+    return t;
+  }
+
+  messages(convId) {
+    return this.thread(convId).list;
+  }
+
+  findMessage(convId, key) {
+    return this.thread(convId).byKey.get(key) || null;
+  }
+
+  /**
+   * Adds a message or merges it into the known copy (statuses never go back, a group's
+   * unread count never goes up). Returns { added, message }.
+   */
+  upsertMessage(convId, msg) {
+    const c = this.ensureConversation(convId);
+    const t = this.thread(convId);
+    const old = t.byKey.get(msg.key);
+    let result;
+    if (old) {
+      result = mergeMessage(old, msg);
+      Object.assign(old, result);
+      result = old;
+      resort(t);
+    } else {
+      result = { ...msg, conv: convId };
+      t.byKey.set(result.key, result);
+      let j = t.list.length;
+      while (j > 0 && t.list[j - 1].at > result.at) j--;
+      t.list.splice(j, 0, result);
+    }
+    if (!result.system || !c.last) this.noteLast(c, result);
+    // Live messages arrive with seen: false; history pages leave it unset (read, unless
+    // the conversation's unread count says otherwise, see ChatClient.markServerUnread).
+    if (!result.out && !result.system && result.seen === false) c.unseen.add(result.key);
+    else c.unseen.delete(result.key);
+    return { added: !old, message: result };
+  }
+
+  /** Applies fn(message) → patch|null to each message of a conversation. Returns changed count. */
+  updateMessages(convId, fn) {
+    let changed = 0;
+    for (const m of this.thread(convId).list) {
+      const patch = fn(m);
+      if (!patch) continue;
+      const merged = mergeMessage(m, patch);
+      Object.assign(m, merged);
+      changed++;
+    }
+    return changed;
   }
 }
 
-function mergeMessage(old, incoming) {
+function resort(t) {
+  t.list.sort((a, b) => a.at - b.at);
+}
+
+export function mergeMessage(old, incoming) {
   const merged = { ...old, ...incoming };
   // Never step a status back (a late ack after a display receipt, a replayed copy…).
+  // failed ranks lowest, so a retry (sending) moves on from it.
   if (old.status && incoming.status && STATUS_RANK[old.status] > STATUS_RANK[incoming.status]) {
     merged.status = old.status;
   }
   if (old.seen) merged.seen = true;
   if (old.seq != null && incoming.seq == null) merged.seq = old.seq;
+  if (old.unread != null && (incoming.unread == null || incoming.unread > old.unread)) merged.unread = old.unread;
+  // The local copy of an own message keeps its text and clock until the server's copy lands.
+  if (incoming.body == null) merged.body = old.body;
   return merged;
 }

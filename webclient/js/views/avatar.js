@@ -1,17 +1,33 @@
-// Letter avatars with a stable colour per uid (profile pictures can replace the
-// letters once the server has profiles).
+// Avatars: the profile picture when there is one (https only, see the CSP), else letters
+// of the display name on a stable colour per uid.
 
 import { h } from '../dom.js';
 import { hueOf, initials } from '../util.js';
 
-/** Fills an existing avatar element for `uid`. */
-export function paintAvatar(el, uid) {
-  el.textContent = initials(uid);
+/** Fills an existing avatar element for `uid` (name: display name, url: avatar URL). */
+export function paintAvatar(el, uid, { name, url } = {}) {
   el.style.setProperty('--hue', String(hueOf(uid)));
+  const letters = initials(name || uid);
+  const img = el.querySelector('img');
+  if (url && /^https?:\/\//i.test(url)) {
+    if (img && img.getAttribute('src') === url) return;
+    const pic = h('img', { attrs: { alt: '', src: url, referrerpolicy: 'no-referrer', loading: 'lazy' } });
+    // A picture that does not load (blocked, gone) falls back to the letters.
+    pic.addEventListener('error', () => {
+      pic.remove();
+      el.classList.remove('has-img');
+      el.textContent = letters;
+    });
+    el.replaceChildren(pic);
+    el.classList.add('has-img');
+    return;
+  }
+  el.classList.remove('has-img');
+  if (img || el.textContent !== letters) el.textContent = letters;
 }
 
-export function avatar(uid, extraClass = '') {
+export function avatar(uid, opts, extraClass = '') {
   const el = h('div', { className: `avatar ${extraClass}`.trim(), attrs: { 'aria-hidden': 'true' } });
-  paintAvatar(el, uid);
+  paintAvatar(el, uid, opts);
   return el;
 }

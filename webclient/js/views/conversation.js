@@ -1,41 +1,55 @@
-// One open conversation: header (with typing indicator), messages, composer.
+// One open conversation: header (name, presence, status line or typing indicator,
+// group members), messages (history pages from the server, older ones loaded on
+// scrolling up), composer.
 //
-// Messages are rendered keyed by message key: a status change updates the
-// existing bubble in place (keeps text selections and the scroll position),
-// new messages are inserted where they belong. Message bodies are set with
-// textContent only.
+// Messages are rendered keyed by message key: a status change updates the existing
+// bubble in place (keeps text selections and the scroll position), new messages are
+// inserted where they belong. Message bodies are set with textContent only.
 
-import { $, h, setText } from '../dom.js';
-import { clockTime, dayKey, dayLabel, utf8Length } from '../util.js';
+import { $, h, replaceChildren, setText } from '../dom.js';
+import { isGroupId } from '../store.js';
+import { clockTime, dayKey, dayLabel, uidProblem, utf8Length } from '../util.js';
 import { paintAvatar } from './avatar.js';
 import { statusMark } from './icons.js';
+import { convTitle, noticeText } from './names.js';
 
 const GROUP_GAP_MS = 5 * 60 * 1000; // same sender within this → one visual group
 const NEAR_BOTTOM_PX = 120;
+const NEAR_TOP_PX = 80;
 const MAX_BODY_BYTES = 16 * 1024; // the server's default limit
 
 export class ConversationView {
-  /** @param {{store, client, me: string, onBack: () => void, notify: (text) => void}} opts */
-  constructor({ store, client, me, onBack, notify }) {
+  /** @param {{store, client, people, me: string, onBack: () => void, notify: (text, kind?) => void}} opts */
+  constructor({ store, client, people, me, onBack, notify }) {
     this.store = store;
     this.client = client;
+    this.people = people;
     this.me = me;
     this.onBack = onBack;
     this.notify = notify;
     this.convId = null;
-    this.nodes = new Map(); // key → element (messages and day separators)
+    this.nodes = new Map(); // key → element (messages, notices and day separators)
     this.drafts = new Map(); // convId → unsent text
 
     this.empty = $('pane-empty');
     this.root = $('chat-view');
     this.avatar = $('chat-avatar');
+    this.presence = $('chat-presence');
     this.name = $('chat-name');
     this.sub = $('chat-sub');
+    this.infoBtn = $('chat-info-btn');
+    this.panel = $('group-panel');
+    this.memberList = $('member-list');
+    this.addForm = $('add-member-form');
+    this.addUid = $('add-member-uid');
+    this.groupError = $('group-error');
+    this.leaveBtn = $('leave-group-btn');
     this.list = $('messages');
     this.form = $('composer');
     this.input = $('composer-input');
     this.sendBtn = $('send-btn');
     this.back = $('back-btn');
+    this.older = h('button', { className: 'load-older link-btn', text: 'Load older messages', attrs: { type: 'button', id: 'load-older' } });
 
     this.handlers = [
       [this.form, 'submit', (e) => { e.preventDefault(); this.submit(); }],
@@ -52,6 +66,13 @@ export class ConversationView {
         const retry = e.target.closest('[data-retry]');
         if (retry) this.client.retry(this.convId, retry.dataset.retry);
       }],
+      [this.list, 'scroll', () => {
+        if (this.list.scrollTop < NEAR_TOP_PX) this.loadOlder();
+      }],
+      [this.older, 'click', () => this.loadOlder()],
+      [this.infoBtn, 'click', () => this.togglePanel()],
+      [this.addForm, 'submit', (e) => { e.preventDefault(); this.addMember(); }],
+      [this.leaveBtn, 'click', () => this.leave()],
     ];
     for (const [el, type, fn] of this.handlers) el.addEventListener(type, fn);
   }
@@ -59,6 +80,14 @@ export class ConversationView {
   dispose() {
     for (const [el, type, fn] of this.handlers) el.removeEventListener(type, fn);
     this.close();
+  }
+
+  get ctx() {
+    return { people: this.people, store: this.store, me: this.me };
+  }
+
+  get isGroup() {
+    return isGroupId(this.convId);
   }
 
   open(convId) {
@@ -70,8 +99,10 @@ export class ConversationView {
     this.empty.hidden = true;
     this.root.hidden = false;
     this.root.dataset.conv = convId;
-    paintAvatar(this.avatar, convId);
-    setText(this.name, convId === this.me ? `${convId} (you)` : convId);
+    this.root.dataset.kind = isGroupId(convId) ? 'group' : 'direct';
+    this.panel.hidden = true;
+    this.infoBtn.hidden = !this.isGroup;
+    this.infoBtn.setAttribute('aria-expanded', 'false');
     this.input.value = this.drafts.get(convId) || '';
     this.autosize();
     this.updateSendButton();
@@ -98,20 +129,119 @@ export class ConversationView {
     else this.drafts.delete(this.convId);
   }
 
+  /** Name, avatar, presence and the line below the name (typing… / status / members). */
   renderHeader() {
     if (!this.convId) return;
-    const typing = this.client.isPeerTyping(this.convId);
-    this.root.classList.toggle('peer-typing', typing);
-    setText(this.sub, typing ? 'typing…' : this.convId === this.me ? 'Notes to yourself' : '');
-    this.sub.hidden = !this.sub.textContent;
+    const id = this.convId;
+    const title = convTitle(id, this.ctx);
+    setText(this.name, title);
+    paintAvatar(this.avatar, id, { name: title, url: this.isGroup ? '' : this.people.avatarUrl(id) });
+    const typist = this.client.typingIn(id);
+    this.root.classList.toggle('peer-typing', Boolean(typist));
+    let sub;
+    const c = this.store.conversation(id);
+    if (typist) sub = this.isGroup ? `${this.people.name(typist)} is typing…` : 'typing…';
+    else if (id === this.me) sub = 'Notes to yourself';
+    else if (this.isGroup) {
+      if (c && c.left) sub = 'You left this group';
+      else sub = c && c.members ? `${c.members.length} members` : '';
+    } else {
+      const online = this.people.online(id);
+      const status = this.people.status(id);
+      sub = [online === 'online' ? 'online' : '', status].filter(Boolean).join(' · ');
+    }
+    setText(this.sub, sub);
+    this.sub.hidden = !sub;
+    const presence = this.isGroup ? null : this.people.online(id);
+    this.presence.hidden = !presence;
+    if (presence) this.presence.dataset.state = presence;
+    // A group we left: no composer.
+    const left = Boolean(this.isGroup && c && c.left);
+    this.form.hidden = left;
+    if (!this.panel.hidden) this.renderPanel();
+  }
+
+  // -- group panel -----------------------------------------------------------
+
+  togglePanel(open = this.panel.hidden) {
+    this.panel.hidden = !open;
+    this.infoBtn.setAttribute('aria-expanded', String(open));
+    this.groupError.hidden = true;
+    if (open) {
+      this.client.loadGroup(this.convId);
+      this.renderPanel();
+    }
+  }
+
+  renderPanel() {
+    const c = this.store.conversation(this.convId);
+    const members = (c && c.members) || [];
+    replaceChildren(
+      this.memberList,
+      members.map((uid) =>
+        h(
+          'li',
+          { className: 'member', dataset: { uid } },
+          h('span', { className: 'member-name', text: uid === this.me ? `${this.people.name(uid)} (you)` : this.people.name(uid) }),
+          h('span', { className: 'member-uid', text: uid }),
+        ),
+      ),
+    );
+    const left = Boolean(c && c.left);
+    this.addForm.hidden = left;
+    this.leaveBtn.hidden = left;
+  }
+
+  async addMember() {
+    const uids = this.addUid.value.split(/[\s,]+/).map((u) => u.trim()).filter(Boolean);
+    const problem = uids.length ? uids.map(uidProblem).find(Boolean) : 'Enter a user id.';
+    if (problem) return this.groupFail(problem);
+    try {
+      await this.client.addMembers(this.convId, uids);
+      this.addUid.value = '';
+      this.groupError.hidden = true;
+      await this.client.loadGroup(this.convId);
+    } catch (e) {
+      this.groupFail(e.message);
+    }
+  }
+
+  async leave() {
+    try {
+      await this.client.leaveGroup(this.convId);
+    } catch (e) {
+      this.groupFail(e.message);
+    }
+  }
+
+  groupFail(text) {
+    this.groupError.textContent = text;
+    this.groupError.hidden = false;
+  }
+
+  // -- messages ----------------------------------------------------------------
+
+  async loadOlder() {
+    const id = this.convId;
+    const t = this.store.thread(id);
+    if (!t.older || t.loading) return;
+    // Keep what is on screen where it is while older messages go in above it.
+    const list = this.list;
+    const fromBottom = list.scrollHeight - list.scrollTop;
+    await this.client.loadHistory(id, { older: true });
+    if (this.convId !== id) return;
+    this.renderMessages();
+    list.scrollTop = list.scrollHeight - fromBottom;
   }
 
   renderMessages({ scroll } = {}) {
     if (!this.convId) return;
     const list = this.list;
     const nearBottom = list.scrollHeight - list.scrollTop - list.clientHeight < NEAR_BOTTOM_PX;
-    const msgs = this.store.messages(this.convId);
+    const t = this.store.thread(this.convId);
+    const msgs = t.list;
     const wanted = [];
+    if (t.older) wanted.push(this.older);
     let prevDay = null;
     let prev = null;
     let lastOwnAdded = false;
@@ -122,11 +252,24 @@ export class ConversationView {
         prevDay = day;
         prev = null;
       }
+      if (m.system) {
+        wanted.push(this.notice(m));
+        prev = null;
+        continue;
+      }
       const cont = prev && prev.from === m.from && m.at - prev.at < GROUP_GAP_MS;
       const { el, created } = this.bubble(m, cont);
       if (created && m.out) lastOwnAdded = true;
       wanted.push(el);
       prev = m;
+    }
+    if (!msgs.length) {
+      let text;
+      if (!t.loaded) text = 'Loading…';
+      else if (this.convId === this.me) text = 'Jot something down for yourself.';
+      else if (this.isGroup) text = 'Say hello to the group.';
+      else text = `Say hello to ${this.people.name(this.convId)}. If they're offline, they get it when they're back.`;
+      wanted.push(this.placeholder(t.loaded ? 'No messages yet' : '', text));
     }
     // Reconcile: keep existing nodes where they are, insert/move the rest, drop leftovers.
     const keep = new Set(wanted);
@@ -137,17 +280,17 @@ export class ConversationView {
       if (el === cursor) cursor = cursor.nextElementSibling;
       else list.insertBefore(el, cursor);
     }
-    if (!msgs.length) {
-      list.appendChild(
-        h(
-          'div',
-          { className: 'messages-empty' },
-          h('p', { className: 'messages-empty-title', text: 'No messages yet' }),
-          h('p', { text: this.convId === this.me ? 'Jot something down for yourself.' : `Say hello to ${this.convId}. If they're offline, they get it when they're back.` }),
-        ),
-      );
-    }
     if (scroll === 'bottom' || nearBottom || lastOwnAdded) list.scrollTop = list.scrollHeight;
+  }
+
+  placeholder(title, text) {
+    const key = `empty:${title}:${text}`;
+    let el = this.nodes.get(key);
+    if (!el) {
+      el = h('div', { className: 'messages-empty' }, title ? h('p', { className: 'messages-empty-title', text: title }) : null, h('p', { text }));
+      this.nodes.set(key, el);
+    }
+    return el;
   }
 
   separator(day, at) {
@@ -160,28 +303,66 @@ export class ConversationView {
     return el;
   }
 
+  notice(m) {
+    let el = this.nodes.get(m.key);
+    if (!el) {
+      el = h('div', { className: 'notice', dataset: { key: m.key, kind: m.system } }, h('span', { className: 'notice-text' }));
+      this.nodes.set(m.key, el);
+    }
+    setText(el.firstChild, noticeText(m, this.ctx));
+    return el;
+  }
+
   /** Creates or updates the bubble of message `m`. */
   bubble(m, cont) {
     let el = this.nodes.get(m.key);
     let created = false;
+    const group = this.isGroup;
     if (!el) {
       created = true;
       el = h(
         'div',
-        { className: `msg ${m.out ? 'out' : 'in'}`, dataset: { key: m.key, msgid: m.id } },
+        { className: `msg ${m.out ? 'out' : 'in'}`, dataset: { key: m.key, msgid: m.id, from: m.from } },
         h(
           'div',
           { className: 'bubble' },
+          group && !m.out ? h('div', { className: 'msg-from' }) : null,
           h('div', { className: 'msg-text', text: m.body }),
-          h('div', { className: 'msg-meta' }, h('time', { className: 'msg-time' }), m.out ? h('span', { className: 'msg-status' }) : null),
+          h(
+            'div',
+            { className: 'msg-meta' },
+            group && m.out ? h('span', { className: 'msg-unread' }) : null,
+            h('time', { className: 'msg-time' }),
+            m.out ? h('span', { className: 'msg-status' }) : null,
+          ),
         ),
       );
       this.nodes.set(m.key, el);
     }
     el.classList.toggle('cont', Boolean(cont));
+    const from = el.querySelector('.msg-from');
+    if (from) {
+      from.hidden = Boolean(cont);
+      setText(from, this.people.name(m.from));
+    }
     const time = el.querySelector('.msg-time');
     setText(time, clockTime(m.at));
     time.setAttribute('datetime', new Date(m.at).toISOString());
+    if (m.out && group) {
+      // How many members have not read it yet (the latest receipt's Unread).
+      const n = m.unread;
+      const badge = el.querySelector('.msg-unread');
+      const show = n != null && n > 0 && m.status !== 'sending' && m.status !== 'failed';
+      if (show) {
+        el.dataset.unread = String(n);
+        setText(badge, `${n} unread`);
+        badge.title = `${n} member${n === 1 ? ' has' : 's have'} not read it yet`;
+      } else {
+        if (n === 0) el.dataset.unread = '0';
+        else delete el.dataset.unread;
+        setText(badge, '');
+      }
+    }
     if (m.out && el.dataset.status !== m.status) {
       el.dataset.status = m.status;
       el.querySelector('.msg-status').replaceChildren(statusMark(m.status));

@@ -1,21 +1,34 @@
-// The conversation list: filter box, "new chat", one row per conversation
-// (newest first) with its last message, time and unread badge.
+// The conversation list: filter box, the address book ("new chat": find people, open a
+// 1:1 chat, or tick several and create a group), one row per conversation (newest
+// first) with its name, last message, time, unread badge and the peer's presence.
 
+import * as api from '../api.js';
 import { $, h, replaceChildren } from '../dom.js';
+import { newGroupId } from '../people.js';
+import { isGroupId } from '../store.js';
 import { listTime, uidProblem } from '../util.js';
 import { avatar } from './avatar.js';
 import { statusMark } from './icons.js';
+import { convTitle, noticeText } from './names.js';
+
+const SEARCH_DEBOUNCE_MS = 200;
 
 export class Sidebar {
   /**
-   * @param {{store, client, me: string, onOpen: (convId: string) => void}} opts
+   * @param {{store, client, people, me: string, getToken: () => string,
+   *          onOpen: (convId: string) => void, notify: (text) => void}} opts
    */
-  constructor({ store, client, me, onOpen }) {
+  constructor({ store, client, people, me, getToken, onOpen, notify }) {
     this.store = store;
     this.client = client;
+    this.people = people;
     this.me = me;
+    this.getToken = getToken;
     this.onOpen = onOpen;
+    this.notify = notify;
     this.active = null;
+    this.selected = new Set();
+    this.searchSeq = 0;
 
     this.list = $('conv-list');
     this.empty = $('conv-empty');
@@ -25,6 +38,9 @@ export class Sidebar {
     this.newUid = $('new-chat-uid');
     this.newError = $('new-chat-error');
     this.newCancel = $('new-chat-cancel');
+    this.peopleList = $('people-list');
+    this.groupName = $('group-name');
+    this.createGroupBtn = $('create-group-btn');
 
     this.handlers = [
       [this.filter, 'input', () => this.render()],
@@ -32,6 +48,21 @@ export class Sidebar {
       [this.newCancel, 'click', () => this.toggleNewChat(false)],
       [this.newForm, 'submit', (e) => { e.preventDefault(); this.startNewChat(); }],
       [this.newUid, 'keydown', (e) => { if (e.key === 'Escape') this.toggleNewChat(false); }],
+      [this.newUid, 'input', () => this.searchSoon()],
+      [this.peopleList, 'change', (e) => {
+        const box = e.target.closest('input[type=checkbox]');
+        if (!box) return;
+        if (box.checked) this.selected.add(box.value);
+        else this.selected.delete(box.value);
+        this.updateGroupButton();
+      }],
+      [this.peopleList, 'click', (e) => {
+        const btn = e.target.closest('[data-chat]');
+        if (!btn) return;
+        this.toggleNewChat(false);
+        this.onOpen(btn.dataset.chat);
+      }],
+      [this.createGroupBtn, 'click', () => this.createGroup()],
       [this.list, 'click', (e) => {
         const row = e.target.closest('[data-conv]');
         if (row) this.onOpen(row.dataset.conv);
@@ -42,6 +73,7 @@ export class Sidebar {
 
   dispose() {
     for (const [el, type, fn] of this.handlers) el.removeEventListener(type, fn);
+    clearTimeout(this.searchTimer);
     this.filter.value = '';
     this.toggleNewChat(false);
     replaceChildren(this.list);
@@ -57,22 +89,116 @@ export class Sidebar {
     }
   }
 
+  // -- address book ----------------------------------------------------------
+
   toggleNewChat(open = this.newForm.hidden) {
     this.newForm.hidden = !open;
     this.newError.hidden = true;
     this.newBtn.setAttribute('aria-expanded', String(open));
+    this.selected.clear();
+    this.updateGroupButton();
     if (open) {
       this.newUid.value = '';
+      this.groupName.value = '';
       this.newUid.focus();
+      this.search();
+    } else {
+      replaceChildren(this.peopleList);
     }
+  }
+
+  searchSoon() {
+    clearTimeout(this.searchTimer);
+    this.searchTimer = setTimeout(() => this.search(), SEARCH_DEBOUNCE_MS);
+  }
+
+  /** Lists accounts whose uid starts with what is typed (the chat server's address book). */
+  async search() {
+    const seq = ++this.searchSeq;
+    const prefix = this.newUid.value.trim();
+    let items = [];
+    try {
+      const res = await api.users(this.getToken(), prefix, null, 50);
+      items = (res.items || []).filter((u) => u.uid !== this.me);
+    } catch (e) {
+      if (seq === this.searchSeq) this.showError(`Address book not loaded: ${e.message}`);
+      return;
+    }
+    if (seq !== this.searchSeq || this.newForm.hidden) return;
+    this.newError.hidden = true;
+    for (const u of items) if (u.name && !this.people.fallback.has(u.uid)) this.people.fallback.set(u.uid, u.name);
+    this.people.want(items.map((u) => u.uid));
+    this.renderPeople(items);
+  }
+
+  renderPeople(items) {
+    // Keep ticked people listed even when the search moved on. Rows are keyed by uid and
+    // reused, so a search finishing while someone ticks a box does not swap it away.
+    const shown = new Map(items.map((u) => [u.uid, u]));
+    for (const uid of this.selected) if (!shown.has(uid)) shown.set(uid, { uid });
+    const rows = new Map([...this.peopleList.querySelectorAll('li[data-uid]')].map((li) => [li.dataset.uid, li]));
+    const wanted = [...shown.keys()].map((uid) => {
+      let li = rows.get(uid);
+      if (!li) li = this.personRow(uid);
+      li.querySelector('input[type=checkbox]').checked = this.selected.has(uid);
+      li.querySelector('.person-name').textContent = this.people.name(uid);
+      return li;
+    });
+    if (!wanted.length) wanted.push(h('li', { className: 'person-none', text: 'Nobody found.' }));
+    const keep = new Set(wanted);
+    for (const child of [...this.peopleList.children]) if (!keep.has(child)) child.remove();
+    let cursor = this.peopleList.firstElementChild;
+    for (const el of wanted) {
+      if (el === cursor) cursor = cursor.nextElementSibling;
+      else this.peopleList.insertBefore(el, cursor);
+    }
+  }
+
+  personRow(uid) {
+    return h(
+      'li',
+      { className: 'person', dataset: { uid } },
+      h(
+        'label',
+        { className: 'person-pick' },
+        h('input', { attrs: { type: 'checkbox', value: uid, 'aria-label': `Select ${uid} for a group` } }),
+        avatar(uid, { name: this.people.name(uid), url: this.people.avatarUrl(uid) }, 'avatar-sm'),
+        h('span', { className: 'person-text' }, h('span', { className: 'person-name' }), h('span', { className: 'person-uid', text: uid })),
+      ),
+      h('button', { className: 'btn btn-ghost btn-sm', text: 'Chat', dataset: { chat: uid }, attrs: { type: 'button', title: `Chat with ${uid}` } }),
+    );
+  }
+
+  updateGroupButton() {
+    const n = this.selected.size;
+    this.createGroupBtn.disabled = n === 0;
+    this.createGroupBtn.textContent = n ? `New group (${n + 1})` : 'New group';
+  }
+
+  async createGroup() {
+    const uids = [...this.selected];
+    if (!uids.length) return;
+    this.createGroupBtn.disabled = true;
+    try {
+      const gid = await this.client.createGroup(newGroupId(this.groupName.value.trim()), uids);
+      this.toggleNewChat(false);
+      this.onOpen(gid);
+    } catch (e) {
+      this.showError(`Group not created: ${e.message}`);
+      this.updateGroupButton();
+    }
+  }
+
+  showError(text) {
+    this.newError.textContent = text;
+    this.newError.hidden = false;
   }
 
   startNewChat() {
     const uid = this.newUid.value.trim();
     const problem = uidProblem(uid);
     if (problem) {
-      this.newError.textContent = problem;
-      this.newError.hidden = false;
+      this.showError(problem);
       this.newUid.focus();
       return;
     }
@@ -80,14 +206,18 @@ export class Sidebar {
     this.onOpen(uid);
   }
 
+  // -- the list --------------------------------------------------------------
+
   render() {
     const q = this.filter.value.trim().toLowerCase();
-    const convs = this.store.sortedConversations().filter((c) => c.lastAt || c.id === this.active);
+    const convs = this.store.sortedConversations(this.active).filter((c) => !c.left || c.id === this.active || c.lastAt);
+    const ctx = { people: this.people, store: this.store, me: this.me };
+    const titled = convs.map((c) => ({ c, title: convTitle(c.id, ctx) }));
     const shown = q
-      ? convs.filter((c) => c.id.toLowerCase().includes(q) || (c.lastText || '').toLowerCase().includes(q))
-      : convs;
+      ? titled.filter(({ c, title }) => c.id.toLowerCase().includes(q) || title.toLowerCase().includes(q) || previewText(c, ctx).toLowerCase().includes(q))
+      : titled;
     const now = Date.now();
-    replaceChildren(this.list, shown.map((c) => this.row(c, now)));
+    replaceChildren(this.list, shown.map(({ c, title }) => this.row(c, title, now, ctx)));
 
     if (!convs.length) {
       this.empty.replaceChildren(
@@ -100,31 +230,47 @@ export class Sidebar {
     this.empty.hidden = shown.length > 0;
   }
 
-  row(c, now) {
-    const typing = this.client.isPeerTyping(c.id);
-    const title = c.id === this.me ? `${c.id} (you)` : c.id;
+  row(c, title, now, ctx) {
+    const typist = this.client.typingIn(c.id);
+    const unread = this.store.unread(c);
+    const last = c.last;
     let preview;
-    if (typing) {
-      preview = h('span', { className: 'conv-preview typing', text: 'typing…' });
+    if (typist) {
+      const text = isGroupId(c.id) ? `${this.people.name(typist)} is typing…` : 'typing…';
+      preview = h('span', { className: 'conv-preview typing', text });
     } else {
+      const own = last && last.out && !last.system;
+      const sender = last && !last.out && !last.system && isGroupId(c.id) ? `${this.people.name(last.from)}: ` : null;
       preview = h(
         'span',
         { className: 'conv-preview' },
-        c.lastOut && c.lastStatus ? statusMark(c.lastStatus) : null,
-        h('span', { className: 'conv-text' }, c.lastOut ? h('span', { className: 'you', text: 'You: ' }) : null, firstLine(c.lastText)),
+        own && last.status ? statusMark(last.status) : null,
+        h(
+          'span',
+          { className: 'conv-text' },
+          own ? h('span', { className: 'you', text: 'You: ' }) : null,
+          sender ? h('span', { className: 'you', text: sender }) : null,
+          firstLine(previewText(c, ctx)),
+        ),
       );
     }
+    const presence = !isGroupId(c.id) ? this.people.online(c.id) : null;
     return h(
       'li',
       { className: 'conv-row' },
       h(
         'button',
         {
-          className: `conv${c.id === this.active ? ' active' : ''}${c.unread ? ' has-unread' : ''}`,
-          dataset: { conv: c.id },
+          className: `conv${c.id === this.active ? ' active' : ''}${unread ? ' has-unread' : ''}`,
+          dataset: { conv: c.id, kind: c.kind },
           attrs: { type: 'button', 'aria-current': c.id === this.active ? 'true' : null },
         },
-        avatar(c.id),
+        h(
+          'span',
+          { className: 'avatar-wrap' },
+          avatar(c.id, { name: title, url: isGroupId(c.id) ? '' : this.people.avatarUrl(c.id) }, isGroupId(c.id) ? 'avatar-group' : ''),
+          presence ? h('span', { className: 'presence', dataset: { state: presence }, attrs: { title: presence } }) : null,
+        ),
         h(
           'span',
           { className: 'conv-main' },
@@ -138,12 +284,19 @@ export class Sidebar {
             'span',
             { className: 'conv-bottom' },
             preview,
-            c.unread ? h('span', { className: 'badge', text: c.unread > 99 ? '99+' : String(c.unread), attrs: { 'aria-label': `${c.unread} unread` } }) : null,
+            unread ? h('span', { className: 'badge', text: unread > 99 ? '99+' : String(unread), attrs: { 'aria-label': `${unread} unread` } }) : null,
           ),
         ),
       ),
     );
   }
+}
+
+function previewText(c, ctx) {
+  const last = c.last;
+  if (!last) return c.kind === 'group' ? 'New group' : '';
+  if (last.system) return noticeText(last, ctx);
+  return last.body || '';
 }
 
 function firstLine(text) {
