@@ -420,41 +420,68 @@ impl CallLog {
         for (gid, last) in gids.iter().zip(group_lasts) {
             rows.push((gid.clone(), "group", last?.pop(), format!("g:{gid}")));
         }
-        let mut summaries: Vec<(String, ConversationSummary, String)> = rows
+        // (position, summary without `last`, conv, last event row)
+        let mut summaries: Vec<(String, ConversationSummary, String, Option<Row>)> = rows
             .into_iter()
             .map(|(id, kind, last, conv)| {
                 let updated_at = last.as_ref().and_then(|r| r.int("at")).unwrap_or(0);
                 let summary = ConversationSummary {
                     id: id.clone(),
                     kind,
-                    last: last.as_ref().map(|r| logged_event(r, &[])),
+                    last: None,
                     unread: 0,
                     updated_at,
                 };
-                (format!("{updated_at:013}#{id}"), summary, conv)
+                (format!("{updated_at:013}#{id}"), summary, conv, last)
             })
             .collect();
         summaries.sort_by(|a, b| b.0.cmp(&a.0));
         if let Some(after) = &after {
-            summaries.retain(|(position, _, _)| position < after);
+            summaries.retain(|(position, ..)| position < after);
         }
         let more = summaries.len() > limit;
         summaries.truncate(limit);
-        let unread =
-            join_all(summaries.iter().map(|(_, s, conv)| {
-                self.unread_in(conv, user.as_str(), read_at(conv), s.updated_at)
-            }))
-            .await;
+        // The receipt state of each last message, in one read.
+        let receipt_keys: Vec<(String, String)> = summaries
+            .iter()
+            .filter_map(|(_, _, conv, last)| Some((conv, last.as_ref()?)))
+            .filter(|(_, last)| last.str("e") == "message")
+            .flat_map(|(conv, last)| {
+                ["delivery", "display"].map(|kind| {
+                    (
+                        format!("c#{conv}"),
+                        receipt_sk(last.str("a"), last.str("m"), kind),
+                    )
+                })
+            })
+            .collect();
+        let receipts = if receipt_keys.is_empty() {
+            Vec::new()
+        } else {
+            self.table.get_rows(receipt_keys).await?
+        };
+        let unread = join_all(summaries.iter().map(|(_, s, conv, _)| {
+            self.unread_in(conv, user.as_str(), read_at(conv), s.updated_at)
+        }))
+        .await;
         let next = if more {
             summaries
                 .last()
-                .map(|(position, _, _)| encode_cursor("conversations", position))
+                .map(|(position, ..)| encode_cursor("conversations", position))
         } else {
             None
         };
         let mut items = Vec::with_capacity(summaries.len());
-        for ((_, mut summary, _), unread) in summaries.into_iter().zip(unread) {
+        for ((_, mut summary, conv, last), unread) in summaries.into_iter().zip(unread) {
             summary.unread = unread?;
+            summary.last = last.map(|row| {
+                let own: Vec<Row> = receipts
+                    .iter()
+                    .filter(|r| r.pk.strip_prefix("c#") == Some(conv.as_str()))
+                    .cloned()
+                    .collect();
+                logged_event(&row, &own)
+            });
             items.push(summary);
         }
         Ok(Page { items, next })

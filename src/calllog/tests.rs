@@ -178,6 +178,18 @@ async fn conversations_are_newest_first_with_unread_counts_from_the_last_display
     assert_eq!(rest.next, None);
     let last = rest.items[0].last.as_ref().expect("last");
     assert_eq!(last.msg_id, "b2");
+    // The last message carries its receipt state (ann displayed b1, not b2).
+    assert_eq!(last.displayed_at, None);
+    let bobs = f
+        .log
+        .conversations(&uid("bob"), None, 10)
+        .await
+        .expect("bob's list");
+    let with_ann = bobs.items.iter().find(|c| c.id == "ann").expect("ann");
+    assert_eq!(
+        with_ann.last.as_ref().map(|l| l.msg_id.as_str()),
+        Some("b2")
+    );
 }
 
 #[tokio::test]
@@ -324,4 +336,32 @@ fn the_last_row_of_a_key_wins() {
         .filter_map(|r| r.int("n"))
         .collect();
     assert_eq!(kept, [2, 3, 4]);
+}
+
+#[tokio::test]
+async fn the_conversation_list_shows_the_receipt_state_of_the_last_message() {
+    let f = fixture();
+    let records = vec![
+        message("ann", "bob", "m1", 1_000),
+        receipt("delivery", "bob", "ann", "m1", 1_100),
+        receipt("display", "bob", "ann", "m1", 1_200),
+    ];
+    drain::write(f.table.as_ref(), &records)
+        .await
+        .expect("write");
+    let page = f
+        .log
+        .conversations(&uid("ann"), None, 10)
+        .await
+        .expect("list");
+    let last = page.items[0].last.as_ref().expect("last");
+    assert_eq!(
+        (
+            last.msg_id.as_str(),
+            last.delivered_at,
+            last.displayed_at,
+            last.unread
+        ),
+        ("m1", Some(1_100), Some(1_200), Some(0))
+    );
 }

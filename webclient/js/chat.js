@@ -625,8 +625,14 @@ export class ChatClient extends EventTarget {
       .then(
         (res) => {
           if (res.ok) {
+            // A receipt can overtake the ack (the peer's client answers as soon as the message
+            // is published, the ack waits for the call log too): never step back below it.
+            const early = this.receipts.get(msg.key);
+            const status = early && STATUS_RANK[early.status] > STATUS_RANK.sent ? early.status : 'sent';
+            const update = { key: msg.key, status, at: res.SentAt || msg.at, error: null };
+            if (early && early.unread != null) update.unread = early.unread;
             // The server's clock orders messages across devices.
-            this.store.upsertMessage(convId, { key: msg.key, status: 'sent', at: res.SentAt || msg.at, error: null });
+            this.store.upsertMessage(convId, update);
             this.store.removeFromOutbox(msg.key);
           } else if (res.error && res.error.code === 'unauthorized') {
             this.conn.dispatchEvent(new Event('unauthorized'));
