@@ -130,6 +130,45 @@ pub struct Settings {
     #[arg(long, env = "WEBCHAT_CORS_ORIGINS")]
     pub cors_origins: Option<String>,
 
+    /// Events per second one socket may send (token bucket; 0: no limit). Beyond it:
+    /// `rate_limited`.
+    #[arg(long, env = "WEBCHAT_SOCKET_RATE", default_value_t = 100.0)]
+    pub socket_rate: f64,
+
+    /// Events a socket may send at once before the rate applies.
+    #[arg(long, env = "WEBCHAT_SOCKET_BURST", default_value_t = 500.0)]
+    pub socket_burst: f64,
+
+    /// New sockets per second from one client address (0: no limit). Behind a load balancer
+    /// every client has the balancer's address: leave it off there and limit at the balancer.
+    #[arg(long, env = "WEBCHAT_CONNECT_RATE", default_value_t = 0.0)]
+    pub connect_rate: f64,
+
+    /// New sockets one address may open at once before the connect rate applies.
+    #[arg(long, env = "WEBCHAT_CONNECT_BURST", default_value_t = 50.0)]
+    pub connect_burst: f64,
+
+    /// Sockets one user may hold on one node (0: no limit).
+    #[arg(long, env = "WEBCHAT_MAX_SOCKETS_PER_USER", default_value_t = 32)]
+    pub max_sockets_per_user: usize,
+
+    /// Failed logins of one uid within the window before its logins are refused (0: off).
+    #[arg(long, env = "WEBCHAT_LOGIN_MAX_FAILURES", default_value_t = 10)]
+    pub login_max_failures: u32,
+
+    /// Failed logins from one client address within the window before its logins are
+    /// refused (0: off).
+    #[arg(
+        long,
+        env = "WEBCHAT_LOGIN_MAX_FAILURES_PER_ADDRESS",
+        default_value_t = 100
+    )]
+    pub login_max_failures_per_address: u32,
+
+    /// The failed-login window, in seconds.
+    #[arg(long, env = "WEBCHAT_LOGIN_WINDOW_SECS", default_value_t = 900)]
+    pub login_window_secs: u64,
+
     /// Async worker threads; 0 means one per CPU core.
     #[arg(long, env = "WEBCHAT_WORKER_THREADS", default_value_t = 0)]
     pub worker_threads: usize,
@@ -145,6 +184,8 @@ impl Settings {
         let mut settings = Self::parse_from(["webchat"]);
         settings.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         settings.data_dir = data_dir;
+        // Tests send bursts far above a person's typing; the limit's own tests turn it on.
+        settings.socket_rate = 0.0;
         settings
     }
 

@@ -8,6 +8,7 @@
 //! - [`domain`]    parsed ids, the wire event, error codes
 //! - [`accounts`]  signup/login/logout, tokens, account stores
 //! - [`inbox`]     durable per-user inboxes: Seq, idempotency, replay
+//! - [`limits`]    event and connection rate limits, the failed-login throttle
 //! - [`bus`]       receiver-keyed pub/sub and the local routing table
 //! - [`calllog`]   every conversation event, written behind to DynamoDB / Redis / embedded
 //! - [`groups`]    durable group membership
@@ -31,6 +32,7 @@ pub mod groups;
 pub mod health;
 pub mod http;
 pub mod inbox;
+pub mod limits;
 pub mod presence;
 pub mod profiles;
 pub mod receipts;

@@ -30,12 +30,13 @@ use crate::{
     health::Health,
     http,
     inbox::{EmbeddedInbox, InboxLimits, InboxStore, RedisInbox},
+    limits::{KeyedBuckets, LoginThrottle},
     presence::{
         ContactStore, EmbeddedContactStore, MemoryPresenceStore, PresenceService, PresenceStore,
         RedisContactStore, RedisPresenceStore,
     },
     receipts::{EmbeddedReceiptStore, ReceiptStore, RedisReceiptStore},
-    state::AppState,
+    state::{AppState, Limits},
     storage::{
         embedded::EmbeddedDb,
         redis::RedisHandles,
@@ -97,6 +98,7 @@ impl Application {
             calllog_table,
             profile_updates,
             redis_groups,
+            login_counter,
         } = match &settings.redis_url {
             Some(url) => Backends::redis(url, &settings, &router, limits, &shutdown).await?,
             None => Backends::embedded(&settings, &router, limits, &shutdown)?,
@@ -185,6 +187,15 @@ impl Application {
             presence,
             metrics,
             health,
+            limits: Arc::new(Limits {
+                connects: KeyedBuckets::new(settings.connect_rate, settings.connect_burst),
+                logins: LoginThrottle::new(
+                    login_counter,
+                    settings.login_max_failures,
+                    settings.login_max_failures_per_address,
+                    std::time::Duration::from_secs(settings.login_window_secs),
+                ),
+            }),
             shutdown,
             tasks: TaskTracker::new(),
         };
@@ -263,9 +274,13 @@ impl Application {
                 io.close().await;
             }
         };
-        axum::serve(listener, app)
-            .with_graceful_shutdown(graceful)
-            .await?;
+        // Connect info: the client address for connection and login limits.
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(graceful)
+        .await?;
         state.tasks.close();
         state.tasks.wait().await;
         if let Some(db) = embedded {
@@ -297,6 +312,8 @@ struct Backends {
     profile_updates: Option<fred::clients::SubscriberClient>,
     /// Redis: group membership in Redis (the hot copy when DynamoDB holds the record).
     redis_groups: Option<RedisGroupStore>,
+    /// Redis: where failed logins are counted (shared by the nodes).
+    login_counter: Option<fred::clients::Pool>,
 }
 
 impl Backends {
@@ -336,6 +353,7 @@ impl Backends {
             contacts: Arc::new(RedisContactStore::new(redis.pool.clone())),
             groups: Arc::new(redis_groups.clone()),
             redis_groups: Some(redis_groups),
+            login_counter: Some(redis.pool.clone()),
             receipts: Arc::new(RedisReceiptStore::new(
                 redis.pool.clone(),
                 settings.inbox_max_age_secs,
@@ -386,6 +404,7 @@ impl Backends {
             calllog_table: Arc::new(EmbeddedTable::new(db.clone())),
             profile_updates: None,
             redis_groups: None,
+            login_counter: None,
             embedded: Some(db),
         })
     }

@@ -5,9 +5,25 @@ use std::sync::Arc;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    accounts::AccountService, bus::Router, calllog::CallLog, chat::ChatService, config::Settings,
-    groups::GroupStore, health::Health, inbox::InboxLimits, telemetry::Metrics,
+    accounts::AccountService,
+    bus::Router,
+    calllog::CallLog,
+    chat::ChatService,
+    config::Settings,
+    groups::GroupStore,
+    health::Health,
+    inbox::InboxLimits,
+    limits::{KeyedBuckets, LoginThrottle},
+    telemetry::Metrics,
 };
+
+/// The node-wide abuse limits.
+pub struct Limits {
+    /// New sockets per client address.
+    pub connects: KeyedBuckets,
+    /// Failed logins per uid and per address.
+    pub logins: LoginThrottle,
+}
 
 /// Everything a request or socket handler may need.
 #[derive(Clone)]
@@ -34,6 +50,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Back-end probes for `/health`.
     pub health: Health,
+    /// Connection-rate buckets and the failed-login throttle.
+    pub limits: Arc<Limits>,
     /// Cancelled when the node shuts down.
     pub shutdown: CancellationToken,
     /// Per-socket tasks, awaited on shutdown.

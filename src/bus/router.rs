@@ -201,6 +201,11 @@ impl Router {
     pub fn is_local(&self, uid: &str) -> bool {
         self.conns.contains_key(uid)
     }
+
+    /// How many sockets `uid` has on this node.
+    pub fn local_sockets_of(&self, uid: &str) -> usize {
+        self.conns.get(uid).map_or(0, |c| c.len())
+    }
 }
 
 /// Longest a subscription change may take; past it the change counts as failed, so a stuck

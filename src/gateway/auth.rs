@@ -2,7 +2,7 @@
 
 use socketioxide::extract::{SocketRef, State, TryData};
 
-use crate::{config::AuthMode, domain::UserId, state::AppState};
+use crate::{config::AuthMode, domain::UserId, http::extractor::peer_address, state::AppState};
 
 /// The authenticated user of a socket, stored in its extensions. In open mode it is set by
 /// `join`; in token mode by [`authenticate`].
@@ -14,16 +14,29 @@ pub struct Session {
 
 /// Why a connection was refused; its text is the connect_error message clients see.
 #[derive(Debug, thiserror::Error)]
-#[error("unauthorized")]
-pub struct Unauthorized;
+pub enum Refused {
+    /// No valid token.
+    #[error("unauthorized")]
+    Unauthorized,
+    /// Too many new sockets from this address, or too many sockets of this user.
+    #[error("rate_limited")]
+    RateLimited,
+}
 
 /// Connect middleware: in token mode a valid token (`auth.token`, or `?token=` for Engine.IO 3
 /// clients) is required; in open mode a token is optional and, when given, must be valid.
+/// Connections beyond the address's connect rate or the user's socket limit are refused.
 pub async fn authenticate(
     socket: SocketRef,
     TryData(auth): TryData<serde_json::Value>,
     State(state): State<AppState>,
-) -> Result<(), Unauthorized> {
+) -> Result<(), Refused> {
+    if let Some(address) = peer_address(&socket.req_parts().extensions) {
+        if !state.limits.connects.try_take(address) {
+            tracing::info!(%address, "connect rate exceeded");
+            return Err(Refused::RateLimited);
+        }
+    }
     let token = auth
         .ok()
         .and_then(|a| a.get("token").and_then(|t| t.as_str()).map(str::to_owned))
@@ -32,14 +45,25 @@ pub async fn authenticate(
         (Some(token), _) => {
             let uid = state.accounts.verify(&token).await.map_err(|e| {
                 tracing::debug!(error = %e, "socket refused");
-                Unauthorized
+                Refused::Unauthorized
             })?;
+            check_socket_limit(&state, &uid)?;
             socket.extensions.insert(Session { uid });
             Ok(())
         }
         (None, AuthMode::Open) => Ok(()),
-        (None, AuthMode::Token) => Err(Unauthorized),
+        (None, AuthMode::Token) => Err(Refused::Unauthorized),
     }
+}
+
+/// `rate_limited` when `uid` holds the most sockets a user may on this node.
+pub fn check_socket_limit(state: &AppState, uid: &UserId) -> Result<(), Refused> {
+    let max = state.settings.max_sockets_per_user;
+    if max > 0 && state.router.local_sockets_of(uid.as_str()) >= max {
+        tracing::info!(uid = %uid, max, "socket limit per user reached");
+        return Err(Refused::RateLimited);
+    }
+    Ok(())
 }
 
 fn query_token(query: Option<&str>) -> Option<String> {

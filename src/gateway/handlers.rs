@@ -24,6 +24,7 @@ use crate::{
     chat::Accepted,
     config::AuthMode,
     domain::{ChatError, ClientCommand, ErrorCode, UserId, WireEvent},
+    limits::TokenBucket,
     state::AppState,
 };
 
@@ -42,6 +43,10 @@ struct Inbound {
     ack: AckSender,
     wants_ack: bool,
 }
+
+/// A socket's event-rate bucket (in its extensions; absent when the limit is off).
+#[derive(Clone)]
+struct EventRate(Arc<TokenBucket>);
 
 /// The sending end of a socket's inbound queue (in the socket's extensions).
 #[derive(Clone)]
@@ -79,6 +84,17 @@ impl MessageHandler<LocalAdapter, Sequenced> for Sequenced {
             return; // disconnecting
         };
         let wants_ack = ack_id.is_some();
+        let within_rate = socket
+            .extensions
+            .get::<EventRate>()
+            .is_none_or(|rate| rate.0.try_take());
+        if !within_rate {
+            let limit = ChatError::new(
+                ErrorCode::RateLimited,
+                "too many events per second on this socket; slow down",
+            );
+            return reply(&socket, &self.state, ack, wants_ack, None, Err(limit));
+        }
         let inbound = Inbound {
             name: self.name,
             socket,
@@ -112,6 +128,10 @@ pub async fn install_handlers(
 ) -> Result<(), ChatError> {
     let (queue, inbound) = mpsc::channel(state.settings.socket_inflight.max(1));
     socket.extensions.insert(InboundQueue(queue));
+    if state.settings.socket_rate > 0.0 {
+        let bucket = TokenBucket::new(state.settings.socket_rate, state.settings.socket_burst);
+        socket.extensions.insert(EventRate(Arc::new(bucket)));
+    }
     state.tasks.spawn(drain_inbound(inbound, state.clone()));
     for (event, name) in [("chat", EventName::Chat), ("join", EventName::Join)] {
         socket.on(
@@ -188,6 +208,13 @@ async fn on_join(event: Inbound, state: &AppState) {
             let _ = socket.disconnect();
         }
         None if state.settings.auth == AuthMode::Open => {
+            if super::auth::check_socket_limit(state, &claimed).is_err() {
+                let refusal =
+                    ChatError::new(ErrorCode::RateLimited, "too many sockets for this user");
+                reply(&socket, state, ack, wants_ack, None, Err(refusal));
+                let _ = socket.disconnect();
+                return;
+            }
             match attach(&socket, state, &claimed).await {
                 Ok(attachment) => {
                     socket.extensions.insert(Session {

@@ -5,11 +5,11 @@ use serde::Deserialize;
 
 use super::{
     error::ApiError,
-    extractor::{ApiJson, AuthUser},
+    extractor::{ApiJson, AuthUser, ClientAddress},
 };
 use crate::{
     accounts::{IssuedToken, SignupError},
-    domain::UserId,
+    domain::{ChatError, ErrorCode, UserId},
     state::AppState,
 };
 
@@ -54,16 +54,43 @@ async fn signup(
 
 async fn login(
     State(state): State<AppState>,
+    ClientAddress(address): ClientAddress,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> Result<Json<IssuedToken>, ApiError> {
-    // An unparseable uid cannot have an account: same answer as a wrong password.
-    let uid = UserId::parse(&req.uid).map_err(|_| {
-        crate::domain::ChatError::new(
-            crate::domain::ErrorCode::Unauthorized,
-            "wrong uid or password",
-        )
-    })?;
-    Ok(Json(state.accounts.login(&uid, &req.password).await?))
+    let throttle = &state.limits.logins;
+    // An unparseable uid cannot have an account: same answer as a wrong password (and it
+    // counts against the address only, never as a key of its own).
+    let Ok(uid) = UserId::parse(&req.uid) else {
+        throttle.check("", address).await?;
+        throttle
+            .failed_address(address)
+            .await
+            .map_err(ChatError::from)?;
+        return Err(wrong_credentials().into());
+    };
+    throttle.check(uid.as_str(), address).await?;
+    match state.accounts.login(&uid, &req.password).await {
+        Ok(issued) => {
+            throttle
+                .succeeded(uid.as_str())
+                .await
+                .map_err(ChatError::from)?;
+            Ok(Json(issued))
+        }
+        Err(e) if e.code == ErrorCode::Unauthorized => {
+            tracing::info!(uid = %uid, ?address, "failed login");
+            throttle
+                .failed(uid.as_str(), address)
+                .await
+                .map_err(ChatError::from)?;
+            Err(e.into())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn wrong_credentials() -> ChatError {
+    ChatError::new(ErrorCode::Unauthorized, "wrong uid or password")
 }
 
 async fn logout(State(state): State<AppState>, user: AuthUser) -> Result<StatusCode, ApiError> {

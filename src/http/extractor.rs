@@ -1,8 +1,10 @@
 //! Extractors: the authenticated user from a bearer token, and JSON bodies whose rejections
 //! use the API's error shape.
 
+use std::net::{IpAddr, SocketAddr};
+
 use axum::{
-    extract::{rejection::JsonRejection, FromRequest, FromRequestParts, Request},
+    extract::{rejection::JsonRejection, ConnectInfo, FromRequest, FromRequestParts, Request},
     http::{header::AUTHORIZATION, request::Parts},
 };
 use serde::de::DeserializeOwned;
@@ -38,6 +40,24 @@ fn bearer(parts: &Parts) -> Option<String> {
         .strip_prefix("Bearer ")
         .or_else(|| value.strip_prefix("bearer "))?;
     Some(token.trim().to_owned())
+}
+
+/// The client's address (the TCP peer; behind a proxy, the proxy's), when known.
+pub struct ClientAddress(pub Option<IpAddr>);
+
+/// The TCP peer's address recorded by the server's connect info.
+pub fn peer_address(extensions: &axum::http::Extensions) -> Option<IpAddr> {
+    extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.ip())
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddress {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(peer_address(&parts.extensions)))
+    }
 }
 
 /// `Json<T>` whose failures answer `400 bad_request` in the API's error shape.

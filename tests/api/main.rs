@@ -10,6 +10,7 @@ mod calllog_tables;
 mod errors;
 mod failover;
 mod groups;
+mod limits;
 mod messaging;
 mod open_mode;
 mod presence;

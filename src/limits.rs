@@ -1,0 +1,313 @@
+//! Abuse limits: token buckets for a socket's event rate and an address's connection rate,
+//! and the failed-login throttle (per uid and per client address).
+//!
+//! The login throttle counts in Redis when the node has it, so every node sees the same
+//! failures; socket and connection buckets are per node (a client's socket lives on one node,
+//! and a load balancer spreads one address's connections over the nodes it has).
+
+use std::{
+    net::IpAddr,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use dashmap::DashMap;
+use fred::{
+    clients::Pool,
+    interfaces::KeysInterface,
+    types::{Expiration, SetOptions},
+};
+
+use crate::{
+    domain::{ChatError, ErrorCode},
+    storage::{redis::unavailable, StoreError},
+};
+
+/// A token bucket: `burst` tokens at most, refilled at `per_sec`.
+#[derive(Debug)]
+pub struct TokenBucket {
+    burst: f64,
+    per_sec: f64,
+    state: Mutex<(f64, Instant)>,
+}
+
+impl TokenBucket {
+    /// A full bucket.
+    pub fn new(per_sec: f64, burst: f64) -> Self {
+        let burst = burst.max(1.0);
+        Self {
+            burst,
+            per_sec: per_sec.max(0.0),
+            state: Mutex::new((burst, Instant::now())),
+        }
+    }
+
+    /// Takes one token if there is one.
+    pub fn try_take(&self) -> bool {
+        self.try_take_at(Instant::now())
+    }
+
+    fn try_take_at(&self, now: Instant) -> bool {
+        let Ok(mut state) = self.state.lock() else {
+            return true; // a poisoned lock must not lock a user out
+        };
+        let (tokens, last) = *state;
+        let refilled = (tokens + now.saturating_duration_since(last).as_secs_f64() * self.per_sec)
+            .min(self.burst);
+        if refilled >= 1.0 {
+            *state = (refilled - 1.0, now);
+            true
+        } else {
+            *state = (refilled, now);
+            false
+        }
+    }
+}
+
+/// Token buckets by key (client address), with idle ones swept away.
+pub struct KeyedBuckets {
+    per_sec: f64,
+    burst: f64,
+    buckets: DashMap<IpAddr, (TokenBucket, Instant)>,
+}
+
+impl KeyedBuckets {
+    /// Buckets of `burst` tokens refilled at `per_sec`; `per_sec` 0 turns the limit off.
+    pub fn new(per_sec: f64, burst: f64) -> Self {
+        Self {
+            per_sec,
+            burst,
+            buckets: DashMap::new(),
+        }
+    }
+
+    /// Takes a token from `key`'s bucket.
+    pub fn try_take(&self, key: IpAddr) -> bool {
+        if self.per_sec <= 0.0 {
+            return true;
+        }
+        let now = Instant::now();
+        if self.buckets.len() > 100_000 {
+            // Buckets idle long enough to be full again carry no information.
+            let full_after = Duration::from_secs_f64(self.burst / self.per_sec);
+            self.buckets
+                .retain(|_, (_, used)| now.saturating_duration_since(*used) < full_after);
+        }
+        let mut entry = self
+            .buckets
+            .entry(key)
+            .or_insert_with(|| (TokenBucket::new(self.per_sec, self.burst), now));
+        entry.1 = now;
+        entry.0.try_take_at(now)
+    }
+}
+
+/// Where failed logins are counted.
+enum Counter {
+    /// Shared by every node.
+    Redis(Pool),
+    /// This node only (no Redis): key → (failures, window end).
+    Memory(DashMap<String, (u32, Instant)>),
+}
+
+/// Refuses logins for a uid, or from an address, after too many recent failures.
+pub struct LoginThrottle {
+    counter: Counter,
+    max_per_uid: u32,
+    max_per_address: u32,
+    window: Duration,
+}
+
+impl LoginThrottle {
+    /// Counting in Redis when `pool` is given. `max_*` 0 turns that limit off.
+    pub fn new(
+        pool: Option<Pool>,
+        max_per_uid: u32,
+        max_per_address: u32,
+        window: Duration,
+    ) -> Self {
+        let counter = match pool {
+            Some(pool) => Counter::Redis(pool),
+            None => Counter::Memory(DashMap::new()),
+        };
+        Self {
+            counter,
+            max_per_uid,
+            max_per_address,
+            window: window.max(Duration::from_secs(1)),
+        }
+    }
+
+    fn keys(uid: &str, address: Option<IpAddr>) -> (String, Option<String>) {
+        (
+            format!("wc:{{{uid}}}:login_failures"),
+            address.map(|a| format!("wc:{{ip:{a}}}:login_failures")),
+        )
+    }
+
+    /// `rate_limited` when either count is at its limit.
+    pub async fn check(&self, uid: &str, address: Option<IpAddr>) -> Result<(), ChatError> {
+        let (by_uid, by_address) = Self::keys(uid, address);
+        let over = |count: u32, max: u32| max > 0 && count >= max;
+        if !uid.is_empty() && over(self.count(&by_uid).await?, self.max_per_uid) {
+            return Err(throttled(
+                "too many failed logins for this uid; try again later",
+            ));
+        }
+        if let Some(key) = by_address {
+            if over(self.count(&key).await?, self.max_per_address) {
+                return Err(throttled(
+                    "too many failed logins from this address; try again later",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts a failed login.
+    pub async fn failed(&self, uid: &str, address: Option<IpAddr>) -> Result<(), StoreError> {
+        let (by_uid, by_address) = Self::keys(uid, address);
+        self.bump(&by_uid).await?;
+        if let Some(key) = by_address {
+            self.bump(&key).await?;
+        }
+        Ok(())
+    }
+
+    /// Counts a failed login that named no valid uid.
+    pub async fn failed_address(&self, address: Option<IpAddr>) -> Result<(), StoreError> {
+        if let (_, Some(key)) = Self::keys("", address) {
+            self.bump(&key).await?;
+        }
+        Ok(())
+    }
+
+    /// A successful login clears the uid's count (not the address's).
+    pub async fn succeeded(&self, uid: &str) -> Result<(), StoreError> {
+        let (by_uid, _) = Self::keys(uid, None);
+        match &self.counter {
+            Counter::Redis(pool) => {
+                let _: i64 = pool.del(by_uid).await.map_err(unavailable)?;
+            }
+            Counter::Memory(map) => {
+                map.remove(&by_uid);
+            }
+        }
+        Ok(())
+    }
+
+    async fn count(&self, key: &str) -> Result<u32, StoreError> {
+        match &self.counter {
+            Counter::Redis(pool) => {
+                let count: Option<u32> = pool.get(key).await.map_err(unavailable)?;
+                Ok(count.unwrap_or(0))
+            }
+            Counter::Memory(map) => Ok(map
+                .get(key)
+                .filter(|entry| entry.1 > Instant::now())
+                .map_or(0, |entry| entry.0)),
+        }
+    }
+
+    async fn bump(&self, key: &str) -> Result<(), StoreError> {
+        let window_secs = i64::try_from(self.window.as_secs()).unwrap_or(i64::MAX);
+        match &self.counter {
+            Counter::Redis(pool) => {
+                // The window starts at the first failure: the key is created with its expiry
+                // (NX: later failures neither reset the count nor extend the window), and INCR
+                // keeps the expiry.
+                let _: Option<String> = pool
+                    .set(
+                        key,
+                        0,
+                        Some(Expiration::EX(window_secs)),
+                        Some(SetOptions::NX),
+                        false,
+                    )
+                    .await
+                    .map_err(unavailable)?;
+                let _: i64 = pool.incr(key).await.map_err(unavailable)?;
+            }
+            Counter::Memory(map) => {
+                let now = Instant::now();
+                let mut entry = map.entry(key.to_owned()).or_insert((0, now + self.window));
+                if entry.1 <= now {
+                    *entry = (0, now + self.window);
+                }
+                entry.0 += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn throttled(message: &str) -> ChatError {
+    ChatError::new(ErrorCode::RateLimited, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_allows_its_burst_then_its_rate() {
+        let bucket = TokenBucket::new(10.0, 3.0);
+        let start = Instant::now();
+        assert!((0..3).all(|_| bucket.try_take_at(start)));
+        assert!(!bucket.try_take_at(start), "burst spent");
+        assert!(
+            bucket.try_take_at(start + Duration::from_millis(100)),
+            "one token per 100 ms"
+        );
+        assert!(!bucket.try_take_at(start + Duration::from_millis(150)));
+        assert!(
+            (0..3).all(|_| bucket.try_take_at(start + Duration::from_secs(60))),
+            "refills up to the burst"
+        );
+        assert!(
+            !bucket.try_take_at(start + Duration::from_secs(60)),
+            "never above the burst"
+        );
+    }
+
+    #[test]
+    fn keyed_buckets_are_per_address_and_can_be_off() {
+        let buckets = KeyedBuckets::new(1.0, 2.0);
+        let a: IpAddr = [127, 0, 0, 1].into();
+        let b: IpAddr = [127, 0, 0, 2].into();
+        assert!(buckets.try_take(a) && buckets.try_take(a));
+        assert!(!buckets.try_take(a));
+        assert!(buckets.try_take(b), "another address has its own bucket");
+        let off = KeyedBuckets::new(0.0, 1.0);
+        assert!((0..100).all(|_| off.try_take(a)));
+    }
+
+    #[tokio::test]
+    async fn logins_are_refused_after_the_limit_until_a_success_clears_the_uid() {
+        let throttle = LoginThrottle::new(None, 3, 5, Duration::from_secs(60));
+        let ip: IpAddr = [10, 0, 0, 1].into();
+        for _ in 0..3 {
+            throttle
+                .check("ann", Some(ip))
+                .await
+                .expect("under the limit");
+            throttle.failed("ann", Some(ip)).await.expect("count");
+        }
+        let refused = throttle.check("ann", Some(ip)).await.expect_err("over");
+        assert_eq!(refused.code, ErrorCode::RateLimited);
+        throttle.succeeded("ann").await.expect("clear");
+        throttle.check("ann", Some(ip)).await.expect("cleared");
+        for _ in 0..2 {
+            throttle.failed("bob", Some(ip)).await.expect("count");
+        }
+        let refused = throttle
+            .check("cid", Some(ip))
+            .await
+            .expect_err("address over");
+        assert_eq!(refused.code, ErrorCode::RateLimited);
+        throttle
+            .check("cid", None)
+            .await
+            .expect("no address, no address limit");
+    }
+}
