@@ -45,6 +45,14 @@ async fn get(url: &str, token: Option<&str>) -> (StatusCode, Value) {
 
 /// The admin call log of `subject` (`uid=…` or `gid=…`), every page.
 async fn admin_log(app: &TestApp, subject: &str) -> Vec<Value> {
+    match try_admin_log(app, subject).await {
+        Ok(items) => items,
+        Err(body) => panic!("admin call log refused: {body}"),
+    }
+}
+
+/// [`admin_log`], or the error body (the table may be unreachable for a while).
+async fn try_admin_log(app: &TestApp, subject: &str) -> Result<Vec<Value>, Value> {
     let mut items = Vec::new();
     let mut cursor = String::new();
     loop {
@@ -53,22 +61,26 @@ async fn admin_log(app: &TestApp, subject: &str) -> Vec<Value> {
             app.url
         );
         let (status, body) = get(&url, Some(ADMIN)).await;
-        assert_eq!(status, 200, "{body}");
+        if status != 200 {
+            return Err(body);
+        }
         items.extend(body["items"].as_array().expect("items").iter().cloned());
         match body["next"].as_str() {
             Some(next) => cursor = next.to_owned(),
-            None => return items,
+            None => return Ok(items),
         }
     }
 }
 
-/// Waits until the call log has drained (write-behind) and returns the admin view.
+/// Waits until the call log has drained (write-behind) and returns the admin view. The
+/// table answering `unavailable` meanwhile (it is coming back) counts as not drained yet.
 async fn drained(app: &TestApp, subject: &str, expected: usize) -> Vec<Value> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let items = admin_log(app, subject).await;
-        if items.len() >= expected || tokio::time::Instant::now() > deadline {
-            return items;
+        let items = try_admin_log(app, subject).await;
+        let done = items.as_ref().is_ok_and(|i| i.len() >= expected);
+        if done || tokio::time::Instant::now() > deadline {
+            return items.unwrap_or_else(|body| panic!("admin call log refused: {body}"));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -483,35 +483,52 @@ impl OwnDynamo {
             .expect("DynamoDBLocal.jar under tests/dynamodb/node_modules")
     }
 
-    /// Starts it (again) on its port, with its data.
+    /// Starts it (again) on its port, with its data. A JVM that exits at once (the port not
+    /// yet free after a kill) is started again; its output is kept in `<dir>/java.log`.
     pub async fn restart(&mut self) {
         let jar = Self::jar_dir();
-        let child = Command::new("java")
-            .arg(format!(
-                "-Djava.library.path={}",
-                jar.join("DynamoDBLocal_lib").display()
-            ))
-            .arg("-jar")
-            .arg(jar.join("DynamoDBLocal.jar"))
-            .args([
-                "-sharedDb",
-                "-disableTelemetry",
-                "-port",
-                &self.port.to_string(),
-            ])
-            .arg("-dbPath")
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("java (DynamoDB Local)");
-        self.child = Some(child);
+        let log_path = self.dir.path().join("java.log");
         let addr = format!("127.0.0.1:{}", self.port);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while tokio::net::TcpStream::connect(&addr).await.is_err() {
-            assert!(Instant::now() < deadline, "DynamoDB Local did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let log = std::fs::File::create(&log_path).expect("java log");
+            let mut child = Command::new("java")
+                .arg(format!(
+                    "-Djava.library.path={}",
+                    jar.join("DynamoDBLocal_lib").display()
+                ))
+                .arg("-jar")
+                .arg(jar.join("DynamoDBLocal.jar"))
+                .args([
+                    "-sharedDb",
+                    "-disableTelemetry",
+                    "-port",
+                    &self.port.to_string(),
+                ])
+                .arg("-dbPath")
+                .arg(self.dir.path())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .kill_on_drop(true)
+                .spawn()
+                .expect("java (DynamoDB Local)");
+            loop {
+                if tokio::net::TcpStream::connect(&addr).await.is_ok() {
+                    self.child = Some(child);
+                    return;
+                }
+                let exited = child.try_wait().expect("java status").is_some();
+                assert!(
+                    Instant::now() < deadline,
+                    "DynamoDB Local did not start: {}",
+                    std::fs::read_to_string(&log_path).unwrap_or_default()
+                );
+                if exited {
+                    break; // start it again
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 
