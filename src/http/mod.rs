@@ -9,6 +9,7 @@ pub mod extractor;
 mod history;
 mod openapi;
 mod ops;
+mod presence;
 
 use axum::{
     http::{header, HeaderValue, Method},
@@ -31,6 +32,7 @@ pub fn router(state: AppState) -> Router {
             "/api/v1",
             accounts::router()
                 .merge(history::router())
+                .merge(presence::router())
                 .merge(openapi::router())
                 .nest("/admin", admin::router()),
         )

@@ -35,6 +35,7 @@ mod tests {
             ("/api/v1/conversations/{peerOrGid}/messages", "get"),
             ("/api/v1/groups/{gid}", "get"),
             ("/api/v1/users", "get"),
+            ("/api/v1/presence", "get"),
             ("/api/v1/admin/calllogs", "get"),
             ("/health", "get"),
             ("/metrics", "get"),
@@ -44,6 +45,6 @@ mod tests {
                 "{method} {path} is documented"
             );
         }
-        assert_eq!(paths.len(), 10, "no undocumented or stale paths");
+        assert_eq!(paths.len(), 11, "no undocumented or stale paths");
     }
 }

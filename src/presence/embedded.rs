@@ -44,6 +44,13 @@ impl PresenceStore for MemoryPresenceStore {
     async fn heartbeat(&self, _local: &[(String, u32)]) -> Result<Heartbeat, StoreError> {
         Ok(Heartbeat::default())
     }
+
+    async fn online(&self, uids: &[String]) -> Result<Vec<bool>, StoreError> {
+        Ok(uids
+            .iter()
+            .map(|u| self.sockets.get(u).is_some_and(|c| *c > 0))
+            .collect())
+    }
 }
 
 /// [`ContactStore`] in the embedded store: keys `p\0<uid>\0<peer>` and `g\0<uid>\0<gid>`.

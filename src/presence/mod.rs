@@ -35,6 +35,8 @@ pub trait PresenceStore: Send + Sync {
     /// Proves this node alive (re-registering `local`, its users and socket counts, if other
     /// nodes had given it up for dead) and clears the users of nodes that stopped heartbeating.
     async fn heartbeat(&self, local: &[(String, u32)]) -> Result<Heartbeat, StoreError>;
+    /// Whether each of `uids` is online now (on any node).
+    async fn online(&self, uids: &[String]) -> Result<Vec<bool>, StoreError>;
 }
 
 /// What a heartbeat changed.
@@ -188,6 +190,23 @@ impl PresenceService {
 
     async fn announce(&self, uid: &UserId, online: bool) {
         let _ = self.announcements.send((uid.clone(), online));
+    }
+
+    /// Which of `uids` are online, for `viewer`: only users in the viewer's audience (who
+    /// would be sent its presence events) are answered; the others are left out.
+    pub async fn online_for(
+        &self,
+        viewer: &UserId,
+        uids: &[String],
+    ) -> Result<Vec<(String, bool)>, StoreError> {
+        let audience = self.audience(viewer).await?;
+        let visible: Vec<String> = uids
+            .iter()
+            .filter(|u| audience.contains(u.as_str()))
+            .cloned()
+            .collect();
+        let online = self.store.online(&visible).await?;
+        Ok(visible.into_iter().zip(online).collect())
     }
 
     /// Everyone who shares a conversation or a group with `uid` (groups larger than the

@@ -122,6 +122,23 @@ impl PresenceStore for RedisPresenceStore {
         self.drop_count(uid.as_str(), &self.node, false).await
     }
 
+    async fn online(&self, uids: &[String]) -> Result<Vec<bool>, StoreError> {
+        // A user is online while their count hash exists (a dead node's entries are cleared
+        // by the heartbeats of the others).
+        let checks = uids.iter().map(|uid| async move {
+            let exists: i64 = self
+                .pool
+                .exists(user_key(uid, "on"))
+                .await
+                .map_err(unavailable)?;
+            Ok::<_, StoreError>(exists > 0)
+        });
+        futures_util::future::join_all(checks)
+            .await
+            .into_iter()
+            .collect()
+    }
+
     async fn heartbeat(&self, local: &[(String, u32)]) -> Result<Heartbeat, StoreError> {
         let now = now_millis();
         let added: i64 = self

@@ -106,3 +106,54 @@ async fn a_frozen_node_is_taken_for_dead_and_re_registers_its_users_when_it_resu
     assert_eq!(next_presence(&mut a, &bob.uid).await, "online");
     drop(b);
 }
+
+#[tokio::test]
+async fn the_presence_snapshot_answers_for_contacts_only() {
+    let nodes = spawn_cluster(2).await;
+    let alice = nodes[0].signup("alice").await;
+    let bob = nodes[0].signup("bob").await;
+    let stranger = nodes[0].signup("stranger").await;
+    let b = nodes[1].connect(&bob).await;
+    let s = nodes[1].connect(&stranger).await;
+    b.send(&alice.uid, "hi", "hello").await;
+    let snapshot = |who: User| {
+        let url = format!(
+            "{}/api/v1/presence?ids={},{}",
+            nodes[0].url, bob.uid, stranger.uid
+        );
+        async move {
+            let res = http()
+                .get(url)
+                .bearer_auth(&who.token)
+                .send()
+                .await
+                .expect("presence");
+            assert_eq!(res.status(), 200);
+            let body: serde_json::Value = res.json().await.expect("json");
+            body["items"].clone()
+        }
+    };
+    // Bob (a conversation peer) is online on the other node; the stranger, online too, is
+    // not alice's contact and is left out.
+    assert_eq!(
+        snapshot(alice.clone()).await,
+        json!([{"uid": bob.uid, "online": true}])
+    );
+    b.close().await;
+    nodes[1].wait_for_connections(1).await;
+    eventually("bob to show offline", || async {
+        snapshot(alice.clone()).await == json!([{"uid": bob.uid, "online": false}])
+    })
+    .await;
+    let res = http()
+        .get(format!(
+            "{}/api/v1/presence?ids=not%20a%20uid",
+            nodes[0].url
+        ))
+        .bearer_auth(&alice.token)
+        .send()
+        .await
+        .expect("bad ids");
+    assert_eq!(res.status(), 400);
+    s.close().await;
+}

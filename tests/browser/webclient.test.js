@@ -337,6 +337,9 @@ describe('web client in Chromium', () => {
     await waitOnline(b);
     await waitPresence(a, U.bob, 'online');
     await waitUnread(b, U.alice, '1');
+    // Alice was online all along (no presence event since): Bob's fresh page learns it from
+    // the presence snapshot.
+    await waitPresence(b, U.alice, 'online');
     await waitBubble(a, text, { status: 'delivered' });
     assert.equal(await b.isVisible('#chat-view'), false, 'phones show the list alone');
     await shot(b, 'phone-list');

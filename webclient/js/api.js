@@ -109,3 +109,8 @@ export function putProfile(token, uid, { name, status, avatarUrl }) {
     timeoutMs: PROFILE_TIMEOUT_MS,
   });
 }
+
+/** → {items:[{uid, online}]}: which of `ids` (one's contacts) are online now. */
+export function presence(token, ids) {
+  return call('GET', `/presence?ids=${ids.map(encodeURIComponent).join(',')}`, { token });
+}

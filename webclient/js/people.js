@@ -92,6 +92,25 @@ export class People extends EventTarget {
     if (this.pending.size && !this.timer) this.timer = setTimeout(() => this.fetchPending(), 0);
   }
 
+  /**
+   * Presence of `uids` now (the server answers for contacts only); live `presence` events
+   * that arrived meanwhile win over this snapshot.
+   */
+  async fetchPresence(uids) {
+    try {
+      const res = await api.presence(this.getToken(), uids);
+      const got = [];
+      for (const { uid, online } of res.items || []) {
+        if (this.presence.has(uid)) continue;
+        this.presence.set(uid, online ? 'online' : 'offline');
+        got.push(uid);
+      }
+      this.changed(got);
+    } catch (_) {
+      /* dots appear with the next presence events */
+    }
+  }
+
   async fetchPending() {
     this.timer = null;
     const ids = [...this.pending];
@@ -99,6 +118,7 @@ export class People extends EventTarget {
     for (const id of ids) this.asked.add(id);
     for (let i = 0; i < ids.length; i += BATCH) {
       const chunk = ids.slice(i, i + BATCH);
+      this.fetchPresence(chunk);
       if (Date.now() >= this.downUntil) {
         try {
           const items = await api.profiles(chunk);
