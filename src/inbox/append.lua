@@ -5,7 +5,8 @@
 -- ARGV[1] inbox max length, ARGV[2] inbox max age (s), ARGV[3] idempotency window (s).
 -- Per event i (0-based), KEYS[3i+1..3i+3] = its user's seq counter, inbox stream and
 -- idempotency key (one user's keys share a hash slot), and ARGV[4+6i..9+6i] =
---   channel, event JSON (without Seq), SentAt (ms), "1" to check the idempotency key,
+--   channel, event JSON (without Seq), SentAt (ms), "1" to check the idempotency key ("2":
+--   and remember the Seq it got, for re-sends of 1:1 messages),
 --   channel for the acting user's other sockets ("" for none), socket to skip there.
 -- Returns {Seq, SentAt, FirstSeq} per event; Seq 0 marks a duplicate, with the first send's
 -- SentAt and Seq (the idempotency key holds "SentAt:Seq"; FirstSeq 0 where it is unknown).
@@ -16,7 +17,7 @@ for i = 0, #KEYS / 3 - 1 do
   local a = 3 + 6 * i
   local channel, json, sent_at = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
   local first = false
-  if ARGV[a + 4] == '1' then
+  if ARGV[a + 4] ~= '0' then
     -- One command: sets the key unless it exists, and returns the earlier value if it did.
     first = redis.call('SET', dedupe, sent_at, 'NX', 'EX', ARGV[3], 'GET')
   end
@@ -27,7 +28,7 @@ for i = 0, #KEYS / 3 - 1 do
     out[3 * i + 3] = tonumber(first_seq) or 0
   else
     local seq = redis.call('INCR', seq_key)
-    if ARGV[a + 4] == '1' then
+    if ARGV[a + 4] == '2' then
       -- A re-send learns which Seq the first send got (the call log records it).
       redis.call('SET', dedupe, sent_at .. ':' .. seq, 'XX', 'KEEPTTL')
     end

@@ -71,6 +71,7 @@ impl InboxStore for EmbeddedInbox {
         let to = to.to_string();
         let json = serde_json::to_vec(event).map_err(internal)?;
         let dedupe_key = dedupe.map(|d| format!("{to}\u{0}{}", d.text()));
+        let remember_seq = dedupe.is_some_and(|d| d.group.is_none());
         let limits = self.limits;
         let sent_at = event.sent_at;
         let published = Arc::new(event.clone());
@@ -108,8 +109,9 @@ impl InboxStore for EmbeddedInbox {
                         .map_or(0, |v| v.value())
                         + 1;
                     seqs.insert(to.as_str(), seq).map_err(internal)?;
-                    if let Some(key) = &dedupe_key {
-                        // A re-send learns which Seq the first send got (for the call log).
+                    if let (Some(key), true) = (&dedupe_key, remember_seq) {
+                        // A re-send learns which Seq the first send got (for the call log;
+                        // 1:1 only, group messages are logged without a recipient's Seq).
                         let mut first_seqs = txn.open_table(DEDUPE_SEQ).map_err(internal)?;
                         first_seqs.insert(key.as_str(), seq).map_err(internal)?;
                     }

@@ -130,7 +130,14 @@ impl InboxStore for RedisInbox {
             user_channel(uid).into(),
             json.into(),
             event.sent_at.into(),
-            if dedupe.is_some() { "1" } else { "0" }.into(),
+            // "2": also remember the Seq for re-sends (1:1 only: the call log records group
+            // messages without a per-recipient Seq, and a group fan-out is the hot path).
+            match dedupe {
+                Some(d) if d.group.is_none() => "2",
+                Some(_) => "1",
+                None => "0",
+            }
+            .into(),
             echo.map(|e| user_channel(e.user.as_str()))
                 .unwrap_or_default()
                 .into(),
