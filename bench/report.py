@@ -243,11 +243,11 @@ def main():
     enough = a.expect is None or len(rows) == a.expect
     ok = a.rc == "0" and enough
     if a.kind == "pairs":
-        return 0 if pairs(rows, smoke) else 1
+        return 0 if pairs(rows, smoke) and a.rc == "0" else 1
     if a.kind == "compare":
         table, summary = compare_tables(rows)
         print("\n" + table + "\n\n" + summary)
-        return 0 if rows and all(r["lost"] == 0 for r in rows) else 1
+        return 0 if ok and rows and all(r["lost"] == 0 for r in rows) else 1
     if a.kind == "group-fanout":
         print("\n" + group_fanout(rows))
         ok = ok and all(r["delivered_all"] and not r["misrouted"] for r in rows)

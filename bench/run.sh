@@ -246,7 +246,7 @@ if wants pairs; then
     --server-pids "$W_PIDS" --run-id "$(date +%s%N)" --label "webchat call-log=$CALL_LOG" \
     | tee "$OUT" || { PAIRS_RC=1; warn "webchat-loadgen failed (pairs)"; show_server_logs; }
 
-  check eval '[ "$PAIRS_RC" = 0 ] && python3 "$ROOT/bench/report.py" pairs "$OUT" --smoke "$SMOKE"'
+  check python3 "$ROOT/bench/report.py" pairs "$OUT" --smoke "$SMOKE" --rc "$PAIRS_RC"
 fi
 
 if wants compare; then
@@ -274,7 +274,7 @@ if wants compare; then
     done
     i=$((i + 1))
   done
-  check eval '[ "$COMPARE_RC" = 0 ] && python3 "$ROOT/bench/report.py" compare "$OUT"'
+  check python3 "$ROOT/bench/report.py" compare "$OUT" --rc "$COMPARE_RC"
 fi
 
 if wants group-fanout; then
