@@ -33,6 +33,17 @@ function fail(ack, code, message) {
   if (typeof ack === 'function') ack({ error: { code, message } });
 }
 
+// Under overload a Redis call may fail (e.g. a timeout); log it rather than crash, at most
+// once a second (a lost publish shows up as lost messages in the load generator).
+let lastComplaint = 0;
+process.on('unhandledRejection', (e) => {
+  const now = Date.now();
+  if (now - lastComplaint > 1000) {
+    lastComplaint = now;
+    console.error('unhandled rejection:', e && e.message ? e.message : e);
+  }
+});
+
 async function main() {
   const pub = createClient({ url: redisUrl });
   const sub = pub.duplicate();
