@@ -34,7 +34,8 @@
 # bench/results/compare.jsonl).
 # group-fanout: BENCH_GROUP_SIZES (1000,10000), BENCH_GROUP_MESSAGES (5),
 # BENCH_FANOUT_TIMEOUT (120s), BENCH_GROUP_OUT (bench/results/group-fanout.jsonl).
-# idle: BENCH_IDLE_SOCKETS (20000), BENCH_IDLE_REPEATS (2 per server), BENCH_IDLE_OUT.
+# idle: BENCH_IDLE_SOCKETS (20000, fewer if the open-files limit is lower), BENCH_IDLE_REPEATS
+# (2 per server), BENCH_IDLE_JOIN (true; false: connect only, no join), BENCH_IDLE_OUT.
 # replay: BENCH_REPLAY_MESSAGES (10000), BENCH_REPLAY_REPEATS (3), BENCH_REPLAY_OUT.
 # storm: BENCH_STORM_USERS (5000), BENCH_STORM_PER_USER (3), BENCH_STORM_REPEATS (2),
 # BENCH_STORM_OUT.
@@ -128,6 +129,11 @@ if [ "$SMOKE" = 0 ] && { wants group-fanout || wants idle || wants storm; }; the
     warn "open-files limit $(ulimit -n) is too low for $need sockets (hard limit $(ulimit -Hn))"
   fi
   log "open-files limit: $(ulimit -n)"
+  # The server and the generator each need one fd per idle socket plus a few dozen of their own.
+  if wants idle && [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((IDLE_SOCKETS + 100)) ]; then
+    IDLE_SOCKETS=$(($(ulimit -n) - 100))
+    warn "idle: only $IDLE_SOCKETS sockets fit under the open-files limit $(ulimit -n)"
+  fi
 fi
 
 ensure_redis_installed
@@ -340,6 +346,8 @@ if wants idle; then
   mkdir -p "$(dirname "$IDLE_OUT")"
   : >"$IDLE_OUT"
   IDLE_RC=0
+  IDLE_FLAGS="" IDLE_LABEL=""
+  if [ "${BENCH_IDLE_JOIN:-true}" = false ]; then IDLE_FLAGS=--no-join IDLE_LABEL=" (no join)"; fi
   if [ "$SMOKE" = 1 ]; then IDLE_KINDS=(webchat); else IDLE_KINDS=(webchat baseline); fi
   for r in $(seq 1 "$IDLE_REPEATS"); do
     for kind in "${IDLE_KINDS[@]}"; do
@@ -349,7 +357,7 @@ if wants idle; then
       log "idle: $IDLE_SOCKETS sockets to one $kind node, run $r (load $(load_note))"
       "$LOADGEN" --scenario idle --urls "$C_URLS" --sockets "$IDLE_SOCKETS" \
         --connect-batch "$CONNECT_BATCH" --source-ips "$SOURCE_IPS" --hold "$IDLE_HOLD" \
-        --server-pids "$C_PIDS" --run-id "$(date +%s%N)" --label "$kind" \
+        --server-pids "$C_PIDS" --run-id "$(date +%s%N)" --label "$kind$IDLE_LABEL" $IDLE_FLAGS \
         | tee -a "$IDLE_OUT" || { IDLE_RC=1; warn "webchat-loadgen failed (idle $kind)"; show_server_logs; }
       # shellcheck disable=SC2086 # one pid per word
       stop_pids $C_NODE_PIDS

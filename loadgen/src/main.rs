@@ -153,6 +153,9 @@ struct Args {
     /// idle: how long the sockets stay open (idle) before RSS is read again.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     hold: Duration,
+    /// idle: only connect (socket.io CONNECT), no `join`: the transport's share of the RSS.
+    #[arg(long)]
+    no_join: bool,
     /// replay: messages queued for the offline user.
     #[arg(long, default_value_t = 10_000)]
     replay_messages: usize,

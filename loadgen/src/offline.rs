@@ -6,6 +6,7 @@
 //!   stay idle for `--hold`. The RSS (`VmRSS` of `/proc/PID/status`) of every `--server-pids`
 //!   process is read before the first connect and after the hold; the report gives KiB per
 //!   connection for each pid (the first one is the headline: pass the chat node first).
+//!   `--no-join` only connects (no `join`): the share of the transport alone.
 //! - `replay` (scenario 4): a sender queues `--replay-messages` messages (`--send-inflight`
 //!   un-acked at a time) for a user who has never connected, on the first node; then the
 //!   user connects to the last node and joins. Replay time = from the start of the connect
@@ -32,7 +33,7 @@ use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tokio::sync::{Notify, Semaphore};
-use webchat_loadgen::client::{EventStream, SioClient};
+use webchat_loadgen::client::{ClientOptions, EventStream, SioClient};
 
 use crate::{
     ack_error_code, check_fd_limit, connect_and_join, connect_and_join_from, cpu_by_pid, cpu_us,
@@ -118,6 +119,17 @@ pub(crate) async fn run_idle(args: &Args, run_id: &str) -> Result<()> {
         let i1 = (i0 + batch).min(n);
         let connects = (i0..i1).map(|i| async move {
             let uid = format!("id{run_id}_{i}");
+            if args.no_join {
+                let opts = ClientOptions {
+                    auto_ack: true,
+                    connect_timeout: args.ack_timeout,
+                    bind_addr: source_ip(args, i),
+                    ..ClientOptions::default()
+                };
+                return SioClient::connect(url, None, opts)
+                    .await
+                    .map_err(anyhow::Error::from);
+            }
             connect_and_join_from(url, &uid, args.ack_timeout, source_ip(args, i)).await
         });
         for r in futures_util::future::join_all(connects).await {
@@ -183,6 +195,7 @@ pub(crate) async fn run_idle(args: &Args, run_id: &str) -> Result<()> {
         "server_pids": pids,
         "url": url,
         "sockets": n,
+        "join": !args.no_join,
         "joined": joined,
         "connect_errors": errors,
         "connected_after_hold": connected,
