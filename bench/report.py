@@ -92,8 +92,11 @@ def compare_tables(rows):
     base = by.get("baseline", [])
     if base:
         s_b = saturation(base)
-        kept = [r for r in base if r["keeps_up"]]
-        ref_rate = max((r["offered_rate"] for r in kept), default=None)
+        # CPU is compared at the highest rate every server kept up with (else the baseline's).
+        def kept_rates(rs):
+            return {r["offered_rate"] for r in rs if r["keeps_up"]}
+        common = set.intersection(*(kept_rates(by[lab]) for lab in labels))
+        ref_rate = max(common or kept_rates(base) or {None}, key=lambda x: x or 0)
         half = min(base, key=lambda r: abs(r["offered_rate"] - s_b / 2))["offered_rate"]
         summary += ["| | saturation msgs/s (max delivered) | × baseline | "
                     f"nodes CPU µs/msg at {fmt(ref_rate)} msgs/s | ÷ baseline | "
