@@ -142,7 +142,8 @@ if [ "$PROFILE" = release ]; then
 else
   cargo build --bin webchat --bin webchat-loadgen -p webchat -p webchat-loadgen
 fi
-if wants compare || wants idle; then
+if [ "$SMOKE" = 0 ] && { wants compare || wants idle; }; then
+  # The smoke runs webchat only.
   command -v node >/dev/null 2>&1 || die "the Node baseline needs node (and npm) on PATH"
   if [ ! -d "$ROOT/bench/baseline-node/node_modules" ]; then
     (cd "$ROOT/bench/baseline-node" && npm ci --no-audit --no-fund)
