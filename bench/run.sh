@@ -1,27 +1,49 @@
 #!/usr/bin/env bash
-# The benchmarks, scenarios 1 and 3.
-# Starts a throw-away Redis and two webchat nodes (release build, --auth open) on free
-# loopback ports, drives them with webchat-loadgen, prints one JSON line per rate step / group
-# size and a Markdown table, and stops everything it started.
+# The benchmarks. Starts throw-away Redis servers and chat nodes (release build of webchat,
+# --auth open; or the Node socket.io + redis-adapter baseline in bench/baseline-node) on free
+# loopback ports, drives them with webchat-loadgen, prints one JSON line per measurement and a
+# Markdown table, and stops everything it started.
 #
-#   bash bench/run.sh                           # scenario 1, pairs: 1:1 across nodes, rate steps
+#   bash bench/run.sh                           # scenario 1, pairs: 1:1 across two webchat
+#                                               # nodes, rate steps
+#   bash bench/run.sh --scenario compare        # scenario 1 side by side: webchat with the call
+#                                               # log on, webchat with it off and the Node
+#                                               # baseline, each on its own two nodes + Redis;
+#                                               # every rate step runs once against each, in
+#                                               # alternation (rotating order)
 #   bash bench/run.sh --scenario group-fanout   # scenario 3: one message to a 1,000- and a
 #                                               # 10,000-member group, time until all have it
-#   bash bench/run.sh --smoke                   # tiny runs of both for CI (debug build): checks
-#                                               # nothing acked is lost and every member got
-#                                               # every group message; last line
-#                                               # `bench-smoke: 1 passed, 0 failed` (or
+#   bash bench/run.sh --scenario idle           # scenario 2: 20,000 idle sockets on ONE node,
+#                                               # server RSS per connection; webchat and the
+#                                               # baseline alternately, a fresh node each time
+#   bash bench/run.sh --scenario replay         # scenario 4: 10,000 queued messages replayed
+#                                               # to one user (webchat only)
+#   bash bench/run.sh --scenario storm          # scenario 5: 5,000 users with queued messages
+#                                               # reconnect at once (webchat only)
+#   bash bench/run.sh --scenario all            # compare, idle, replay, storm; then writes
+#                                               # bench/results/report.md (machine, commands,
+#                                               # tables) with bench/report.py
+#   bash bench/run.sh --smoke                   # tiny runs for CI (debug build, webchat only):
+#                                               # pairs, group-fanout, idle, replay, storm; last
+#                                               # line `bench-smoke: 1 passed, 0 failed` (or
 #                                               # `0 passed, 1 failed`, exit status 1)
 #
-# Environment, pairs: BENCH_SOCKETS (1000), BENCH_STEPS (5000,10000,12000,14000,16000,20000),
-# BENCH_DURATION (10s), BENCH_OUT (bench/results/latest.jsonl).
+# Environment, pairs/compare: BENCH_SOCKETS (1000), BENCH_STEPS (5000,10000,12000,14000,16000,20000;
+# compare: 2000,4000,6000,8000,10000,12000,14000,16000), BENCH_DURATION (10s; compare 8s),
+# BENCH_CALL_LOG (pairs: true), BENCH_OUT (bench/results/latest.jsonl; compare:
+# bench/results/compare.jsonl).
 # group-fanout: BENCH_GROUP_SIZES (1000,10000), BENCH_GROUP_MESSAGES (5),
 # BENCH_FANOUT_TIMEOUT (120s), BENCH_GROUP_OUT (bench/results/group-fanout.jsonl).
-# Both: BENCH_WORKER_THREADS (1, per node).
+# idle: BENCH_IDLE_SOCKETS (20000, fewer if the open-files limit is lower), BENCH_IDLE_REPEATS
+# (2 per server), BENCH_IDLE_JOIN (true; false: connect only, no join), BENCH_IDLE_OUT.
+# replay: BENCH_REPLAY_MESSAGES (10000), BENCH_REPLAY_REPEATS (3), BENCH_REPLAY_OUT.
+# storm: BENCH_STORM_USERS (5000), BENCH_STORM_PER_USER (3), BENCH_STORM_REPEATS (2),
+# BENCH_STORM_OUT.
+# All: BENCH_WORKER_THREADS (1, per webchat node), BENCH_CONNECT_BATCH (500: idle sockets per
+# batch / storm connects in flight), BENCH_SOURCE_IPS (8: client source addresses 127.0.0.2..).
 #
-# group-fanout opens one socket per member in the generator (and spreads the server ends over
-# the two nodes), so it raises the open-files limit (`ulimit -n`, up to 65536 or the hard
-# limit) before starting anything; the generator cannot raise it itself.
+# Scenarios with many sockets raise the open-files limit (`ulimit -n`, up to 65536 or the hard
+# limit) before starting anything, so the servers and the generator inherit it.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -33,23 +55,25 @@ cd "$ROOT"
 
 SMOKE=0
 SCENARIO=""
+ALL_SCENARIOS="pairs compare group-fanout idle replay storm"
 while [ $# -gt 0 ]; do
   case "$1" in
     --smoke) SMOKE=1 ;;
     --scenario)
-      [ $# -ge 2 ] || die "--scenario needs a value (pairs or group-fanout)"
+      [ $# -ge 2 ] || die "--scenario needs a value ($ALL_SCENARIOS all)"
       SCENARIO="$2"
       shift
       ;;
     --scenario=*) SCENARIO="${1#--scenario=}" ;;
-    *) die "unknown argument $1 (use --smoke and/or --scenario pairs|group-fanout)" ;;
+    *) die "unknown argument $1 (use --smoke and/or --scenario ${ALL_SCENARIOS// /|}|all)" ;;
   esac
   shift
 done
 case "$SCENARIO" in
-  "") if [ "$SMOKE" = 1 ]; then SCENARIOS="pairs group-fanout"; else SCENARIOS=pairs; fi ;;
-  pairs | group-fanout) SCENARIOS="$SCENARIO" ;;
-  *) die "unknown scenario $SCENARIO (pairs or group-fanout)" ;;
+  "") if [ "$SMOKE" = 1 ]; then SCENARIOS="pairs group-fanout idle replay storm"; else SCENARIOS=pairs; fi ;;
+  all) SCENARIOS="compare idle replay storm" ;;
+  pairs | compare | group-fanout | idle | replay | storm) SCENARIOS="$SCENARIO" ;;
+  *) die "unknown scenario $SCENARIO ($ALL_SCENARIOS all)" ;;
 esac
 wants() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 
@@ -57,33 +81,59 @@ if [ "$SMOKE" = 1 ]; then
   PROFILE=debug
   SOCKETS=40 STEPS=200 DURATION=2s WARMUP=1s
   GROUP_SIZES=20 GROUP_MESSAGES=2 FANOUT_TIMEOUT=30s GROUP_PAUSE=200ms
+  IDLE_SOCKETS=50 IDLE_HOLD=500ms IDLE_REPEATS=1
+  REPLAY_MESSAGES=300 REPLAY_REPEATS=1
+  STORM_USERS=60 STORM_PER_USER=2 STORM_REPEATS=1
+  CONNECT_BATCH=25 SOURCE_IPS=2
 else
   PROFILE=release
   SOCKETS="${BENCH_SOCKETS:-1000}"
-  STEPS="${BENCH_STEPS:-5000,10000,12000,14000,16000,20000}"
-  DURATION="${BENCH_DURATION:-10s}"
+  if wants compare; then
+    STEPS="${BENCH_STEPS:-2000,4000,6000,8000,10000,12000,14000,16000}"
+    DURATION="${BENCH_DURATION:-8s}"
+  else
+    STEPS="${BENCH_STEPS:-5000,10000,12000,14000,16000,20000}"
+    DURATION="${BENCH_DURATION:-10s}"
+  fi
   WARMUP=2s
   GROUP_SIZES="${BENCH_GROUP_SIZES:-1000,10000}"
   GROUP_MESSAGES="${BENCH_GROUP_MESSAGES:-5}"
   FANOUT_TIMEOUT="${BENCH_FANOUT_TIMEOUT:-120s}"
   GROUP_PAUSE=1s
+  IDLE_SOCKETS="${BENCH_IDLE_SOCKETS:-20000}"
+  IDLE_HOLD=10s
+  IDLE_REPEATS="${BENCH_IDLE_REPEATS:-2}"
+  REPLAY_MESSAGES="${BENCH_REPLAY_MESSAGES:-10000}"
+  REPLAY_REPEATS="${BENCH_REPLAY_REPEATS:-3}"
+  STORM_USERS="${BENCH_STORM_USERS:-5000}"
+  STORM_PER_USER="${BENCH_STORM_PER_USER:-3}"
+  STORM_REPEATS="${BENCH_STORM_REPEATS:-2}"
+  CONNECT_BATCH="${BENCH_CONNECT_BATCH:-500}"
+  SOURCE_IPS="${BENCH_SOURCE_IPS:-8}"
 fi
 THREADS="${BENCH_WORKER_THREADS:-1}"
-OUT="${BENCH_OUT:-$ROOT/bench/results/latest.jsonl}"
+CALL_LOG="${BENCH_CALL_LOG:-true}"
+RESULTS="$ROOT/bench/results"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 BIN_DIR="$TARGET_DIR/$PROFILE"
+LOADGEN="$BIN_DIR/webchat-loadgen"
 
-if wants group-fanout && [ "$SMOKE" = 0 ]; then
-  # One fd per member socket in the generator, plus Redis connections, files, slack.
-  max_members=0
-  for n in ${GROUP_SIZES//,/ }; do
-    [ "$n" -gt "$max_members" ] && max_members="$n"
-  done
+if [ "$SMOKE" = 0 ] && { wants group-fanout || wants idle || wants storm; }; then
+  # One fd per socket in the generator and in the server, plus Redis connections and slack.
+  need=0
+  for n in ${GROUP_SIZES//,/ }; do [ "$n" -gt "$need" ] && need="$n"; done
+  if wants idle; then [ "$IDLE_SOCKETS" -gt "$need" ] && need="$IDLE_SOCKETS"; fi
+  if wants storm; then [ "$STORM_USERS" -gt "$need" ] && need="$STORM_USERS"; fi
   ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-  if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((max_members + 200)) ]; then
-    warn "open-files limit $(ulimit -n) is too low for $max_members members (hard limit $(ulimit -Hn))"
+  if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((need + 200)) ]; then
+    warn "open-files limit $(ulimit -n) is too low for $need sockets (hard limit $(ulimit -Hn))"
   fi
   log "open-files limit: $(ulimit -n)"
+  # The server and the generator each need one fd per idle socket plus a few dozen of their own.
+  if wants idle && [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((IDLE_SOCKETS + 100)) ]; then
+    IDLE_SOCKETS=$(($(ulimit -n) - 100))
+    warn "idle: only $IDLE_SOCKETS sockets fit under the open-files limit $(ulimit -n)"
+  fi
 fi
 
 ensure_redis_installed
@@ -92,111 +142,231 @@ if [ "$PROFILE" = release ]; then
 else
   cargo build --bin webchat --bin webchat-loadgen -p webchat -p webchat-loadgen
 fi
+if [ "$SMOKE" = 0 ] && { wants compare || wants idle; }; then
+  # The smoke runs webchat only.
+  command -v node >/dev/null 2>&1 || die "the Node baseline needs node (and npm) on PATH"
+  if [ ! -d "$ROOT/bench/baseline-node/node_modules" ]; then
+    (cd "$ROOT/bench/baseline-node" && npm ci --no-audit --no-fund)
+  fi
+fi
 
 RUN_DIR="$(mktemp -d)"
-NODE_PIDS=()
+ALL_PIDS=()     # every server process started (chat nodes first, then Redis servers)
+ALL_REDIS=()
 cleanup() {
   set +e
-  for pid in "${NODE_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
-  for pid in "${NODE_PIDS[@]}"; do wait "$pid" 2>/dev/null; done
-  stop_redis
+  for pid in "${ALL_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
+  for pid in "${ALL_PIDS[@]}"; do wait "$pid" 2>/dev/null; done
+  for pid in "${ALL_REDIS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
+  for pid in "${ALL_REDIS[@]}"; do wait "$pid" 2>/dev/null; done
   rm -rf "$RUN_DIR"
 }
 trap cleanup EXIT
 
-start_redis "$RUN_DIR"
-URLS=()
-for n in 1 2; do
-  mkfifo "$RUN_DIR/node$n.out"
-  RUST_LOG=warn "$BIN_DIR/webchat" --listen 127.0.0.1:0 --redis-url "$REDIS_URL" --auth open \
-    --worker-threads "$THREADS" --data-dir "$RUN_DIR/node$n" \
-    >"$RUN_DIR/node$n.out" 2>"$RUN_DIR/node$n.err" &
-  NODE_PIDS+=($!)
-  read -r line <"$RUN_DIR/node$n.out"
-  URLS+=("http://${line##* }")
-done
-log "nodes: ${URLS[*]} (pids ${NODE_PIDS[*]}), redis pid $REDIS_PID"
+# stop_pids PID... — stops processes this script started (TERM, then KILL after 5 s) and
+# forgets them (so the exit cleanup never signals a reused pid).
+stop_pids() {
+  local pid p keep
+  for pid in "$@"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "$@"; do
+    keep=()
+    for p in "${ALL_PIDS[@]}"; do [ "$p" = "$pid" ] || keep+=("$p"); done
+    ALL_PIDS=("${keep[@]}")
+    keep=()
+    for p in "${ALL_REDIS[@]}"; do [ "$p" = "$pid" ] || keep+=("$p"); done
+    ALL_REDIS=("${keep[@]}")
+  done
+  for pid in "$@"; do
+    for _ in $(seq 1 50); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+}
+
+# start_cluster NAME KIND NODES [CALL_LOG] — a fresh Redis and NODES servers of KIND (webchat or
+# baseline) on it. Sets C_URLS (comma-separated), C_PIDS (node pids then the Redis pid,
+# comma-separated, for --server-pids), C_NODE_PIDS and C_REDIS_PID, C_DIR (logs).
+start_cluster() {
+  local name="$1" kind="$2" nodes="$3" call_log="${4:-$CALL_LOG}" n line
+  C_DIR="$RUN_DIR/$name"
+  mkdir -p "$C_DIR"
+  start_redis "$C_DIR"
+  C_REDIS_PID="$REDIS_PID"
+  ALL_REDIS+=("$REDIS_PID")
+  # Leave the Redis server alone from here on (stop_redis would stop only the last one).
+  REDIS_PID=""
+  local urls=() pids=()
+  for n in $(seq 1 "$nodes"); do
+    mkfifo "$C_DIR/node$n.out"
+    if [ "$kind" = webchat ]; then
+      RUST_LOG=warn "$BIN_DIR/webchat" --listen 127.0.0.1:0 --redis-url "$REDIS_URL" --auth open \
+        --worker-threads "$THREADS" --call-log "$call_log" --data-dir "$C_DIR/node$n" \
+        >"$C_DIR/node$n.out" 2>"$C_DIR/node$n.err" &
+    else
+      node "$ROOT/bench/baseline-node/server.js" --port 0 --redis-url "$REDIS_URL" \
+        >"$C_DIR/node$n.out" 2>"$C_DIR/node$n.err" &
+    fi
+    pids+=($!)
+    ALL_PIDS+=($!)
+    read -r line <"$C_DIR/node$n.out"
+    urls+=("http://${line##* }")
+  done
+  C_NODE_PIDS="${pids[*]}"
+  C_URLS="$(IFS=,; echo "${urls[*]}")"
+  C_PIDS="$(IFS=,; echo "${pids[*]}"),$C_REDIS_PID"
+  log "$name ($kind, call log $call_log): ${urls[*]} (pids ${pids[*]}), redis pid $C_REDIS_PID"
+}
+
 # After a failed generator run: what the servers and Redis said.
 show_server_logs() {
   local f
-  for f in "$RUN_DIR"/node*.err "$REDIS_DIR/redis.log"; do
+  for f in "$RUN_DIR"/*/node*.err "$RUN_DIR"/*/redis/redis.log; do
     [ -s "$f" ] || continue
-    warn "last lines of $(basename "$f"):"
+    warn "last lines of $f:"
     grep -v ' INFO ' "$f" | tail -n 5 >&2 || true
   done
 }
-URL_LIST="$(IFS=,; echo "${URLS[*]}")"
-SERVER_PIDS="${NODE_PIDS[0]},${NODE_PIDS[1]},$REDIS_PID"
+
+# Machine state, once per measurement (other work may share the cores).
+load_note() { cut -d' ' -f1-3 /proc/loadavg; }
 
 PASSED=0
 FAILED=0
+check() { if "$@"; then PASSED=$((PASSED + 1)); else FAILED=$((FAILED + 1)); fi; }
+
+# The scenarios that need two webchat nodes share one cluster.
+if wants pairs || wants group-fanout || wants replay || wants storm; then
+  start_cluster webchat webchat 2
+  W_URLS="$C_URLS"
+  W_PIDS="$C_PIDS"
+fi
 
 if wants pairs; then
+  OUT="${BENCH_OUT:-$RESULTS/latest.jsonl}"
   mkdir -p "$(dirname "$OUT")"
   PAIRS_RC=0
-  "$BIN_DIR/webchat-loadgen" --urls "$URL_LIST" --sockets "$SOCKETS" \
+  "$LOADGEN" --urls "$W_URLS" --sockets "$SOCKETS" \
     --rate-steps "$STEPS" --duration "$DURATION" --warmup "$WARMUP" \
-    --server-pids "$SERVER_PIDS" --run-id "$(date +%s%N)" \
+    --server-pids "$W_PIDS" --run-id "$(date +%s%N)" --label "webchat call-log=$CALL_LOG" \
     | tee "$OUT" || { PAIRS_RC=1; warn "webchat-loadgen failed (pairs)"; show_server_logs; }
 
-  if [ "$PAIRS_RC" = 0 ] && python3 - "$OUT" "$SMOKE" <<'PY'; then PASSED=$((PASSED + 1)); else FAILED=$((FAILED + 1)); fi
-import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-print("\n| offered msgs/s | delivered msgs/s | p50 ms | p99 ms | p999 ms | lost | dup | servers+Redis CPU µs/msg | generator CPU µs/msg |")
-print("|---|---|---|---|---|---|---|---|---|")
-for r in rows:
-    print(f"| {r['offered_rate']:.0f} | {r['delivered_per_sec']:.0f} | {r['latency_p50_ms']} | {r['latency_p99_ms']} | "
-          f"{r['latency_p999_ms']} | {r['lost']} | {r['duplicates']} | {r['server_cpu_us_per_msg']} | {r['gen_cpu_us_per_msg']} |")
-bad = [r for r in rows if r["lost"] or r["acked_total"] != r["sent_total"] or r["ack_errors"]]
-if sys.argv[2] == "1":
-    ok = rows and not bad and all(r["delivered"] == r["acked"] for r in rows)
-    print(f"pairs smoke: {'passed' if ok else 'FAILED'}")
-    sys.exit(0 if ok else 1)
-PY
+  check python3 "$ROOT/bench/report.py" pairs "$OUT" --smoke "$SMOKE" --rc "$PAIRS_RC"
+fi
+
+if wants compare; then
+  OUT="${BENCH_OUT:-$RESULTS/compare.jsonl}"
+  mkdir -p "$(dirname "$OUT")"
+  : >"$OUT"
+  start_cluster webchat-log-on webchat 2 true
+  declare -A URLS_OF PIDS_OF
+  URLS_OF[webchat-log-on]="$C_URLS" PIDS_OF[webchat-log-on]="$C_PIDS"
+  start_cluster webchat-log-off webchat 2 false
+  URLS_OF[webchat-log-off]="$C_URLS" PIDS_OF[webchat-log-off]="$C_PIDS"
+  start_cluster baseline baseline 2
+  URLS_OF[baseline]="$C_URLS" PIDS_OF[baseline]="$C_PIDS"
+  SYSTEMS=(webchat-log-on webchat-log-off baseline)
+  COMPARE_RC=0
+  i=0
+  for rate in ${STEPS//,/ }; do
+    for k in 0 1 2; do
+      sys="${SYSTEMS[$(((i + k) % 3))]}"
+      log "compare: $sys at $rate msgs/s (load $(load_note))"
+      "$LOADGEN" --urls "${URLS_OF[$sys]}" --sockets "$SOCKETS" --rate "$rate" \
+        --duration "$DURATION" --warmup "$WARMUP" --server-pids "${PIDS_OF[$sys]}" \
+        --run-id "$(date +%s%N)" --label "$sys" \
+        | tee -a "$OUT" || { COMPARE_RC=1; warn "webchat-loadgen failed ($sys, $rate)"; show_server_logs; }
+    done
+    i=$((i + 1))
+  done
+  check python3 "$ROOT/bench/report.py" compare "$OUT" --rc "$COMPARE_RC"
 fi
 
 if wants group-fanout; then
   if [ "$SMOKE" = 1 ]; then
     GROUP_OUT="$RUN_DIR/group-fanout.jsonl"
   else
-    GROUP_OUT="${BENCH_GROUP_OUT:-$ROOT/bench/results/group-fanout.jsonl}"
+    GROUP_OUT="${BENCH_GROUP_OUT:-$RESULTS/group-fanout.jsonl}"
   fi
   mkdir -p "$(dirname "$GROUP_OUT")"
   : >"$GROUP_OUT"
   GROUP_RC=0
   for members in ${GROUP_SIZES//,/ }; do
     log "group-fanout: $members members, $GROUP_MESSAGES messages"
-    "$BIN_DIR/webchat-loadgen" --scenario group-fanout --urls "$URL_LIST" \
+    "$LOADGEN" --scenario group-fanout --urls "$W_URLS" \
       --members "$members" --messages "$GROUP_MESSAGES" --fanout-timeout "$FANOUT_TIMEOUT" \
-      --pause "$GROUP_PAUSE" --server-pids "$SERVER_PIDS" --run-id "$(date +%s%N)" \
+      --pause "$GROUP_PAUSE" --server-pids "$W_PIDS" --run-id "$(date +%s%N)" \
       | tee -a "$GROUP_OUT" || {
       GROUP_RC=1
       warn "webchat-loadgen failed ($members members)"
       show_server_logs
     }
   done
+  check python3 "$ROOT/bench/report.py" group-fanout "$GROUP_OUT" --smoke "$SMOKE" \
+    --rc "$GROUP_RC" --expect "$(echo "${GROUP_SIZES//,/ }" | wc -w)"
+fi
 
-  if python3 - "$GROUP_OUT" "$SMOKE" "$GROUP_RC" "$GROUP_SIZES" <<'PY'; then PASSED=$((PASSED + 1)); else FAILED=$((FAILED + 1)); fi
-import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-print("\n| members | messages | create ack ms | create ms (last notify) | fan-out p50 ms | fan-out p99 ms | fan-out max ms | sender ack p50 ms | delivered / expected | servers+Redis CPU µs/delivery | generator CPU µs/delivery |")
-print("|---|---|---|---|---|---|---|---|---|---|---|")
-for r in rows:
-    print(f"| {r['members']} | {r['messages']} | {r['create_ack_ms']} | {r['create_ms']} | {r['fanout_ms_p50']} | "
-          f"{r['fanout_ms_p99']} | {r['fanout_ms_max']} | {r['ack_ms_p50']} | "
-          f"{r['delivered_total']} / {r['expected_per_message'] * r['messages']} | "
-          f"{r['server_cpu_us_per_msg']} | {r['gen_cpu_us_per_msg']} |")
-expected = len(sys.argv[4].split(","))
-ok = (sys.argv[3] == "0" and len(rows) == expected
-      and all(r["delivered_all"] and not r["misrouted"] for r in rows))
-missed = [f"{r['members']} members: delivered {r['delivered']} of {r['expected_per_message']} each"
-          for r in rows if not r["delivered_all"]]
-for m in missed:
-    print(f"group-fanout: some member missed a message ({m})")
-if sys.argv[2] == "1":
-    print(f"group-fanout smoke: {'passed' if ok else 'FAILED'}")
-sys.exit(0 if ok else 1)
-PY
+if wants replay; then
+  REPLAY_OUT="${BENCH_REPLAY_OUT:-$RESULTS/replay.jsonl}"
+  [ "$SMOKE" = 1 ] && REPLAY_OUT="$RUN_DIR/replay.jsonl"
+  mkdir -p "$(dirname "$REPLAY_OUT")"
+  : >"$REPLAY_OUT"
+  REPLAY_RC=0
+  for r in $(seq 1 "$REPLAY_REPEATS"); do
+    log "replay: $REPLAY_MESSAGES messages, run $r (load $(load_note))"
+    "$LOADGEN" --scenario replay --urls "$W_URLS" --replay-messages "$REPLAY_MESSAGES" \
+      --server-pids "$W_PIDS" --run-id "$(date +%s%N)" --label "webchat call-log=$CALL_LOG" \
+      --fanout-timeout 60s --pause 1s \
+      | tee -a "$REPLAY_OUT" || { REPLAY_RC=1; warn "webchat-loadgen failed (replay)"; show_server_logs; }
+  done
+  check python3 "$ROOT/bench/report.py" replay "$REPLAY_OUT" --rc "$REPLAY_RC" --expect "$REPLAY_REPEATS"
+fi
+
+if wants storm; then
+  STORM_OUT="${BENCH_STORM_OUT:-$RESULTS/storm.jsonl}"
+  [ "$SMOKE" = 1 ] && STORM_OUT="$RUN_DIR/storm.jsonl"
+  mkdir -p "$(dirname "$STORM_OUT")"
+  : >"$STORM_OUT"
+  STORM_RC=0
+  for r in $(seq 1 "$STORM_REPEATS"); do
+    log "storm: $STORM_USERS users x $STORM_PER_USER messages, run $r (load $(load_note))"
+    "$LOADGEN" --scenario storm --urls "$W_URLS" --users "$STORM_USERS" \
+      --per-user "$STORM_PER_USER" --connect-batch "$CONNECT_BATCH" --source-ips "$SOURCE_IPS" \
+      --server-pids "$W_PIDS" --run-id "$(date +%s%N)" --label "webchat call-log=$CALL_LOG" \
+      --fanout-timeout 120s --pause 1s \
+      | tee -a "$STORM_OUT" || { STORM_RC=1; warn "webchat-loadgen failed (storm)"; show_server_logs; }
+  done
+  check python3 "$ROOT/bench/report.py" storm "$STORM_OUT" --rc "$STORM_RC" --expect "$STORM_REPEATS"
+fi
+
+if wants idle; then
+  IDLE_OUT="${BENCH_IDLE_OUT:-$RESULTS/idle.jsonl}"
+  [ "$SMOKE" = 1 ] && IDLE_OUT="$RUN_DIR/idle.jsonl"
+  mkdir -p "$(dirname "$IDLE_OUT")"
+  : >"$IDLE_OUT"
+  IDLE_RC=0
+  IDLE_FLAGS="" IDLE_LABEL=""
+  if [ "${BENCH_IDLE_JOIN:-true}" = false ]; then IDLE_FLAGS=--no-join IDLE_LABEL=" (no join)"; fi
+  if [ "$SMOKE" = 1 ]; then IDLE_KINDS=(webchat); else IDLE_KINDS=(webchat baseline); fi
+  for r in $(seq 1 "$IDLE_REPEATS"); do
+    for kind in "${IDLE_KINDS[@]}"; do
+      # A fresh node (and Redis) each time: RSS before = an idle server.
+      start_cluster "idle-$kind-$r" "$kind" 1
+      sleep 1
+      log "idle: $IDLE_SOCKETS sockets to one $kind node, run $r (load $(load_note))"
+      "$LOADGEN" --scenario idle --urls "$C_URLS" --sockets "$IDLE_SOCKETS" \
+        --connect-batch "$CONNECT_BATCH" --source-ips "$SOURCE_IPS" --hold "$IDLE_HOLD" \
+        --server-pids "$C_PIDS" --run-id "$(date +%s%N)" --label "$kind$IDLE_LABEL" $IDLE_FLAGS \
+        | tee -a "$IDLE_OUT" || { IDLE_RC=1; warn "webchat-loadgen failed (idle $kind)"; show_server_logs; }
+      # shellcheck disable=SC2086 # one pid per word
+      stop_pids $C_NODE_PIDS
+      stop_pids "$C_REDIS_PID"
+    done
+  done
+  check python3 "$ROOT/bench/report.py" idle "$IDLE_OUT" --rc "$IDLE_RC" \
+    --expect $((IDLE_REPEATS * ${#IDLE_KINDS[@]}))
 fi
 
 if [ "$SMOKE" = 1 ]; then
@@ -206,5 +376,8 @@ if [ "$SMOKE" = 1 ]; then
   else
     echo "bench-smoke: 0 passed, 1 failed"
   fi
+elif [ "$SCENARIO" = all ]; then
+  python3 "$ROOT/bench/report.py" markdown "$RESULTS" >"$RESULTS/report.md"
+  log "wrote $RESULTS/report.md"
 fi
 [ "$FAILED" = 0 ]

@@ -33,6 +33,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -40,7 +41,7 @@ use std::time::Duration;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
@@ -50,6 +51,35 @@ type Ws = WebSocketStream<TcpStream>;
 
 /// Websocket read buffer per connection (larger frames still work).
 const READ_BUFFER_SIZE: usize = 8 * 1024;
+
+/// TCP connect to `authority` (`host:port`), bound to `bind` first when given.
+async fn tcp_connect(authority: &str, bind: Option<IpAddr>) -> std::io::Result<TcpStream> {
+    let Some(bind) = bind else {
+        return TcpStream::connect(authority).await;
+    };
+    let mut last = None;
+    for addr in tokio::net::lookup_host(authority).await? {
+        if addr.is_ipv4() != bind.is_ipv4() {
+            continue;
+        }
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.bind(SocketAddr::new(bind, 0))?;
+        match socket.connect(addr).await {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::AddrNotAvailable,
+            format!("no address of {authority} matches the family of {bind}"),
+        )
+    }))
+}
 
 /// Errors returned by [`SioClient`].
 #[derive(Debug)]
@@ -99,6 +129,10 @@ pub struct ClientOptions {
     pub connect_timeout: Duration,
     /// Engine.IO path on the server. Default `/socket.io/`.
     pub path: String,
+    /// Local address to bind the TCP socket to before connecting (port chosen by the
+    /// kernel), e.g. `127.0.0.2`: spreading many sockets over several source addresses
+    /// avoids running out of ephemeral ports. Default: none (the kernel picks).
+    pub bind_addr: Option<IpAddr>,
 }
 
 impl Default for ClientOptions {
@@ -107,6 +141,7 @@ impl Default for ClientOptions {
             auto_ack: false,
             connect_timeout: Duration::from_secs(10),
             path: "/socket.io/".to_string(),
+            bind_addr: None,
         }
     }
 }
@@ -240,7 +275,7 @@ impl SioClient {
         auth: Option<Value>,
         opts: ClientOptions,
     ) -> Result<(SioClient, EventStream), ClientError> {
-        let tcp = TcpStream::connect(&authority)
+        let tcp = tcp_connect(&authority, opts.bind_addr)
             .await
             .map_err(|e| ClientError::Transport(format!("connect {authority}: {e}")))?;
         tcp.set_nodelay(true)

@@ -25,6 +25,15 @@
 //! open-files limit must exceed the member count (`ulimit -n` in the shell that
 //! starts the generator; raising it here would need libc).
 //!
+//! Scenarios `idle` (scenario 2: idle sockets, server RSS per connection), `replay` (scenario
+//! 4: a large backlog replayed to one user) and `storm` (scenario 5: users with queued
+//! messages reconnect at once): see [`offline`]. `--source-ips N` binds client sockets to
+//! 127.0.0.2 .. 127.0.0.(N+1) in turn (no ephemeral-port exhaustion with many sockets).
+//!
+//! The `pairs` scenario needs only `join` (acked `{ok:true}`), the `chat` ack `{ok:true}` and
+//! a `chat` delivery carrying `From` and the sent `MsgID`/`Body`: it drives webchat and the
+//! Node baseline (`bench/baseline-node`) alike; deliveries are acked only when the server asks.
+//!
 //! CPU: utime+stime from `/proc/PID/stat` (and `/proc/self/stat`) sampled at
 //! the start and end of the measurement window, assuming `CLK_TCK` = 100 (the
 //! value on every Linux we run on; reading it via `sysconf` would need libc).
@@ -42,6 +51,7 @@ use serde_json::{json, Value};
 use webchat_loadgen::client::{ClientError, ClientOptions, EventStream, SioClient};
 
 mod group_fanout;
+mod offline;
 
 /// Assumed `sysconf(_SC_CLK_TCK)`.
 const CLK_TCK: u64 = 100;
@@ -52,6 +62,12 @@ enum Scenario {
     Pairs,
     /// One group of --members; --messages group messages, one at a time.
     GroupFanout,
+    /// --sockets idle sockets (connect + join) to the first URL; server RSS per connection.
+    Idle,
+    /// --replay-messages queued for one offline user, then the time to replay them all.
+    Replay,
+    /// --users offline users with --per-user queued messages each reconnect at once.
+    Storm,
 }
 
 /// Load generator for webchat: 1:1 chat messages (delivered msgs/s and latency) or group
@@ -103,6 +119,9 @@ struct Args {
     /// Server process ids (comma-separated) whose CPU time is reported.
     #[arg(long, value_delimiter = ',')]
     server_pids: Vec<u32>,
+    /// Free-form label copied into every JSON report (e.g. which server was measured).
+    #[arg(long, default_value = "")]
+    label: String,
     /// Run id used in uids (`lg<run>_<i>`) and MsgIDs; default: unix time.
     #[arg(long)]
     run_id: Option<String>,
@@ -127,6 +146,31 @@ struct Args {
     /// group-fanout: pause before each group message (and after the last one).
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pause: Duration,
+    /// Bind client sockets to 127.0.0.2 .. 127.0.0.(N+1) in turn (0: let the kernel pick the
+    /// source address); avoids ephemeral-port exhaustion with tens of thousands of sockets.
+    #[arg(long, default_value_t = 0)]
+    source_ips: u8,
+    /// idle: how long the sockets stay open (idle) before RSS is read again.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    hold: Duration,
+    /// idle: only connect (socket.io CONNECT), no `join`: the transport's share of the RSS.
+    #[arg(long)]
+    no_join: bool,
+    /// replay: messages queued for the offline user.
+    #[arg(long, default_value_t = 10_000)]
+    replay_messages: usize,
+    /// replay/storm: un-acked messages per sending socket while queueing.
+    #[arg(long, default_value_t = 128)]
+    send_inflight: usize,
+    /// storm: users that reconnect at once (spread over the --urls).
+    #[arg(long, default_value_t = 5_000)]
+    users: usize,
+    /// storm: messages queued per user before they reconnect.
+    #[arg(long, default_value_t = 3)]
+    per_user: usize,
+    /// storm: sockets that queue the messages (each sends to every `senders`-th user).
+    #[arg(long, default_value_t = 20)]
+    senders: usize,
 }
 
 fn main() -> Result<()> {
@@ -214,6 +258,9 @@ async fn run(args: Args) -> Result<()> {
     match args.scenario {
         Scenario::Pairs => run_pairs(&args, &run_id).await,
         Scenario::GroupFanout => group_fanout::run(&args, &run_id).await,
+        Scenario::Idle => offline::run_idle(&args, &run_id).await,
+        Scenario::Replay => offline::run_replay(&args, &run_id).await,
+        Scenario::Storm => offline::run_storm(&args, &run_id).await,
     }
 }
 
@@ -314,9 +361,20 @@ async fn connect_and_join(
     uid: &str,
     timeout: Duration,
 ) -> Result<(SioClient, EventStream)> {
+    connect_and_join_from(url, uid, timeout, None).await
+}
+
+/// [`connect_and_join`] with the client socket bound to `bind` (a source address).
+async fn connect_and_join_from(
+    url: &str,
+    uid: &str,
+    timeout: Duration,
+    bind: Option<std::net::IpAddr>,
+) -> Result<(SioClient, EventStream)> {
     let opts = ClientOptions {
         auto_ack: true,
         connect_timeout: timeout,
+        bind_addr: bind,
         ..ClientOptions::default()
     };
     let (client, events) = SioClient::connect(url, None, opts)
@@ -552,6 +610,25 @@ fn parse_stat_cpu_ticks(stat: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// CPU µs per message of each pid between two [`pids_cpu_us`] samples: `{"<pid>": µs/msg}`.
+fn cpu_by_pid(pids: &[u32], a: &[Option<u64>], b: &[Option<u64>], msgs: u64) -> Value {
+    let mut m = serde_json::Map::new();
+    for ((pid, a), b) in pids.iter().zip(a).zip(b) {
+        let v = match (a, b) {
+            (Some(a), Some(b)) if msgs > 0 => {
+                json!(round3(b.saturating_sub(*a) as f64 / msgs as f64))
+            }
+            _ => Value::Null,
+        };
+        m.insert(pid.to_string(), v);
+    }
+    Value::Object(m)
+}
+
+fn pids_cpu_us(pids: &[u32]) -> Vec<Option<u64>> {
+    pids.iter().map(|p| cpu_us(Some(*p))).collect()
+}
+
 fn servers_cpu_us(pids: &[u32]) -> Option<u64> {
     if pids.is_empty() {
         return None;
@@ -632,6 +709,7 @@ async fn run_step(args: &Args, run_id: &str, step: u32, rate: f64, pairs: &[Pair
     // CPU samples at the window edges, progress once a second.
     tokio::time::sleep_until(instant_at(ws)).await;
     let srv0 = servers_cpu_us(&args.server_pids);
+    let by_pid0 = pids_cpu_us(&args.server_pids);
     let gen0 = cpu_us(None);
     let mut last = DELIVERIES.load(Ordering::Relaxed);
     let mut tick = ws;
@@ -647,6 +725,7 @@ async fn run_step(args: &Args, run_id: &str, step: u32, rate: f64, pairs: &[Pair
         last = d;
     }
     let srv1 = servers_cpu_us(&args.server_pids);
+    let by_pid1 = pids_cpu_us(&args.server_pids);
     let gen1 = cpu_us(None);
 
     let mut stats = Vec::with_capacity(tasks.len());
@@ -701,7 +780,7 @@ async fn run_step(args: &Args, run_id: &str, step: u32, rate: f64, pairs: &[Pair
         (Some(a), Some(b)) => json!(round3(b.saturating_sub(a) as f64 / (secs * 1e4))),
         _ => Value::Null,
     };
-    let report = json!({
+    let mut report = json!({
         "step": step,
         "scenario": "pairs",
         "run_id": run_id,
@@ -738,10 +817,13 @@ async fn run_step(args: &Args, run_id: &str, step: u32, rate: f64, pairs: &[Pair
         "drain_ms": drain_ms,
         "server_cpu_pct": cpu_pct(srv0, srv1),
         "server_cpu_us_per_msg": cpu_per_msg(srv0, srv1),
+        "server_cpu_us_per_msg_by_pid": cpu_by_pid(&args.server_pids, &by_pid0, &by_pid1, in_window),
         "gen_cpu_pct": cpu_pct(gen0, gen1),
         "gen_cpu_us_per_msg": cpu_per_msg(gen0, gen1),
         "disconnects": DISCONNECTS.load(Ordering::Relaxed),
     });
+    report["label"] = json!(args.label);
+    report["server_pids"] = json!(args.server_pids);
     eprintln!(
         "loadgen: step {step}: offered {rate}/s sent {} acked {} delivered {:.0}/s p50 {}ms p99 {}ms lost {lost} errors {:?}{}",
         tot.sent,

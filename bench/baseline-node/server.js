@@ -1,0 +1,112 @@
+'use strict';
+// Benchmark baseline: the subset of webchat that the load generator uses, on stock
+// socket.io 4 + @socket.io/redis-adapter. No durability: a message for a user with no
+// socket anywhere is dropped, nothing is stored, acks mean "handed to the adapter".
+//
+//   node server.js --port 0 --redis-url redis://127.0.0.1:6379
+//
+// Prints `baseline listening on 127.0.0.1:PORT` once ready (port 0 = a free port).
+// Env: BASELINE_PORT, BASELINE_HOST (127.0.0.1), REDIS_URL.
+//
+// Events (namespace /, open mode):
+//   join  uid (bare string or {uid})      -> socket joins room uid; ack {ok:true}
+//   chat  {EvtType:"message",To,MsgID,Body} with an ack callback
+//         -> room To gets chat {EvtType,From,Originated:"",To,MsgID,Body,Timestamp,SentAt}
+//            on every node (through Redis pub/sub); ack {ok:true,MsgID,SentAt}
+const http = require('http');
+const { Server } = require('socket.io');
+const { createAdapter } = require('@socket.io/redis-adapter');
+const { createClient } = require('redis');
+
+function option(name, envName, fallback) {
+  const i = process.argv.indexOf(`--${name}`);
+  if (i !== -1 && i + 1 < process.argv.length) return process.argv[i + 1];
+  return process.env[envName] || fallback;
+}
+
+const port = Number(option('port', 'BASELINE_PORT', '0'));
+const host = option('host', 'BASELINE_HOST', '127.0.0.1');
+const redisUrl = option('redis-url', 'REDIS_URL', 'redis://127.0.0.1:6379');
+const UID = /^[A-Za-z0-9_.@+-]{1,64}$/;
+
+function fail(ack, code, message) {
+  if (typeof ack === 'function') ack({ error: { code, message } });
+}
+
+// Under overload a Redis call may fail (e.g. a timeout); log it rather than crash, at most
+// once a second (a lost publish shows up as lost messages in the load generator).
+let lastComplaint = 0;
+process.on('unhandledRejection', (e) => {
+  const now = Date.now();
+  if (now - lastComplaint > 1000) {
+    lastComplaint = now;
+    console.error('unhandled rejection:', e && e.message ? e.message : e);
+  }
+});
+
+async function main() {
+  const pub = createClient({ url: redisUrl });
+  const sub = pub.duplicate();
+  pub.on('error', (e) => console.error('redis pub:', e.message));
+  sub.on('error', (e) => console.error('redis sub:', e.message));
+  await Promise.all([pub.connect(), sub.connect()]);
+
+  const server = http.createServer();
+  const io = new Server(server, { serveClient: false, adapter: createAdapter(pub, sub) });
+
+  io.on('connection', (socket) => {
+    let uid = null;
+
+    socket.on('join', (arg, ack) => {
+      const u = typeof arg === 'string' ? arg : arg && arg.uid;
+      if (typeof u !== 'string' || !UID.test(u)) return fail(ack, 'bad_request', 'bad uid');
+      uid = u;
+      socket.join(uid);
+      if (typeof ack === 'function') ack({ ok: true });
+    });
+
+    socket.on('chat', (arg, ack) => {
+      let evt = arg;
+      if (typeof evt === 'string') {
+        try {
+          evt = JSON.parse(evt);
+        } catch (e) {
+          return fail(ack, 'bad_request', 'bad JSON');
+        }
+      }
+      if (!uid) return fail(ack, 'unauthorized', 'join first');
+      if (!evt || evt.EvtType !== 'message') return fail(ack, 'bad_request', 'only message');
+      if (typeof evt.To !== 'string' || !UID.test(evt.To)) return fail(ack, 'bad_request', 'bad To');
+      const sentAt = Date.now();
+      io.to(evt.To).emit('chat', {
+        EvtType: 'message',
+        From: uid,
+        Originated: '',
+        To: evt.To,
+        MsgID: evt.MsgID,
+        Body: evt.Body,
+        Timestamp: Math.floor(sentAt / 1000),
+        SentAt: sentAt,
+      });
+      if (typeof ack === 'function') ack({ ok: true, MsgID: evt.MsgID, SentAt: sentAt });
+    });
+  });
+
+  server.listen(port, host, () => {
+    const a = server.address();
+    console.log(`baseline listening on ${a.address}:${a.port}`);
+  });
+
+  const stop = () => {
+    io.close();
+    Promise.allSettled([pub.quit(), sub.quit()]).then(() => process.exit(0));
+    setTimeout(() => process.exit(0), 2000).unref();
+  };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});
