@@ -5,6 +5,7 @@
 mod helpers;
 
 mod accounts;
+mod authz;
 mod calllog;
 mod calllog_tables;
 mod errors;
