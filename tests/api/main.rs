@@ -15,3 +15,4 @@ mod messaging;
 mod open_mode;
 mod presence;
 mod redis_faults;
+mod secrets;
