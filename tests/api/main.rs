@@ -11,6 +11,7 @@ mod calllog_tables;
 mod errors;
 mod failover;
 mod groups;
+mod malformed;
 mod messaging;
 mod open_mode;
 mod presence;
