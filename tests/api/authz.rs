@@ -310,6 +310,14 @@ async fn non_members_are_refused_every_group_operation() {
         assert_eq!(body["code"], *code, "{event}: {body}");
     }
 
+    // A member cannot address a group receipt to someone outside the group (it would land in
+    // their inbox From the gid), nor to a uid nobody has.
+    for to in [carol.uid.as_str(), "ghost-nobody-here"] {
+        let receipt = json!({"EvtType": "delivery", "From": gid, "To": to, "MsgID": "g1"});
+        let ack = cb.chat(receipt.clone()).await;
+        assert_eq!(ack["error"]["code"], "not_found", "{receipt}: {ack}");
+    }
+
     // Nothing changed: membership, and every inbox's next event is the sentinel right after
     // what it had (no Seq consumed by a refusal).
     assert_eq!(members(&app, &gid, &alice).await, sorted(&[&alice, &bob]));
