@@ -26,6 +26,7 @@
 #   TEST_ALL_SKIP_JS=1      same as --skip-js
 #   TEST_ALL_SKIP_LINT=1    same as --skip-lint (fmt, clippy)
 #   WEBCHAT_BIN             server binary for the tests (default: <target>/debug/webchat)
+#   WEBCHAT_FUZZ_CASES      cases per fuzz property of ClientCommand::parse (default 2000)
 #   CARGO_TARGET_DIR        honoured when locating the binary
 set -euo pipefail
 

@@ -204,11 +204,9 @@ impl Application {
             .with_state(state.clone())
             .ack_timeout(settings.ack_timeout())
             .max_buffer_size(settings.socket_queue.max(128))
-            .max_payload(
-                u64::try_from(settings.max_body_bytes.saturating_mul(2))
-                    .unwrap_or(u64::MAX)
-                    .max(100_000),
-            )
+            .max_payload(u64::try_from(frame_limit(settings.max_body_bytes)).unwrap_or(u64::MAX))
+            .ws_max_message_size(frame_limit(settings.max_body_bytes))
+            .ws_max_frame_size(frame_limit(settings.max_body_bytes))
             .build_layer();
         gateway::register(&io);
         let app = http::router(state.clone()).layer(socket_layer);
@@ -432,4 +430,16 @@ async fn sweep_periodically(
             }
         }
     }
+}
+
+/// The largest packet (websocket message, or long-polling request body) a client may send: a
+/// Body at the limit fits however its characters are escaped (at worst `\u0001`, 6 bytes per
+/// byte, and 7 in an envelope sent as a JSON string), with room for the other fields. Larger
+/// frames close the connection before they are buffered (socketioxide's own websocket default
+/// is 64 MiB).
+pub fn frame_limit(max_body_bytes: usize) -> usize {
+    max_body_bytes
+        .saturating_mul(8)
+        .saturating_add(4096)
+        .max(100_000)
 }

@@ -17,10 +17,31 @@ pub fn init_tracing(format: &str) {
     init_tracing_with_default(format, "info");
 }
 
+/// Crates that log whole packets at debug level — socketioxide logs every received frame, the
+/// CONNECT packet's `auth` (the bearer token) included, and every message Body. They are held
+/// at `info` unless the filter names them explicitly.
+const PACKET_LOGGERS: &[&str] = &["socketioxide", "engineioxide"];
+
+/// The filter directives: `RUST_LOG` (or `default_filter`), with [`PACKET_LOGGERS`] capped.
+fn filter_directives(rust_log: Option<&str>, default_filter: &str) -> String {
+    let mut directives = rust_log
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .unwrap_or(default_filter)
+        .to_owned();
+    for name in PACKET_LOGGERS {
+        if !directives.contains(name) {
+            directives.push_str(&format!(",{name}=info"));
+        }
+    }
+    directives
+}
+
 /// [`init_tracing`] with another filter when `RUST_LOG` is unset (tests use `warn`).
 pub fn init_tracing_with_default(format: &str, default_filter: &str) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let rust_log = std::env::var(EnvFilter::DEFAULT_ENV).ok();
+    let filter = EnvFilter::try_new(filter_directives(rust_log.as_deref(), default_filter))
+        .unwrap_or_else(|_| EnvFilter::new(default_filter));
     let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = if format == "json" {
         builder.json().try_init()
@@ -206,6 +227,26 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn packet_loggers_stay_at_info_unless_named() {
+        assert_eq!(
+            filter_directives(Some("debug"), "warn"),
+            "debug,socketioxide=info,engineioxide=info"
+        );
+        assert_eq!(
+            filter_directives(None, "warn"),
+            "warn,socketioxide=info,engineioxide=info"
+        );
+        assert_eq!(
+            filter_directives(Some(" "), "warn"),
+            "warn,socketioxide=info,engineioxide=info"
+        );
+        assert_eq!(
+            filter_directives(Some("info,socketioxide=trace"), "warn"),
+            "info,socketioxide=trace,engineioxide=info"
+        );
+    }
 
     #[test]
     fn render_is_prometheus_text() {

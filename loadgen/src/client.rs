@@ -192,6 +192,11 @@ impl EventStream {
         self.rx.recv().await
     }
 
+    /// The next event if one has already arrived, without waiting.
+    pub fn try_recv(&mut self) -> Option<ServerEvent> {
+        self.rx.try_recv().ok()
+    }
+
     /// Waits for the next event called `name`, dropping other events.
     /// Fails with [`ClientError::Timeout`] or [`ClientError::Closed`].
     pub async fn recv_named(
@@ -407,6 +412,33 @@ impl SioClient {
         data: &Value,
         timeout: Duration,
     ) -> Result<Value, ClientError> {
+        self.send_with_ack(
+            |id| encode_event(event, data, Some(id)),
+            Vec::new(),
+            timeout,
+        )
+        .await
+    }
+
+    /// Sends the text frame `frame(id)` exactly as made (for robustness tests: any packet,
+    /// possibly malformed, that carries the ack id `id`, e.g. `format!("42{id}[\"chat\",7]")`)
+    /// and waits up to `timeout` for the server's `43<id>[...]`.
+    /// `attachments` are sent as binary frames right after it (for binary packets `45…`).
+    pub async fn emit_raw_with_ack(
+        &self,
+        frame: impl FnOnce(u64) -> String,
+        attachments: Vec<Vec<u8>>,
+        timeout: Duration,
+    ) -> Result<Value, ClientError> {
+        self.send_with_ack(frame, attachments, timeout).await
+    }
+
+    async fn send_with_ack(
+        &self,
+        frame: impl FnOnce(u64) -> String,
+        attachments: Vec<Vec<u8>>,
+        timeout: Duration,
+    ) -> Result<Value, ClientError> {
         let id = self.shared.next_ack_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         {
@@ -416,7 +448,13 @@ impl SioClient {
             }
             acks.waiters.insert(id, tx);
         }
-        if let Err(e) = self.send_raw(&encode_event(event, data, Some(id))).await {
+        let mut sent = self.send_raw(&frame(id)).await;
+        for bytes in attachments {
+            if sent.is_ok() {
+                sent = self.send_raw_binary(bytes).await;
+            }
+        }
+        if let Err(e) = sent {
             lock(&self.shared.acks).waiters.remove(&id);
             return Err(e);
         }
@@ -443,6 +481,16 @@ impl SioClient {
         }
         self.tx
             .send(Message::text(text))
+            .map_err(|_| ClientError::Closed)
+    }
+
+    /// Sends `bytes` as one websocket binary frame (a socket.io binary attachment).
+    pub async fn send_raw_binary(&self, bytes: Vec<u8>) -> Result<(), ClientError> {
+        if !self.is_connected() {
+            return Err(ClientError::Closed);
+        }
+        self.tx
+            .send(Message::binary(bytes))
             .map_err(|_| ClientError::Closed)
     }
 

@@ -269,6 +269,14 @@ impl ChatService {
         seq: Option<Seq>,
     ) -> Result<Accepted, ChatError> {
         let members = self.members_as(reader, gid).await?;
+        // The original sender must still be a member: a receipt is group traffic, which a
+        // leaver no longer gets and an outsider never does.
+        if !members.iter().any(|m| m == original_sender.as_str()) {
+            return Err(ChatError::new(
+                ErrorCode::NotFound,
+                format!("{original_sender} is not a member of {gid}"),
+            ));
+        }
         if let Some(seq) = seq {
             self.inbox.confirm(reader.as_str(), seq).await?;
         }

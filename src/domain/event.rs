@@ -513,6 +513,312 @@ mod tests {
         assert_eq!(v["EvtType"], "message");
     }
 
+    /// Cases per fuzz property: `WEBCHAT_FUZZ_CASES` (default 2,000).
+    fn fuzz_cases() -> u32 {
+        std::env::var("WEBCHAT_FUZZ_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(2_000)
+    }
+
+    const FIELDS: &[&str] = &[
+        "EvtType",
+        "From",
+        "Originated",
+        "To",
+        "MsgID",
+        "Body",
+        "Seq",
+        "Timestamp",
+        "SentAt",
+        "Unread",
+    ];
+
+    const EVT_TYPES: &[&str] = &[
+        "message", "delivery", "display", "typing", "create", "refer", "depart", "rejoin",
+        "notify", "error", "presence", "join", "Message", "",
+    ];
+
+    /// Strings near every rule: uids and gids around their length limits, EvtTypes, member
+    /// lists as JSON text, bodies around the size limit, any Unicode including controls.
+    fn fuzz_string() -> BoxedStrategy<String> {
+        prop_oneof![
+            Just(String::new()),
+            prop::sample::select(EVT_TYPES).prop_map(str::to_owned),
+            "[A-Za-z0-9_.@+-]{1,70}",
+            "group_[A-Za-z0-9_.@+-]{0,64}",
+            "\\PC{0,80}",
+            any::<String>(),
+            (0usize..40).prop_map(|n| "\u{7f}".repeat(n)),
+            (FUZZ_MAX_BODY - 4..FUZZ_MAX_BODY + 4).prop_map(|n| "b".repeat(n)),
+            (FUZZ_MAX_BODY / 4 - 2..FUZZ_MAX_BODY / 4 + 2).prop_map(|n| "\u{1F600}".repeat(n)),
+            prop::collection::vec("[a-z@._+-]{0,10}|group_[a-z]{1,4}", 0..6)
+                .prop_map(|v| serde_json::to_string(&v).unwrap_or_default()),
+        ]
+        .boxed()
+    }
+
+    fn fuzz_leaf() -> BoxedStrategy<Value> {
+        prop_oneof![
+            1 => Just(Value::Null),
+            1 => any::<bool>().prop_map(Value::from),
+            1 => any::<i64>().prop_map(Value::from),
+            1 => any::<u64>().prop_map(Value::from),
+            1 => any::<f64>().prop_map(Value::from),
+            3 => fuzz_string().prop_map(Value::from),
+        ]
+        .boxed()
+    }
+
+    fn field_name() -> BoxedStrategy<String> {
+        prop_oneof![
+            3 => prop::sample::select(FIELDS).prop_map(str::to_owned),
+            1 => "\\PC{0,12}",
+        ]
+        .boxed()
+    }
+
+    /// Any JSON value, a few levels deep.
+    fn fuzz_json() -> BoxedStrategy<Value> {
+        fuzz_leaf()
+            .prop_recursive(6, 64, 8, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+                    prop::collection::btree_map(field_name(), inner, 0..8)
+                        .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+            .boxed()
+    }
+
+    /// Envelope-shaped objects: each field present or not, mostly plausible, sometimes any
+    /// JSON, with extra fields.
+    fn fuzz_envelope() -> BoxedStrategy<Value> {
+        let field = || {
+            prop::option::weighted(
+                0.8,
+                prop_oneof![4 => fuzz_string().prop_map(Value::from), 1 => fuzz_json()],
+            )
+        };
+        (
+            prop::option::weighted(0.95, prop::sample::select(EVT_TYPES)),
+            field(),
+            field(),
+            field(),
+            field(),
+            field(),
+            prop::option::of(fuzz_leaf()),
+            prop::collection::btree_map(field_name(), fuzz_leaf(), 0..3),
+        )
+            .prop_map(|(evt, to, from, originated, msg_id, body, seq, extra)| {
+                let mut object: serde_json::Map<String, Value> = extra.into_iter().collect();
+                for (name, value) in [
+                    ("EvtType", evt.map(Value::from)),
+                    ("To", to),
+                    ("From", from),
+                    ("Originated", originated),
+                    ("MsgID", msg_id),
+                    ("Body", body),
+                    ("Seq", seq),
+                ] {
+                    if let Some(value) = value {
+                        object.insert(name.to_owned(), value);
+                    }
+                }
+                Value::Object(object)
+            })
+            .boxed()
+    }
+
+    /// JSON-ish text, as a client may send the envelope: valid, truncated, deeply nested,
+    /// with lone surrogate and bad escapes, with numbers out of every range.
+    fn fuzz_text() -> BoxedStrategy<String> {
+        let escapes = prop::collection::vec(
+            prop::sample::select(vec![
+                "\\ud800",
+                "\\udfff",
+                "\\ud83d\\ude00",
+                "\\ud83d",
+                "\\u0000",
+                "\\uffff",
+                "\\\"",
+                "\\\\",
+                "\\x41",
+                "\\u12",
+                "\\",
+                "\u{0}",
+                "\n",
+                "a",
+            ]),
+            0..8,
+        )
+        .prop_map(|parts| parts.concat());
+        let numbers = prop::sample::select(vec![
+            "1e400",
+            "-1e400",
+            "1e-400",
+            "18446744073709551616",
+            "18446744073709551615",
+            "-9223372036854775809",
+            "-0",
+            "0.5",
+            "1.0",
+            "123456789012345678901234567890",
+            "NaN",
+            "Infinity",
+            "01",
+            "+1",
+            "1e",
+            ".5",
+        ]);
+        prop_oneof![
+            fuzz_envelope().prop_map(|v| v.to_string()),
+            fuzz_json().prop_map(|v| v.to_string()),
+            fuzz_envelope().prop_flat_map(|v| {
+                let text = v.to_string();
+                let len = text.len();
+                (Just(text), 0..=len).prop_map(|(t, cut)| {
+                    let mut cut = cut;
+                    while !t.is_char_boundary(cut) {
+                        cut -= 1;
+                    }
+                    t[..cut].to_owned()
+                })
+            }),
+            any::<String>(),
+            (1usize..100_000).prop_map(|n| "[".repeat(n)),
+            (1usize..2_000).prop_map(|n| format!("{}{}", "[".repeat(n), "]".repeat(n))),
+            (1usize..2_000).prop_map(|n| {
+                format!(
+                    "{{\"EvtType\":\"create\",\"To\":\"\",\"Body\":{}{}}}",
+                    "[".repeat(n),
+                    "]".repeat(n)
+                )
+            }),
+            (prop::sample::select(EVT_TYPES), escapes).prop_map(|(evt, e)| {
+                format!(
+                    "{{\"EvtType\":\"{evt}\",\"To\":\"{e}\",\"MsgID\":\"{e}\",\"Body\":\"{e}\"}}"
+                )
+            }),
+            (prop::sample::select(EVT_TYPES), numbers).prop_map(|(evt, n)| {
+                format!("{{\"EvtType\":\"{evt}\",\"To\":\"bob\",\"MsgID\":\"m\",\"Seq\":{n},\"Body\":{n}}}")
+            }),
+        ]
+        .boxed()
+    }
+
+    /// Any first argument of a `chat` event.
+    fn fuzz_input() -> BoxedStrategy<Value> {
+        prop_oneof![
+            2 => fuzz_envelope(),
+            1 => fuzz_json(),
+            2 => fuzz_text().prop_map(Value::String),
+            1 => (1usize..20_000).prop_map(|n| json!({"EvtType":"create","To":"","Body":"[".repeat(n)})),
+        ]
+        .boxed()
+    }
+
+    const FUZZ_MAX_BODY: usize = 64;
+
+    /// What a refusal and an accepted command must look like.
+    fn check_parse(input: Value) -> Result<(), TestCaseError> {
+        match ClientCommand::parse(input, FUZZ_MAX_BODY) {
+            Err((msg_id, e)) => {
+                prop_assert!(
+                    matches!(e.code, ErrorCode::BadRequest | ErrorCode::TooLarge),
+                    "parse refused with {:?}",
+                    e.code
+                );
+                prop_assert!(!e.message.is_empty());
+                prop_assert!(e.message.len() <= 512, "long error message: {}", e.message);
+                if let Some(id) = &msg_id {
+                    prop_assert!(id.len() <= 64, "MsgID echoed unbounded: {}", id.len());
+                }
+                // What the client gets: an ack body and an error event, both well formed.
+                let ack = e.to_json();
+                prop_assert_eq!(ack["error"]["code"].as_str(), Some(e.code.as_str()));
+                let event = serde_json::to_value(WireEvent::error(msg_id, &e))
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let body: Value = serde_json::from_str(event["Body"].as_str().unwrap_or(""))
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(body["code"].as_str(), Some(e.code.as_str()));
+            }
+            Ok(command) => {
+                let uid_ok = |u: &UserId| UserId::parse(u.as_str()).is_ok();
+                let gid_ok = |g: &GroupId| GroupId::parse(g.as_str()).is_ok();
+                let id_ok = |m: &MsgId| MsgId::parse(m.as_str()).is_ok() && m.as_str().len() <= 64;
+                let members_ok = |members: &[UserId]| {
+                    let unique: std::collections::HashSet<&UserId> = members.iter().collect();
+                    !members.is_empty()
+                        && unique.len() == members.len()
+                        && members.iter().all(uid_ok)
+                };
+                let valid = match &command {
+                    ClientCommand::Message { to, msg_id, body } => {
+                        uid_ok(to)
+                            && id_ok(msg_id)
+                            && body.clone().into_inner().len() <= FUZZ_MAX_BODY
+                    }
+                    ClientCommand::GroupMessage { gid, msg_id, body } => {
+                        gid_ok(gid)
+                            && id_ok(msg_id)
+                            && body.clone().into_inner().len() <= FUZZ_MAX_BODY
+                    }
+                    ClientCommand::Receipt { to, msg_id, .. } => uid_ok(to) && id_ok(msg_id),
+                    ClientCommand::GroupReceipt {
+                        gid, to, msg_id, ..
+                    } => gid_ok(gid) && uid_ok(to) && id_ok(msg_id),
+                    ClientCommand::Typing { to, .. } => uid_ok(to),
+                    ClientCommand::GroupTyping { gid, .. } | ClientCommand::Rejoin { gid } => {
+                        gid_ok(gid)
+                    }
+                    ClientCommand::Create {
+                        gid,
+                        members,
+                        msg_id,
+                    } => {
+                        gid.as_ref().is_none_or(gid_ok)
+                            && members_ok(members)
+                            && msg_id.as_ref().is_none_or(id_ok)
+                    }
+                    ClientCommand::Refer {
+                        gid,
+                        members,
+                        msg_id,
+                    } => gid_ok(gid) && members_ok(members) && msg_id.as_ref().is_none_or(id_ok),
+                    ClientCommand::Depart { gid, msg_id } => {
+                        gid_ok(gid) && msg_id.as_ref().is_none_or(id_ok)
+                    }
+                };
+                prop_assert!(valid, "accepted an invalid command: {:?}", command);
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: fuzz_cases(),
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        /// The fuzz target: `ClientCommand::parse` never panics on any input, refuses only
+        /// with `bad_request`/`too_large` (short messages, bounded MsgID echo) and accepts
+        /// only commands whose every field is valid.
+        #[test]
+        fn fuzz_parse_is_total_and_refuses_with_contract_codes(input in fuzz_input()) {
+            check_parse(input)?;
+        }
+
+        /// An envelope sent as an object and as its JSON text parses the same.
+        #[test]
+        fn fuzz_object_and_its_json_text_parse_alike(envelope in fuzz_envelope()) {
+            let text = Value::String(envelope.to_string());
+            prop_assert_eq!(ClientCommand::parse(envelope, FUZZ_MAX_BODY), ClientCommand::parse(text, FUZZ_MAX_BODY));
+        }
+    }
+
     proptest! {
         #[test]
         fn parse_never_panics_on_arbitrary_json_text(text in "\\PC{0,200}") {

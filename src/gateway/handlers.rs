@@ -52,6 +52,12 @@ struct EventRate(Arc<TokenBucket>);
 #[derive(Clone)]
 struct InboundQueue(mpsc::Sender<Inbound>);
 
+/// The receiving end, until [`on_connect`] starts the socket's worker on it: socketioxide
+/// marks a socket connected only after the client has heard so, and a socket not yet marked
+/// cannot emit, so an event answered before then would lose its `error` event.
+#[derive(Clone)]
+struct PendingInbound(Arc<Mutex<Option<mpsc::Receiver<Inbound>>>>);
+
 /// A socket whose channel is subscribed but whose delivery task has not started yet: the
 /// subscription must be active before the client hears it is connected, while emitting must
 /// wait until it is.
@@ -132,7 +138,9 @@ pub async fn install_handlers(
         let bucket = TokenBucket::new(state.settings.socket_rate, state.settings.socket_burst);
         socket.extensions.insert(EventRate(Arc::new(bucket)));
     }
-    state.tasks.spawn(drain_inbound(inbound, state.clone()));
+    socket
+        .extensions
+        .insert(PendingInbound(Arc::new(Mutex::new(Some(inbound)))));
     for (event, name) in [("chat", EventName::Chat), ("join", EventName::Join)] {
         socket.on(
             event,
@@ -155,8 +163,15 @@ pub async fn install_handlers(
     Ok(())
 }
 
-/// A socket connected: start delivering to it.
+/// A socket connected: start handling its events and delivering to it.
 pub async fn on_connect(socket: SocketRef, State(state): State<AppState>) {
+    let inbound = socket
+        .extensions
+        .get::<PendingInbound>()
+        .and_then(|p| p.0.lock().ok().and_then(|mut slot| slot.take()));
+    if let Some(inbound) = inbound {
+        state.tasks.spawn(drain_inbound(inbound, state.clone()));
+    }
     let pending = socket
         .extensions
         .get::<PendingDelivery>()

@@ -3,6 +3,7 @@
 use std::{
     path::PathBuf,
     process::Stdio,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -295,6 +296,9 @@ pub struct NodeProcess {
     pub url: String,
     child: Child,
     _dir: tempfile::TempDir,
+    /// Everything the process wrote (stdout and stderr), when started with
+    /// [`NodeProcess::start_captured`].
+    output: Arc<Mutex<String>>,
 }
 
 impl NodeProcess {
@@ -308,21 +312,34 @@ impl NodeProcess {
 
     /// Starts the binary with exactly these extra arguments (embedded store unless given).
     pub async fn start_with(extra_args: &[&str]) -> Self {
+        let log = std::env::var("WEBCHAT_TEST_NODE_LOG").unwrap_or_else(|_| "warn".into());
+        Self::spawn(extra_args, &log, false).await
+    }
+
+    /// Like [`NodeProcess::start_with`] with `RUST_LOG=rust_log`, capturing everything the
+    /// process writes on stdout and stderr (read it with [`NodeProcess::output`]).
+    pub async fn start_captured(extra_args: &[&str], rust_log: &str) -> Self {
+        Self::spawn(extra_args, rust_log, true).await
+    }
+
+    async fn spawn(extra_args: &[&str], rust_log: &str, capture: bool) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut child = Command::new(env!("CARGO_BIN_EXE_webchat"))
             .args(["--listen", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(dir.path())
             .args(extra_args)
-            .env(
-                "RUST_LOG",
-                std::env::var("WEBCHAT_TEST_NODE_LOG").unwrap_or_else(|_| "warn".into()),
-            )
+            .env("RUST_LOG", rust_log)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(if capture {
+                Stdio::piped()
+            } else {
+                Stdio::inherit()
+            })
             .kill_on_drop(true)
             .spawn()
             .expect("spawn webchat");
+        let output = Arc::new(Mutex::new(String::new()));
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
         let line = tokio::time::timeout(PATIENCE, lines.next_line())
@@ -332,12 +349,62 @@ impl NodeProcess {
             .expect("a line");
         let addr = line
             .strip_prefix("webchat listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        if capture {
+            push_line(&output, &line);
+            let out = output.clone();
+            tokio::spawn(async move {
+                while let Ok(Some(line)) = lines.next_line().await {
+                    push_line(&out, &line);
+                }
+            });
+            let stderr = child.stderr.take().expect("stderr");
+            let out = output.clone();
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    push_line(&out, &line);
+                }
+            });
+        }
         Self {
             url: format!("http://{addr}"),
             child,
             _dir: dir,
+            output,
         }
+    }
+
+    /// What the process has written so far (only with [`NodeProcess::start_captured`]).
+    pub fn output(&self) -> String {
+        self.output
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Stops the process (SIGTERM, then waits) and returns everything it wrote, complete.
+    pub async fn terminate_captured(mut self) -> String {
+        let pid = self.child.id().expect("running").to_string();
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .await
+            .expect("kill -TERM");
+        assert!(sent.success());
+        tokio::time::timeout(PATIENCE, self.child.wait())
+            .await
+            .expect("exits after SIGTERM in time")
+            .expect("wait");
+        // The readers end at EOF, just after the exit.
+        let output = self.output.clone();
+        eventually("the node's output to be read to its end", || {
+            let strong = Arc::strong_count(&output);
+            async move { strong <= 2 }
+        })
+        .await;
+        self.output()
     }
 
     /// SIGTERM, then waits for the process to exit and returns whether it exited cleanly.
@@ -371,6 +438,12 @@ impl NodeProcess {
     pub async fn kill(mut self) {
         self.child.kill().await.expect("kill");
     }
+}
+
+fn push_line(output: &Mutex<String>, line: &str) {
+    let mut out = output.lock().unwrap_or_else(|p| p.into_inner());
+    out.push_str(line);
+    out.push('\n');
 }
 
 /// A Redis of the test's own (with AOF, so a restart keeps the data), to kill and restart.

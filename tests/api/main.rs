@@ -5,14 +5,17 @@
 mod helpers;
 
 mod accounts;
+mod authz;
 mod calllog;
 mod calllog_tables;
 mod errors;
 mod failover;
 mod groups;
 mod limits;
+mod malformed;
 mod messaging;
 mod open_mode;
 mod presence;
 mod redis_faults;
+mod secrets;
 mod slow_consumer;
