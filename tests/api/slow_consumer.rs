@@ -7,30 +7,39 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::helpers::*;
 
-/// Opens an Engine.IO 4 websocket, joins namespace `/` with `token`, and returns the stream
-/// without ever reading it again (its TCP receive buffer then fills up).
+/// Opens an Engine.IO 4 websocket with a small receive buffer, joins namespace `/` with
+/// `token`, and returns the stream without ever reading it again (its buffers then fill up).
 async fn connect_and_stop_reading(
     url: &str,
     token: &str,
-) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
-    let ws_url = format!(
-        "{}/socket.io/?EIO=4&transport=websocket",
-        url.replacen("http://", "ws://", 1)
-    );
-    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url)
+) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
+    let authority = url.trim_start_matches("http://").to_owned();
+    let addr: std::net::SocketAddr = authority.parse().expect("node address");
+    let tcp = tokio::net::TcpSocket::new_v4().expect("socket");
+    tcp.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    let tcp = tcp.connect(addr).await.expect("tcp connect");
+    let ws_url = format!("ws://{authority}/socket.io/?EIO=4&transport=websocket");
+    let (mut ws, _) = tokio_tungstenite::client_async(ws_url, tcp)
         .await
         .expect("websocket");
-    let open = ws.next().await.expect("open packet").expect("frame");
-    assert!(open.to_text().is_ok_and(|t| t.starts_with('0')), "{open:?}");
-    ws.send(Message::text(format!("40{{\"token\":\"{token}\"}}")))
-        .await
-        .expect("connect");
-    let connected = ws.next().await.expect("connect ack").expect("frame");
-    assert!(
-        connected.to_text().is_ok_and(|t| t.starts_with("40")),
-        "{connected:?}"
-    );
-    ws
+    let mut connect_sent = false;
+    // Engine.IO open, then our CONNECT and its ack; a ping may come in between.
+    loop {
+        let frame = ws.next().await.expect("a frame").expect("frame");
+        let text = frame.to_text().unwrap_or("").to_owned();
+        if text == "2" {
+            ws.send(Message::text("3")).await.expect("pong");
+        } else if text.starts_with("40") {
+            return ws;
+        } else if text.starts_with('0') && !connect_sent {
+            ws.send(Message::text(format!("40{{\"token\":\"{token}\"}}")))
+                .await
+                .expect("connect");
+            connect_sent = true;
+        } else {
+            panic!("unexpected frame while connecting: {text:?}");
+        }
+    }
 }
 
 #[tokio::test]
