@@ -25,7 +25,7 @@ use crate::{
     },
     chat::{ChatDeps, ChatService},
     config::{AuthMode, Settings},
-    gateway,
+    gateway::{self, sessions::TokenSockets},
     groups::{DurableGroupStore, EmbeddedGroupStore, GroupStore, RedisGroupStore},
     health::Health,
     http,
@@ -96,7 +96,7 @@ impl Application {
             embedded,
             calllog_queue,
             calllog_table,
-            profile_updates,
+            redis_subscriber,
             redis_groups,
             login_counter,
         } = match &settings.redis_url {
@@ -157,7 +157,12 @@ impl Application {
             every,
             shutdown.clone(),
         ));
-        if let Some(subscriber) = &profile_updates {
+        let token_sockets = TokenSockets::new(login_counter.clone());
+        if let Some(subscriber) = &redis_subscriber {
+            token_sockets
+                .clone()
+                .listen(subscriber.clone(), shutdown.clone())
+                .await?;
             crate::profiles::ProfileSharer::new(presence.clone(), router.clone())
                 .listen(subscriber.clone(), shutdown.clone())
                 .await?;
@@ -187,6 +192,7 @@ impl Application {
             presence,
             metrics,
             health,
+            token_sockets,
             limits: Arc::new(Limits {
                 connects: KeyedBuckets::new(settings.connect_rate, settings.connect_burst),
                 logins: LoginThrottle::new(
@@ -306,8 +312,8 @@ struct Backends {
     calllog_queue: Arc<dyn LogQueue>,
     /// The call-log table unless DynamoDB is configured.
     calllog_table: Arc<dyn SortedTable>,
-    /// Redis: where the profile service's updates arrive.
-    profile_updates: Option<fred::clients::SubscriberClient>,
+    /// Redis: the subscriber connection (profile updates, token revocations).
+    redis_subscriber: Option<fred::clients::SubscriberClient>,
     /// Redis: group membership in Redis (the hot copy when DynamoDB holds the record).
     redis_groups: Option<RedisGroupStore>,
     /// Redis: where failed logins are counted (shared by the nodes).
@@ -362,7 +368,7 @@ impl Backends {
             embedded: None,
             calllog_queue: Arc::new(calllog_queue),
             calllog_table: Arc::new(RedisTable::new(redis.pool.clone())),
-            profile_updates: Some(redis.subscriber.clone()),
+            redis_subscriber: Some(redis.subscriber.clone()),
         })
     }
 
@@ -400,7 +406,7 @@ impl Backends {
             token_key,
             calllog_queue: Arc::new(EmbeddedQueue::new(db.clone())),
             calllog_table: Arc::new(EmbeddedTable::new(db.clone())),
-            profile_updates: None,
+            redis_subscriber: None,
             redis_groups: None,
             login_counter: None,
             embedded: Some(db),

@@ -50,6 +50,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Back-end probes for `/health`.
     pub health: Health,
+    /// This node's sockets by token id (logout closes them).
+    pub token_sockets: Arc<crate::gateway::sessions::TokenSockets>,
     /// Connection-rate buckets and the failed-login throttle.
     pub limits: Arc<Limits>,
     /// Cancelled when the node shuts down.

@@ -156,10 +156,19 @@ impl AccountService {
     }
 
     /// Revokes `token` everywhere.
-    pub async fn logout(&self, token: &str) -> Result<(), ChatError> {
+    /// Returns the revoked token id (the sockets opened with it are closed by the caller).
+    pub async fn logout(&self, token: &str) -> Result<String, ChatError> {
         let claims = self.verify_claims(token).await?;
         self.store.revoke(&claims.jti, claims.exp).await?;
-        Ok(())
+        Ok(claims.jti)
+    }
+
+    /// [`AccountService::verify`], also returning the token id (to close its sockets on
+    /// logout).
+    pub async fn verify_with_id(&self, token: &str) -> Result<(UserId, String), ChatError> {
+        let claims = self.verify_claims(token).await?;
+        let uid = UserId::parse(&claims.uid).map_err(|_| unauthorized())?;
+        Ok((uid, claims.jti))
     }
 
     /// The user a token belongs to, if it is valid, unexpired and not revoked.

@@ -10,6 +10,8 @@ use crate::{config::AuthMode, domain::UserId, http::extractor::peer_address, sta
 pub struct Session {
     /// Who this socket acts as.
     pub uid: UserId,
+    /// The id of the token it authenticated with (none in open mode via `join`).
+    pub jti: Option<String>,
 }
 
 /// Why a connection was refused; its text is the connect_error message clients see.
@@ -43,12 +45,16 @@ pub async fn authenticate(
         .or_else(|| query_token(socket.req_parts().uri.query()));
     match (token, state.settings.auth) {
         (Some(token), _) => {
-            let uid = state.accounts.verify(&token).await.map_err(|e| {
+            let (uid, jti) = state.accounts.verify_with_id(&token).await.map_err(|e| {
                 tracing::debug!(error = %e, "socket refused");
                 Refused::Unauthorized
             })?;
             check_socket_limit(&state, &uid)?;
-            socket.extensions.insert(Session { uid });
+            state.token_sockets.insert(&jti, socket.clone());
+            socket.extensions.insert(Session {
+                uid,
+                jti: Some(jti),
+            });
             Ok(())
         }
         (None, AuthMode::Open) => Ok(()),

@@ -234,6 +234,7 @@ async fn on_join(event: Inbound, state: &AppState) {
                 Ok(attachment) => {
                     socket.extensions.insert(Session {
                         uid: claimed.clone(),
+                        jti: None,
                     });
                     run_delivery(&socket, state, claimed, attachment);
                     reply(&socket, state, ack, wants_ack, None, Ok(None));
@@ -353,6 +354,9 @@ fn run_delivery(socket: &SocketRef, state: &AppState, uid: UserId, attachment: A
 }
 
 async fn on_disconnect(socket: SocketRef, State(state): State<AppState>) {
+    if let Some(Session { jti: Some(jti), .. }) = socket.extensions.get::<Session>() {
+        state.token_sockets.remove(&jti, socket.id.as_str());
+    }
     // Closing the queue ends the socket's inbound worker once it has drained.
     socket.extensions.remove::<InboundQueue>();
     if let Some(delivering) = socket.extensions.get::<Delivering>() {

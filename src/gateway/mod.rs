@@ -8,6 +8,7 @@
 mod auth;
 mod delivery;
 mod handlers;
+pub mod sessions;
 
 use socketioxide::{handler::ConnectHandler, SocketIo};
 

@@ -94,7 +94,11 @@ fn wrong_credentials() -> ChatError {
 }
 
 async fn logout(State(state): State<AppState>, user: AuthUser) -> Result<StatusCode, ApiError> {
-    state.accounts.logout(&user.token).await?;
+    let jti = state.accounts.logout(&user.token).await?;
+    // The token is refused from now on; its open sockets close on every node too.
+    if let Err(e) = state.token_sockets.revoke_everywhere(&jti).await {
+        tracing::warn!(error = %e, "open sockets of a revoked token not closed");
+    }
     tracing::info!(uid = %user.uid, "logged out");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -164,3 +164,43 @@ async fn cors_is_same_origin_by_default_and_opens_for_configured_origins() {
         Some("https://chat.example")
     );
 }
+
+#[tokio::test]
+async fn logout_closes_the_tokens_open_sockets_on_every_node() {
+    let nodes = spawn_cluster(2).await;
+    let alice = nodes[0].signup("alice").await;
+    let bob = nodes[0].signup("bob").await;
+    // A second token of alice's (another device).
+    let res = http()
+        .post(format!("{}/api/v1/login", nodes[0].url))
+        .json(&json!({"uid": alice.uid, "password": "correct horse"}))
+        .send()
+        .await
+        .expect("login");
+    let body: serde_json::Value = res.json().await.expect("json");
+    let other_device = User {
+        uid: alice.uid.clone(),
+        token: body["token"].as_str().expect("token").to_owned(),
+    };
+    let mut logged_out = nodes[1].connect(&alice).await;
+    let still_in = nodes[1].connect(&other_device).await;
+    let mut cb = nodes[0].connect(&bob).await;
+
+    let res = http()
+        .post(format!("{}/api/v1/logout", nodes[0].url))
+        .bearer_auth(&alice.token)
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(res.status(), 204);
+    // The socket on the other node opened with that token is closed by the server.
+    let closed = tokio::time::timeout(PATIENCE, async {
+        while logged_out.events.recv().await.is_some() {}
+    })
+    .await;
+    assert!(closed.is_ok(), "the logged-out socket stayed open");
+    // The other device's socket keeps working.
+    let ack = still_in.send(&bob.uid, "after-logout", "still here").await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    assert_eq!(cb.next_chat_acked().await.data["MsgID"], "after-logout");
+}
