@@ -8,18 +8,14 @@
 
 use std::{sync::Arc, time::Duration};
 
-use fred::{
-    clients::SubscriberClient,
-    interfaces::{EventInterface, PubsubInterface},
-};
-use tokio::sync::broadcast::error::RecvError;
+use fred::clients::SubscriberClient;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     bus::{BusMessage, Router},
     domain::{UserId, WireEvent},
     presence::PresenceService,
-    storage::{redis::unavailable, StoreError},
+    storage::{redis::on_channel, StoreError},
 };
 
 /// Where the profile service publishes each updated profile (its JSON).
@@ -67,45 +63,28 @@ impl ProfileSharer {
         Ok(reached)
     }
 
-    /// Subscribes to [`PROFILE_CHANNEL`] and shares every update until `shutdown`.
+    /// Subscribes to [`PROFILE_CHANNEL`] and shares every update until `shutdown`. Profile
+    /// events are live-only: a missed one is read over REST later.
     pub async fn listen(
         self,
         subscriber: SubscriberClient,
         shutdown: CancellationToken,
     ) -> Result<(), StoreError> {
-        let mut messages = subscriber.message_rx();
-        subscriber
-            .subscribe(PROFILE_CHANNEL)
-            .await
-            .map_err(unavailable)?;
-        tokio::spawn(async move {
-            loop {
-                let message = tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    m = messages.recv() => m,
-                };
-                match message {
-                    Ok(message) if &*message.channel == PROFILE_CHANNEL => {
-                        let Some(json) = message.value.as_string() else {
-                            continue;
-                        };
-                        let sharer = self.clone();
-                        tokio::spawn(async move {
-                            if let Err(e) = sharer.share(&json).await {
-                                tracing::warn!(error = %e, "profile update not shared");
-                            }
-                        });
+        on_channel(
+            &subscriber,
+            PROFILE_CHANNEL,
+            "profile updates",
+            shutdown,
+            move |json| {
+                let sharer = self.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = sharer.share(&json).await {
+                        tracing::warn!(error = %e, "profile update not shared");
                     }
-                    Ok(_) => {}
-                    // Profile events are live-only: a missed one is read over REST later.
-                    Err(RecvError::Lagged(missed)) => {
-                        tracing::warn!(missed, "profile listener lagged");
-                    }
-                    Err(RecvError::Closed) => break,
-                }
-            }
-        });
-        Ok(())
+                });
+            },
+        )
+        .await
     }
 }
 

@@ -7,13 +7,15 @@ use std::sync::Arc;
 use dashmap::DashMap;
 use fred::{
     clients::{Pool, SubscriberClient},
-    interfaces::{EventInterface, PubsubInterface},
+    interfaces::PubsubInterface,
 };
 use socketioxide::extract::SocketRef;
-use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
-use crate::storage::{redis::unavailable, StoreError};
+use crate::storage::{
+    redis::{on_channel, unavailable},
+    StoreError,
+};
 
 /// Where a logout's token id is announced to every node.
 pub const REVOCATION_CHANNEL: &str = "wc:revocations";
@@ -80,39 +82,23 @@ impl TokenSockets {
         Ok(())
     }
 
-    /// Closes local sockets for every revocation announced on Redis, until `shutdown`.
+    /// Closes local sockets for every revocation announced on Redis, until `shutdown`. A
+    /// missed revocation still refuses the token on its next use (REST, reconnect); only an
+    /// open socket would stay open.
     pub async fn listen(
         self: Arc<Self>,
         subscriber: SubscriberClient,
         shutdown: CancellationToken,
     ) -> Result<(), StoreError> {
-        let mut messages = subscriber.message_rx();
-        subscriber
-            .subscribe(REVOCATION_CHANNEL)
-            .await
-            .map_err(unavailable)?;
-        tokio::spawn(async move {
-            loop {
-                let message = tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    m = messages.recv() => m,
-                };
-                match message {
-                    Ok(m) if &*m.channel == REVOCATION_CHANNEL => {
-                        if let Some(jti) = m.value.as_string() {
-                            self.close(&jti);
-                        }
-                    }
-                    Ok(_) => {}
-                    // A missed revocation still refuses the token on its next use (REST,
-                    // reconnect); only an open socket would stay open.
-                    Err(RecvError::Lagged(missed)) => {
-                        tracing::warn!(missed, "revocation listener lagged");
-                    }
-                    Err(RecvError::Closed) => break,
-                }
-            }
-        });
-        Ok(())
+        on_channel(
+            &subscriber,
+            REVOCATION_CHANNEL,
+            "revocations",
+            shutdown,
+            move |jti| {
+                self.close(&jti);
+            },
+        )
+        .await
     }
 }

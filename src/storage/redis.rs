@@ -17,10 +17,13 @@ use std::time::Duration;
 
 use fred::{
     clients::{Pool, SubscriberClient},
-    interfaces::ClientLike,
+    interfaces::{ClientLike, EventInterface, PubsubInterface},
     prelude::{Builder, Config, ConnectionConfig, PerformanceConfig, ReconnectPolicy},
     types::RespVersion,
 };
+
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
 
 use super::StoreError;
 
@@ -113,6 +116,39 @@ pub fn user_channel(uid: &str) -> String {
 /// The uid of a channel made by [`user_channel`].
 pub fn channel_user(channel: &str) -> Option<&str> {
     channel.strip_prefix("wc:{")?.strip_suffix("}:ch")
+}
+
+/// Subscribes `subscriber` to `channel` and calls `handle` with each message's text until
+/// `shutdown`. For node-wide announcements (profile updates, revocations), which are
+/// live-only: a message lost while lagging is only logged, as `what`.
+pub async fn on_channel(
+    subscriber: &SubscriberClient,
+    channel: &'static str,
+    what: &'static str,
+    shutdown: CancellationToken,
+    handle: impl Fn(String) + Send + 'static,
+) -> Result<(), StoreError> {
+    let mut messages = subscriber.message_rx();
+    subscriber.subscribe(channel).await.map_err(unavailable)?;
+    tokio::spawn(async move {
+        loop {
+            let message = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                m = messages.recv() => m,
+            };
+            match message {
+                Ok(m) if &*m.channel == channel => {
+                    if let Some(text) = m.value.as_string() {
+                        handle(text);
+                    }
+                }
+                Ok(_) => {}
+                Err(RecvError::Lagged(missed)) => tracing::warn!(missed, what, "listener lagged"),
+                Err(RecvError::Closed) => break,
+            }
+        }
+    });
+    Ok(())
 }
 
 #[cfg(test)]

@@ -446,6 +446,14 @@ fn push_line(output: &Mutex<String>, line: &str) {
     out.push('\n');
 }
 
+/// A TCP port free on 127.0.0.1 right now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
 /// A Redis of the test's own (with AOF, so a restart keeps the data), to kill and restart.
 pub struct OwnRedis {
     port: u16,
@@ -456,10 +464,7 @@ pub struct OwnRedis {
 impl OwnRedis {
     /// Starts one on a free port.
     pub async fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
+        let port = free_port();
         let mut redis = Self {
             port,
             dir: tempfile::tempdir().expect("tempdir"),
@@ -527,10 +532,7 @@ pub struct OwnDynamo {
 impl OwnDynamo {
     /// Starts one on a free port.
     pub async fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
+        let port = free_port();
         let mut ddb = Self {
             port,
             dir: tempfile::tempdir().expect("tempdir"),
