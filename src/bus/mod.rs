@@ -15,7 +15,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub use self::memory::MemoryBus;
-pub use self::redis::RedisBus;
+pub use self::redis::{redis_publish, RedisBus};
 pub use self::router::{Attachment, BusSlot, Delivery, Router};
 use crate::{
     domain::{Seq, UserId, WireEvent},

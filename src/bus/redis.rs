@@ -5,7 +5,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use fred::{
     clients::{Pool, SubscriberClient},
-    interfaces::{ClientLike, EventInterface, PubsubInterface},
+    interfaces::{ClientLike, EventInterface, KeysInterface, PubsubInterface},
+    util::group_by_hash_slot,
 };
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
@@ -20,10 +21,13 @@ use crate::{
     },
 };
 
-/// [`Bus`] over Redis pub/sub.
+/// [`Bus`] over Redis pub/sub: classic channels on a single Redis, sharded channels
+/// (SSUBSCRIBE/SPUBLISH) on Redis Cluster, so a message travels only to the shard that owns
+/// the receiver's slot instead of being broadcast to every shard.
 pub struct RedisBus {
     pool: Pool,
     subscriber: SubscriberClient,
+    sharded: bool,
 }
 
 impl RedisBus {
@@ -33,7 +37,29 @@ impl RedisBus {
         Self {
             pool: redis.pool.clone(),
             subscriber: redis.subscriber.clone(),
+            sharded: redis.cluster,
         }
+    }
+
+    /// SSUBSCRIBEs to `channels`, one command per hash slot (a sharded subscription may only
+    /// name channels of one slot), all slots at once.
+    async fn subscribe_sharded(&self, channels: Vec<String>) -> Result<(), StoreError> {
+        let by_slot = group_by_hash_slot(channels).map_err(unavailable)?;
+        let per_slot = by_slot.into_values().map(|channels| async move {
+            let probe = channels.front().cloned();
+            self.subscriber
+                .ssubscribe(channels)
+                .await
+                .map_err(unavailable)?;
+            // As with PING below: a command on a key of the same slot travels on the same
+            // connection to the same shard, so its answer means the subscription is active.
+            if let Some(probe) = probe {
+                let _: i64 = self.subscriber.exists(probe).await.map_err(unavailable)?;
+            }
+            Ok::<_, StoreError>(())
+        });
+        futures_util::future::try_join_all(per_slot).await?;
+        Ok(())
     }
 
     /// Feeds every message of the subscribed channels to `router` until `shutdown`.
@@ -95,6 +121,9 @@ impl RedisBus {
 impl Bus for RedisBus {
     async fn subscribe(&self, users: &[String]) -> Result<(), StoreError> {
         let channels: Vec<String> = users.iter().map(|u| user_channel(u)).collect();
+        if self.sharded {
+            return self.subscribe_sharded(channels).await;
+        }
         self.subscriber
             .subscribe(channels)
             .await
@@ -108,10 +137,21 @@ impl Bus for RedisBus {
 
     async fn unsubscribe(&self, users: &[String]) -> Result<(), StoreError> {
         let channels: Vec<String> = users.iter().map(|u| user_channel(u)).collect();
-        self.subscriber
-            .unsubscribe(channels)
+        if !self.sharded {
+            return self
+                .subscriber
+                .unsubscribe(channels)
+                .await
+                .map_err(unavailable);
+        }
+        let by_slot = group_by_hash_slot(channels).map_err(unavailable)?;
+        let per_slot = by_slot
+            .into_values()
+            .map(|channels| self.subscriber.sunsubscribe(channels));
+        futures_util::future::try_join_all(per_slot)
             .await
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        Ok(())
     }
 
     async fn publish_live(
@@ -121,12 +161,29 @@ impl Bus for RedisBus {
         event: &WireEvent,
     ) -> Result<(), StoreError> {
         let json = serde_json::to_string(event).map_err(internal)?;
-        let _: i64 = self
-            .pool
-            .next()
-            .publish(user_channel(to.as_str()), encode_live(skip_socket, &json))
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+        redis_publish(
+            &self.pool,
+            self.sharded,
+            user_channel(to.as_str()),
+            encode_live(skip_socket, &json),
+        )
+        .await
     }
+}
+
+/// PUBLISH, or SPUBLISH on a cluster, `message` on a user's `channel`.
+pub async fn redis_publish(
+    pool: &Pool,
+    sharded: bool,
+    channel: String,
+    message: String,
+) -> Result<(), StoreError> {
+    let client = pool.next();
+    let _: i64 = if sharded {
+        client.spublish(channel, message).await
+    } else {
+        client.publish(channel, message).await
+    }
+    .map_err(unavailable)?;
+    Ok(())
 }

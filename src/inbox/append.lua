@@ -2,9 +2,12 @@
 -- channel, atomically. Batching amortises the script call and the round trip over every
 -- event a node has queued while the previous batch was in flight (a group commit).
 --
--- ARGV[1] inbox max length, ARGV[2] inbox max age (s), ARGV[3] idempotency window (s).
+-- ARGV[1] inbox max length, ARGV[2] inbox max age (s), ARGV[3] idempotency window (s),
+-- ARGV[4] the publish command: PUBLISH, or SPUBLISH on Redis Cluster (where every key and
+-- channel of one call must share a hash slot: the caller batches per slot and sends the
+-- sender's echo, which lives in another slot, itself).
 -- Per event i (0-based), KEYS[3i+1..3i+3] = its user's seq counter, inbox stream and
--- idempotency key (one user's keys share a hash slot), and ARGV[4+6i..9+6i] =
+-- idempotency key (one user's keys share a hash slot), and ARGV[5+6i..10+6i] =
 --   channel, event JSON (without Seq), SentAt (ms), "1" to check the idempotency key ("2":
 --   and remember the Seq it got, for re-sends of 1:1 messages),
 --   channel for the acting user's other sockets ("" for none), socket to skip there.
@@ -14,7 +17,7 @@
 local out = {}
 for i = 0, #KEYS / 3 - 1 do
   local seq_key, inbox, dedupe = KEYS[3 * i + 1], KEYS[3 * i + 2], KEYS[3 * i + 3]
-  local a = 3 + 6 * i
+  local a = 4 + 6 * i
   local channel, json, sent_at = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
   local first = false
   if ARGV[a + 4] ~= '0' then
@@ -34,10 +37,10 @@ for i = 0, #KEYS / 3 - 1 do
     end
     redis.call('XADD', inbox, 'MAXLEN', ARGV[1], seq .. '-0', 'e', json)
     redis.call('EXPIRE', inbox, ARGV[2])
-    redis.call('PUBLISH', channel, 'S' .. seq .. '\n' .. json)
+    redis.call(ARGV[4], channel, 'S' .. seq .. '\n' .. json)
     if ARGV[a + 5] ~= '' then
       -- The live copy for the sender's other tabs rides in the same round trip.
-      redis.call('PUBLISH', ARGV[a + 5], 'L' .. ARGV[a + 6] .. '\n' .. json)
+      redis.call(ARGV[4], ARGV[a + 5], 'L' .. ARGV[a + 6] .. '\n' .. json)
     end
     out[3 * i + 1] = seq
     out[3 * i + 2] = tonumber(sent_at)

@@ -1,17 +1,19 @@
 //! Inboxes in Redis: a stream per user whose entry ids are the Seqs (`<Seq>-0`).
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use async_trait::async_trait;
 use fred::{
     clients::Pool,
     interfaces::StreamsInterface,
     types::{scripts::Script, Value},
+    util::redis_keyslot,
 };
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::{AppendOutcome, DedupeKey, Echo, InboxLimits, InboxStore};
 use crate::{
+    bus::{encode_live, redis_publish},
     domain::{Seq, UserId, WireEvent},
     storage::{
         embedded::internal,
@@ -30,84 +32,138 @@ const MAX_BATCHES_IN_FLIGHT: usize = 4;
 struct PendingAppend {
     keys: [String; 3],
     args: [Value; 6],
+    /// On Redis Cluster, the live copy for the acting user's other sockets (channel,
+    /// payload): it lives in another slot than the receiver's keys, so it is published after
+    /// the script instead of inside it.
+    echo_after: Option<(String, String)>,
     done: oneshot::Sender<Result<(i64, i64, i64), StoreError>>,
 }
 
 /// [`InboxStore`] over Redis streams.
 pub struct RedisInbox {
     pool: Pool,
+    cluster: bool,
     appends: mpsc::UnboundedSender<PendingAppend>,
 }
 
 impl RedisInbox {
-    /// Inboxes in Redis, bounded by `limits`. Starts the task that batches appends.
-    pub fn new(pool: Pool, limits: InboxLimits) -> Self {
+    /// Inboxes in Redis, bounded by `limits`; `cluster` for Redis Cluster. Starts the task
+    /// that batches appends.
+    pub fn new(pool: Pool, cluster: bool, limits: InboxLimits) -> Self {
         let (appends, queue) = mpsc::unbounded_channel();
-        tokio::spawn(run_appender(pool.clone(), limits, queue));
-        Self { pool, appends }
+        let appender = Appender {
+            pool: pool.clone(),
+            script: Script::from_lua(APPEND_LUA),
+            cluster,
+            bounds: [
+                to_i64(limits.max_len).into(),
+                to_i64(limits.max_age_secs.max(1)).into(),
+                to_i64(limits.dedupe_window_secs.max(1)).into(),
+                if cluster { "SPUBLISH" } else { "PUBLISH" }.into(),
+            ],
+        };
+        tokio::spawn(Arc::new(appender).run(queue));
+        Self {
+            pool,
+            cluster,
+            appends,
+        }
     }
 }
 
-/// Sends queued appends to Redis in batches: whatever queued up while earlier batches were
-/// in flight goes in the next one, so an idle node adds no delay and a busy one pays one
-/// script call and one round trip for many events.
-async fn run_appender(
+/// The task that turns queued appends into script calls.
+struct Appender {
     pool: Pool,
-    limits: InboxLimits,
-    mut queue: mpsc::UnboundedReceiver<PendingAppend>,
-) {
-    let script = Arc::new(Script::from_lua(APPEND_LUA));
-    let in_flight = Arc::new(Semaphore::new(MAX_BATCHES_IN_FLIGHT));
-    let bounds: [Value; 3] = [
-        to_i64(limits.max_len).into(),
-        to_i64(limits.max_age_secs.max(1)).into(),
-        to_i64(limits.dedupe_window_secs.max(1)).into(),
-    ];
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    loop {
-        let Ok(permit) = in_flight.clone().acquire_owned().await else {
-            return;
-        };
-        if queue.recv_many(&mut batch, MAX_BATCH).await == 0 {
-            return; // the inbox was dropped
+    script: Script,
+    cluster: bool,
+    /// The script's leading arguments, the same for every call.
+    bounds: [Value; 4],
+}
+
+impl Appender {
+    /// Sends queued appends to Redis in batches: whatever queued up while earlier batches
+    /// were in flight goes in the next one, so an idle node adds no delay and a busy one pays
+    /// one script call and one round trip for many events. On Redis Cluster a script may only
+    /// touch one hash slot, so a batch is split per slot and the parts go out at once.
+    async fn run(self: Arc<Self>, mut queue: mpsc::UnboundedReceiver<PendingAppend>) {
+        let in_flight = Arc::new(Semaphore::new(MAX_BATCHES_IN_FLIGHT));
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        loop {
+            let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                return;
+            };
+            if queue.recv_many(&mut batch, MAX_BATCH).await == 0 {
+                return; // the inbox was dropped
+            }
+            let items = std::mem::replace(&mut batch, Vec::with_capacity(MAX_BATCH));
+            let this = self.clone();
+            tokio::spawn(async move {
+                if this.cluster {
+                    let parts = split_by_slot(items).into_iter().map(|p| this.call(p));
+                    futures_util::future::join_all(parts).await;
+                } else {
+                    this.call(items).await;
+                }
+                drop(permit);
+            });
         }
-        let items = std::mem::replace(&mut batch, Vec::with_capacity(MAX_BATCH));
+    }
+
+    /// One script call for `items` (all in one slot on a cluster); answers each waiter.
+    async fn call(&self, items: Vec<PendingAppend>) {
         let mut keys = Vec::with_capacity(items.len() * 3);
-        let mut args = Vec::with_capacity(3 + items.len() * 6);
-        args.extend(bounds.iter().cloned());
+        let mut args = Vec::with_capacity(self.bounds.len() + items.len() * 6);
+        args.extend(self.bounds.iter().cloned());
         let mut waiters = Vec::with_capacity(items.len());
         for item in items {
             keys.extend(item.keys);
             args.extend(item.args);
-            waiters.push(item.done);
+            waiters.push((item.echo_after, item.done));
         }
-        let (pool, script) = (pool.clone(), script.clone());
-        tokio::spawn(async move {
-            let result: Result<Vec<i64>, StoreError> = script
-                .evalsha_with_reload(pool.next(), keys, args)
-                .await
-                .map_err(unavailable);
-            drop(permit);
-            match result {
-                Ok(triples) if triples.len() == waiters.len() * 3 => {
-                    for (waiter, t) in waiters.into_iter().zip(triples.chunks_exact(3)) {
-                        let _ = waiter.send(Ok((t[0], t[1], t[2])));
-                    }
+        let result: Result<Vec<i64>, StoreError> = self
+            .script
+            .evalsha_with_reload(self.pool.next(), keys, args)
+            .await
+            .map_err(unavailable);
+        let triples = match result {
+            Ok(triples) if triples.len() == waiters.len() * 3 => triples,
+            Ok(other) => {
+                let e = format!("append script returned {} values", other.len());
+                for (_, waiter) in waiters {
+                    let _ = waiter.send(Err(StoreError::Internal(e.clone())));
                 }
-                Ok(pairs) => {
-                    let e = format!("append script returned {} values", pairs.len());
-                    for waiter in waiters {
-                        let _ = waiter.send(Err(StoreError::Internal(e.clone())));
-                    }
+                return;
+            }
+            Err(e) => {
+                for (_, waiter) in waiters {
+                    let _ = waiter.send(Err(e.clone()));
                 }
-                Err(e) => {
-                    for waiter in waiters {
-                        let _ = waiter.send(Err(e.clone()));
-                    }
+                return;
+            }
+        };
+        for ((echo, waiter), t) in waiters.into_iter().zip(triples.chunks_exact(3)) {
+            if let (Some((channel, payload)), true) = (echo, t[0] > 0) {
+                // The event is stored and will reach its receiver: a lost echo only costs
+                // the sender's other tabs their live copy (history still has it), so it
+                // does not fail the send.
+                if let Err(e) = redis_publish(&self.pool, true, channel, payload).await {
+                    tracing::warn!(error = %e, "live copy for the sender's other sockets lost");
                 }
             }
-        });
+            let _ = waiter.send(Ok((t[0], t[1], t[2])));
+        }
     }
+}
+
+/// Groups a batch by the hash slot of each event's keys, keeping the queue order inside a
+/// slot (one user's events stay in order).
+fn split_by_slot(items: Vec<PendingAppend>) -> Vec<Vec<PendingAppend>> {
+    let mut parts: HashMap<u16, Vec<PendingAppend>> = HashMap::new();
+    for item in items {
+        let slot = redis_keyslot(item.keys[0].as_bytes());
+        parts.entry(slot).or_default().push(item);
+    }
+    parts.into_values().collect()
 }
 
 #[async_trait]
@@ -126,6 +182,12 @@ impl InboxStore for RedisInbox {
             None => user_key(uid, "dd:-"),
         };
         let keys = [user_key(uid, "seq"), user_key(uid, "inbox"), dedupe_key];
+        let echo_channel = echo.map(|e| user_channel(e.user.as_str()));
+        let skip_socket = echo.map(|e| e.skip_socket.as_str());
+        let echo_after = match (&echo_channel, self.cluster) {
+            (Some(channel), true) => Some((channel.clone(), encode_live(skip_socket, &json))),
+            _ => None,
+        };
         let args: [Value; 6] = [
             user_channel(uid).into(),
             json.into(),
@@ -138,16 +200,21 @@ impl InboxStore for RedisInbox {
                 None => "0",
             }
             .into(),
-            echo.map(|e| user_channel(e.user.as_str()))
+            // On a cluster the echo goes out after the script (see `echo_after`).
+            echo_channel
+                .filter(|_| !self.cluster)
                 .unwrap_or_default()
                 .into(),
-            echo.map(|e| e.skip_socket.clone())
-                .unwrap_or_default()
-                .into(),
+            skip_socket.unwrap_or_default().into(),
         ];
         let (done, outcome) = oneshot::channel();
         self.appends
-            .send(PendingAppend { keys, args, done })
+            .send(PendingAppend {
+                keys,
+                args,
+                echo_after,
+                done,
+            })
             .map_err(|_| StoreError::Internal("inbox appender stopped".into()))?;
         let (seq, sent_at, first_seq) = outcome
             .await

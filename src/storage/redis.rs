@@ -6,7 +6,8 @@
 //! - `wc:{uid}:seq`     last Seq handed out (never expires: clients dedupe by Seq)
 //! - `wc:{uid}:inbox`   stream of unconfirmed events, entry id `<Seq>-0`, field `e` = event JSON
 //! - `wc:{uid}:dd:<sender>:<kind>:<MsgID>`  idempotency key → SentAt, expires after the window
-//! - `wc:{uid}:ch`      the user's own pub/sub channel
+//! - `wc:{uid}:ch`      the user's own pub/sub channel (a sharded channel on Redis Cluster,
+//!   so it lives on the shard that holds the user's inbox)
 //! - `wc:{jti}:revoked` a revoked token id, expires with the token
 //! - `wc:token_secret`  the shared token key when none is configured
 //! - `wc:users`         every uid (sorted set, equal scores: the address book by prefix)
@@ -40,6 +41,9 @@ pub struct RedisHandles {
     pub subscriber: SubscriberClient,
     /// A connection for blocking reads (the call-log queue), kept off the command pool.
     pub blocking: Pool,
+    /// Whether Redis is a cluster (`redis-cluster://` URL): user channels then use sharded
+    /// pub/sub (SSUBSCRIBE/SPUBLISH), and scripts only touch keys of one hash slot.
+    pub cluster: bool,
 }
 
 impl RedisHandles {
@@ -50,6 +54,7 @@ impl RedisHandles {
             .map_err(|e| StoreError::Internal(format!("bad Redis URL: {e}")))?;
         // fred ignores `?protocol=resp3` in URLs; RESP3 must be set here.
         config.version = RespVersion::RESP3;
+        let cluster = config.server.is_clustered();
         let perf = PerformanceConfig {
             default_command_timeout: COMMAND_TIMEOUT,
             // A lagging pub/sub receiver loses messages; keep the buffer deep.
@@ -89,10 +94,12 @@ impl RedisHandles {
         blocking.init().await.map_err(unavailable)?;
         // Re-issues SUBSCRIBE for every tracked channel after a reconnect.
         let _resubscriber = subscriber.manage_subscriptions();
+        tracing::info!(cluster, "connected to Redis");
         Ok(Self {
             pool,
             subscriber,
             blocking,
+            cluster,
         })
     }
 }

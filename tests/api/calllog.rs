@@ -367,6 +367,15 @@ async fn two_redis_nodes_log_to_dynamodb_every_event_once() {
 }
 
 #[tokio::test]
+async fn two_nodes_on_redis_cluster_log_to_dynamodb_every_event_once() {
+    let ddb = dynamodb_url();
+    let prefix = unique_prefix();
+    let a = node(Backend::RedisCluster, Some(&ddb), &prefix).await;
+    let b = node(Backend::RedisCluster, Some(&ddb), &prefix).await;
+    every_event_is_logged_once(&a, &b).await;
+}
+
+#[tokio::test]
 async fn redis_without_dynamodb_serves_the_same_history() {
     let prefix = unique_prefix();
     let a = node(Backend::Redis, None, &prefix).await;

@@ -18,9 +18,10 @@ fn sorted(uids: &[&User]) -> Vec<String> {
     v
 }
 
-#[tokio::test]
-async fn a_group_spans_nodes_and_an_offline_member_gets_notify_then_messages_in_order() {
-    let nodes = spawn_cluster(2).await;
+async fn a_group_spans_nodes_and_an_offline_member_gets_notify_then_messages_in_order_on(
+    backend: Backend,
+) {
+    let nodes = spawn_nodes(backend, 2).await;
     let alice = nodes[0].signup("alice").await;
     let bob = nodes[0].signup("bob").await;
     let dan = nodes[0].signup("dan").await;
@@ -77,13 +78,27 @@ async fn a_group_spans_nodes_and_an_offline_member_gets_notify_then_messages_in_
     assert_eq!(a.next_chat_acked().await.data["MsgID"], "from-bob");
 }
 
+#[tokio::test]
+async fn a_group_spans_nodes_and_an_offline_member_gets_notify_then_messages_in_order() {
+    a_group_spans_nodes_and_an_offline_member_gets_notify_then_messages_in_order_on(Backend::Redis)
+        .await;
+}
+
+#[tokio::test]
+async fn a_group_spans_nodes_and_an_offline_member_gets_notify_then_messages_in_order_on_redis_cluster(
+) {
+    a_group_spans_nodes_and_an_offline_member_gets_notify_then_messages_in_order_on(
+        Backend::RedisCluster,
+    )
+    .await;
+}
+
 async fn bob_says_sentinel(b: &TestClient, alice: &User) {
     b.send(&alice.uid, "from-bob", "x").await;
 }
 
-#[tokio::test]
-async fn refer_depart_and_rejoin_follow_the_contract() {
-    let nodes = spawn_cluster(2).await;
+async fn refer_depart_and_rejoin_follow_the_contract_on(backend: Backend) {
+    let nodes = spawn_nodes(backend, 2).await;
     let alice = nodes[0].signup("alice").await;
     let bob = nodes[0].signup("bob").await;
     let carol = nodes[0].signup("carol").await;
@@ -208,6 +223,16 @@ async fn refer_depart_and_rejoin_follow_the_contract() {
 }
 
 #[tokio::test]
+async fn refer_depart_and_rejoin_follow_the_contract() {
+    refer_depart_and_rejoin_follow_the_contract_on(Backend::Redis).await;
+}
+
+#[tokio::test]
+async fn refer_depart_and_rejoin_follow_the_contract_on_redis_cluster() {
+    refer_depart_and_rejoin_follow_the_contract_on(Backend::RedisCluster).await;
+}
+
+#[tokio::test]
 async fn the_last_member_leaving_deletes_the_group_and_the_size_limit_holds() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut s = settings(Backend::Embedded, dir.path().to_path_buf());
@@ -241,9 +266,8 @@ async fn the_last_member_leaving_deletes_the_group_and_the_size_limit_holds() {
     assert_eq!(gone["error"]["code"], "not_found", "{gone}");
 }
 
-#[tokio::test]
-async fn group_receipts_count_each_member_once_and_never_below_zero() {
-    let nodes = spawn_cluster(2).await;
+async fn group_receipts_count_each_member_once_and_never_below_zero_on(backend: Backend) {
+    let nodes = spawn_nodes(backend, 2).await;
     let alice = nodes[0].signup("alice").await;
     let members = [
         nodes[0].signup("bob").await,
@@ -303,6 +327,16 @@ async fn group_receipts_count_each_member_once_and_never_below_zero() {
     let e = nodes[0].connect(&outsider).await;
     let refused = e.chat(receipt("display", 1)).await;
     assert_eq!(refused["error"]["code"], "forbidden", "{refused}");
+}
+
+#[tokio::test]
+async fn group_receipts_count_each_member_once_and_never_below_zero() {
+    group_receipts_count_each_member_once_and_never_below_zero_on(Backend::Redis).await;
+}
+
+#[tokio::test]
+async fn group_receipts_count_each_member_once_and_never_below_zero_on_redis_cluster() {
+    group_receipts_count_each_member_once_and_never_below_zero_on(Backend::RedisCluster).await;
 }
 
 #[tokio::test]
@@ -399,4 +433,9 @@ async fn a_dormant_group_restarts_on_its_next_message_embedded() {
 #[tokio::test]
 async fn a_dormant_group_restarts_on_its_next_message_redis() {
     dormancy_then_restart(Backend::Redis).await;
+}
+
+#[tokio::test]
+async fn a_dormant_group_restarts_on_its_next_message_redis_cluster() {
+    dormancy_then_restart(Backend::RedisCluster).await;
 }

@@ -27,6 +27,13 @@ pub fn redis_url() -> String {
         .expect("WEBCHAT_TEST_REDIS_URL is not set: run scripts/test-all.sh, which starts Redis")
 }
 
+/// The three-master Redis Cluster the cluster tests share (`redis-cluster://…` URL).
+pub fn redis_cluster_url() -> String {
+    std::env::var("WEBCHAT_TEST_REDIS_CLUSTER_URL").expect(
+        "WEBCHAT_TEST_REDIS_CLUSTER_URL is not set: run scripts/test-all.sh, which starts a Redis Cluster",
+    )
+}
+
 /// Which back-ends a node uses.
 #[derive(Clone, Copy, Debug)]
 pub enum Backend {
@@ -34,6 +41,8 @@ pub enum Backend {
     Embedded,
     /// Shared Redis.
     Redis,
+    /// Shared Redis Cluster (three masters).
+    RedisCluster,
 }
 
 /// A node running inside the test process.
@@ -65,8 +74,10 @@ pub fn unique(prefix: &str) -> String {
 /// Settings for a test node.
 pub fn settings(backend: Backend, data_dir: PathBuf) -> Settings {
     let mut settings = Settings::for_tests(data_dir);
-    if let Backend::Redis = backend {
-        settings.redis_url = Some(redis_url());
+    match backend {
+        Backend::Embedded => {}
+        Backend::Redis => settings.redis_url = Some(redis_url()),
+        Backend::RedisCluster => settings.redis_url = Some(redis_cluster_url()),
     }
     settings
 }
@@ -82,9 +93,14 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 
 /// Starts `n` nodes sharing Redis.
 pub async fn spawn_cluster(n: usize) -> Vec<TestApp> {
+    spawn_nodes(Backend::Redis, n).await
+}
+
+/// Starts `n` nodes sharing `backend` (Redis or Redis Cluster).
+pub async fn spawn_nodes(backend: Backend, n: usize) -> Vec<TestApp> {
     let mut nodes = Vec::new();
     for _ in 0..n {
-        nodes.push(spawn_app(Backend::Redis).await);
+        nodes.push(spawn_app(backend).await);
     }
     nodes
 }

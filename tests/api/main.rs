@@ -16,6 +16,7 @@ mod malformed;
 mod messaging;
 mod open_mode;
 mod presence;
+mod redis_cluster;
 mod redis_faults;
 mod secrets;
 mod slow_consumer;

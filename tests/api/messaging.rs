@@ -11,7 +11,7 @@ use crate::helpers::*;
 async fn nodes(backend: Backend) -> (Vec<TestApp>, usize) {
     match backend {
         Backend::Embedded => (vec![spawn_app(Backend::Embedded).await], 0),
-        Backend::Redis => (spawn_cluster(2).await, 1),
+        Backend::Redis | Backend::RedisCluster => (spawn_nodes(backend, 2).await, 1),
     }
 }
 
@@ -51,6 +51,11 @@ async fn a_message_reaches_an_online_receiver_embedded() {
 #[tokio::test]
 async fn a_message_crosses_from_node_a_to_a_receiver_on_node_b() {
     online_delivery(Backend::Redis).await;
+}
+
+#[tokio::test]
+async fn a_message_crosses_nodes_on_redis_cluster() {
+    online_delivery(Backend::RedisCluster).await;
 }
 
 async fn store_and_forward(backend: Backend) {
@@ -102,6 +107,11 @@ async fn a_hundred_messages_sent_while_offline_arrive_in_order_once_across_nodes
 }
 
 #[tokio::test]
+async fn a_hundred_messages_sent_while_offline_arrive_in_order_once_on_redis_cluster() {
+    store_and_forward(Backend::RedisCluster).await;
+}
+
+#[tokio::test]
 async fn unacked_events_are_replayed_on_the_next_connect_before_live_ones() {
     let (nodes, b) = nodes(Backend::Redis).await;
     let alice = nodes[0].signup("alice").await;
@@ -143,7 +153,7 @@ async fn unacked_events_are_replayed_on_the_next_connect_before_live_ones() {
 
 #[tokio::test]
 async fn a_resent_msg_id_is_acked_again_but_delivered_once() {
-    for backend in [Backend::Embedded, Backend::Redis] {
+    for backend in [Backend::Embedded, Backend::Redis, Backend::RedisCluster] {
         let (nodes, b) = nodes(backend).await;
         let alice = nodes[0].signup("alice").await;
         let bob = nodes[0].signup("bob").await;
@@ -180,9 +190,8 @@ async fn a_resent_msg_id_is_acked_again_but_delivered_once() {
     }
 }
 
-#[tokio::test]
-async fn every_socket_of_a_user_on_any_node_gets_live_events() {
-    let nodes = spawn_cluster(2).await;
+async fn every_socket_of_a_user_on_any_node_gets_live_events_on(backend: Backend) {
+    let nodes = spawn_nodes(backend, 2).await;
     let alice = nodes[0].signup("alice").await;
     let bob = nodes[0].signup("bob").await;
     let sending_tab = nodes[0].connect(&alice).await;
@@ -210,6 +219,16 @@ async fn every_socket_of_a_user_on_any_node_gets_live_events() {
     bob_a.send(&alice.uid, "reply", "hi back").await;
     let first = sending_tab.next_chat_acked().await;
     assert_eq!(first.data["MsgID"], "reply");
+}
+
+#[tokio::test]
+async fn every_socket_of_a_user_on_any_node_gets_live_events() {
+    every_socket_of_a_user_on_any_node_gets_live_events_on(Backend::Redis).await;
+}
+
+#[tokio::test]
+async fn every_socket_of_a_user_on_any_node_gets_live_events_on_redis_cluster() {
+    every_socket_of_a_user_on_any_node_gets_live_events_on(Backend::RedisCluster).await;
 }
 
 #[tokio::test]

@@ -22,9 +22,8 @@ async fn next_presence(client: &mut TestClient, uid: &str) -> String {
     }
 }
 
-#[tokio::test]
-async fn a_user_is_online_while_any_socket_on_any_node_is_connected() {
-    let nodes = spawn_cluster(2).await;
+async fn a_user_is_online_while_any_socket_on_any_node_is_connected_on(backend: Backend) {
+    let nodes = spawn_nodes(backend, 2).await;
     let alice = nodes[0].signup("alice").await;
     let bob = nodes[0].signup("bob").await;
     let carol = nodes[0].signup("carol").await;
@@ -52,6 +51,16 @@ async fn a_user_is_online_while_any_socket_on_any_node_is_connected() {
         "offline",
         "the first presence event after online is offline, when the last tab closed"
     );
+}
+
+#[tokio::test]
+async fn a_user_is_online_while_any_socket_on_any_node_is_connected() {
+    a_user_is_online_while_any_socket_on_any_node_is_connected_on(Backend::Redis).await;
+}
+
+#[tokio::test]
+async fn a_user_is_online_while_any_socket_on_any_node_is_connected_on_redis_cluster() {
+    a_user_is_online_while_any_socket_on_any_node_is_connected_on(Backend::RedisCluster).await;
 }
 
 /// Two node processes with 1 s heartbeats and a 3 s timeout, on a Redis of their own: such a
