@@ -38,13 +38,14 @@ def fmt(x, nd=1):
     return str(x)
 
 
-def split_cpu(r, key="server_cpu_us_per_msg_by_pid"):
-    """(nodes µs, Redis µs): the last of server_pids is the Redis server (bench/run.sh)."""
+def split_cpu(r, key="server_cpu_us_per_msg_by_pid", nodes=2):
+    """(nodes µs, Redis µs): server_pids are the `nodes` chat nodes, then the Redis server or
+    the Redis Cluster's masters (bench/run.sh)."""
     pids = [str(p) for p in r.get("server_pids") or []]
     by = r.get(key) or {}
-    if not pids or any(by.get(p) is None for p in pids):
+    if len(pids) <= nodes or any(by.get(p) is None for p in pids):
         return None, None
-    return sum(by[p] for p in pids[:-1]), by[pids[-1]]
+    return sum(by[p] for p in pids[:nodes]), sum(by[p] for p in pids[nodes:])
 
 
 # ---------------------------------------------------------------- pairs (scenario 1)

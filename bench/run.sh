@@ -11,6 +11,9 @@
 #                                               # baseline, each on its own two nodes + Redis;
 #                                               # every rate step runs once against each, in
 #                                               # alternation (rotating order)
+#   bash bench/run.sh --scenario cluster        # scenario 1 on Redis Cluster (three masters)
+#                                               # and on one Redis, two webchat nodes each, rate
+#                                               # steps in alternation (issue 8)
 #   bash bench/run.sh --scenario group-fanout   # scenario 3: one message to a 1,000- and a
 #                                               # 10,000-member group, time until all have it
 #   bash bench/run.sh --scenario idle           # scenario 2: 20,000 idle sockets on ONE node,
@@ -24,7 +27,8 @@
 #                                               # bench/results/report.md (machine, commands,
 #                                               # tables) with bench/report.py
 #   bash bench/run.sh --smoke                   # tiny runs for CI (debug build, webchat only):
-#                                               # pairs, group-fanout, idle, replay, storm; last
+#                                               # pairs, cluster, group-fanout, idle, replay,
+#                                               # storm; last
 #                                               # line `bench-smoke: 1 passed, 0 failed` (or
 #                                               # `0 passed, 1 failed`, exit status 1)
 #
@@ -55,7 +59,7 @@ cd "$ROOT"
 
 SMOKE=0
 SCENARIO=""
-ALL_SCENARIOS="pairs compare group-fanout idle replay storm"
+ALL_SCENARIOS="pairs compare cluster group-fanout idle replay storm"
 while [ $# -gt 0 ]; do
   case "$1" in
     --smoke) SMOKE=1 ;;
@@ -70,9 +74,9 @@ while [ $# -gt 0 ]; do
   shift
 done
 case "$SCENARIO" in
-  "") if [ "$SMOKE" = 1 ]; then SCENARIOS="pairs group-fanout idle replay storm"; else SCENARIOS=pairs; fi ;;
+  "") if [ "$SMOKE" = 1 ]; then SCENARIOS="pairs cluster group-fanout idle replay storm"; else SCENARIOS=pairs; fi ;;
   all) SCENARIOS="compare idle replay storm" ;;
-  pairs | compare | group-fanout | idle | replay | storm) SCENARIOS="$SCENARIO" ;;
+  pairs | compare | cluster | group-fanout | idle | replay | storm) SCENARIOS="$SCENARIO" ;;
   *) die "unknown scenario $SCENARIO ($ALL_SCENARIOS all)" ;;
 esac
 wants() { [[ " $SCENARIOS " == *" $1 "* ]]; }
@@ -88,7 +92,7 @@ if [ "$SMOKE" = 1 ]; then
 else
   PROFILE=release
   SOCKETS="${BENCH_SOCKETS:-1000}"
-  if wants compare; then
+  if wants compare || wants cluster; then
     STEPS="${BENCH_STEPS:-2000,4000,6000,8000,10000,12000,14000,16000}"
     DURATION="${BENCH_DURATION:-8s}"
   else
@@ -186,16 +190,25 @@ stop_pids() {
   done
 }
 
-# start_cluster NAME KIND NODES [CALL_LOG] — a fresh Redis and NODES servers of KIND (webchat or
-# baseline) on it. Sets C_URLS (comma-separated), C_PIDS (node pids then the Redis pid,
+# start_cluster NAME KIND NODES [CALL_LOG] [REDIS] — a fresh Redis (REDIS=single, the default)
+# or a fresh three-master Redis Cluster (REDIS=cluster) and NODES servers of KIND (webchat or
+# baseline) on it. Sets C_URLS (comma-separated), C_PIDS (node pids then the Redis pid(s),
 # comma-separated, for --server-pids), C_NODE_PIDS and C_REDIS_PID, C_DIR (logs).
 start_cluster() {
-  local name="$1" kind="$2" nodes="$3" call_log="${4:-$CALL_LOG}" n line
+  local name="$1" kind="$2" nodes="$3" call_log="${4:-$CALL_LOG}" redis="${5:-single}" n line
   C_DIR="$RUN_DIR/$name"
   mkdir -p "$C_DIR"
-  start_redis "$C_DIR"
-  C_REDIS_PID="$REDIS_PID"
-  ALL_REDIS+=("$REDIS_PID")
+  if [ "$redis" = cluster ]; then
+    start_redis_cluster "$C_DIR"
+    REDIS_URL="$REDIS_CLUSTER_URL"
+    C_REDIS_PID="$(IFS=,; echo "${REDIS_CLUSTER_PIDS[*]}")"
+    ALL_REDIS+=("${REDIS_CLUSTER_PIDS[@]}")
+    REDIS_CLUSTER_PIDS=()
+  else
+    start_redis "$C_DIR"
+    C_REDIS_PID="$REDIS_PID"
+    ALL_REDIS+=("$REDIS_PID")
+  fi
   # Leave the Redis server alone from here on (stop_redis would stop only the last one).
   REDIS_PID=""
   local urls=() pids=()
@@ -284,6 +297,36 @@ if wants compare; then
     i=$((i + 1))
   done
   check python3 "$ROOT/bench/report.py" compare "$OUT" --rc "$COMPARE_RC"
+fi
+
+if wants cluster; then
+  # Scenario 1 on Redis Cluster next to one Redis: the same two-node webchat, rate steps in
+  # alternation (rotating order). On these 2 cores the three masters share the CPU with
+  # everything else, so this shows the cost of the cluster path, not its scale-out.
+  OUT="${BENCH_CLUSTER_OUT:-$RESULTS/cluster.jsonl}"
+  [ "$SMOKE" = 1 ] && OUT="$RUN_DIR/cluster.jsonl"
+  mkdir -p "$(dirname "$OUT")"
+  : >"$OUT"
+  declare -A CL_URLS CL_PIDS
+  start_cluster webchat-redis webchat 2 "$CALL_LOG" single
+  CL_URLS[webchat-one-redis]="$C_URLS" CL_PIDS[webchat-one-redis]="$C_PIDS"
+  start_cluster webchat-cluster webchat 2 "$CALL_LOG" cluster
+  CL_URLS[webchat-redis-cluster]="$C_URLS" CL_PIDS[webchat-redis-cluster]="$C_PIDS"
+  CL_SYSTEMS=(webchat-redis-cluster webchat-one-redis)
+  CLUSTER_RC=0
+  i=0
+  for rate in ${STEPS//,/ }; do
+    for k in 0 1; do
+      sys="${CL_SYSTEMS[$(((i + k) % 2))]}"
+      log "cluster: $sys at $rate msgs/s (load $(load_note))"
+      "$LOADGEN" --urls "${CL_URLS[$sys]}" --sockets "$SOCKETS" --rate "$rate" \
+        --duration "$DURATION" --warmup "$WARMUP" --server-pids "${CL_PIDS[$sys]}" \
+        --run-id "$(date +%s%N)" --label "$sys" \
+        | tee -a "$OUT" || { CLUSTER_RC=1; warn "webchat-loadgen failed ($sys, $rate)"; show_server_logs; }
+    done
+    i=$((i + 1))
+  done
+  check python3 "$ROOT/bench/report.py" compare "$OUT" --rc "$CLUSTER_RC"
 fi
 
 if wants group-fanout; then
