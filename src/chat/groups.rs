@@ -372,6 +372,18 @@ impl ChatService {
             WireEvent::new(f.evt_type, f.gid.as_str(), f.gid.as_str(), f.msg_id, f.body);
         template.originated = f.actor.to_string();
         let sent_at = template.sent_at;
+        if f.evt_type == "message" {
+            // Every recipient gets the same event (To is the group): encoded once.
+            let to: Vec<UserId> = recipients
+                .iter()
+                .map(|r| UserId::parse(r))
+                .collect::<Result<_, _>>()?;
+            let outcomes = self
+                .inbox
+                .append_to_each(&to, &template, f.dedupe.as_ref(), f.echo.as_ref())
+                .await;
+            return self.accepted(f.msg_id, sent_at, outcomes);
+        }
         let appends = recipients.iter().enumerate().map(|(i, recipient)| {
             let template = &template;
             let dedupe = f.dedupe.as_ref();
@@ -379,18 +391,30 @@ impl ChatService {
             let echo = if i == 0 { f.echo.as_ref() } else { None };
             async move {
                 let to = UserId::parse(recipient)?;
+                // Membership events name their recipient in To.
                 let mut event = template.clone();
-                if f.evt_type != "message" {
-                    // Membership events name their recipient; messages keep the group in To.
-                    event.to = to.to_string();
-                }
-                let outcome = self.inbox.append(&to, &event, dedupe, echo).await?;
-                Ok::<_, ChatError>(outcome)
+                event.to = to.to_string();
+                Ok::<_, ChatError>(self.inbox.append(&to, &event, dedupe, echo).await?)
             }
         });
+        let outcomes = join_all(appends).await;
+        self.accepted(f.msg_id, sent_at, outcomes)
+    }
+
+    /// The ack for a fan-out: an error if any append failed, else the first send's SentAt
+    /// (a re-send reports the original's).
+    fn accepted<E>(
+        &self,
+        msg_id: &str,
+        sent_at: i64,
+        outcomes: Vec<Result<AppendOutcome, E>>,
+    ) -> Result<Accepted, ChatError>
+    where
+        ChatError: From<E>,
+    {
         let mut first_sent_at = sent_at;
         let mut stored = 0u64;
-        for outcome in join_all(appends).await {
+        for outcome in outcomes {
             match outcome? {
                 AppendOutcome::Stored { .. } => stored += 1,
                 AppendOutcome::Duplicate { sent_at, .. } => first_sent_at = sent_at,
@@ -398,7 +422,7 @@ impl ChatService {
         }
         self.metrics.inbox_appended.add(stored);
         Ok(Accepted {
-            msg_id: f.msg_id.to_owned(),
+            msg_id: msg_id.to_owned(),
             sent_at: first_sent_at,
             group: None,
         })

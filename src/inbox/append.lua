@@ -6,19 +6,23 @@
 -- ARGV[4] the publish command: PUBLISH, or SPUBLISH on Redis Cluster (where every key and
 -- channel of one call must share a hash slot: the caller batches per slot and sends the
 -- sender's echo, which lives in another slot, itself).
+-- ARGV[5] = J, the number of distinct event JSONs (without Seq) in this call, and
+-- ARGV[6..5+J] = those JSONs: a group message's recipients share one copy, so a batch for
+-- a large group carries its body once, not once per member.
 -- Per event i (0-based), KEYS[3i+1..3i+3] = its user's seq counter, inbox stream and
--- idempotency key (one user's keys share a hash slot), and ARGV[5+6i..10+6i] =
---   channel, event JSON (without Seq), SentAt (ms), "1" to check the idempotency key ("2":
+-- idempotency key (one user's keys share a hash slot), and ARGV[b+1+6i..b+6+6i], b = 5 + J,
+--   channel, index of its JSON (1..J), SentAt (ms), "1" to check the idempotency key ("2":
 --   and remember the Seq it got, for re-sends of 1:1 messages),
 --   channel for the acting user's other sockets ("" for none), socket to skip there.
 -- Returns {Seq, SentAt, FirstSeq} per event; Seq 0 marks a duplicate, with the first send's
 -- SentAt and Seq (the idempotency key holds "SentAt:Seq"; FirstSeq 0 where it is unknown).
 -- Non-duplicates return FirstSeq = Seq.
 local out = {}
+local base = 5 + tonumber(ARGV[5])
 for i = 0, #KEYS / 3 - 1 do
   local seq_key, inbox, dedupe = KEYS[3 * i + 1], KEYS[3 * i + 2], KEYS[3 * i + 3]
-  local a = 4 + 6 * i
-  local channel, json, sent_at = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+  local a = base + 6 * i
+  local channel, json, sent_at = ARGV[a + 1], ARGV[5 + tonumber(ARGV[a + 2])], ARGV[a + 3]
   local first = false
   if ARGV[a + 4] ~= '0' then
     -- One command: sets the key unless it exists, and returns the earlier value if it did.

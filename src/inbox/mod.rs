@@ -92,6 +92,23 @@ pub trait InboxStore: Send + Sync {
         echo: Option<&Echo>,
     ) -> Result<AppendOutcome, StoreError>;
 
+    /// Appends the same `event` to each of `recipients`' inboxes, as [`InboxStore::append`]
+    /// would one by one (all at once; `echo` goes with the first), for a group message. A
+    /// store may encode the event once for all of them. One outcome per recipient, in order.
+    async fn append_to_each(
+        &self,
+        recipients: &[UserId],
+        event: &WireEvent,
+        dedupe: Option<&DedupeKey>,
+        echo: Option<&Echo>,
+    ) -> Vec<Result<AppendOutcome, StoreError>> {
+        let appends = recipients.iter().enumerate().map(|(i, to)| {
+            let echo = if i == 0 { echo } else { None };
+            self.append(to, event, dedupe, echo)
+        });
+        futures_util::future::join_all(appends).await
+    }
+
     /// Confirms (drops) every event of `user` up to and including `upto`.
     async fn confirm(&self, user: &str, upto: Seq) -> Result<(), StoreError>;
 

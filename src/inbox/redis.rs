@@ -9,6 +9,7 @@ use fred::{
     types::{scripts::Script, Value},
     util::redis_keyslot,
 };
+use futures_util::future::join_all;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::{AppendOutcome, DedupeKey, Echo, InboxLimits, InboxStore};
@@ -31,7 +32,10 @@ const MAX_BATCHES_IN_FLIGHT: usize = 4;
 /// One event waiting for the next batch.
 struct PendingAppend {
     keys: [String; 3],
-    args: [Value; 6],
+    /// The event's JSON, shared by the recipients of one group message.
+    json: Arc<str>,
+    /// channel, SentAt, dedupe flag, echo channel, skip socket (see append.lua).
+    args: [Value; 5],
     /// On Redis Cluster, the live copy for the acting user's other sockets (channel,
     /// payload): it lives in another slot than the receiver's keys, so it is published after
     /// the script instead of inside it.
@@ -112,12 +116,29 @@ impl Appender {
     /// One script call for `items` (all in one slot on a cluster); answers each waiter.
     async fn call(&self, items: Vec<PendingAppend>) {
         let mut keys = Vec::with_capacity(items.len() * 3);
-        let mut args = Vec::with_capacity(self.bounds.len() + items.len() * 6);
+        // Each distinct JSON once (recipients of one group message share theirs), then the
+        // events, each naming its JSON by index.
+        let mut bodies: Vec<&Arc<str>> = Vec::new();
+        let mut body_index = Vec::with_capacity(items.len());
+        for item in &items {
+            let index = match bodies.iter().position(|b| Arc::ptr_eq(b, &item.json)) {
+                Some(index) => index,
+                None => {
+                    bodies.push(&item.json);
+                    bodies.len() - 1
+                }
+            };
+            body_index.push(to_i64(index as u64 + 1));
+        }
+        let mut args = Vec::with_capacity(self.bounds.len() + 1 + bodies.len() + items.len() * 6);
         args.extend(self.bounds.iter().cloned());
+        args.push(to_i64(bodies.len() as u64).into());
+        args.extend(bodies.iter().map(|b| Value::from(&***b)));
         let mut waiters = Vec::with_capacity(items.len());
-        for item in items {
+        for (item, index) in items.into_iter().zip(body_index) {
             keys.extend(item.keys);
-            args.extend(item.args);
+            let [channel, sent_at, flag, echo_channel, skip] = item.args;
+            args.extend([channel, index.into(), sent_at, flag, echo_channel, skip]);
             waiters.push((item.echo_after, item.done));
         }
         let result: Result<Vec<i64>, StoreError> = self
@@ -166,17 +187,17 @@ fn split_by_slot(items: Vec<PendingAppend>) -> Vec<Vec<PendingAppend>> {
     parts.into_values().collect()
 }
 
-#[async_trait]
-impl InboxStore for RedisInbox {
-    async fn append(
+impl RedisInbox {
+    /// Queues one append of `json` (the event's JSON without Seq) for the next batch.
+    fn queue(
         &self,
         to: &UserId,
-        event: &WireEvent,
+        json: &Arc<str>,
+        sent_at: i64,
         dedupe: Option<&DedupeKey>,
         echo: Option<&Echo>,
-    ) -> Result<AppendOutcome, StoreError> {
+    ) -> Result<oneshot::Receiver<Result<(i64, i64, i64), StoreError>>, StoreError> {
         let uid = to.as_str();
-        let json = serde_json::to_string(event).map_err(internal)?;
         let dedupe_key = match dedupe {
             Some(d) => user_key(uid, &format!("dd:{}", d.text())),
             None => user_key(uid, "dd:-"),
@@ -185,13 +206,12 @@ impl InboxStore for RedisInbox {
         let echo_channel = echo.map(|e| user_channel(e.user.as_str()));
         let skip_socket = echo.map(|e| e.skip_socket.as_str());
         let echo_after = match (&echo_channel, self.cluster) {
-            (Some(channel), true) => Some((channel.clone(), encode_live(skip_socket, &json))),
+            (Some(channel), true) => Some((channel.clone(), encode_live(skip_socket, json))),
             _ => None,
         };
-        let args: [Value; 6] = [
+        let args: [Value; 5] = [
             user_channel(uid).into(),
-            json.into(),
-            event.sent_at.into(),
+            sent_at.into(),
             // "2": also remember the Seq for re-sends (1:1 only: the call log records group
             // messages without a per-recipient Seq, and a group fan-out is the hot path).
             match dedupe {
@@ -211,24 +231,75 @@ impl InboxStore for RedisInbox {
         self.appends
             .send(PendingAppend {
                 keys,
+                json: json.clone(),
                 args,
                 echo_after,
                 done,
             })
             .map_err(|_| StoreError::Internal("inbox appender stopped".into()))?;
-        let (seq, sent_at, first_seq) = outcome
-            .await
-            .map_err(|_| StoreError::Internal("inbox appender dropped an append".into()))??;
-        Ok(if seq == 0 {
-            AppendOutcome::Duplicate {
-                sent_at,
-                seq: u64::try_from(first_seq).ok().filter(|s| *s > 0),
+        Ok(outcome)
+    }
+}
+
+/// What the script answered for one append.
+async fn outcome_of(
+    answer: oneshot::Receiver<Result<(i64, i64, i64), StoreError>>,
+) -> Result<AppendOutcome, StoreError> {
+    let (seq, sent_at, first_seq) = answer
+        .await
+        .map_err(|_| StoreError::Internal("inbox appender dropped an append".into()))??;
+    Ok(if seq == 0 {
+        AppendOutcome::Duplicate {
+            sent_at,
+            seq: u64::try_from(first_seq).ok().filter(|s| *s > 0),
+        }
+    } else {
+        AppendOutcome::Stored {
+            seq: u64::try_from(seq).map_err(internal)?,
+        }
+    })
+}
+
+#[async_trait]
+impl InboxStore for RedisInbox {
+    async fn append(
+        &self,
+        to: &UserId,
+        event: &WireEvent,
+        dedupe: Option<&DedupeKey>,
+        echo: Option<&Echo>,
+    ) -> Result<AppendOutcome, StoreError> {
+        let json: Arc<str> = serde_json::to_string(event).map_err(internal)?.into();
+        outcome_of(self.queue(to, &json, event.sent_at, dedupe, echo)?).await
+    }
+
+    async fn append_to_each(
+        &self,
+        recipients: &[UserId],
+        event: &WireEvent,
+        dedupe: Option<&DedupeKey>,
+        echo: Option<&Echo>,
+    ) -> Vec<Result<AppendOutcome, StoreError>> {
+        // One JSON for every recipient: the batches carry it once per script call.
+        let json: Arc<str> = match serde_json::to_string(event) {
+            Ok(json) => json.into(),
+            Err(e) => return vec![Err(internal(e)); recipients.len()],
+        };
+        let answers: Vec<_> = recipients
+            .iter()
+            .enumerate()
+            .map(|(i, to)| {
+                let echo = if i == 0 { echo } else { None };
+                self.queue(to, &json, event.sent_at, dedupe, echo)
+            })
+            .collect();
+        join_all(answers.into_iter().map(|answer| async move {
+            match answer {
+                Ok(answer) => outcome_of(answer).await,
+                Err(e) => Err(e),
             }
-        } else {
-            AppendOutcome::Stored {
-                seq: u64::try_from(seq).map_err(internal)?,
-            }
-        })
+        }))
+        .await
     }
 
     async fn confirm(&self, user: &str, upto: Seq) -> Result<(), StoreError> {
