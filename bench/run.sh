@@ -142,7 +142,7 @@ fi
 
 ensure_redis_installed
 if [ "$PROFILE" = release ]; then
-  cargo build --release --bin webchat -p webchat -p webchat-loadgen
+  cargo build --release --bin webchat --bin webchat-loadgen -p webchat -p webchat-loadgen
 else
   cargo build --bin webchat --bin webchat-loadgen -p webchat -p webchat-loadgen
 fi
