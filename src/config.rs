@@ -69,6 +69,13 @@ pub struct Settings {
     #[arg(long, env = "WEBCHAT_MAX_BODY_BYTES", default_value_t = 16 * 1024)]
     pub max_body_bytes: usize,
 
+    /// Largest packet a client may send (websocket message or long-polling body), in bytes;
+    /// never below what a Body at the limit needs (8 × max body + 4 KiB). It bounds the
+    /// member list of one `create` or `refer` (a 1 MiB frame holds about 30,000 uids of 20
+    /// characters): larger groups are built with several `refer`s.
+    #[arg(long, env = "WEBCHAT_MAX_FRAME_BYTES", default_value_t = 1024 * 1024)]
+    pub max_frame_bytes: usize,
+
     /// Most unconfirmed events kept per user inbox; older ones are dropped first.
     #[arg(long, env = "WEBCHAT_INBOX_MAX_LEN", default_value_t = 10_000)]
     pub inbox_max_len: u64,

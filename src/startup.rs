@@ -206,13 +206,14 @@ impl Application {
             tasks: TaskTracker::new(),
         };
 
+        let frame_limit = frame_limit(settings.max_body_bytes, settings.max_frame_bytes);
         let (socket_layer, io) = SocketIo::builder()
             .with_state(state.clone())
             .ack_timeout(settings.ack_timeout())
             .max_buffer_size(settings.socket_queue.max(128))
-            .max_payload(u64::try_from(frame_limit(settings.max_body_bytes)).unwrap_or(u64::MAX))
-            .ws_max_message_size(frame_limit(settings.max_body_bytes))
-            .ws_max_frame_size(frame_limit(settings.max_body_bytes))
+            .max_payload(u64::try_from(frame_limit).unwrap_or(u64::MAX))
+            .ws_max_message_size(frame_limit)
+            .ws_max_frame_size(frame_limit)
             .build_layer();
         gateway::register(&io);
         let app = http::router(state.clone()).layer(socket_layer);
@@ -438,14 +439,14 @@ async fn sweep_periodically(
     }
 }
 
-/// The largest packet (websocket message, or long-polling request body) a client may send: a
-/// Body at the limit fits however its characters are escaped (at worst `\u0001`, 6 bytes per
-/// byte, and 7 in an envelope sent as a JSON string), with room for the other fields. Larger
-/// frames close the connection before they are buffered (socketioxide's own websocket default
-/// is 64 MiB).
-pub fn frame_limit(max_body_bytes: usize) -> usize {
+/// The largest packet (websocket message, or long-polling request body) a client may send:
+/// the configured frame size, but never less than a Body at the limit needs however its
+/// characters are escaped (at worst `\u0001`, 6 bytes per byte, and 7 in an envelope sent as
+/// a JSON string), with room for the other fields. Larger frames close the connection before
+/// they are buffered (socketioxide's own websocket default is 64 MiB).
+pub fn frame_limit(max_body_bytes: usize, max_frame_bytes: usize) -> usize {
     max_body_bytes
         .saturating_mul(8)
         .saturating_add(4096)
-        .max(100_000)
+        .max(max_frame_bytes)
 }

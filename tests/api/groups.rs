@@ -439,3 +439,26 @@ async fn a_dormant_group_restarts_on_its_next_message_redis() {
 async fn a_dormant_group_restarts_on_its_next_message_redis_cluster() {
     dormancy_then_restart(Backend::RedisCluster).await;
 }
+
+#[tokio::test]
+async fn a_member_list_larger_than_a_message_frame_is_read_and_answered() {
+    let app = spawn_app(Backend::Embedded).await;
+    let alice = app.signup("alice").await;
+    let bob = app.signup("bob").await;
+    let a = app.connect(&alice).await;
+    // 10,000 uids of 24 characters: a ~300 KB frame, over the 8 × Body + 4 KiB a message
+    // needs and within the 1 MiB default frame limit. They are unknown, so the create is
+    // refused, with an answer, on a connection that stays open.
+    let mut members: Vec<String> = (0..10_000)
+        .map(|i| format!("nobody-{i:05}-padpadpadpad"))
+        .collect();
+    members.push(bob.uid.clone());
+    let ack = a
+        .chat(json!({"EvtType": "create", "To": "", "Body": json!(members).to_string()}))
+        .await;
+    assert_eq!(ack["error"]["code"], "not_found", "{ack}");
+    let ack = a
+        .send(&bob.uid, "still-here", "the socket is still open")
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+}

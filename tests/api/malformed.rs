@@ -350,16 +350,16 @@ fn plans(gid: &str) -> Vec<Plan> {
         Plan {
             every: 25,
             ..plan(
-                "frame of 200 KB",
+                "frame of 200 KB (within the 1 MiB frame limit, over the Body limit)",
                 Send::Frame(oversized(200_000)),
-                &["disconnected"],
+                &["event:too_large"],
             )
         },
         Plan {
             every: 100,
             ..plan(
-                "frame of 1 MB",
-                Send::Frame(oversized(1_000_000)),
+                "frame of 1.1 MB (over the frame limit)",
+                Send::Frame(oversized(1_100_000)),
                 &["disconnected"],
             )
         },
