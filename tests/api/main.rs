@@ -19,3 +19,4 @@ mod presence;
 mod redis_faults;
 mod secrets;
 mod slow_consumer;
+mod traffic;
