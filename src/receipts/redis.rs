@@ -26,15 +26,20 @@ pub struct RedisReceiptStore {
     pool: Pool,
     record: Script,
     ttl_secs: i64,
+    displayed_ttl_secs: i64,
 }
 
 impl RedisReceiptStore {
-    /// A store over `pool`; state is forgotten `ttl_secs` after the last change.
-    pub fn new(pool: Pool, ttl_secs: u64) -> Self {
+    /// A store over `pool`; state is forgotten `ttl_secs` after the last change, and a 1:1
+    /// message's sent-to marker `displayed_ttl_secs` after its reader displayed it (if that
+    /// is sooner).
+    pub fn new(pool: Pool, ttl_secs: u64, displayed_ttl_secs: u64) -> Self {
+        let secs = |s: u64| i64::try_from(s.max(1)).unwrap_or(i64::MAX);
         Self {
             pool,
             record: Script::from_lua(RECORD_LUA),
-            ttl_secs: i64::try_from(ttl_secs.max(1)).unwrap_or(i64::MAX),
+            ttl_secs: secs(ttl_secs),
+            displayed_ttl_secs: secs(displayed_ttl_secs),
         }
     }
 }
@@ -105,6 +110,7 @@ impl ReceiptStore for RedisReceiptStore {
             kind.as_str().into(),
             i64::from(recipients_if_unknown).into(),
             self.ttl_secs.into(),
+            self.displayed_ttl_secs.into(),
         ];
         let unread: i64 = self
             .record

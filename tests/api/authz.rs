@@ -287,6 +287,16 @@ async fn one_to_one_receipts_only_from_the_messages_reader(backend: Backend) {
             assert_eq!(ack["error"]["code"], "not_found", "{event}: {ack}");
         }
     }
+    // Redis: the marker that lets Bob send receipts for m1 is kept for the inbox age until
+    // he displays m1, then only for the idempotency window.
+    let marker = format!("wc:{{{}}}:to:{}:-:m1", alice.uid, bob.uid);
+    let day = 24 * 3600;
+    if let Backend::Redis = backend {
+        assert!(
+            redis_ttl(&marker).await > day,
+            "{marker} kept for the inbox age"
+        );
+    }
     // Bob's own receipts go through; they are the first events Alice gets (nothing of the
     // refused ones was stored), with the Unread counts of Bob's receipts alone.
     for (kind, unread) in [("delivery", 1), ("display", 0)] {
@@ -307,6 +317,23 @@ async fn one_to_one_receipts_only_from_the_messages_reader(backend: Backend) {
             receipt.data
         );
     }
+    if let Backend::Redis = backend {
+        let ttl = redis_ttl(&marker).await;
+        assert!(0 < ttl && ttl <= day, "{marker}: TTL {ttl} once displayed");
+    }
+}
+
+/// A key's TTL in the test Redis (seconds; negative when absent or without one).
+async fn redis_ttl(key: &str) -> i64 {
+    let out = tokio::process::Command::new("redis-cli")
+        .args(["-u", &redis_url(), "TTL", key])
+        .output()
+        .await
+        .expect("redis-cli");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("TTL {key}: {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 #[tokio::test]
