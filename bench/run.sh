@@ -28,7 +28,7 @@
 #                                               # tables) with bench/report.py
 #   bash bench/run.sh --smoke                   # tiny runs for CI (debug build, webchat only):
 #                                               # pairs, cluster, group-fanout, idle, replay,
-#                                               # storm; last
+#                                               # storm and bench/soak.sh --smoke; last
 #                                               # line `bench-smoke: 1 passed, 0 failed` (or
 #                                               # `0 passed, 1 failed`, exit status 1)
 #
@@ -412,6 +412,12 @@ if wants idle; then
   done
   check python3 "$ROOT/bench/report.py" idle "$IDLE_OUT" --rc "$IDLE_RC" \
     --expect $((IDLE_REPEATS * ${#IDLE_KINDS[@]}))
+fi
+
+if [ "$SMOKE" = 1 ] && [ -z "$SCENARIO" ]; then
+  # The soak (bench/soak.sh) for a few seconds: RSS and fd sampling keep working.
+  log "soak smoke"
+  check bash "$ROOT/bench/soak.sh" --smoke
 fi
 
 if [ "$SMOKE" = 1 ]; then

@@ -362,6 +362,7 @@ impl Backends {
             receipts: Arc::new(RedisReceiptStore::new(
                 redis.pool.clone(),
                 settings.inbox_max_age_secs,
+                settings.dedupe_window_secs,
             )),
             bus: Arc::new(bus),
             health: Health::Redis(redis.pool.clone()),

@@ -286,7 +286,12 @@ impl ChatService {
             msg_id: msg_id.clone(),
         };
         let others = u32::try_from(members.len().saturating_sub(1)).unwrap_or(u32::MAX);
-        let unread = self.receipts.record(&key, reader, kind, others).await?;
+        // Group receipts are checked by membership above: always recorded.
+        let unread = self
+            .receipts
+            .record(&key, reader, kind, others)
+            .await?
+            .unwrap_or(0);
         let mut event = WireEvent::new(
             kind.as_str(),
             gid.as_str(),

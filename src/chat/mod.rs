@@ -158,7 +158,17 @@ impl ChatService {
         msg_id: MsgId,
         body: MessageBody,
     ) -> Result<Accepted, ChatError> {
-        self.check_recipient(to).await?;
+        // The reader may send receipts for this message: noted before it can be delivered,
+        // alongside the recipient check (no extra wait). A note for a refused message is
+        // harmless: it is only ever read for a receipt from that reader to this sender.
+        let sent = ReceiptKey {
+            sender: sender.clone(),
+            group: None,
+            msg_id: msg_id.clone(),
+        };
+        tokio::try_join!(self.check_recipient(to), async {
+            Ok(self.receipts.note_sent(&sent, to).await?)
+        })?;
         let event = WireEvent::new(
             "message",
             sender.as_str(),
@@ -208,6 +218,19 @@ impl ChatService {
         seq: Option<Seq>,
     ) -> Result<Accepted, ChatError> {
         self.check_recipient(original_sender).await?;
+        // 1:1: the one recipient is the reader; unread until they display it. Only the
+        // reader the message was sent to may send a receipt for it.
+        let key = ReceiptKey {
+            sender: original_sender.clone(),
+            group: None,
+            msg_id: msg_id.clone(),
+        };
+        let Some(unread) = self.receipts.record(&key, reader, kind, 1).await? else {
+            return Err(ChatError::new(
+                ErrorCode::NotFound,
+                format!("no message {msg_id} from {original_sender} to {reader}"),
+            ));
+        };
         // Receiving or showing a message implies the reader has everything up to it.
         if let Some(seq) = seq {
             self.inbox.confirm(reader.as_str(), seq).await?;
@@ -219,13 +242,7 @@ impl ChatService {
             msg_id.as_str(),
             String::new(),
         );
-        // 1:1: the one recipient is the reader; unread until they display it.
-        let key = ReceiptKey {
-            sender: original_sender.clone(),
-            group: None,
-            msg_id: msg_id.clone(),
-        };
-        event.unread = Some(self.receipts.record(&key, reader, kind, 1).await?);
+        event.unread = Some(unread);
         let log = receipt_record(&event, reader, original_sender, None);
         let dedupe = DedupeKey {
             sender: reader.clone(),

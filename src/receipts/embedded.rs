@@ -19,6 +19,9 @@ use crate::{
 struct State {
     recipients: Option<u32>,
     displayed: BTreeSet<String>,
+    /// 1:1: who the message was sent to (the readers whose receipts count).
+    #[serde(default)]
+    sent_to: BTreeSet<String>,
     /// Unix ms of the last change, for the sweep.
     #[serde(default)]
     changed_at: i64,
@@ -35,10 +38,11 @@ impl EmbeddedReceiptStore {
         Self { db }
     }
 
+    /// Applies `change` to `key`'s state; it returns its result and whether to save.
     async fn update<T: Send + 'static>(
         &self,
         key: &ReceiptKey,
-        change: impl FnOnce(&mut State) -> T + Send + 'static,
+        change: impl FnOnce(&mut State) -> (T, bool) + Send + 'static,
     ) -> Result<T, StoreError> {
         let key = format!("{}\u{0}{}", key.sender, key.suffix());
         self.db
@@ -49,7 +53,10 @@ impl EmbeddedReceiptStore {
                         Some(raw) => serde_json::from_slice(raw.value()).map_err(internal)?,
                         None => State::default(),
                     };
-                    let out = change(&mut state);
+                    let (out, save) = change(&mut state);
+                    if !save {
+                        return Ok(out);
+                    }
                     state.changed_at = now_millis();
                     let json = serde_json::to_vec(&state).map_err(internal)?;
                     table
@@ -89,8 +96,20 @@ impl EmbeddedReceiptStore {
 #[async_trait]
 impl ReceiptStore for EmbeddedReceiptStore {
     async fn expect(&self, key: &ReceiptKey, recipients: u32) -> Result<(), StoreError> {
-        self.update(key, move |state| state.recipients = Some(recipients))
-            .await
+        self.update(key, move |state| {
+            state.recipients = Some(recipients);
+            ((), true)
+        })
+        .await
+    }
+
+    async fn note_sent(&self, key: &ReceiptKey, reader: &UserId) -> Result<(), StoreError> {
+        let reader = reader.to_string();
+        self.update(key, move |state| {
+            state.sent_to.insert(reader);
+            ((), true)
+        })
+        .await
     }
 
     async fn record(
@@ -99,15 +118,19 @@ impl ReceiptStore for EmbeddedReceiptStore {
         reader: &UserId,
         kind: ReceiptKind,
         recipients_if_unknown: u32,
-    ) -> Result<u32, StoreError> {
+    ) -> Result<Option<u32>, StoreError> {
         let reader = reader.to_string();
+        let direct = key.group.is_none();
         self.update(key, move |state| {
+            if direct && !state.sent_to.contains(&reader) {
+                return (None, false);
+            }
             if kind == ReceiptKind::Display {
                 state.displayed.insert(reader);
             }
             let recipients = state.recipients.unwrap_or(recipients_if_unknown);
             let shown = u32::try_from(state.displayed.len()).unwrap_or(u32::MAX);
-            recipients.saturating_sub(shown)
+            (Some(recipients.saturating_sub(shown)), true)
         })
         .await
     }

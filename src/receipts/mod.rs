@@ -4,6 +4,9 @@
 //! state lives under its sender (in Redis, in the sender's hash slot): how many recipients it
 //! had when sent, and the set of recipients who displayed it. A reader is counted once
 //! however many displays it sends, and `Unread` never goes below zero.
+//!
+//! A 1:1 message is also noted with its recipient when it is sent, and a 1:1 receipt is
+//! recorded only from that recipient: nobody can report reading a message they were not sent.
 
 mod embedded;
 mod redis;
@@ -42,13 +45,19 @@ pub trait ReceiptStore: Send + Sync {
     /// Notes how many recipients (the sender excluded) a message had when it was sent.
     async fn expect(&self, key: &ReceiptKey, recipients: u32) -> Result<(), StoreError>;
 
+    /// Notes that `key.sender` sent the 1:1 message `key.msg_id` to `reader`, who may then
+    /// send receipts for it (kept as long as the rest of the receipt state).
+    async fn note_sent(&self, key: &ReceiptKey, reader: &UserId) -> Result<(), StoreError>;
+
     /// Records `reader`'s receipt and returns how many recipients have not displayed the
     /// message. `recipients_if_unknown` stands in for a message whose count was not noted.
+    /// For a 1:1 message (`key.group` is `None`) not noted as sent to `reader`, records
+    /// nothing and returns `None`.
     async fn record(
         &self,
         key: &ReceiptKey,
         reader: &UserId,
         kind: ReceiptKind,
         recipients_if_unknown: u32,
-    ) -> Result<u32, StoreError>;
+    ) -> Result<Option<u32>, StoreError>;
 }

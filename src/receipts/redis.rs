@@ -1,11 +1,13 @@
 //! Receipt state in Redis: `wc:{sender}:rc:<gid or ->:<MsgID>` (hash, field `n`) and
-//! `wc:{sender}:rd:<gid or ->:<MsgID>` (set of readers who displayed it).
+//! `wc:{sender}:rd:<gid or ->:<MsgID>` (set of readers who displayed it); for 1:1 messages
+//! also `wc:{sender}:to:<reader>:-:<MsgID>` (string, set when the message is sent to that
+//! reader, which a receipt needs).
 
 use async_trait::async_trait;
 use fred::{
     clients::Pool,
     interfaces::{HashesInterface, KeysInterface},
-    types::{scripts::Script, Value},
+    types::{scripts::Script, Expiration, Value},
 };
 
 use super::{ReceiptKey, ReceiptStore};
@@ -24,15 +26,20 @@ pub struct RedisReceiptStore {
     pool: Pool,
     record: Script,
     ttl_secs: i64,
+    displayed_ttl_secs: i64,
 }
 
 impl RedisReceiptStore {
-    /// A store over `pool`; state is forgotten `ttl_secs` after the last change.
-    pub fn new(pool: Pool, ttl_secs: u64) -> Self {
+    /// A store over `pool`; state is forgotten `ttl_secs` after the last change, and a 1:1
+    /// message's sent-to marker `displayed_ttl_secs` after its reader displayed it (if that
+    /// is sooner).
+    pub fn new(pool: Pool, ttl_secs: u64, displayed_ttl_secs: u64) -> Self {
+        let secs = |s: u64| i64::try_from(s.max(1)).unwrap_or(i64::MAX);
         Self {
             pool,
             record: Script::from_lua(RECORD_LUA),
-            ttl_secs: i64::try_from(ttl_secs.max(1)).unwrap_or(i64::MAX),
+            ttl_secs: secs(ttl_secs),
+            displayed_ttl_secs: secs(displayed_ttl_secs),
         }
     }
 }
@@ -46,8 +53,32 @@ fn keys(key: &ReceiptKey) -> (String, String) {
     )
 }
 
+/// The marker that `key.sender` sent the 1:1 message to `reader`.
+fn sent_key(key: &ReceiptKey, reader: &UserId) -> String {
+    user_key(
+        key.sender.as_str(),
+        &format!("to:{reader}:{}", key.suffix()),
+    )
+}
+
 #[async_trait]
 impl ReceiptStore for RedisReceiptStore {
+    async fn note_sent(&self, key: &ReceiptKey, reader: &UserId) -> Result<(), StoreError> {
+        let _: Value = self
+            .pool
+            .next()
+            .set(
+                sent_key(key, reader),
+                1,
+                Some(Expiration::EX(self.ttl_secs)),
+                None,
+                false,
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
     async fn expect(&self, key: &ReceiptKey, recipients: u32) -> Result<(), StoreError> {
         let (count, _) = keys(key);
         let client = self.pool.next();
@@ -68,19 +99,24 @@ impl ReceiptStore for RedisReceiptStore {
         reader: &UserId,
         kind: ReceiptKind,
         recipients_if_unknown: u32,
-    ) -> Result<u32, StoreError> {
+    ) -> Result<Option<u32>, StoreError> {
         let (count, displayed) = keys(key);
+        let mut script_keys = vec![count, displayed];
+        if key.group.is_none() {
+            script_keys.push(sent_key(key, reader));
+        }
         let args: Vec<Value> = vec![
             reader.as_str().into(),
             kind.as_str().into(),
             i64::from(recipients_if_unknown).into(),
             self.ttl_secs.into(),
+            self.displayed_ttl_secs.into(),
         ];
         let unread: i64 = self
             .record
-            .evalsha_with_reload(self.pool.next(), vec![count, displayed], args)
+            .evalsha_with_reload(self.pool.next(), script_keys, args)
             .await
             .map_err(unavailable)?;
-        Ok(u32::try_from(unread).unwrap_or(0))
+        Ok((unread >= 0).then(|| u32::try_from(unread).unwrap_or(0)))
     }
 }

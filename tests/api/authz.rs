@@ -89,6 +89,9 @@ async fn impersonation_in_the_payload_is_ignored_for_every_evt_type() {
     let mut cb = app.connect(&bob).await;
     let mut cm = app.connect(&mallory).await;
     let gid = group(&mut ca, &mut [&mut cb, &mut cm]).await;
+    // Bob's message that Mallory's receipts below are about (a 1:1 receipt needs one).
+    let ack = cb.send(&mallory.uid, "b1", "to mallory").await;
+    assert_eq!(ack["ok"], true, "{ack}");
     let spoof = |mut event: Value| {
         event["From"] = json!(alice.uid);
         event["Originated"] = json!(alice.uid);
@@ -235,6 +238,114 @@ async fn impersonation_in_the_payload_is_ignored_for_every_evt_type() {
 /// A non-member tries every group operation, with and without an ack callback: each is
 /// refused with its code, nobody receives anything, no Seq is consumed, membership is
 /// unchanged and the group's history and member list stay closed to the outsider.
+/// A 1:1 receipt is accepted only from the reader the message was sent to, for a message the
+/// named sender sent: anything else is `not_found`, forwards nothing and confirms nothing.
+async fn one_to_one_receipts_only_from_the_messages_reader(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (alice, bob, carol) = (
+        app.signup("alice").await,
+        app.signup("bob").await,
+        app.signup("carol").await,
+    );
+    let mut ca = app.connect(&alice).await;
+    let mut cb = app.connect(&bob).await;
+    let cc = app.connect(&carol).await;
+    let ack = ca.send(&bob.uid, "m1", "for bob only").await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    let got = cb.next_chat_acked().await;
+    assert_eq!(got.data["MsgID"], "m1");
+    let bobs_seq = seq(&got);
+    // Carol and Alice exchange a message too, so both may message each other either way.
+    let ack = ca.send(&carol.uid, "c1", "hi carol").await;
+    assert_eq!(ack["ok"], true, "{ack}");
+
+    for kind in ["delivery", "display"] {
+        let refused = [
+            // Carol was not sent m1 (Alice sent her c1, not m1).
+            (
+                &cc,
+                json!({"EvtType": kind, "To": alice.uid, "MsgID": "m1"}),
+            ),
+            (
+                &cc,
+                json!({"EvtType": kind, "To": alice.uid, "MsgID": "m1", "Seq": 1}),
+            ),
+            // Bob got m1 from Alice, not from Carol; and no message "never" from Alice.
+            (
+                &cb,
+                json!({"EvtType": kind, "To": carol.uid, "MsgID": "m1"}),
+            ),
+            (
+                &cb,
+                json!({"EvtType": kind, "To": alice.uid, "MsgID": "never"}),
+            ),
+            // Alice sent m1, she did not receive it.
+            (&ca, json!({"EvtType": kind, "To": bob.uid, "MsgID": "m1"})),
+        ];
+        for (client, event) in refused {
+            let ack = client.chat(event.clone()).await;
+            assert_eq!(ack["error"]["code"], "not_found", "{event}: {ack}");
+        }
+    }
+    // Redis: the marker that lets Bob send receipts for m1 is kept for the inbox age until
+    // he displays m1, then only for the idempotency window.
+    let marker = format!("wc:{{{}}}:to:{}:-:m1", alice.uid, bob.uid);
+    let day = 24 * 3600;
+    if let Backend::Redis = backend {
+        assert!(
+            redis_ttl(&marker).await > day,
+            "{marker} kept for the inbox age"
+        );
+    }
+    // Bob's own receipts go through; they are the first events Alice gets (nothing of the
+    // refused ones was stored), with the Unread counts of Bob's receipts alone.
+    for (kind, unread) in [("delivery", 1), ("display", 0)] {
+        let ack = cb
+            .chat(json!({"EvtType": kind, "To": alice.uid, "MsgID": "m1", "Seq": bobs_seq}))
+            .await;
+        assert_eq!(ack["ok"], true, "{kind}: {ack}");
+        let receipt = ca.next_chat_acked().await;
+        assert_eq!(
+            (
+                receipt.data["EvtType"].as_str(),
+                receipt.data["From"].as_str(),
+                receipt.data["MsgID"].as_str(),
+                receipt.data["Unread"].as_u64()
+            ),
+            (Some(kind), Some(bob.uid.as_str()), Some("m1"), Some(unread)),
+            "{}",
+            receipt.data
+        );
+    }
+    if let Backend::Redis = backend {
+        let ttl = redis_ttl(&marker).await;
+        assert!(0 < ttl && ttl <= day, "{marker}: TTL {ttl} once displayed");
+    }
+}
+
+/// A key's TTL in the test Redis (seconds; negative when absent or without one).
+async fn redis_ttl(key: &str) -> i64 {
+    let out = tokio::process::Command::new("redis-cli")
+        .args(["-u", &redis_url(), "TTL", key])
+        .output()
+        .await
+        .expect("redis-cli");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("TTL {key}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+#[tokio::test]
+async fn one_to_one_receipts_only_from_the_messages_reader_embedded() {
+    one_to_one_receipts_only_from_the_messages_reader(Backend::Embedded).await;
+}
+
+#[tokio::test]
+async fn one_to_one_receipts_only_from_the_messages_reader_redis() {
+    one_to_one_receipts_only_from_the_messages_reader(Backend::Redis).await;
+}
+
 #[tokio::test]
 async fn non_members_are_refused_every_group_operation() {
     let app = spawn_app(Backend::Embedded).await;

@@ -295,12 +295,21 @@ impl TestClient {
 }
 
 /// Polls `check` until it is true; a bound for conditions with no event to await.
-pub async fn eventually<F, Fut>(what: &str, mut check: F)
+pub async fn eventually<F, Fut>(what: &str, check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = Instant::now() + PATIENCE;
+    eventually_within(what, PATIENCE, check).await;
+}
+
+/// [`eventually`] with another bound than [`PATIENCE`].
+pub async fn eventually_within<F, Fut>(what: &str, patience: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + patience;
     while !check().await {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -20,3 +20,4 @@ mod redis_cluster;
 mod redis_faults;
 mod secrets;
 mod slow_consumer;
+mod traffic;
