@@ -2,7 +2,8 @@
 // The stack of docker-compose.yml as plain processes, for tests/js/topology.test.js:
 // two `webchat` nodes and `webchat-profile` with the compose environment, on the test's
 // Redis and DynamoDB Local, behind the real nginx running deploy/nginx.conf (rendered with
-// loopback addresses and a private temp dir, nothing else changed).
+// loopback addresses, temp paths in a private dir and an access log naming the upstream of
+// each request; nothing else changed).
 //
 // - startTopology(): start it all; resolves with { chatUrl, profileUrl, nodes, profile,
 //   nginx, adminToken, stop() } once /health answers through nginx.
