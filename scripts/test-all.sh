@@ -172,6 +172,10 @@ if [ "$SKIP_JS" != 1 ] && ! command -v chromium >/dev/null 2>&1; then
   # The browser test drives Debian's Chromium (a browser download is not possible here).
   apt_install chromium
 fi
+if [ "$SKIP_JS" != 1 ] && ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+  # tests/js/topology.test.js runs deploy/nginx.conf in front of two nodes (no Docker here).
+  apt_install nginx
+fi
 
 ensure_dynamodb_local_installed "$ROOT"
 

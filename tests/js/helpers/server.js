@@ -59,13 +59,20 @@ function modes() {
 
 /**
  * Start a webchat server.
- * opts: { auth: 'open'|'token', redisUrl, maxBodyBytes, dataDir, args: [], env: {} }
+ * opts: { auth: 'open'|'token', redisUrl, maxBodyBytes, dataDir, args: [], env: {},
+ *         bin, name }  (bin/name: another binary taking --listen/--data-dir that prints
+ *         "<name> listening on ADDR", e.g. webchat-profile; default $WEBCHAT_BIN, 'webchat')
  * Returns { url, addr, port, dataDir, child, stderr(), stop({keepDataDir}) }.
  */
 async function startServer(opts = {}) {
-  if (!fs.existsSync(WEBCHAT_BIN)) {
+  const bin = opts.bin || WEBCHAT_BIN;
+  const name = opts.name || 'webchat';
+  const listenRe = name === 'webchat' ? LISTEN_RE : new RegExp(`^${name} listening on (\\S+)\\s*$`);
+  if (!fs.existsSync(bin)) {
     throw new Error(
-      `webchat binary not found at ${WEBCHAT_BIN} (build it with \`cargo build --bin webchat\` or set WEBCHAT_BIN)`,
+      opts.bin
+        ? `${name} binary not found at ${bin}`
+        : `webchat binary not found at ${WEBCHAT_BIN} (build it with \`cargo build --bin webchat\` or set WEBCHAT_BIN)`,
     );
   }
   const dataDir = opts.dataDir || fs.mkdtempSync(path.join(os.tmpdir(), 'webchat-js-'));
@@ -86,7 +93,7 @@ async function startServer(opts = {}) {
   Object.assign(env, opts.env || {});
 
   // cwd = repo root, so relative defaults (e.g. --webclient-dir webclient) resolve as for a developer.
-  const child = spawn(WEBCHAT_BIN, args, { cwd: opts.cwd || REPO_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(bin, args, { cwd: opts.cwd || REPO_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
   let stderrBuf = '';
   const echo = process.env.WEBCHAT_TEST_SERVER_LOG === '1';
   child.stderr.setEncoding('utf8');
@@ -136,12 +143,12 @@ async function startServer(opts = {}) {
   const rl = readline.createInterface({ input: child.stdout });
   const listening = new Promise((resolve, reject) => {
     const timer = setTimeout(
-      () => reject(new Error(`webchat did not print its listening line within ${STARTUP_TIMEOUT_MS} ms`)),
+      () => reject(new Error(`${name} did not print its listening line within ${STARTUP_TIMEOUT_MS} ms`)),
       STARTUP_TIMEOUT_MS,
     );
     rl.on('line', (line) => {
       stdoutLines.push(line);
-      const m = LISTEN_RE.exec(line);
+      const m = listenRe.exec(line);
       if (m && !server.addr) {
         clearTimeout(timer);
         resolve(m[1]);
@@ -153,7 +160,7 @@ async function startServer(opts = {}) {
     });
     exited.then(({ code, signal }) => {
       clearTimeout(timer);
-      reject(new Error(`webchat exited before listening (code ${code}, signal ${signal})`));
+      reject(new Error(`${name} exited before listening (code ${code}, signal ${signal})`));
     });
   });
 
