@@ -146,10 +146,16 @@ pub struct Settings {
     #[arg(long, env = "WEBCHAT_SOCKET_BURST", default_value_t = 500.0)]
     pub socket_burst: f64,
 
-    /// New sockets per second from one client address (0: no limit). Behind a load balancer
-    /// every client has the balancer's address: leave it off there and limit at the balancer.
+    /// New sockets per second from one client address (0: no limit). Behind a load balancer,
+    /// set `trusted_proxies` so the address is the client's, not the balancer's.
     #[arg(long, env = "WEBCHAT_CONNECT_RATE", default_value_t = 0.0)]
     pub connect_rate: f64,
+
+    /// Load balancers whose `X-Forwarded-For` header is believed, comma-separated addresses
+    /// or CIDR ranges (e.g. `10.0.0.0/8`). Per-address limits (failed logins, new sockets)
+    /// then count the client the balancer saw instead of the balancer. Unset: the TCP peer.
+    #[arg(long, env = "WEBCHAT_TRUSTED_PROXIES")]
+    pub trusted_proxies: Option<String>,
 
     /// New sockets one address may open at once before the connect rate applies.
     #[arg(long, env = "WEBCHAT_CONNECT_BURST", default_value_t = 50.0)]

@@ -11,6 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use axum::http::HeaderMap;
 use dashmap::DashMap;
 use fred::{
     clients::Pool,
@@ -245,9 +246,134 @@ fn throttled(message: &str) -> ChatError {
     ChatError::new(ErrorCode::RateLimited, message)
 }
 
+/// Proxies whose `X-Forwarded-For` is believed (`WEBCHAT_TRUSTED_PROXIES`: addresses or CIDR
+/// ranges). Behind a load balancer every connection comes from the balancer, so per-address
+/// limits (failed logins, new sockets) would count all clients as one; naming the balancer
+/// here makes them count the real client. A header from anyone else is ignored, since a
+/// client could write any address into it.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies(Vec<(IpAddr, u8)>);
+
+impl TrustedProxies {
+    /// Parses a comma-separated list such as `10.0.0.0/8, 127.0.0.1, ::1`.
+    pub fn parse(list: &str) -> Result<Self, String> {
+        let mut ranges = Vec::new();
+        for item in list.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let (address, bits) = match item.split_once('/') {
+                Some((address, bits)) => (address, Some(bits)),
+                None => (item, None),
+            };
+            let ip: IpAddr = address
+                .parse()
+                .map_err(|_| format!("trusted proxy {item:?} is not an IP address or range"))?;
+            let ip = ip.to_canonical();
+            let max = if ip.is_ipv4() { 32 } else { 128 };
+            let bits = match bits {
+                None => max,
+                Some(bits) => bits
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|b| *b <= max)
+                    .ok_or_else(|| format!("trusted proxy {item:?} has a bad prefix length"))?,
+            };
+            ranges.push((ip, bits));
+        }
+        Ok(Self(ranges))
+    }
+
+    /// Whether `ip` is one of the trusted proxies.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.0.iter().any(|(range, bits)| match (range, ip) {
+            (IpAddr::V4(range), IpAddr::V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(*bits)).unwrap_or(0);
+                u32::from(*range) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(range), IpAddr::V6(ip)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(*bits)).unwrap_or(0);
+                u128::from(*range) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        })
+    }
+
+    /// The client's address: `peer`, unless it is a trusted proxy; then the nearest address
+    /// in `X-Forwarded-For`, read from the right, that is not itself a trusted proxy (each
+    /// proxy appends the address it saw, so everything left of that one is the client's own
+    /// claim).
+    pub fn client_address(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> Option<IpAddr> {
+        let peer = peer?;
+        if !self.contains(peer) {
+            return Some(peer);
+        }
+        let mut client = peer;
+        let values: Vec<_> = headers.get_all("x-forwarded-for").iter().collect();
+        for value in values.into_iter().rev() {
+            let Ok(value) = value.to_str() else {
+                return Some(client);
+            };
+            for hop in value.split(',').rev() {
+                let Ok(hop) = hop.trim().parse::<IpAddr>() else {
+                    return Some(client);
+                };
+                client = hop.to_canonical();
+                if !self.contains(client) {
+                    return Some(client);
+                }
+            }
+        }
+        Some(client)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_trusted_proxy_names_the_client() {
+        let proxies = TrustedProxies::parse("10.0.0.0/8, 127.0.0.1 ,::1").expect("parse");
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-forwarded-for",
+            "6.6.6.6, 203.0.113.7".parse().expect("header"),
+        );
+        let ip = |s: &str| s.parse::<IpAddr>().ok();
+        // From the balancer: the rightmost untrusted hop (6.6.6.6 is the client's own claim).
+        assert_eq!(
+            proxies.client_address(ip("10.1.2.3"), &headers),
+            ip("203.0.113.7")
+        );
+        assert_eq!(
+            proxies.client_address(ip("::ffff:127.0.0.1"), &headers),
+            ip("203.0.113.7")
+        );
+        // From anyone else the header is ignored.
+        assert_eq!(
+            proxies.client_address(ip("198.51.100.1"), &headers),
+            ip("198.51.100.1")
+        );
+        // Trusted hops are skipped; a header of only proxies leaves the last one.
+        headers.insert(
+            "x-forwarded-for",
+            "203.0.113.7, 10.9.9.9".parse().expect("header"),
+        );
+        assert_eq!(
+            proxies.client_address(ip("::1"), &headers),
+            ip("203.0.113.7")
+        );
+        headers.insert("x-forwarded-for", "10.9.9.9".parse().expect("header"));
+        assert_eq!(proxies.client_address(ip("::1"), &headers), ip("10.9.9.9"));
+        // None configured: always the peer.
+        let none = TrustedProxies::default();
+        assert_eq!(
+            none.client_address(ip("10.1.2.3"), &headers),
+            ip("10.1.2.3")
+        );
+        for bad in ["10.0.0.0/33", "nonsense", "::1/129"] {
+            assert!(TrustedProxies::parse(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn a_bucket_allows_its_burst_then_its_rate() {

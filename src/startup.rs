@@ -30,7 +30,7 @@ use crate::{
     health::Health,
     http,
     inbox::{EmbeddedInbox, InboxLimits, InboxStore, RedisInbox},
-    limits::{KeyedBuckets, LoginThrottle},
+    limits::{KeyedBuckets, LoginThrottle, TrustedProxies},
     presence::{
         ContactStore, EmbeddedContactStore, MemoryPresenceStore, PresenceService, PresenceStore,
         RedisContactStore, RedisPresenceStore,
@@ -56,6 +56,9 @@ pub enum StartupError {
     /// A back-end could not be opened.
     #[error("back-end: {0}")]
     Store(#[from] StoreError),
+    /// A setting is invalid.
+    #[error("configuration: {0}")]
+    Config(String),
 }
 
 /// A built, bound, not yet running chat server node.
@@ -77,6 +80,8 @@ impl Application {
         let shutdown = CancellationToken::new();
         let bus_slot: Arc<OnceLock<Arc<dyn Bus>>> = Arc::new(OnceLock::new());
         let router = Router::new(bus_slot.clone(), metrics.clone(), shutdown.clone());
+        let proxies = TrustedProxies::parse(settings.trusted_proxies.as_deref().unwrap_or(""))
+            .map_err(StartupError::Config)?;
         let limits = InboxLimits {
             max_len: settings.inbox_max_len.max(1),
             max_age_secs: settings.inbox_max_age_secs,
@@ -194,6 +199,7 @@ impl Application {
             health,
             token_sockets,
             limits: Arc::new(Limits {
+                proxies,
                 connects: KeyedBuckets::new(settings.connect_rate, settings.connect_burst),
                 logins: LoginThrottle::new(
                     login_counter,

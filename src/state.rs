@@ -13,7 +13,7 @@ use crate::{
     groups::GroupStore,
     health::Health,
     inbox::InboxLimits,
-    limits::{KeyedBuckets, LoginThrottle},
+    limits::{KeyedBuckets, LoginThrottle, TrustedProxies},
     telemetry::Metrics,
 };
 
@@ -23,6 +23,8 @@ pub struct Limits {
     pub connects: KeyedBuckets,
     /// Failed logins per uid and per address.
     pub logins: LoginThrottle,
+    /// The load balancers whose `X-Forwarded-For` names the client these limits count.
+    pub proxies: TrustedProxies,
 }
 
 /// Everything a request or socket handler may need.

@@ -33,7 +33,9 @@ pub async fn authenticate(
     TryData(auth): TryData<serde_json::Value>,
     State(state): State<AppState>,
 ) -> Result<(), Refused> {
-    if let Some(address) = peer_address(&socket.req_parts().extensions) {
+    let parts = socket.req_parts();
+    let peer = peer_address(&parts.extensions);
+    if let Some(address) = state.limits.proxies.client_address(peer, &parts.headers) {
         if !state.limits.connects.try_take(address) {
             tracing::info!(%address, "connect rate exceeded");
             return Err(Refused::RateLimited);

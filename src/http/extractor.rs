@@ -42,21 +42,28 @@ fn bearer(parts: &Parts) -> Option<String> {
     Some(token.trim().to_owned())
 }
 
-/// The client's address (the TCP peer; behind a proxy, the proxy's), when known.
+/// The client's address, when known: the TCP peer, or behind a trusted proxy the address
+/// that proxy saw (see [`TrustedProxies`]).
 pub struct ClientAddress(pub Option<IpAddr>);
 
 /// The TCP peer's address recorded by the server's connect info.
 pub fn peer_address(extensions: &axum::http::Extensions) -> Option<IpAddr> {
     extensions
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|info| info.0.ip())
+        .map(|info| info.0.ip().to_canonical())
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientAddress {
+impl FromRequestParts<AppState> for ClientAddress {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self(peer_address(&parts.extensions)))
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = peer_address(&parts.extensions);
+        Ok(Self(
+            state.limits.proxies.client_address(peer, &parts.headers),
+        ))
     }
 }
 

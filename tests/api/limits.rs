@@ -63,6 +63,70 @@ async fn failed_logins_are_throttled_per_address() {
     );
 }
 
+async fn login_via(url: &str, forwarded_for: &str, uid: &str, password: &str) -> u16 {
+    http()
+        .post(format!("{url}/api/v1/login"))
+        .header("X-Forwarded-For", forwarded_for)
+        .json(&json!({"uid": uid, "password": password}))
+        .send()
+        .await
+        .expect("login")
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_failed_logins_count_per_forwarded_client() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = settings(Backend::Embedded, dir.path().to_path_buf());
+    s.login_max_failures_per_address = 3;
+    s.trusted_proxies = Some("127.0.0.0/8".into());
+    let app = spawn_with(s).await;
+    let user = app.signup("user").await;
+    // An attacker behind the balancer exhausts its own address's allowance...
+    for uid in ["nobody1", "nobody2", "nobody3"] {
+        assert_eq!(login_via(&app.url, "203.0.113.66", uid, "guess").await, 401);
+    }
+    assert_eq!(
+        login_via(&app.url, "203.0.113.66", &user.uid, "correct horse").await,
+        429
+    );
+    // ...and a left-most address it writes itself does not buy it a fresh one...
+    assert_eq!(
+        login_via(
+            &app.url,
+            "198.51.100.9, 203.0.113.66",
+            &user.uid,
+            "correct horse"
+        )
+        .await,
+        429
+    );
+    // ...while everybody else behind the same balancer still logs in.
+    assert_eq!(
+        login_via(&app.url, "203.0.113.7", &user.uid, "correct horse").await,
+        200
+    );
+}
+
+#[tokio::test]
+async fn without_trusted_proxies_a_forwarded_for_header_is_ignored() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = settings(Backend::Embedded, dir.path().to_path_buf());
+    s.login_max_failures_per_address = 3;
+    let app = spawn_with(s).await;
+    let user = app.signup("user").await;
+    for (i, uid) in ["nobody1", "nobody2", "nobody3"].into_iter().enumerate() {
+        let spoofed = format!("203.0.113.{i}");
+        assert_eq!(login_via(&app.url, &spoofed, uid, "guess").await, 401);
+    }
+    assert_eq!(
+        login_via(&app.url, "203.0.113.99", &user.uid, "correct horse").await,
+        429,
+        "a client cannot escape its address's limit by naming another"
+    );
+}
+
 #[tokio::test]
 async fn a_socket_over_its_event_rate_gets_rate_limited_and_recovers() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -232,6 +232,8 @@ async function startTopology({ redisUrl, dynamodbUrl }) {
       WEBCHAT_TOKEN_SECRET: crypto.randomBytes(32).toString('hex'),
       WEBCHAT_ADMIN_TOKEN: topo.adminToken,
       WEBCHAT_CORS_ORIGINS: topo.chatUrl,
+      // compose trusts the private ranges nginx sits in; here nginx is on loopback.
+      WEBCHAT_TRUSTED_PROXIES: '127.0.0.0/8',
       RUST_LOG: 'info',
       WEBCHAT_LOG_FORMAT: 'json',
       WEBCHAT_TABLE_PREFIX: prefix,
