@@ -29,6 +29,9 @@ const MAX_BATCH: usize = 128;
 /// Script calls in flight at once; more events wait and join the next batch.
 const MAX_BATCHES_IN_FLIGHT: usize = 4;
 
+/// The script's answer for one append: (Seq, SentAt, FirstSeq), see append.lua.
+type ScriptAnswer = Result<(i64, i64, i64), StoreError>;
+
 /// One event waiting for the next batch.
 struct PendingAppend {
     keys: [String; 3],
@@ -40,7 +43,7 @@ struct PendingAppend {
     /// payload): it lives in another slot than the receiver's keys, so it is published after
     /// the script instead of inside it.
     echo_after: Option<(String, String)>,
-    done: oneshot::Sender<Result<(i64, i64, i64), StoreError>>,
+    done: oneshot::Sender<ScriptAnswer>,
 }
 
 /// [`InboxStore`] over Redis streams.
@@ -196,7 +199,7 @@ impl RedisInbox {
         sent_at: i64,
         dedupe: Option<&DedupeKey>,
         echo: Option<&Echo>,
-    ) -> Result<oneshot::Receiver<Result<(i64, i64, i64), StoreError>>, StoreError> {
+    ) -> Result<oneshot::Receiver<ScriptAnswer>, StoreError> {
         let uid = to.as_str();
         let dedupe_key = match dedupe {
             Some(d) => user_key(uid, &format!("dd:{}", d.text())),
@@ -242,9 +245,7 @@ impl RedisInbox {
 }
 
 /// What the script answered for one append.
-async fn outcome_of(
-    answer: oneshot::Receiver<Result<(i64, i64, i64), StoreError>>,
-) -> Result<AppendOutcome, StoreError> {
+async fn outcome_of(answer: oneshot::Receiver<ScriptAnswer>) -> Result<AppendOutcome, StoreError> {
     let (seq, sent_at, first_seq) = answer
         .await
         .map_err(|_| StoreError::Internal("inbox appender dropped an append".into()))??;
