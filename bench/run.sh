@@ -235,6 +235,30 @@ start_cluster() {
   log "$name ($kind, call log $call_log): ${urls[*]} (pids ${pids[*]}), redis pid $C_REDIS_PID"
 }
 
+# Servers started for a side-by-side scenario, by label: their URLs and pids (--server-pids).
+declare -A URLS_OF PIDS_OF
+
+# alternate WHAT OUT LABEL... — every rate step of STEPS once against each labelled server set
+# (URLS_OF/PIDS_OF), the order rotating from step to step so none always runs first; appends
+# the generator's JSON lines to OUT. Fails if any generator run failed.
+alternate() {
+  local what="$1" out="$2" i=0 k rate sys rc=0
+  shift 2
+  local systems=("$@")
+  for rate in ${STEPS//,/ }; do
+    for k in "${!systems[@]}"; do
+      sys="${systems[$(((i + k) % ${#systems[@]}))]}"
+      log "$what: $sys at $rate msgs/s (load $(load_note))"
+      "$LOADGEN" --urls "${URLS_OF[$sys]}" --sockets "$SOCKETS" --rate "$rate" \
+        --duration "$DURATION" --warmup "$WARMUP" --server-pids "${PIDS_OF[$sys]}" \
+        --run-id "$(date +%s%N)" --label "$sys" \
+        | tee -a "$out" || { rc=1; warn "webchat-loadgen failed ($sys, $rate)"; show_server_logs; }
+    done
+    i=$((i + 1))
+  done
+  return "$rc"
+}
+
 # After a failed generator run: what the servers and Redis said.
 show_server_logs() {
   local f
@@ -276,26 +300,13 @@ if wants compare; then
   mkdir -p "$(dirname "$OUT")"
   : >"$OUT"
   start_cluster webchat-log-on webchat 2 true
-  declare -A URLS_OF PIDS_OF
   URLS_OF[webchat-log-on]="$C_URLS" PIDS_OF[webchat-log-on]="$C_PIDS"
   start_cluster webchat-log-off webchat 2 false
   URLS_OF[webchat-log-off]="$C_URLS" PIDS_OF[webchat-log-off]="$C_PIDS"
   start_cluster baseline baseline 2
   URLS_OF[baseline]="$C_URLS" PIDS_OF[baseline]="$C_PIDS"
-  SYSTEMS=(webchat-log-on webchat-log-off baseline)
   COMPARE_RC=0
-  i=0
-  for rate in ${STEPS//,/ }; do
-    for k in 0 1 2; do
-      sys="${SYSTEMS[$(((i + k) % 3))]}"
-      log "compare: $sys at $rate msgs/s (load $(load_note))"
-      "$LOADGEN" --urls "${URLS_OF[$sys]}" --sockets "$SOCKETS" --rate "$rate" \
-        --duration "$DURATION" --warmup "$WARMUP" --server-pids "${PIDS_OF[$sys]}" \
-        --run-id "$(date +%s%N)" --label "$sys" \
-        | tee -a "$OUT" || { COMPARE_RC=1; warn "webchat-loadgen failed ($sys, $rate)"; show_server_logs; }
-    done
-    i=$((i + 1))
-  done
+  alternate compare "$OUT" webchat-log-on webchat-log-off baseline || COMPARE_RC=1
   check python3 "$ROOT/bench/report.py" compare "$OUT" --rc "$COMPARE_RC"
 fi
 
@@ -307,25 +318,12 @@ if wants cluster; then
   [ "$SMOKE" = 1 ] && OUT="$RUN_DIR/cluster.jsonl"
   mkdir -p "$(dirname "$OUT")"
   : >"$OUT"
-  declare -A CL_URLS CL_PIDS
   start_cluster webchat-redis webchat 2 "$CALL_LOG" single
-  CL_URLS[webchat-one-redis]="$C_URLS" CL_PIDS[webchat-one-redis]="$C_PIDS"
+  URLS_OF[webchat-one-redis]="$C_URLS" PIDS_OF[webchat-one-redis]="$C_PIDS"
   start_cluster webchat-cluster webchat 2 "$CALL_LOG" cluster
-  CL_URLS[webchat-redis-cluster]="$C_URLS" CL_PIDS[webchat-redis-cluster]="$C_PIDS"
-  CL_SYSTEMS=(webchat-redis-cluster webchat-one-redis)
+  URLS_OF[webchat-redis-cluster]="$C_URLS" PIDS_OF[webchat-redis-cluster]="$C_PIDS"
   CLUSTER_RC=0
-  i=0
-  for rate in ${STEPS//,/ }; do
-    for k in 0 1; do
-      sys="${CL_SYSTEMS[$(((i + k) % 2))]}"
-      log "cluster: $sys at $rate msgs/s (load $(load_note))"
-      "$LOADGEN" --urls "${CL_URLS[$sys]}" --sockets "$SOCKETS" --rate "$rate" \
-        --duration "$DURATION" --warmup "$WARMUP" --server-pids "${CL_PIDS[$sys]}" \
-        --run-id "$(date +%s%N)" --label "$sys" \
-        | tee -a "$OUT" || { CLUSTER_RC=1; warn "webchat-loadgen failed ($sys, $rate)"; show_server_logs; }
-    done
-    i=$((i + 1))
-  done
+  alternate cluster "$OUT" webchat-redis-cluster webchat-one-redis || CLUSTER_RC=1
   check python3 "$ROOT/bench/report.py" compare "$OUT" --rc "$CLUSTER_RC"
 fi
 
