@@ -115,6 +115,14 @@ impl GroupStore for DurableGroupStore {
         Ok(Some(members))
     }
 
+    async fn size(&self, gid: &GroupId) -> Result<Option<usize>, StoreError> {
+        match self.hot.size(gid).await? {
+            Some(size) => Ok(Some(size)),
+            // Not hot: members() restores the hot copy from DynamoDB.
+            None => Ok(self.members(gid).await?.map(|m| m.len())),
+        }
+    }
+
     async fn add(
         &self,
         gid: &GroupId,

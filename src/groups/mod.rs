@@ -25,6 +25,11 @@ pub trait GroupStore: Send + Sync {
     async fn create(&self, gid: &GroupId, members: &[UserId]) -> Result<bool, StoreError>;
     /// The members, or `None` when there is no such group.
     async fn members(&self, gid: &GroupId) -> Result<Option<Vec<String>>, StoreError>;
+    /// How many members the group has (`None`: no such group), without reading them: the
+    /// presence audience skips large groups, and must not fetch 10,000 uids to learn that.
+    async fn size(&self, gid: &GroupId) -> Result<Option<usize>, StoreError> {
+        Ok(self.members(gid).await?.map(|m| m.len()))
+    }
     /// Adds `members`; the full list afterwards, or `None` when there is no such group.
     async fn add(
         &self,

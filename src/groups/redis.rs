@@ -90,6 +90,15 @@ impl GroupStore for RedisGroupStore {
         Ok(Some(members))
     }
 
+    async fn size(&self, gid: &GroupId) -> Result<Option<usize>, StoreError> {
+        let size: u64 = self
+            .pool
+            .scard(members_key(gid))
+            .await
+            .map_err(unavailable)?;
+        Ok((size > 0).then(|| usize::try_from(size).unwrap_or(usize::MAX)))
+    }
+
     async fn add(
         &self,
         gid: &GroupId,

@@ -253,12 +253,122 @@ impl Announcer {
             let Ok(gid) = GroupId::parse(&gid) else {
                 continue;
             };
-            match self.groups.members(&gid).await? {
-                Some(members) if members.len() <= self.group_limit => audience.extend(members),
-                _ => {}
+            // The size first: a large group (no presence shared) costs one cheap read, not
+            // a read of every member.
+            if !matches!(self.groups.size(&gid).await?, Some(n) if n <= self.group_limit) {
+                continue;
+            }
+            if let Some(members) = self.groups.members(&gid).await? {
+                audience.extend(members);
             }
         }
         audience.remove(uid.as_str());
         Ok(audience)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// Groups of fixed sizes, counting how often a member list is read.
+    struct SizedGroups {
+        sizes: Vec<(&'static str, usize)>,
+        member_reads: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl GroupStore for SizedGroups {
+        async fn create(&self, _: &GroupId, _: &[UserId]) -> Result<bool, StoreError> {
+            Ok(false)
+        }
+        async fn members(&self, gid: &GroupId) -> Result<Option<Vec<String>>, StoreError> {
+            self.member_reads.fetch_add(1, Ordering::Relaxed);
+            let size = self.sizes.iter().find(|(g, _)| *g == gid.as_str());
+            Ok(size.map(|(_, n)| (0..*n).map(|i| format!("m{i}")).collect()))
+        }
+        async fn size(&self, gid: &GroupId) -> Result<Option<usize>, StoreError> {
+            Ok(self
+                .sizes
+                .iter()
+                .find(|(g, _)| *g == gid.as_str())
+                .map(|(_, n)| *n))
+        }
+        async fn add(&self, _: &GroupId, _: &[UserId]) -> Result<Option<Vec<String>>, StoreError> {
+            Ok(None)
+        }
+        async fn remove(&self, _: &GroupId, _: &UserId) -> Result<Option<Vec<String>>, StoreError> {
+            Ok(None)
+        }
+        async fn wake(&self, _: &GroupId, _: u64) -> Result<bool, StoreError> {
+            Ok(false)
+        }
+    }
+
+    /// One 1:1 peer, and membership in a small and a large group.
+    struct Contacts;
+
+    #[async_trait]
+    impl ContactStore for Contacts {
+        async fn link_peers(&self, _: &UserId, _: &UserId) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn peers(&self, _: &UserId) -> Result<Vec<String>, StoreError> {
+            Ok(vec!["peer".into()])
+        }
+        async fn joined(&self, _: &GroupId, _: &[UserId]) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn left(&self, _: &GroupId, _: &UserId) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn groups_of(&self, _: &UserId) -> Result<Vec<String>, StoreError> {
+            Ok(vec!["group_small".into(), "group_large".into()])
+        }
+    }
+
+    struct NoBus;
+
+    #[async_trait]
+    impl Bus for NoBus {
+        async fn subscribe(&self, _: &[String]) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn unsubscribe(&self, _: &[String]) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn publish_live(
+            &self,
+            _: &UserId,
+            _: Option<&str>,
+            _: &WireEvent,
+        ) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_group_over_the_limit_is_left_out_without_reading_its_members() {
+        let groups = Arc::new(SizedGroups {
+            sizes: vec![("group_small", 2), ("group_large", 10_000)],
+            member_reads: AtomicUsize::new(0),
+        });
+        let announcer = Announcer {
+            contacts: Arc::new(Contacts),
+            groups: groups.clone(),
+            bus: Arc::new(NoBus),
+            group_limit: 1_000,
+        };
+        let me = UserId::parse("me").expect("uid");
+        let audience = announcer.audience(&me).await.expect("audience");
+        assert_eq!(
+            audience.into_iter().collect::<Vec<_>>(),
+            ["m0", "m1", "peer"]
+        );
+        // Every presence change of each of 10,000 members would otherwise read the whole
+        // list: O(N²) work for one large group (seen as half the nodes' CPU in a benchmark).
+        assert_eq!(groups.member_reads.load(Ordering::Relaxed), 1);
     }
 }
