@@ -5,7 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use fred::{
     clients::{Pool, SubscriberClient},
-    interfaces::{ClientLike, EventInterface, KeysInterface, PubsubInterface},
+    interfaces::{ClientLike, EventInterface, PubsubInterface},
     util::group_by_hash_slot,
 };
 use tokio::sync::broadcast::error::RecvError;
@@ -16,7 +16,7 @@ use crate::{
     domain::{UserId, WireEvent},
     storage::{
         embedded::internal,
-        redis::{channel_user, unavailable, user_channel, RedisHandles},
+        redis::{channel_user, ssubscribe_per_slot, unavailable, user_channel, RedisHandles},
         StoreError,
     },
 };
@@ -28,6 +28,7 @@ pub struct RedisBus {
     pool: Pool,
     subscriber: SubscriberClient,
     sharded: bool,
+    resubscribed: tokio::sync::watch::Receiver<u64>,
 }
 
 impl RedisBus {
@@ -38,28 +39,8 @@ impl RedisBus {
             pool: redis.pool.clone(),
             subscriber: redis.subscriber.clone(),
             sharded: redis.cluster,
+            resubscribed: redis.resubscribed.clone(),
         }
-    }
-
-    /// SSUBSCRIBEs to `channels`, one command per hash slot (a sharded subscription may only
-    /// name channels of one slot), all slots at once.
-    async fn subscribe_sharded(&self, channels: Vec<String>) -> Result<(), StoreError> {
-        let by_slot = group_by_hash_slot(channels).map_err(unavailable)?;
-        let per_slot = by_slot.into_values().map(|channels| async move {
-            let probe = channels.front().cloned();
-            self.subscriber
-                .ssubscribe(channels)
-                .await
-                .map_err(unavailable)?;
-            // As with PING below: a command on a key of the same slot travels on the same
-            // connection to the same shard, so its answer means the subscription is active.
-            if let Some(probe) = probe {
-                let _: i64 = self.subscriber.exists(probe).await.map_err(unavailable)?;
-            }
-            Ok::<_, StoreError>(())
-        });
-        futures_util::future::try_join_all(per_slot).await?;
-        Ok(())
     }
 
     /// Feeds every message of the subscribed channels to `router` until `shutdown`.
@@ -74,10 +55,21 @@ impl RedisBus {
     ) -> tokio::task::JoinHandle<()> {
         let mut messages = self.subscriber.message_rx();
         let resync_router = router.clone();
-        let _reconnects = self.subscriber.on_reconnect(move |server| {
-            tracing::warn!(%server, "Redis subscriber reconnected; resyncing local sockets");
-            resync_router.resync_all();
-            async { Ok(()) }
+        let mut resubscribed = self.resubscribed.clone();
+        let resync_shutdown = shutdown.clone();
+        // Only once the channels are subscribed again: a resync before that could read the
+        // inboxes, then miss an event published before the subscription was back.
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = resync_shutdown.cancelled() => return,
+                    changed = resubscribed.changed() => if changed.is_err() { return },
+                }
+                tracing::warn!(
+                    "Redis subscriber reconnected and resubscribed; resyncing local sockets"
+                );
+                resync_router.resync_all();
+            }
         });
         tokio::spawn(async move {
             loop {
@@ -122,7 +114,7 @@ impl Bus for RedisBus {
     async fn subscribe(&self, users: &[String]) -> Result<(), StoreError> {
         let channels: Vec<String> = users.iter().map(|u| user_channel(u)).collect();
         if self.sharded {
-            return self.subscribe_sharded(channels).await;
+            return ssubscribe_per_slot(&self.subscriber, channels).await;
         }
         self.subscriber
             .subscribe(channels)

@@ -18,12 +18,13 @@ use std::time::Duration;
 
 use fred::{
     clients::{Pool, SubscriberClient},
-    interfaces::{ClientLike, EventInterface, PubsubInterface},
+    interfaces::{ClientLike, EventInterface, KeysInterface, PubsubInterface},
     prelude::{Builder, Config, ConnectionConfig, PerformanceConfig, ReconnectPolicy},
     types::RespVersion,
 };
 
-use tokio::sync::broadcast::error::RecvError;
+use fred::util::group_by_hash_slot;
+use tokio::sync::{broadcast::error::RecvError, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::StoreError;
@@ -44,6 +45,9 @@ pub struct RedisHandles {
     /// Whether Redis is a cluster (`redis-cluster://` URL): user channels then use sharded
     /// pub/sub (SSUBSCRIBE/SPUBLISH), and scripts only touch keys of one hash slot.
     pub cluster: bool,
+    /// Counts the subscriber's restored subscriptions: it changes once every channel the
+    /// subscriber held is subscribed again after a reconnect (see [`resubscribe`]).
+    pub resubscribed: watch::Receiver<u64>,
 }
 
 impl RedisHandles {
@@ -92,16 +96,99 @@ impl RedisHandles {
         pool.init().await.map_err(unavailable)?;
         subscriber.init().await.map_err(unavailable)?;
         blocking.init().await.map_err(unavailable)?;
-        // Re-issues SUBSCRIBE for every tracked channel after a reconnect.
-        let _resubscriber = subscriber.manage_subscriptions();
+        let resubscribed = spawn_resubscriber(subscriber.clone());
         tracing::info!(cluster, "connected to Redis");
         Ok(Self {
             pool,
             subscriber,
             blocking,
             cluster,
+            resubscribed,
         })
     }
+}
+
+/// After every reconnect of the subscriber, subscribes again to every channel it held
+/// (retrying while Redis answers errors), then bumps the returned counter.
+///
+/// fred's own `manage_subscriptions` is not used: it also re-sends PSUBSCRIBE with no
+/// pattern, which Redis refuses, and gives up before the sharded channels, so on a cluster
+/// no user channel came back.
+fn spawn_resubscriber(subscriber: SubscriberClient) -> watch::Receiver<u64> {
+    let (done, resubscribed) = watch::channel(0u64);
+    let mut reconnects = subscriber.reconnect_rx();
+    tokio::spawn(async move {
+        loop {
+            match reconnects.recv().await {
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return,
+            }
+            let mut attempt = 0u32;
+            loop {
+                match resubscribe(&subscriber).await {
+                    Ok(()) => break,
+                    Err(e) if attempt < 50 => {
+                        attempt += 1;
+                        tracing::warn!(error = %e, attempt, "resubscribing failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt.min(20))))
+                            .await;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "resubscribing failed; giving up until the next reconnect");
+                        break;
+                    }
+                }
+            }
+            done.send_modify(|n| *n += 1);
+        }
+    });
+    resubscribed
+}
+
+/// Subscribes `subscriber` again to every channel it tracks: classic channels in one
+/// SUBSCRIBE, sharded channels in one SSUBSCRIBE per hash slot.
+pub async fn resubscribe(subscriber: &SubscriberClient) -> Result<(), StoreError> {
+    let classic: Vec<String> = subscriber
+        .tracked_channels()
+        .into_iter()
+        .map(|c| c.to_string())
+        .collect();
+    if !classic.is_empty() {
+        subscriber.subscribe(classic).await.map_err(unavailable)?;
+        // Answered in order on the same connection: after this PING the subscriptions are
+        // active (fred may resolve SUBSCRIBE earlier).
+        let _: String = subscriber.ping(None).await.map_err(unavailable)?;
+    }
+    let sharded: Vec<String> = subscriber
+        .tracked_shard_channels()
+        .into_iter()
+        .map(|c| c.to_string())
+        .collect();
+    ssubscribe_per_slot(subscriber, sharded).await
+}
+
+/// SSUBSCRIBEs to `channels`: one command per hash slot (a sharded subscription may only name
+/// channels of one slot), all slots at once; returns once every subscription is active.
+pub async fn ssubscribe_per_slot(
+    subscriber: &SubscriberClient,
+    channels: Vec<String>,
+) -> Result<(), StoreError> {
+    let by_slot = group_by_hash_slot(channels).map_err(unavailable)?;
+    let per_slot = by_slot.into_values().map(|channels| async move {
+        let probe = channels.front().cloned();
+        subscriber.ssubscribe(channels).await?;
+        // fred may resolve SSUBSCRIBE before the shard processed it; a command on a key of
+        // the same slot travels on the same connection to the same shard, so its answer
+        // means the subscription is active.
+        if let Some(probe) = probe {
+            let _: i64 = subscriber.exists(probe).await?;
+        }
+        Ok::<_, fred::error::Error>(())
+    });
+    futures_util::future::try_join_all(per_slot)
+        .await
+        .map_err(unavailable)?;
+    Ok(())
 }
 
 /// Maps a fred error to [`StoreError::Unavailable`]: with Redis, every failure we can meet at

@@ -34,6 +34,22 @@ pub fn redis_cluster_url() -> String {
     )
 }
 
+/// `host:port` of every master named in the cluster URL.
+pub fn redis_cluster_masters() -> Vec<(String, String)> {
+    let url = redis_cluster_url();
+    let rest = url
+        .strip_prefix("redis-cluster://")
+        .expect("a redis-cluster:// URL");
+    let (first, query) = rest.split_once('?').unwrap_or((rest, ""));
+    std::iter::once(first)
+        .chain(query.split('&').filter_map(|kv| kv.strip_prefix("node=")))
+        .map(|address| {
+            let (host, port) = address.rsplit_once(':').expect("host:port");
+            (host.to_owned(), port.to_owned())
+        })
+        .collect()
+}
+
 /// Which back-ends a node uses.
 #[derive(Clone, Copy, Debug)]
 pub enum Backend {

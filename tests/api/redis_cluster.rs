@@ -9,22 +9,6 @@ use serde_json::json;
 
 use crate::helpers::*;
 
-/// `host:port` of every master named in the cluster URL.
-fn masters() -> Vec<(String, String)> {
-    let url = redis_cluster_url();
-    let rest = url
-        .strip_prefix("redis-cluster://")
-        .expect("a redis-cluster:// URL");
-    let (first, query) = rest.split_once('?').unwrap_or((rest, ""));
-    std::iter::once(first)
-        .chain(query.split('&').filter_map(|kv| kv.strip_prefix("node=")))
-        .map(|address| {
-            let (host, port) = address.rsplit_once(':').expect("host:port");
-            (host.to_owned(), port.to_owned())
-        })
-        .collect()
-}
-
 /// `redis-cli` against one master, without following redirects; the raw output.
 fn redis_cli(master: &(String, String), args: &[&str]) -> String {
     let output = Command::new("redis-cli")
@@ -113,7 +97,7 @@ async fn users_spread_over_every_shard_and_a_batch_spanning_slots_reaches_everyo
     // Every master holds some of these users' keys, and each online user's channel is a
     // sharded subscription on exactly one master (the one that owns its slot), never a
     // classic one.
-    let masters = masters();
+    let masters = redis_cluster_masters();
     assert_eq!(masters.len(), 3, "three masters");
     let mut inboxes_per_master: BTreeMap<String, usize> = BTreeMap::new();
     for user in &receivers {

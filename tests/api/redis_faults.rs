@@ -4,24 +4,73 @@ use tokio::process::Command;
 
 use crate::helpers::*;
 
-/// Drops every pub/sub connection, as Redis does to a subscriber whose output buffer
-/// overflowed.
-async fn kill_subscriber_connections() {
-    let out = Command::new("redis-cli")
-        .args(["-u", &redis_url(), "CLIENT", "KILL", "TYPE", "pubsub"])
-        .output()
-        .await
-        .expect("redis-cli");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+/// Drops every pub/sub connection (on every master of a cluster), as Redis does to a
+/// subscriber whose output buffer overflowed.
+async fn kill_subscriber_connections(backend: Backend) {
+    let targets: Vec<Vec<String>> = match backend {
+        Backend::RedisCluster => redis_cluster_masters()
+            .into_iter()
+            .map(|(host, port)| vec!["-h".into(), host, "-p".into(), port])
+            .collect(),
+        _ => vec![vec!["-u".into(), redis_url()]],
+    };
+    for target in targets {
+        let out = Command::new("redis-cli")
+            .args(&target)
+            .args(["CLIENT", "KILL", "TYPE", "pubsub"])
+            .output()
+            .await
+            .expect("redis-cli");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// Whether exactly one connection (the receiver's node) is subscribed to `channel`: a
+/// classic subscription on one Redis, a sharded one on a cluster.
+async fn subscribers(backend: Backend, channel: &str) -> bool {
+    let (targets, command): (Vec<Vec<String>>, &str) = match backend {
+        Backend::RedisCluster => (
+            redis_cluster_masters()
+                .into_iter()
+                .map(|(host, port)| vec!["-h".into(), host, "-p".into(), port])
+                .collect(),
+            "SHARDNUMSUB",
+        ),
+        _ => (vec![vec!["-u".into(), redis_url()]], "NUMSUB"),
+    };
+    let mut total = 0;
+    for target in targets {
+        let out = Command::new("redis-cli")
+            .args(&target)
+            .args(["PUBSUB", command, channel])
+            .output()
+            .await
+            .expect("redis-cli");
+        total += String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .and_then(|l| l.trim().parse::<i64>().ok())
+            .unwrap_or(0);
+    }
+    total == 1
 }
 
 #[tokio::test]
 async fn a_dropped_subscriber_connection_resubscribes_and_resyncs_sockets() {
-    let nodes = spawn_cluster(2).await;
+    dropped_subscriber_connections(Backend::Redis).await;
+}
+
+#[tokio::test]
+async fn dropped_subscriber_connections_on_every_cluster_master_resubscribe_sharded_channels() {
+    dropped_subscriber_connections(Backend::RedisCluster).await;
+}
+
+async fn dropped_subscriber_connections(backend: Backend) {
+    let nodes = spawn_nodes(backend, 2).await;
     let alice = nodes[0].signup("alice").await;
     let bob = nodes[0].signup("bob").await;
     let carol = nodes[0].signup("carol").await;
@@ -30,7 +79,7 @@ async fn a_dropped_subscriber_connection_resubscribes_and_resyncs_sockets() {
     sender.send(&bob.uid, "before", "x").await;
     assert_eq!(receiver.next_chat_acked().await.data["MsgID"], "before");
 
-    kill_subscriber_connections().await;
+    kill_subscriber_connections(backend).await;
     // Sent while node 1 may not be subscribed: stored, so it must still arrive, in order.
     for i in 0..20 {
         sender.send(&bob.uid, &format!("during{i}"), "x").await;
@@ -39,6 +88,15 @@ async fn a_dropped_subscriber_connection_resubscribes_and_resyncs_sockets() {
         let e = receiver.next_chat_acked().await;
         assert_eq!(e.data["MsgID"], format!("during{i}"));
     }
+    // The subscription itself is back (not only the resync's re-read of the inbox)...
+    let channel = format!("wc:{{{}}}:ch", bob.uid);
+    eventually("bob's channel subscribed again", || {
+        subscribers(backend, &channel)
+    })
+    .await;
+    // ...so what is sent now arrives live.
+    sender.send(&bob.uid, "after", "x").await;
+    assert_eq!(receiver.next_chat_acked().await.data["MsgID"], "after");
     // New subscriptions work too.
     let mut late = nodes[1].connect(&carol).await;
     sender.send(&carol.uid, "to-carol", "x").await;
