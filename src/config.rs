@@ -151,15 +151,15 @@ pub struct Settings {
     #[arg(long, env = "WEBCHAT_CONNECT_RATE", default_value_t = 0.0)]
     pub connect_rate: f64,
 
+    /// New sockets one address may open at once before the connect rate applies.
+    #[arg(long, env = "WEBCHAT_CONNECT_BURST", default_value_t = 50.0)]
+    pub connect_burst: f64,
+
     /// Load balancers whose `X-Forwarded-For` header is believed, comma-separated addresses
     /// or CIDR ranges (e.g. `10.0.0.0/8`). Per-address limits (failed logins, new sockets)
     /// then count the client the balancer saw instead of the balancer. Unset: the TCP peer.
     #[arg(long, env = "WEBCHAT_TRUSTED_PROXIES")]
     pub trusted_proxies: Option<String>,
-
-    /// New sockets one address may open at once before the connect rate applies.
-    #[arg(long, env = "WEBCHAT_CONNECT_BURST", default_value_t = 50.0)]
-    pub connect_burst: f64,
 
     /// Sockets one user may hold on one node (0: no limit).
     #[arg(long, env = "WEBCHAT_MAX_SOCKETS_PER_USER", default_value_t = 32)]

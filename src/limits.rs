@@ -246,6 +246,22 @@ fn throttled(message: &str) -> ChatError {
     ChatError::new(ErrorCode::RateLimited, message)
 }
 
+/// One `X-Forwarded-For` hop: an address, possibly with a port (`1.2.3.4:5678`) or in
+/// brackets (`[::1]`, `[::1]:443`), as some proxies write them.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    let hop = hop.trim();
+    if let Ok(ip) = hop.parse::<IpAddr>() {
+        return Some(ip.to_canonical());
+    }
+    if let Some(rest) = hop.strip_prefix('[') {
+        let (ip, _) = rest.split_once(']')?;
+        return ip.parse::<IpAddr>().ok().map(|ip| ip.to_canonical());
+    }
+    let (ip, port) = hop.rsplit_once(':')?;
+    port.parse::<u16>().ok()?;
+    ip.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
+}
+
 /// Proxies whose `X-Forwarded-For` is believed (`WEBCHAT_TRUSTED_PROXIES`: addresses or CIDR
 /// ranges). Behind a load balancer every connection comes from the balancer, so per-address
 /// limits (failed logins, new sockets) would count all clients as one; naming the balancer
@@ -313,10 +329,12 @@ impl TrustedProxies {
                 return Some(client);
             };
             for hop in value.split(',').rev() {
-                let Ok(hop) = hop.trim().parse::<IpAddr>() else {
+                let Some(hop) = parse_hop(hop) else {
+                    // Not an address (`unknown`, garbage): nothing to its left can be
+                    // trusted either.
                     return Some(client);
                 };
-                client = hop.to_canonical();
+                client = hop;
                 if !self.contains(client) {
                     return Some(client);
                 }
@@ -369,6 +387,23 @@ mod tests {
         assert_eq!(
             none.client_address(ip("10.1.2.3"), &headers),
             ip("10.1.2.3")
+        );
+        // Ports and brackets, as some proxies write hops.
+        headers.insert(
+            "x-forwarded-for",
+            "203.0.113.7:5678".parse().expect("header"),
+        );
+        assert_eq!(
+            proxies.client_address(ip("::1"), &headers),
+            ip("203.0.113.7")
+        );
+        headers.insert(
+            "x-forwarded-for",
+            "[2001:db8::7]:443".parse().expect("header"),
+        );
+        assert_eq!(
+            proxies.client_address(ip("::1"), &headers),
+            ip("2001:db8::7")
         );
         for bad in ["10.0.0.0/33", "nonsense", "::1/129"] {
             assert!(TrustedProxies::parse(bad).is_err(), "{bad}");

@@ -165,16 +165,20 @@ impl Appender {
                 return;
             }
         };
+        let mut echoes = Vec::new();
         for ((echo, waiter), t) in waiters.into_iter().zip(triples.chunks_exact(3)) {
-            if let (Some((channel, payload)), true) = (echo, t[0] > 0) {
-                // The event is stored and will reach its receiver: a lost echo only costs
-                // the sender's other tabs their live copy (history still has it), so it
-                // does not fail the send.
-                if let Err(e) = redis_publish(&self.pool, true, channel, payload).await {
-                    tracing::warn!(error = %e, "live copy for the sender's other sockets lost");
-                }
-            }
             let _ = waiter.send(Ok((t[0], t[1], t[2])));
+            if let (Some((channel, payload)), true) = (echo, t[0] > 0) {
+                echoes.push(redis_publish(&self.pool, true, channel, payload));
+            }
+        }
+        // After the acks, all at once: the events are stored and will reach their receivers,
+        // and a lost echo only costs the sender's other tabs their live copy (history still
+        // has it), so it neither delays nor fails a send.
+        for result in join_all(echoes).await {
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "live copy for the sender's other sockets lost");
+            }
         }
     }
 }
