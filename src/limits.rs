@@ -318,7 +318,7 @@ impl TrustedProxies {
     /// proxy appends the address it saw, so everything left of that one is the client's own
     /// claim).
     pub fn client_address(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> Option<IpAddr> {
-        let peer = peer?;
+        let peer = peer?.to_canonical();
         if !self.contains(peer) {
             return Some(peer);
         }
@@ -351,60 +351,37 @@ mod tests {
     #[test]
     fn only_a_trusted_proxy_names_the_client() {
         let proxies = TrustedProxies::parse("10.0.0.0/8, 127.0.0.1 ,::1").expect("parse");
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            "x-forwarded-for",
-            "6.6.6.6, 203.0.113.7".parse().expect("header"),
-        );
+        // (TCP peer, X-Forwarded-For, the client address counted)
+        let cases = [
+            // From the balancer: the right-most untrusted hop (6.6.6.6 is the client's claim).
+            ("10.1.2.3", "6.6.6.6, 203.0.113.7", "203.0.113.7"),
+            ("::ffff:127.0.0.1", "6.6.6.6, 203.0.113.7", "203.0.113.7"),
+            // From anyone else the header is ignored.
+            ("198.51.100.1", "6.6.6.6, 203.0.113.7", "198.51.100.1"),
+            // Trusted hops are skipped; a header of proxies only leaves the last of them.
+            ("::1", "203.0.113.7, 10.9.9.9", "203.0.113.7"),
+            ("::1", "10.9.9.9", "10.9.9.9"),
+            // Ports and brackets, as some proxies write hops.
+            ("::1", "203.0.113.7:5678", "203.0.113.7"),
+            ("::1", "[2001:db8::7]:443", "2001:db8::7"),
+            // Not an address: nothing left of it is believed.
+            ("::1", "6.6.6.6, unknown", "::1"),
+        ];
         let ip = |s: &str| s.parse::<IpAddr>().ok();
-        // From the balancer: the rightmost untrusted hop (6.6.6.6 is the client's own claim).
-        assert_eq!(
-            proxies.client_address(ip("10.1.2.3"), &headers),
-            ip("203.0.113.7")
-        );
-        assert_eq!(
-            proxies.client_address(ip("::ffff:127.0.0.1"), &headers),
-            ip("203.0.113.7")
-        );
-        // From anyone else the header is ignored.
-        assert_eq!(
-            proxies.client_address(ip("198.51.100.1"), &headers),
-            ip("198.51.100.1")
-        );
-        // Trusted hops are skipped; a header of only proxies leaves the last one.
-        headers.insert(
-            "x-forwarded-for",
-            "203.0.113.7, 10.9.9.9".parse().expect("header"),
-        );
-        assert_eq!(
-            proxies.client_address(ip("::1"), &headers),
-            ip("203.0.113.7")
-        );
-        headers.insert("x-forwarded-for", "10.9.9.9".parse().expect("header"));
-        assert_eq!(proxies.client_address(ip("::1"), &headers), ip("10.9.9.9"));
-        // None configured: always the peer.
-        let none = TrustedProxies::default();
-        assert_eq!(
-            none.client_address(ip("10.1.2.3"), &headers),
-            ip("10.1.2.3")
-        );
-        // Ports and brackets, as some proxies write hops.
-        headers.insert(
-            "x-forwarded-for",
-            "203.0.113.7:5678".parse().expect("header"),
-        );
-        assert_eq!(
-            proxies.client_address(ip("::1"), &headers),
-            ip("203.0.113.7")
-        );
-        headers.insert(
-            "x-forwarded-for",
-            "[2001:db8::7]:443".parse().expect("header"),
-        );
-        assert_eq!(
-            proxies.client_address(ip("::1"), &headers),
-            ip("2001:db8::7")
-        );
+        for (peer, forwarded, expected) in cases {
+            let mut headers = HeaderMap::new();
+            headers.insert("x-forwarded-for", forwarded.parse().expect("header"));
+            assert_eq!(
+                proxies.client_address(ip(peer), &headers),
+                ip(expected).map(|a| a.to_canonical()),
+                "{peer} / {forwarded}"
+            );
+            // None configured: always the peer.
+            assert_eq!(
+                TrustedProxies::default().client_address(ip(peer), &headers),
+                ip(peer).map(|a| a.to_canonical())
+            );
+        }
         for bad in ["10.0.0.0/33", "nonsense", "::1/129"] {
             assert!(TrustedProxies::parse(bad).is_err(), "{bad}");
         }
