@@ -392,8 +392,7 @@ impl ChatService {
         let appends = recipients.iter().enumerate().map(|(i, recipient)| {
             let template = &template;
             let dedupe = f.dedupe.as_ref();
-            // One live copy for the actor's other sockets, carried by the first append.
-            let echo = if i == 0 { f.echo.as_ref() } else { None };
+            let echo = Echo::with_first(f.echo.as_ref(), i);
             async move {
                 let to = UserId::parse(recipient)?;
                 // Membership events name their recipient in To.

@@ -50,6 +50,14 @@ pub struct Echo {
     pub skip_socket: String,
 }
 
+impl Echo {
+    /// The echo for the `index`-th of several appends of one event: only the first carries
+    /// it, so the actor's other sockets get one live copy, not one per recipient.
+    pub fn with_first(echo: Option<&Echo>, index: usize) -> Option<&Echo> {
+        echo.filter(|_| index == 0)
+    }
+}
+
 /// What an append did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AppendOutcome {
@@ -102,10 +110,10 @@ pub trait InboxStore: Send + Sync {
         dedupe: Option<&DedupeKey>,
         echo: Option<&Echo>,
     ) -> Vec<Result<AppendOutcome, StoreError>> {
-        let appends = recipients.iter().enumerate().map(|(i, to)| {
-            let echo = if i == 0 { echo } else { None };
-            self.append(to, event, dedupe, echo)
-        });
+        let appends = recipients
+            .iter()
+            .enumerate()
+            .map(|(i, to)| self.append(to, event, dedupe, Echo::with_first(echo, i)));
         futures_util::future::join_all(appends).await
     }
 

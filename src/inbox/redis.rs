@@ -293,10 +293,7 @@ impl InboxStore for RedisInbox {
         let answers: Vec<_> = recipients
             .iter()
             .enumerate()
-            .map(|(i, to)| {
-                let echo = if i == 0 { echo } else { None };
-                self.queue(to, &json, event.sent_at, dedupe, echo)
-            })
+            .map(|(i, to)| self.queue(to, &json, event.sent_at, dedupe, Echo::with_first(echo, i)))
             .collect();
         join_all(answers.into_iter().map(|answer| async move {
             match answer {
