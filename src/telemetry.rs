@@ -107,6 +107,9 @@ pub struct Metrics {
     pub duplicates: Counter,
     /// Events re-sent from an inbox on connect or resync.
     pub replayed: Counter,
+    /// Live stored events that arrived after a gap in Seq (an earlier one's publish was
+    /// lost), so the inbox was read first.
+    pub live_gaps: Counter,
     /// Client acks of stored events.
     pub acks: Counter,
     /// Error acks/events sent, any code.
@@ -155,7 +158,7 @@ impl Metrics {
             "Call-log records queued and not yet written to the call-log table.",
             self.calllog_backlog.get().into(),
         );
-        let counters: [(&str, &str, &Counter); 12] = [
+        let counters: [(&str, &str, &Counter); 13] = [
             (
                 "webchat_events_in_total",
                 "chat events received from clients.",
@@ -180,6 +183,11 @@ impl Metrics {
                 "webchat_replayed_total",
                 "Inbox events re-sent on connect or resync.",
                 &self.replayed,
+            ),
+            (
+                "webchat_live_gaps_total",
+                "Live events that revealed a lost earlier publish (the inbox was read first).",
+                &self.live_gaps,
             ),
             (
                 "webchat_acks_total",

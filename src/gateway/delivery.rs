@@ -2,8 +2,11 @@
 //!
 //! Ordering: the router subscribed the user's channel *before* this task reads the inbox, so
 //! every event is either in the read or queued behind it; queued stored events at or below
-//! the last replayed Seq are skipped. Acks are coalesced into one inbox confirmation per
-//! short interval, since one confirm covers every event up to its Seq.
+//! the last replayed Seq are skipped. A user's Seqs are consecutive, so a live event past
+//! the next expected Seq means an earlier publish was lost (a subscriber reconnect): the
+//! inbox is read up to it first. Without that, acking the later event would confirm, and
+//! drop, the earlier one unseen. Acks are coalesced into one inbox confirmation per short
+//! interval, since one confirm covers every event up to its Seq.
 
 use std::{pin::Pin, time::Duration};
 
@@ -115,9 +118,7 @@ pub async fn run(
             delivery = deliveries.recv() => {
                 running = match delivery {
                     None => false,
-                    Some(Delivery::Stored { seq, event }) => {
-                        seq <= pump.last_emitted || pump.emit_stored(seq, &event).await.is_ok()
-                    }
+                    Some(Delivery::Stored { seq, event }) => pump.on_stored(seq, &event).await.is_ok(),
                     Some(Delivery::Live(event)) => pump.emit_live(&event).is_ok(),
                     Some(Delivery::Resync) => pump.replay().await.is_ok(),
                 };
@@ -144,9 +145,51 @@ pub async fn run(
     tracing::debug!(uid = %pump.uid, socket = %pump.socket.id, "socket offline");
 }
 
+/// Where a stored event told live stands against what the socket was sent.
+#[derive(Debug, PartialEq, Eq)]
+enum Arrival {
+    /// Already emitted (by a replay that read it).
+    AlreadySent,
+    /// The next Seq: emit it.
+    Next,
+    /// Seqs in between were never told live: read them from the inbox first.
+    AfterGap,
+}
+
+impl Arrival {
+    fn of(seq: Seq, last_emitted: Seq) -> Self {
+        if seq <= last_emitted {
+            Self::AlreadySent
+        } else if seq == last_emitted + 1 {
+            Self::Next
+        } else {
+            Self::AfterGap
+        }
+    }
+}
+
 impl Pump {
+    async fn on_stored(&mut self, seq: Seq, event: &WireEvent) -> Result<(), Halt> {
+        match Arrival::of(seq, self.last_emitted) {
+            Arrival::AlreadySent => Ok(()),
+            Arrival::Next => self.emit_stored(seq, event).await,
+            Arrival::AfterGap => {
+                self.state.metrics.live_gaps.inc();
+                tracing::debug!(uid = %self.uid, seq, last_emitted = self.last_emitted, "gap in live Seqs; reading the inbox");
+                self.replay().await?;
+                // The read began after `seq` was stored, so it covered it, unless the inbox
+                // lost it (confirmed by another tab, or trimmed): then send the copy in hand.
+                if seq > self.last_emitted {
+                    self.emit_stored(seq, event).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// Emits every stored event after `last_emitted`, page by page, in Seq order; returns how
-    /// many it emitted.
+    /// many it emitted. Afterwards `last_emitted` is at least the inbox's head at the last
+    /// read, so the next live event is expected right after it.
     async fn replay(&mut self) -> Result<u64, Halt> {
         let mut emitted = 0;
         loop {
@@ -162,9 +205,9 @@ impl Pump {
                     return Err(Halt::Closed);
                 }
             };
-            let full_page = page.len() == REPLAY_PAGE;
+            let full_page = page.is_full(REPLAY_PAGE);
             let now = now_millis();
-            for (seq, event) in page {
+            for (seq, event) in page.events {
                 if self.state.inbox_limits.expired(event.sent_at, now) {
                     self.last_emitted = self.last_emitted.max(seq);
                     self.max_acked = self.max_acked.max(seq);
@@ -175,6 +218,8 @@ impl Pump {
                 emitted += 1;
             }
             if !full_page {
+                // Seqs up to the head that were not in the read were confirmed or trimmed.
+                self.last_emitted = self.last_emitted.max(page.head);
                 return Ok(emitted);
             }
         }
@@ -238,5 +283,20 @@ impl Pump {
             // Unconfirmed events are only re-sent later, never lost; the client dedupes by Seq.
             Err(e) => tracing::warn!(uid = %self.uid, error = %e, "confirm failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Arrival;
+
+    #[test]
+    fn a_live_event_is_placed_against_the_last_emitted_seq() {
+        assert_eq!(Arrival::of(4, 5), Arrival::AlreadySent);
+        assert_eq!(Arrival::of(5, 5), Arrival::AlreadySent);
+        assert_eq!(Arrival::of(6, 5), Arrival::Next);
+        assert_eq!(Arrival::of(1, 0), Arrival::Next);
+        assert_eq!(Arrival::of(7, 5), Arrival::AfterGap);
+        assert_eq!(Arrival::of(2, 0), Arrival::AfterGap);
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use redb::ReadableTable;
 
-use super::{AppendOutcome, DedupeKey, Echo, InboxLimits, InboxStore};
+use super::{AppendOutcome, DedupeKey, Echo, InboxLimits, InboxPage, InboxStore};
 use crate::{
     bus::MemoryBus,
     domain::{now_millis, Seq, UserId, WireEvent},
@@ -161,10 +161,17 @@ impl InboxStore for EmbeddedInbox {
         user: &str,
         after: Seq,
         limit: usize,
-    ) -> Result<Vec<(Seq, WireEvent)>, StoreError> {
+    ) -> Result<InboxPage, StoreError> {
         let user = user.to_owned();
         self.db
             .read(move |txn| {
+                // One read transaction: the head and the events are one snapshot.
+                let head = txn
+                    .open_table(SEQS)
+                    .map_err(internal)?
+                    .get(user.as_str())
+                    .map_err(internal)?
+                    .map_or(0, |v| v.value());
                 let inbox = txn.open_table(INBOX).map_err(internal)?;
                 let mut events = Vec::new();
                 let range = inbox
@@ -179,7 +186,7 @@ impl InboxStore for EmbeddedInbox {
                         break;
                     }
                 }
-                Ok(events)
+                Ok(InboxPage { events, head })
             })
             .await
     }
@@ -248,6 +255,7 @@ mod tests {
             .read_after("bob", 0, 10)
             .await
             .expect("read")
+            .events
             .iter()
             .map(|e| e.0)
             .collect();
@@ -257,6 +265,7 @@ mod tests {
             .read_after("bob", 0, 10)
             .await
             .expect("read")
+            .events
             .iter()
             .map(|e| e.0)
             .collect();
@@ -270,6 +279,7 @@ mod tests {
             .read_after("carol", 0, 10)
             .await
             .expect("read")
+            .events
             .is_empty());
     }
 

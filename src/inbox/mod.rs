@@ -120,14 +120,34 @@ pub trait InboxStore: Send + Sync {
     /// Confirms (drops) every event of `user` up to and including `upto`.
     async fn confirm(&self, user: &str, upto: Seq) -> Result<(), StoreError>;
 
-    /// Up to `limit` unconfirmed events with Seq > `after`, in Seq order. Events past the age
-    /// bound may still be among them (they are trimmed lazily); see [`InboxLimits::expired`].
+    /// Up to `limit` unconfirmed events with Seq > `after`, in Seq order, and the inbox's head
+    /// as the read began. Events past the age bound may still be among them (they are
+    /// trimmed lazily); see [`InboxLimits::expired`].
     async fn read_after(
         &self,
         user: &str,
         after: Seq,
         limit: usize,
-    ) -> Result<Vec<(Seq, WireEvent)>, StoreError>;
+    ) -> Result<InboxPage, StoreError>;
+}
+
+/// One read of an inbox.
+#[derive(Debug, Default)]
+pub struct InboxPage {
+    /// Up to the asked number of events after the asked Seq, in Seq order.
+    pub events: Vec<(Seq, WireEvent)>,
+    /// The last Seq the inbox had handed out before the read (0 for none). Every event up to
+    /// it was stored before the read, so it is in `events`, past a full page, or already
+    /// confirmed or trimmed: a reader whose page was not full has seen all of them, and the
+    /// next event it can be told of live is `head + 1`.
+    pub head: Seq,
+}
+
+impl InboxPage {
+    /// Whether the page holds `limit` events, so more may follow.
+    pub fn is_full(&self, limit: usize) -> bool {
+        self.events.len() >= limit
+    }
 }
 
 impl InboxLimits {

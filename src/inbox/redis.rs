@@ -5,14 +5,14 @@ use std::{collections::HashMap, sync::Arc};
 use async_trait::async_trait;
 use fred::{
     clients::Pool,
-    interfaces::StreamsInterface,
+    interfaces::{KeysInterface, StreamsInterface},
     types::{scripts::Script, Value},
     util::redis_keyslot,
 };
 use futures_util::future::join_all;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use super::{AppendOutcome, DedupeKey, Echo, InboxLimits, InboxStore};
+use super::{AppendOutcome, DedupeKey, Echo, InboxLimits, InboxPage, InboxStore};
 use crate::{
     bus::{encode_live, redis_publish},
     domain::{Seq, UserId, WireEvent},
@@ -319,10 +319,17 @@ impl InboxStore for RedisInbox {
         user: &str,
         after: Seq,
         limit: usize,
-    ) -> Result<Vec<(Seq, WireEvent)>, StoreError> {
+    ) -> Result<InboxPage, StoreError> {
         let start = format!("{}-0", after.saturating_add(1));
-        let entries: Vec<(String, Vec<(String, String)>)> = self
-            .pool
+        // One round trip, counter first: Redis runs a connection's commands in order, so
+        // every Seq up to the head it reads was already in the stream when XRANGE ran. Both
+        // keys share the user's hash slot, so on a cluster they go to one connection.
+        let pipeline = self.pool.next().pipeline();
+        let () = pipeline
+            .get(user_key(user, "seq"))
+            .await
+            .map_err(unavailable)?;
+        let () = pipeline
             .xrange(
                 user_key(user, "inbox"),
                 start,
@@ -331,6 +338,8 @@ impl InboxStore for RedisInbox {
             )
             .await
             .map_err(unavailable)?;
+        let (head, entries): (Option<Seq>, Vec<(String, Vec<(String, String)>)>) =
+            pipeline.all().await.map_err(unavailable)?;
         let mut events = Vec::with_capacity(entries.len());
         for (id, fields) in entries {
             let seq: Seq = id
@@ -343,7 +352,10 @@ impl InboxStore for RedisInbox {
             let event: WireEvent = serde_json::from_str(&json).map_err(internal)?;
             events.push((seq, event));
         }
-        Ok(events)
+        Ok(InboxPage {
+            events,
+            head: head.unwrap_or(0),
+        })
     }
 }
 

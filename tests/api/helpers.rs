@@ -162,18 +162,7 @@ impl TestApp {
 
     /// One value from the node's `/metrics`.
     pub async fn metric(&self, name: &str) -> i64 {
-        let text = http()
-            .get(format!("{}/metrics", self.url))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("metrics text");
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no metric {name}"))
+        metric_at(&self.url, name).await
     }
 
     /// Waits until the node holds exactly `n` sockets: a closed socket's delivery task has
@@ -333,6 +322,22 @@ where
 }
 
 /// A `webchat` node as a child process (for SIGKILL tests).
+/// One value from `/metrics` of the node at `url`.
+pub async fn metric_at(url: &str, name: &str) -> i64 {
+    let text = http()
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no metric {name}"))
+}
+
 pub struct NodeProcess {
     pub url: String,
     child: Child,

@@ -103,6 +103,83 @@ async fn dropped_subscriber_connections(backend: Backend) {
     assert_eq!(late.next_chat_acked().await.data["MsgID"], "to-carol");
 }
 
+/// Runs `redis-cli` against the test Redis (following redirects on a cluster).
+async fn redis_cli(backend: Backend, args: &[&str]) -> String {
+    let target: Vec<String> = match backend {
+        Backend::RedisCluster => {
+            let (host, port) = redis_cluster_masters().remove(0);
+            vec!["-c".into(), "-h".into(), host, "-p".into(), port]
+        }
+        _ => vec!["-u".into(), redis_url()],
+    };
+    let out = Command::new("redis-cli")
+        .args(&target)
+        .args(args)
+        .output()
+        .await
+        .expect("redis-cli");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[tokio::test]
+async fn a_lost_publish_is_read_from_the_inbox_before_the_next_live_event() {
+    a_lost_publish_is_filled_in(Backend::Redis).await;
+}
+
+#[tokio::test]
+async fn a_lost_sharded_publish_is_read_from_the_inbox_before_the_next_live_event() {
+    a_lost_publish_is_filled_in(Backend::RedisCluster).await;
+}
+
+/// A message stored while its receiver's node was not subscribed (its subscriber connection
+/// was coming back after a Redis restart) never reaches the node live. The next message
+/// does; the receiver must get the lost one first, not only after a reconnect, and acking
+/// the later one must not confirm away the lost one. Seen in CI as 2 of ~3,500 acknowledged
+/// messages missing after a Redis restart.
+async fn a_lost_publish_is_filled_in(backend: Backend) {
+    let nodes = spawn_nodes(backend, 2).await;
+    let alice = nodes[0].signup("alice").await;
+    let bob = nodes[0].signup("bob").await;
+    let sender = nodes[0].connect(&alice).await;
+    let mut receiver = nodes[1].connect(&bob).await;
+    sender.send(&bob.uid, "first", "x").await;
+    let first = receiver.next_chat_acked().await;
+    assert_eq!(first.data["MsgID"], "first");
+
+    // What the append script does, minus the PUBLISH: the message is stored, and its
+    // publish is the one that was lost.
+    let seq = redis_cli(backend, &["INCR", &format!("wc:{{{}}}:seq", bob.uid)]).await;
+    let lost = serde_json::json!({
+        "EvtType": "message", "From": alice.uid, "Originated": alice.uid, "To": bob.uid,
+        "MsgID": "lost", "Timestamp": 0, "Body": "x", "SentAt": first.data["SentAt"],
+    });
+    redis_cli(
+        backend,
+        &[
+            "XADD",
+            &format!("wc:{{{}}}:inbox", bob.uid),
+            &format!("{seq}-0"),
+            "e",
+            &lost.to_string(),
+        ],
+    )
+    .await;
+
+    sender.send(&bob.uid, "next", "x").await;
+    let got = receiver.next_chat_acked().await;
+    assert_eq!(
+        (got.data["MsgID"].clone(), got.data["Seq"].to_string()),
+        (serde_json::json!("lost"), seq.clone()),
+        "the lost message comes first"
+    );
+    assert_eq!(receiver.next_chat_acked().await.data["MsgID"], "next");
+}
+
 #[tokio::test]
 async fn while_redis_is_down_sends_get_unavailable_and_service_resumes_when_it_returns() {
     let mut redis = OwnRedis::start().await;
@@ -199,9 +276,14 @@ async fn redis_restarted_under_sustained_traffic_loses_no_acknowledged_message()
     let redeliveries = traffic.verify_all_delivered(Duration::from_secs(30)).await;
     let unavailable = traffic.total(|s| s.unavailable.load(Ordering::Relaxed));
     let cut_off = traffic.total(|s| s.cut_off.load(Ordering::Relaxed));
+    let mut gaps = 0;
+    for node in [&node_a, &node_b] {
+        gaps += metric_at(&node.url, "webchat_live_gaps_total").await;
+    }
     eprintln!(
         "redis restart under load: {acked} messages acknowledged, 0 lost, {redeliveries} \
-         redelivered; {unavailable} `unavailable` answers, {cut_off} sends unanswered"
+         redelivered; {unavailable} `unavailable` answers, {cut_off} sends unanswered; \
+         {gaps} lost publishes filled in from inboxes"
     );
     drop(node_a);
     drop(node_b);
