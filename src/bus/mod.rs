@@ -66,7 +66,8 @@ pub fn encode_live(skip_socket: Option<&str>, event_json: &str) -> String {
 }
 
 /// A channel payload whose header is read but whose event JSON is not parsed yet, so a node
-/// can drop a message none of its sockets wants without paying for the parse.
+/// can drop a message none of its sockets wants without paying for the parse
+/// ([`EventDecoder`] parses it).
 pub enum Envelope<'a> {
     /// `S<seq>`.
     Stored(Seq, &'a str),
@@ -84,20 +85,41 @@ impl<'a> Envelope<'a> {
             _ => None,
         }
     }
+}
 
-    /// Parses the event; `None` when its JSON is malformed.
-    pub fn open(self) -> Option<BusMessage> {
-        let parse = |json: &str| serde_json::from_str::<WireEvent>(json).ok().map(Arc::new);
-        match self {
-            Self::Stored(seq, json) => Some(BusMessage::Stored {
+/// Parses channel payloads, reusing the previous event when the next payload carries the
+/// same JSON: a group message reaches a node once per local member, all with one JSON, so
+/// a 10,000-member fan-out parses it once per batch instead of once per member.
+#[derive(Default)]
+pub struct EventDecoder {
+    last_json: String,
+    last_event: Option<Arc<WireEvent>>,
+}
+
+impl EventDecoder {
+    /// Parses the event of `envelope`; `None` when its JSON is malformed.
+    pub fn open(&mut self, envelope: Envelope<'_>) -> Option<BusMessage> {
+        match envelope {
+            Envelope::Stored(seq, json) => Some(BusMessage::Stored {
                 seq,
-                event: parse(json)?,
+                event: self.parse(json)?,
             }),
-            Self::Live(skip, json) => Some(BusMessage::Live {
+            Envelope::Live(skip, json) => Some(BusMessage::Live {
                 skip_socket: skip.map(str::to_owned),
-                event: parse(json)?,
+                event: self.parse(json)?,
             }),
         }
+    }
+
+    fn parse(&mut self, json: &str) -> Option<Arc<WireEvent>> {
+        if let Some(event) = self.last_event.as_ref().filter(|_| self.last_json == json) {
+            return Some(event.clone());
+        }
+        let event = Arc::new(serde_json::from_str::<WireEvent>(json).ok()?);
+        self.last_json.clear();
+        self.last_json.push_str(json);
+        self.last_event = Some(event.clone());
+        Some(event)
     }
 }
 
@@ -106,7 +128,7 @@ mod tests {
     use super::*;
 
     fn decode(payload: &str) -> Option<BusMessage> {
-        Envelope::read(payload)?.open()
+        EventDecoder::default().open(Envelope::read(payload)?)
     }
 
     #[test]
@@ -130,5 +152,34 @@ mod tests {
         for junk in ["", "S\n{}", "Sx\n{}", "Q1\n{}", "S1\nnot json"] {
             assert!(decode(junk).is_none(), "{junk:?}");
         }
+    }
+
+    #[test]
+    fn the_decoder_parses_a_repeated_json_once_and_a_new_one_afresh() {
+        let event = |body: &str| {
+            serde_json::to_string(&WireEvent::new("message", "a", "g", "m", body.into()))
+                .expect("json")
+        };
+        let stored = |decoder: &mut EventDecoder, seq: u64, json: &str| {
+            let payload = format!("S{seq}\n{json}");
+            match decoder.open(Envelope::read(&payload).expect("envelope")) {
+                Some(BusMessage::Stored { seq: got, event }) => {
+                    assert_eq!(got, seq);
+                    event
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        };
+        let mut decoder = EventDecoder::default();
+        let (one, two) = (event("one"), event("two"));
+        let first = stored(&mut decoder, 1, &one);
+        let again = stored(&mut decoder, 2, &one);
+        assert!(Arc::ptr_eq(&first, &again), "the same JSON is parsed once");
+        let other = stored(&mut decoder, 3, &two);
+        assert_eq!(other.body, "two");
+        assert!(decoder
+            .open(Envelope::read("S4\nnot json").expect("envelope"))
+            .is_none());
+        assert_eq!(stored(&mut decoder, 5, &two).body, "two");
     }
 }

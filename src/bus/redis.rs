@@ -11,7 +11,7 @@ use fred::{
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
-use super::{encode_live, Bus, Envelope, Router};
+use super::{encode_live, Bus, Envelope, EventDecoder, Router};
 use crate::{
     domain::{UserId, WireEvent},
     storage::{
@@ -72,6 +72,7 @@ impl RedisBus {
             }
         });
         tokio::spawn(async move {
+            let mut decoder = EventDecoder::default();
             loop {
                 let message = tokio::select! {
                     _ = shutdown.cancelled() => break,
@@ -93,7 +94,7 @@ impl RedisBus {
                                 continue;
                             }
                         }
-                        match envelope.open() {
+                        match decoder.open(envelope) {
                             Some(decoded) => router.deliver(uid, decoded),
                             None => tracing::warn!(uid, "undecodable bus payload dropped"),
                         }
