@@ -24,10 +24,22 @@ use crate::{
 };
 
 const APPEND_LUA: &str = include_str!("append.lua");
-/// Most events in one script call.
+/// Most events in one append script call.
 const MAX_BATCH: usize = 128;
-/// Script calls in flight at once; more events wait and join the next batch.
+/// Append script calls in flight at once; more events wait and join the next batch.
 const MAX_BATCHES_IN_FLIGHT: usize = 4;
+/// Trims several users' inboxes in one call: KEYS[i] is an inbox stream, ARGV[i] the first
+/// entry id it keeps.
+const CONFIRM_LUA: &str = r#"
+for i = 1, #KEYS do
+  redis.call('XTRIM', KEYS[i], 'MINID', ARGV[i])
+end
+return #KEYS
+"#;
+/// Most confirmations in one script call: each is one cheap XTRIM.
+const MAX_CONFIRM_BATCH: usize = 512;
+/// Confirm script calls in flight at once.
+const MAX_CONFIRM_BATCHES_IN_FLIGHT: usize = 2;
 
 /// The script's answer for one append: (Seq, SentAt, FirstSeq), see append.lua.
 type ScriptAnswer = Result<(i64, i64, i64), StoreError>;
@@ -46,76 +58,151 @@ struct PendingAppend {
     done: oneshot::Sender<ScriptAnswer>,
 }
 
+/// One confirmation waiting for the next batch.
+struct PendingConfirm {
+    inbox: String,
+    /// The first entry id the inbox keeps.
+    min_id: String,
+    done: oneshot::Sender<Result<(), StoreError>>,
+}
+
 /// [`InboxStore`] over Redis streams.
 pub struct RedisInbox {
     pool: Pool,
     cluster: bool,
     appends: mpsc::UnboundedSender<PendingAppend>,
+    confirms: mpsc::UnboundedSender<PendingConfirm>,
 }
 
 impl RedisInbox {
-    /// Inboxes in Redis, bounded by `limits`; `cluster` for Redis Cluster. Starts the task
-    /// that batches appends.
+    /// Inboxes in Redis, bounded by `limits`; `cluster` for Redis Cluster. Starts the tasks
+    /// that batch appends and confirmations.
     pub fn new(pool: Pool, cluster: bool, limits: InboxLimits) -> Self {
-        let (appends, queue) = mpsc::unbounded_channel();
-        let appender = Appender {
+        let (appends, append_queue) = mpsc::unbounded_channel();
+        let appender = Arc::new(Appender {
             pool: pool.clone(),
             script: Script::from_lua(APPEND_LUA),
-            cluster,
             bounds: [
                 to_i64(limits.max_len).into(),
                 to_i64(limits.max_age_secs.max(1)).into(),
                 to_i64(limits.dedupe_window_secs.max(1)).into(),
                 if cluster { "SPUBLISH" } else { "PUBLISH" }.into(),
             ],
-        };
-        tokio::spawn(Arc::new(appender).run(queue));
+        });
+        tokio::spawn(run_batches(
+            append_queue,
+            (MAX_BATCH, MAX_BATCHES_IN_FLIGHT),
+            cluster,
+            |item: &PendingAppend| redis_keyslot(item.keys[0].as_bytes()),
+            move |items| {
+                let appender = appender.clone();
+                async move { appender.call(items).await }
+            },
+        ));
+        let (confirms, confirm_queue) = mpsc::unbounded_channel();
+        let confirmer = Arc::new(Confirmer {
+            pool: pool.clone(),
+            script: Script::from_lua(CONFIRM_LUA),
+        });
+        tokio::spawn(run_batches(
+            confirm_queue,
+            (MAX_CONFIRM_BATCH, MAX_CONFIRM_BATCHES_IN_FLIGHT),
+            cluster,
+            |item: &PendingConfirm| redis_keyslot(item.inbox.as_bytes()),
+            move |items| {
+                let confirmer = confirmer.clone();
+                async move { confirmer.call(items).await }
+            },
+        ));
         Self {
             pool,
             cluster,
             appends,
+            confirms,
         }
     }
 }
 
-/// The task that turns queued appends into script calls.
+/// Turns queued items into script calls, in batches: whatever queued up while earlier calls
+/// were in flight (at most `max_in_flight` of `max_batch` items each) goes in the next one,
+/// so an idle node adds no delay and a busy one pays one script call and one round trip for
+/// many items. On Redis Cluster a script may only touch one hash slot, so a batch is split
+/// per slot (`slot_of`) and the parts go out at once. Returns when the queue's senders are
+/// gone.
+async fn run_batches<T, F, Fut>(
+    mut queue: mpsc::UnboundedReceiver<T>,
+    (max_batch, max_in_flight): (usize, usize),
+    cluster: bool,
+    slot_of: fn(&T) -> u16,
+    call: F,
+) where
+    T: Send + 'static,
+    F: Fn(Vec<T>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let call = Arc::new(call);
+    let in_flight = Arc::new(Semaphore::new(max_in_flight));
+    let mut batch = Vec::with_capacity(max_batch);
+    loop {
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        if queue.recv_many(&mut batch, max_batch).await == 0 {
+            return; // the inbox was dropped
+        }
+        let items = std::mem::replace(&mut batch, Vec::with_capacity(max_batch));
+        let call = call.clone();
+        tokio::spawn(async move {
+            if cluster {
+                join_all(split_by_slot(items, slot_of).into_iter().map(|p| call(p))).await;
+            } else {
+                call(items).await;
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// Turns queued confirmations into script calls: a node confirming the acks of thousands of
+/// users at once (a large group's members, about a second after its message) sends a few
+/// calls instead of one XTRIM round trip each.
+struct Confirmer {
+    pool: Pool,
+    script: Script,
+}
+
+impl Confirmer {
+    /// One script call for `items` (all in one slot on a cluster); answers each waiter.
+    async fn call(&self, items: Vec<PendingConfirm>) {
+        let mut keys = Vec::with_capacity(items.len());
+        let mut args = Vec::with_capacity(items.len());
+        let mut waiters = Vec::with_capacity(items.len());
+        for item in items {
+            keys.push(item.inbox);
+            args.push(item.min_id);
+            waiters.push(item.done);
+        }
+        let result: Result<i64, StoreError> = self
+            .script
+            .evalsha_with_reload(self.pool.next(), keys, args)
+            .await
+            .map_err(unavailable);
+        let result = result.map(|_| ());
+        for waiter in waiters {
+            let _ = waiter.send(result.clone());
+        }
+    }
+}
+
+/// Turns queued appends into script calls (see [`run_batches`]).
 struct Appender {
     pool: Pool,
     script: Script,
-    cluster: bool,
     /// The script's leading arguments, the same for every call.
     bounds: [Value; 4],
 }
 
 impl Appender {
-    /// Sends queued appends to Redis in batches: whatever queued up while earlier batches
-    /// were in flight goes in the next one, so an idle node adds no delay and a busy one pays
-    /// one script call and one round trip for many events. On Redis Cluster a script may only
-    /// touch one hash slot, so a batch is split per slot and the parts go out at once.
-    async fn run(self: Arc<Self>, mut queue: mpsc::UnboundedReceiver<PendingAppend>) {
-        let in_flight = Arc::new(Semaphore::new(MAX_BATCHES_IN_FLIGHT));
-        let mut batch = Vec::with_capacity(MAX_BATCH);
-        loop {
-            let Ok(permit) = in_flight.clone().acquire_owned().await else {
-                return;
-            };
-            if queue.recv_many(&mut batch, MAX_BATCH).await == 0 {
-                return; // the inbox was dropped
-            }
-            let items = std::mem::replace(&mut batch, Vec::with_capacity(MAX_BATCH));
-            let this = self.clone();
-            tokio::spawn(async move {
-                if this.cluster {
-                    let parts = split_by_slot(items).into_iter().map(|p| this.call(p));
-                    futures_util::future::join_all(parts).await;
-                } else {
-                    this.call(items).await;
-                }
-                drop(permit);
-            });
-        }
-    }
-
     /// One script call for `items` (all in one slot on a cluster); answers each waiter.
     async fn call(&self, items: Vec<PendingAppend>) {
         let mut keys = Vec::with_capacity(items.len() * 3);
@@ -183,13 +270,12 @@ impl Appender {
     }
 }
 
-/// Groups a batch by the hash slot of each event's keys, keeping the queue order inside a
-/// slot (one user's events stay in order).
-fn split_by_slot(items: Vec<PendingAppend>) -> Vec<Vec<PendingAppend>> {
-    let mut parts: HashMap<u16, Vec<PendingAppend>> = HashMap::new();
+/// Groups a batch by hash slot, keeping the queue order inside a slot (one user's events
+/// stay in order).
+fn split_by_slot<T>(items: Vec<T>, slot_of: fn(&T) -> u16) -> Vec<Vec<T>> {
+    let mut parts: HashMap<u16, Vec<T>> = HashMap::new();
     for item in items {
-        let slot = redis_keyslot(item.keys[0].as_bytes());
-        parts.entry(slot).or_default().push(item);
+        parts.entry(slot_of(&item)).or_default().push(item);
     }
     parts.into_values().collect()
 }
@@ -305,13 +391,17 @@ impl InboxStore for RedisInbox {
     }
 
     async fn confirm(&self, user: &str, upto: Seq) -> Result<(), StoreError> {
-        let min_id = format!("{}-0", upto.saturating_add(1));
-        let _: i64 = self
-            .pool
-            .xtrim(user_key(user, "inbox"), ("MINID", min_id))
+        let (done, confirmed) = oneshot::channel();
+        self.confirms
+            .send(PendingConfirm {
+                inbox: user_key(user, "inbox"),
+                min_id: format!("{}-0", upto.saturating_add(1)),
+                done,
+            })
+            .map_err(|_| StoreError::Internal("inbox confirmer stopped".into()))?;
+        confirmed
             .await
-            .map_err(unavailable)?;
-        Ok(())
+            .map_err(|_| StoreError::Internal("inbox confirmer dropped a confirm".into()))?
     }
 
     async fn read_after(
