@@ -38,19 +38,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
 
-type Ws = WebSocketStream<TcpStream>;
-
-/// Websocket read buffer per connection (larger frames still work).
-const READ_BUFFER_SIZE: usize = 8 * 1024;
+use crate::ws::{self, Incoming, Outgoing, WsReader, WsWriter};
 
 /// TCP connect to `authority` (`host:port`), bound to `bind` first when given.
 async fn tcp_connect(authority: &str, bind: Option<IpAddr>) -> std::io::Result<TcpStream> {
@@ -241,7 +233,7 @@ struct AckTable {
 /// connection is closed by [`close`](Self::close) or when the last handle is dropped.
 #[derive(Clone)]
 pub struct SioClient {
-    tx: mpsc::UnboundedSender<Message>,
+    tx: mpsc::UnboundedSender<Outgoing>,
     shared: Arc<Shared>,
     done: watch::Receiver<bool>,
     sid: Arc<str>,
@@ -285,16 +277,12 @@ impl SioClient {
             .map_err(|e| ClientError::Transport(format!("connect {authority}: {e}")))?;
         tcp.set_nodelay(true)
             .map_err(|e| ClientError::Transport(e.to_string()))?;
-        // tungstenite zero-fills its whole read buffer before every read
-        // (128 KiB by default): chat frames are small, so keep it small.
-        let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER_SIZE);
-        let (mut ws, _resp) =
-            tokio_tungstenite::client_async_with_config(url.as_str(), tcp, Some(config))
-                .await
-                .map_err(|e| ClientError::Transport(e.to_string()))?;
+        let (mut reader, mut writer) = ws::connect(tcp, &url)
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
 
         // Engine.IO OPEN.
-        let open = match decode(&next_text(&mut ws).await?) {
+        let open = match decode(&next_text(&mut reader).await?) {
             Ok(Packet::Open(v)) => v,
             other => {
                 return Err(ClientError::Handshake(format!(
@@ -313,11 +301,11 @@ impl SioClient {
         let heartbeat = Duration::from_millis(ping_interval + ping_timeout);
 
         // socket.io CONNECT to "/".
-        send_ws(&mut ws, encode_connect(auth.as_ref())).await?;
+        send_ws(&mut writer, encode_connect(auth.as_ref())).await?;
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let mut early = Vec::new();
         let sid = loop {
-            let text = next_text(&mut ws).await?;
+            let text = next_text(&mut reader).await?;
             match decode(&text) {
                 Ok(Packet::Connect { nsp, data }) if nsp == "/" => {
                     let sid = data
@@ -338,7 +326,7 @@ impl SioClient {
                     };
                     return Err(ClientError::ConnectError { message, data });
                 }
-                Ok(Packet::Ping(p)) => send_ws(&mut ws, format!("3{p}")).await?,
+                Ok(Packet::Ping(p)) => send_ws(&mut writer, format!("3{p}")).await?,
                 Ok(Packet::Event {
                     nsp,
                     id,
@@ -364,14 +352,13 @@ impl SioClient {
         });
         for ev in early {
             if let Some(id) = ev.ack_id.filter(|_| opts.auto_ack) {
-                let _ = tx.send(Message::text(encode_ack(id, &[])));
+                let _ = tx.send(Outgoing::Text(encode_ack(id, &[])));
             }
             let _ = ev_tx.send(ev);
         }
-        let (sink, stream) = ws.split();
-        tokio::spawn(writer_task(sink, rx, done_rx.clone()));
+        tokio::spawn(writer_task(writer, rx, done_rx.clone()));
         tokio::spawn(reader_task(
-            stream,
+            reader,
             tx.downgrade(),
             ev_tx,
             shared.clone(),
@@ -480,7 +467,7 @@ impl SioClient {
             return Err(ClientError::Closed);
         }
         self.tx
-            .send(Message::text(text))
+            .send(Outgoing::Text(text.to_owned()))
             .map_err(|_| ClientError::Closed)
     }
 
@@ -490,7 +477,7 @@ impl SioClient {
             return Err(ClientError::Closed);
         }
         self.tx
-            .send(Message::binary(bytes))
+            .send(Outgoing::Binary(bytes))
             .map_err(|_| ClientError::Closed)
     }
 
@@ -498,8 +485,8 @@ impl SioClient {
     /// (at most 2 s) for the connection to wind down.
     pub async fn close(self) {
         self.shared.closing.store(true, Ordering::Relaxed);
-        let _ = self.tx.send(Message::text("41"));
-        let _ = self.tx.send(Message::Close(None));
+        let _ = self.tx.send(Outgoing::Text("41".into()));
+        let _ = self.tx.send(Outgoing::Close);
         let mut done = self.done.clone();
         let _ = tokio::time::timeout(Duration::from_secs(2), done.wait_for(|d| *d)).await;
     }
@@ -520,20 +507,22 @@ fn server_event(name: String, args: Vec<Value>, ack_id: Option<u64>) -> ServerEv
     }
 }
 
-async fn send_ws(ws: &mut Ws, text: String) -> Result<(), ClientError> {
-    ws.send(Message::text(text))
+async fn send_ws(writer: &mut WsWriter, text: String) -> Result<(), ClientError> {
+    writer.buffer(&Outgoing::Text(text));
+    writer
+        .flush()
         .await
         .map_err(|e| ClientError::Transport(e.to_string()))
 }
 
-/// Next text frame during the handshake (skipping control frames).
-async fn next_text(ws: &mut Ws) -> Result<String, ClientError> {
+/// Next text message during the handshake (skipping control frames).
+async fn next_text(reader: &mut WsReader) -> Result<String, ClientError> {
     loop {
-        match ws.next().await {
-            Some(Ok(Message::Text(t))) => return Ok(t.as_str().to_owned()),
-            Some(Ok(Message::Close(_))) | None => return Err(ClientError::Closed),
-            Some(Ok(_)) => {}
-            Some(Err(e)) => return Err(ClientError::Transport(e.to_string())),
+        match reader.next().await {
+            Ok(Some(Incoming::Text(t))) => return Ok(t),
+            Ok(Some(Incoming::Close)) | Ok(None) => return Err(ClientError::Closed),
+            Ok(Some(_)) => {}
+            Err(e) => return Err(ClientError::Transport(e.to_string())),
         }
     }
 }
@@ -541,8 +530,8 @@ async fn next_text(ws: &mut Ws) -> Result<String, ClientError> {
 /// Writes frames, flushing once per burst; stops on a Close frame, when all
 /// handles are gone, or when the reader saw the connection end.
 async fn writer_task(
-    mut sink: SplitSink<Ws, Message>,
-    mut rx: mpsc::UnboundedReceiver<Message>,
+    mut writer: WsWriter,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
     mut done: watch::Receiver<bool>,
 ) {
     loop {
@@ -550,24 +539,22 @@ async fn writer_task(
             m = rx.recv() => m,
             _ = async { let _ = done.wait_for(|d| *d).await; } => {
                 // The reader saw the end (e.g. server `41`): close politely.
-                let bye = sink.send(Message::Close(None));
-                let _ = tokio::time::timeout(Duration::from_secs(1), bye).await;
+                writer.buffer(&Outgoing::Close);
+                let _ = tokio::time::timeout(Duration::from_secs(1), writer.flush()).await;
                 return;
             }
         };
         let Some(mut msg) = first else {
             // Every handle dropped: say goodbye.
-            let _ = sink.feed(Message::text("41")).await;
-            let _ = sink.send(Message::Close(None)).await;
+            writer.buffer(&Outgoing::Text("41".into()));
+            writer.buffer(&Outgoing::Close);
+            let _ = writer.flush().await;
             return;
         };
         loop {
-            let is_close = matches!(msg, Message::Close(_));
-            if sink.feed(msg).await.is_err() {
-                return;
-            }
-            if is_close {
-                let _ = sink.flush().await;
+            writer.buffer(&msg);
+            if msg == Outgoing::Close {
+                let _ = writer.flush().await;
                 return;
             }
             match rx.try_recv() {
@@ -575,40 +562,46 @@ async fn writer_task(
                 Err(_) => break,
             }
         }
-        if sink.flush().await.is_err() {
+        if writer.flush().await.is_err() {
             return;
         }
     }
 }
 
 async fn reader_task(
-    mut stream: SplitStream<Ws>,
-    tx: mpsc::WeakUnboundedSender<Message>,
+    mut reader: WsReader,
+    tx: mpsc::WeakUnboundedSender<Outgoing>,
     events: mpsc::UnboundedSender<ServerEvent>,
     shared: Arc<Shared>,
     done: watch::Sender<bool>,
     heartbeat: Duration,
     auto_ack: bool,
 ) {
-    let send = |text: String| match tx.upgrade() {
-        Some(tx) => tx.send(Message::text(text)).is_ok(),
+    let send = |message: Outgoing| match tx.upgrade() {
+        Some(tx) => tx.send(message).is_ok(),
         None => false,
     };
     let reason = loop {
-        let msg = match tokio::time::timeout(heartbeat, stream.next()).await {
+        let msg = match tokio::time::timeout(heartbeat, reader.next()).await {
             Err(_) => break DisconnectReason::PingTimeout,
-            Ok(None) => break DisconnectReason::TransportClosed,
-            Ok(Some(Err(e))) => break DisconnectReason::Error(e.to_string()),
-            Ok(Some(Ok(m))) => m,
+            Ok(Ok(None)) => break DisconnectReason::TransportClosed,
+            Ok(Err(e)) => break DisconnectReason::Error(e.to_string()),
+            Ok(Ok(Some(m))) => m,
         };
         let text = match msg {
-            Message::Text(t) => t,
-            Message::Close(_) => break DisconnectReason::TransportClosed,
-            _ => continue,
+            Incoming::Text(t) => t,
+            Incoming::Close => break DisconnectReason::TransportClosed,
+            Incoming::Ping(p) => {
+                if !send(Outgoing::Pong(p)) {
+                    break DisconnectReason::ClientClosed;
+                }
+                continue;
+            }
+            Incoming::Pong | Incoming::Binary(_) => continue,
         };
-        match decode(text.as_str()) {
+        match decode(&text) {
             Ok(Packet::Ping(p)) => {
-                if !send(format!("3{p}")) {
+                if !send(Outgoing::Text(format!("3{p}"))) {
                     break DisconnectReason::ClientClosed;
                 }
             }
@@ -620,7 +613,7 @@ async fn reader_task(
             }) if nsp == "/" => {
                 if auto_ack {
                     if let Some(id) = id {
-                        if !send(encode_ack(id, &[])) {
+                        if !send(Outgoing::Text(encode_ack(id, &[]))) {
                             break DisconnectReason::ClientClosed;
                         }
                     }
@@ -639,7 +632,7 @@ async fn reader_task(
             }
             Ok(Packet::Close) => break DisconnectReason::EngineClose,
             Ok(_) => {}
-            Err(e) => break DisconnectReason::Error(format!("{e}: {:?}", text.as_str())),
+            Err(e) => break DisconnectReason::Error(format!("{e}: {text:?}")),
         }
     };
     // A closed transport after close() or after every handle was dropped is

@@ -45,7 +45,11 @@ pub struct Attachment {
     pub conn_id: u64,
     /// Deliveries for this socket, in channel order.
     pub deliveries: mpsc::Receiver<Delivery>,
-    /// Cancelled when the socket fell too far behind and must be disconnected.
+    /// Cancelled when the socket's delivery must end: disconnect or node shutdown.
+    pub stop: CancellationToken,
+    /// Cancelled when the socket fell too far behind and must be disconnected, and, being a
+    /// child of `stop`, also when `stop` is: the delivery task waits on this one token only
+    /// (it polls it on every wake-up).
     pub overflowed: CancellationToken,
 }
 
@@ -86,16 +90,18 @@ impl Router {
     }
 
     /// Adds a socket of `uid` and returns once its user's channel is subscribed, so nothing
-    /// published from now on is missed.
+    /// published from now on is missed. Its delivery stops with `shutdown`.
     pub async fn attach(
         &self,
         uid: &str,
         socket_id: &str,
         queue: usize,
+        shutdown: &CancellationToken,
     ) -> Result<Attachment, StoreError> {
         let (tx, deliveries) = mpsc::channel(queue.max(1));
         let conn_id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let overflowed = CancellationToken::new();
+        let stop = shutdown.child_token();
+        let overflowed = stop.child_token();
         self.conns
             .entry(uid.to_owned())
             .or_default()
@@ -117,6 +123,7 @@ impl Router {
         Ok(Attachment {
             conn_id,
             deliveries,
+            stop,
             overflowed,
         })
     }

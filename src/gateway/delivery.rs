@@ -14,7 +14,6 @@ use futures_util::{stream::FuturesUnordered, Future, StreamExt};
 use serde::de::IgnoredAny;
 use socketioxide::{extract::SocketRef, SendError, SocketError};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use crate::{
     bus::{Attachment, Delivery},
@@ -54,16 +53,11 @@ enum Halt {
 }
 
 /// Runs until the socket disconnects or the node stops.
-pub async fn run(
-    socket: SocketRef,
-    uid: UserId,
-    attachment: Attachment,
-    state: AppState,
-    stop: CancellationToken,
-) {
+pub async fn run(socket: SocketRef, uid: UserId, attachment: Attachment, state: AppState) {
     let Attachment {
         conn_id,
         mut deliveries,
+        stop,
         overflowed,
     } = attachment;
     let mut pump = Pump {
@@ -76,11 +70,11 @@ pub async fn run(
         acks: FuturesUnordered::new(),
     };
     // Built once: re-creating cancellation and timer futures on every loop turn costs a
-    // lock and a timer-wheel update per event.
-    let stopped = stop.cancelled();
-    let too_slow = overflowed.cancelled();
+    // lock and a timer-wheel update per event. `overflowed` is a child of `stop`, so one
+    // future covers both (each poll of it takes a lock, on every wake-up).
+    let ended = overflowed.cancelled();
     let confirm_timer = tokio::time::sleep(Duration::ZERO);
-    tokio::pin!(stopped, too_slow, confirm_timer);
+    tokio::pin!(ended, confirm_timer);
     let mut confirm_pending = false;
     // Counted up here and down at the end of this same task, so the two can never swap.
     pump.state.presence.socket_up(&pump.uid).await;
@@ -95,9 +89,10 @@ pub async fn run(
     while running {
         tokio::select! {
             biased;
-            _ = &mut stopped => break,
-            _ = &mut too_slow => {
-                tracing::warn!(uid = %pump.uid, "disconnecting slow consumer");
+            _ = &mut ended => {
+                if !stop.is_cancelled() {
+                    tracing::warn!(uid = %pump.uid, "disconnecting slow consumer");
+                }
                 break;
             }
             Some(acked) = pump.acks.next(), if !pump.acks.is_empty() => {

@@ -334,14 +334,16 @@ async fn attach(
             uid.as_str(),
             socket.id.as_str(),
             state.settings.socket_queue,
+            &state.shutdown,
         )
         .await
         .map_err(ChatError::from)
 }
 
 fn run_delivery(socket: &SocketRef, state: &AppState, uid: UserId, attachment: Attachment) {
-    let stop = state.shutdown.child_token();
-    socket.extensions.insert(Delivering { stop: stop.clone() });
+    socket.extensions.insert(Delivering {
+        stop: attachment.stop.clone(),
+    });
     state.metrics.connections.inc();
     tracing::debug!(uid = %uid, socket = %socket.id, "socket online");
     state.tasks.spawn(delivery::run(
@@ -349,7 +351,6 @@ fn run_delivery(socket: &SocketRef, state: &AppState, uid: UserId, attachment: A
         uid,
         attachment,
         state.clone(),
-        stop,
     ));
 }
 
