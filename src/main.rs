@@ -4,11 +4,6 @@ use anyhow::Context;
 use clap::Parser;
 use webchat::{telemetry, Application, Settings};
 
-/// mimalloc instead of glibc's malloc: a node allocates and frees small buffers for every
-/// event it routes, and glibc's malloc was ~15 % of a node's CPU in a large group's fan-out.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> anyhow::Result<()> {
     let settings = Settings::parse();
     telemetry::init_tracing(&settings.log_format);

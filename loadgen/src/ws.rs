@@ -77,7 +77,7 @@ pub async fn connect(tcp: TcpStream, url: &str) -> io::Result<(WsReader, WsWrite
         None => (rest, "/"),
     };
     let mut keys = MaskKeys::new();
-    let key = base64_of(&keys.next().to_be_bytes());
+    let key = handshake_key(&mut keys);
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
@@ -122,6 +122,13 @@ pub async fn connect(tcp: TcpStream, url: &str) -> io::Result<(WsReader, WsWrite
             keys,
         },
     ))
+}
+
+/// `Sec-WebSocket-Key`: base64 of a 16-byte nonce (servers such as Node's `ws` refuse any
+/// other length).
+fn handshake_key(keys: &mut MaskKeys) -> String {
+    let nonce: Vec<u8> = (0..4).flat_map(|_| keys.next().to_be_bytes()).collect();
+    base64_of(&nonce)
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -446,6 +453,15 @@ mod tests {
         assert_eq!(base64_of(b"foo"), "Zm9v");
         assert_eq!(base64_of(b"foobar"), "Zm9vYmFy");
         assert_eq!(base64_of(&[0xFF; 8]).len(), 12);
+    }
+
+    #[test]
+    fn the_handshake_key_is_a_16_byte_nonce() {
+        let mut keys = MaskKeys::new();
+        let key = handshake_key(&mut keys);
+        assert_eq!(key.len(), 24, "{key}");
+        assert!(key.ends_with("=="), "{key}");
+        assert_ne!(key, handshake_key(&mut keys));
     }
 
     /// A loopback server that answers the handshake, then sends `frames` and closes.
