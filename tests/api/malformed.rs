@@ -687,17 +687,7 @@ async fn a_storm_of_malformed_payloads_harms_no_one() {
     eventually_within(
         "the node to hold no socket",
         Duration::from_secs(60),
-        || async {
-            let text = http()
-                .get(format!("{url}/metrics"))
-                .send()
-                .await
-                .expect("metrics")
-                .text()
-                .await
-                .unwrap_or_default();
-            text.lines().any(|l| l == "webchat_connections 0")
-        },
+        || async { metric_at(&url, "webchat_connections").await == 0 },
     )
     .await;
     eprintln!("  sockets closed {:?} after the storm", closing.elapsed());
