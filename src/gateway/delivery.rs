@@ -10,14 +10,14 @@
 
 use std::{pin::Pin, time::Duration};
 
-use futures_util::{stream::FuturesUnordered, Future, StreamExt};
+use futures_util::{future::OptionFuture, stream::FuturesUnordered, Future, StreamExt};
 use serde::de::IgnoredAny;
 use socketioxide::{extract::SocketRef, SendError, SocketError};
 use tokio::time::Instant;
 
 use crate::{
     bus::{Attachment, Delivery},
-    domain::{now_millis, Seq, UserId, WireEvent},
+    domain::{now_millis, ChatError, Seq, UserId, WireEvent},
     state::AppState,
 };
 
@@ -30,8 +30,14 @@ const CONFIRM_DELAY: Duration = Duration::from_secs(1);
 /// How long an emit may wait for room in the socket's outgoing buffer before the socket
 /// counts as a slow consumer.
 const EMIT_PATIENCE: Duration = Duration::from_secs(5);
+/// How long a closing socket waits for its last confirmation: past it the acked events are
+/// re-sent on the next connect (the client dedupes by Seq), and a node shutting down with
+/// its store unreachable is not held up by every socket in turn.
+const LAST_CONFIRM_PATIENCE: Duration = Duration::from_secs(3);
 
 type AckFuture = Pin<Box<dyn Future<Output = Option<Seq>> + Send>>;
+/// A confirmation in flight: the Seq it confirms up to, and how it went.
+type ConfirmFuture = Pin<Box<dyn Future<Output = (Seq, Result<(), ChatError>)> + Send>>;
 
 struct Pump {
     socket: SocketRef,
@@ -76,9 +82,12 @@ pub async fn run(socket: SocketRef, uid: UserId, attachment: Attachment, state: 
     let confirm_timer = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(ended, confirm_timer);
     let mut confirm_pending = false;
+    // Confirms run beside the loop, never inside it: they are batched node-wide, and one
+    // slow batch must not hold up this socket's deliveries.
+    let mut confirming: Option<ConfirmFuture> = None;
     // Counted up here and down at the end of this same task, so the two can never swap.
     pump.state.presence.socket_up(&pump.uid).await;
-    let mut running = match pump.replay().await {
+    let mut running = match pump.replay(None).await {
         Ok(depth) => {
             pump.state.metrics.inbox_depth_at_connect_count.inc();
             pump.state.metrics.inbox_depth_at_connect_sum.add(depth);
@@ -106,16 +115,20 @@ pub async fn run(socket: SocketRef, uid: UserId, attachment: Attachment, state: 
                     }
                 }
             }
-            _ = &mut confirm_timer, if confirm_pending => {
+            _ = &mut confirm_timer, if confirm_pending && confirming.is_none() => {
                 confirm_pending = false;
-                pump.confirm_acked().await;
+                confirming = pump.start_confirm();
+            }
+            Some((upto, result)) = OptionFuture::from(confirming.as_mut()), if confirming.is_some() => {
+                confirming = None;
+                pump.confirmed_up_to(upto, result);
             }
             delivery = deliveries.recv() => {
                 running = match delivery {
                     None => false,
                     Some(Delivery::Stored { seq, event }) => pump.on_stored(seq, &event).await.is_ok(),
                     Some(Delivery::Live(event)) => pump.emit_live(&event).is_ok(),
-                    Some(Delivery::Resync) => pump.replay().await.is_ok(),
+                    Some(Delivery::Resync) => pump.replay(None).await.is_ok(),
                 };
             }
         }
@@ -130,7 +143,22 @@ pub async fn run(socket: SocketRef, uid: UserId, attachment: Attachment, state: 
     for _ in 0..pump.acks.len() {
         pump.state.metrics.unacked.dec();
     }
-    pump.confirm_acked().await;
+    let last = async {
+        if let Some(in_flight) = confirming {
+            let (upto, result) = in_flight.await;
+            pump.confirmed_up_to(upto, result);
+        }
+        if let Some(confirm) = pump.start_confirm() {
+            let (upto, result) = confirm.await;
+            pump.confirmed_up_to(upto, result);
+        }
+    };
+    if tokio::time::timeout(LAST_CONFIRM_PATIENCE, last)
+        .await
+        .is_err()
+    {
+        tracing::warn!(uid = %pump.uid, "last confirm timed out; acked events will be re-sent");
+    }
     pump.state.router.detach(pump.uid.as_str(), conn_id);
     pump.state.presence.socket_down(&pump.uid).await;
     pump.state.metrics.connections.dec();
@@ -171,9 +199,10 @@ impl Pump {
             Arrival::AfterGap => {
                 self.state.metrics.live_gaps.inc();
                 tracing::debug!(uid = %self.uid, seq, last_emitted = self.last_emitted, "gap in live Seqs; reading the inbox");
-                self.replay().await?;
-                // The read began after `seq` was stored, so it covered it, unless the inbox
-                // lost it (confirmed by another tab, or trimmed): then send the copy in hand.
+                // Only the missing ones: this event is in hand even if the inbox no longer
+                // has it (another socket of the user confirmed it), and later ones follow
+                // live, in order.
+                self.replay(Some(seq)).await?;
                 if seq > self.last_emitted {
                     self.emit_stored(seq, event).await?;
                 }
@@ -182,10 +211,11 @@ impl Pump {
         }
     }
 
-    /// Emits every stored event after `last_emitted`, page by page, in Seq order; returns how
-    /// many it emitted. Afterwards `last_emitted` is at least the inbox's head at the last
-    /// read, so the next live event is expected right after it.
-    async fn replay(&mut self) -> Result<u64, Halt> {
+    /// Emits every stored event after `last_emitted` (and before `before`, when given), page
+    /// by page, in Seq order; returns how many it emitted. Afterwards `last_emitted` is at
+    /// least the inbox's head at the last read (or `before - 1`), so the next live event is
+    /// expected right after it.
+    async fn replay(&mut self, before: Option<Seq>) -> Result<u64, Halt> {
         let mut emitted = 0;
         loop {
             let page = match self
@@ -200,9 +230,12 @@ impl Pump {
                     return Err(Halt::Closed);
                 }
             };
-            let full_page = page.is_full(REPLAY_PAGE);
             let now = now_millis();
             for (seq, event) in page.events {
+                if let Some(before) = before.filter(|b| seq >= *b) {
+                    self.last_emitted = self.last_emitted.max(before - 1);
+                    return Ok(emitted);
+                }
                 if self.state.inbox_limits.expired(event.sent_at, now) {
                     self.last_emitted = self.last_emitted.max(seq);
                     self.max_acked = self.max_acked.max(seq);
@@ -212,9 +245,10 @@ impl Pump {
                 self.emit_stored(seq, &event).await?;
                 emitted += 1;
             }
-            if !full_page {
+            if !page.full {
                 // Seqs up to the head that were not in the read were confirmed or trimmed.
-                self.last_emitted = self.last_emitted.max(page.head);
+                let known = before.map_or(page.head, |b| page.head.min(b - 1));
+                self.last_emitted = self.last_emitted.max(known);
                 return Ok(emitted);
             }
         }
@@ -264,17 +298,20 @@ impl Pump {
         }
     }
 
-    async fn confirm_acked(&mut self) {
+    /// A confirmation of everything acked so far, unless that is confirmed already.
+    fn start_confirm(&self) -> Option<ConfirmFuture> {
         if self.max_acked <= self.confirmed {
-            return;
+            return None;
         }
-        match self
-            .state
-            .chat
-            .confirm(self.uid.as_str(), self.max_acked)
-            .await
-        {
-            Ok(()) => self.confirmed = self.max_acked,
+        let (state, uid, upto) = (self.state.clone(), self.uid.clone(), self.max_acked);
+        Some(Box::pin(async move {
+            (upto, state.chat.confirm(uid.as_str(), upto).await)
+        }))
+    }
+
+    fn confirmed_up_to(&mut self, upto: Seq, result: Result<(), ChatError>) {
+        match result {
+            Ok(()) => self.confirmed = self.confirmed.max(upto),
             // Unconfirmed events are only re-sent later, never lost; the client dedupes by Seq.
             Err(e) => tracing::warn!(uid = %self.uid, error = %e, "confirm failed"),
         }

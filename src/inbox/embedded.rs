@@ -186,7 +186,8 @@ impl InboxStore for EmbeddedInbox {
                         break;
                     }
                 }
-                Ok(InboxPage { events, head })
+                let full = events.len() >= limit;
+                Ok(InboxPage { events, head, full })
             })
             .await
     }

@@ -141,13 +141,9 @@ pub struct InboxPage {
     /// confirmed or trimmed: a reader whose page was not full has seen all of them, and the
     /// next event it can be told of live is `head + 1`.
     pub head: Seq,
-}
-
-impl InboxPage {
-    /// Whether the page holds `limit` events, so more may follow.
-    pub fn is_full(&self, limit: usize) -> bool {
-        self.events.len() >= limit
-    }
+    /// The read stopped at the asked number of entries, so more may follow (counted before
+    /// any unreadable entry was left out of `events`).
+    pub full: bool,
 }
 
 impl InboxLimits {

@@ -32,7 +32,8 @@ const MAX_BATCHES_IN_FLIGHT: usize = 4;
 /// entry id it keeps.
 const CONFIRM_LUA: &str = r#"
 for i = 1, #KEYS do
-  redis.call('XTRIM', KEYS[i], 'MINID', ARGV[i])
+  -- pcall: one bad key (say, of another type) must not fail the other users' confirms.
+  redis.pcall('XTRIM', KEYS[i], 'MINID', ARGV[i])
 end
 return #KEYS
 "#;
@@ -430,6 +431,7 @@ impl InboxStore for RedisInbox {
             .map_err(unavailable)?;
         let (head, entries): (Option<Seq>, Vec<(String, Vec<(String, String)>)>) =
             pipeline.all().await.map_err(unavailable)?;
+        let full = entries.len() >= limit;
         let mut events = Vec::with_capacity(entries.len());
         for (id, fields) in entries {
             let seq: Seq = id
@@ -445,6 +447,7 @@ impl InboxStore for RedisInbox {
         Ok(InboxPage {
             events,
             head: head.unwrap_or(0),
+            full,
         })
     }
 }

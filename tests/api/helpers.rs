@@ -321,23 +321,30 @@ where
     }
 }
 
-/// A `webchat` node as a child process (for SIGKILL tests).
-/// One value from `/metrics` of the node at `url`.
+/// One value from `/metrics` of the node at `url` (panics when there is none).
 pub async fn metric_at(url: &str, name: &str) -> i64 {
+    try_metric_at(url, name)
+        .await
+        .unwrap_or_else(|| panic!("no metric {name} at {url}"))
+}
+
+/// One value from `/metrics` of the node at `url`; `None` when the node did not answer or
+/// has no such metric.
+pub async fn try_metric_at(url: &str, name: &str) -> Option<i64> {
     let text = http()
         .get(format!("{url}/metrics"))
         .send()
         .await
-        .expect("metrics")
+        .ok()?
         .text()
         .await
-        .expect("metrics text");
+        .ok()?;
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no metric {name}"))
 }
 
+/// A `webchat` node as a child process (for SIGKILL tests).
 pub struct NodeProcess {
     pub url: String,
     child: Child,
