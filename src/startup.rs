@@ -222,7 +222,10 @@ impl Application {
             .ws_max_frame_size(frame_limit)
             .build_layer();
         gateway::register(&io);
-        let app = http::router(state.clone()).layer(socket_layer);
+        let app = http::router(state.clone())
+            .layer(socket_layer)
+            // Outermost: runs before socket.io keeps the request parts.
+            .layer(axum::middleware::map_request(gateway::own_request_parts));
 
         if settings.auth == AuthMode::Open {
             tracing::warn!("auth mode is OPEN: anyone who can reach this port can act as any uid; use only on trusted networks");
