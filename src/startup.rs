@@ -47,6 +47,12 @@ use crate::{
     telemetry::Metrics,
 };
 
+/// Each websocket's read buffer. Client frames are small (acks are a few bytes, a message
+/// at the Body limit a few KiB; larger ones grow the buffer), and tungstenite zero-fills the
+/// whole buffer on a socket's first read, so every idle socket holds it: socketioxide's
+/// default of 4 KiB cost 3 KiB more per connection.
+const WS_READ_BUFFER_BYTES: usize = 1024;
+
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -220,6 +226,7 @@ impl Application {
             .max_payload(u64::try_from(frame_limit).unwrap_or(u64::MAX))
             .ws_max_message_size(frame_limit)
             .ws_max_frame_size(frame_limit)
+            .ws_read_buffer_size(WS_READ_BUFFER_BYTES)
             .build_layer();
         gateway::register(&io);
         let app = http::router(state.clone())
