@@ -4,53 +4,53 @@ use tokio::process::Command;
 
 use crate::helpers::*;
 
-/// Drops every pub/sub connection (on every master of a cluster), as Redis does to a
-/// subscriber whose output buffer overflowed.
-async fn kill_subscriber_connections(backend: Backend) {
-    let targets: Vec<Vec<String>> = match backend {
+/// `redis-cli` connection arguments for every master of the test Redis (one on a single
+/// Redis).
+fn cli_targets(backend: Backend) -> Vec<Vec<String>> {
+    match backend {
         Backend::RedisCluster => redis_cluster_masters()
             .into_iter()
             .map(|(host, port)| vec!["-h".into(), host, "-p".into(), port])
             .collect(),
         _ => vec![vec!["-u".into(), redis_url()]],
-    };
-    for target in targets {
-        let out = Command::new("redis-cli")
-            .args(&target)
-            .args(["CLIENT", "KILL", "TYPE", "pubsub"])
-            .output()
-            .await
-            .expect("redis-cli");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    }
+}
+
+/// Runs `redis-cli` with connection arguments `target` and `args`; returns its output.
+async fn run_redis_cli(target: &[String], args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(target)
+        .args(args)
+        .output()
+        .await
+        .expect("redis-cli");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Drops every pub/sub connection (on every master of a cluster), as Redis does to a
+/// subscriber whose output buffer overflowed.
+async fn kill_subscriber_connections(backend: Backend) {
+    for target in cli_targets(backend) {
+        run_redis_cli(&target, &["CLIENT", "KILL", "TYPE", "pubsub"]).await;
     }
 }
 
 /// Whether exactly one connection (the receiver's node) is subscribed to `channel`: a
 /// classic subscription on one Redis, a sharded one on a cluster.
 async fn subscribers(backend: Backend, channel: &str) -> bool {
-    let (targets, command): (Vec<Vec<String>>, &str) = match backend {
-        Backend::RedisCluster => (
-            redis_cluster_masters()
-                .into_iter()
-                .map(|(host, port)| vec!["-h".into(), host, "-p".into(), port])
-                .collect(),
-            "SHARDNUMSUB",
-        ),
-        _ => (vec![vec!["-u".into(), redis_url()]], "NUMSUB"),
+    let command = match backend {
+        Backend::RedisCluster => "SHARDNUMSUB",
+        _ => "NUMSUB",
     };
     let mut total = 0;
-    for target in targets {
-        let out = Command::new("redis-cli")
-            .args(&target)
-            .args(["PUBSUB", command, channel])
-            .output()
+    for target in cli_targets(backend) {
+        total += run_redis_cli(&target, &["PUBSUB", command, channel])
             .await
-            .expect("redis-cli");
-        total += String::from_utf8_lossy(&out.stdout)
             .lines()
             .last()
             .and_then(|l| l.trim().parse::<i64>().ok())
@@ -105,25 +105,11 @@ async fn dropped_subscriber_connections(backend: Backend) {
 
 /// Runs `redis-cli` against the test Redis (following redirects on a cluster).
 async fn redis_cli(backend: Backend, args: &[&str]) -> String {
-    let target: Vec<String> = match backend {
-        Backend::RedisCluster => {
-            let (host, port) = redis_cluster_masters().remove(0);
-            vec!["-c".into(), "-h".into(), host, "-p".into(), port]
-        }
-        _ => vec!["-u".into(), redis_url()],
-    };
-    let out = Command::new("redis-cli")
-        .args(&target)
-        .args(args)
-        .output()
-        .await
-        .expect("redis-cli");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    let mut target = cli_targets(backend).remove(0);
+    if matches!(backend, Backend::RedisCluster) {
+        target.insert(0, "-c".into());
+    }
+    run_redis_cli(&target, args).await
 }
 
 #[tokio::test]
