@@ -47,16 +47,32 @@ type ScriptAnswer = Result<(i64, i64, i64), StoreError>;
 
 /// One event waiting for the next batch.
 struct PendingAppend {
+    /// The receiver's seq counter, inbox and idempotency key.
     keys: [String; 3],
     /// The event's JSON, shared by the recipients of one group message.
     json: Arc<str>,
-    /// channel, SentAt, dedupe flag, echo channel, skip socket (see append.lua).
-    args: [Value; 5],
+    sent_at: i64,
+    /// The script's idempotency flag: "0", "1" or "2" (see append.lua).
+    dedupe_flag: &'static str,
+    /// The live copy for the acting user's other sockets inside the script: (channel,
+    /// socket to skip).
+    echo: Option<(String, String)>,
     /// On Redis Cluster, the live copy for the acting user's other sockets (channel,
     /// payload): it lives in another slot than the receiver's keys, so it is published after
     /// the script instead of inside it.
     echo_after: Option<(String, String)>,
     done: oneshot::Sender<ScriptAnswer>,
+}
+
+impl PendingAppend {
+    /// Whether `next` can share this event's run in the script's arguments: everything but
+    /// the receiver is the same (the recipients of one group message).
+    fn shares_run_with(&self, next: &PendingAppend) -> bool {
+        Arc::ptr_eq(&self.json, &next.json)
+            && self.sent_at == next.sent_at
+            && self.dedupe_flag == next.dedupe_flag
+            && self.echo == next.echo
+    }
 }
 
 /// One confirmation waiting for the next batch.
@@ -208,28 +224,45 @@ impl Appender {
     async fn call(&self, items: Vec<PendingAppend>) {
         let mut keys = Vec::with_capacity(items.len() * 3);
         // Each distinct JSON once (recipients of one group message share theirs), then the
-        // events, each naming its JSON by index.
+        // events in runs of those that differ only in their receiver, each run naming its
+        // JSON by index.
         let mut bodies: Vec<&Arc<str>> = Vec::new();
-        let mut body_index = Vec::with_capacity(items.len());
-        for item in &items {
-            let index = match bodies.iter().position(|b| Arc::ptr_eq(b, &item.json)) {
-                Some(index) => index,
-                None => {
-                    bodies.push(&item.json);
-                    bodies.len() - 1
+        // (first item of the run, its length)
+        let mut runs: Vec<(usize, usize)> = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            match runs.last_mut() {
+                Some((first, len)) if items[*first].shares_run_with(item) => *len += 1,
+                _ => {
+                    runs.push((i, 1));
+                    if !bodies.iter().any(|b| Arc::ptr_eq(b, &item.json)) {
+                        bodies.push(&item.json);
+                    }
                 }
-            };
-            body_index.push(to_i64(index as u64 + 1));
+            }
         }
-        let mut args = Vec::with_capacity(self.bounds.len() + 1 + bodies.len() + items.len() * 6);
+        let mut args = Vec::with_capacity(self.bounds.len() + 1 + bodies.len() + runs.len() * 6);
         args.extend(self.bounds.iter().cloned());
         args.push(to_i64(bodies.len() as u64).into());
         args.extend(bodies.iter().map(|b| Value::from(&***b)));
+        for &(first, len) in &runs {
+            let item = &items[first];
+            let body = bodies
+                .iter()
+                .position(|b| Arc::ptr_eq(b, &item.json))
+                .unwrap_or_default();
+            let (echo_channel, skip) = item.echo.clone().unwrap_or_default();
+            args.extend([
+                to_i64(len as u64).into(),
+                to_i64(body as u64 + 1).into(),
+                item.sent_at.into(),
+                item.dedupe_flag.into(),
+                echo_channel.into(),
+                skip.into(),
+            ]);
+        }
         let mut waiters = Vec::with_capacity(items.len());
-        for (item, index) in items.into_iter().zip(body_index) {
+        for item in items {
             keys.extend(item.keys);
-            let [channel, sent_at, flag, echo_channel, skip] = item.args;
-            args.extend([channel, index.into(), sent_at, flag, echo_channel, skip]);
             waiters.push((item.echo_after, item.done));
         }
         let result: Result<Vec<i64>, StoreError> = self
@@ -299,34 +332,27 @@ impl RedisInbox {
         let keys = [user_key(uid, "seq"), user_key(uid, "inbox"), dedupe_key];
         let echo_channel = echo.map(|e| user_channel(e.user.as_str()));
         let skip_socket = echo.map(|e| e.skip_socket.as_str());
-        let echo_after = match (&echo_channel, self.cluster) {
-            (Some(channel), true) => Some((channel.clone(), encode_live(skip_socket, json))),
-            _ => None,
-        };
-        let args: [Value; 5] = [
-            user_channel(uid).into(),
-            sent_at.into(),
-            // "2": also remember the Seq for re-sends (1:1 only: the call log records group
-            // messages without a per-recipient Seq, and a group fan-out is the hot path).
-            match dedupe {
-                Some(d) if d.group.is_none() => "2",
-                Some(_) => "1",
-                None => "0",
-            }
-            .into(),
+        let (echo, echo_after) = match (echo_channel, self.cluster) {
             // On a cluster the echo goes out after the script (see `echo_after`).
-            echo_channel
-                .filter(|_| !self.cluster)
-                .unwrap_or_default()
-                .into(),
-            skip_socket.unwrap_or_default().into(),
-        ];
+            (Some(channel), true) => (None, Some((channel, encode_live(skip_socket, json)))),
+            (Some(channel), false) => (Some((channel, skip_socket.unwrap_or_default().to_owned())), None),
+            (None, _) => (None, None),
+        };
+        // "2": also remember the Seq for re-sends (1:1 only: the call log records group
+        // messages without a per-recipient Seq, and a group fan-out is the hot path).
+        let dedupe_flag = match dedupe {
+            Some(d) if d.group.is_none() => "2",
+            Some(_) => "1",
+            None => "0",
+        };
         let (done, outcome) = oneshot::channel();
         self.appends
             .send(PendingAppend {
                 keys,
                 json: json.clone(),
-                args,
+                sent_at,
+                dedupe_flag,
+                echo,
                 echo_after,
                 done,
             })
