@@ -226,18 +226,11 @@ impl Appender {
         // Each distinct JSON once (recipients of one group message share theirs), then the
         // events in runs of those that differ only in their receiver, each run naming its
         // JSON by index.
+        let runs = runs_of(&items, PendingAppend::shares_run_with);
         let mut bodies: Vec<&Arc<str>> = Vec::new();
-        // (first item of the run, its length)
-        let mut runs: Vec<(usize, usize)> = Vec::new();
-        for (i, item) in items.iter().enumerate() {
-            match runs.last_mut() {
-                Some((first, len)) if items[*first].shares_run_with(item) => *len += 1,
-                _ => {
-                    runs.push((i, 1));
-                    if !bodies.iter().any(|b| Arc::ptr_eq(b, &item.json)) {
-                        bodies.push(&item.json);
-                    }
-                }
+        for &(first, _) in &runs {
+            if !bodies.iter().any(|b| Arc::ptr_eq(b, &items[first].json)) {
+                bodies.push(&items[first].json);
             }
         }
         let mut args = Vec::with_capacity(self.bounds.len() + 1 + bodies.len() + runs.len() * 6);
@@ -304,6 +297,19 @@ impl Appender {
     }
 }
 
+/// Splits `items` into runs of consecutive items that `same_run` says belong with the run's
+/// first one: (index of the first item, length), in order, covering every item once.
+fn runs_of<T>(items: &[T], same_run: fn(&T, &T) -> bool) -> Vec<(usize, usize)> {
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        match runs.last_mut() {
+            Some((first, len)) if same_run(&items[*first], item) => *len += 1,
+            _ => runs.push((i, 1)),
+        }
+    }
+    runs
+}
+
 /// Groups a batch by hash slot, keeping the queue order inside a slot (one user's events
 /// stay in order).
 fn split_by_slot<T>(items: Vec<T>, slot_of: fn(&T) -> u16) -> Vec<Vec<T>> {
@@ -335,7 +341,10 @@ impl RedisInbox {
         let (echo, echo_after) = match (echo_channel, self.cluster) {
             // On a cluster the echo goes out after the script (see `echo_after`).
             (Some(channel), true) => (None, Some((channel, encode_live(skip_socket, json)))),
-            (Some(channel), false) => (Some((channel, skip_socket.unwrap_or_default().to_owned())), None),
+            (Some(channel), false) => (
+                Some((channel, skip_socket.unwrap_or_default().to_owned())),
+                None,
+            ),
             (None, _) => (None, None),
         };
         // "2": also remember the Seq for re-sends (1:1 only: the call log records group
@@ -480,4 +489,26 @@ impl InboxStore for RedisInbox {
 
 fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::runs_of;
+
+    #[test]
+    fn runs_cover_every_item_once_in_order_and_break_where_items_differ() {
+        let same = |a: &(&str, u8), b: &(&str, u8)| a.0 == b.0;
+        // A 1:1 message, a group message to four members, another 1:1, the group again.
+        let items = [
+            ("a", 0),
+            ("g", 1),
+            ("g", 2),
+            ("g", 3),
+            ("g", 4),
+            ("b", 0),
+            ("g", 5),
+        ];
+        assert_eq!(runs_of(&items, same), vec![(0, 1), (1, 4), (5, 1), (6, 1)]);
+        assert_eq!(runs_of::<(&str, u8)>(&[], same), vec![]);
+    }
 }
