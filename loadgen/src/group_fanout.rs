@@ -17,14 +17,14 @@
 //! N − 1: the sending socket gets no copy). Both ends use this process's monotonic clock, so
 //! the fan-out time includes the generator's own time to read N − 1 frames (on the same
 //! cores as the servers). CPU of the `--server-pids` and of the generator is sampled from just
-//! before the first message to one `--pause` after the last one (so the ack confirmations of
-//! the last fan-out are counted) and divided by the deliveries; the create is reported
-//! separately.
+//! before the first message to [`CONFIRM_TAIL`] (or one `--pause`, if longer) after the last
+//! one, so the ack confirmations of the last fan-out are counted, and divided by the
+//! deliveries; the create is reported separately.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
@@ -35,6 +35,11 @@ use crate::{
     ack_error_code, check_fd_limit, connect_and_join, cpu_us, lock, make_body, ms, note_disconnect,
     now_us, percentile, round3, servers_cpu_us, Args, SHUTTING_DOWN,
 };
+
+/// How long after the last message the CPU is still counted: webchat confirms acks in the
+/// inbox up to 5 s after they arrive (its `CONFIRM_DELAY`), and that work belongs to the
+/// fan-out.
+const CONFIRM_TAIL: Duration = Duration::from_secs(6);
 
 /// Receipt times (µs since generator start) of one event — the create's `notify` or one group
 /// message — over the members, one per member.
@@ -353,7 +358,7 @@ pub(crate) async fn run(args: &Args, run_id: &str) -> Result<()> {
             ack_error,
         });
     }
-    tokio::time::sleep(args.pause).await;
+    tokio::time::sleep(args.pause.max(CONFIRM_TAIL)).await;
     let srv1 = servers_cpu_us(&args.server_pids);
     let gen1 = cpu_us(None);
 

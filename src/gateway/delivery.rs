@@ -5,8 +5,8 @@
 //! the last replayed Seq are skipped. A user's Seqs are consecutive, so a live event past
 //! the next expected Seq means an earlier publish was lost (a subscriber reconnect): the
 //! inbox is read up to it first. Without that, acking the later event would confirm, and
-//! drop, the earlier one unseen. Acks are coalesced into one inbox confirmation per short
-//! interval, since one confirm covers every event up to its Seq.
+//! drop, the earlier one unseen. Acks are coalesced into one inbox confirmation per
+//! [`CONFIRM_DELAY`], since one confirm covers every event up to its Seq.
 
 use std::{pin::Pin, time::Duration};
 
@@ -26,8 +26,9 @@ const REPLAY_PAGE: usize = 500;
 /// Longest wait before acked Seqs are confirmed in the inbox. One confirm covers every
 /// event up to its Seq, so a user receiving many events costs one inbox write per interval:
 /// a member of a group that talks every second costs one write per five messages instead of
-/// one each. A closing socket confirms at once, so only a node that dies re-sends acked
-/// events (at most this much of them); the client dedupes them by Seq.
+/// one each. A closing socket confirms at once. Up to this much of acked events is sent
+/// again to a socket of the same user that opens meanwhile (another tab), and after a node
+/// dies or a confirm fails; clients dedupe by Seq.
 const CONFIRM_DELAY: Duration = Duration::from_secs(5);
 /// How long an emit may wait for room in the socket's outgoing buffer before the socket
 /// counts as a slow consumer.

@@ -181,7 +181,7 @@ async fn run_batches<T, F, Fut>(
 }
 
 /// Turns queued confirmations into script calls: a node confirming the acks of thousands of
-/// users at once (a large group's members, about a second after its message) sends a few
+/// users at once (a large group's members, a few seconds after its message) sends a few
 /// calls instead of one XTRIM round trip each.
 struct Confirmer {
     pool: Pool,
