@@ -182,7 +182,7 @@ for (const mode of modes()) {
 
       // 1st connect: receive but confirm nothing.
       let b = await connect(url, bob.token, { autoAck: false });
-      const first = await collectChats(b, { From: alice.uid }, 3, undefined, 'first replay');
+      const first = await collectChats(b, { From: alice.uid, EvtType: 'message' }, 3, undefined, 'first replay');
       assert.deepEqual(
         first.map((m) => m.MsgID),
         ids,
@@ -258,7 +258,7 @@ for (const mode of modes()) {
       const marker = msgId('marker');
       assertOkAck(await emitAck(a, 'chat', { ...msg, MsgID: marker, Body: 'marker' }), marker);
       const b = await connect(url, bob.token);
-      const got = await collectChats(b, { From: alice.uid }, 2, undefined, 'replay');
+      const got = await collectChats(b, { From: alice.uid, EvtType: 'message' }, 2, undefined, 'replay');
       assert.deepEqual(
         got.map((m) => m.MsgID),
         [id, marker],
@@ -345,7 +345,7 @@ for (const mode of modes()) {
         assertOkAck(ack, id);
         await closeSocket(a);
       }
-      await collectChats(b, { From: alice.uid }, 50, undefined, 'all 50 delivered');
+      await collectChats(b, { From: alice.uid, EvtType: 'message' }, 50, undefined, 'all 50 delivered');
     });
 
     it('a socket gets live events as soon as it is connected (typing, 10 fresh connections)', async () => {
@@ -381,7 +381,7 @@ for (const mode of modes()) {
           acks.push(emitAck(a, 'chat', { EvtType: 'message', To: bob.uid, MsgID: id, Body: String(k) }));
         }
         (await Promise.all(acks)).forEach((ack, k) => assertOkAck(ack, ids[k]));
-        const got = await collectChats(b, { From: alice.uid }, 5, undefined, `round ${round}`);
+        const got = await collectChats(b, { From: alice.uid, EvtType: 'message' }, 5, undefined, `round ${round}`);
         assert.deepEqual(
           got.map((m) => m.Body),
           ['0', '1', '2', '3', '4'],
