@@ -228,21 +228,24 @@ impl Appender {
         // JSON by index.
         let runs = runs_of(&items, PendingAppend::shares_run_with);
         let mut bodies: Vec<&Arc<str>> = Vec::new();
+        let mut run_bodies = Vec::with_capacity(runs.len());
         for &(first, _) in &runs {
-            if !bodies.iter().any(|b| Arc::ptr_eq(b, &items[first].json)) {
-                bodies.push(&items[first].json);
-            }
+            let json = &items[first].json;
+            let index = match bodies.iter().position(|b| Arc::ptr_eq(b, json)) {
+                Some(index) => index,
+                None => {
+                    bodies.push(json);
+                    bodies.len() - 1
+                }
+            };
+            run_bodies.push(index);
         }
         let mut args = Vec::with_capacity(self.bounds.len() + 1 + bodies.len() + runs.len() * 6);
         args.extend(self.bounds.iter().cloned());
         args.push(to_i64(bodies.len() as u64).into());
         args.extend(bodies.iter().map(|b| Value::from(&***b)));
-        for &(first, len) in &runs {
+        for (&(first, len), body) in runs.iter().zip(run_bodies) {
             let item = &items[first];
-            let body = bodies
-                .iter()
-                .position(|b| Arc::ptr_eq(b, &item.json))
-                .unwrap_or_default();
             let (echo_channel, skip) = item.echo.clone().unwrap_or_default();
             args.extend([
                 to_i64(len as u64).into(),
