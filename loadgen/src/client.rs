@@ -534,10 +534,18 @@ async fn writer_task(
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
     mut done: watch::Receiver<bool>,
 ) {
+    // Built once and polled only when no frame is queued: creating it on every turn cost
+    // a lock per frame (the watch's notifier), and under load a frame is almost always
+    // queued.
+    let ended = async move {
+        let _ = done.wait_for(|d| *d).await;
+    };
+    tokio::pin!(ended);
     loop {
         let first = tokio::select! {
+            biased;
             m = rx.recv() => m,
-            _ = async { let _ = done.wait_for(|d| *d).await; } => {
+            _ = &mut ended => {
                 // The reader saw the end (e.g. server `41`): close politely.
                 writer.buffer(&Outgoing::Close);
                 let _ = tokio::time::timeout(Duration::from_secs(1), writer.flush()).await;
