@@ -42,18 +42,22 @@ const MAX_CONFIRM_BATCH: usize = 512;
 /// Confirm script calls in flight at once.
 const MAX_CONFIRM_BATCHES_IN_FLIGHT: usize = 2;
 
-/// The script's answer for one append: (Seq, SentAt, FirstSeq), see append.lua.
-type ScriptAnswer = Result<(i64, i64, i64), StoreError>;
+/// What became of one append, as the script answered it.
+type ScriptAnswer = Result<AppendOutcome, StoreError>;
 
 /// One event waiting for the next batch.
 struct PendingAppend {
-    /// The receiver's seq counter, inbox and idempotency key.
-    keys: [String; 3],
+    /// The receiver's seq counter, `wc:{uid}:seq`: the script names the receiver's inbox,
+    /// idempotency key and channel after it.
+    seq_key: String,
     /// The event's JSON, shared by the recipients of one group message.
     json: Arc<str>,
     sent_at: i64,
     /// The script's idempotency flag: "0", "1" or "2" (see append.lua).
     dedupe_flag: &'static str,
+    /// The idempotency key after `wc:{uid}:` (`dd:<sender>:<kind>:<MsgID>`; empty without
+    /// one), shared by the recipients of one group message.
+    dedupe_suffix: Arc<str>,
     /// The live copy for the acting user's other sockets inside the script: (channel,
     /// socket to skip).
     echo: Option<(String, String)>,
@@ -71,6 +75,7 @@ impl PendingAppend {
         Arc::ptr_eq(&self.json, &next.json)
             && self.sent_at == next.sent_at
             && self.dedupe_flag == next.dedupe_flag
+            && self.dedupe_suffix == next.dedupe_suffix
             && self.echo == next.echo
     }
 }
@@ -110,7 +115,7 @@ impl RedisInbox {
             append_queue,
             (MAX_BATCH, MAX_BATCHES_IN_FLIGHT),
             cluster,
-            |item: &PendingAppend| redis_keyslot(item.keys[0].as_bytes()),
+            |item: &PendingAppend| redis_keyslot(item.seq_key.as_bytes()),
             move |items| {
                 let appender = appender.clone();
                 async move { appender.call(items).await }
@@ -222,7 +227,7 @@ struct Appender {
 impl Appender {
     /// One script call for `items` (all in one slot on a cluster); answers each waiter.
     async fn call(&self, items: Vec<PendingAppend>) {
-        let mut keys = Vec::with_capacity(items.len() * 3);
+        let mut keys = Vec::with_capacity(items.len());
         // Each distinct JSON once (recipients of one group message share theirs), then the
         // events in runs of those that differ only in their receiver, each run naming its
         // JSON by index.
@@ -240,7 +245,7 @@ impl Appender {
             };
             run_bodies.push(index);
         }
-        let mut args = Vec::with_capacity(self.bounds.len() + 1 + bodies.len() + runs.len() * 6);
+        let mut args = Vec::with_capacity(self.bounds.len() + 1 + bodies.len() + runs.len() * 7);
         args.extend(self.bounds.iter().cloned());
         args.push(to_i64(bodies.len() as u64).into());
         args.extend(bodies.iter().map(|b| Value::from(&***b)));
@@ -252,22 +257,23 @@ impl Appender {
                 to_i64(body as u64 + 1).into(),
                 item.sent_at.into(),
                 item.dedupe_flag.into(),
+                Value::from(&*item.dedupe_suffix),
                 echo_channel.into(),
                 skip.into(),
             ]);
         }
         let mut waiters = Vec::with_capacity(items.len());
         for item in items {
-            keys.extend(item.keys);
+            keys.push(item.seq_key);
             waiters.push((item.echo_after, item.done));
         }
-        let result: Result<Vec<i64>, StoreError> = self
+        let result: Result<Vec<Value>, StoreError> = self
             .script
             .evalsha_with_reload(self.pool.next(), keys, args)
             .await
             .map_err(unavailable);
-        let triples = match result {
-            Ok(triples) if triples.len() == waiters.len() * 3 => triples,
+        let answers = match result {
+            Ok(answers) if answers.len() == waiters.len() => answers,
             Ok(other) => {
                 let e = format!("append script returned {} values", other.len());
                 for (_, waiter) in waiters {
@@ -283,9 +289,11 @@ impl Appender {
             }
         };
         let mut echoes = Vec::new();
-        for ((echo, waiter), t) in waiters.into_iter().zip(triples.chunks_exact(3)) {
-            let _ = waiter.send(Ok((t[0], t[1], t[2])));
-            if let (Some((channel, payload)), true) = (echo, t[0] > 0) {
+        for ((echo, waiter), answer) in waiters.into_iter().zip(answers) {
+            let outcome = outcome_of(answer);
+            let stored = matches!(outcome, Ok(AppendOutcome::Stored { .. }));
+            let _ = waiter.send(outcome);
+            if let (Some((channel, payload)), true) = (echo, stored) {
                 echoes.push(redis_publish(&self.pool, true, channel, payload));
             }
         }
@@ -332,13 +340,9 @@ impl RedisInbox {
         sent_at: i64,
         dedupe: Option<&DedupeKey>,
         echo: Option<&Echo>,
+        dedupe_suffix: &Arc<str>,
     ) -> Result<oneshot::Receiver<ScriptAnswer>, StoreError> {
         let uid = to.as_str();
-        let dedupe_key = match dedupe {
-            Some(d) => user_key(uid, &format!("dd:{}", d.text())),
-            None => user_key(uid, "dd:-"),
-        };
-        let keys = [user_key(uid, "seq"), user_key(uid, "inbox"), dedupe_key];
         let echo_channel = echo.map(|e| user_channel(e.user.as_str()));
         let skip_socket = echo.map(|e| e.skip_socket.as_str());
         let (echo, echo_after) = match (echo_channel, self.cluster) {
@@ -360,10 +364,11 @@ impl RedisInbox {
         let (done, outcome) = oneshot::channel();
         self.appends
             .send(PendingAppend {
-                keys,
+                seq_key: user_key(uid, "seq"),
                 json: json.clone(),
                 sent_at,
                 dedupe_flag,
+                dedupe_suffix: dedupe_suffix.clone(),
                 echo,
                 echo_after,
                 done,
@@ -373,21 +378,44 @@ impl RedisInbox {
     }
 }
 
-/// What the script answered for one append.
-async fn outcome_of(answer: oneshot::Receiver<ScriptAnswer>) -> Result<AppendOutcome, StoreError> {
-    let (seq, sent_at, first_seq) = answer
-        .await
-        .map_err(|_| StoreError::Internal("inbox appender dropped an append".into()))??;
-    Ok(if seq == 0 {
-        AppendOutcome::Duplicate {
-            sent_at,
-            seq: u64::try_from(first_seq).ok().filter(|s| *s > 0),
+/// The idempotency key's name after `wc:{uid}:`, the same for every recipient of one send.
+fn dedupe_suffix(dedupe: Option<&DedupeKey>) -> Arc<str> {
+    dedupe.map_or_else(|| "".into(), |d| format!("dd:{}", d.text()).into())
+}
+
+/// What the script answered for one append: its Seq (an integer), or for a duplicate the
+/// idempotency key's value, "SentAt" or "SentAt:Seq" of the first send (a string: matched
+/// by type, since a bare SentAt would also read as an integer).
+fn outcome_of(answer: Value) -> Result<AppendOutcome, StoreError> {
+    let first = match answer {
+        Value::Integer(seq) => {
+            return match u64::try_from(seq) {
+                Ok(seq) if seq > 0 => Ok(AppendOutcome::Stored { seq }),
+                _ => Err(StoreError::Internal(format!(
+                    "append script returned Seq {seq}"
+                ))),
+            }
         }
-    } else {
-        AppendOutcome::Stored {
-            seq: u64::try_from(seq).map_err(internal)?,
+        Value::String(first) => first.to_string(),
+        Value::Bytes(first) => String::from_utf8_lossy(&first).into_owned(),
+        other => {
+            return Err(StoreError::Internal(format!(
+                "append script returned {other:?}"
+            )))
         }
+    };
+    let (sent_at, first_seq) = first.split_once(':').unwrap_or((&first, ""));
+    Ok(AppendOutcome::Duplicate {
+        sent_at: sent_at.parse().unwrap_or(0),
+        seq: first_seq.parse().ok().filter(|s| *s > 0),
     })
+}
+
+/// Waits for the script's answer to one queued append.
+async fn answer_of(answer: oneshot::Receiver<ScriptAnswer>) -> Result<AppendOutcome, StoreError> {
+    answer
+        .await
+        .map_err(|_| StoreError::Internal("inbox appender dropped an append".into()))?
 }
 
 #[async_trait]
@@ -400,7 +428,8 @@ impl InboxStore for RedisInbox {
         echo: Option<&Echo>,
     ) -> Result<AppendOutcome, StoreError> {
         let json: Arc<str> = serde_json::to_string(event).map_err(internal)?.into();
-        outcome_of(self.queue(to, &json, event.sent_at, dedupe, echo)?).await
+        let suffix = dedupe_suffix(dedupe);
+        answer_of(self.queue(to, &json, event.sent_at, dedupe, echo, &suffix)?).await
     }
 
     async fn append_to_each(
@@ -415,14 +444,18 @@ impl InboxStore for RedisInbox {
             Ok(json) => json.into(),
             Err(e) => return vec![Err(internal(e)); recipients.len()],
         };
+        let suffix = dedupe_suffix(dedupe);
         let answers: Vec<_> = recipients
             .iter()
             .enumerate()
-            .map(|(i, to)| self.queue(to, &json, event.sent_at, dedupe, Echo::with_first(echo, i)))
+            .map(|(i, to)| {
+                let echo = Echo::with_first(echo, i);
+                self.queue(to, &json, event.sent_at, dedupe, echo, &suffix)
+            })
             .collect();
         join_all(answers.into_iter().map(|answer| async move {
             match answer {
-                Ok(answer) => outcome_of(answer).await,
+                Ok(answer) => answer_of(answer).await,
                 Err(e) => Err(e),
             }
         }))
@@ -496,7 +529,42 @@ fn to_i64(v: u64) -> i64 {
 
 #[cfg(test)]
 mod tests {
-    use super::runs_of;
+    use fred::types::Value;
+
+    use super::{outcome_of, runs_of, AppendOutcome};
+
+    #[test]
+    fn script_answers_are_told_apart_by_type() {
+        assert!(matches!(
+            outcome_of(Value::Integer(7)),
+            Ok(AppendOutcome::Stored { seq: 7 })
+        ));
+        // A duplicate of a group message: the key holds only the first SentAt, which is all
+        // digits and must not be taken for a Seq.
+        assert!(matches!(
+            outcome_of(Value::String("1795469794597".into())),
+            Ok(AppendOutcome::Duplicate {
+                sent_at: 1795469794597,
+                seq: None
+            })
+        ));
+        assert!(matches!(
+            outcome_of(Value::String("1795469794597:12".into())),
+            Ok(AppendOutcome::Duplicate {
+                sent_at: 1795469794597,
+                seq: Some(12)
+            })
+        ));
+        assert!(matches!(
+            outcome_of(Value::Bytes("1795469794597:12".into())),
+            Ok(AppendOutcome::Duplicate {
+                sent_at: 1795469794597,
+                seq: Some(12)
+            })
+        ));
+        assert!(outcome_of(Value::Integer(0)).is_err());
+        assert!(outcome_of(Value::Null).is_err());
+    }
 
     #[test]
     fn runs_cover_every_item_once_in_order_and_break_where_items_differ() {
