@@ -116,7 +116,8 @@ pub struct Metrics {
     pub errors: Counter,
     /// Sockets disconnected because they could not keep up.
     pub slow_consumers: Counter,
-    /// Stored events emitted to sockets of this node and not acked yet.
+    /// Stored events emitted to sockets of this node whose acks were not collected yet (a
+    /// socket collects its acks every few seconds, see `gateway::delivery`).
     pub unacked: Gauge,
     /// Inbox depth seen at connect: unconfirmed events found, summed over connects.
     pub inbox_depth_at_connect_sum: Counter,
@@ -149,7 +150,7 @@ impl Metrics {
         metric(
             "webchat_unacked_events",
             "gauge",
-            "Stored events emitted by this node and not yet acknowledged by the client.",
+            "Stored events emitted by this node whose acks were not collected yet (every 5 s).",
             self.unacked.get().into(),
         );
         metric(
@@ -191,7 +192,7 @@ impl Metrics {
             ),
             (
                 "webchat_acks_total",
-                "Client acknowledgements of stored events.",
+                "Client acknowledgements of stored events, counted when collected (every 5 s).",
                 &self.acks,
             ),
             (

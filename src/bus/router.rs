@@ -7,7 +7,7 @@
 use std::{
     collections::HashSet,
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
     },
 };
@@ -47,17 +47,17 @@ pub struct Attachment {
     pub deliveries: mpsc::Receiver<Delivery>,
     /// Cancelled when the socket's delivery must end: disconnect or node shutdown.
     pub stop: CancellationToken,
-    /// Cancelled when the socket fell too far behind and must be disconnected, and, being a
-    /// child of `stop`, also when `stop` is: the delivery task waits on this one token only
-    /// (it polls it on every wake-up).
-    pub overflowed: CancellationToken,
+    /// Set when the socket fell too far behind and must be disconnected. Only ever set
+    /// while its delivery queue is full, so the delivery task finds it by checking after
+    /// each delivery it takes: one atomic load, where a token would take a lock per check.
+    pub overflowed: Arc<AtomicBool>,
 }
 
 struct LocalConn {
     id: u64,
     socket_id: String,
     tx: mpsc::Sender<Delivery>,
-    overflowed: CancellationToken,
+    overflowed: Arc<AtomicBool>,
 }
 
 type Reconcile = (String, Option<oneshot::Sender<Result<(), StoreError>>>);
@@ -101,7 +101,7 @@ impl Router {
         let (tx, deliveries) = mpsc::channel(queue.max(1));
         let conn_id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let stop = shutdown.child_token();
-        let overflowed = stop.child_token();
+        let overflowed = Arc::new(AtomicBool::new(false));
         self.conns
             .entry(uid.to_owned())
             .or_default()
@@ -163,10 +163,9 @@ impl Router {
                 }
             };
             if let Err(mpsc::error::TrySendError::Full(_)) = conn.tx.try_send(delivery) {
-                if !conn.overflowed.is_cancelled() {
+                if !conn.overflowed.swap(true, Ordering::Relaxed) {
                     tracing::warn!(uid, socket = %conn.socket_id, "slow consumer: queue full, disconnecting");
                     self.metrics.slow_consumers.inc();
-                    conn.overflowed.cancel();
                 }
             }
         }
@@ -176,8 +175,9 @@ impl Router {
     pub fn resync_all(&self) {
         for list in self.conns.iter() {
             for conn in list.iter() {
-                if conn.tx.try_send(Delivery::Resync).is_err() && !conn.overflowed.is_cancelled() {
-                    conn.overflowed.cancel();
+                // Full: the socket is flagged; closed: its delivery task is ending anyway.
+                if conn.tx.try_send(Delivery::Resync).is_err() {
+                    conn.overflowed.store(true, Ordering::Relaxed);
                 }
             }
         }

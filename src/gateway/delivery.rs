@@ -8,7 +8,12 @@
 //! drop, the earlier one unseen. Acks are coalesced into one inbox confirmation per
 //! [`CONFIRM_DELAY`], since one confirm covers every event up to its Seq.
 
-use std::{pin::Pin, time::Duration};
+use std::{
+    pin::Pin,
+    sync::atomic::Ordering,
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use futures_util::{future::OptionFuture, stream::FuturesUnordered, Future, StreamExt};
 use serde::de::IgnoredAny;
@@ -79,11 +84,14 @@ pub async fn run(socket: SocketRef, uid: UserId, attachment: Attachment, state: 
         acks: FuturesUnordered::new(),
     };
     // Built once: re-creating cancellation and timer futures on every loop turn costs a
-    // lock and a timer-wheel update per event. `overflowed` is a child of `stop`, so one
-    // future covers both (each poll of it takes a lock, on every wake-up).
-    let ended = overflowed.cancelled();
+    // lock and a timer-wheel update per event. Polled last, so a turn that has an ack or a
+    // delivery to handle skips its lock; a slow consumer is caught by `overflowed` instead,
+    // which is set only while its queue is full, so its next delivery is always at hand.
+    let ended = stop.cancelled();
     let confirm_timer = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(ended, confirm_timer);
+    // Armed while emitted events wait for their acks: when it fires, the acks that came
+    // are collected and confirmed (see `collect_acks`).
     let mut confirm_pending = false;
     // Confirms run beside the loop, never inside it: they are batched node-wide, and one
     // slow batch must not hold up this socket's deliveries.
@@ -101,48 +109,40 @@ pub async fn run(socket: SocketRef, uid: UserId, attachment: Attachment, state: 
     while running {
         tokio::select! {
             biased;
-            _ = &mut ended => {
-                if !stop.is_cancelled() {
-                    tracing::warn!(uid = %pump.uid, "disconnecting slow consumer");
-                }
-                break;
-            }
-            Some(acked) = pump.acks.next(), if !pump.acks.is_empty() => {
-                pump.state.metrics.unacked.dec();
-                if let Some(seq) = acked {
-                    pump.state.metrics.acks.inc();
-                    pump.max_acked = pump.max_acked.max(seq);
-                    if !confirm_pending {
-                        confirm_pending = true;
-                        confirm_timer.as_mut().reset(Instant::now() + CONFIRM_DELAY);
-                    }
-                }
-            }
             _ = &mut confirm_timer, if confirm_pending && confirming.is_none() => {
-                confirm_pending = false;
+                pump.collect_acks();
                 confirming = pump.start_confirm();
+                // Acks still to come: look again one interval later.
+                confirm_pending = !pump.acks.is_empty();
+                if confirm_pending {
+                    confirm_timer.as_mut().reset(Instant::now() + CONFIRM_DELAY);
+                }
             }
             Some((upto, result)) = OptionFuture::from(confirming.as_mut()), if confirming.is_some() => {
                 confirming = None;
                 pump.confirmed_up_to(upto, result);
             }
             delivery = deliveries.recv() => {
+                if overflowed.load(Ordering::Relaxed) {
+                    tracing::warn!(uid = %pump.uid, "disconnecting slow consumer");
+                    break;
+                }
                 running = match delivery {
                     None => false,
                     Some(Delivery::Stored { seq, event }) => pump.on_stored(seq, &event).await.is_ok(),
                     Some(Delivery::Live(event)) => pump.emit_live(&event).is_ok(),
                     Some(Delivery::Resync) => pump.replay(None).await.is_ok(),
                 };
+                if !confirm_pending && !pump.acks.is_empty() {
+                    confirm_pending = true;
+                    confirm_timer.as_mut().reset(Instant::now() + CONFIRM_DELAY);
+                }
             }
+            _ = &mut ended => break,
         }
     }
     // Acks that already arrived still count; the rest is replayed on the next connect.
-    while let Ok(Some(acked)) = tokio::time::timeout(Duration::ZERO, pump.acks.next()).await {
-        pump.state.metrics.unacked.dec();
-        if let Some(seq) = acked {
-            pump.max_acked = pump.max_acked.max(seq);
-        }
-    }
+    pump.collect_acks();
     for _ in 0..pump.acks.len() {
         pump.state.metrics.unacked.dec();
     }
@@ -195,6 +195,34 @@ impl Arrival {
 }
 
 impl Pump {
+    /// Takes in every ack that has arrived, without waiting for the rest.
+    ///
+    /// The ack futures are polled only here, with a waker that does nothing, never from the
+    /// select loop: an ack then costs no wake-up of this task (a large group's message
+    /// reaches thousands of sockets, and each acks it), and a future first polled after its
+    /// ack arrived never starts its timeout timer (socketioxide's timeout looks at the ack
+    /// first). A pending future that was polled once gets its ack queued inside `acks`, for
+    /// the next call.
+    fn collect_acks(&mut self) {
+        let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+        // `FuturesUnordered` answers Pending after polling a few dozen pending futures in
+        // one call, to yield; enough calls see every queued one.
+        let mut pending_answers = self.acks.len() / 16 + 2;
+        while pending_answers > 0 {
+            match self.acks.poll_next_unpin(&mut cx) {
+                Poll::Ready(Some(acked)) => {
+                    self.state.metrics.unacked.dec();
+                    if let Some(seq) = acked {
+                        self.state.metrics.acks.inc();
+                        self.max_acked = self.max_acked.max(seq);
+                    }
+                }
+                Poll::Ready(None) => return,
+                Poll::Pending => pending_answers -= 1,
+            }
+        }
+    }
+
     async fn on_stored(&mut self, seq: Seq, event: &WireEvent) -> Result<(), Halt> {
         match Arrival::of(seq, self.last_emitted) {
             Arrival::AlreadySent => Ok(()),
