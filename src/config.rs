@@ -182,7 +182,7 @@ pub struct Settings {
     #[arg(long, env = "WEBCHAT_LOGIN_WINDOW_SECS", default_value_t = 900)]
     pub login_window_secs: u64,
 
-    /// Async worker threads; 0 means one per CPU core.
+    /// Async worker threads; 0 means one per CPU core, 1 the single-threaded scheduler.
     #[arg(long, env = "WEBCHAT_WORKER_THREADS", default_value_t = 0)]
     pub worker_threads: usize,
 

@@ -7,10 +7,19 @@ use webchat::{telemetry, Application, Settings};
 fn main() -> anyhow::Result<()> {
     let settings = Settings::parse();
     telemetry::init_tracing(&settings.log_format);
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if settings.worker_threads > 0 {
-        runtime.worker_threads(settings.worker_threads);
-    }
+    // One worker: the current-thread scheduler, which runs every task on this thread. The
+    // multi-thread scheduler with one worker still hands work between this thread and the
+    // worker, and pays for cross-thread wakeups on every event.
+    let mut runtime = match settings.worker_threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut runtime = tokio::runtime::Builder::new_multi_thread();
+            if n > 0 {
+                runtime.worker_threads(n);
+            }
+            runtime
+        }
+    };
     runtime
         .enable_all()
         .build()
