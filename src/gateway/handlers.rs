@@ -344,6 +344,12 @@ fn run_delivery(socket: &SocketRef, state: &AppState, uid: UserId, attachment: A
     socket.extensions.insert(Delivering {
         stop: attachment.stop.clone(),
     });
+    // A disconnect handled before the line above found no delivery to stop, and the task
+    // would wait for deliveries that never come. socketioxide marks the socket disconnected
+    // before it runs the handler, so one of the two always sees the other.
+    if !socket.connected() {
+        attachment.stop.cancel();
+    }
     state.metrics.connections.inc();
     tracing::debug!(uid = %uid, socket = %socket.id, "socket online");
     state.tasks.spawn(delivery::run(
