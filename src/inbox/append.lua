@@ -10,54 +10,52 @@
 -- ARGV[6..5+J] = those JSONs: a group message's recipients share one copy, so a batch for
 -- a large group carries its body once, not once per member.
 -- Then the events in runs: consecutive events that share everything but their receiver (a
--- group message's recipients) share one run, so a member costs one key and nothing else.
--- Per run, seven ARGV from b = 5 + J on:
+-- group message's recipients) share one run, so a member costs its three keys and nothing
+-- else. Per run, six ARGV from b = 5 + J on:
 --   the run's event count, index of its JSON (1..J), SentAt (ms), "1" to check the
---   idempotency key ("2": and remember the Seq it got, for re-sends of 1:1 messages), the
---   idempotency key's suffix after `wc:{uid}:`, channel for the acting user's other
---   sockets ("" for none), socket to skip there.
--- KEYS[i] = the i-th event's receiver's seq counter, `wc:{uid}:seq`. The receiver's other
--- keys are named after it: its inbox stream `wc:{uid}:inbox`, its idempotency key
--- `wc:{uid}:<suffix>` and its channel `wc:{uid}:ch`. They share the counter's hash tag,
--- so they live in its slot, which is all Redis Cluster asks of keys a script touches; one
--- declared key per event keeps a 10,000-member batch's arguments (and their parsing on
--- both sides) small.
+--   idempotency key ("2": and remember the Seq it got, for re-sends of 1:1 messages),
+--   channel for the acting user's other sockets ("" for none), socket to skip there.
+-- Per event i (0-based, across runs), KEYS[3i+1..3i+3] = its user's seq counter
+-- (`wc:{uid}:seq`), inbox stream and idempotency key (one user's keys share a hash slot).
+-- All three are declared, not named inside the script: on Redis Cluster that lets a shard
+-- answer ASK/TRYAGAIN for a slot being migrated before the script runs, instead of the
+-- script failing half-way on a key that already moved. The user's channel `wc:{uid}:ch`
+-- is named after the seq counter.
 -- Returns one value per event: its Seq, or, for a duplicate, the idempotency key's value
 -- ("SentAt" or "SentAt:Seq" of the first send) as a string.
 local out = {}
 local max_len, max_age, window, publish = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local a = 5 + tonumber(ARGV[5])
-local i = 1
-while i <= #KEYS do
+local i = 0
+while i < #KEYS / 3 do
   local count, json, sent_at = tonumber(ARGV[a + 1]), ARGV[5 + tonumber(ARGV[a + 2])], ARGV[a + 3]
-  local flag, dedupe_suffix, echo, skip = ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7]
+  local flag, echo, skip = ARGV[a + 4], ARGV[a + 5], ARGV[a + 6]
   for _ = 1, count do
-    local user = string.sub(KEYS[i], 1, -4)
+    local seq_key, inbox, dedupe = KEYS[3 * i + 1], KEYS[3 * i + 2], KEYS[3 * i + 3]
     local first = false
     if flag ~= '0' then
       -- One command: sets the key unless it exists, and returns the earlier value if it did.
-      first = redis.call('SET', user .. dedupe_suffix, sent_at, 'NX', 'EX', window, 'GET')
+      first = redis.call('SET', dedupe, sent_at, 'NX', 'EX', window, 'GET')
     end
     if first then
-      out[i] = first
+      out[i + 1] = first
     else
-      local seq = redis.call('INCR', KEYS[i])
+      local seq = redis.call('INCR', seq_key)
       if flag == '2' then
         -- A re-send learns which Seq the first send got (the call log records it).
-        redis.call('SET', user .. dedupe_suffix, sent_at .. ':' .. seq, 'XX', 'KEEPTTL')
+        redis.call('SET', dedupe, sent_at .. ':' .. seq, 'XX', 'KEEPTTL')
       end
-      local inbox = user .. 'inbox'
       redis.call('XADD', inbox, 'MAXLEN', max_len, seq .. '-0', 'e', json)
       redis.call('EXPIRE', inbox, max_age)
-      redis.call(publish, user .. 'ch', 'S' .. seq .. '\n' .. json)
+      redis.call(publish, string.sub(seq_key, 1, -4) .. 'ch', 'S' .. seq .. '\n' .. json)
       if echo ~= '' then
         -- The live copy for the sender's other tabs rides in the same round trip.
         redis.call(publish, echo, 'L' .. skip .. '\n' .. json)
       end
-      out[i] = seq
+      out[i + 1] = seq
     end
     i = i + 1
   end
-  a = a + 7
+  a = a + 6
 end
 return out

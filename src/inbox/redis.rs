@@ -47,17 +47,13 @@ type ScriptAnswer = Result<AppendOutcome, StoreError>;
 
 /// One event waiting for the next batch.
 struct PendingAppend {
-    /// The receiver's seq counter, `wc:{uid}:seq`: the script names the receiver's inbox,
-    /// idempotency key and channel after it.
-    seq_key: String,
+    /// The receiver's seq counter, inbox and idempotency key.
+    keys: [String; 3],
     /// The event's JSON, shared by the recipients of one group message.
     json: Arc<str>,
     sent_at: i64,
     /// The script's idempotency flag: "0", "1" or "2" (see append.lua).
     dedupe_flag: &'static str,
-    /// The idempotency key after `wc:{uid}:` (`dd:<sender>:<kind>:<MsgID>`; empty without
-    /// one), shared by the recipients of one group message.
-    dedupe_suffix: Arc<str>,
     /// The live copy for the acting user's other sockets inside the script: (channel,
     /// socket to skip).
     echo: Option<(String, String)>,
@@ -75,7 +71,6 @@ impl PendingAppend {
         Arc::ptr_eq(&self.json, &next.json)
             && self.sent_at == next.sent_at
             && self.dedupe_flag == next.dedupe_flag
-            && self.dedupe_suffix == next.dedupe_suffix
             && self.echo == next.echo
     }
 }
@@ -115,7 +110,7 @@ impl RedisInbox {
             append_queue,
             (MAX_BATCH, MAX_BATCHES_IN_FLIGHT),
             cluster,
-            |item: &PendingAppend| redis_keyslot(item.seq_key.as_bytes()),
+            |item: &PendingAppend| redis_keyslot(item.keys[0].as_bytes()),
             move |items| {
                 let appender = appender.clone();
                 async move { appender.call(items).await }
@@ -227,7 +222,7 @@ struct Appender {
 impl Appender {
     /// One script call for `items` (all in one slot on a cluster); answers each waiter.
     async fn call(&self, items: Vec<PendingAppend>) {
-        let mut keys = Vec::with_capacity(items.len());
+        let mut keys = Vec::with_capacity(items.len() * 3);
         // Each distinct JSON once (recipients of one group message share theirs), then the
         // events in runs of those that differ only in their receiver, each run naming its
         // JSON by index.
@@ -245,7 +240,7 @@ impl Appender {
             };
             run_bodies.push(index);
         }
-        let mut args = Vec::with_capacity(self.bounds.len() + 1 + bodies.len() + runs.len() * 7);
+        let mut args = Vec::with_capacity(self.bounds.len() + 1 + bodies.len() + runs.len() * 6);
         args.extend(self.bounds.iter().cloned());
         args.push(to_i64(bodies.len() as u64).into());
         args.extend(bodies.iter().map(|b| Value::from(&***b)));
@@ -257,14 +252,13 @@ impl Appender {
                 to_i64(body as u64 + 1).into(),
                 item.sent_at.into(),
                 item.dedupe_flag.into(),
-                Value::from(&*item.dedupe_suffix),
                 echo_channel.into(),
                 skip.into(),
             ]);
         }
         let mut waiters = Vec::with_capacity(items.len());
         for item in items {
-            keys.push(item.seq_key);
+            keys.extend(item.keys);
             waiters.push((item.echo_after, item.done));
         }
         let result: Result<Vec<Value>, StoreError> = self
@@ -340,9 +334,13 @@ impl RedisInbox {
         sent_at: i64,
         dedupe: Option<&DedupeKey>,
         echo: Option<&Echo>,
-        dedupe_suffix: &Arc<str>,
     ) -> Result<oneshot::Receiver<ScriptAnswer>, StoreError> {
         let uid = to.as_str();
+        let dedupe_key = match dedupe {
+            Some(d) => user_key(uid, &format!("dd:{}", d.text())),
+            None => user_key(uid, "dd:-"),
+        };
+        let keys = [user_key(uid, "seq"), user_key(uid, "inbox"), dedupe_key];
         let echo_channel = echo.map(|e| user_channel(e.user.as_str()));
         let skip_socket = echo.map(|e| e.skip_socket.as_str());
         let (echo, echo_after) = match (echo_channel, self.cluster) {
@@ -364,11 +362,10 @@ impl RedisInbox {
         let (done, outcome) = oneshot::channel();
         self.appends
             .send(PendingAppend {
-                seq_key: user_key(uid, "seq"),
+                keys,
                 json: json.clone(),
                 sent_at,
                 dedupe_flag,
-                dedupe_suffix: dedupe_suffix.clone(),
                 echo,
                 echo_after,
                 done,
@@ -376,11 +373,6 @@ impl RedisInbox {
             .map_err(|_| StoreError::Internal("inbox appender stopped".into()))?;
         Ok(outcome)
     }
-}
-
-/// The idempotency key's name after `wc:{uid}:`, the same for every recipient of one send.
-fn dedupe_suffix(dedupe: Option<&DedupeKey>) -> Arc<str> {
-    dedupe.map_or_else(|| "".into(), |d| format!("dd:{}", d.text()).into())
 }
 
 /// What the script answered for one append: its Seq (an integer), or for a duplicate the
@@ -428,8 +420,7 @@ impl InboxStore for RedisInbox {
         echo: Option<&Echo>,
     ) -> Result<AppendOutcome, StoreError> {
         let json: Arc<str> = serde_json::to_string(event).map_err(internal)?.into();
-        let suffix = dedupe_suffix(dedupe);
-        answer_of(self.queue(to, &json, event.sent_at, dedupe, echo, &suffix)?).await
+        answer_of(self.queue(to, &json, event.sent_at, dedupe, echo)?).await
     }
 
     async fn append_to_each(
@@ -444,14 +435,10 @@ impl InboxStore for RedisInbox {
             Ok(json) => json.into(),
             Err(e) => return vec![Err(internal(e)); recipients.len()],
         };
-        let suffix = dedupe_suffix(dedupe);
         let answers: Vec<_> = recipients
             .iter()
             .enumerate()
-            .map(|(i, to)| {
-                let echo = Echo::with_first(echo, i);
-                self.queue(to, &json, event.sent_at, dedupe, echo, &suffix)
-            })
+            .map(|(i, to)| self.queue(to, &json, event.sent_at, dedupe, Echo::with_first(echo, i)))
             .collect();
         join_all(answers.into_iter().map(|answer| async move {
             match answer {
