@@ -47,9 +47,10 @@ pub struct Attachment {
     pub deliveries: mpsc::Receiver<Delivery>,
     /// Cancelled when the socket's delivery must end: disconnect or node shutdown.
     pub stop: CancellationToken,
-    /// Set when the socket fell too far behind and must be disconnected. Only ever set
-    /// while its delivery queue is full, so the delivery task finds it by checking after
-    /// each delivery it takes: one atomic load, where a token would take a lock per check.
+    /// Set when the socket fell too far behind and must be disconnected (`stop` is then
+    /// cancelled too, which wakes an idle delivery task). A busy task, which always has a
+    /// delivery at hand and so does not poll `stop`, checks this after each delivery: one
+    /// atomic load, where the token would take a lock per check.
     pub overflowed: Arc<AtomicBool>,
 }
 
@@ -58,6 +59,7 @@ struct LocalConn {
     socket_id: String,
     tx: mpsc::Sender<Delivery>,
     overflowed: Arc<AtomicBool>,
+    stop: CancellationToken,
 }
 
 type Reconcile = (String, Option<oneshot::Sender<Result<(), StoreError>>>);
@@ -110,6 +112,7 @@ impl Router {
                 socket_id: socket_id.to_owned(),
                 tx,
                 overflowed: overflowed.clone(),
+                stop: stop.clone(),
             });
         let (done, subscribed) = oneshot::channel();
         let _ = self.reconcile.send((uid.to_owned(), Some(done)));
@@ -166,6 +169,8 @@ impl Router {
                 if !conn.overflowed.swap(true, Ordering::Relaxed) {
                     tracing::warn!(uid, socket = %conn.socket_id, "slow consumer: queue full, disconnecting");
                     self.metrics.slow_consumers.inc();
+                    // The task may have emptied its queue meanwhile and gone to sleep.
+                    conn.stop.cancel();
                 }
             }
         }
@@ -178,6 +183,7 @@ impl Router {
                 // Full: the socket is flagged; closed: its delivery task is ending anyway.
                 if conn.tx.try_send(Delivery::Resync).is_err() {
                     conn.overflowed.store(true, Ordering::Relaxed);
+                    conn.stop.cancel();
                 }
             }
         }

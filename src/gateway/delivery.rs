@@ -44,6 +44,34 @@ const EMIT_PATIENCE: Duration = Duration::from_secs(5);
 const LAST_CONFIRM_PATIENCE: Duration = Duration::from_secs(3);
 
 type AckFuture = Pin<Box<dyn Future<Output = Option<Seq>> + Send>>;
+
+/// An ack future as the pump keeps it: outside tokio's cooperative budget, because
+/// [`take_ready`] polls hundreds of them in one task turn, and within the budget (about 128
+/// polls a turn) the rest would look pending until the next collection.
+fn outside_budget(ack: impl Future<Output = Option<Seq>> + Send + 'static) -> AckFuture {
+    Box::pin(tokio::task::unconstrained(ack))
+}
+
+/// Takes every output of `futures` that is ready, without waiting for the others and
+/// without registering a waker: a future still pending is queued inside `futures` when it
+/// completes, and taken by a later call.
+fn take_ready<T>(
+    futures: &mut FuturesUnordered<Pin<Box<dyn Future<Output = T> + Send>>>,
+) -> Vec<T> {
+    let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+    let mut ready = Vec::new();
+    // `FuturesUnordered` answers Pending once it has polled every queued future (or futures
+    // woke themselves while polled); a second pass takes in what completed during the first.
+    let mut pending_answers = 2;
+    while pending_answers > 0 {
+        match futures.poll_next_unpin(&mut cx) {
+            Poll::Ready(Some(output)) => ready.push(output),
+            Poll::Ready(None) => break,
+            Poll::Pending => pending_answers -= 1,
+        }
+    }
+    ready
+}
 /// A confirmation in flight: the Seq it confirms up to, and how it went.
 type ConfirmFuture = Pin<Box<dyn Future<Output = (Seq, Result<(), ChatError>)> + Send>>;
 
@@ -84,9 +112,8 @@ pub async fn run(socket: SocketRef, uid: UserId, attachment: Attachment, state: 
         acks: FuturesUnordered::new(),
     };
     // Built once: re-creating cancellation and timer futures on every loop turn costs a
-    // lock and a timer-wheel update per event. Polled last, so a turn that has an ack or a
-    // delivery to handle skips its lock; a slow consumer is caught by `overflowed` instead,
-    // which is set only while its queue is full, so its next delivery is always at hand.
+    // lock and a timer-wheel update per event. Polled last, so a turn with a delivery to
+    // handle skips its lock; a busy slow consumer is caught by `overflowed` instead.
     let ended = stop.cancelled();
     let confirm_timer = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(ended, confirm_timer);
@@ -107,16 +134,19 @@ pub async fn run(socket: SocketRef, uid: UserId, attachment: Attachment, state: 
         Err(Halt::Closed) => false,
     };
     while running {
+        // After anything that emitted (the replay above, a delivery, a resync): acks are
+        // awaited, so look for them one interval from now.
+        if !confirm_pending && !pump.acks.is_empty() {
+            confirm_pending = true;
+            confirm_timer.as_mut().reset(Instant::now() + CONFIRM_DELAY);
+        }
         tokio::select! {
             biased;
             _ = &mut confirm_timer, if confirm_pending && confirming.is_none() => {
                 pump.collect_acks();
                 confirming = pump.start_confirm();
-                // Acks still to come: look again one interval later.
-                confirm_pending = !pump.acks.is_empty();
-                if confirm_pending {
-                    confirm_timer.as_mut().reset(Instant::now() + CONFIRM_DELAY);
-                }
+                // Acks still to come are looked for one interval later (top of the loop).
+                confirm_pending = false;
             }
             Some((upto, result)) = OptionFuture::from(confirming.as_mut()), if confirming.is_some() => {
                 confirming = None;
@@ -133,12 +163,13 @@ pub async fn run(socket: SocketRef, uid: UserId, attachment: Attachment, state: 
                     Some(Delivery::Live(event)) => pump.emit_live(&event).is_ok(),
                     Some(Delivery::Resync) => pump.replay(None).await.is_ok(),
                 };
-                if !confirm_pending && !pump.acks.is_empty() {
-                    confirm_pending = true;
-                    confirm_timer.as_mut().reset(Instant::now() + CONFIRM_DELAY);
-                }
             }
-            _ = &mut ended => break,
+            _ = &mut ended => {
+                if overflowed.load(Ordering::Relaxed) {
+                    tracing::warn!(uid = %pump.uid, "disconnecting slow consumer");
+                }
+                break;
+            }
         }
     }
     // Acks that already arrived still count; the rest is replayed on the next connect.
@@ -202,23 +233,15 @@ impl Pump {
     /// reaches thousands of sockets, and each acks it), and a future first polled after its
     /// ack arrived never starts its timeout timer (socketioxide's timeout looks at the ack
     /// first). A pending future that was polled once gets its ack queued inside `acks`, for
-    /// the next call.
+    /// the next call. Each ack future runs outside tokio's cooperative budget (see
+    /// `emit_stored`): within the budget, a task turn could take in only about 128 ready
+    /// acks, and the rest would look pending until the next call.
     fn collect_acks(&mut self) {
-        let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
-        // `FuturesUnordered` answers Pending after polling a few dozen pending futures in
-        // one call, to yield; enough calls see every queued one.
-        let mut pending_answers = self.acks.len() / 16 + 2;
-        while pending_answers > 0 {
-            match self.acks.poll_next_unpin(&mut cx) {
-                Poll::Ready(Some(acked)) => {
-                    self.state.metrics.unacked.dec();
-                    if let Some(seq) = acked {
-                        self.state.metrics.acks.inc();
-                        self.max_acked = self.max_acked.max(seq);
-                    }
-                }
-                Poll::Ready(None) => return,
-                Poll::Pending => pending_answers -= 1,
+        for acked in take_ready(&mut self.acks) {
+            self.state.metrics.unacked.dec();
+            if let Some(seq) = acked {
+                self.state.metrics.acks.inc();
+                self.max_acked = self.max_acked.max(seq);
             }
         }
     }
@@ -269,7 +292,15 @@ impl Pump {
                 }
                 if self.state.inbox_limits.expired(event.sent_at, now) {
                     self.last_emitted = self.last_emitted.max(seq);
-                    self.max_acked = self.max_acked.max(seq);
+                    // Skipped, and confirmed with the next confirm, but only while no
+                    // emitted event awaits its ack: a confirm covers every Seq up to its
+                    // own, and SentAts are not strictly in Seq order (a group message keeps
+                    // its acceptance time while a later 1:1 message overtakes its append),
+                    // so an expired event can follow one that is still unacked. Otherwise
+                    // it stays until a later ack confirms past it (or the inbox expires).
+                    if self.acks.is_empty() {
+                        self.max_acked = self.max_acked.max(seq);
+                    }
                     continue;
                 }
                 self.state.metrics.replayed.inc();
@@ -307,7 +338,7 @@ impl Pump {
         self.last_emitted = seq;
         self.state.metrics.events_out.inc();
         self.state.metrics.unacked.inc();
-        self.acks.push(Box::pin(async move {
+        self.acks.push(outside_budget(async move {
             // A client that answers the ack with arguments we cannot decode still acked.
             match stream.await {
                 Ok(_) | Err(socketioxide::AckError::Decode(_)) => Some(seq),
@@ -351,7 +382,47 @@ impl Pump {
 
 #[cfg(test)]
 mod tests {
-    use super::Arrival;
+    use std::time::Duration;
+
+    use futures_util::stream::FuturesUnordered;
+
+    use super::{outside_budget, take_ready, Arrival};
+
+    /// Hundreds of acks that arrived are all taken in one call, inside a task (where tokio's
+    /// cooperative budget applies); later ones are taken by the next call.
+    #[tokio::test]
+    async fn every_arrived_ack_is_taken_in_one_collection() {
+        let (first, later, left) = tokio::spawn(async {
+            let mut acks = FuturesUnordered::new();
+            let mut senders = Vec::new();
+            for seq in 1..=300u64 {
+                let (ack, arrived) = tokio::sync::oneshot::channel::<()>();
+                acks.push(outside_budget(async move {
+                    // The shape of socketioxide's ack future: a oneshot under a timeout.
+                    match tokio::time::timeout(Duration::from_secs(60), arrived).await {
+                        Ok(Ok(())) => Some(seq),
+                        _ => None,
+                    }
+                }));
+                senders.push(ack);
+            }
+            let still_to_come = senders.split_off(290);
+            for ack in senders {
+                let _ = ack.send(());
+            }
+            let first = take_ready(&mut acks);
+            for ack in still_to_come {
+                let _ = ack.send(());
+            }
+            (first, take_ready(&mut acks), acks.len())
+        })
+        .await
+        .expect("collector task");
+        assert_eq!(first.len(), 290, "all that arrived, past the budget");
+        assert!(first.iter().all(|seq| seq.is_some_and(|s| s <= 290)));
+        assert_eq!(later.len(), 10);
+        assert_eq!(left, 0);
+    }
 
     #[test]
     fn a_live_event_is_placed_against_the_last_emitted_seq() {
