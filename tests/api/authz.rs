@@ -325,15 +325,7 @@ async fn one_to_one_receipts_only_from_the_messages_reader(backend: Backend) {
 
 /// A key's TTL in the test Redis (seconds; negative when absent or without one).
 async fn redis_ttl(key: &str) -> i64 {
-    let out = tokio::process::Command::new("redis-cli")
-        .args(["-u", &redis_url(), "TTL", key])
-        .output()
-        .await
-        .expect("redis-cli");
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("TTL {key}: {}", String::from_utf8_lossy(&out.stdout)))
+    redis_integer(&["TTL", key]).await
 }
 
 #[tokio::test]

@@ -27,6 +27,21 @@ pub fn redis_url() -> String {
         .expect("WEBCHAT_TEST_REDIS_URL is not set: run scripts/test-all.sh, which starts Redis")
 }
 
+/// The integer answer of a command on the test Redis (`TTL key`, `XLEN key`, …).
+pub async fn redis_integer(command: &[&str]) -> i64 {
+    let out = Command::new("redis-cli")
+        .args(["-u", &redis_url()])
+        .args(command)
+        .output()
+        .await
+        .expect("redis-cli");
+    let answer = String::from_utf8_lossy(&out.stdout);
+    answer
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{command:?} answered {answer:?}"))
+}
+
 /// The three-master Redis Cluster the cluster tests share (`redis-cluster://…` URL).
 pub fn redis_cluster_url() -> String {
     std::env::var("WEBCHAT_TEST_REDIS_CLUSTER_URL").expect(

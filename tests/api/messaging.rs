@@ -117,16 +117,8 @@ async fn hundreds_of_messages_sent_while_offline_arrive_in_order_once_on_redis_c
 }
 
 /// Entries left in `uid`'s inbox stream on the test Redis.
-async fn inbox_len(uid: &str) -> u64 {
-    let out = tokio::process::Command::new("redis-cli")
-        .args(["-u", &redis_url(), "XLEN", &format!("wc:{{{uid}}}:inbox")])
-        .output()
-        .await
-        .expect("redis-cli");
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .expect("XLEN answers a number")
+async fn inbox_len(uid: &str) -> i64 {
+    redis_integer(&["XLEN", &format!("wc:{{{uid}}}:inbox")]).await
 }
 
 /// A backlog replayed at connect and acked is confirmed (trimmed from the inbox) while the
