@@ -72,6 +72,7 @@ fn take_ready<T>(
     }
     ready
 }
+
 /// A confirmation in flight: the Seq it confirms up to, and how it went.
 type ConfirmFuture = Pin<Box<dyn Future<Output = (Seq, Result<(), ChatError>)> + Send>>;
 
@@ -234,8 +235,7 @@ impl Pump {
     /// ack arrived never starts its timeout timer (socketioxide's timeout looks at the ack
     /// first). A pending future that was polled once gets its ack queued inside `acks`, for
     /// the next call. Each ack future runs outside tokio's cooperative budget (see
-    /// `emit_stored`): within the budget, a task turn could take in only about 128 ready
-    /// acks, and the rest would look pending until the next call.
+    /// [`outside_budget`]).
     fn collect_acks(&mut self) {
         for acked in take_ready(&mut self.acks) {
             self.state.metrics.unacked.dec();
