@@ -346,9 +346,12 @@ fn run_delivery(socket: &SocketRef, state: &AppState, uid: UserId, attachment: A
     });
     // A disconnect handled before the line above found no delivery to stop, and the task
     // would wait for deliveries that never come. socketioxide marks the socket disconnected
-    // before it runs the handler, so one of the two always sees the other.
+    // before it runs the handler, so one of the two always sees the other; here the task is
+    // not started at all (it would announce the user online first).
     if !socket.connected() {
         attachment.stop.cancel();
+        state.router.detach(uid.as_str(), attachment.conn_id);
+        return;
     }
     state.metrics.connections.inc();
     tracing::debug!(uid = %uid, socket = %socket.id, "socket online");
