@@ -180,9 +180,13 @@ impl Router {
     pub fn resync_all(&self) {
         for list in self.conns.iter() {
             for conn in list.iter() {
-                // Full: the socket is flagged; closed: its delivery task is ending anyway.
-                if conn.tx.try_send(Delivery::Resync).is_err() {
-                    conn.overflowed.store(true, Ordering::Relaxed);
+                // Full: a slow consumer. Closed: the entry outlived its delivery task;
+                // stopping is harmless either way.
+                if conn.tx.try_send(Delivery::Resync).is_err()
+                    && !conn.overflowed.swap(true, Ordering::Relaxed)
+                {
+                    tracing::warn!(uid = %list.key(), socket = %conn.socket_id, "slow consumer: no room to resync, disconnecting");
+                    self.metrics.slow_consumers.inc();
                     conn.stop.cancel();
                 }
             }
