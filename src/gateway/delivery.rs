@@ -292,12 +292,13 @@ impl Pump {
                 }
                 if self.state.inbox_limits.expired(event.sent_at, now) {
                     self.last_emitted = self.last_emitted.max(seq);
-                    // Skipped, and confirmed with the next confirm, but only while no
-                    // emitted event awaits its ack: a confirm covers every Seq up to its
-                    // own, and SentAts are not strictly in Seq order (a group message keeps
-                    // its acceptance time while a later 1:1 message overtakes its append),
-                    // so an expired event can follow one that is still unacked. Otherwise
-                    // it stays until a later ack confirms past it (or the inbox expires).
+                    // Skipped, and confirmed with the next confirm (at the latest when the
+                    // socket closes), but only while no emitted event awaits its ack: a
+                    // confirm covers every Seq up to its own, and SentAts are not strictly
+                    // in Seq order (a group message keeps its acceptance time while a later
+                    // 1:1 message overtakes its append), so an expired event can follow one
+                    // still unacked. (An event whose ack failed is covered, as by any later
+                    // ack.) Otherwise it stays until a later ack confirms past it.
                     if self.acks.is_empty() {
                         self.max_acked = self.max_acked.max(seq);
                     }
