@@ -180,14 +180,19 @@ impl Router {
     pub fn resync_all(&self) {
         for list in self.conns.iter() {
             for conn in list.iter() {
-                // Full: a slow consumer. Closed: the entry outlived its delivery task;
-                // stopping is harmless either way.
-                if conn.tx.try_send(Delivery::Resync).is_err()
-                    && !conn.overflowed.swap(true, Ordering::Relaxed)
-                {
-                    tracing::warn!(uid = %list.key(), socket = %conn.socket_id, "slow consumer: no room to resync, disconnecting");
-                    self.metrics.slow_consumers.inc();
-                    conn.stop.cancel();
+                match conn.tx.try_send(Delivery::Resync) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        if !conn.overflowed.swap(true, Ordering::Relaxed) {
+                            tracing::warn!(uid = %list.key(), socket = %conn.socket_id, "slow consumer: no room to resync, disconnecting");
+                            self.metrics.slow_consumers.inc();
+                            conn.stop.cancel();
+                        }
+                    }
+                    // The entry outlived its delivery task: nothing to wake.
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                        tracing::debug!(uid = %list.key(), socket = %conn.socket_id, "resync for a socket whose delivery ended");
+                    }
                 }
             }
         }
