@@ -204,6 +204,7 @@ impl Application {
             metrics,
             health,
             token_sockets,
+            connecting: Arc::default(),
             limits: Arc::new(Limits {
                 proxies,
                 connects: KeyedBuckets::new(settings.connect_rate, settings.connect_burst),
@@ -228,7 +229,7 @@ impl Application {
             .ws_max_frame_size(frame_limit)
             .ws_read_buffer_size(WS_READ_BUFFER_BYTES)
             .build_layer();
-        gateway::register(&io);
+        gateway::register(&io, &state);
         let app = http::router(state.clone())
             .layer(socket_layer)
             // Outermost: runs before socket.io keeps the request parts.

@@ -54,6 +54,8 @@ pub struct AppState {
     pub health: Health,
     /// This node's sockets by token id (logout closes them).
     pub token_sockets: Arc<crate::gateway::sessions::TokenSockets>,
+    /// Sockets between the connect middleware and a handler (released if they never connect).
+    pub connecting: Arc<crate::gateway::connecting::Connecting<socketioxide::extract::SocketRef>>,
     /// Connection-rate buckets and the failed-login throttle.
     pub limits: Arc<Limits>,
     /// Cancelled when the node shuts down.

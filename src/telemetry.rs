@@ -116,6 +116,9 @@ pub struct Metrics {
     pub errors: Counter,
     /// Sockets disconnected because they could not keep up.
     pub slow_consumers: Counter,
+    /// Sockets that hung up between the connect middleware and the connect handler, released
+    /// by the sweep.
+    pub abandoned_connects: Counter,
     /// Stored events emitted to sockets of this node whose acks were not collected yet (a
     /// socket collects its acks every few seconds, see `gateway::delivery`).
     pub unacked: Gauge,
@@ -159,7 +162,7 @@ impl Metrics {
             "Call-log records queued and not yet written to the call-log table.",
             self.calllog_backlog.get().into(),
         );
-        let counters: [(&str, &str, &Counter); 13] = [
+        let counters: [(&str, &str, &Counter); 14] = [
             (
                 "webchat_events_in_total",
                 "chat events received from clients.",
@@ -204,6 +207,11 @@ impl Metrics {
                 "webchat_slow_consumers_total",
                 "Sockets disconnected for not keeping up.",
                 &self.slow_consumers,
+            ),
+            (
+                "webchat_abandoned_connects_total",
+                "Sockets that hung up while connecting, released by the sweep.",
+                &self.abandoned_connects,
             ),
             (
                 "webchat_inbox_depth_at_connect_sum",

@@ -6,7 +6,10 @@
 //! drained by one worker per socket. The queue's bound is the socket's in-flight limit: a
 //! client that sends faster than its events are stored gets `rate_limited`.
 
-use std::sync::{Arc, Mutex};
+use std::{
+    sync::{Arc, Mutex},
+    time::Instant,
+};
 
 use serde_json::json;
 use socketioxide::{
@@ -18,7 +21,7 @@ use socketioxide::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{auth::Session, delivery};
+use super::{auth::Session, connecting, delivery};
 use crate::{
     bus::Attachment,
     chat::Accepted,
@@ -152,19 +155,68 @@ pub async fn install_handlers(
     }
     socket.on_disconnect(on_disconnect);
     if let Some(session) = socket.extensions.get::<Session>() {
-        let attachment = attach(&socket, &state, &session.uid).await?;
+        let attachment = match attach(&socket, &state, &session.uid).await {
+            Ok(attachment) => attachment,
+            Err(e) => {
+                // Refused: no handler will run for this socket, so undo what the
+                // authentication set up (its token index entry) here.
+                release(&socket, &state);
+                return Err(e);
+            }
+        };
         socket
             .extensions
             .insert(PendingDelivery(Arc::new(Mutex::new(Some((
                 session.uid,
                 attachment,
             ))))));
+        // Last, with no await after it: the socket counts as connecting from here on.
+        state
+            .connecting
+            .insert(socket.id.as_str(), socket.clone(), Instant::now());
     }
     Ok(())
 }
 
+/// Releases, every [`connecting::SWEEP_EVERY`], the sockets that hung up between the
+/// middleware and the connect handler (see [`connecting`]); ends when the node shuts down.
+pub async fn release_abandoned_connects(state: AppState) {
+    let mut every = tokio::time::interval(connecting::SWEEP_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = state.shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let abandoned = state
+            .connecting
+            .take_abandoned(Instant::now(), |socket| socket.connected());
+        for socket in abandoned {
+            tracing::debug!(socket = %socket.id, "releasing a socket that hung up while connecting");
+            state.metrics.abandoned_connects.inc();
+            release(&socket, &state);
+        }
+    }
+}
+
+/// Undoes what the connect middleware set up for `socket`: its token index entry and, when
+/// its delivery never started, its routing entry. Idempotent.
+fn release(socket: &SocketRef, state: &AppState) {
+    if let Some(Session { jti: Some(jti), .. }) = socket.extensions.get::<Session>() {
+        state.token_sockets.remove(&jti, socket.id.as_str());
+    }
+    let pending = socket
+        .extensions
+        .get::<PendingDelivery>()
+        .and_then(|p| p.0.lock().ok().and_then(|mut slot| slot.take()));
+    if let Some((uid, attachment)) = pending {
+        state.router.detach(uid.as_str(), attachment.conn_id);
+    }
+}
+
 /// A socket connected: start handling its events and delivering to it.
 pub async fn on_connect(socket: SocketRef, State(state): State<AppState>) {
+    state.connecting.remove(socket.id.as_str());
     let inbound = socket
         .extensions
         .get::<PendingInbound>()
@@ -364,20 +416,13 @@ fn run_delivery(socket: &SocketRef, state: &AppState, uid: UserId, attachment: A
 }
 
 async fn on_disconnect(socket: SocketRef, State(state): State<AppState>) {
-    if let Some(Session { jti: Some(jti), .. }) = socket.extensions.get::<Session>() {
-        state.token_sockets.remove(&jti, socket.id.as_str());
-    }
+    state.connecting.remove(socket.id.as_str());
     // Closing the queue ends the socket's inbound worker once it has drained.
     socket.extensions.remove::<InboundQueue>();
     if let Some(delivering) = socket.extensions.get::<Delivering>() {
         delivering.stop.cancel();
     }
-    // Subscribed in the middleware but never started (disconnected before on_connect ran).
-    let pending = socket
-        .extensions
-        .get::<PendingDelivery>()
-        .and_then(|p| p.0.lock().ok().and_then(|mut slot| slot.take()));
-    if let Some((uid, attachment)) = pending {
-        state.router.detach(uid.as_str(), attachment.conn_id);
-    }
+    // Also detaches a socket subscribed in the middleware whose delivery never started
+    // (disconnected before on_connect ran).
+    release(&socket, &state);
 }

@@ -6,6 +6,7 @@
 //! survive a socket; all state lives in the services.
 
 mod auth;
+pub mod connecting;
 mod delivery;
 mod handlers;
 pub mod sessions;
@@ -16,14 +17,16 @@ use axum::{
 };
 use socketioxide::{handler::ConnectHandler, SocketIo};
 
-/// Registers every socket handler on namespace `/`.
+/// Registers every socket handler on namespace `/`, and starts releasing the sockets that
+/// hang up between the connect middleware and the connect handler (see [`connecting`]).
 ///
 /// Event handlers are installed by a connect middleware, not by the connect handler:
 /// socketioxide sends the CONNECT answer before it spawns the connect handler, so a client
 /// that emits `join` right after connecting (as the original client does) would otherwise
 /// race the registration and lose the event. Middlewares run before the answer. (`with`
 /// runs the middleware added last first: authentication, then handler installation.)
-pub fn register(io: &SocketIo) {
+pub fn register(io: &SocketIo, state: &crate::state::AppState) {
+    tokio::spawn(handlers::release_abandoned_connects(state.clone()));
     io.ns(
         "/",
         handlers::on_connect

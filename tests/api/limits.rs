@@ -186,6 +186,61 @@ async fn a_user_holds_at_most_the_configured_sockets_per_node() {
         .expect("a place is free again");
 }
 
+/// Opens an Engine.IO 4 websocket, asks to join namespace `/` with `token` and hangs up at
+/// once: the server may still be in its connect middleware when the connection goes.
+async fn connect_and_hang_up(url: &str, token: &str) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let authority = url.trim_start_matches("http://");
+    let ws_url = format!("ws://{authority}/socket.io/?EIO=4&transport=websocket");
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url)
+        .await
+        .expect("websocket");
+    let open = ws.next().await.expect("a frame").expect("frame");
+    assert!(open.to_text().unwrap_or("").starts_with('0'), "{open:?}");
+    ws.send(Message::text(format!("40{{\"token\":\"{token}\"}}")))
+        .await
+        .expect("connect");
+    drop(ws); // no close handshake: the TCP connection just goes
+}
+
+#[tokio::test]
+async fn sockets_that_hang_up_while_connecting_give_their_places_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = settings(Backend::Embedded, dir.path().to_path_buf());
+    s.max_sockets_per_user = 2;
+    s.connect_rate = 0.0;
+    let app = spawn_with(s).await;
+    let alice = app.signup("alice").await;
+    for _ in 0..40 {
+        connect_and_hang_up(&app.url, &alice.token).await;
+    }
+    // Some of the 40 were subscribed by the middleware and then never added to the
+    // namespace, so no socket handler ever runs for them; they must still be released.
+    let url = app.url.clone();
+    // They are released a few seconds after they hung up (the sweep's grace).
+    let patience = std::time::Duration::from_secs(30);
+    eventually_within("both of alice's places to be free again", patience, || {
+        let (url, alice) = (&url, &alice);
+        async move {
+            let Ok(first) = TestClient::try_connect(url, alice, false).await else {
+                return false;
+            };
+            let second = TestClient::try_connect(url, alice, false).await;
+            first.close().await;
+            match second {
+                Ok(second) => {
+                    second.close().await;
+                    true
+                }
+                Err(_) => false,
+            }
+        }
+    })
+    .await;
+    app.wait_for_connections(0).await;
+}
+
 #[tokio::test]
 async fn new_sockets_from_one_address_are_rate_limited() {
     let dir = tempfile::tempdir().expect("tempdir");
