@@ -124,15 +124,21 @@ function unreadBadge(p, uid) {
 }
 
 async function waitUnread(p, uid, expected) {
-  await p.waitForFunction(
-    ([u, want]) => {
-      const row = document.querySelector(`#conv-list [data-conv="${u}"]`);
-      if (!row) return false;
-      const badge = row.querySelector('.badge');
-      return (badge ? badge.textContent : '') === want;
-    },
-    [uid, expected],
-  );
+  try {
+    await p.waitForFunction(
+      ([u, want]) => {
+        const row = document.querySelector(`#conv-list [data-conv="${u}"]`);
+        if (!row) return false;
+        const badge = row.querySelector('.badge');
+        return (badge ? badge.textContent : '') === want;
+      },
+      [uid, expected],
+    );
+  } catch (e) {
+    // Say what the badge showed instead: no row (null), no badge (''), or another count.
+    const shown = await unreadBadge(p, uid).catch(() => 'unknown');
+    throw new Error(`unread badge for ${uid}: wanted ${JSON.stringify(expected)}, shows ${JSON.stringify(shown)} (${e.message})`);
+  }
 }
 
 async function openGroup(p) {
