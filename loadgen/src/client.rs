@@ -7,7 +7,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), webchat_loadgen::client::ClientError> {
-//! use std::time::Duration;
+//! use std::time::{Duration, Instant};
 //! use webchat_loadgen::client::{ClientOptions, SioClient};
 //!
 //! let (client, mut events) =
@@ -23,20 +23,23 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Design: [`SioClient`] is a cheap, cloneable handle. Outgoing frames go
-//! through an unbounded channel to a writer task (which batches frames and
-//! flushes once per burst); a reader task answers pings, resolves ack waiters,
-//! optionally answers the server's ack requests ([`ClientOptions::auto_ack`])
-//! and forwards events to the [`EventStream`]. When the connection ends, every
-//! pending [`SioClient::emit_with_ack`] fails with [`ClientError::Closed`] and
-//! the [`EventStream`] yields `None`.
+//! Design: [`SioClient`] is a cheap, cloneable handle. One task per connection
+//! reads and writes it: it answers pings, resolves ack waiters, optionally
+//! answers the server's ack requests ([`ClientOptions::auto_ack`]) in the same
+//! turn as the frame that asked, writes what the handles queue (through an
+//! unbounded channel, flushed once per burst) and hands events to the
+//! [`EventStream`], or to a callback ([`SioClient::connect_observed`]). A load
+//! generator holding 10,000 sockets on the machine it measures thus pays one
+//! task wake-up per received event instead of three (reader, writer, consumer).
+//! When the connection ends, every pending [`SioClient::emit_with_ack`] fails
+//! with [`ClientError::Closed`] and the [`EventStream`] yields `None`.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::net::{TcpSocket, TcpStream};
@@ -256,11 +259,34 @@ impl SioClient {
         auth: Option<Value>,
         opts: ClientOptions,
     ) -> Result<(SioClient, EventStream), ClientError> {
+        Self::connect_to(base_url, auth, opts, None).await
+    }
+
+    /// [`connect`](Self::connect), but every event is passed to `observe`, called in the
+    /// connection's task as the event arrives (with [`ClientOptions::auto_ack`], after its
+    /// ack is buffered), instead of being queued for the [`EventStream`], which then only
+    /// reports the end of the connection. For load generators: no hand-off per event, and
+    /// the arrival is seen when it is read.
+    pub async fn connect_observed(
+        base_url: &str,
+        auth: Option<Value>,
+        opts: ClientOptions,
+        observe: impl FnMut(ServerEvent) + Send + 'static,
+    ) -> Result<(SioClient, EventStream), ClientError> {
+        Self::connect_to(base_url, auth, opts, Some(Box::new(observe))).await
+    }
+
+    async fn connect_to(
+        base_url: &str,
+        auth: Option<Value>,
+        opts: ClientOptions,
+        observer: Option<Observer>,
+    ) -> Result<(SioClient, EventStream), ClientError> {
         let (authority, url) = websocket_url(base_url, &opts.path)?;
         let connect_timeout = opts.connect_timeout;
         tokio::time::timeout(
             connect_timeout,
-            Self::connect_inner(authority, url, auth, opts),
+            Self::connect_inner(authority, url, auth, opts, observer),
         )
         .await
         .unwrap_or(Err(ClientError::Timeout))
@@ -271,6 +297,7 @@ impl SioClient {
         url: String,
         auth: Option<Value>,
         opts: ClientOptions,
+        observer: Option<Observer>,
     ) -> Result<(SioClient, EventStream), ClientError> {
         let tcp = tcp_connect(&authority, opts.bind_addr)
             .await
@@ -350,17 +377,26 @@ impl SioClient {
             acks: Mutex::new(AckTable::default()),
             reason: reason.clone(),
         });
+        let mut events = match observer {
+            Some(observe) => EventSink::Observer {
+                observe,
+                _end: ev_tx,
+            },
+            None => EventSink::Stream(ev_tx),
+        };
         for ev in early {
             if let Some(id) = ev.ack_id.filter(|_| opts.auto_ack) {
-                let _ = tx.send(Outgoing::Text(encode_ack(id, &[])));
+                writer.buffer(&Outgoing::Text(encode_ack(id, &[])));
             }
-            let _ = ev_tx.send(ev);
+            events.pass(ev);
         }
-        tokio::spawn(writer_task(writer, rx, done_rx.clone()));
-        tokio::spawn(reader_task(
-            reader,
-            tx.downgrade(),
-            ev_tx,
+        tokio::spawn(connection_task(
+            Connection {
+                reader,
+                writer,
+                outgoing: rx,
+                events,
+            },
             shared.clone(),
             done_tx,
             heartbeat,
@@ -527,125 +563,105 @@ async fn next_text(reader: &mut WsReader) -> Result<String, ClientError> {
     }
 }
 
-/// Writes frames, flushing once per burst; stops on a Close frame, when all
-/// handles are gone, or when the reader saw the connection end.
-async fn writer_task(
-    mut writer: WsWriter,
-    mut rx: mpsc::UnboundedReceiver<Outgoing>,
-    mut done: watch::Receiver<bool>,
-) {
-    // Built once and polled only when no frame is queued: creating it on every turn cost
-    // a lock per frame (the watch's notifier), and under load a frame is almost always
-    // queued.
-    let ended = async move {
-        let _ = done.wait_for(|d| *d).await;
-    };
-    tokio::pin!(ended);
-    loop {
-        let first = tokio::select! {
-            biased;
-            m = rx.recv() => m,
-            _ = &mut ended => {
-                // The reader saw the end (e.g. server `41`): close politely.
-                writer.buffer(&Outgoing::Close);
-                let _ = tokio::time::timeout(Duration::from_secs(1), writer.flush()).await;
-                return;
+/// A callback that takes every event of one connection ([`SioClient::connect_observed`]).
+type Observer = Box<dyn FnMut(ServerEvent) + Send>;
+
+/// Where a connection's events go. Either way the channel's sender is dropped when the
+/// connection ends, so the [`EventStream`] yields `None` then.
+enum EventSink {
+    Stream(mpsc::UnboundedSender<ServerEvent>),
+    Observer {
+        observe: Observer,
+        /// Never sent on; dropped with the connection to end the [`EventStream`].
+        _end: mpsc::UnboundedSender<ServerEvent>,
+    },
+}
+
+impl EventSink {
+    fn pass(&mut self, event: ServerEvent) {
+        match self {
+            // A dropped EventStream is fine: the events are just discarded.
+            EventSink::Stream(tx) => {
+                let _ = tx.send(event);
             }
-        };
-        let Some(mut msg) = first else {
-            // Every handle dropped: say goodbye.
-            writer.buffer(&Outgoing::Text("41".into()));
-            writer.buffer(&Outgoing::Close);
-            let _ = writer.flush().await;
-            return;
-        };
-        loop {
-            writer.buffer(&msg);
-            if msg == Outgoing::Close {
-                let _ = writer.flush().await;
-                return;
-            }
-            match rx.try_recv() {
-                Ok(m) => msg = m,
-                Err(_) => break,
-            }
-        }
-        if writer.flush().await.is_err() {
-            return;
+            EventSink::Observer { observe, .. } => observe(event),
         }
     }
 }
 
-async fn reader_task(
-    mut reader: WsReader,
-    tx: mpsc::WeakUnboundedSender<Outgoing>,
-    events: mpsc::UnboundedSender<ServerEvent>,
+/// What the connection task owns.
+struct Connection {
+    reader: WsReader,
+    writer: WsWriter,
+    /// Frames queued by the handles; closed when every handle is gone.
+    outgoing: mpsc::UnboundedReceiver<Outgoing>,
+    events: EventSink,
+}
+
+/// What one turn of the connection task saw.
+enum Turn {
+    Continue,
+    /// This side sent its websocket Close; the server's end is awaited.
+    Closing,
+    End(DisconnectReason),
+}
+
+/// Reads and writes one connection until it ends (see the module docs), then records why,
+/// fails the pending ack waiters and tells the handles.
+async fn connection_task(
+    mut conn: Connection,
     shared: Arc<Shared>,
     done: watch::Sender<bool>,
     heartbeat: Duration,
     auto_ack: bool,
 ) {
-    let send = |message: Outgoing| match tx.upgrade() {
-        Some(tx) => tx.send(message).is_ok(),
-        None => false,
-    };
+    // Checked a few times per heartbeat instead of a timer armed per frame: a frame costs
+    // a clock read, not a timer wheel insert and removal.
+    let mut last_heard = Instant::now();
+    let mut check = tokio::time::interval(heartbeat / 4);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Set once this side sent its websocket Close: from then on only reads, until the
+    // server closes too, so `close()` returns once the server has seen the socket go.
+    let mut closing = false;
     let reason = loop {
-        let msg = match tokio::time::timeout(heartbeat, reader.next()).await {
-            Err(_) => break DisconnectReason::PingTimeout,
-            Ok(Ok(None)) => break DisconnectReason::TransportClosed,
-            Ok(Err(e)) => break DisconnectReason::Error(e.to_string()),
-            Ok(Ok(Some(m))) => m,
+        // Acks and pongs of the previous turn, and frames answered during the handshake.
+        if let Err(e) = conn.writer.flush().await {
+            break DisconnectReason::Error(e.to_string());
+        }
+        // Queued frames first: a busy inbound stream must not hold back the handles' sends
+        // (`next` is cancel-safe: a frame half read stays in the reader's buffer).
+        let turn = tokio::select! {
+            biased;
+            queued = conn.outgoing.recv(), if !closing => conn.queued(queued),
+            incoming = conn.reader.next() => {
+                last_heard = Instant::now();
+                conn.incoming(incoming, &shared, auto_ack)
+            }
+            _ = check.tick() => {
+                if last_heard.elapsed() > heartbeat {
+                    Turn::End(DisconnectReason::PingTimeout)
+                } else {
+                    Turn::Continue
+                }
+            }
         };
-        let text = match msg {
-            Incoming::Text(t) => t,
-            Incoming::Close => break DisconnectReason::TransportClosed,
-            Incoming::Ping(p) => {
-                if !send(Outgoing::Pong(p)) {
-                    break DisconnectReason::ClientClosed;
-                }
-                continue;
-            }
-            Incoming::Pong | Incoming::Binary(_) => continue,
-        };
-        match decode(&text) {
-            Ok(Packet::Ping(p)) => {
-                if !send(Outgoing::Text(format!("3{p}"))) {
-                    break DisconnectReason::ClientClosed;
-                }
-            }
-            Ok(Packet::Event {
-                nsp,
-                id,
-                name,
-                args,
-            }) if nsp == "/" => {
-                if auto_ack {
-                    if let Some(id) = id {
-                        if !send(Outgoing::Text(encode_ack(id, &[]))) {
-                            break DisconnectReason::ClientClosed;
-                        }
-                    }
-                }
-                // A dropped EventStream is fine: the events are just discarded.
-                let _ = events.send(server_event(name, args, id));
-            }
-            Ok(Packet::Ack { nsp, id, args }) if nsp == "/" => {
-                let waiter = lock(&shared.acks).waiters.remove(&id);
-                if let Some(w) = waiter {
-                    let _ = w.send(args);
-                }
-            }
-            Ok(Packet::Disconnect { nsp }) if nsp == "/" => {
-                break DisconnectReason::ServerDisconnect
-            }
-            Ok(Packet::Close) => break DisconnectReason::EngineClose,
-            Ok(_) => {}
-            Err(e) => break DisconnectReason::Error(format!("{e}: {text:?}")),
+        match turn {
+            Turn::Continue => {}
+            Turn::Closing => closing = true,
+            Turn::End(reason) => break reason,
         }
     };
-    // A closed transport after close() or after every handle was dropped is
-    // the client's doing.
-    let client_side = shared.closing.load(Ordering::Relaxed) || tx.upgrade().is_none();
+    // The server ended the session (e.g. `41`): close the websocket politely.
+    if matches!(
+        reason,
+        DisconnectReason::ServerDisconnect | DisconnectReason::EngineClose
+    ) {
+        conn.writer.buffer(&Outgoing::Close);
+        let _ = tokio::time::timeout(Duration::from_secs(1), conn.writer.flush()).await;
+    }
+    // A closed transport after close() or after every handle was dropped is the client's
+    // doing.
+    let client_side = shared.closing.load(Ordering::Relaxed) || conn.outgoing.is_closed();
     let reason = match reason {
         DisconnectReason::TransportClosed | DisconnectReason::Error(_) if client_side => {
             DisconnectReason::ClientClosed
@@ -659,6 +675,76 @@ async fn reader_task(
         acks.waiters.clear(); // dropping the senders fails the waiters
     }
     let _ = done.send(true);
+}
+
+impl Connection {
+    /// Buffers the frames the handles queued (all of them, a burst is written at once).
+    fn queued(&mut self, first: Option<Outgoing>) -> Turn {
+        let Some(mut message) = first else {
+            // Every handle dropped: say goodbye.
+            self.writer.buffer(&Outgoing::Text("41".into()));
+            self.writer.buffer(&Outgoing::Close);
+            return Turn::Closing;
+        };
+        loop {
+            self.writer.buffer(&message);
+            if message == Outgoing::Close {
+                return Turn::Closing;
+            }
+            match self.outgoing.try_recv() {
+                Ok(next) => message = next,
+                Err(_) => return Turn::Continue,
+            }
+        }
+    }
+
+    /// Handles one frame from the server; answers are buffered for the flush after it.
+    fn incoming(
+        &mut self,
+        incoming: std::io::Result<Option<Incoming>>,
+        shared: &Shared,
+        auto_ack: bool,
+    ) -> Turn {
+        let text = match incoming {
+            Ok(None) | Ok(Some(Incoming::Close)) => {
+                return Turn::End(DisconnectReason::TransportClosed)
+            }
+            Err(e) => return Turn::End(DisconnectReason::Error(e.to_string())),
+            Ok(Some(Incoming::Text(t))) => t,
+            Ok(Some(Incoming::Ping(p))) => {
+                self.writer.buffer(&Outgoing::Pong(p));
+                return Turn::Continue;
+            }
+            Ok(Some(Incoming::Pong | Incoming::Binary(_))) => return Turn::Continue,
+        };
+        match decode(&text) {
+            Ok(Packet::Ping(p)) => self.writer.buffer(&Outgoing::Text(format!("3{p}"))),
+            Ok(Packet::Event {
+                nsp,
+                id,
+                name,
+                args,
+            }) if nsp == "/" => {
+                if let Some(id) = id.filter(|_| auto_ack) {
+                    self.writer.buffer(&Outgoing::Text(encode_ack(id, &[])));
+                }
+                self.events.pass(server_event(name, args, id));
+            }
+            Ok(Packet::Ack { nsp, id, args }) if nsp == "/" => {
+                let waiter = lock(&shared.acks).waiters.remove(&id);
+                if let Some(w) = waiter {
+                    let _ = w.send(args);
+                }
+            }
+            Ok(Packet::Disconnect { nsp }) if nsp == "/" => {
+                return Turn::End(DisconnectReason::ServerDisconnect)
+            }
+            Ok(Packet::Close) => return Turn::End(DisconnectReason::EngineClose),
+            Ok(_) => {}
+            Err(e) => return Turn::End(DisconnectReason::Error(format!("{e}: {text:?}"))),
+        }
+        Turn::Continue
+    }
 }
 
 // ---------------------------------------------------------------------------

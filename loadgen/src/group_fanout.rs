@@ -29,11 +29,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use tokio::sync::Notify;
-use webchat_loadgen::client::{EventStream, SioClient};
+use webchat_loadgen::client::{EventStream, ServerEvent, SioClient};
 
 use crate::{
-    ack_error_code, check_fd_limit, connect_and_join, cpu_us, lock, make_body, ms, note_disconnect,
-    now_us, percentile, round3, servers_cpu_us, Args, SHUTTING_DOWN,
+    ack_error_code, check_fd_limit, connect_and_join_observed, cpu_us, lock, make_body, ms,
+    note_disconnect, now_us, percentile, round3, servers_cpu_us, Args, SHUTTING_DOWN,
 };
 
 /// How long after the last message the CPU is still counted: webchat confirms acks in the
@@ -147,39 +147,58 @@ fn create_msg_id(tag: &str) -> String {
     format!("{tag}-create")
 }
 
-/// Receives the `chat` events of member `idx` (acks are sent by `auto_ack`).
-async fn member_loop(mut events: EventStream, idx: usize, shared: Arc<Shared>) {
-    let create_id = create_msg_id(&shared.tag);
-    let mut notified = false;
-    let mut seen = vec![false; shared.messages.len()];
-    while let Some(ev) = events.recv().await {
+/// Takes the `chat` events of member `idx` as its connection reads them (acks are sent by
+/// `auto_ack`): called in the connection's own task, so an arrival costs no hand-off to
+/// another task and is timed when read.
+struct MemberObserver {
+    idx: usize,
+    shared: Arc<Shared>,
+    create_id: String,
+    notified: bool,
+    seen: Vec<bool>,
+}
+
+impl MemberObserver {
+    fn new(idx: usize, shared: Arc<Shared>) -> Self {
+        MemberObserver {
+            idx,
+            create_id: create_msg_id(&shared.tag),
+            notified: false,
+            seen: vec![false; shared.messages.len()],
+            shared,
+        }
+    }
+
+    fn observe(&mut self, ev: ServerEvent) {
         if ev.name != "chat" {
-            continue;
+            return;
         }
         let t = now_us();
+        let shared = &*self.shared;
         let field = |name: &str| ev.data.get(name).and_then(Value::as_str);
         let msg_id = field("MsgID").unwrap_or_default();
         match field("EvtType") {
-            Some("notify") if msg_id == create_id => {
+            Some("notify") if msg_id == self.create_id => {
                 if ev.ack_id.is_none() {
                     shared.no_ack_request.fetch_add(1, Ordering::Relaxed);
                 }
-                if notified {
+                if self.notified {
                     shared.duplicates.fetch_add(1, Ordering::Relaxed);
                 } else {
-                    notified = true;
+                    self.notified = true;
                     shared.notify.record(t);
                 }
             }
             Some("message") => {
-                let Some(k) = parse_message_index(&shared.tag, msg_id).filter(|&k| k < seen.len())
+                let Some(k) =
+                    parse_message_index(&shared.tag, msg_id).filter(|&k| k < self.seen.len())
                 else {
                     shared.stray.fetch_add(1, Ordering::Relaxed);
-                    continue;
+                    return;
                 };
-                if idx == 0 {
+                if self.idx == 0 {
                     shared.sender_copies.fetch_add(1, Ordering::Relaxed);
-                    continue;
+                    return;
                 }
                 if ev.ack_id.is_none() {
                     shared.no_ack_request.fetch_add(1, Ordering::Relaxed);
@@ -188,10 +207,10 @@ async fn member_loop(mut events: EventStream, idx: usize, shared: Arc<Shared>) {
                 if field("From") != gid || field("Originated") != Some(&shared.sender_uid) {
                     shared.misrouted.fetch_add(1, Ordering::Relaxed);
                 }
-                if seen[k] {
+                if self.seen[k] {
                     shared.duplicates.fetch_add(1, Ordering::Relaxed);
                 } else {
-                    seen[k] = true;
+                    self.seen[k] = true;
                     shared.messages[k].record(t);
                 }
             }
@@ -200,6 +219,11 @@ async fn member_loop(mut events: EventStream, idx: usize, shared: Arc<Shared>) {
             }
         }
     }
+}
+
+/// Notes how member `idx`'s connection ended (its events go to its [`MemberObserver`]).
+async fn watch_member(mut events: EventStream, idx: usize) {
+    while events.recv().await.is_some() {}
     note_disconnect(&format!("member {idx}"), &events);
 }
 
@@ -215,14 +239,22 @@ async fn connect_members(
     let mut clients = Vec::with_capacity(uids.len());
     for start in (0..uids.len()).step_by(batch) {
         let end = (start + batch).min(uids.len());
-        let joins = (start..end).map(|i| async move {
-            connect_and_join(&args.urls[i % nodes], &uids[i], args.ack_timeout)
+        let joins = (start..end).map(|i| {
+            let mut member = MemberObserver::new(i, shared.clone());
+            async move {
+                connect_and_join_observed(
+                    &args.urls[i % nodes],
+                    &uids[i],
+                    args.ack_timeout,
+                    move |ev| member.observe(ev),
+                )
                 .await
                 .map(|(client, events)| (i, client, events))
+            }
         });
         for r in futures_util::future::join_all(joins).await {
             let (i, client, events) = r?;
-            tokio::spawn(member_loop(events, i, shared.clone()));
+            tokio::spawn(watch_member(events, i));
             clients.push(client);
         }
         if end / 1000 > start / 1000 || end == uids.len() {

@@ -48,7 +48,7 @@ use clap::{Parser, ValueEnum};
 use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
-use webchat_loadgen::client::{ClientError, ClientOptions, EventStream, SioClient};
+use webchat_loadgen::client::{ClientError, ClientOptions, EventStream, ServerEvent, SioClient};
 
 mod group_fanout;
 mod offline;
@@ -371,15 +371,45 @@ async fn connect_and_join_from(
     timeout: Duration,
     bind: Option<std::net::IpAddr>,
 ) -> Result<(SioClient, EventStream)> {
-    let opts = ClientOptions {
+    let opts = join_options(timeout, bind);
+    let (client, events) = SioClient::connect(url, None, opts)
+        .await
+        .with_context(|| format!("connecting {uid} to {url}"))?;
+    join(client, events, uid, timeout).await
+}
+
+/// [`connect_and_join`] with every event passed to `observe` as it is read (see
+/// [`SioClient::connect_observed`]); the returned stream only reports the end.
+async fn connect_and_join_observed(
+    url: &str,
+    uid: &str,
+    timeout: Duration,
+    observe: impl FnMut(ServerEvent) + Send + 'static,
+) -> Result<(SioClient, EventStream)> {
+    let opts = join_options(timeout, None);
+    let (client, events) = SioClient::connect_observed(url, None, opts, observe)
+        .await
+        .with_context(|| format!("connecting {uid} to {url}"))?;
+    join(client, events, uid, timeout).await
+}
+
+/// Auto-acking client options for the members of a scenario.
+fn join_options(timeout: Duration, bind: Option<std::net::IpAddr>) -> ClientOptions {
+    ClientOptions {
         auto_ack: true,
         connect_timeout: timeout,
         bind_addr: bind,
         ..ClientOptions::default()
-    };
-    let (client, events) = SioClient::connect(url, None, opts)
-        .await
-        .with_context(|| format!("connecting {uid} to {url}"))?;
+    }
+}
+
+/// Joins as `uid` on a connected `client`.
+async fn join(
+    client: SioClient,
+    events: EventStream,
+    uid: &str,
+    timeout: Duration,
+) -> Result<(SioClient, EventStream)> {
     let reply = client
         .emit_with_ack("join", &json!(uid), timeout)
         .await
