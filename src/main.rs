@@ -4,6 +4,14 @@ use anyhow::Context;
 use clap::Parser;
 use webchat::{telemetry, Application, Settings};
 
+/// mimalloc instead of glibc's malloc. A delivery allocates and frees a few small buffers,
+/// and glibc's allocator took ~10 % of a receiving node's CPU in a group fan-out (`perf`);
+/// with mimalloc the nodes spend about a fifth less CPU per fan-out, and memory freed after
+/// a burst of sockets goes back to the system (glibc kept ~1 GB after 20,000 closed), for
+/// ~3 KiB more per idle connection (BENCHMARKS.md, session 7).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let settings = Settings::parse();
     telemetry::init_tracing(&settings.log_format);
