@@ -624,18 +624,22 @@ async fn connection_task(
     // server closes too, so `close()` returns once the server has seen the socket go.
     let mut closing = false;
     let reason = loop {
-        // Acks and pongs of the previous turn, and frames answered during the handshake.
-        if let Err(e) = conn.writer.flush().await {
-            break DisconnectReason::Error(e.to_string());
+        // Acks and pongs of the previous turn, and frames answered during the handshake. A
+        // write that cannot finish within a heartbeat (a peer that stopped reading) ends the
+        // connection, as a silent peer would.
+        match tokio::time::timeout(heartbeat, conn.writer.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => break DisconnectReason::Error(e.to_string()),
+            Err(_) => break DisconnectReason::Error("write stalled for a heartbeat".into()),
         }
-        // Queued frames first: a busy inbound stream must not hold back the handles' sends
+        // Unbiased: neither a busy inbound stream nor a busy sender starves the other
         // (`next` is cancel-safe: a frame half read stays in the reader's buffer).
         let turn = tokio::select! {
-            biased;
             queued = conn.outgoing.recv(), if !closing => conn.queued(queued),
             incoming = conn.reader.next() => {
                 last_heard = Instant::now();
-                conn.incoming(incoming, &shared, auto_ack)
+                // After our Close frame nothing more may be written (RFC 6455).
+                conn.incoming(incoming, &shared, auto_ack, !closing)
             }
             _ = check.tick() => {
                 if last_heard.elapsed() > heartbeat {
@@ -651,11 +655,9 @@ async fn connection_task(
             Turn::End(reason) => break reason,
         }
     };
-    // The server ended the session (e.g. `41`): close the websocket politely.
-    if matches!(
-        reason,
-        DisconnectReason::ServerDisconnect | DisconnectReason::EngineClose
-    ) {
+    // The server ended the session (e.g. `41`, or its own Close frame): close the websocket
+    // politely, unless this side already did.
+    if !closing {
         conn.writer.buffer(&Outgoing::Close);
         let _ = tokio::time::timeout(Duration::from_secs(1), conn.writer.flush()).await;
     }
@@ -698,13 +700,16 @@ impl Connection {
         }
     }
 
-    /// Handles one frame from the server; answers are buffered for the flush after it.
+    /// Handles one frame from the server; answers (only when `may_write`) are buffered for
+    /// the flush after it.
     fn incoming(
         &mut self,
         incoming: std::io::Result<Option<Incoming>>,
         shared: &Shared,
         auto_ack: bool,
+        may_write: bool,
     ) -> Turn {
+        let auto_ack = auto_ack && may_write;
         let text = match incoming {
             Ok(None) | Ok(Some(Incoming::Close)) => {
                 return Turn::End(DisconnectReason::TransportClosed)
@@ -712,13 +717,17 @@ impl Connection {
             Err(e) => return Turn::End(DisconnectReason::Error(e.to_string())),
             Ok(Some(Incoming::Text(t))) => t,
             Ok(Some(Incoming::Ping(p))) => {
-                self.writer.buffer(&Outgoing::Pong(p));
+                if may_write {
+                    self.writer.buffer(&Outgoing::Pong(p));
+                }
                 return Turn::Continue;
             }
             Ok(Some(Incoming::Pong | Incoming::Binary(_))) => return Turn::Continue,
         };
         match decode(&text) {
-            Ok(Packet::Ping(p)) => self.writer.buffer(&Outgoing::Text(format!("3{p}"))),
+            Ok(Packet::Ping(p)) if may_write => {
+                self.writer.buffer(&Outgoing::Text(format!("3{p}")))
+            }
             Ok(Packet::Event {
                 nsp,
                 id,
