@@ -1168,4 +1168,63 @@ mod tests {
         assert!(websocket_url("https://example.com", p).is_err());
         assert!(websocket_url("http://", p).is_err());
     }
+
+    /// A server frame (unmasked, unfragmented; payload under 64 KiB).
+    fn server_text(payload: &str) -> Vec<u8> {
+        let mut out = vec![0x81];
+        match payload.len() {
+            len @ 0..=125 => out.push(len as u8),
+            len => {
+                out.push(126);
+                out.extend_from_slice(&(len as u16).to_be_bytes());
+            }
+        }
+        out.extend_from_slice(payload.as_bytes());
+        out
+    }
+
+    #[tokio::test]
+    async fn a_write_the_server_never_reads_ends_the_connection_within_a_heartbeat() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (release, released) = oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                let mut chunk = [0; 1024];
+                let n = socket.read(&mut chunk).await.unwrap();
+                request.extend_from_slice(&chunk[..n]);
+            }
+            let mut answer = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                Connection: Upgrade\r\nSec-WebSocket-Accept: x\r\n\r\n"
+                .to_vec();
+            // A 200 ms heartbeat, and the CONNECT answer; from then on nothing is read.
+            answer.extend(server_text(
+                r#"0{"sid":"e","pingInterval":100,"pingTimeout":100}"#,
+            ));
+            answer.extend(server_text(r#"40{"sid":"s"}"#));
+            socket.write_all(&answer).await.unwrap();
+            let _ = released.await;
+        });
+        let (client, mut events) = SioClient::connect(&url, None, ClientOptions::default())
+            .await
+            .unwrap();
+        // Far more than the loopback socket buffers of both ends hold.
+        client.send_raw(&"x".repeat(32 << 20)).await.unwrap();
+        let ended = tokio::time::timeout(Duration::from_secs(10), events.recv()).await;
+        assert!(
+            matches!(ended, Ok(None)),
+            "the connection is still up while its write is stalled"
+        );
+        assert!(
+            matches!(events.disconnect_reason(), Some(DisconnectReason::Error(_))),
+            "{:?}",
+            events.disconnect_reason()
+        );
+        assert!(!client.is_connected());
+        let _ = release.send(());
+        server.await.unwrap();
+    }
 }
