@@ -1185,27 +1185,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_write_the_server_never_reads_ends_the_connection_within_a_heartbeat() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (release, released) = oneshot::channel::<()>();
+        // A 200 ms heartbeat, and the CONNECT answer; from then on nothing is read.
+        let mut frames = server_text(r#"0{"sid":"e","pingInterval":100,"pingTimeout":100}"#);
+        frames.extend(server_text(r#"40{"sid":"s"}"#));
         let server = tokio::spawn(async move {
-            let (mut socket, _) = listener.accept().await.unwrap();
-            let mut request = Vec::new();
-            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                let mut chunk = [0; 1024];
-                let n = socket.read(&mut chunk).await.unwrap();
-                request.extend_from_slice(&chunk[..n]);
-            }
-            let mut answer = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
-                Connection: Upgrade\r\nSec-WebSocket-Accept: x\r\n\r\n"
-                .to_vec();
-            // A 200 ms heartbeat, and the CONNECT answer; from then on nothing is read.
-            answer.extend(server_text(
-                r#"0{"sid":"e","pingInterval":100,"pingTimeout":100}"#,
-            ));
-            answer.extend(server_text(r#"40{"sid":"s"}"#));
-            socket.write_all(&answer).await.unwrap();
+            let (_socket, _) = crate::ws::test_server::accept_sending(&listener, &frames).await;
             let _ = released.await;
         });
         let (client, mut events) = SioClient::connect(&url, None, ClientOptions::default())

@@ -373,10 +373,41 @@ fn base64_of(bytes: &[u8]) -> String {
     out
 }
 
+/// A websocket server end for the client's tests.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) mod test_server {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// Accepts one connection on `listener`, reads its upgrade request and answers it,
+    /// followed by `frames` in the same write (as servers do). Returns the connection and
+    /// the request.
+    pub(crate) async fn accept_sending(
+        listener: &TcpListener,
+        frames: &[u8],
+    ) -> (TcpStream, Vec<u8>) {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut request = Vec::new();
+        while super::find(&request, b"\r\n\r\n").is_none() {
+            let mut chunk = [0; 1024];
+            let n = socket.read(&mut chunk).await.unwrap();
+            request.extend_from_slice(&chunk[..n]);
+        }
+        let mut answer = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+            Connection: Upgrade\r\nSec-WebSocket-Accept: x\r\n\r\n"
+            .to_vec();
+        answer.extend_from_slice(frames);
+        socket.write_all(&answer).await.unwrap();
+        (socket, request)
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use test_server::accept_sending;
 
     /// A server frame (unmasked).
     fn server_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
@@ -469,19 +500,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("ws://{}/socket.io/?EIO=4", listener.local_addr().unwrap());
         let server = tokio::spawn(async move {
-            let (mut socket, _) = listener.accept().await.unwrap();
-            let mut request = Vec::new();
-            while find(&request, b"\r\n\r\n").is_none() {
-                let mut chunk = [0; 1024];
-                let n = socket.read(&mut chunk).await.unwrap();
-                request.extend_from_slice(&chunk[..n]);
-            }
-            // The answer and the first frames in one write, as servers do.
-            let mut answer = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
-                Connection: Upgrade\r\nSec-WebSocket-Accept: x\r\n\r\n"
-                .to_vec();
-            answer.extend_from_slice(&frames);
-            socket.write_all(&answer).await.unwrap();
+            let (mut socket, mut request) = accept_sending(&listener, &frames).await;
             let mut rest = Vec::new();
             socket.read_to_end(&mut rest).await.unwrap();
             request.extend_from_slice(&rest);
