@@ -620,17 +620,25 @@ async fn connection_task(
     let mut last_heard = Instant::now();
     let mut check = tokio::time::interval(heartbeat / 4);
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Set once this side sent its websocket Close: from then on only reads, until the
-    // server closes too, so `close()` returns once the server has seen the socket go.
+    // Set once this side writes no more: it sent its websocket Close (then it only reads,
+    // until the server closes too, so `close()` returns once the server has seen the socket
+    // go), or a write failed.
     let mut closing = false;
     let reason = loop {
         // Acks and pongs of the previous turn, and frames answered during the handshake. A
         // write that cannot finish within a heartbeat (a peer that stopped reading) ends the
-        // connection, as a silent peer would.
+        // connection, as a silent peer would. Either failure leaves a frame half written,
+        // so nothing more is written after it (not even a Close frame).
         match tokio::time::timeout(heartbeat, conn.writer.flush()).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => break DisconnectReason::Error(e.to_string()),
-            Err(_) => break DisconnectReason::Error("write stalled for a heartbeat".into()),
+            Ok(Err(e)) => {
+                closing = true;
+                break DisconnectReason::Error(e.to_string());
+            }
+            Err(_) => {
+                closing = true;
+                break DisconnectReason::Error("write stalled for a heartbeat".into());
+            }
         }
         // Unbiased: neither a busy inbound stream nor a busy sender starves the other
         // (`next` is cancel-safe: a frame half read stays in the reader's buffer).
@@ -656,7 +664,7 @@ async fn connection_task(
         }
     };
     // The server ended the session (e.g. `41`, or its own Close frame): close the websocket
-    // politely, unless this side already did.
+    // politely, unless this side already did or can no longer write.
     if !closing {
         conn.writer.buffer(&Outgoing::Close);
         let _ = tokio::time::timeout(Duration::from_secs(1), conn.writer.flush()).await;
