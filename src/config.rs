@@ -101,6 +101,15 @@ pub struct Settings {
     #[arg(long, env = "WEBCHAT_PRESENCE_GROUP_LIMIT", default_value_t = 1_000)]
     pub presence_group_limit: usize,
 
+    /// How long a user must stay offline before contacts are told, in milliseconds: a reloaded
+    /// tab, or one closed as another opens, then shows no offline/online flicker (0: at once).
+    #[arg(
+        long,
+        env = "WEBCHAT_PRESENCE_OFFLINE_GRACE_MS",
+        default_value_t = 2_000
+    )]
+    pub presence_offline_grace_ms: u64,
+
     /// A node silent for this long counts as dead and its users go offline, in seconds.
     #[arg(long, env = "WEBCHAT_PRESENCE_TIMEOUT_SECS", default_value_t = 30)]
     pub presence_timeout_secs: u64,

@@ -160,6 +160,7 @@ impl Application {
             groups.clone(),
             bus.clone(),
             settings.presence_group_limit,
+            std::time::Duration::from_millis(settings.presence_offline_grace_ms),
         );
         let every = std::time::Duration::from_secs(settings.presence_heartbeat_secs.max(1));
         tokio::spawn(presence.clone().run_heartbeats(

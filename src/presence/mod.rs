@@ -8,12 +8,16 @@
 mod embedded;
 mod redis;
 
-use std::{collections::BTreeSet, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeSet, VecDeque},
+    sync::Arc,
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use dashmap::DashSet;
 use futures_util::future::join_all;
-use tokio::sync::mpsc;
+use tokio::{sync::mpsc, time::Instant};
 use tokio_util::sync::CancellationToken;
 
 pub use self::embedded::{EmbeddedContactStore, MemoryPresenceStore};
@@ -81,8 +85,12 @@ pub struct PresenceService {
 }
 
 /// Sends presence events, one announcement after another, each to its whole audience at once.
+/// An "offline" waits `offline_grace` first and goes out only if the user is still offline
+/// then (see [`Announcer::run`]).
 #[derive(Clone)]
 struct Announcer {
+    store: Arc<dyn PresenceStore>,
+    offline_grace: Duration,
     contacts: Arc<dyn ContactStore>,
     groups: Arc<dyn GroupStore>,
     bus: Arc<dyn Bus>,
@@ -91,16 +99,20 @@ struct Announcer {
 }
 
 impl PresenceService {
-    /// A service over the node's back-ends.
+    /// A service over the node's back-ends. A user's audience hears "offline" only after the
+    /// user stayed offline for `offline_grace` (zero: at once).
     pub fn new(
         store: Arc<dyn PresenceStore>,
         contacts: Arc<dyn ContactStore>,
         groups: Arc<dyn GroupStore>,
         bus: Arc<dyn Bus>,
         group_limit: usize,
+        offline_grace: Duration,
     ) -> Self {
         let (announcements, queue) = mpsc::unbounded_channel();
         let announcer = Announcer {
+            store: store.clone(),
+            offline_grace,
             contacts: contacts.clone(),
             groups,
             bus,
@@ -217,9 +229,57 @@ impl PresenceService {
 }
 
 impl Announcer {
+    /// Sends the queued changes in order, holding each "offline" back for the grace: a tab
+    /// reloaded, or closed just as another opened, takes the user offline for a moment, and
+    /// the audience would see the user flicker offline and online. An "online" for a user
+    /// whose "offline" is held back here cancels both (nothing changed for the audience); an
+    /// "offline" whose grace ran out is sent only if the store still has the user offline
+    /// (another node may hold a new socket). One task sends everything, so an "offline" and
+    /// a later "online" from this node never reach the audience swapped.
     async fn run(self, mut queue: mpsc::UnboundedReceiver<(UserId, bool)>) {
-        while let Some((uid, online)) = queue.recv().await {
-            self.announce(&uid, online).await;
+        let mut held: VecDeque<(Instant, UserId)> = VecDeque::new();
+        loop {
+            let due = held.front().map(|(at, _)| *at);
+            let grace_over = async {
+                match due {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                received = queue.recv() => match received {
+                    Some((uid, true)) => {
+                        let before = held.len();
+                        held.retain(|(_, held_uid)| *held_uid != uid);
+                        if held.len() == before {
+                            self.announce(&uid, true).await;
+                        }
+                    }
+                    Some((uid, false)) if self.offline_grace.is_zero() => {
+                        self.announce(&uid, false).await;
+                    }
+                    Some((uid, false)) => held.push_back((Instant::now() + self.offline_grace, uid)),
+                    None => break,
+                },
+                () = grace_over => {
+                    if let Some((_, uid)) = held.pop_front() {
+                        self.announce_if_offline(&uid).await;
+                    }
+                }
+            }
+        }
+        // The node is stopping: what is held back goes out now.
+        for (_, uid) in held {
+            self.announce_if_offline(&uid).await;
+        }
+    }
+
+    /// Announces "offline" unless the store has `uid` online again; when the store cannot
+    /// tell, announces it (a user shown online for good would be worse).
+    async fn announce_if_offline(&self, uid: &UserId) {
+        let online = self.store.online(&[uid.to_string()]).await;
+        if !matches!(online.as_deref(), Ok([true])) {
+            self.announce(uid, false).await;
         }
     }
 
@@ -356,6 +416,8 @@ mod tests {
             member_reads: AtomicUsize::new(0),
         });
         let announcer = Announcer {
+            store: Arc::new(MemoryPresenceStore::default()),
+            offline_grace: Duration::ZERO,
             contacts: Arc::new(Contacts),
             groups: groups.clone(),
             bus: Arc::new(NoBus),
@@ -370,5 +432,92 @@ mod tests {
         // Every presence change of each of 10,000 members would otherwise read the whole
         // list: O(N²) work for one large group (seen as half the nodes' CPU in a benchmark).
         assert_eq!(groups.member_reads.load(Ordering::Relaxed), 1);
+    }
+
+    /// The bodies of the presence events published, in order.
+    #[derive(Default)]
+    struct RecordingBus(std::sync::Mutex<Vec<String>>);
+
+    impl RecordingBus {
+        fn bodies(&self) -> Vec<String> {
+            self.0.lock().map(|b| b.clone()).unwrap_or_default()
+        }
+    }
+
+    #[async_trait]
+    impl Bus for RecordingBus {
+        async fn subscribe(&self, _: &[String]) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn unsubscribe(&self, _: &[String]) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn publish_live(
+            &self,
+            _: &UserId,
+            _: Option<&str>,
+            event: &WireEvent,
+        ) -> Result<(), StoreError> {
+            if let Ok(mut bodies) = self.0.lock() {
+                bodies.push(event.body.clone());
+            }
+            Ok(())
+        }
+    }
+
+    /// A service whose only audience is one peer, with a 2 s offline grace.
+    fn service_recording(store: Arc<MemoryPresenceStore>) -> (PresenceService, Arc<RecordingBus>) {
+        let bus = Arc::new(RecordingBus::default());
+        let no_groups = Arc::new(SizedGroups {
+            sizes: vec![],
+            member_reads: AtomicUsize::new(0),
+        });
+        let service = PresenceService::new(
+            store,
+            Arc::new(Contacts),
+            no_groups,
+            bus.clone(),
+            1_000,
+            Duration::from_secs(2),
+        );
+        (service, bus)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reload_within_the_grace_announces_nothing_and_a_real_leave_announces_offline() {
+        let store = Arc::new(MemoryPresenceStore::default());
+        let (presence, bus) = service_recording(store);
+        let alice = UserId::parse("alice").expect("uid");
+        presence.socket_up(&alice).await;
+        // A reload: the only tab goes and a new one comes 100 ms later.
+        presence.socket_down(&alice).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        presence.socket_up(&alice).await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(bus.bodies(), ["online"], "no offline/online flicker");
+        // Leaving for good is announced once the grace is over, not before.
+        presence.socket_down(&alice).await;
+        tokio::time::sleep(Duration::from_millis(1_900)).await;
+        assert_eq!(
+            bus.bodies(),
+            ["online"],
+            "offline held back during the grace"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(bus.bodies(), ["online", "offline"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_held_offline_is_dropped_when_the_store_has_the_user_online_again() {
+        let store = Arc::new(MemoryPresenceStore::default());
+        let (presence, bus) = service_recording(store.clone());
+        let alice = UserId::parse("alice").expect("uid");
+        presence.socket_up(&alice).await;
+        presence.socket_down(&alice).await;
+        // Online again without this node's announcer hearing it (as when the new socket is
+        // on another node, which announces its own "online").
+        assert!(store.socket_up(&alice).await.expect("store"));
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(bus.bodies(), ["online"]);
     }
 }
