@@ -392,6 +392,41 @@ pub struct WireEvent {
     pub unread: Option<u32>,
 }
 
+/// A stored event as a socket gets it: `event` (stored without `Seq`) with its `seq`,
+/// serialized like a [`WireEvent`] whose `seq` is set, without copying the event. A group
+/// message reaches thousands of sockets of one node, each with its own Seq, and a copy
+/// per socket cost six string allocations.
+#[derive(Debug, Clone, Copy)]
+pub struct WithSeq<'a> {
+    /// The stored event.
+    pub event: &'a WireEvent,
+    /// Its position in the receiver's inbox.
+    pub seq: Seq,
+}
+
+impl Serialize for WithSeq<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        // The fields, names and order of WireEvent's derived form (a unit test compares).
+        let e = self.event;
+        let mut out = serializer.serialize_struct("WireEvent", 10)?;
+        out.serialize_field("EvtType", &e.evt_type)?;
+        out.serialize_field("From", &e.from)?;
+        out.serialize_field("Originated", &e.originated)?;
+        out.serialize_field("To", &e.to)?;
+        out.serialize_field("MsgID", &e.msg_id)?;
+        out.serialize_field("Timestamp", &e.timestamp)?;
+        out.serialize_field("Body", &e.body)?;
+        out.serialize_field("Seq", &self.seq)?;
+        out.serialize_field("SentAt", &e.sent_at)?;
+        match &e.unread {
+            Some(unread) => out.serialize_field("Unread", unread)?,
+            None => out.skip_field("Unread")?,
+        }
+        out.end()
+    }
+}
+
 impl WireEvent {
     /// A fresh event stamped with the server clock.
     pub fn new(evt_type: &str, from: &str, to: &str, msg_id: &str, body: String) -> Self {
@@ -423,6 +458,25 @@ pub fn now_millis() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_event_with_its_seq_serializes_exactly_as_a_copy_with_seq_set() {
+        let mut event = WireEvent::new("message", "g1", "g1", "m1", "a \"quoted\" body".into());
+        event.originated = "alice".into();
+        for unread in [None, Some(3)] {
+            event.unread = unread;
+            let mut copy = event.clone();
+            copy.seq = Some(42);
+            let view = WithSeq {
+                event: &event,
+                seq: 42,
+            };
+            assert_eq!(
+                serde_json::to_string(&view).expect("json"),
+                serde_json::to_string(&copy).expect("json")
+            );
+        }
+    }
     use crate::domain::ErrorCode;
     use proptest::prelude::*;
     use serde_json::json;

@@ -7,5 +7,5 @@ mod event;
 mod ids;
 
 pub use error::{ChatError, ErrorCode};
-pub use event::{now_millis, ClientCommand, EvtType, ReceiptKind, WireEvent};
+pub use event::{now_millis, ClientCommand, EvtType, ReceiptKind, WireEvent, WithSeq};
 pub use ids::{GroupId, MessageBody, MsgId, Seq, UserId};

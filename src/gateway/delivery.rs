@@ -22,7 +22,7 @@ use tokio::time::Instant;
 
 use crate::{
     bus::{Attachment, Delivery},
-    domain::{now_millis, ChatError, Seq, UserId, WireEvent},
+    domain::{now_millis, ChatError, Seq, UserId, WireEvent, WithSeq},
     state::AppState,
 };
 
@@ -318,8 +318,7 @@ impl Pump {
     }
 
     async fn emit_stored(&mut self, seq: Seq, event: &WireEvent) -> Result<(), Halt> {
-        let mut event = event.clone();
-        event.seq = Some(seq);
+        let event = WithSeq { event, seq };
         let deadline = Instant::now() + EMIT_PATIENCE;
         let stream = loop {
             match self.socket.emit_with_ack::<_, IgnoredAny>("chat", &event) {
