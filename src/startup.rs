@@ -53,6 +53,9 @@ use crate::{
 /// default of 4 KiB cost 3 KiB more per connection.
 const WS_READ_BUFFER_BYTES: usize = 1024;
 
+/// How long a stopping node waits for its held "offline" announcements to go out.
+const PRESENCE_FLUSH_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -306,6 +309,13 @@ impl Application {
         .await?;
         state.tasks.close();
         state.tasks.wait().await;
+        // The sockets' users are off the store now; what presence held back goes out.
+        if tokio::time::timeout(PRESENCE_FLUSH_PATIENCE, state.presence.flush())
+            .await
+            .is_err()
+        {
+            tracing::warn!("held presence announcements not all sent before stopping");
+        }
         if let Some(db) = embedded {
             db.close();
         }

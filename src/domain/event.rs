@@ -408,18 +408,31 @@ impl Serialize for WithSeq<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
         // The fields, names and order of WireEvent's derived form (a unit test compares).
-        let e = self.event;
-        let mut out = serializer.serialize_struct("WireEvent", 10)?;
-        out.serialize_field("EvtType", &e.evt_type)?;
-        out.serialize_field("From", &e.from)?;
-        out.serialize_field("Originated", &e.originated)?;
-        out.serialize_field("To", &e.to)?;
-        out.serialize_field("MsgID", &e.msg_id)?;
-        out.serialize_field("Timestamp", &e.timestamp)?;
-        out.serialize_field("Body", &e.body)?;
+        // Destructured without `..`: a field added to WireEvent fails to compile here.
+        let WireEvent {
+            evt_type,
+            from,
+            originated,
+            to,
+            msg_id,
+            timestamp,
+            body,
+            seq: _,
+            sent_at,
+            unread,
+        } = self.event;
+        let mut out =
+            serializer.serialize_struct("WireEvent", 9 + usize::from(unread.is_some()))?;
+        out.serialize_field("EvtType", evt_type)?;
+        out.serialize_field("From", from)?;
+        out.serialize_field("Originated", originated)?;
+        out.serialize_field("To", to)?;
+        out.serialize_field("MsgID", msg_id)?;
+        out.serialize_field("Timestamp", timestamp)?;
+        out.serialize_field("Body", body)?;
         out.serialize_field("Seq", &self.seq)?;
-        out.serialize_field("SentAt", &e.sent_at)?;
-        match &e.unread {
+        out.serialize_field("SentAt", sent_at)?;
+        match unread {
             Some(unread) => out.serialize_field("Unread", unread)?,
             None => out.skip_field("Unread")?,
         }

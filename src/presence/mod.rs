@@ -9,7 +9,7 @@ mod embedded;
 mod redis;
 
 use std::{
-    collections::{BTreeSet, VecDeque},
+    collections::{BTreeSet, HashMap, VecDeque},
     sync::Arc,
     time::Duration,
 };
@@ -17,7 +17,10 @@ use std::{
 use async_trait::async_trait;
 use dashmap::DashSet;
 use futures_util::future::join_all;
-use tokio::{sync::mpsc, time::Instant};
+use tokio::{
+    sync::{mpsc, oneshot},
+    time::Instant,
+};
 use tokio_util::sync::CancellationToken;
 
 pub use self::embedded::{EmbeddedContactStore, MemoryPresenceStore};
@@ -79,9 +82,17 @@ pub struct PresenceService {
     linked: Arc<DashSet<(String, String)>>,
     /// Announcements, sent in order by one task so a quick online/offline pair can never
     /// reach the audience swapped; a socket's connect never waits for its audience.
-    announcements: mpsc::UnboundedSender<(UserId, bool)>,
+    announcements: mpsc::UnboundedSender<Announcement>,
     /// A handle on the announcer's audience lookups (profile sharing uses them too).
     announcer: Announcer,
+}
+
+/// What the announcer is asked to do, in order.
+enum Announcement {
+    /// The user came online (true) or went offline (false) everywhere.
+    Change(UserId, bool),
+    /// Send every held "offline" now (the node is stopping), then answer.
+    Flush(oneshot::Sender<()>),
 }
 
 /// Sends presence events, one announcement after another, each to its whole audience at once.
@@ -201,7 +212,19 @@ impl PresenceService {
     }
 
     async fn announce(&self, uid: &UserId, online: bool) {
-        let _ = self.announcements.send((uid.clone(), online));
+        let _ = self
+            .announcements
+            .send(Announcement::Change(uid.clone(), online));
+    }
+
+    /// Sends every "offline" still held back for its grace, and returns once they are out:
+    /// called when the node stops, after its sockets are gone. Their counts are already
+    /// cleared from the store, so no other node would ever announce these users offline.
+    pub async fn flush(&self) {
+        let (done, flushed) = oneshot::channel();
+        if self.announcements.send(Announcement::Flush(done)).is_ok() {
+            let _ = flushed.await;
+        }
     }
 
     /// Which of `uids` are online, for `viewer`: only users in the viewer's audience (who
@@ -231,13 +254,17 @@ impl PresenceService {
 impl Announcer {
     /// Sends the queued changes in order, holding each "offline" back for the grace: a tab
     /// reloaded, or closed just as another opened, takes the user offline for a moment, and
-    /// the audience would see the user flicker offline and online. An "online" for a user
-    /// whose "offline" is held back here cancels both (nothing changed for the audience); an
+    /// the audience would see the user flicker offline and online. An "online" drops the
+    /// user's held "offline" and is announced (the audience may hear "online" twice, which
+    /// changes nothing for it; it may also have heard "offline" from another node). An
     /// "offline" whose grace ran out is sent only if the store still has the user offline
     /// (another node may hold a new socket). One task sends everything, so an "offline" and
     /// a later "online" from this node never reach the audience swapped.
-    async fn run(self, mut queue: mpsc::UnboundedReceiver<(UserId, bool)>) {
+    async fn run(self, mut queue: mpsc::UnboundedReceiver<Announcement>) {
+        // Held "offline"s in deadline order; `holding` has each held user's deadline, so a
+        // queue entry whose user came back (or was held again later) is skipped when due.
         let mut held: VecDeque<(Instant, UserId)> = VecDeque::new();
+        let mut holding: HashMap<UserId, Instant> = HashMap::new();
         loop {
             let due = held.front().map(|(at, _)| *at);
             let grace_over = async {
@@ -248,29 +275,38 @@ impl Announcer {
             };
             tokio::select! {
                 received = queue.recv() => match received {
-                    Some((uid, true)) => {
-                        let before = held.len();
-                        held.retain(|(_, held_uid)| *held_uid != uid);
-                        if held.len() == before {
-                            self.announce(&uid, true).await;
-                        }
+                    Some(Announcement::Change(uid, true)) => {
+                        holding.remove(&uid);
+                        self.announce(&uid, true).await;
                     }
-                    Some((uid, false)) if self.offline_grace.is_zero() => {
+                    Some(Announcement::Change(uid, false)) if self.offline_grace.is_zero() => {
                         self.announce(&uid, false).await;
                     }
-                    Some((uid, false)) => held.push_back((Instant::now() + self.offline_grace, uid)),
+                    Some(Announcement::Change(uid, false)) => {
+                        if !holding.contains_key(&uid) {
+                            let at = Instant::now() + self.offline_grace;
+                            holding.insert(uid.clone(), at);
+                            held.push_back((at, uid));
+                        }
+                    }
+                    Some(Announcement::Flush(done)) => {
+                        for (uid, _) in std::mem::take(&mut holding) {
+                            self.announce_if_offline(&uid).await;
+                        }
+                        held.clear();
+                        let _ = done.send(());
+                    }
                     None => break,
                 },
                 () = grace_over => {
-                    if let Some((_, uid)) = held.pop_front() {
-                        self.announce_if_offline(&uid).await;
+                    if let Some((at, uid)) = held.pop_front() {
+                        if holding.get(&uid) == Some(&at) {
+                            holding.remove(&uid);
+                            self.announce_if_offline(&uid).await;
+                        }
                     }
                 }
             }
-        }
-        // The node is stopping: what is held back goes out now.
-        for (_, uid) in held {
-            self.announce_if_offline(&uid).await;
         }
     }
 
@@ -484,7 +520,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_reload_within_the_grace_announces_nothing_and_a_real_leave_announces_offline() {
+    async fn a_reload_within_the_grace_announces_no_offline_and_a_real_leave_does() {
         let store = Arc::new(MemoryPresenceStore::default());
         let (presence, bus) = service_recording(store);
         let alice = UserId::parse("alice").expect("uid");
@@ -494,16 +530,36 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(100)).await;
         presence.socket_up(&alice).await;
         tokio::time::sleep(Duration::from_secs(5)).await;
-        assert_eq!(bus.bodies(), ["online"], "no offline/online flicker");
+        // A second "online" changes nothing for the audience; an "offline" would flicker.
+        assert_eq!(
+            bus.bodies(),
+            ["online", "online"],
+            "no offline/online flicker"
+        );
         // Leaving for good is announced once the grace is over, not before.
         presence.socket_down(&alice).await;
         tokio::time::sleep(Duration::from_millis(1_900)).await;
-        assert_eq!(
-            bus.bodies(),
-            ["online"],
-            "offline held back during the grace"
-        );
+        assert_eq!(bus.bodies(), ["online", "online"], "offline held back");
         tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(bus.bodies(), ["online", "online", "offline"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stopping_node_sends_its_held_offlines_at_once() {
+        let store = Arc::new(MemoryPresenceStore::default());
+        let (presence, bus) = service_recording(store);
+        let alice = UserId::parse("alice").expect("uid");
+        presence.socket_up(&alice).await;
+        presence.socket_down(&alice).await;
+        let start = Instant::now();
+        presence.flush().await;
+        assert_eq!(bus.bodies(), ["online", "offline"]);
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "not after the grace"
+        );
+        // Nothing is sent twice when the grace would have run out.
+        tokio::time::sleep(Duration::from_secs(5)).await;
         assert_eq!(bus.bodies(), ["online", "offline"]);
     }
 
