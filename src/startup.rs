@@ -53,7 +53,8 @@ use crate::{
 /// default of 4 KiB cost 3 KiB more per connection.
 const WS_READ_BUFFER_BYTES: usize = 1024;
 
-/// How long a stopping node waits for its held "offline" announcements to go out.
+/// How long a stopping node waits for its held "offline" announcements to go out, after
+/// their grace.
 const PRESENCE_FLUSH_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Why the server could not start or stopped with an error.
@@ -309,8 +310,10 @@ impl Application {
         .await?;
         state.tasks.close();
         state.tasks.wait().await;
-        // The sockets' users are off the store now; what presence held back goes out.
-        if tokio::time::timeout(PRESENCE_FLUSH_PATIENCE, state.presence.flush())
+        // The sockets' users are off the store now; what presence held back goes out (after
+        // its grace).
+        let grace = std::time::Duration::from_millis(state.settings.presence_offline_grace_ms);
+        if tokio::time::timeout(grace + PRESENCE_FLUSH_PATIENCE, state.presence.flush())
             .await
             .is_err()
         {

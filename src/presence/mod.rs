@@ -16,7 +16,7 @@ use std::{
 
 use async_trait::async_trait;
 use dashmap::DashSet;
-use futures_util::future::join_all;
+use futures_util::{future::join_all, StreamExt};
 use tokio::{
     sync::{mpsc, oneshot},
     time::Instant,
@@ -86,6 +86,9 @@ pub struct PresenceService {
     /// A handle on the announcer's audience lookups (profile sharing uses them too).
     announcer: Announcer,
 }
+
+/// Users a stopping node announces offline at once.
+const FLUSH_CONCURRENCY: usize = 64;
 
 /// What the announcer is asked to do, in order.
 enum Announcement {
@@ -217,9 +220,10 @@ impl PresenceService {
             .send(Announcement::Change(uid.clone(), online));
     }
 
-    /// Sends every "offline" still held back for its grace, and returns once they are out:
-    /// called when the node stops, after its sockets are gone. Their counts are already
-    /// cleared from the store, so no other node would ever announce these users offline.
+    /// Sends every "offline" still held back for its grace once that grace is over, and
+    /// returns when they are out: called when the node stops, after its sockets are gone.
+    /// Their counts are already cleared from the store, so no other node would ever
+    /// announce these users offline.
     pub async fn flush(&self) {
         let (done, flushed) = oneshot::channel();
         if self.announcements.send(Announcement::Flush(done)).is_ok() {
@@ -290,9 +294,7 @@ impl Announcer {
                         }
                     }
                     Some(Announcement::Flush(done)) => {
-                        for (uid, _) in std::mem::take(&mut holding) {
-                            self.announce_if_offline(&uid).await;
-                        }
+                        self.flush_held(std::mem::take(&mut holding)).await;
                         held.clear();
                         let _ = done.send(());
                     }
@@ -308,6 +310,20 @@ impl Announcer {
                 }
             }
         }
+    }
+
+    /// Sends the held "offline"s of a stopping node. It waits out their grace first (at most
+    /// one grace): its clients are reconnecting to other nodes, and a user back online by then
+    /// causes no flicker. Users are announced side by side (a node may hold thousands).
+    async fn flush_held(&self, holding: HashMap<UserId, Instant>) {
+        if let Some(last) = holding.values().max() {
+            tokio::time::sleep_until(*last).await;
+        }
+        futures_util::stream::iter(holding.into_keys())
+            .for_each_concurrent(FLUSH_CONCURRENCY, |uid| async move {
+                self.announce_if_offline(&uid).await;
+            })
+            .await;
     }
 
     /// Announces "offline" unless the store has `uid` online again; when the store cannot
@@ -545,7 +561,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_stopping_node_sends_its_held_offlines_at_once() {
+    async fn a_stopping_node_sends_its_held_offlines_when_their_grace_ends() {
         let store = Arc::new(MemoryPresenceStore::default());
         let (presence, bus) = service_recording(store);
         let alice = UserId::parse("alice").expect("uid");
@@ -553,14 +569,39 @@ mod tests {
         presence.socket_down(&alice).await;
         let start = Instant::now();
         presence.flush().await;
-        assert_eq!(bus.bodies(), ["online", "offline"]);
-        assert!(
-            start.elapsed() < Duration::from_secs(2),
-            "not after the grace"
+        assert_eq!(
+            bus.bodies(),
+            ["online", "offline"],
+            "sent before flush returns"
         );
-        // Nothing is sent twice when the grace would have run out.
+        assert!(
+            start.elapsed() <= Duration::from_secs(2),
+            "within one grace"
+        );
+        // Nothing is sent twice by the announcer's own timer.
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert_eq!(bus.bodies(), ["online", "offline"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_user_held_again_after_coming_back_gets_a_full_grace() {
+        let store = Arc::new(MemoryPresenceStore::default());
+        let (presence, bus) = service_recording(store);
+        let alice = UserId::parse("alice").expect("uid");
+        presence.socket_up(&alice).await;
+        presence.socket_down(&alice).await; // held until 2.0 s
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        presence.socket_up(&alice).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        presence.socket_down(&alice).await; // held again, until 2.2 s
+        tokio::time::sleep(Duration::from_millis(1_900)).await; // 2.1 s
+        assert_eq!(
+            bus.bodies(),
+            ["online", "online"],
+            "the first deadline was dropped"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await; // 2.3 s
+        assert_eq!(bus.bodies(), ["online", "online", "offline"]);
     }
 
     #[tokio::test(start_paused = true)]
