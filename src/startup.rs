@@ -167,7 +167,10 @@ impl Application {
             std::time::Duration::from_millis(settings.presence_offline_grace_ms),
         );
         let every = std::time::Duration::from_secs(settings.presence_heartbeat_secs.max(1));
-        tokio::spawn(presence.clone().run_heartbeats(
+        // Tracked: a stopping node waits for a heartbeat in flight (it may declare another node
+        // dead and queue its users' "offline"s) before it flushes presence.
+        let tasks = TaskTracker::new();
+        tasks.spawn(presence.clone().run_heartbeats(
             presence_store,
             router.clone(),
             every,
@@ -221,7 +224,7 @@ impl Application {
                 ),
             }),
             shutdown,
-            tasks: TaskTracker::new(),
+            tasks,
         };
 
         let frame_limit = frame_limit(settings.max_body_bytes, settings.max_frame_bytes);

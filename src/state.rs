@@ -60,6 +60,6 @@ pub struct AppState {
     pub limits: Arc<Limits>,
     /// Cancelled when the node shuts down.
     pub shutdown: CancellationToken,
-    /// Per-socket tasks, awaited on shutdown.
+    /// Per-socket tasks and the presence heartbeat, awaited on shutdown.
     pub tasks: TaskTracker,
 }
