@@ -441,51 +441,6 @@ mod tests {
         }
     }
 
-    struct NoBus;
-
-    #[async_trait]
-    impl Bus for NoBus {
-        async fn subscribe(&self, _: &[String]) -> Result<(), StoreError> {
-            Ok(())
-        }
-        async fn unsubscribe(&self, _: &[String]) -> Result<(), StoreError> {
-            Ok(())
-        }
-        async fn publish_live(
-            &self,
-            _: &UserId,
-            _: Option<&str>,
-            _: &WireEvent,
-        ) -> Result<(), StoreError> {
-            Ok(())
-        }
-    }
-
-    #[tokio::test]
-    async fn a_group_over_the_limit_is_left_out_without_reading_its_members() {
-        let groups = Arc::new(SizedGroups {
-            sizes: vec![("group_small", 2), ("group_large", 10_000)],
-            member_reads: AtomicUsize::new(0),
-        });
-        let announcer = Announcer {
-            store: Arc::new(MemoryPresenceStore::default()),
-            offline_grace: Duration::ZERO,
-            contacts: Arc::new(Contacts),
-            groups: groups.clone(),
-            bus: Arc::new(NoBus),
-            group_limit: 1_000,
-        };
-        let me = UserId::parse("me").expect("uid");
-        let audience = announcer.audience(&me).await.expect("audience");
-        assert_eq!(
-            audience.into_iter().collect::<Vec<_>>(),
-            ["m0", "m1", "peer"]
-        );
-        // Every presence change of each of 10,000 members would otherwise read the whole
-        // list: O(N²) work for one large group (seen as half the nodes' CPU in a benchmark).
-        assert_eq!(groups.member_reads.load(Ordering::Relaxed), 1);
-    }
-
     /// The bodies of the presence events published, in order.
     #[derive(Default)]
     struct RecordingBus(std::sync::Mutex<Vec<String>>);
@@ -515,6 +470,31 @@ mod tests {
             }
             Ok(())
         }
+    }
+
+    #[tokio::test]
+    async fn a_group_over_the_limit_is_left_out_without_reading_its_members() {
+        let groups = Arc::new(SizedGroups {
+            sizes: vec![("group_small", 2), ("group_large", 10_000)],
+            member_reads: AtomicUsize::new(0),
+        });
+        let announcer = Announcer {
+            store: Arc::new(MemoryPresenceStore::default()),
+            offline_grace: Duration::ZERO,
+            contacts: Arc::new(Contacts),
+            groups: groups.clone(),
+            bus: Arc::new(RecordingBus::default()),
+            group_limit: 1_000,
+        };
+        let me = UserId::parse("me").expect("uid");
+        let audience = announcer.audience(&me).await.expect("audience");
+        assert_eq!(
+            audience.into_iter().collect::<Vec<_>>(),
+            ["m0", "m1", "peer"]
+        );
+        // Every presence change of each of 10,000 members would otherwise read the whole
+        // list: O(N²) work for one large group (seen as half the nodes' CPU in a benchmark).
+        assert_eq!(groups.member_reads.load(Ordering::Relaxed), 1);
     }
 
     /// A service whose only audience is one peer, with a 2 s offline grace.
