@@ -62,6 +62,19 @@ struct LocalConn {
     stop: CancellationToken,
 }
 
+impl LocalConn {
+    /// Flags the socket of `uid` as a slow consumer (its queue had no room for `what`), once:
+    /// counted, logged, and its delivery task stopped (it may have emptied its queue
+    /// meanwhile and gone to sleep, so the flag alone would not reach it).
+    fn flag_slow(&self, uid: &str, what: &str, metrics: &Metrics) {
+        if !self.overflowed.swap(true, Ordering::Relaxed) {
+            tracing::warn!(uid, socket = %self.socket_id, what, "slow consumer: queue full, disconnecting");
+            metrics.slow_consumers.inc();
+            self.stop.cancel();
+        }
+    }
+}
+
 type Reconcile = (String, Option<oneshot::Sender<Result<(), StoreError>>>);
 
 /// Maps users to the sockets this node holds for them.
@@ -166,12 +179,7 @@ impl Router {
                 }
             };
             if let Err(mpsc::error::TrySendError::Full(_)) = conn.tx.try_send(delivery) {
-                if !conn.overflowed.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(uid, socket = %conn.socket_id, "slow consumer: queue full, disconnecting");
-                    self.metrics.slow_consumers.inc();
-                    // The task may have emptied its queue meanwhile and gone to sleep.
-                    conn.stop.cancel();
-                }
+                conn.flag_slow(uid, "delivery", &self.metrics);
             }
         }
     }
@@ -183,11 +191,7 @@ impl Router {
                 match conn.tx.try_send(Delivery::Resync) {
                     Ok(()) => {}
                     Err(mpsc::error::TrySendError::Full(_)) => {
-                        if !conn.overflowed.swap(true, Ordering::Relaxed) {
-                            tracing::warn!(uid = %list.key(), socket = %conn.socket_id, "slow consumer: no room to resync, disconnecting");
-                            self.metrics.slow_consumers.inc();
-                            conn.stop.cancel();
-                        }
+                        conn.flag_slow(list.key(), "resync", &self.metrics);
                     }
                     // The entry outlived its delivery task: nothing to wake.
                     Err(mpsc::error::TrySendError::Closed(_)) => {
