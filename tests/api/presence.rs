@@ -186,3 +186,48 @@ async fn the_presence_snapshot_answers_for_contacts_only() {
     assert_eq!(res.status(), 400);
     s.close().await;
 }
+
+/// A reloaded tab (the old socket gone, a new one on another node a moment later) shows
+/// contacts no "offline"; leaving for good does, after the grace.
+#[tokio::test]
+async fn a_reloaded_tab_shows_contacts_no_offline() {
+    const GRACE_MS: u64 = 4_000;
+    let dirs = [tempfile::tempdir(), tempfile::tempdir()].map(|d| d.expect("tempdir"));
+    let mut nodes = Vec::new();
+    for dir in &dirs {
+        let mut s = settings(Backend::Redis, dir.path().to_path_buf());
+        s.presence_offline_grace_ms = GRACE_MS;
+        nodes.push(spawn_with(s).await);
+    }
+    let alice = nodes[0].signup("alice").await;
+    let bob = nodes[0].signup("bob").await;
+    let mut a = nodes[0].connect(&alice).await;
+    let b0 = nodes[1].connect(&bob).await;
+    b0.send(&alice.uid, "hello", "x").await; // alice joins bob's audience
+    b0.close().await;
+    let mut b1 = nodes[0].connect(&bob).await;
+    // b1 is counted online once its delivery task delivers something.
+    a.send(&bob.uid, "sync", "are you there?").await;
+    loop {
+        if b1.next_chat_acked().await.data["MsgID"] == "sync" {
+            break;
+        }
+    }
+    // Past the grace of b0's "offline" (held, then dropped: bob is online on node 0), with
+    // a second of margin: no "offline" about bob reaches alice.
+    let window = std::time::Duration::from_millis(GRACE_MS + 1_000);
+    let deadline = tokio::time::Instant::now() + window;
+    while let Ok(Some(e)) = tokio::time::timeout_at(deadline, a.events.recv()).await {
+        if e.data["EvtType"] == "presence" && e.data["From"] == bob.uid.as_str() {
+            assert_eq!(
+                e.data["Body"], "online",
+                "bob flickered offline: {}",
+                e.data
+            );
+        } else if let Some(id) = e.ack_id {
+            a.client.ack(id).await.expect("ack");
+        }
+    }
+    b1.close().await;
+    assert_eq!(next_presence(&mut a, &bob.uid).await, "offline");
+}
