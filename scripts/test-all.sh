@@ -145,6 +145,10 @@ run_step() {
   STEP_NAMES+=("$name")
   STEP_SECS+=($((SECONDS - t0)))
   if [ "$status" -eq 0 ]; then STEP_STATUS+=("ok"); else STEP_STATUS+=("FAILED (exit $status)"); fi
+  if [ "$status" -ne 0 ] && [ "$kind" = plain ]; then
+    # The summary may be all a CI page shows: keep the first compiler errors in view.
+    grep -m 3 -A 8 -E '^error(\[|:)' "$logf" >"$LOG_DIR/$name.errors" || true
+  fi
   return "$status"
 }
 
@@ -159,6 +163,15 @@ skip_step() {
 
 if [ "$SKIP_CARGO" != 1 ]; then
   command -v cargo >/dev/null 2>&1 || die "cargo is not on PATH (this script expects a machine with Rust)"
+  # A clean build needs a few GB; a full disk shows up as an obscure rustc error deep
+  # in some dependency, so say it up front.
+  free_kib="$(df -Pk "$ROOT" | awk 'NR == 2 { print $4 }')"
+  log "disk: $((free_kib / 1024 / 1024)) GiB free under $ROOT"
+  if [ "${free_kib:-0}" -lt $((4 * 1024 * 1024)) ]; then
+    log "WARNING: less than 4 GiB free; a clean build may fail with 'No space left on device'"
+  fi
+  # CI builds once from clean: incremental caches would only double the disk it needs.
+  if [ "${CI:-}" = true ]; then export CARGO_INCREMENTAL=0; fi
 fi
 if [ "$SKIP_JS" != 1 ]; then
   if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
@@ -282,6 +295,12 @@ for i in "${!STEP_NAMES[@]}"; do
   printf '  %-12s %-28s %ss\n' "${STEP_NAMES[$i]}" "${STEP_STATUS[$i]}" "${STEP_SECS[$i]}"
 done
 printf '  total time: %ss\n' "$((SECONDS - START_TIME))"
+for name in "${FAILED_STEPS[@]}"; do
+  if [ -s "$LOG_DIR/$name.errors" ]; then
+    printf '\n==> first errors of %s\n' "$name"
+    cat "$LOG_DIR/$name.errors"
+  fi
+done
 if [ "${#FAILED_STEPS[@]}" -gt 0 ]; then
   printf 'FAILED steps: %s\n' "${FAILED_STEPS[*]}"
   EXIT=1
