@@ -52,7 +52,10 @@ pub async fn authenticate(
                 Refused::Unauthorized
             })?;
             check_socket_limit(&state, &uid)?;
-            state.token_sockets.insert(&jti, socket.clone());
+            if !state.token_sockets.insert(&jti, socket.clone()) {
+                tracing::debug!(uid = %uid, "socket refused: its token was revoked while it connected");
+                return Err(Refused::Unauthorized);
+            }
             socket.extensions.insert(Session {
                 uid,
                 jti: Some(jti),

@@ -217,6 +217,14 @@ fn release(socket: &SocketRef, state: &AppState) {
 /// A socket connected: start handling its events and delivering to it.
 pub async fn on_connect(socket: SocketRef, State(state): State<AppState>) {
     state.connecting.remove(socket.id.as_str());
+    if revoked_while_connecting(&socket, &state) {
+        // Its token was revoked after the middleware indexed it, and the disconnect that
+        // revocation sent came before socketioxide added the socket to the namespace, so it
+        // did not stick. Disconnecting now runs `on_disconnect`, which releases the rest.
+        tracing::debug!(socket = %socket.id, "closing a socket whose token was revoked while it connected");
+        let _ = socket.disconnect();
+        return;
+    }
     let inbound = socket
         .extensions
         .get::<PendingInbound>()
@@ -230,6 +238,17 @@ pub async fn on_connect(socket: SocketRef, State(state): State<AppState>) {
         .and_then(|p| p.0.lock().ok().and_then(|mut slot| slot.take()));
     if let Some((uid, attachment)) = pending {
         run_delivery(&socket, &state, uid, attachment);
+    }
+}
+
+/// Whether `socket` authenticated with a token whose revocation already took it out of the
+/// token index.
+fn revoked_while_connecting(socket: &SocketRef, state: &AppState) -> bool {
+    match socket.extensions.get::<Session>() {
+        Some(Session { jti: Some(jti), .. }) => {
+            !state.token_sockets.holds(&jti, socket.id.as_str())
+        }
+        _ => false,
     }
 }
 
