@@ -11,9 +11,13 @@ use futures_util::future::join_all;
 use super::{Accepted, ChatService};
 use crate::{
     domain::{
-        ChatError, ErrorCode, GroupId, MessageBody, MsgId, ReceiptKind, Seq, UserId, WireEvent,
+        now_millis, ChatError, ErrorCode, GroupId, MessageBody, MsgId, ReceiptKind, Seq, UserId,
+        WireEvent,
     },
-    inbox::{AppendOutcome, DedupeKey, Echo},
+    inbox::{
+        claims::{self, Claim, ClaimError},
+        AppendOutcome, DedupeKey, Echo,
+    },
     receipts::ReceiptKey,
 };
 
@@ -24,10 +28,6 @@ struct Fanout<'a> {
     actor: &'a UserId,
     msg_id: &'a str,
     body: String,
-    /// Idempotency: a re-sent (actor, MsgID) is stored once per recipient.
-    dedupe: Option<DedupeKey>,
-    /// The actor's other sockets get a live copy (group messages).
-    echo: Option<Echo>,
 }
 
 impl ChatService {
@@ -64,8 +64,6 @@ impl ChatService {
                     actor: creator,
                     msg_id: &msg_id,
                     body: list.clone(),
-                    dedupe: None,
-                    echo: None,
                 },
             )
             .await?;
@@ -111,8 +109,6 @@ impl ChatService {
                     actor,
                     msg_id: &msg_id,
                     body: added_list.clone(),
-                    dedupe: None,
-                    echo: None,
                 },
             )
             .await?;
@@ -125,8 +121,6 @@ impl ChatService {
                 actor,
                 msg_id: &msg_id,
                 body: member_list_json(after.iter().map(String::as_str)),
-                dedupe: None,
-                echo: None,
             },
         )
         .await?;
@@ -159,8 +153,6 @@ impl ChatService {
                     actor: leaver,
                     msg_id: &msg_id,
                     body: body.clone(),
-                    dedupe: None,
-                    echo: None,
                 },
             )
             .await?;
@@ -183,8 +175,6 @@ impl ChatService {
                 actor,
                 msg_id: &server_msg_id(),
                 body: member_list_json(members.iter().map(String::as_str)),
-                dedupe: None,
-                echo: None,
             },
         )
         .await
@@ -199,64 +189,157 @@ impl ChatService {
         body: MessageBody,
     ) -> Result<Accepted, ChatError> {
         let members = self.members_as(sender, gid).await?;
-        if self.groups.wake(gid, self.group_idle_secs).await? {
-            // Dormant: every member hears `restart` (stored, so it precedes the message in
-            // each inbox) before the message itself.
-            tracing::info!(gid = %gid, "dormant group restarted");
-            self.fan_out(
-                &members,
-                Fanout {
-                    evt_type: "restart",
-                    gid,
-                    actor: sender,
-                    msg_id: &server_msg_id(),
-                    body: member_list_json(members.iter().map(String::as_str)),
-                    dedupe: None,
-                    echo: None,
-                },
-            )
-            .await?;
-        }
-        let recipients: Vec<String> = members
-            .into_iter()
-            .filter(|m| m != sender.as_str())
-            .collect();
+        // One claim per send, not an idempotency key per recipient (see `inbox::claims`).
         let dedupe = DedupeKey {
             sender: sender.clone(),
             kind: "message",
             msg_id: msg_id.clone(),
             group: Some(gid.clone()),
         };
-        let echo = Echo {
-            user: sender.clone(),
-            skip_socket: origin_socket.to_owned(),
-        };
-        let receipt_key = ReceiptKey {
-            sender: sender.clone(),
-            group: Some(gid.clone()),
-            msg_id: msg_id.clone(),
-        };
-        // Noted before the fan-out, so a receipt can never arrive before the count.
-        let recipients_count = u32::try_from(recipients.len()).unwrap_or(u32::MAX);
-        self.receipts.expect(&receipt_key, recipients_count).await?;
+        let claim = claims::claim_send(self.inbox.as_ref(), &dedupe, now_millis())
+            .await
+            .map_err(|e| match e {
+                ClaimError::Store(e) => ChatError::from(e),
+                e @ ClaimError::OtherSendUnderWay => {
+                    ChatError::new(ErrorCode::Unavailable, e.to_string())
+                }
+            })?;
         let body = body.into_inner();
-        let accepted = self
-            .fan_out(
+        let accepted = Accepted {
+            msg_id: msg_id.to_string(),
+            sent_at: claim.sent_at(),
+            group: None,
+        };
+        let Claim::FanOut {
+            recipients: only,
+            claimed,
+        } = claim
+        else {
+            // Delivered before: acked again, delivered once. Logged again in case the first
+            // send's log failed after its fan-out (the call log keeps one record per send).
+            self.log_group_event("message", sender, gid, &accepted, body)
+                .await?;
+            return Ok(accepted);
+        };
+        let mut recipients: Vec<String> = members
+            .iter()
+            .filter(|m| *m != sender.as_str())
+            .cloned()
+            .collect();
+        if let Some(missed) = &only {
+            // Completing an earlier send: those it missed who are still members.
+            recipients.retain(|r| missed.contains(r));
+        }
+        let sent = self
+            .fan_out_message(
+                sender,
+                origin_socket,
+                gid,
+                &msg_id,
+                &body,
+                &members,
                 &recipients,
-                Fanout {
-                    evt_type: "message",
-                    gid,
-                    actor: sender,
-                    msg_id: msg_id.as_str(),
-                    body: body.clone(),
-                    dedupe: Some(dedupe),
-                    echo: Some(echo),
-                },
+                claimed.sent_at(),
+                only.is_none(),
             )
-            .await?;
+            .await;
+        let missing = match &sent {
+            Ok(missing) => missing.clone(),
+            // Failed before any append: all of them.
+            Err(_) => recipients,
+        };
+        let complete = missing.is_empty();
+        claims::finish_send(self.inbox.as_ref(), &dedupe, &claimed, missing).await?;
+        sent?;
+        if !complete {
+            return Err(ChatError::new(
+                ErrorCode::Unavailable,
+                "the message reached only some members; re-send it to complete",
+            ));
+        }
         self.log_group_event("message", sender, gid, &accepted, body)
             .await?;
         Ok(accepted)
+    }
+
+    /// Stores a group message in each of `recipients`' inboxes (after a `restart` when the
+    /// group was dormant); returns the recipients whose append failed. `first_send`: also
+    /// note how many members are to display it (a completion keeps the first count).
+    #[allow(clippy::too_many_arguments)]
+    async fn fan_out_message(
+        &self,
+        sender: &UserId,
+        origin_socket: &str,
+        gid: &GroupId,
+        msg_id: &MsgId,
+        body: &str,
+        members: &[String],
+        recipients: &[String],
+        sent_at: i64,
+        first_send: bool,
+    ) -> Result<Vec<String>, ChatError> {
+        if self.groups.wake(gid, self.group_idle_secs).await? {
+            // Dormant: every member hears `restart` (stored, so it precedes the message in
+            // each inbox) before the message itself.
+            tracing::info!(gid = %gid, "dormant group restarted");
+            self.fan_out(
+                members,
+                Fanout {
+                    evt_type: "restart",
+                    gid,
+                    actor: sender,
+                    msg_id: &server_msg_id(),
+                    body: member_list_json(members.iter().map(String::as_str)),
+                },
+            )
+            .await?;
+        }
+        if first_send {
+            // Noted before the fan-out, so a receipt can never arrive before the count.
+            let receipt_key = ReceiptKey {
+                sender: sender.clone(),
+                group: Some(gid.clone()),
+                msg_id: msg_id.clone(),
+            };
+            let others = u32::try_from(members.len().saturating_sub(1)).unwrap_or(u32::MAX);
+            self.receipts.expect(&receipt_key, others).await?;
+        }
+        let to: Vec<UserId> = recipients
+            .iter()
+            .map(|r| UserId::parse(r))
+            .collect::<Result<_, _>>()?;
+        let mut template = WireEvent::new(
+            "message",
+            gid.as_str(),
+            gid.as_str(),
+            msg_id.as_str(),
+            body.to_owned(),
+        );
+        template.originated = sender.to_string();
+        template.sent_at = sent_at;
+        // Only a first send echoes to the sender's other tabs: a completion reaches no one
+        // new on the sender's side.
+        let echo = first_send.then(|| Echo {
+            user: sender.clone(),
+            skip_socket: origin_socket.to_owned(),
+        });
+        let outcomes = self
+            .inbox
+            .append_to_each(&to, &template, None, echo.as_ref())
+            .await;
+        let mut missing = Vec::new();
+        let mut stored = 0u64;
+        for (recipient, outcome) in recipients.iter().zip(outcomes) {
+            match outcome {
+                Ok(_) => stored += 1,
+                Err(e) => {
+                    tracing::warn!(gid = %gid, to = %recipient, error = %e, "group message not stored");
+                    missing.push(recipient.clone());
+                }
+            }
+        }
+        self.metrics.inbox_appended.add(stored);
+        Ok(missing)
     }
 
     pub(super) async fn forward_group_receipt(
@@ -369,36 +452,20 @@ impl ChatService {
         Ok(())
     }
 
-    /// Stores one event per recipient, all appends issued at once; succeeds when every one is
-    /// stored. A failed fan-out may have reached some recipients: re-sending with the same
-    /// MsgID completes it without duplicates where it is idempotent (group messages).
+    /// Stores one membership event per recipient (To names the recipient), all appends
+    /// issued at once; succeeds when every one is stored.
     async fn fan_out(&self, recipients: &[String], f: Fanout<'_>) -> Result<Accepted, ChatError> {
         let mut template =
             WireEvent::new(f.evt_type, f.gid.as_str(), f.gid.as_str(), f.msg_id, f.body);
         template.originated = f.actor.to_string();
         let sent_at = template.sent_at;
-        if f.evt_type == "message" {
-            // Every recipient gets the same event (To is the group): encoded once.
-            let to: Vec<UserId> = recipients
-                .iter()
-                .map(|r| UserId::parse(r))
-                .collect::<Result<_, _>>()?;
-            let outcomes = self
-                .inbox
-                .append_to_each(&to, &template, f.dedupe.as_ref(), f.echo.as_ref())
-                .await;
-            return self.accepted(f.msg_id, sent_at, outcomes);
-        }
-        let appends = recipients.iter().enumerate().map(|(i, recipient)| {
+        let appends = recipients.iter().map(|recipient| {
             let template = &template;
-            let dedupe = f.dedupe.as_ref();
-            let echo = Echo::with_first(f.echo.as_ref(), i);
             async move {
                 let to = UserId::parse(recipient)?;
-                // Membership events name their recipient in To.
                 let mut event = template.clone();
                 event.to = to.to_string();
-                Ok::<_, ChatError>(self.inbox.append(&to, &event, dedupe, echo).await?)
+                Ok::<_, ChatError>(self.inbox.append(&to, &event, None, None).await?)
             }
         });
         let outcomes = join_all(appends).await;

@@ -22,37 +22,55 @@
 -- script failing half-way on a key that already moved. The user's channel `wc:{uid}:ch`
 -- is named after the seq counter.
 -- Returns one value per event: its Seq, or, for a duplicate, the idempotency key's value
--- ("SentAt" or "SentAt:Seq" of the first send) as a string.
+-- ("SentAt" or "SentAt:Seq" of the first send) as a string, or, where the event could not be
+-- stored (a key of the wrong type), {'error', message}: one receiver's broken key fails
+-- that receiver only, not the events after it in the batch (Redis does not undo a script's
+-- earlier commands when a later one fails, so aborting would leave the batch half-done with
+-- no way to tell which half).
 local out = {}
 local max_len, max_age, window, publish = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+
+local function append_one(seq_key, inbox, dedupe, flag, sent_at, json, echo, skip)
+  if flag ~= '0' then
+    -- One command: sets the key unless it exists, and returns the earlier value if it did.
+    local first = redis.call('SET', dedupe, sent_at, 'NX', 'EX', window, 'GET')
+    if first then
+      return first
+    end
+  end
+  local seq = redis.call('INCR', seq_key)
+  if flag == '2' then
+    -- A re-send learns which Seq the first send got (the call log records it).
+    redis.call('SET', dedupe, sent_at .. ':' .. seq, 'XX', 'KEEPTTL')
+  end
+  redis.call('XADD', inbox, 'MAXLEN', max_len, seq .. '-0', 'e', json)
+  redis.call('EXPIRE', inbox, max_age)
+  redis.call(publish, string.sub(seq_key, 1, -4) .. 'ch', 'S' .. seq .. '\n' .. json)
+  if echo ~= '' then
+    -- The live copy for the sender's other tabs rides in the same round trip.
+    redis.call(publish, echo, 'L' .. skip .. '\n' .. json)
+  end
+  return seq
+end
+
 local a = 5 + tonumber(ARGV[5])
 local i = 0
 while i < #KEYS / 3 do
   local count, json, sent_at = tonumber(ARGV[a + 1]), ARGV[5 + tonumber(ARGV[a + 2])], ARGV[a + 3]
   local flag, echo, skip = ARGV[a + 4], ARGV[a + 5], ARGV[a + 6]
   for _ = 1, count do
-    local seq_key, inbox, dedupe = KEYS[3 * i + 1], KEYS[3 * i + 2], KEYS[3 * i + 3]
-    local first = false
-    if flag ~= '0' then
-      -- One command: sets the key unless it exists, and returns the earlier value if it did.
-      first = redis.call('SET', dedupe, sent_at, 'NX', 'EX', window, 'GET')
-    end
-    if first then
-      out[i + 1] = first
+    local dedupe = KEYS[3 * i + 3]
+    local ok, result = pcall(append_one, KEYS[3 * i + 1], KEYS[3 * i + 2], dedupe, flag,
+      sent_at, json, echo, skip)
+    if ok then
+      out[i + 1] = result
     else
-      local seq = redis.call('INCR', seq_key)
-      if flag == '2' then
-        -- A re-send learns which Seq the first send got (the call log records it).
-        redis.call('SET', dedupe, sent_at .. ':' .. seq, 'XX', 'KEEPTTL')
+      if flag ~= '0' then
+        -- Not stored: a re-send must not be taken for a duplicate.
+        redis.pcall('DEL', dedupe)
       end
-      redis.call('XADD', inbox, 'MAXLEN', max_len, seq .. '-0', 'e', json)
-      redis.call('EXPIRE', inbox, max_age)
-      redis.call(publish, string.sub(seq_key, 1, -4) .. 'ch', 'S' .. seq .. '\n' .. json)
-      if echo ~= '' then
-        -- The live copy for the sender's other tabs rides in the same round trip.
-        redis.call(publish, echo, 'L' .. skip .. '\n' .. json)
-      end
-      out[i + 1] = seq
+      local message = type(result) == 'table' and result.err or tostring(result)
+      out[i + 1] = { 'error', message }
     end
     i = i + 1
   end

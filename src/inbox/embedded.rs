@@ -5,12 +5,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use redb::ReadableTable;
 
-use super::{AppendOutcome, DedupeKey, Echo, InboxLimits, InboxPage, InboxStore};
+use super::{AppendOutcome, DedupeKey, Echo, InboxLimits, InboxPage, InboxStore, SwapOutcome};
 use crate::{
     bus::MemoryBus,
     domain::{now_millis, Seq, UserId, WireEvent},
     storage::{
-        embedded::{internal, EmbeddedDb, DEDUPE, DEDUPE_SEQ, INBOX, SEQS},
+        embedded::{internal, EmbeddedDb, DEDUPE, DEDUPE_SEQ, INBOX, SEND_CLAIMS, SEQS},
         StoreError,
     },
 };
@@ -51,6 +51,10 @@ impl EmbeddedInbox {
                     for key in &expired {
                         seqs.remove(key.as_str()).map_err(internal)?;
                     }
+                    let mut claims = txn.open_table(SEND_CLAIMS).map_err(internal)?;
+                    claims
+                        .retain(|_, (_, expires_at)| expires_at > now)
+                        .map_err(internal)?;
                     Ok(())
                 },
                 |_| {},
@@ -61,6 +65,55 @@ impl EmbeddedInbox {
 
 #[async_trait]
 impl InboxStore for EmbeddedInbox {
+    async fn read_send_claim(&self, key: &DedupeKey) -> Result<Option<String>, StoreError> {
+        let key = key.text();
+        self.db
+            .read(move |txn| {
+                let claims = txn.open_table(SEND_CLAIMS).map_err(internal)?;
+                let held = claims.get(key.as_str()).map_err(internal)?;
+                Ok(held.and_then(|h| {
+                    let (state, expires_at) = h.value();
+                    (expires_at > now_millis()).then(|| state.to_owned())
+                }))
+            })
+            .await
+    }
+
+    async fn swap_send_claim(
+        &self,
+        key: &DedupeKey,
+        expected: Option<&str>,
+        new: &str,
+    ) -> Result<SwapOutcome, StoreError> {
+        let key = key.text();
+        let expected = expected.map(str::to_owned);
+        let new = new.to_owned();
+        let window_ms = i64::try_from(self.limits.dedupe_window_secs.saturating_mul(1000))
+            .unwrap_or(i64::MAX / 2);
+        self.db
+            .write(
+                move |txn| {
+                    let mut claims = txn.open_table(SEND_CLAIMS).map_err(internal)?;
+                    let now = now_millis();
+                    let held = claims.get(key.as_str()).map_err(internal)?.and_then(|h| {
+                        let (state, expires_at) = h.value();
+                        (expires_at > now).then(|| (state.to_owned(), expires_at))
+                    });
+                    if held.as_ref().map(|(state, _)| state) != expected.as_ref() {
+                        return Ok(SwapOutcome::Holds(held.map(|(state, _)| state)));
+                    }
+                    // An update keeps the claim's expiry; a new claim lasts the window.
+                    let expires_at = held.map_or(now.saturating_add(window_ms), |(_, e)| e);
+                    claims
+                        .insert(key.as_str(), (new.as_str(), expires_at))
+                        .map_err(internal)?;
+                    Ok(SwapOutcome::Swapped)
+                },
+                |_| {},
+            )
+            .await
+    }
+
     async fn append(
         &self,
         to: &UserId,
@@ -308,5 +361,141 @@ mod tests {
         assert_eq!(count(&inbox).await, 1);
         inbox.sweep_expired_dedupe_keys().await.expect("sweep");
         assert_eq!(count(&inbox).await, 0);
+    }
+
+    fn group_key(id: &str) -> DedupeKey {
+        DedupeKey {
+            group: Some(crate::domain::GroupId::parse("group_1").expect("gid")),
+            ..key(id)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_send_claim_changes_only_from_what_it_holds() {
+        let dir = tempfile::tempdir().expect("dir");
+        let inbox = inbox(dir.path(), 10, 3600);
+        let k = group_key("m1");
+        assert_eq!(inbox.read_send_claim(&k).await.expect("read"), None);
+        assert_eq!(
+            inbox.swap_send_claim(&k, None, "a").await.expect("swap"),
+            SwapOutcome::Swapped
+        );
+        // A second first claim loses, and learns what is there.
+        assert_eq!(
+            inbox.swap_send_claim(&k, None, "b").await.expect("swap"),
+            SwapOutcome::Holds(Some("a".into()))
+        );
+        assert_eq!(
+            inbox
+                .swap_send_claim(&k, Some("x"), "b")
+                .await
+                .expect("swap"),
+            SwapOutcome::Holds(Some("a".into()))
+        );
+        assert_eq!(
+            inbox
+                .swap_send_claim(&k, Some("a"), "b")
+                .await
+                .expect("swap"),
+            SwapOutcome::Swapped
+        );
+        assert_eq!(
+            inbox.read_send_claim(&k).await.expect("read"),
+            Some("b".into())
+        );
+        // Another MsgID, or the same MsgID in 1:1, is another claim.
+        assert_eq!(
+            inbox.read_send_claim(&group_key("m2")).await.expect("read"),
+            None
+        );
+        assert_eq!(inbox.read_send_claim(&key("m1")).await.expect("read"), None);
+    }
+
+    #[tokio::test]
+    async fn a_send_claim_lasts_the_idempotency_window() {
+        let dir = tempfile::tempdir().expect("dir");
+        let inbox = inbox(dir.path(), 10, 0);
+        let k = group_key("m1");
+        inbox.swap_send_claim(&k, None, "a").await.expect("swap");
+        // A zero window: gone at once, so a new first claim wins, and the sweep drops it.
+        assert_eq!(inbox.read_send_claim(&k).await.expect("read"), None);
+        assert_eq!(
+            inbox.swap_send_claim(&k, None, "b").await.expect("swap"),
+            SwapOutcome::Swapped
+        );
+        inbox.sweep_expired_dedupe_keys().await.expect("sweep");
+        let left = inbox
+            .db
+            .read(|txn| {
+                txn.open_table(SEND_CLAIMS)
+                    .map_err(internal)?
+                    .len()
+                    .map_err(internal)
+            })
+            .await
+            .expect("count");
+        assert_eq!(left, 0);
+    }
+
+    #[tokio::test]
+    async fn a_re_send_waits_for_the_send_under_way_then_reports_it_delivered() {
+        use super::super::claims::{claim_send, finish_send, Claim};
+        let dir = tempfile::tempdir().expect("dir");
+        let inbox = std::sync::Arc::new(inbox(dir.path(), 10, 3600));
+        let k = group_key("m1");
+        let first = claim_send(inbox.as_ref(), &k, 1_000).await.expect("claim");
+        let Claim::FanOut {
+            recipients: None,
+            claimed,
+        } = first
+        else {
+            panic!("a first send fans out to everyone, got {first:?}");
+        };
+        assert_eq!(claimed.sent_at(), 1_000);
+        let waiting = tokio::spawn({
+            let inbox = inbox.clone();
+            let k = k.clone();
+            async move { claim_send(inbox.as_ref(), &k, 2_000).await }
+        });
+        // The re-send keeps waiting while the first send is under way ...
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        // ... and once it ended, is told it was delivered, with the first SentAt.
+        finish_send(inbox.as_ref(), &k, &claimed, Vec::new())
+            .await
+            .expect("finish");
+        let again = waiting.await.expect("join").expect("claim");
+        assert_eq!(again, Claim::Delivered { sent_at: 1_000 });
+    }
+
+    #[tokio::test]
+    async fn a_send_that_missed_some_is_completed_for_them_only() {
+        use super::super::claims::{claim_send, finish_send, Claim};
+        let dir = tempfile::tempdir().expect("dir");
+        let inbox = inbox(dir.path(), 10, 3600);
+        let k = group_key("m1");
+        let Claim::FanOut { claimed, .. } = claim_send(&inbox, &k, 1_000).await.expect("claim")
+        else {
+            panic!("a first send fans out");
+        };
+        finish_send(&inbox, &k, &claimed, vec!["carol".into()])
+            .await
+            .expect("finish");
+        let Claim::FanOut {
+            recipients,
+            claimed,
+        } = claim_send(&inbox, &k, 5_000).await.expect("claim")
+        else {
+            panic!("an incomplete send is completed");
+        };
+        assert_eq!(recipients, Some(vec!["carol".to_owned()]));
+        assert_eq!(claimed.sent_at(), 1_000, "with the first SentAt");
+        finish_send(&inbox, &k, &claimed, Vec::new())
+            .await
+            .expect("finish");
+        assert_eq!(
+            claim_send(&inbox, &k, 9_000).await.expect("claim"),
+            Claim::Delivered { sent_at: 1_000 }
+        );
     }
 }

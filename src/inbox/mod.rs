@@ -5,6 +5,7 @@
 //! the embedded store), so a node dying in between can neither lose nor reorder an event.
 //! Owns the [`InboxStore`] trait and both implementations; does not own sockets or acks.
 
+pub mod claims;
 mod embedded;
 mod redis;
 
@@ -75,6 +76,15 @@ pub enum AppendOutcome {
     },
 }
 
+/// What [`InboxStore::swap_send_claim`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SwapOutcome {
+    /// The claim now holds the new value.
+    Swapped,
+    /// The claim held something else (`None`: nothing), and was left as it was.
+    Holds(Option<String>),
+}
+
 /// Bounds applied to every inbox.
 #[derive(Debug, Clone, Copy)]
 pub struct InboxLimits {
@@ -116,6 +126,19 @@ pub trait InboxStore: Send + Sync {
             .map(|(i, to)| self.append(to, event, dedupe, Echo::with_first(echo, i)));
         futures_util::future::join_all(appends).await
     }
+
+    /// The claim of a group message's send `key` (see [`claims`]), if any.
+    async fn read_send_claim(&self, key: &DedupeKey) -> Result<Option<String>, StoreError>;
+
+    /// Sets the claim of a group message's send `key` to `new` if it holds `expected`
+    /// (`None`: there is no claim; a new claim lasts the idempotency window), atomically;
+    /// otherwise leaves it and tells what it holds.
+    async fn swap_send_claim(
+        &self,
+        key: &DedupeKey,
+        expected: Option<&str>,
+        new: &str,
+    ) -> Result<SwapOutcome, StoreError>;
 
     /// Confirms (drops) every event of `user` up to and including `upto`.
     async fn confirm(&self, user: &str, upto: Seq) -> Result<(), StoreError>;

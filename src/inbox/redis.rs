@@ -12,7 +12,7 @@ use fred::{
 use futures_util::future::join_all;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use super::{AppendOutcome, DedupeKey, Echo, InboxLimits, InboxPage, InboxStore};
+use super::{AppendOutcome, DedupeKey, Echo, InboxLimits, InboxPage, InboxStore, SwapOutcome};
 use crate::{
     bus::{encode_live, redis_publish},
     domain::{Seq, UserId, WireEvent},
@@ -36,6 +36,22 @@ for i = 1, #KEYS do
   redis.pcall('XTRIM', KEYS[i], 'MINID', ARGV[i])
 end
 return #KEYS
+"#;
+/// Compare-and-set of a group message's send claim (see `inbox::claims`): KEYS[1] the
+/// claim, ARGV[1] the value it must hold ("" for none), ARGV[2] the new value, ARGV[3] the
+/// idempotency window (s) for a new claim. Returns nil when swapped, else what it holds
+/// ("" for nothing).
+const SWAP_CLAIM_LUA: &str = r#"
+local current = redis.call('GET', KEYS[1])
+if (current or '') ~= ARGV[1] then
+  return current or ''
+end
+if current then
+  redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+else
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+end
+return nil
 "#;
 /// Most confirmations in one script call: each is one cheap XTRIM.
 const MAX_CONFIRM_BATCH: usize = 512;
@@ -87,6 +103,8 @@ struct PendingConfirm {
 pub struct RedisInbox {
     pool: Pool,
     cluster: bool,
+    swap_claim: Script,
+    dedupe_window_secs: i64,
     appends: mpsc::UnboundedSender<PendingAppend>,
     confirms: mpsc::UnboundedSender<PendingConfirm>,
 }
@@ -134,6 +152,8 @@ impl RedisInbox {
         Self {
             pool,
             cluster,
+            swap_claim: Script::from_lua(SWAP_CLAIM_LUA),
+            dedupe_window_secs: to_i64(limits.dedupe_window_secs.max(1)),
             appends,
             confirms,
         }
@@ -375,6 +395,12 @@ impl RedisInbox {
     }
 }
 
+/// The claim of a group message's send lives with the sender (one key per send, in the
+/// sender's slot), apart from the per-receiver idempotency keys of 1:1 events (`dd:`).
+fn send_claim_key(key: &DedupeKey) -> String {
+    user_key(key.sender.as_str(), &format!("sc:{}", key.text()))
+}
+
 /// What the script answered for one append: its Seq (an integer), or for a duplicate the
 /// idempotency key's value, "SentAt" or "SentAt:Seq" of the first send (a string: matched
 /// by type, since a bare SentAt would also read as an integer).
@@ -390,6 +416,14 @@ fn outcome_of(answer: Value) -> Result<AppendOutcome, StoreError> {
         }
         Value::String(first) => first.to_string(),
         Value::Bytes(first) => String::from_utf8_lossy(&first).into_owned(),
+        Value::Array(failed) => {
+            // {'error', message}: this event could not be stored (see append.lua).
+            let message = failed.get(1).and_then(Value::as_str).map(|m| m.to_string());
+            return Err(StoreError::Internal(format!(
+                "inbox append failed: {}",
+                message.as_deref().unwrap_or("no reason given")
+            )));
+        }
         other => {
             return Err(StoreError::Internal(format!(
                 "append script returned {other:?}"
@@ -447,6 +481,40 @@ impl InboxStore for RedisInbox {
             }
         }))
         .await
+    }
+
+    async fn read_send_claim(&self, key: &DedupeKey) -> Result<Option<String>, StoreError> {
+        self.pool
+            .next()
+            .get(send_claim_key(key))
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn swap_send_claim(
+        &self,
+        key: &DedupeKey,
+        expected: Option<&str>,
+        new: &str,
+    ) -> Result<SwapOutcome, StoreError> {
+        let held: Option<String> = self
+            .swap_claim
+            .evalsha_with_reload(
+                self.pool.next(),
+                vec![send_claim_key(key)],
+                vec![
+                    Value::from(expected.unwrap_or_default()),
+                    Value::from(new),
+                    Value::from(self.dedupe_window_secs),
+                ],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(match held {
+            None => SwapOutcome::Swapped,
+            Some(held) if held.is_empty() => SwapOutcome::Holds(None),
+            Some(held) => SwapOutcome::Holds(Some(held)),
+        })
     }
 
     async fn confirm(&self, user: &str, upto: Seq) -> Result<(), StoreError> {
@@ -551,6 +619,15 @@ mod tests {
         ));
         assert!(outcome_of(Value::Integer(0)).is_err());
         assert!(outcome_of(Value::Null).is_err());
+        match outcome_of(Value::Array(vec![
+            "error".into(),
+            "WRONGTYPE Operation against a key holding the wrong kind of value".into(),
+        ])) {
+            Err(crate::storage::StoreError::Internal(message)) => {
+                assert!(message.contains("WRONGTYPE"), "{message}")
+            }
+            other => panic!("a failed append must be an error, got {other:?}"),
+        }
     }
 
     #[test]

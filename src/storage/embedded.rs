@@ -31,6 +31,9 @@ pub const DEDUPE: TableDefinition<&str, (i64, i64)> = TableDefinition::new("dedu
 /// Idempotency keys → the receiver's Seq of the first send.
 pub const DEDUPE_SEQ: TableDefinition<&str, u64> = TableDefinition::new("dedupe_seq");
 
+/// Claims of group messages' sends (`inbox::claims`) → (state text, expiry ms).
+pub const SEND_CLAIMS: TableDefinition<&str, (&str, i64)> = TableDefinition::new("send_claims");
+
 /// Group membership: gid → JSON list of uids.
 pub const GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("groups");
 
@@ -84,6 +87,7 @@ impl EmbeddedDb {
             txn.open_table(INBOX).map_err(internal)?;
             txn.open_table(DEDUPE).map_err(internal)?;
             txn.open_table(DEDUPE_SEQ).map_err(internal)?;
+            txn.open_table(SEND_CLAIMS).map_err(internal)?;
             txn.open_table(GROUPS).map_err(internal)?;
             txn.open_table(RECEIPTS).map_err(internal)?;
             txn.open_table(GROUP_ACTIVITY).map_err(internal)?;

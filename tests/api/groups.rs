@@ -462,3 +462,109 @@ async fn a_member_list_larger_than_a_message_frame_is_read_and_answered() {
         .await;
     assert_eq!(ack["ok"], true, "{ack}");
 }
+
+/// The redis-cli pattern of `uid`'s keys with `suffix` (see the server's `user_key`).
+fn user_keys(uid: &str, suffix: &str) -> String {
+    format!("wc:{{{uid}}}:{suffix}")
+}
+
+#[tokio::test]
+async fn a_group_message_keeps_one_claim_and_a_partial_send_is_completed_without_duplicates() {
+    let backend = Backend::Redis;
+    let nodes = spawn_nodes(backend, 2).await;
+    let alice = nodes[0].signup("alice").await;
+    let bob = nodes[0].signup("bob").await;
+    let carol = nodes[0].signup("carol").await;
+    let mut a = nodes[0].connect(&alice).await;
+    let mut b = nodes[1].connect(&bob).await;
+    let ack = a
+        .chat(json!({"EvtType":"create","To":"","MsgID":"c1","Body":json!([bob.uid, carol.uid]).to_string()}))
+        .await;
+    let gid = ack["Group"]
+        .as_str()
+        .expect("Group in the create ack")
+        .to_owned();
+    for client in [&mut a, &mut b] {
+        assert_eq!(client.next_chat_acked().await.data["EvtType"], "notify");
+    }
+
+    // One record of the send, under the sender; no key per recipient.
+    let ack = a
+        .chat(json!({"EvtType":"message","To":gid,"MsgID":"g1","Body":"one"}))
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    assert_eq!(b.next_chat_acked().await.data["MsgID"], "g1");
+    for member in [&bob, &carol] {
+        let keys = redis_cli(backend, &["KEYS", &user_keys(&member.uid, "dd:*")]).await;
+        assert_eq!(keys, "", "idempotency keys in {}'s slot", member.uid);
+    }
+    let claims = redis_cli(backend, &["KEYS", &user_keys(&alice.uid, "sc:*")]).await;
+    assert_eq!(claims.lines().count(), 1, "one claim per send: {claims:?}");
+
+    // Carol's Seq counter is broken, so her append fails and only bob gets the message.
+    let seq_key = user_keys(&carol.uid, "seq");
+    let carol_seq = redis_cli(backend, &["GET", &seq_key]).await;
+    redis_cli(backend, &["SET", &seq_key, "not a number"]).await;
+    let partial = a
+        .chat(json!({"EvtType":"message","To":gid,"MsgID":"g2","Body":"two"}))
+        .await;
+    assert_eq!(partial["error"]["code"], "unavailable", "{partial}");
+    let first = b.next_chat_acked().await;
+    assert_eq!(first.data["MsgID"], "g2");
+
+    // Repaired, the re-send completes the send for carol alone, with the first SentAt.
+    redis_cli(backend, &["SET", &seq_key, &carol_seq]).await;
+    let completed = a
+        .chat(json!({"EvtType":"message","To":gid,"MsgID":"g2","Body":"two"}))
+        .await;
+    assert_eq!(completed["ok"], true, "{completed}");
+    assert_eq!(completed["SentAt"], first.data["SentAt"], "{completed}");
+    // Delivered now: another re-send is acked again and reaches no one.
+    let again = a
+        .chat(json!({"EvtType":"message","To":gid,"MsgID":"g2","Body":"two"}))
+        .await;
+    assert_eq!(again["SentAt"], first.data["SentAt"], "{again}");
+    let ack = a
+        .chat(json!({"EvtType":"message","To":gid,"MsgID":"g3","Body":"three"}))
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    assert_eq!(
+        b.next_chat_acked().await.data["MsgID"],
+        "g3",
+        "bob got g2 once"
+    );
+
+    let mut c = nodes[1].connect(&carol).await;
+    let mut replayed = Vec::new();
+    for _ in 0..4 {
+        let event = c.next_chat_acked().await;
+        replayed.push((
+            event.data["EvtType"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            event.data["MsgID"].as_str().unwrap_or_default().to_owned(),
+            event.data["SentAt"].clone(),
+        ));
+    }
+    let kinds: Vec<(&str, &str)> = replayed
+        .iter()
+        .map(|(t, m, _)| (t.as_str(), m.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("notify", "c1"),
+            ("message", "g1"),
+            ("message", "g2"),
+            ("message", "g3")
+        ]
+    );
+    assert_eq!(
+        replayed[2].2, first.data["SentAt"],
+        "carol's g2 has the first SentAt"
+    );
+    a.send(&carol.uid, "sentinel", "no duplicate before me")
+        .await;
+    assert_eq!(c.next_chat_acked().await.data["MsgID"], "sentinel");
+}

@@ -682,3 +682,40 @@ impl OwnDynamo {
         }
     }
 }
+
+/// `redis-cli` connection arguments for every master of the test Redis (one on a single
+/// Redis).
+pub fn cli_targets(backend: Backend) -> Vec<Vec<String>> {
+    match backend {
+        Backend::RedisCluster => redis_cluster_masters()
+            .into_iter()
+            .map(|(host, port)| vec!["-h".into(), host, "-p".into(), port])
+            .collect(),
+        _ => vec![vec!["-u".into(), redis_url()]],
+    }
+}
+
+/// Runs `redis-cli` with connection arguments `target` and `args`; returns its output.
+pub async fn run_redis_cli(target: &[String], args: &[&str]) -> String {
+    let out = tokio::process::Command::new("redis-cli")
+        .args(target)
+        .args(args)
+        .output()
+        .await
+        .expect("redis-cli");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Runs `redis-cli` against the test Redis (following redirects on a cluster).
+pub async fn redis_cli(backend: Backend, args: &[&str]) -> String {
+    let mut target = cli_targets(backend).remove(0);
+    if matches!(backend, Backend::RedisCluster) {
+        target.insert(0, "-c".into());
+    }
+    run_redis_cli(&target, args).await
+}

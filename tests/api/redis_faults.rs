@@ -1,36 +1,6 @@
 //! Redis connection faults: subscriptions come back and nothing stored is missed.
 
-use tokio::process::Command;
-
 use crate::helpers::*;
-
-/// `redis-cli` connection arguments for every master of the test Redis (one on a single
-/// Redis).
-fn cli_targets(backend: Backend) -> Vec<Vec<String>> {
-    match backend {
-        Backend::RedisCluster => redis_cluster_masters()
-            .into_iter()
-            .map(|(host, port)| vec!["-h".into(), host, "-p".into(), port])
-            .collect(),
-        _ => vec![vec!["-u".into(), redis_url()]],
-    }
-}
-
-/// Runs `redis-cli` with connection arguments `target` and `args`; returns its output.
-async fn run_redis_cli(target: &[String], args: &[&str]) -> String {
-    let out = Command::new("redis-cli")
-        .args(target)
-        .args(args)
-        .output()
-        .await
-        .expect("redis-cli");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
 
 /// Drops every pub/sub connection (on every master of a cluster), as Redis does to a
 /// subscriber whose output buffer overflowed.
@@ -101,15 +71,6 @@ async fn dropped_subscriber_connections(backend: Backend) {
     let mut late = nodes[1].connect(&carol).await;
     sender.send(&carol.uid, "to-carol", "x").await;
     assert_eq!(late.next_chat_acked().await.data["MsgID"], "to-carol");
-}
-
-/// Runs `redis-cli` against the test Redis (following redirects on a cluster).
-async fn redis_cli(backend: Backend, args: &[&str]) -> String {
-    let mut target = cli_targets(backend).remove(0);
-    if matches!(backend, Backend::RedisCluster) {
-        target.insert(0, "-c".into());
-    }
-    run_redis_cli(&target, args).await
 }
 
 #[tokio::test]
