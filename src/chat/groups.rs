@@ -6,6 +6,8 @@
 //! channel); the appends of one fan-out are issued together, so the inbox batches them into a
 //! few script calls however large the group.
 
+use std::collections::HashSet;
+
 use futures_util::future::join_all;
 
 use super::{Accepted, ChatService};
@@ -15,11 +17,30 @@ use crate::{
         WireEvent,
     },
     inbox::{
-        claims::{self, Claim, ClaimError},
+        claims::{self, Claim, ClaimError, SendEnd},
         AppendOutcome, DedupeKey, Echo,
     },
     receipts::ReceiptKey,
 };
+
+/// A group message as every recipient gets it.
+#[derive(Clone, Copy)]
+struct GroupMessage<'a> {
+    sender: &'a UserId,
+    gid: &'a GroupId,
+    msg_id: &'a MsgId,
+    body: &'a str,
+    /// The first send's acceptance time.
+    sent_at: i64,
+}
+
+/// How a group message's fan-out went.
+struct SentMessage {
+    /// Recipients whose append failed.
+    missing: Vec<String>,
+    /// The sender's other sockets got their live copy.
+    echoed: bool,
+}
 
 /// What a fan-out stores for each recipient.
 struct Fanout<'a> {
@@ -212,6 +233,7 @@ impl ChatService {
         };
         let Claim::FanOut {
             recipients: only,
+            echo_owed,
             claimed,
         } = claim
         else {
@@ -221,40 +243,62 @@ impl ChatService {
                 .await?;
             return Ok(accepted);
         };
+        let first_send = only.is_none();
         let mut recipients: Vec<String> = members
             .iter()
             .filter(|m| *m != sender.as_str())
             .cloned()
             .collect();
-        if let Some(missed) = &only {
+        if let Some(missed) = only {
             // Completing an earlier send: those it missed who are still members.
+            let missed: HashSet<String> = missed.into_iter().collect();
             recipients.retain(|r| missed.contains(r));
         }
-        let sent = self
-            .fan_out_message(
-                sender,
-                origin_socket,
-                gid,
-                &msg_id,
-                &body,
-                &members,
-                &recipients,
-                claimed.sent_at(),
-                only.is_none(),
-            )
-            .await;
-        let missing = match &sent {
-            Ok(missing) => missing.clone(),
-            // Failed before any append: all of them.
-            Err(_) => recipients,
+        let message = GroupMessage {
+            sender,
+            gid,
+            msg_id: &msg_id,
+            body: &body,
+            sent_at: claimed.sent_at(),
         };
-        let complete = missing.is_empty();
-        claims::finish_send(self.inbox.as_ref(), &dedupe, &claimed, missing).await?;
-        sent?;
+        let echo = echo_owed.then(|| Echo {
+            user: sender.clone(),
+            skip_socket: origin_socket.to_owned(),
+        });
+        let sent = self
+            .fan_out_message(&message, &members, &recipients, first_send, echo)
+            .await;
+        let end = match &sent {
+            Ok(sent) if sent.missing.is_empty() => SendEnd::Delivered,
+            Ok(sent) if first_send && sent.missing.len() == recipients.len() => {
+                SendEnd::NothingStored
+            }
+            Ok(sent) => SendEnd::Incomplete {
+                missing: sent.missing.clone(),
+                echoed: !echo_owed || sent.echoed,
+            },
+            // Failed before any append.
+            Err(_) if first_send => SendEnd::NothingStored,
+            Err(_) => SendEnd::Incomplete {
+                missing: recipients.clone(),
+                echoed: !echo_owed,
+            },
+        };
+        let complete = end == SendEnd::Delivered;
+        if let Err(e) = claims::finish_send(self.inbox.as_ref(), &dedupe, &claimed, end).await {
+            // The fan-out's own outcome still decides the ack; the claim stays `sending`, so
+            // re-sends wait, then (once it is stale) deliver to everyone again.
+            tracing::warn!(gid = %gid, error = %e, "a group send's end was not recorded");
+        }
+        let sent = sent?;
         if !complete {
+            let reached = recipients.len() - sent.missing.len();
             return Err(ChatError::new(
                 ErrorCode::Unavailable,
-                "the message reached only some members; re-send it to complete",
+                format!(
+                    "the message reached {reached} of {} members; re-send it to complete",
+                    recipients.len()
+                ),
             ));
         }
         self.log_group_event("message", sender, gid, &accepted, body)
@@ -262,22 +306,24 @@ impl ChatService {
         Ok(accepted)
     }
 
-    /// Stores a group message in each of `recipients`' inboxes (after a `restart` when the
-    /// group was dormant); returns the recipients whose append failed. `first_send`: also
-    /// note how many members are to display it (a completion keeps the first count).
-    #[allow(clippy::too_many_arguments)]
+    /// Stores `message` in each of `recipients`' inboxes (after a `restart` when the group
+    /// was dormant), with `echo` going along with the first. `first_send`: also note how
+    /// many `members` are to display it (a completion keeps the first count).
     async fn fan_out_message(
         &self,
-        sender: &UserId,
-        origin_socket: &str,
-        gid: &GroupId,
-        msg_id: &MsgId,
-        body: &str,
+        message: &GroupMessage<'_>,
         members: &[String],
         recipients: &[String],
-        sent_at: i64,
         first_send: bool,
-    ) -> Result<Vec<String>, ChatError> {
+        echo: Option<Echo>,
+    ) -> Result<SentMessage, ChatError> {
+        let GroupMessage {
+            sender,
+            gid,
+            msg_id,
+            body,
+            sent_at,
+        } = *message;
         if self.groups.wake(gid, self.group_idle_secs).await? {
             // Dormant: every member hears `restart` (stored, so it precedes the message in
             // each inbox) before the message itself.
@@ -317,16 +363,12 @@ impl ChatService {
         );
         template.originated = sender.to_string();
         template.sent_at = sent_at;
-        // Only a first send echoes to the sender's other tabs: a completion reaches no one
-        // new on the sender's side.
-        let echo = first_send.then(|| Echo {
-            user: sender.clone(),
-            skip_socket: origin_socket.to_owned(),
-        });
         let outcomes = self
             .inbox
             .append_to_each(&to, &template, None, echo.as_ref())
             .await;
+        // The live copy rides with the first append (or there is no one to append for).
+        let echoed = echo.is_some() && outcomes.first().is_none_or(|first| first.is_ok());
         let mut missing = Vec::new();
         let mut stored = 0u64;
         for (recipient, outcome) in recipients.iter().zip(outcomes) {
@@ -339,7 +381,7 @@ impl ChatService {
             }
         }
         self.metrics.inbox_appended.add(stored);
-        Ok(missing)
+        Ok(SentMessage { missing, echoed })
     }
 
     pub(super) async fn forward_group_receipt(

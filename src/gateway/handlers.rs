@@ -220,8 +220,11 @@ pub async fn on_connect(socket: SocketRef, State(state): State<AppState>) {
     if revoked_while_connecting(&socket, &state) {
         // Its token was revoked after the middleware indexed it, and the disconnect that
         // revocation sent came before socketioxide added the socket to the namespace, so it
-        // did not stick. Disconnecting now runs `on_disconnect`, which releases the rest.
+        // did not stick. That disconnect may already have run `on_disconnect` (taking the
+        // handler with it) before the middleware's attach finished, so release here what
+        // the middleware set up, then close the socket for good.
         tracing::debug!(socket = %socket.id, "closing a socket whose token was revoked while it connected");
+        release(&socket, &state);
         let _ = socket.disconnect();
         return;
     }

@@ -23,12 +23,17 @@
 -- is named after the seq counter.
 -- Returns one value per event: its Seq, or, for a duplicate, the idempotency key's value
 -- ("SentAt" or "SentAt:Seq" of the first send) as a string, or, where the event could not be
--- stored (a key of the wrong type), {'error', message}: one receiver's broken key fails
--- that receiver only, not the events after it in the batch (Redis does not undo a script's
--- earlier commands when a later one fails, so aborting would leave the batch half-done with
--- no way to tell which half).
+-- stored because of its receiver's keys (a key of the wrong type, a Seq counter that is not
+-- a number), {'error', message}: one receiver's broken key fails that receiver only, not the
+-- events after it in the batch (Redis does not undo a script's earlier commands when a later
+-- one fails, so aborting would leave the batch half-done with no way to tell which half).
+-- Any other error (OOM, READONLY after a failover, ...) fails the whole call, as before.
 local out = {}
 local max_len, max_age, window, publish = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+
+-- How far the current event got: whether this call created its idempotency key, and its Seq
+-- once it is in the inbox.
+local created_key, stored_seq
 
 local function append_one(seq_key, inbox, dedupe, flag, sent_at, json, echo, skip)
   if flag ~= '0' then
@@ -37,6 +42,7 @@ local function append_one(seq_key, inbox, dedupe, flag, sent_at, json, echo, ski
     if first then
       return first
     end
+    created_key = true
   end
   local seq = redis.call('INCR', seq_key)
   if flag == '2' then
@@ -44,6 +50,7 @@ local function append_one(seq_key, inbox, dedupe, flag, sent_at, json, echo, ski
     redis.call('SET', dedupe, sent_at .. ':' .. seq, 'XX', 'KEEPTTL')
   end
   redis.call('XADD', inbox, 'MAXLEN', max_len, seq .. '-0', 'e', json)
+  stored_seq = seq
   redis.call('EXPIRE', inbox, max_age)
   redis.call(publish, string.sub(seq_key, 1, -4) .. 'ch', 'S' .. seq .. '\n' .. json)
   if echo ~= '' then
@@ -60,16 +67,23 @@ while i < #KEYS / 3 do
   local flag, echo, skip = ARGV[a + 4], ARGV[a + 5], ARGV[a + 6]
   for _ = 1, count do
     local dedupe = KEYS[3 * i + 3]
+    created_key, stored_seq = false, nil
     local ok, result = pcall(append_one, KEYS[3 * i + 1], KEYS[3 * i + 2], dedupe, flag,
       sent_at, json, echo, skip)
     if ok then
       out[i + 1] = result
+    elseif stored_seq then
+      -- In the inbox already: delivered by replay (or the next live event's gap check).
+      out[i + 1] = stored_seq
     else
-      if flag ~= '0' then
-        -- Not stored: a re-send must not be taken for a duplicate.
-        redis.pcall('DEL', dedupe)
-      end
       local message = type(result) == 'table' and result.err or tostring(result)
+      if not (string.find(message, '^WRONGTYPE') or string.find(message, '^ERR')) then
+        error(result)
+      end
+      if created_key then
+        -- Not stored: a re-send must not be taken for a duplicate.
+        redis.call('DEL', dedupe)
+      end
       out[i + 1] = { 'error', message }
     end
     i = i + 1

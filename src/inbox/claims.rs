@@ -36,8 +36,13 @@ pub enum SendState {
     Sending { sent_at: i64, claimed_at: i64 },
     /// Every recipient has it.
     Delivered { sent_at: i64 },
-    /// The last fan-out failed for `missing`.
-    Incomplete { sent_at: i64, missing: Vec<String> },
+    /// The last fan-out failed for `missing`; `echoed`: the sender's other sockets got
+    /// their live copy.
+    Incomplete {
+        sent_at: i64,
+        missing: Vec<String>,
+        echoed: bool,
+    },
 }
 
 impl SendState {
@@ -49,8 +54,13 @@ impl SendState {
                 claimed_at,
             } => format!("s:{sent_at}:{claimed_at}"),
             Self::Delivered { sent_at } => format!("d:{sent_at}"),
-            Self::Incomplete { sent_at, missing } => format!(
-                "i:{sent_at}:{}",
+            Self::Incomplete {
+                sent_at,
+                missing,
+                echoed,
+            } => format!(
+                "i:{sent_at}:{}:{}",
+                u8::from(*echoed),
                 serde_json::to_string(missing).unwrap_or_else(|_| "[]".into())
             ),
         }
@@ -67,10 +77,14 @@ impl SendState {
                 claimed_at: rest.parse().ok()?,
             }),
             "d" => Some(Self::Delivered { sent_at }),
-            "i" => Some(Self::Incomplete {
-                sent_at,
-                missing: serde_json::from_str(rest).ok()?,
-            }),
+            "i" => {
+                let (echoed, missing) = rest.split_once(':')?;
+                Some(Self::Incomplete {
+                    sent_at,
+                    missing: serde_json::from_str(missing).ok()?,
+                    echoed: echoed == "1",
+                })
+            }
             _ => None,
         }
     }
@@ -80,9 +94,11 @@ impl SendState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
     /// Fan out to `recipients` (`None`: every recipient) with the SentAt in `claimed` (the
-    /// first send's, on a re-send), then report the end with [`finish_send`].
+    /// first send's, on a re-send), with the live copy for the sender's other sockets if
+    /// `echo_owed`, then report the end with [`finish_send`].
     FanOut {
         recipients: Option<Vec<String>>,
+        echo_owed: bool,
         claimed: SendState,
     },
     /// Delivered already: ack with the first SentAt.
@@ -124,9 +140,10 @@ enum Decision {
 /// What to do about a claim holding `current` (`None`: no claim) at `now`, for a send
 /// accepted at `sent_at`.
 fn decide(current: Option<&str>, sent_at: i64, now: i64) -> Decision {
-    let take_over = |sent_at, recipients| {
+    let take_over = |sent_at, recipients, echo_owed| {
         Decision::TakeOver(Claim::FanOut {
             recipients,
+            echo_owed,
             claimed: SendState::Sending {
                 sent_at,
                 claimed_at: now,
@@ -134,7 +151,7 @@ fn decide(current: Option<&str>, sent_at: i64, now: i64) -> Decision {
         })
     };
     match current.map(SendState::decode) {
-        None => take_over(sent_at, None),
+        None => take_over(sent_at, None, true),
         Some(Some(SendState::Delivered { sent_at })) => {
             Decision::Report(Claim::Delivered { sent_at })
         }
@@ -145,12 +162,16 @@ fn decide(current: Option<&str>, sent_at: i64, now: i64) -> Decision {
             if now.saturating_sub(claimed_at) < STALE_AFTER_MS {
                 Decision::Wait
             } else {
-                take_over(sent_at, None)
+                take_over(sent_at, None, true)
             }
         }
-        Some(Some(SendState::Incomplete { sent_at, missing })) => take_over(sent_at, Some(missing)),
+        Some(Some(SendState::Incomplete {
+            sent_at,
+            missing,
+            echoed,
+        })) => take_over(sent_at, Some(missing), !echoed),
         // Unreadable: deliver to everyone rather than risk losing it.
-        Some(None) => take_over(sent_at, None),
+        Some(None) => take_over(sent_at, None, true),
     }
 }
 
@@ -179,7 +200,7 @@ pub async fn claim_send(
                     return Ok(claim);
                 };
                 match store
-                    .swap_send_claim(key, current.as_deref(), &claimed.encode())
+                    .swap_send_claim(key, current.as_deref(), Some(&claimed.encode()))
                     .await?
                 {
                     SwapOutcome::Swapped => return Ok(claim),
@@ -191,28 +212,62 @@ pub async fn claim_send(
     }
 }
 
-/// Records how a send that claimed `claimed` ended: `missing` are the recipients whose
-/// append failed. Left alone when another send took the claim over meanwhile (it records
-/// its own end).
+/// How a send's fan-out ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendEnd {
+    /// Every recipient has it.
+    Delivered,
+    /// `missing` did not get it; `echoed`: the sender's other sockets have their copy.
+    Incomplete { missing: Vec<String>, echoed: bool },
+    /// A send to everyone stored nothing: the claim is dropped, so a re-send is a first
+    /// send again (with its live copy and receipt count).
+    NothingStored,
+}
+
+/// Attempts at recording a send's end: a claim left `Sending` would hold re-sends off for
+/// [`STALE_AFTER_MS`] and then deliver to everyone again.
+const FINISH_ATTEMPTS: u32 = 3;
+
+/// Records how a send that claimed `claimed` ended, retrying a failed store briefly. Left
+/// alone when another send took the claim over meanwhile (it records its own end).
 pub async fn finish_send(
     store: &dyn InboxStore,
     key: &DedupeKey,
     claimed: &SendState,
-    missing: Vec<String>,
+    end: SendEnd,
 ) -> Result<(), StoreError> {
     let sent_at = claimed.sent_at();
-    let end = if missing.is_empty() {
-        SendState::Delivered { sent_at }
-    } else {
-        SendState::Incomplete { sent_at, missing }
+    let end = match end {
+        SendEnd::Delivered => Some(SendState::Delivered { sent_at }),
+        SendEnd::Incomplete { missing, echoed } => Some(SendState::Incomplete {
+            sent_at,
+            missing,
+            echoed,
+        }),
+        SendEnd::NothingStored => None,
     };
-    if let SwapOutcome::Holds(_) = store
-        .swap_send_claim(key, Some(&claimed.encode()), &end.encode())
-        .await?
-    {
-        tracing::info!("a send's claim was taken over while it ran; its end is not recorded");
+    let (expected, end) = (claimed.encode(), end.map(|e| e.encode()));
+    let mut attempt = 1;
+    loop {
+        match store
+            .swap_send_claim(key, Some(&expected), end.as_deref())
+            .await
+        {
+            Ok(SwapOutcome::Swapped) => return Ok(()),
+            Ok(SwapOutcome::Holds(_)) => {
+                tracing::info!(
+                    "a send's claim was taken over while it ran; its end is not recorded"
+                );
+                return Ok(());
+            }
+            Err(e) if attempt >= FINISH_ATTEMPTS => return Err(e),
+            Err(e) => {
+                tracing::debug!(error = %e, attempt, "recording a send's end failed; retrying");
+                tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+                attempt += 1;
+            }
+        }
     }
-    Ok(())
 }
 
 /// Why a send could not be claimed.
@@ -243,13 +298,20 @@ mod tests {
             SendState::Incomplete {
                 sent_at: T,
                 missing: vec!["bob".into(), "carol".into()],
+                echoed: true,
+            },
+            SendState::Incomplete {
+                sent_at: T,
+                missing: vec!["a:b".into()],
+                echoed: false,
             },
         ] {
             assert_eq!(SendState::decode(&state.encode()), Some(state));
         }
         assert_eq!(SendState::decode("x:1"), None);
         assert_eq!(SendState::decode("d:abc"), None);
-        assert_eq!(SendState::decode("i:1:not json"), None);
+        assert_eq!(SendState::decode("i:1:1:not json"), None);
+        assert_eq!(SendState::decode("i:1:[]"), None);
         assert_eq!(SendState::decode(""), None);
     }
 
@@ -259,6 +321,7 @@ mod tests {
             decide(None, T, T),
             Decision::TakeOver(Claim::FanOut {
                 recipients: None,
+                echo_owed: true,
                 claimed: SendState::Sending {
                     sent_at: T,
                     claimed_at: T
@@ -295,6 +358,7 @@ mod tests {
             decide(Some(&sending), later, later),
             Decision::TakeOver(Claim::FanOut {
                 recipients: None,
+                echo_owed: true,
                 claimed: SendState::Sending {
                     sent_at: T,
                     claimed_at: later
@@ -305,21 +369,26 @@ mod tests {
 
     #[test]
     fn an_incomplete_send_is_completed_for_whom_it_missed() {
-        let incomplete = SendState::Incomplete {
-            sent_at: T,
-            missing: vec!["carol".into()],
+        for echoed in [true, false] {
+            let incomplete = SendState::Incomplete {
+                sent_at: T,
+                missing: vec!["carol".into()],
+                echoed,
+            }
+            .encode();
+            assert_eq!(
+                decide(Some(&incomplete), T + 50, T + 50),
+                Decision::TakeOver(Claim::FanOut {
+                    recipients: Some(vec!["carol".into()]),
+                    // The live copy goes out with the completion if it was lost.
+                    echo_owed: !echoed,
+                    claimed: SendState::Sending {
+                        sent_at: T,
+                        claimed_at: T + 50
+                    },
+                })
+            );
         }
-        .encode();
-        assert_eq!(
-            decide(Some(&incomplete), T + 50, T + 50),
-            Decision::TakeOver(Claim::FanOut {
-                recipients: Some(vec!["carol".into()]),
-                claimed: SendState::Sending {
-                    sent_at: T,
-                    claimed_at: T + 50
-                },
-            })
-        );
     }
 
     #[test]

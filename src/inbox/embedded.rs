@@ -83,11 +83,11 @@ impl InboxStore for EmbeddedInbox {
         &self,
         key: &DedupeKey,
         expected: Option<&str>,
-        new: &str,
+        new: Option<&str>,
     ) -> Result<SwapOutcome, StoreError> {
         let key = key.text();
         let expected = expected.map(str::to_owned);
-        let new = new.to_owned();
+        let new = new.map(str::to_owned);
         let window_ms = i64::try_from(self.limits.dedupe_window_secs.saturating_mul(1000))
             .unwrap_or(i64::MAX / 2);
         self.db
@@ -102,6 +102,10 @@ impl InboxStore for EmbeddedInbox {
                     if held.as_ref().map(|(state, _)| state) != expected.as_ref() {
                         return Ok(SwapOutcome::Holds(held.map(|(state, _)| state)));
                     }
+                    let Some(new) = new else {
+                        claims.remove(key.as_str()).map_err(internal)?;
+                        return Ok(SwapOutcome::Swapped);
+                    };
                     // An update keeps the claim's expiry; a new claim lasts the window.
                     let expires_at = held.map_or(now.saturating_add(window_ms), |(_, e)| e);
                     claims
@@ -377,24 +381,30 @@ mod tests {
         let k = group_key("m1");
         assert_eq!(inbox.read_send_claim(&k).await.expect("read"), None);
         assert_eq!(
-            inbox.swap_send_claim(&k, None, "a").await.expect("swap"),
+            inbox
+                .swap_send_claim(&k, None, Some("a"))
+                .await
+                .expect("swap"),
             SwapOutcome::Swapped
         );
         // A second first claim loses, and learns what is there.
         assert_eq!(
-            inbox.swap_send_claim(&k, None, "b").await.expect("swap"),
-            SwapOutcome::Holds(Some("a".into()))
-        );
-        assert_eq!(
             inbox
-                .swap_send_claim(&k, Some("x"), "b")
+                .swap_send_claim(&k, None, Some("b"))
                 .await
                 .expect("swap"),
             SwapOutcome::Holds(Some("a".into()))
         );
         assert_eq!(
             inbox
-                .swap_send_claim(&k, Some("a"), "b")
+                .swap_send_claim(&k, Some("x"), Some("b"))
+                .await
+                .expect("swap"),
+            SwapOutcome::Holds(Some("a".into()))
+        );
+        assert_eq!(
+            inbox
+                .swap_send_claim(&k, Some("a"), Some("b"))
                 .await
                 .expect("swap"),
             SwapOutcome::Swapped
@@ -416,11 +426,17 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let inbox = inbox(dir.path(), 10, 0);
         let k = group_key("m1");
-        inbox.swap_send_claim(&k, None, "a").await.expect("swap");
+        inbox
+            .swap_send_claim(&k, None, Some("a"))
+            .await
+            .expect("swap");
         // A zero window: gone at once, so a new first claim wins, and the sweep drops it.
         assert_eq!(inbox.read_send_claim(&k).await.expect("read"), None);
         assert_eq!(
-            inbox.swap_send_claim(&k, None, "b").await.expect("swap"),
+            inbox
+                .swap_send_claim(&k, None, Some("b"))
+                .await
+                .expect("swap"),
             SwapOutcome::Swapped
         );
         inbox.sweep_expired_dedupe_keys().await.expect("sweep");
@@ -437,15 +453,66 @@ mod tests {
         assert_eq!(left, 0);
     }
 
+    /// An inbox that tells when a waiting re-send looked at a claim again.
+    struct WatchedClaims {
+        inner: EmbeddedInbox,
+        looked: tokio::sync::Notify,
+    }
+
+    #[async_trait]
+    impl InboxStore for WatchedClaims {
+        async fn append(
+            &self,
+            to: &UserId,
+            event: &WireEvent,
+            dedupe: Option<&DedupeKey>,
+            echo: Option<&Echo>,
+        ) -> Result<AppendOutcome, StoreError> {
+            self.inner.append(to, event, dedupe, echo).await
+        }
+
+        async fn read_send_claim(&self, key: &DedupeKey) -> Result<Option<String>, StoreError> {
+            let held = self.inner.read_send_claim(key).await;
+            self.looked.notify_one();
+            held
+        }
+
+        async fn swap_send_claim(
+            &self,
+            key: &DedupeKey,
+            expected: Option<&str>,
+            new: Option<&str>,
+        ) -> Result<SwapOutcome, StoreError> {
+            self.inner.swap_send_claim(key, expected, new).await
+        }
+
+        async fn confirm(&self, user: &str, upto: Seq) -> Result<(), StoreError> {
+            self.inner.confirm(user, upto).await
+        }
+
+        async fn read_after(
+            &self,
+            user: &str,
+            after: Seq,
+            limit: usize,
+        ) -> Result<InboxPage, StoreError> {
+            self.inner.read_after(user, after, limit).await
+        }
+    }
+
     #[tokio::test]
     async fn a_re_send_waits_for_the_send_under_way_then_reports_it_delivered() {
-        use super::super::claims::{claim_send, finish_send, Claim};
+        use super::super::claims::{claim_send, finish_send, Claim, SendEnd};
         let dir = tempfile::tempdir().expect("dir");
-        let inbox = std::sync::Arc::new(inbox(dir.path(), 10, 3600));
+        let inbox = std::sync::Arc::new(WatchedClaims {
+            inner: inbox(dir.path(), 10, 3600),
+            looked: tokio::sync::Notify::new(),
+        });
         let k = group_key("m1");
         let first = claim_send(inbox.as_ref(), &k, 1_000).await.expect("claim");
         let Claim::FanOut {
             recipients: None,
+            echo_owed: true,
             claimed,
         } = first
         else {
@@ -457,11 +524,11 @@ mod tests {
             let k = k.clone();
             async move { claim_send(inbox.as_ref(), &k, 2_000).await }
         });
-        // The re-send keeps waiting while the first send is under way ...
-        tokio::task::yield_now().await;
+        // The re-send found the first send under way, and looked again: still waiting.
+        inbox.looked.notified().await;
         assert!(!waiting.is_finished());
-        // ... and once it ended, is told it was delivered, with the first SentAt.
-        finish_send(inbox.as_ref(), &k, &claimed, Vec::new())
+        // Once the first send ended, the re-send is told it was delivered, first SentAt.
+        finish_send(inbox.as_ref(), &k, &claimed, SendEnd::Delivered)
             .await
             .expect("finish");
         let again = waiting.await.expect("join").expect("claim");
@@ -469,8 +536,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_send_that_missed_some_is_completed_for_them_only() {
-        use super::super::claims::{claim_send, finish_send, Claim};
+    async fn a_first_send_that_stored_nothing_leaves_no_claim() {
+        use super::super::claims::{claim_send, finish_send, Claim, SendEnd};
         let dir = tempfile::tempdir().expect("dir");
         let inbox = inbox(dir.path(), 10, 3600);
         let k = group_key("m1");
@@ -478,19 +545,62 @@ mod tests {
         else {
             panic!("a first send fans out");
         };
-        finish_send(&inbox, &k, &claimed, vec!["carol".into()])
+        finish_send(&inbox, &k, &claimed, SendEnd::NothingStored)
             .await
             .expect("finish");
+        assert_eq!(inbox.read_send_claim(&k).await.expect("read"), None);
+        // The re-send is a first send again: to everyone, with its live copy, new SentAt.
+        let again = claim_send(&inbox, &k, 2_000).await.expect("claim");
+        assert!(
+            matches!(
+                &again,
+                Claim::FanOut {
+                    recipients: None,
+                    echo_owed: true,
+                    ..
+                }
+            ),
+            "{again:?}"
+        );
+        assert_eq!(again.sent_at(), 2_000);
+    }
+
+    #[tokio::test]
+    async fn a_send_that_missed_some_is_completed_for_them_only() {
+        use super::super::claims::{claim_send, finish_send, Claim, SendEnd};
+        let dir = tempfile::tempdir().expect("dir");
+        let inbox = inbox(dir.path(), 10, 3600);
+        let k = group_key("m1");
+        let Claim::FanOut { claimed, .. } = claim_send(&inbox, &k, 1_000).await.expect("claim")
+        else {
+            panic!("a first send fans out");
+        };
+        finish_send(
+            &inbox,
+            &k,
+            &claimed,
+            SendEnd::Incomplete {
+                missing: vec!["carol".into()],
+                echoed: false,
+            },
+        )
+        .await
+        .expect("finish");
         let Claim::FanOut {
             recipients,
+            echo_owed,
             claimed,
         } = claim_send(&inbox, &k, 5_000).await.expect("claim")
         else {
             panic!("an incomplete send is completed");
         };
         assert_eq!(recipients, Some(vec!["carol".to_owned()]));
+        assert!(
+            echo_owed,
+            "the live copy that was lost goes with the completion"
+        );
         assert_eq!(claimed.sent_at(), 1_000, "with the first SentAt");
-        finish_send(&inbox, &k, &claimed, Vec::new())
+        finish_send(&inbox, &k, &claimed, SendEnd::Delivered)
             .await
             .expect("finish");
         assert_eq!(

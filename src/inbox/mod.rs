@@ -130,14 +130,14 @@ pub trait InboxStore: Send + Sync {
     /// The claim of a group message's send `key` (see [`claims`]), if any.
     async fn read_send_claim(&self, key: &DedupeKey) -> Result<Option<String>, StoreError>;
 
-    /// Sets the claim of a group message's send `key` to `new` if it holds `expected`
-    /// (`None`: there is no claim; a new claim lasts the idempotency window), atomically;
-    /// otherwise leaves it and tells what it holds.
+    /// Sets the claim of a group message's send `key` to `new` (`None`: drops it) if it
+    /// holds `expected` (`None`: there is no claim; a new claim lasts the idempotency
+    /// window), atomically; otherwise leaves it and tells what it holds.
     async fn swap_send_claim(
         &self,
         key: &DedupeKey,
         expected: Option<&str>,
-        new: &str,
+        new: Option<&str>,
     ) -> Result<SwapOutcome, StoreError>;
 
     /// Confirms (drops) every event of `user` up to and including `upto`.

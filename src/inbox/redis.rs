@@ -38,15 +38,17 @@ end
 return #KEYS
 "#;
 /// Compare-and-set of a group message's send claim (see `inbox::claims`): KEYS[1] the
-/// claim, ARGV[1] the value it must hold ("" for none), ARGV[2] the new value, ARGV[3] the
-/// idempotency window (s) for a new claim. Returns nil when swapped, else what it holds
-/// ("" for nothing).
+/// claim, ARGV[1] the value it must hold ("" for none), ARGV[2] the new value ("" drops
+/// the claim), ARGV[3] the idempotency window (s) for a new claim. Returns nil when
+/// swapped, else what it holds ("" for nothing).
 const SWAP_CLAIM_LUA: &str = r#"
 local current = redis.call('GET', KEYS[1])
 if (current or '') ~= ARGV[1] then
   return current or ''
 end
-if current then
+if ARGV[2] == '' then
+  redis.call('DEL', KEYS[1])
+elseif current then
   redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
 else
   redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
@@ -495,7 +497,7 @@ impl InboxStore for RedisInbox {
         &self,
         key: &DedupeKey,
         expected: Option<&str>,
-        new: &str,
+        new: Option<&str>,
     ) -> Result<SwapOutcome, StoreError> {
         let held: Option<String> = self
             .swap_claim
@@ -504,7 +506,7 @@ impl InboxStore for RedisInbox {
                 vec![send_claim_key(key)],
                 vec![
                     Value::from(expected.unwrap_or_default()),
-                    Value::from(new),
+                    Value::from(new.unwrap_or_default()),
                     Value::from(self.dedupe_window_secs),
                 ],
             )

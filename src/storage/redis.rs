@@ -5,7 +5,10 @@
 //! - `wc:{uid}:acct`    account JSON
 //! - `wc:{uid}:seq`     last Seq handed out (never expires: clients dedupe by Seq)
 //! - `wc:{uid}:inbox`   stream of unconfirmed events, entry id `<Seq>-0`, field `e` = event JSON
-//! - `wc:{uid}:dd:<sender>:<kind>:<MsgID>`  idempotency key → first SentAt (`SentAt:Seq` for 1:1), expires after the window
+//! - `wc:{uid}:dd:<sender>:<kind>:<MsgID>`  idempotency key of a 1:1 event or group receipt →
+//!   first SentAt (`SentAt:Seq` for 1:1), expires after the window
+//! - `wc:{uid}:sc:<uid>:message:<gid>:<MsgID>`  the state of a group message `uid` sent
+//!   (`inbox::claims`), expires after the window
 //! - `wc:{uid}:ch`      the user's own pub/sub channel (a sharded channel on Redis Cluster,
 //!   so it lives on the shard that holds the user's inbox)
 //! - `wc:{jti}:revoked` a revoked token id, expires with the token

@@ -501,7 +501,9 @@ async fn a_group_message_keeps_one_claim_and_a_partial_send_is_completed_without
     let claims = redis_cli(backend, &["KEYS", &user_keys(&alice.uid, "sc:*")]).await;
     assert_eq!(claims.lines().count(), 1, "one claim per send: {claims:?}");
 
-    // Carol's Seq counter is broken, so her append fails and only bob gets the message.
+    // Carol's Seq counter is broken, so her append fails and only bob gets the message (bob's
+    // append, queued first, shares its script call with hers: it stays stored, and is not
+    // stored again by the re-send).
     let seq_key = user_keys(&carol.uid, "seq");
     let carol_seq = redis_cli(backend, &["GET", &seq_key]).await;
     redis_cli(backend, &["SET", &seq_key, "not a number"]).await;
@@ -509,6 +511,12 @@ async fn a_group_message_keeps_one_claim_and_a_partial_send_is_completed_without
         .chat(json!({"EvtType":"message","To":gid,"MsgID":"g2","Body":"two"}))
         .await;
     assert_eq!(partial["error"]["code"], "unavailable", "{partial}");
+    assert!(
+        partial["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("reached 1 of 2 members")),
+        "{partial}"
+    );
     let first = b.next_chat_acked().await;
     assert_eq!(first.data["MsgID"], "g2");
 
@@ -523,6 +531,7 @@ async fn a_group_message_keeps_one_claim_and_a_partial_send_is_completed_without
     let again = a
         .chat(json!({"EvtType":"message","To":gid,"MsgID":"g2","Body":"two"}))
         .await;
+    assert_eq!(again["ok"], true, "{again}");
     assert_eq!(again["SentAt"], first.data["SentAt"], "{again}");
     let ack = a
         .chat(json!({"EvtType":"message","To":gid,"MsgID":"g3","Body":"three"}))
