@@ -46,7 +46,9 @@ impl ApiError {
             Self::Store(StoreError::Unavailable(_)) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
             }
-            Self::Store(StoreError::Internal(_)) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            Self::Store(StoreError::Internal(_) | StoreError::Rejected(_)) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+            }
         }
     }
 }
@@ -60,7 +62,7 @@ impl IntoResponse for ApiError {
                 tracing::warn!(error = %e, "request failed on a back-end");
                 match e {
                     StoreError::Unavailable(_) => "a back-end is unavailable; retry later",
-                    StoreError::Internal(_) => "internal error",
+                    StoreError::Internal(_) | StoreError::Rejected(_) => "internal error",
                 }
                 .to_owned()
             }

@@ -21,6 +21,7 @@ use crate::{
         AppendOutcome, DedupeKey, Echo,
     },
     receipts::ReceiptKey,
+    storage::StoreError,
 };
 
 /// A group message as every recipient gets it.
@@ -40,6 +41,32 @@ struct SentMessage {
     missing: Vec<String>,
     /// The sender's other sockets got their live copy.
     echoed: bool,
+    /// Every append was refused: nothing of it is stored anywhere.
+    surely_none_stored: bool,
+}
+
+/// How a send's fan-out ended, for its claim: `fresh` and `echo_owed` as claimed, `sent` as
+/// the fan-out to `recipients` went (an error: it failed before any append).
+fn send_end(
+    fresh: bool,
+    echo_owed: bool,
+    recipients: &[String],
+    sent: &Result<SentMessage, ChatError>,
+) -> SendEnd {
+    match sent {
+        Ok(sent) if sent.missing.is_empty() => SendEnd::Delivered,
+        // Only a fresh claim: a taken-over one may have been stored by the send before.
+        Ok(sent) if fresh && sent.surely_none_stored => SendEnd::NothingStored,
+        Ok(sent) => SendEnd::Incomplete {
+            missing: sent.missing.clone(),
+            echoed: !echo_owed || sent.echoed,
+        },
+        Err(_) if fresh => SendEnd::NothingStored,
+        Err(_) => SendEnd::Incomplete {
+            missing: recipients.to_vec(),
+            echoed: !echo_owed,
+        },
+    }
 }
 
 /// What a fan-out stores for each recipient.
@@ -234,6 +261,7 @@ impl ChatService {
         let Claim::FanOut {
             recipients: only,
             echo_owed,
+            fresh,
             claimed,
         } = claim
         else {
@@ -268,22 +296,7 @@ impl ChatService {
         let sent = self
             .fan_out_message(&message, &members, &recipients, first_send, echo)
             .await;
-        let end = match &sent {
-            Ok(sent) if sent.missing.is_empty() => SendEnd::Delivered,
-            Ok(sent) if first_send && sent.missing.len() == recipients.len() => {
-                SendEnd::NothingStored
-            }
-            Ok(sent) => SendEnd::Incomplete {
-                missing: sent.missing.clone(),
-                echoed: !echo_owed || sent.echoed,
-            },
-            // Failed before any append.
-            Err(_) if first_send => SendEnd::NothingStored,
-            Err(_) => SendEnd::Incomplete {
-                missing: recipients.clone(),
-                echoed: !echo_owed,
-            },
-        };
+        let end = send_end(fresh, echo_owed, &recipients, &sent);
         let complete = end == SendEnd::Delivered;
         if let Err(e) = claims::finish_send(self.inbox.as_ref(), &dedupe, &claimed, end).await {
             // The fan-out's own outcome still decides the ack; the claim stays `sending`, so
@@ -292,11 +305,11 @@ impl ChatService {
         }
         let sent = sent?;
         if !complete {
-            let reached = recipients.len() - sent.missing.len();
             return Err(ChatError::new(
                 ErrorCode::Unavailable,
                 format!(
-                    "the message reached {reached} of {} members; re-send it to complete",
+                    "{} of {} members did not get the message; re-send it to complete",
+                    sent.missing.len(),
                     recipients.len()
                 ),
             ));
@@ -367,8 +380,21 @@ impl ChatService {
             .inbox
             .append_to_each(&to, &template, None, echo.as_ref())
             .await;
-        // The live copy rides with the first append (or there is no one to append for).
-        let echoed = echo.is_some() && outcomes.first().is_none_or(|first| first.is_ok());
+        let echoed = match (&echo, outcomes.first()) {
+            (None, _) => false,
+            // The live copy rode with the first append.
+            (Some(_), Some(first)) => first.is_ok(),
+            // No one to append for (every other member left): the live copy goes alone.
+            (Some(echo), None) => self
+                .bus
+                .publish_live(&echo.user, Some(&echo.skip_socket), &template)
+                .await
+                .is_ok(),
+        };
+        let surely_none_stored = !outcomes.is_empty()
+            && outcomes
+                .iter()
+                .all(|o| matches!(o, Err(StoreError::Rejected(_))));
         let mut missing = Vec::new();
         let mut stored = 0u64;
         for (recipient, outcome) in recipients.iter().zip(outcomes) {
@@ -381,7 +407,11 @@ impl ChatService {
             }
         }
         self.metrics.inbox_appended.add(stored);
-        Ok(SentMessage { missing, echoed })
+        Ok(SentMessage {
+            missing,
+            echoed,
+            surely_none_stored,
+        })
     }
 
     pub(super) async fn forward_group_receipt(
@@ -556,4 +586,85 @@ fn server_msg_id() -> String {
 
 fn bit(active: bool) -> String {
     if active { "1" } else { "0" }.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sent(
+        missing: &[&str],
+        echoed: bool,
+        surely_none_stored: bool,
+    ) -> Result<SentMessage, ChatError> {
+        Ok(SentMessage {
+            missing: missing.iter().map(|m| m.to_string()).collect(),
+            echoed,
+            surely_none_stored,
+        })
+    }
+
+    fn failed() -> Result<SentMessage, ChatError> {
+        Err(ChatError::new(ErrorCode::Unavailable, "down"))
+    }
+
+    #[test]
+    fn a_send_that_reached_everyone_is_delivered() {
+        let all = ["bob".to_owned(), "carol".to_owned()];
+        for fresh in [true, false] {
+            assert_eq!(
+                send_end(fresh, true, &all, &sent(&[], true, false)),
+                SendEnd::Delivered
+            );
+        }
+    }
+
+    #[test]
+    fn only_a_fresh_send_that_surely_stored_nothing_drops_its_claim() {
+        let all = ["bob".to_owned(), "carol".to_owned()];
+        let refused = sent(&["bob", "carol"], false, true);
+        assert_eq!(send_end(true, true, &all, &refused), SendEnd::NothingStored);
+        assert_eq!(
+            send_end(true, true, &all, &failed()),
+            SendEnd::NothingStored
+        );
+        // Taken over from a stale or broken claim: the send before may have stored it.
+        let everyone_missed = SendEnd::Incomplete {
+            missing: all.to_vec(),
+            echoed: false,
+        };
+        assert_eq!(send_end(false, true, &all, &refused), everyone_missed);
+        assert_eq!(send_end(false, true, &all, &failed()), everyone_missed);
+        // Every append failed, but a lost connection may have stored them: keep the SentAt.
+        let unknown = sent(&["bob", "carol"], false, false);
+        assert_eq!(send_end(true, true, &all, &unknown), everyone_missed);
+    }
+
+    #[test]
+    fn an_incomplete_send_remembers_whether_the_live_copy_went_out() {
+        let all = ["bob".to_owned(), "carol".to_owned()];
+        assert_eq!(
+            send_end(true, true, &all, &sent(&["carol"], true, false)),
+            SendEnd::Incomplete {
+                missing: vec!["carol".into()],
+                echoed: true
+            }
+        );
+        // The first recipient (carrying the live copy) missed it.
+        assert_eq!(
+            send_end(true, true, &all, &sent(&["bob"], false, false)),
+            SendEnd::Incomplete {
+                missing: vec!["bob".into()],
+                echoed: false
+            }
+        );
+        // A completion that owed no live copy never owes one.
+        assert_eq!(
+            send_end(false, false, &all, &sent(&["bob"], false, false)),
+            SendEnd::Incomplete {
+                missing: vec!["bob".into()],
+                echoed: true
+            }
+        );
+    }
 }

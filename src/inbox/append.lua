@@ -78,7 +78,7 @@ while i < #KEYS / 3 do
     else
       local message = type(result) == 'table' and result.err or tostring(result)
       if not (string.find(message, '^WRONGTYPE') or string.find(message, '^ERR')) then
-        error(result)
+        error(result, 0)
       end
       if created_key then
         -- Not stored: a re-send must not be taken for a duplicate.

@@ -9,12 +9,15 @@
 //! - no claim: this is the first send; claim it as `Sending` and fan out;
 //! - `Sending`, fresh: another send of it is under way; wait for it to end;
 //! - `Delivered`: every recipient has it; ack with the first SentAt, deliver nothing;
-//! - `Incomplete`: an earlier send failed part-way; deliver to the recipients it missed;
+//! - `Incomplete`: an earlier send missed some recipients (or may have: appends whose
+//!   outcome is unknown count as missed); deliver to those, with the first SentAt;
 //! - `Sending`, stale: the node sending it stopped mid-way; deliver to everyone again.
 //!
-//! Nothing is ever lost. The price: a recipient can get a second copy (another Seq, the same
-//! MsgID and SentAt) after a failure whose outcome is unknown, i.e. a batch whose reply was
-//! lost with the connection, or a node that stopped mid-fan-out.
+//! A first send that surely stored nothing (every append refused) drops its claim instead,
+//! so its re-send is a first send again. Nothing is ever lost. The price: a recipient can get
+//! a second copy (another Seq, the same MsgID and SentAt) after a failure whose outcome is
+//! unknown: a batch whose reply was lost with the connection, or a node that stopped
+//! mid-fan-out (docs/protocol.md lists every case).
 
 use std::time::Duration;
 
@@ -99,6 +102,9 @@ pub enum Claim {
     FanOut {
         recipients: Option<Vec<String>>,
         echo_owed: bool,
+        /// No earlier send of it was ever recorded: if this one stores nothing for sure,
+        /// its claim can be dropped (see [`SendEnd::NothingStored`]).
+        fresh: bool,
         claimed: SendState,
     },
     /// Delivered already: ack with the first SentAt.
@@ -140,10 +146,11 @@ enum Decision {
 /// What to do about a claim holding `current` (`None`: no claim) at `now`, for a send
 /// accepted at `sent_at`.
 fn decide(current: Option<&str>, sent_at: i64, now: i64) -> Decision {
-    let take_over = |sent_at, recipients, echo_owed| {
+    let take_over = |sent_at, recipients, echo_owed, fresh| {
         Decision::TakeOver(Claim::FanOut {
             recipients,
             echo_owed,
+            fresh,
             claimed: SendState::Sending {
                 sent_at,
                 claimed_at: now,
@@ -151,7 +158,7 @@ fn decide(current: Option<&str>, sent_at: i64, now: i64) -> Decision {
         })
     };
     match current.map(SendState::decode) {
-        None => take_over(sent_at, None, true),
+        None => take_over(sent_at, None, true, true),
         Some(Some(SendState::Delivered { sent_at })) => {
             Decision::Report(Claim::Delivered { sent_at })
         }
@@ -162,16 +169,16 @@ fn decide(current: Option<&str>, sent_at: i64, now: i64) -> Decision {
             if now.saturating_sub(claimed_at) < STALE_AFTER_MS {
                 Decision::Wait
             } else {
-                take_over(sent_at, None, true)
+                take_over(sent_at, None, true, false)
             }
         }
         Some(Some(SendState::Incomplete {
             sent_at,
             missing,
             echoed,
-        })) => take_over(sent_at, Some(missing), !echoed),
+        })) => take_over(sent_at, Some(missing), !echoed, false),
         // Unreadable: deliver to everyone rather than risk losing it.
-        Some(None) => take_over(sent_at, None, true),
+        Some(None) => take_over(sent_at, None, true, false),
     }
 }
 
@@ -219,8 +226,10 @@ pub enum SendEnd {
     Delivered,
     /// `missing` did not get it; `echoed`: the sender's other sockets have their copy.
     Incomplete { missing: Vec<String>, echoed: bool },
-    /// A send to everyone stored nothing: the claim is dropped, so a re-send is a first
-    /// send again (with its live copy and receipt count).
+    /// A fresh send stored nothing, for sure (every append refused, or none made): the
+    /// claim is dropped, so a re-send is a first send again (with its live copy and
+    /// receipt count). Appends whose outcome is unknown (a lost connection) are
+    /// `Incomplete` instead: they may have been stored, and a completion keeps the SentAt.
     NothingStored,
 }
 
@@ -322,6 +331,7 @@ mod tests {
             Decision::TakeOver(Claim::FanOut {
                 recipients: None,
                 echo_owed: true,
+                fresh: true,
                 claimed: SendState::Sending {
                     sent_at: T,
                     claimed_at: T
@@ -359,6 +369,8 @@ mod tests {
             Decision::TakeOver(Claim::FanOut {
                 recipients: None,
                 echo_owed: true,
+                // Its node may have stored it for some: never dropped as "nothing stored".
+                fresh: false,
                 claimed: SendState::Sending {
                     sent_at: T,
                     claimed_at: later
@@ -382,6 +394,7 @@ mod tests {
                     recipients: Some(vec!["carol".into()]),
                     // The live copy goes out with the completion if it was lost.
                     echo_owed: !echoed,
+                    fresh: false,
                     claimed: SendState::Sending {
                         sent_at: T,
                         claimed_at: T + 50
@@ -397,6 +410,7 @@ mod tests {
             decide(Some("garbage"), T, T),
             Decision::TakeOver(Claim::FanOut {
                 recipients: None,
+                fresh: false,
                 ..
             })
         ));

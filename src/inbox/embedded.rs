@@ -513,6 +513,7 @@ mod tests {
         let Claim::FanOut {
             recipients: None,
             echo_owed: true,
+            fresh: true,
             claimed,
         } = first
         else {
@@ -557,6 +558,7 @@ mod tests {
                 Claim::FanOut {
                     recipients: None,
                     echo_owed: true,
+                    fresh: true,
                     ..
                 }
             ),
@@ -589,6 +591,7 @@ mod tests {
         let Claim::FanOut {
             recipients,
             echo_owed,
+            fresh: false,
             claimed,
         } = claim_send(&inbox, &k, 5_000).await.expect("claim")
         else {

@@ -421,7 +421,7 @@ fn outcome_of(answer: Value) -> Result<AppendOutcome, StoreError> {
         Value::Array(failed) => {
             // {'error', message}: this event could not be stored (see append.lua).
             let message = failed.get(1).and_then(Value::as_str).map(|m| m.to_string());
-            return Err(StoreError::Internal(format!(
+            return Err(StoreError::Rejected(format!(
                 "inbox append failed: {}",
                 message.as_deref().unwrap_or("no reason given")
             )));
@@ -625,7 +625,7 @@ mod tests {
             "error".into(),
             "WRONGTYPE Operation against a key holding the wrong kind of value".into(),
         ])) {
-            Err(crate::storage::StoreError::Internal(message)) => {
+            Err(crate::storage::StoreError::Rejected(message)) => {
                 assert!(message.contains("WRONGTYPE"), "{message}")
             }
             other => panic!("a failed append must be an error, got {other:?}"),

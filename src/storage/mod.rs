@@ -20,6 +20,10 @@ pub enum StoreError {
     /// The back-end answered with something that should not happen.
     #[error("store error: {0}")]
     Internal(String),
+    /// The back-end refused this one write, and stored nothing of it (say, a key of the
+    /// wrong type); unlike [`StoreError::Unavailable`], its outcome is known.
+    #[error("store refused the write: {0}")]
+    Rejected(String),
 }
 
 impl From<StoreError> for ChatError {
@@ -29,7 +33,7 @@ impl From<StoreError> for ChatError {
                 tracing::warn!(error = %e, "store unavailable");
                 ChatError::new(ErrorCode::Unavailable, "storage is unavailable, try again")
             }
-            StoreError::Internal(_) => {
+            StoreError::Internal(_) | StoreError::Rejected(_) => {
                 tracing::error!(error = %e, "store failure");
                 ChatError::new(ErrorCode::Internal, "internal error")
             }

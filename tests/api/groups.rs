@@ -514,7 +514,7 @@ async fn a_group_message_keeps_one_claim_and_a_partial_send_is_completed_without
     assert!(
         partial["error"]["message"]
             .as_str()
-            .is_some_and(|m| m.contains("reached 1 of 2 members")),
+            .is_some_and(|m| m.contains("1 of 2 members did not get the message")),
         "{partial}"
     );
     let first = b.next_chat_acked().await;
@@ -573,6 +573,58 @@ async fn a_group_message_keeps_one_claim_and_a_partial_send_is_completed_without
         replayed[2].2, first.data["SentAt"],
         "carol's g2 has the first SentAt"
     );
+    a.send(&carol.uid, "sentinel", "no duplicate before me")
+        .await;
+    assert_eq!(c.next_chat_acked().await.data["MsgID"], "sentinel");
+}
+
+#[tokio::test]
+async fn a_group_send_refused_for_everyone_leaves_no_claim_and_its_re_send_is_a_first_send() {
+    let backend = Backend::Redis;
+    let nodes = spawn_nodes(backend, 1).await;
+    let alice = nodes[0].signup("alice").await;
+    let carol = nodes[0].signup("carol").await;
+    let mut a = nodes[0].connect(&alice).await;
+    let ack = a
+        .chat(
+            json!({"EvtType":"create","To":"","MsgID":"c1","Body":json!([carol.uid]).to_string()}),
+        )
+        .await;
+    let gid = ack["Group"]
+        .as_str()
+        .expect("Group in the create ack")
+        .to_owned();
+    assert_eq!(a.next_chat_acked().await.data["EvtType"], "notify");
+
+    let seq_key = user_keys(&carol.uid, "seq");
+    let carol_seq = redis_cli(backend, &["GET", &seq_key]).await;
+    redis_cli(backend, &["SET", &seq_key, "not a number"]).await;
+    let refused = a
+        .chat(json!({"EvtType":"message","To":gid,"MsgID":"g1","Body":"one"}))
+        .await;
+    assert_eq!(refused["error"]["code"], "unavailable", "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("1 of 1 members did not get the message")),
+        "{refused}"
+    );
+    // Surely stored nowhere: no record is kept, so the re-send is a first send again.
+    let claims = redis_cli(backend, &["KEYS", &user_keys(&alice.uid, "sc:*")]).await;
+    assert_eq!(claims, "", "a send that stored nothing keeps no claim");
+
+    redis_cli(backend, &["SET", &seq_key, &carol_seq]).await;
+    let ack = a
+        .chat(json!({"EvtType":"message","To":gid,"MsgID":"g1","Body":"one"}))
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    let claims = redis_cli(backend, &["KEYS", &user_keys(&alice.uid, "sc:*")]).await;
+    assert_eq!(claims.lines().count(), 1, "{claims:?}");
+    let mut c = nodes[0].connect(&carol).await;
+    assert_eq!(c.next_chat_acked().await.data["EvtType"], "notify");
+    let message = c.next_chat_acked().await;
+    assert_eq!(message.data["MsgID"], "g1");
+    assert_eq!(message.data["SentAt"], ack["SentAt"]);
     a.send(&carol.uid, "sentinel", "no duplicate before me")
         .await;
     assert_eq!(c.next_chat_acked().await.data["MsgID"], "sentinel");
