@@ -468,6 +468,31 @@ fn user_keys(uid: &str, suffix: &str) -> String {
     format!("wc:{{{uid}}}:{suffix}")
 }
 
+/// Breaks `user`'s Seq counter, so that Redis refuses their appends; returns what it held,
+/// for [`repair_seq`].
+async fn break_seq(backend: Backend, user: &User) -> String {
+    let seq_key = user_keys(&user.uid, "seq");
+    let held = redis_cli(backend, &["GET", &seq_key]).await;
+    redis_cli(backend, &["SET", &seq_key, "not a number"]).await;
+    held
+}
+
+async fn repair_seq(backend: Backend, user: &User, held: &str) {
+    redis_cli(backend, &["SET", &user_keys(&user.uid, "seq"), held]).await;
+}
+
+/// `ack` is the `unavailable` of a group send that missed `how_many` (say "1 of 2 members").
+fn assert_not_everyone_got_it(ack: &Value, how_many: &str) {
+    assert_eq!(ack["error"]["code"], "unavailable", "{ack}");
+    let expected = format!("{how_many} did not get the message");
+    assert!(
+        ack["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(&expected)),
+        "{ack}"
+    );
+}
+
 #[tokio::test]
 async fn a_group_message_keeps_one_claim_and_a_partial_send_is_completed_without_duplicates() {
     let backend = Backend::Redis;
@@ -504,24 +529,16 @@ async fn a_group_message_keeps_one_claim_and_a_partial_send_is_completed_without
     // Carol's Seq counter is broken, so her append fails and only bob gets the message (bob's
     // append, queued first, shares its script call with hers: it stays stored, and is not
     // stored again by the re-send).
-    let seq_key = user_keys(&carol.uid, "seq");
-    let carol_seq = redis_cli(backend, &["GET", &seq_key]).await;
-    redis_cli(backend, &["SET", &seq_key, "not a number"]).await;
+    let carol_seq = break_seq(backend, &carol).await;
     let partial = a
         .chat(json!({"EvtType":"message","To":gid,"MsgID":"g2","Body":"two"}))
         .await;
-    assert_eq!(partial["error"]["code"], "unavailable", "{partial}");
-    assert!(
-        partial["error"]["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("1 of 2 members did not get the message")),
-        "{partial}"
-    );
+    assert_not_everyone_got_it(&partial, "1 of 2 members");
     let first = b.next_chat_acked().await;
     assert_eq!(first.data["MsgID"], "g2");
 
     // Repaired, the re-send completes the send for carol alone, with the first SentAt.
-    redis_cli(backend, &["SET", &seq_key, &carol_seq]).await;
+    repair_seq(backend, &carol, &carol_seq).await;
     let completed = a
         .chat(json!({"EvtType":"message","To":gid,"MsgID":"g2","Body":"two"}))
         .await;
@@ -596,24 +613,16 @@ async fn a_group_send_refused_for_everyone_leaves_no_claim_and_its_re_send_is_a_
         .to_owned();
     assert_eq!(a.next_chat_acked().await.data["EvtType"], "notify");
 
-    let seq_key = user_keys(&carol.uid, "seq");
-    let carol_seq = redis_cli(backend, &["GET", &seq_key]).await;
-    redis_cli(backend, &["SET", &seq_key, "not a number"]).await;
+    let carol_seq = break_seq(backend, &carol).await;
     let refused = a
         .chat(json!({"EvtType":"message","To":gid,"MsgID":"g1","Body":"one"}))
         .await;
-    assert_eq!(refused["error"]["code"], "unavailable", "{refused}");
-    assert!(
-        refused["error"]["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("1 of 1 members did not get the message")),
-        "{refused}"
-    );
+    assert_not_everyone_got_it(&refused, "1 of 1 members");
     // Surely stored nowhere: no record is kept, so the re-send is a first send again.
     let claims = redis_cli(backend, &["KEYS", &user_keys(&alice.uid, "sc:*")]).await;
     assert_eq!(claims, "", "a send that stored nothing keeps no claim");
 
-    redis_cli(backend, &["SET", &seq_key, &carol_seq]).await;
+    repair_seq(backend, &carol, &carol_seq).await;
     let ack = a
         .chat(json!({"EvtType":"message","To":gid,"MsgID":"g1","Body":"one"}))
         .await;
