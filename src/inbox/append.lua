@@ -10,14 +10,15 @@
 -- ARGV[6..5+J] = those JSONs: a group message's recipients share one copy, so a batch for
 -- a large group carries its body once, not once per member.
 -- Then the events in runs: consecutive events that share everything but their receiver (a
--- group message's recipients) share one run, so a member costs its three keys and nothing
--- else. Per run, six ARGV from b = 5 + J on:
+-- group message's recipients) share one run, so a member costs its keys and nothing else.
+-- Per run, six ARGV from b = 5 + J on:
 --   the run's event count, index of its JSON (1..J), SentAt (ms), "1" to check the
 --   idempotency key ("2": and remember the Seq it got, for re-sends of 1:1 messages),
 --   channel for the acting user's other sockets ("" for none), socket to skip there.
--- Per event i (0-based, across runs), KEYS[3i+1..3i+3] = its user's seq counter
--- (`wc:{uid}:seq`), inbox stream and idempotency key (one user's keys share a hash slot).
--- All three are declared, not named inside the script: on Redis Cluster that lets a shard
+-- Per event, in order across runs, its user's seq counter (`wc:{uid}:seq`) and inbox
+-- stream, then, only in a run that checks idempotency (flag not "0"), its idempotency key
+-- (one user's keys share a hash slot): a group message's member costs two keys.
+-- All are declared, not named inside the script: on Redis Cluster that lets a shard
 -- answer ASK/TRYAGAIN for a slot being migrated before the script runs, instead of the
 -- script failing half-way on a key that already moved. The user's channel `wc:{uid}:ch`
 -- is named after the seq counter.
@@ -61,14 +62,16 @@ local function append_one(seq_key, inbox, dedupe, flag, sent_at, json, echo, ski
 end
 
 local a = 5 + tonumber(ARGV[5])
-local i = 0
-while i < #KEYS / 3 do
+local i = 0 -- events done
+local k = 0 -- keys used
+while k < #KEYS do
   local count, json, sent_at = tonumber(ARGV[a + 1]), ARGV[5 + tonumber(ARGV[a + 2])], ARGV[a + 3]
   local flag, echo, skip = ARGV[a + 4], ARGV[a + 5], ARGV[a + 6]
+  local keys_per_event = (flag == '0') and 2 or 3
   for _ = 1, count do
-    local dedupe = KEYS[3 * i + 3]
+    local dedupe = (flag ~= '0') and KEYS[k + 3] or nil
     created_key, stored_seq = false, nil
-    local ok, result = pcall(append_one, KEYS[3 * i + 1], KEYS[3 * i + 2], dedupe, flag,
+    local ok, result = pcall(append_one, KEYS[k + 1], KEYS[k + 2], dedupe, flag,
       sent_at, json, echo, skip)
     if ok then
       out[i + 1] = result
@@ -87,6 +90,7 @@ while i < #KEYS / 3 do
       out[i + 1] = { 'error', message }
     end
     i = i + 1
+    k = k + keys_per_event
   end
   a = a + 6
 end

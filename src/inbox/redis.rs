@@ -65,8 +65,10 @@ type ScriptAnswer = Result<AppendOutcome, StoreError>;
 
 /// One event waiting for the next batch.
 struct PendingAppend {
-    /// The receiver's seq counter, inbox and idempotency key.
-    keys: [String; 3],
+    /// The receiver's seq counter and inbox.
+    keys: [String; 2],
+    /// The receiver's idempotency key, for an event that checks one (flag not "0").
+    dedupe_key: Option<String>,
     /// The event's JSON, shared by the recipients of one group message.
     json: Arc<str>,
     sent_at: i64,
@@ -245,6 +247,7 @@ impl Appender {
     /// One script call for `items` (all in one slot on a cluster); answers each waiter.
     async fn call(&self, items: Vec<PendingAppend>) {
         let mut keys = Vec::with_capacity(items.len() * 3);
+        // A run shares its flag, so its events all carry an idempotency key or none.
         // Each distinct JSON once (recipients of one group message share theirs), then the
         // events in runs of those that differ only in their receiver, each run naming its
         // JSON by index.
@@ -281,6 +284,7 @@ impl Appender {
         let mut waiters = Vec::with_capacity(items.len());
         for item in items {
             keys.extend(item.keys);
+            keys.extend(item.dedupe_key);
             waiters.push((item.echo_after, item.done));
         }
         let result: Result<Vec<Value>, StoreError> = self
@@ -358,11 +362,8 @@ impl RedisInbox {
         echo: Option<&Echo>,
     ) -> Result<oneshot::Receiver<ScriptAnswer>, StoreError> {
         let uid = to.as_str();
-        let dedupe_key = match dedupe {
-            Some(d) => user_key(uid, &format!("dd:{}", d.text())),
-            None => user_key(uid, "dd:-"),
-        };
-        let keys = [user_key(uid, "seq"), user_key(uid, "inbox"), dedupe_key];
+        let dedupe_key = dedupe.map(|d| user_key(uid, &format!("dd:{}", d.text())));
+        let keys = [user_key(uid, "seq"), user_key(uid, "inbox")];
         let echo_channel = echo.map(|e| user_channel(e.user.as_str()));
         let skip_socket = echo.map(|e| e.skip_socket.as_str());
         let (echo, echo_after) = match (echo_channel, self.cluster) {
@@ -385,6 +386,7 @@ impl RedisInbox {
         self.appends
             .send(PendingAppend {
                 keys,
+                dedupe_key,
                 json: json.clone(),
                 sent_at,
                 dedupe_flag,

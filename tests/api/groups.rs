@@ -638,3 +638,78 @@ async fn a_group_send_refused_for_everyone_leaves_no_claim_and_its_re_send_is_a_
         .await;
     assert_eq!(c.next_chat_acked().await.data["MsgID"], "sentinel");
 }
+
+#[tokio::test]
+async fn group_and_one_to_one_appends_batched_together_each_arrive_once_in_seq_order() {
+    // A group message's members carry no idempotency key in the append script, a 1:1
+    // message's receiver does: batches that mix both must still pair every event with its
+    // own receiver's keys.
+    let backend = Backend::Redis;
+    let nodes = spawn_nodes(backend, 1).await;
+    let alice = nodes[0].signup("alice").await;
+    let bob = nodes[0].signup("bob").await;
+    let carol = nodes[0].signup("carol").await;
+    let a = nodes[0].connect(&alice).await;
+    let ack = a
+        .chat(json!({"EvtType":"create","To":"","MsgID":"c1","Body":json!([bob.uid, carol.uid]).to_string()}))
+        .await;
+    let gid = ack["Group"]
+        .as_str()
+        .expect("Group in the create ack")
+        .to_owned();
+    let mut senders = Vec::new();
+    for i in 0..8 {
+        let user = nodes[0].signup(&format!("s{i}")).await;
+        senders.push(nodes[0].connect(&user).await);
+    }
+    const ROUNDS: usize = 6;
+    let group_sends = async {
+        for r in 0..ROUNDS {
+            let ack = a
+                .chat(json!({"EvtType":"message","To":gid,"MsgID":format!("g{r}"),"Body":"g"}))
+                .await;
+            assert_eq!(ack["ok"], true, "{ack}");
+        }
+    };
+    let direct_sends = futures_util::future::join_all(senders.iter().enumerate().map(|(i, s)| {
+        let (bob, carol) = (bob.uid.clone(), carol.uid.clone());
+        async move {
+            for r in 0..ROUNDS {
+                for to in [&bob, &carol] {
+                    let ack = s.send(to, &format!("d{i}-{r}"), "d").await;
+                    assert_eq!(ack["ok"], true, "{ack}");
+                }
+            }
+            // A re-send is not stored again.
+            let ack = s.send(&bob, &format!("d{i}-0"), "d").await;
+            assert_eq!(ack["ok"], true, "{ack}");
+        }
+    }));
+    tokio::join!(group_sends, direct_sends);
+
+    let expected = ROUNDS + senders.len() * ROUNDS;
+    for member in [&bob, &carol] {
+        let mut m = nodes[0].connect(member).await;
+        assert_eq!(m.next_chat_acked().await.data["EvtType"], "notify");
+        let mut seqs = Vec::new();
+        let mut ids = std::collections::HashSet::new();
+        for _ in 0..expected {
+            let event = m.next_chat_acked().await;
+            seqs.push(
+                event.data["Seq"]
+                    .as_u64()
+                    .expect("a stored event has a Seq"),
+            );
+            let id = event.data["MsgID"].as_str().unwrap_or_default().to_owned();
+            assert!(ids.insert(id.clone()), "{} got {id} twice", member.uid);
+        }
+        assert!(
+            seqs.windows(2).all(|w| w[1] == w[0] + 1),
+            "{}'s Seqs are consecutive: {seqs:?}",
+            member.uid
+        );
+        a.send(&member.uid, "sentinel", "nothing more before me")
+            .await;
+        assert_eq!(m.next_chat_acked().await.data["MsgID"], "sentinel");
+    }
+}
