@@ -1177,28 +1177,17 @@ mod tests {
         assert!(websocket_url("http://", p).is_err());
     }
 
-    /// A server frame (unmasked, unfragmented; payload under 64 KiB).
-    fn server_text(payload: &str) -> Vec<u8> {
-        let mut out = vec![0x81];
-        match payload.len() {
-            len @ 0..=125 => out.push(len as u8),
-            len => {
-                out.push(126);
-                out.extend_from_slice(&(len as u16).to_be_bytes());
-            }
-        }
-        out.extend_from_slice(payload.as_bytes());
-        out
-    }
-
     #[tokio::test]
     async fn a_write_the_server_never_reads_ends_the_connection_within_a_heartbeat() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (release, released) = oneshot::channel::<()>();
         // A 200 ms heartbeat, and the CONNECT answer; from then on nothing is read.
-        let mut frames = server_text(r#"0{"sid":"e","pingInterval":100,"pingTimeout":100}"#);
-        frames.extend(server_text(r#"40{"sid":"s"}"#));
+        let text = |payload: &str| {
+            crate::ws::test_server::server_frame(true, crate::ws::OP_TEXT, payload.as_bytes())
+        };
+        let mut frames = text(r#"0{"sid":"e","pingInterval":100,"pingTimeout":100}"#);
+        frames.extend(text(r#"40{"sid":"s"}"#));
         let server = tokio::spawn(async move {
             let (_socket, _) = crate::ws::test_server::accept_sending(&listener, &frames).await;
             let _ = released.await;

@@ -28,7 +28,7 @@ const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 const MAX_RESPONSE_HEAD: usize = 16 * 1024;
 
 const OP_CONTINUATION: u8 = 0x0;
-const OP_TEXT: u8 = 0x1;
+pub(crate) const OP_TEXT: u8 = 0x1;
 const OP_BINARY: u8 = 0x2;
 const OP_CLOSE: u8 = 0x8;
 const OP_PING: u8 = 0x9;
@@ -380,6 +380,24 @@ pub(crate) mod test_server {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
 
+    /// A server frame (unmasked).
+    pub(crate) fn server_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = vec![if fin { 0x80 } else { 0 } | opcode];
+        match payload.len() {
+            len @ 0..=125 => out.push(len as u8),
+            len @ 126..=0xFFFF => {
+                out.push(126);
+                out.extend_from_slice(&(len as u16).to_be_bytes());
+            }
+            len => {
+                out.push(127);
+                out.extend_from_slice(&(len as u64).to_be_bytes());
+            }
+        }
+        out.extend_from_slice(payload);
+        out
+    }
+
     /// Accepts one connection on `listener`, reads its upgrade request and answers it,
     /// followed by `frames` in the same write (as servers do). Returns the connection and
     /// the request.
@@ -407,25 +425,7 @@ pub(crate) mod test_server {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use test_server::accept_sending;
-
-    /// A server frame (unmasked).
-    fn server_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
-        let mut out = vec![if fin { 0x80 } else { 0 } | opcode];
-        match payload.len() {
-            len @ 0..=125 => out.push(len as u8),
-            len @ 126..=0xFFFF => {
-                out.push(126);
-                out.extend_from_slice(&(len as u16).to_be_bytes());
-            }
-            len => {
-                out.push(127);
-                out.extend_from_slice(&(len as u64).to_be_bytes());
-            }
-        }
-        out.extend_from_slice(payload);
-        out
-    }
+    use test_server::{accept_sending, server_frame};
 
     #[test]
     fn parses_frames_of_every_length_form_and_waits_for_missing_bytes() {
