@@ -3,6 +3,8 @@
 
 use serde_json::{json, Value};
 
+use webchat::storage::redis::user_key;
+
 use crate::helpers::*;
 
 fn list(body: &Value) -> Vec<String> {
@@ -463,22 +465,17 @@ async fn a_member_list_larger_than_a_message_frame_is_read_and_answered() {
     assert_eq!(ack["ok"], true, "{ack}");
 }
 
-/// The redis-cli pattern of `uid`'s keys with `suffix` (see the server's `user_key`).
-fn user_keys(uid: &str, suffix: &str) -> String {
-    format!("wc:{{{uid}}}:{suffix}")
-}
-
 /// Breaks `user`'s Seq counter, so that Redis refuses their appends; returns what it held,
 /// for [`repair_seq`].
 async fn break_seq(backend: Backend, user: &User) -> String {
-    let seq_key = user_keys(&user.uid, "seq");
+    let seq_key = user_key(&user.uid, "seq");
     let held = redis_cli(backend, &["GET", &seq_key]).await;
     redis_cli(backend, &["SET", &seq_key, "not a number"]).await;
     held
 }
 
 async fn repair_seq(backend: Backend, user: &User, held: &str) {
-    redis_cli(backend, &["SET", &user_keys(&user.uid, "seq"), held]).await;
+    redis_cli(backend, &["SET", &user_key(&user.uid, "seq"), held]).await;
 }
 
 /// `ack` is the `unavailable` of a group send that missed `how_many` (say "1 of 2 members").
@@ -520,10 +517,10 @@ async fn a_group_message_keeps_one_claim_and_a_partial_send_is_completed_without
     assert_eq!(ack["ok"], true, "{ack}");
     assert_eq!(b.next_chat_acked().await.data["MsgID"], "g1");
     for member in [&bob, &carol] {
-        let keys = redis_cli(backend, &["KEYS", &user_keys(&member.uid, "dd:*")]).await;
+        let keys = redis_cli(backend, &["KEYS", &user_key(&member.uid, "dd:*")]).await;
         assert_eq!(keys, "", "idempotency keys in {}'s slot", member.uid);
     }
-    let claims = redis_cli(backend, &["KEYS", &user_keys(&alice.uid, "sc:*")]).await;
+    let claims = redis_cli(backend, &["KEYS", &user_key(&alice.uid, "sc:*")]).await;
     assert_eq!(claims.lines().count(), 1, "one claim per send: {claims:?}");
 
     // Carol's Seq counter is broken, so her append fails and only bob gets the message (bob's
@@ -619,7 +616,7 @@ async fn a_group_send_refused_for_everyone_leaves_no_claim_and_its_re_send_is_a_
         .await;
     assert_not_everyone_got_it(&refused, "1 of 1 members");
     // Surely stored nowhere: no record is kept, so the re-send is a first send again.
-    let claims = redis_cli(backend, &["KEYS", &user_keys(&alice.uid, "sc:*")]).await;
+    let claims = redis_cli(backend, &["KEYS", &user_key(&alice.uid, "sc:*")]).await;
     assert_eq!(claims, "", "a send that stored nothing keeps no claim");
 
     repair_seq(backend, &carol, &carol_seq).await;
@@ -627,7 +624,7 @@ async fn a_group_send_refused_for_everyone_leaves_no_claim_and_its_re_send_is_a_
         .chat(json!({"EvtType":"message","To":gid,"MsgID":"g1","Body":"one"}))
         .await;
     assert_eq!(ack["ok"], true, "{ack}");
-    let claims = redis_cli(backend, &["KEYS", &user_keys(&alice.uid, "sc:*")]).await;
+    let claims = redis_cli(backend, &["KEYS", &user_key(&alice.uid, "sc:*")]).await;
     assert_eq!(claims.lines().count(), 1, "{claims:?}");
     let mut c = nodes[0].connect(&carol).await;
     assert_eq!(c.next_chat_acked().await.data["EvtType"], "notify");
