@@ -3,7 +3,11 @@
 
 use serde_json::{json, Value};
 
-use webchat::storage::redis::user_key;
+use webchat::{
+    domain::now_millis,
+    inbox::claims::{SendState, STALE_AFTER_MS},
+    storage::redis::user_key,
+};
 
 use crate::helpers::*;
 
@@ -631,6 +635,79 @@ async fn a_group_send_refused_for_everyone_leaves_no_claim_and_its_re_send_is_a_
     let message = c.next_chat_acked().await;
     assert_eq!(message.data["MsgID"], "g1");
     assert_eq!(message.data["SentAt"], ack["SentAt"]);
+    a.send(&carol.uid, "sentinel", "no duplicate before me")
+        .await;
+    assert_eq!(c.next_chat_acked().await.data["MsgID"], "sentinel");
+}
+
+/// The Redis key of the claim of `sender`'s group message `msg_id` to `gid`.
+fn claim_key(sender: &User, gid: &str, msg_id: &str) -> String {
+    user_key(
+        &sender.uid,
+        &format!("sc:{}:message:{gid}:{msg_id}", sender.uid),
+    )
+}
+
+#[tokio::test]
+async fn a_send_left_sending_by_a_stopped_node_is_taken_over_and_reaches_everyone_once() {
+    let backend = Backend::Redis;
+    let nodes = spawn_nodes(backend, 2).await;
+    let alice = nodes[0].signup("alice").await;
+    let bob = nodes[0].signup("bob").await;
+    let carol = nodes[0].signup("carol").await;
+    let mut a = nodes[0].connect(&alice).await;
+    let mut b = nodes[1].connect(&bob).await;
+    let ack = a
+        .chat(json!({"EvtType":"create","To":"","MsgID":"c1","Body":json!([bob.uid, carol.uid]).to_string()}))
+        .await;
+    let gid = ack["Group"]
+        .as_str()
+        .expect("Group in the create ack")
+        .to_owned();
+    for client in [&mut a, &mut b] {
+        assert_eq!(client.next_chat_acked().await.data["EvtType"], "notify");
+    }
+
+    // A node claimed g1 a minute ago and stopped before it stored anything: its claim is
+    // still `sending`, past the staleness bound.
+    let first_sent_at = now_millis() - STALE_AFTER_MS - 5_000;
+    let abandoned = SendState::Sending {
+        sent_at: first_sent_at,
+        claimed_at: first_sent_at,
+    };
+    let key = claim_key(&alice, &gid, "g1");
+    redis_cli(backend, &["SET", &key, &abandoned.encode(), "EX", "600"]).await;
+
+    // The re-send takes it over: every member gets g1, with the first send's SentAt.
+    let ack = a
+        .chat(json!({"EvtType":"message","To":gid,"MsgID":"g1","Body":"one"}))
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    assert_eq!(ack["SentAt"], first_sent_at, "{ack}");
+    let got = b.next_chat_acked().await;
+    assert_eq!(got.data["MsgID"], "g1");
+    assert_eq!(got.data["SentAt"], first_sent_at);
+    let recorded = redis_cli(backend, &["GET", &key]).await;
+    assert_eq!(
+        SendState::decode(recorded.trim()),
+        Some(SendState::Delivered {
+            sent_at: first_sent_at
+        }),
+        "the takeover records its end: {recorded:?}"
+    );
+
+    // Delivered now: a later re-send reaches no one.
+    let again = a
+        .chat(json!({"EvtType":"message","To":gid,"MsgID":"g1","Body":"one"}))
+        .await;
+    assert_eq!(again["SentAt"], first_sent_at, "{again}");
+    a.send(&bob.uid, "sentinel", "no duplicate before me").await;
+    assert_eq!(b.next_chat_acked().await.data["MsgID"], "sentinel");
+    let mut c = nodes[1].connect(&carol).await;
+    assert_eq!(c.next_chat_acked().await.data["EvtType"], "notify");
+    let replayed = c.next_chat_acked().await;
+    assert_eq!(replayed.data["MsgID"], "g1");
+    assert_eq!(replayed.data["SentAt"], first_sent_at);
     a.send(&carol.uid, "sentinel", "no duplicate before me")
         .await;
     assert_eq!(c.next_chat_acked().await.data["MsgID"], "sentinel");
