@@ -43,6 +43,9 @@
 # replay: BENCH_REPLAY_MESSAGES (10000), BENCH_REPLAY_REPEATS (3), BENCH_REPLAY_OUT.
 # storm: BENCH_STORM_USERS (5000), BENCH_STORM_PER_USER (3), BENCH_STORM_REPEATS (2),
 # BENCH_STORM_OUT.
+# A/B runs: BENCH_WEBCHAT_BIN (the webchat server binary to run instead of this checkout's
+# build, e.g. a copy of an older build: interleave runs of both to compare them on a machine
+# whose speed drifts).
 # All: BENCH_WORKER_THREADS (1, per webchat node), BENCH_CONNECT_BATCH (500: idle sockets per
 # batch / storm connects in flight), BENCH_SOURCE_IPS (8: client source addresses 127.0.0.2..).
 #
@@ -217,7 +220,7 @@ start_cluster() {
     if [ "$kind" = webchat ]; then
       # --socket-rate 0: the generator's senders (e.g. 10,000 messages from one socket in the
       # replay scenario) go far beyond a person's event rate; the limit is not what is measured.
-      RUST_LOG=warn "$BIN_DIR/webchat" --listen 127.0.0.1:0 --redis-url "$REDIS_URL" --auth open \
+      RUST_LOG=warn "${BENCH_WEBCHAT_BIN:-$BIN_DIR/webchat}" --listen 127.0.0.1:0 --redis-url "$REDIS_URL" --auth open \
         --worker-threads "$THREADS" --call-log "$call_log" --data-dir "$C_DIR/node$n" --socket-rate 0 \
         >"$C_DIR/node$n.out" 2>"$C_DIR/node$n.err" &
     else

@@ -33,7 +33,7 @@ use webchat_loadgen::client::{EventStream, ServerEvent, SioClient};
 
 use crate::{
     ack_error_code, check_fd_limit, connect_and_join_observed, cpu_us, lock, make_body, ms,
-    note_disconnect, now_us, percentile, round3, servers_cpu_us, Args, SHUTTING_DOWN,
+    note_disconnect, now_us, percentile, round3, servers_cpu_us, steal_us, Args, SHUTTING_DOWN,
 };
 
 /// How long after the last message the CPU is still counted: webchat confirms acks in the
@@ -270,6 +270,8 @@ struct Sent {
     t_ack: u64,
     /// `None`: acked `ok`.
     ack_error: Option<String>,
+    /// The machine's steal time while the message went out (see [`steal_us`]).
+    steal_us: Option<u64>,
 }
 
 /// Runs the scenario and prints its one JSON line.
@@ -355,6 +357,7 @@ pub(crate) async fn run(args: &Args, run_id: &str) -> Result<()> {
         if k > 0 {
             tokio::time::sleep(args.pause).await;
         }
+        let steal0 = steal_us();
         let t_send = now_us();
         let msg = json!({
             "EvtType": "message",
@@ -371,9 +374,10 @@ pub(crate) async fn run(args: &Args, run_id: &str) -> Result<()> {
             (ack_error_code(&res), now_us())
         };
         let ((ack_error, t_ack), complete) = tokio::join!(ack, arrivals.wait_complete(deadline));
+        let steal = steal0.zip(steal_us()).map(|(a, b)| b.saturating_sub(a));
         let delays = arrivals.delays(t_send);
         eprintln!(
-            "loadgen: message {k}: ack {:.1} ms{}, {} / {} members, the last after {:.1} ms{}",
+            "loadgen: message {k}: ack {:.1} ms{}, {} / {} members, the last after {:.1} ms{}{}",
             (t_ack - t_send) as f64 / 1000.0,
             ack_error
                 .as_ref()
@@ -382,12 +386,17 @@ pub(crate) async fn run(args: &Args, run_id: &str) -> Result<()> {
             delays.len(),
             n - 1,
             delays.last().copied().unwrap_or(0) as f64 / 1000.0,
-            if complete { "" } else { " (timed out)" }
+            if complete { "" } else { " (timed out)" },
+            match steal {
+                Some(us) if us > 0 => format!(", steal {:.0} ms", us as f64 / 1000.0),
+                _ => String::new(),
+            }
         );
         sent.push(Sent {
             t_send,
             t_ack,
             ack_error,
+            steal_us: steal,
         });
     }
     tokio::time::sleep(args.pause.max(CONFIRM_TAIL)).await;
@@ -518,6 +527,7 @@ fn report(
         "ack_ms_p99": stat(&acks, 0.99),
         "ack_ms_max": stat(&acks, 1.0),
         "ack_errors": ack_errors,
+        "steal_ms": sent.iter().map(|s| s.steal_us.map_or(Value::Null, |us| json!(round3(us as f64 / 1e3)))).collect::<Vec<_>>(),
         "duplicates": shared.duplicates.load(Ordering::Relaxed),
         "stray": shared.stray.load(Ordering::Relaxed),
         "misrouted": shared.misrouted.load(Ordering::Relaxed),

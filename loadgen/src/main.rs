@@ -659,6 +659,24 @@ fn pids_cpu_us(pids: &[u32]) -> Vec<Option<u64>> {
     pids.iter().map(|p| cpu_us(Some(*p))).collect()
 }
 
+/// The machine's steal time so far in µs, summed over its CPUs (`/proc/stat`, the `steal`
+/// column of the `cpu` line): time this virtual machine's CPUs were runnable but the
+/// hypervisor ran something else. A fan-out that took longer while steal rose was slowed
+/// by the host, not by the servers.
+fn steal_us() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    parse_steal_ticks(stat.lines().next()?).map(|t| t * (1_000_000 / CLK_TCK))
+}
+
+/// The `steal` column (the 8th number) of the `cpu` line of `/proc/stat`.
+fn parse_steal_ticks(cpu_line: &str) -> Option<u64> {
+    let mut fields = cpu_line.split_whitespace();
+    if fields.next()? != "cpu" {
+        return None;
+    }
+    fields.nth(7)?.parse().ok()
+}
+
 fn servers_cpu_us(pids: &[u32]) -> Option<u64> {
     if pids.is_empty() {
         return None;
@@ -935,6 +953,20 @@ mod tests {
         assert_eq!(parse_stat_cpu_ticks(line), Some(300));
         assert_eq!(parse_stat_cpu_ticks("garbage"), None);
         assert!(cpu_us(None).is_some());
+    }
+
+    #[test]
+    fn steal_is_the_eighth_number_of_the_cpu_line() {
+        // user nice system idle iowait irq softirq steal guest guest_nice
+        let line = "cpu  3875427 19781 816058 2992352 29492 0 51372 8153 0 0";
+        assert_eq!(parse_steal_ticks(line), Some(8153));
+        assert_eq!(
+            parse_steal_ticks("cpu0 1 2 3 4 5 6 7 42 0 0"),
+            None,
+            "one CPU's line"
+        );
+        assert_eq!(parse_steal_ticks("cpu  1 2 3"), None, "too short");
+        assert!(steal_us().is_some());
     }
 
     #[test]
