@@ -29,7 +29,7 @@ use crate::{
     groups::{DurableGroupStore, EmbeddedGroupStore, GroupStore, RedisGroupStore},
     health::Health,
     http,
-    inbox::{EmbeddedInbox, InboxLimits, InboxStore, RedisInbox},
+    inbox::{shared_body::SharedBodies, EmbeddedInbox, InboxLimits, InboxStore, RedisInbox},
     limits::{KeyedBuckets, LoginThrottle, TrustedProxies},
     presence::{
         ContactStore, EmbeddedContactStore, MemoryPresenceStore, PresenceService, PresenceStore,
@@ -206,6 +206,7 @@ impl Application {
             calllog,
             groups,
             router,
+            shared_bodies: Arc::new(SharedBodies::new(inbox.clone())),
             inbox,
             inbox_limits: limits,
             presence,

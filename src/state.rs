@@ -44,6 +44,8 @@ pub struct AppState {
     pub router: Arc<Router>,
     /// Inbox reads for replay.
     pub inbox: Arc<dyn crate::inbox::InboxStore>,
+    /// The bodies that stored events name in `BodyRef`, read once per node.
+    pub shared_bodies: Arc<crate::inbox::shared_body::SharedBodies>,
     /// Inbox bounds (replay skips expired events).
     pub inbox_limits: InboxLimits,
     /// Online state and presence events.

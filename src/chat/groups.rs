@@ -18,7 +18,7 @@ use crate::{
     },
     inbox::{
         claims::{self, Claim, ClaimError, SendEnd},
-        AppendOutcome, DedupeKey, Echo,
+        shared_body, AppendOutcome, DedupeKey, Echo,
     },
     receipts::ReceiptKey,
     storage::StoreError,
@@ -530,6 +530,14 @@ impl ChatService {
         let mut template =
             WireEvent::new(f.evt_type, f.gid.as_str(), f.gid.as_str(), f.msg_id, f.body);
         template.originated = f.actor.to_string();
+        if shared_body::worth_sharing(&template.body, recipients.len()) {
+            // A member list to every member is N² uids: store it once, before any entry
+            // names it (see `inbox::shared_body`).
+            let key = shared_body::new_key();
+            self.inbox.put_shared_body(&key, &template.body).await?;
+            template.body = String::new();
+            template.body_ref = Some(key);
+        }
         let sent_at = template.sent_at;
         let appends = recipients.iter().map(|recipient| {
             let template = &template;

@@ -390,6 +390,12 @@ pub struct WireEvent {
     /// On receipts: members who have not displayed the message yet.
     #[serde(rename = "Unread", default, skip_serializing_if = "Option::is_none")]
     pub unread: Option<u32>,
+    /// Stored events only: the key of the shared body that stands in for `Body` (see
+    /// `inbox::shared_body`). A large body sent to many members is stored once, and each
+    /// inbox entry names it; the delivery task puts it back as `Body` before a client sees
+    /// the event, which never carries this field.
+    #[serde(rename = "BodyRef", default, skip_serializing_if = "Option::is_none")]
+    pub body_ref: Option<String>,
 }
 
 /// A stored event as a socket gets it: `event` (stored without `Seq`) with its `seq`,
@@ -402,6 +408,9 @@ pub struct WithSeq<'a> {
     pub event: &'a WireEvent,
     /// Its position in the receiver's inbox.
     pub seq: Seq,
+    /// The Body to send: the shared body `event.body_ref` names, resolved; `None` sends
+    /// `event.body`. `BodyRef` itself is never sent.
+    pub shared_body: Option<&'a str>,
 }
 
 impl Serialize for WithSeq<'_> {
@@ -420,7 +429,9 @@ impl Serialize for WithSeq<'_> {
             seq: _,
             sent_at,
             unread,
+            body_ref: _,
         } = self.event;
+        let body = self.shared_body.unwrap_or(body);
         let mut out =
             serializer.serialize_struct("WireEvent", 9 + usize::from(unread.is_some()))?;
         out.serialize_field("EvtType", evt_type)?;
@@ -483,12 +494,41 @@ mod tests {
             let view = WithSeq {
                 event: &event,
                 seq: 42,
+                shared_body: None,
             };
             assert_eq!(
                 serde_json::to_string(&view).expect("json"),
                 serde_json::to_string(&copy).expect("json")
             );
         }
+    }
+
+    #[test]
+    fn a_stored_reference_is_sent_as_the_body_it_names_and_never_itself() {
+        let mut stored = WireEvent::new("notify", "g1", "bob", "c1", String::new());
+        stored.body_ref = Some("sb-1".into());
+        let round_trip: WireEvent =
+            serde_json::from_str(&serde_json::to_string(&stored).expect("json")).expect("parse");
+        assert_eq!(
+            round_trip.body_ref.as_deref(),
+            Some("sb-1"),
+            "stored with it"
+        );
+
+        let view = WithSeq {
+            event: &stored,
+            seq: 7,
+            shared_body: Some("[\"alice\",\"bob\"]"),
+        };
+        let sent: serde_json::Value = serde_json::to_value(view).expect("json");
+        assert_eq!(sent["Body"], "[\"alice\",\"bob\"]");
+        assert_eq!(sent["Seq"], 7);
+        assert!(sent.get("BodyRef").is_none(), "{sent}");
+        let mut expected = stored.clone();
+        expected.body = "[\"alice\",\"bob\"]".into();
+        expected.body_ref = None;
+        expected.seq = Some(7);
+        assert_eq!(sent, serde_json::to_value(&expected).expect("json"));
     }
     use crate::domain::ErrorCode;
     use proptest::prelude::*;

@@ -10,7 +10,7 @@
 
 use std::{
     pin::Pin,
-    sync::atomic::Ordering,
+    sync::{atomic::Ordering, Arc},
     task::{Context, Poll},
     time::Duration,
 };
@@ -203,6 +203,29 @@ pub async fn run(socket: SocketRef, uid: UserId, attachment: Attachment, state: 
     tracing::debug!(uid = %pump.uid, socket = %pump.socket.id, "socket offline");
 }
 
+/// The body a stored event names in `BodyRef` (see `inbox::shared_body`). A failed read
+/// closes the socket: the event stays in the inbox, and the client's reconnect replays
+/// it. A body that is gone (kept an hour past the inbox age bound, so only lost with the
+/// store's data) is sent empty rather than holding back every later event.
+async fn shared_body(
+    state: &AppState,
+    uid: &UserId,
+    key: &str,
+    event: &WireEvent,
+) -> Result<Arc<str>, Halt> {
+    match state.shared_bodies.resolve(key).await {
+        Ok(Some(body)) => Ok(body),
+        Ok(None) => {
+            tracing::warn!(uid = %uid, key, msg_id = %event.msg_id, evt_type = %event.evt_type, "shared body missing; sending the event with an empty Body");
+            Ok(Arc::from(""))
+        }
+        Err(e) => {
+            tracing::warn!(uid = %uid, key, error = %e, "reading a shared body failed; disconnecting so the client retries");
+            Err(Halt::Closed)
+        }
+    }
+}
+
 /// Where a stored event told live stands against what the socket was sent.
 #[derive(Debug, PartialEq, Eq)]
 enum Arrival {
@@ -318,7 +341,15 @@ impl Pump {
     }
 
     async fn emit_stored(&mut self, seq: Seq, event: &WireEvent) -> Result<(), Halt> {
-        let event = WithSeq { event, seq };
+        let shared_body = match &event.body_ref {
+            Some(key) => Some(shared_body(&self.state, &self.uid, key, event).await?),
+            None => None,
+        };
+        let event = WithSeq {
+            event,
+            seq,
+            shared_body: shared_body.as_deref(),
+        };
         let deadline = Instant::now() + EMIT_PATIENCE;
         let stream = loop {
             match self.socket.emit_with_ack::<_, IgnoredAny>("chat", &event) {
@@ -349,6 +380,8 @@ impl Pump {
     }
 
     fn emit_live(&self, event: &WireEvent) -> Result<(), Halt> {
+        // Shared bodies are only stored (fan-outs carry no live copy), never told live.
+        debug_assert!(event.body_ref.is_none(), "a live event names a shared body");
         match self.socket.emit("chat", event) {
             Ok(()) => {
                 self.state.metrics.events_out.inc();

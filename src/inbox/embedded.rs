@@ -10,7 +10,9 @@ use crate::{
     bus::MemoryBus,
     domain::{now_millis, Seq, UserId, WireEvent},
     storage::{
-        embedded::{internal, EmbeddedDb, DEDUPE, DEDUPE_SEQ, INBOX, SEND_CLAIMS, SEQS},
+        embedded::{
+            internal, EmbeddedDb, DEDUPE, DEDUPE_SEQ, INBOX, SEND_CLAIMS, SEQS, SHARED_BODIES,
+        },
         StoreError,
     },
 };
@@ -55,6 +57,10 @@ impl EmbeddedInbox {
                     claims
                         .retain(|_, (_, expires_at)| expires_at > now)
                         .map_err(internal)?;
+                    let mut bodies = txn.open_table(SHARED_BODIES).map_err(internal)?;
+                    bodies
+                        .retain(|_, (_, expires_at)| expires_at > now)
+                        .map_err(internal)?;
                     Ok(())
                 },
                 |_| {},
@@ -65,6 +71,40 @@ impl EmbeddedInbox {
 
 #[async_trait]
 impl InboxStore for EmbeddedInbox {
+    async fn put_shared_body(&self, key: &str, body: &str) -> Result<(), StoreError> {
+        let (key, body) = (key.to_owned(), body.to_owned());
+        // As long as an inbox keeps events, and an hour for clocks that disagree.
+        let keep_ms = i64::try_from(self.limits.max_age_secs.saturating_add(3600) * 1000)
+            .unwrap_or(i64::MAX / 2);
+        self.db
+            .write(
+                move |txn| {
+                    let mut bodies = txn.open_table(SHARED_BODIES).map_err(internal)?;
+                    let expires_at = now_millis().saturating_add(keep_ms);
+                    bodies
+                        .insert(key.as_str(), (body.as_str(), expires_at))
+                        .map_err(internal)?;
+                    Ok(())
+                },
+                |_| {},
+            )
+            .await
+    }
+
+    async fn read_shared_body(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let key = key.to_owned();
+        self.db
+            .read(move |txn| {
+                let bodies = txn.open_table(SHARED_BODIES).map_err(internal)?;
+                let held = bodies.get(key.as_str()).map_err(internal)?;
+                Ok(held.and_then(|h| {
+                    let (body, expires_at) = h.value();
+                    (expires_at > now_millis()).then(|| body.to_owned())
+                }))
+            })
+            .await
+    }
+
     async fn read_send_claim(&self, key: &DedupeKey) -> Result<Option<String>, StoreError> {
         let key = key.text();
         self.db
@@ -469,6 +509,14 @@ mod tests {
             echo: Option<&Echo>,
         ) -> Result<AppendOutcome, StoreError> {
             self.inner.append(to, event, dedupe, echo).await
+        }
+
+        async fn put_shared_body(&self, key: &str, body: &str) -> Result<(), StoreError> {
+            self.inner.put_shared_body(key, body).await
+        }
+
+        async fn read_shared_body(&self, key: &str) -> Result<Option<String>, StoreError> {
+            self.inner.read_shared_body(key).await
         }
 
         async fn read_send_claim(&self, key: &DedupeKey) -> Result<Option<String>, StoreError> {

@@ -8,6 +8,7 @@
 pub mod claims;
 mod embedded;
 mod redis;
+pub mod shared_body;
 
 use async_trait::async_trait;
 
@@ -139,6 +140,15 @@ pub trait InboxStore: Send + Sync {
         expected: Option<&str>,
         new: Option<&str>,
     ) -> Result<SwapOutcome, StoreError>;
+
+    /// Stores `body` under `key` for the inbox entries that name it in `BodyRef` (see
+    /// [`shared_body`]), for as long as an inbox keeps events. Done before the first such
+    /// entry is appended, so every entry finds its body.
+    async fn put_shared_body(&self, key: &str, body: &str) -> Result<(), StoreError>;
+
+    /// The body stored under `key` by [`InboxStore::put_shared_body`]; `None` once it
+    /// outlived the inbox age bound.
+    async fn read_shared_body(&self, key: &str) -> Result<Option<String>, StoreError>;
 
     /// Confirms (drops) every event of `user` up to and including `upto`.
     async fn confirm(&self, user: &str, upto: Seq) -> Result<(), StoreError>;

@@ -109,6 +109,9 @@ pub struct RedisInbox {
     cluster: bool,
     swap_claim: Script,
     dedupe_window_secs: i64,
+    /// How long a shared body is kept: as long as an inbox keeps events, and an hour for
+    /// node clocks that disagree.
+    shared_body_secs: i64,
     appends: mpsc::UnboundedSender<PendingAppend>,
     confirms: mpsc::UnboundedSender<PendingConfirm>,
 }
@@ -158,6 +161,7 @@ impl RedisInbox {
             cluster,
             swap_claim: Script::from_lua(SWAP_CLAIM_LUA),
             dedupe_window_secs: to_i64(limits.dedupe_window_secs.max(1)),
+            shared_body_secs: to_i64(limits.max_age_secs.saturating_add(3600)),
             appends,
             confirms,
         }
@@ -405,6 +409,12 @@ fn send_claim_key(key: &DedupeKey) -> String {
     user_key(key.sender.as_str(), &format!("sc:{}", key.text()))
 }
 
+/// A shared body (see `inbox::shared_body`); not a user's key: the entries that name it
+/// are in many users' slots.
+fn shared_body_key(key: &str) -> String {
+    format!("wc:sb:{key}")
+}
+
 /// What the script answered for one append: its Seq (an integer), or for a duplicate the
 /// idempotency key's value, "SentAt" or "SentAt:Seq" of the first send (a string: matched
 /// by type, since a bare SentAt would also read as an integer).
@@ -485,6 +495,25 @@ impl InboxStore for RedisInbox {
             }
         }))
         .await
+    }
+
+    async fn put_shared_body(&self, key: &str, body: &str) -> Result<(), StoreError> {
+        let expiry = fred::types::Expiration::EX(self.shared_body_secs);
+        let () = self
+            .pool
+            .next()
+            .set(shared_body_key(key), body, Some(expiry), None, false)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn read_shared_body(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.pool
+            .next()
+            .get(shared_body_key(key))
+            .await
+            .map_err(unavailable)
     }
 
     async fn read_send_claim(&self, key: &DedupeKey) -> Result<Option<String>, StoreError> {

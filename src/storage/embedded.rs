@@ -33,6 +33,9 @@ pub const DEDUPE_SEQ: TableDefinition<&str, u64> = TableDefinition::new("dedupe_
 
 /// Claims of group messages' sends (`inbox::claims`) → (state text, expiry ms).
 pub const SEND_CLAIMS: TableDefinition<&str, (&str, i64)> = TableDefinition::new("send_claims");
+/// Key → (a large body shared by a fan-out's inbox entries, expiry in Unix ms); see
+/// `inbox::shared_body`.
+pub const SHARED_BODIES: TableDefinition<&str, (&str, i64)> = TableDefinition::new("shared_bodies");
 
 /// Group membership: gid → JSON list of uids.
 pub const GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("groups");
@@ -88,6 +91,7 @@ impl EmbeddedDb {
             txn.open_table(DEDUPE).map_err(internal)?;
             txn.open_table(DEDUPE_SEQ).map_err(internal)?;
             txn.open_table(SEND_CLAIMS).map_err(internal)?;
+            txn.open_table(SHARED_BODIES).map_err(internal)?;
             txn.open_table(GROUPS).map_err(internal)?;
             txn.open_table(RECEIPTS).map_err(internal)?;
             txn.open_table(GROUP_ACTIVITY).map_err(internal)?;

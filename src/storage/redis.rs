@@ -11,6 +11,8 @@
 //!   (`inbox::claims`), expires after the window
 //! - `wc:{uid}:ch`      the user's own pub/sub channel (a sharded channel on Redis Cluster,
 //!   so it lives on the shard that holds the user's inbox)
+//! - `wc:sb:<key>`      a large body shared by a fan-out's inbox entries (`BodyRef`, see
+//!   `inbox::shared_body`), expires an hour after the inbox age bound
 //! - `wc:{jti}:revoked` a revoked token id, expires with the token
 //! - `wc:token_secret`  the shared token key when none is configured
 //! - `wc:users`         every uid (sorted set, equal scores: the address book by prefix)

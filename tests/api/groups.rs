@@ -4,10 +4,15 @@
 use serde_json::{json, Value};
 
 use webchat::{
+    config::AuthMode,
     domain::now_millis,
-    inbox::claims::{SendState, STALE_AFTER_MS},
+    inbox::{
+        claims::{SendState, STALE_AFTER_MS},
+        shared_body,
+    },
     storage::redis::user_key,
 };
+use webchat_loadgen::client::{ClientOptions, SioClient};
 
 use crate::helpers::*;
 
@@ -638,6 +643,110 @@ async fn a_group_send_refused_for_everyone_leaves_no_claim_and_its_re_send_is_a_
     a.send(&carol.uid, "sentinel", "no duplicate before me")
         .await;
     assert_eq!(c.next_chat_acked().await.data["MsgID"], "sentinel");
+}
+
+/// Connects to `url` in open auth mode as `uid` (`join` with the bare uid).
+async fn join_open(url: &str, uid: &str) -> TestClient {
+    let (client, events) = SioClient::connect(url, None, ClientOptions::default())
+        .await
+        .expect("connect");
+    let ack = client
+        .emit_with_ack("join", &json!(uid), PATIENCE)
+        .await
+        .expect("join acked");
+    assert_eq!(ack["ok"], true, "{ack}");
+    TestClient {
+        client,
+        events,
+        uid: uid.to_owned(),
+    }
+}
+
+/// A `notify` as a client must see it: the whole member list as Body, no internal fields.
+fn assert_notify_lists(event: &Value, expected: &[String]) {
+    assert_eq!(event["EvtType"], "notify", "{event}");
+    assert_eq!(list(&event["Body"]), expected);
+    assert!(
+        event.get("BodyRef").is_none(),
+        "an internal field reached a client"
+    );
+}
+
+async fn a_member_list_for_every_member_is_stored_once_on(backend: Backend) {
+    // Open mode: members need no accounts, so the list can be long (over the size from which
+    // bodies are shared) without signing up hundreds of users.
+    // Two nodes share Redis; the embedded store is one node's alone.
+    let node_count = if matches!(backend, Backend::Embedded) {
+        1
+    } else {
+        2
+    };
+    let dirs: Vec<_> = (0..node_count)
+        .map(|_| tempfile::tempdir().expect("dir"))
+        .collect();
+    let mut nodes = Vec::new();
+    for dir in &dirs {
+        let mut s = settings(backend, dir.path().to_path_buf());
+        s.auth = AuthMode::Open;
+        nodes.push(spawn_with(s).await);
+    }
+    let other = &nodes[node_count - 1].url;
+    let (alice, bob, carol) = (unique("alice"), unique("bob"), unique("carol"));
+    let mut members: Vec<String> = (0..200).map(|i| unique(&format!("m{i}"))).collect();
+    members.extend([bob.clone(), carol.clone()]);
+    let mut expected = members.clone();
+    expected.push(alice.clone());
+    expected.sort();
+    assert!(json!(expected).to_string().len() >= shared_body::SHARE_FROM_BYTES);
+
+    let mut a = join_open(&nodes[0].url, &alice).await;
+    let mut b = join_open(other, &bob).await;
+    let ack = a
+        .chat(json!({"EvtType":"create","To":"","MsgID":"c1","Body":json!(members).to_string()}))
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    for client in [&mut a, &mut b] {
+        assert_notify_lists(&client.next_chat_acked().await.data, &expected);
+    }
+
+    if !matches!(backend, Backend::Embedded) {
+        // Carol's inbox entry names the list instead of holding a copy of it.
+        let entry = redis_cli(backend, &["XRANGE", &user_key(&carol, "inbox"), "-", "+"]).await;
+        let stored: Value = entry
+            .lines()
+            .find(|line| line.starts_with('{'))
+            .map(|json| serde_json::from_str(json).expect("stored JSON"))
+            .unwrap_or_else(|| panic!("no entry in carol's inbox: {entry:?}"));
+        assert_eq!(stored["Body"], "", "{stored}");
+        let key = stored["BodyRef"]
+            .as_str()
+            .expect("BodyRef in the stored entry");
+        let shared = redis_cli(backend, &["GET", &format!("wc:sb:{key}")]).await;
+        assert_eq!(
+            list(&json!(shared.trim())),
+            expected,
+            "the list, stored once"
+        );
+    }
+
+    // Offline during the create, carol reads the whole list from her inbox on the other node.
+    let mut c = join_open(other, &carol).await;
+    assert_notify_lists(&c.next_chat_acked().await.data, &expected);
+}
+
+#[tokio::test]
+async fn a_member_list_for_every_member_is_stored_once_redis() {
+    a_member_list_for_every_member_is_stored_once_on(Backend::Redis).await;
+}
+
+#[tokio::test]
+async fn a_member_list_for_every_member_is_stored_once_redis_cluster() {
+    a_member_list_for_every_member_is_stored_once_on(Backend::RedisCluster).await;
+}
+
+#[tokio::test]
+async fn a_member_list_for_every_member_is_stored_once_embedded() {
+    a_member_list_for_every_member_is_stored_once_on(Backend::Embedded).await;
 }
 
 /// The Redis key of the claim of `sender`'s group message `msg_id` to `gid`.
