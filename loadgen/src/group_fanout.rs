@@ -119,6 +119,11 @@ struct Shared {
     no_ack_request: AtomicU64,
     /// Copies of its own messages at the sending socket (the server should send none).
     sender_copies: AtomicU64,
+    /// Length of the create's member list as JSON: every `notify` Body (the same uids,
+    /// sorted) must be as long.
+    notify_body_bytes: usize,
+    /// `notify`s whose Body is not the whole member list.
+    bad_notify: AtomicU64,
 }
 
 /// 6 base-36 characters from the run id (FNV-1a), for short uids and MsgIDs.
@@ -181,6 +186,10 @@ impl MemberObserver {
             Some("notify") if msg_id == self.create_id => {
                 if ev.ack_id.is_none() {
                     shared.no_ack_request.fetch_add(1, Ordering::Relaxed);
+                }
+                // A length check, not a parse: 10,000 members each get a ~140 KB list.
+                if field("Body").map(str::len) != Some(shared.notify_body_bytes) {
+                    shared.bad_notify.fetch_add(1, Ordering::Relaxed);
                 }
                 if self.notified {
                     shared.duplicates.fetch_add(1, Ordering::Relaxed);
@@ -297,6 +306,8 @@ pub(crate) async fn run(args: &Args, run_id: &str) -> Result<()> {
         misrouted: AtomicU64::new(0),
         no_ack_request: AtomicU64::new(0),
         sender_copies: AtomicU64::new(0),
+        notify_body_bytes: serde_json::to_string(&uids)?.len(),
+        bad_notify: AtomicU64::new(0),
     });
     let nodes = args.urls.len();
     eprintln!(
@@ -318,6 +329,7 @@ pub(crate) async fn run(args: &Args, run_id: &str) -> Result<()> {
         "Body": serde_json::to_string(&uids)?,
     });
     let srv_c0 = servers_cpu_us(&args.server_pids);
+    let steal_c0 = steal_us();
     let t_create = now_us();
     let deadline = tokio::time::Instant::now() + args.fanout_timeout;
     let reply = sender
@@ -337,6 +349,7 @@ pub(crate) async fn run(args: &Args, run_id: &str) -> Result<()> {
     let notified_all = shared.notify.wait_complete(deadline).await;
     let notify_delays = shared.notify.delays(t_create);
     let srv_c1 = servers_cpu_us(&args.server_pids);
+    let create_steal = steal_c0.zip(steal_us()).map(|(a, b)| b.saturating_sub(a));
     let create_us = notify_delays.last().copied().filter(|_| notified_all);
     eprintln!(
         "loadgen: created {gid}: ack {:.1} ms, {} / {n} notified{}",
@@ -414,6 +427,7 @@ pub(crate) async fn run(args: &Args, run_id: &str) -> Result<()> {
             done_us: create_us,
             notified: notify_delays.len(),
             server_cpu_us: srv_c0.zip(srv_c1).map(|(a, b)| b.saturating_sub(a)),
+            steal_us: create_steal,
         },
         connect_s,
         srv0.zip(srv1).map(|(a, b)| b.saturating_sub(a)),
@@ -442,6 +456,8 @@ struct Create<'a> {
     done_us: Option<u32>,
     notified: usize,
     server_cpu_us: Option<u64>,
+    /// The machine's steal time during the create (see [`steal_us`]).
+    steal_us: Option<u64>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -482,8 +498,10 @@ fn report(
         *ack_errors.entry(e).or_default() += 1;
     }
     let delivered_total: usize = delivered.iter().sum();
-    let delivered_all =
-        create.notified == n && ack_errors.is_empty() && delivered.iter().all(|&d| d == n - 1);
+    let delivered_all = create.notified == n
+        && shared.bad_notify.load(Ordering::Relaxed) == 0
+        && ack_errors.is_empty()
+        && delivered.iter().all(|&d| d == n - 1);
     let opt_ms = |v: Option<u32>| v.map_or(Value::Null, |us| json!(ms(us)));
     let stat = |v: &[u32], q: f64| {
         if v.is_empty() {
@@ -497,7 +515,7 @@ fn report(
         _ => Value::Null,
     };
     let cpu_ms = |cpu: Option<u64>| cpu.map_or(Value::Null, |us| json!(round3(us as f64 / 1e3)));
-    json!({
+    let mut report = json!({
         "scenario": "group-fanout",
         "run_id": run_id,
         "nodes": args.urls.len(),
@@ -538,7 +556,16 @@ fn report(
         "gen_cpu_ms": cpu_ms(gen_cpu_us),
         "gen_cpu_us_per_msg": per_msg(gen_cpu_us),
         "disconnects": crate::DISCONNECTS.load(Ordering::Relaxed),
-    })
+    });
+    // Added apart: one `json!` with every field exceeds the macro's recursion limit.
+    if let Value::Object(fields) = &mut report {
+        fields.insert(
+            "bad_notify".into(),
+            json!(shared.bad_notify.load(Ordering::Relaxed)),
+        );
+        fields.insert("create_steal_ms".into(), cpu_ms(create.steal_us));
+    }
+    report
 }
 
 #[cfg(test)]

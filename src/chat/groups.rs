@@ -4,7 +4,8 @@
 //! Membership is saved before anyone is notified. Every notification and message is stored
 //! once per recipient inbox and published on that recipient's own channel (no shared group
 //! channel); the appends of one fan-out are issued together, so the inbox batches them into a
-//! few script calls however large the group.
+//! few script calls however large the group. A membership event's large member list is
+//! stored once, and each inbox entry names it (`inbox::shared_body`).
 
 use std::collections::HashSet;
 
@@ -524,20 +525,15 @@ impl ChatService {
         Ok(())
     }
 
-    /// Stores one membership event per recipient (To names the recipient), all appends
-    /// issued at once; succeeds when every one is stored.
+    /// Stores one membership event per recipient (To names the recipient; a large member
+    /// list once, named by every entry), all appends issued at once; succeeds when every one
+    /// is stored.
     async fn fan_out(&self, recipients: &[String], f: Fanout<'_>) -> Result<Accepted, ChatError> {
         let mut template =
             WireEvent::new(f.evt_type, f.gid.as_str(), f.gid.as_str(), f.msg_id, f.body);
         template.originated = f.actor.to_string();
-        if shared_body::worth_sharing(&template.body, recipients.len()) {
-            // A member list to every member is N² uids: store it once, before any entry
-            // names it (see `inbox::shared_body`).
-            let key = shared_body::new_key();
-            self.inbox.put_shared_body(&key, &template.body).await?;
-            template.body = String::new();
-            template.body_ref = Some(key);
-        }
+        self.share_large_body(&mut template, recipients.len())
+            .await?;
         let sent_at = template.sent_at;
         let appends = recipients.iter().map(|recipient| {
             let template = &template;
@@ -550,6 +546,24 @@ impl ChatService {
         });
         let outcomes = join_all(appends).await;
         self.accepted(f.msg_id, sent_at, outcomes)
+    }
+
+    /// Stores `event`'s body once, and makes `event` name it, when its copies to
+    /// `recipients` would be large (a member list to every member is N² uids; see
+    /// `inbox::shared_body`). Done before any entry names it, so every entry finds it.
+    /// Membership events only: group messages keep their copies (see there why).
+    async fn share_large_body(
+        &self,
+        event: &mut WireEvent,
+        recipients: usize,
+    ) -> Result<(), StoreError> {
+        if shared_body::worth_sharing(&event.body, recipients) {
+            let key = shared_body::new_key();
+            self.inbox.put_shared_body(&key, &event.body).await?;
+            event.body = String::new();
+            event.body_ref = Some(key);
+        }
+        Ok(())
     }
 
     /// The ack for a fan-out: an error if any append failed, else the first send's SentAt

@@ -431,6 +431,10 @@ impl Serialize for WithSeq<'_> {
             unread,
             body_ref: _,
         } = self.event;
+        debug_assert!(
+            self.shared_body.is_some() || self.event.body_ref.is_none(),
+            "a stored event's shared body is resolved before it is sent"
+        );
         let body = self.shared_body.unwrap_or(body);
         let mut out =
             serializer.serialize_struct("WireEvent", 9 + usize::from(unread.is_some()))?;
@@ -482,6 +486,9 @@ pub fn now_millis() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::ErrorCode;
+    use proptest::prelude::*;
+    use serde_json::json;
 
     #[test]
     fn an_event_with_its_seq_serializes_exactly_as_a_copy_with_seq_set() {
@@ -530,9 +537,6 @@ mod tests {
         expected.seq = Some(7);
         assert_eq!(sent, serde_json::to_value(&expected).expect("json"));
     }
-    use crate::domain::ErrorCode;
-    use proptest::prelude::*;
-    use serde_json::json;
 
     fn parse(v: Value) -> Result<ClientCommand, (Option<String>, ChatError)> {
         ClientCommand::parse(v, 16)

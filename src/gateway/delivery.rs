@@ -22,7 +22,7 @@ use tokio::time::Instant;
 
 use crate::{
     bus::{Attachment, Delivery},
-    domain::{now_millis, ChatError, Seq, UserId, WireEvent, WithSeq},
+    domain::{now_millis, ChatError, GroupId, Seq, UserId, WireEvent, WithSeq},
     state::AppState,
 };
 
@@ -204,10 +204,13 @@ pub async fn run(socket: SocketRef, uid: UserId, attachment: Attachment, state: 
 }
 
 /// The body a stored event names in `BodyRef` (see `inbox::shared_body`). A failed read
-/// closes the socket: the event stays in the inbox, and the client's reconnect replays
-/// it. A body that is gone (kept an hour past the inbox age bound, so only lost with the
-/// store's data) is sent empty rather than holding back every later event.
-async fn shared_body(
+/// closes the socket: the event stays in the inbox, and the client's reconnect replays it.
+/// A body that is gone (kept an hour past the inbox age bound, so only lost with the
+/// store's data, or on a Redis Cluster shard that failed over before replicating it) is
+/// rebuilt where it can be: a `notify` or `restart` names the group's members, so it gets
+/// the current member list (an empty one if the group is gone, as for a member who left).
+/// Anything else is sent with an empty Body rather than holding back every later event.
+async fn resolve_shared_body(
     state: &AppState,
     uid: &UserId,
     key: &str,
@@ -215,12 +218,27 @@ async fn shared_body(
 ) -> Result<Arc<str>, Halt> {
     match state.shared_bodies.resolve(key).await {
         Ok(Some(body)) => Ok(body),
-        Ok(None) => {
-            tracing::warn!(uid = %uid, key, msg_id = %event.msg_id, evt_type = %event.evt_type, "shared body missing; sending the event with an empty Body");
-            Ok(Arc::from(""))
+        Ok(None) if matches!(event.evt_type.as_str(), "notify" | "restart") => {
+            let Ok(gid) = GroupId::parse(&event.from) else {
+                return Ok(Arc::from("[]"));
+            };
+            match state.groups.members(&gid).await {
+                Ok(members) => {
+                    let mut members = members.unwrap_or_default();
+                    members.sort();
+                    Ok(serde_json::to_string(&members)
+                        .unwrap_or_else(|_| "[]".to_owned())
+                        .into())
+                }
+                Err(e) => {
+                    tracing::debug!(%uid, gid = %gid, error = %e, "reading the members for a lost shared body failed; disconnecting so the client retries");
+                    Err(Halt::Closed)
+                }
+            }
         }
+        Ok(None) => Ok(Arc::from("")),
         Err(e) => {
-            tracing::warn!(uid = %uid, key, error = %e, "reading a shared body failed; disconnecting so the client retries");
+            tracing::debug!(%uid, key, error = %e, "reading a shared body failed; disconnecting so the client retries");
             Err(Halt::Closed)
         }
     }
@@ -341,14 +359,14 @@ impl Pump {
     }
 
     async fn emit_stored(&mut self, seq: Seq, event: &WireEvent) -> Result<(), Halt> {
-        let shared_body = match &event.body_ref {
-            Some(key) => Some(shared_body(&self.state, &self.uid, key, event).await?),
+        let resolved = match &event.body_ref {
+            Some(key) => Some(resolve_shared_body(&self.state, &self.uid, key, event).await?),
             None => None,
         };
         let event = WithSeq {
             event,
             seq,
-            shared_body: shared_body.as_deref(),
+            shared_body: resolved.as_deref(),
         };
         let deadline = Instant::now() + EMIT_PATIENCE;
         let stream = loop {

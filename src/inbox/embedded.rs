@@ -32,7 +32,8 @@ impl EmbeddedInbox {
 }
 
 impl EmbeddedInbox {
-    /// Drops idempotency keys whose window has passed (Redis expires them by itself).
+    /// Drops idempotency keys, send claims and shared bodies that have expired (Redis
+    /// expires them by itself).
     pub async fn sweep_expired_dedupe_keys(&self) -> Result<(), StoreError> {
         self.db
             .write(
@@ -74,8 +75,13 @@ impl InboxStore for EmbeddedInbox {
     async fn put_shared_body(&self, key: &str, body: &str) -> Result<(), StoreError> {
         let (key, body) = (key.to_owned(), body.to_owned());
         // As long as an inbox keeps events, and an hour for clocks that disagree.
-        let keep_ms = i64::try_from(self.limits.max_age_secs.saturating_add(3600) * 1000)
-            .unwrap_or(i64::MAX / 2);
+        let keep_ms = i64::try_from(
+            self.limits
+                .max_age_secs
+                .saturating_add(3600)
+                .saturating_mul(1000),
+        )
+        .unwrap_or(i64::MAX / 2);
         self.db
             .write(
                 move |txn| {

@@ -13,7 +13,7 @@ pub mod shared_body;
 use async_trait::async_trait;
 
 pub use self::embedded::EmbeddedInbox;
-pub use self::redis::RedisInbox;
+pub use self::redis::{send_claim_key, shared_body_key, RedisInbox};
 use crate::{
     domain::{GroupId, MsgId, Seq, UserId, WireEvent},
     storage::StoreError,

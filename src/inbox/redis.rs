@@ -403,15 +403,16 @@ impl RedisInbox {
     }
 }
 
-/// The claim of a group message's send lives with the sender (one key per send, in the
-/// sender's slot), apart from the per-receiver idempotency keys of 1:1 events (`dd:`).
-fn send_claim_key(key: &DedupeKey) -> String {
+/// The Redis key of the claim of a group message's send. It lives with the sender (one key
+/// per send, in the sender's slot), apart from the per-receiver idempotency keys of 1:1
+/// events (`dd:`).
+pub fn send_claim_key(key: &DedupeKey) -> String {
     user_key(key.sender.as_str(), &format!("sc:{}", key.text()))
 }
 
-/// A shared body (see `inbox::shared_body`); not a user's key: the entries that name it
-/// are in many users' slots.
-fn shared_body_key(key: &str) -> String {
+/// The Redis key of the shared body `key` (see `inbox::shared_body`); not a user's key:
+/// the entries that name it are in many users' slots.
+pub fn shared_body_key(key: &str) -> String {
     format!("wc:sb:{key}")
 }
 

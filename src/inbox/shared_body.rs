@@ -1,32 +1,44 @@
-//! Large bodies of group fan-outs, stored once instead of once per recipient.
+//! Member lists of group fan-outs, stored once instead of once per recipient.
 //!
 //! A `notify` carries the whole member list, and every member of a new group gets one: a
 //! group of N members stored N copies of an N-member list, N² uids in all. Creating a
 //! 10,000-member group held ~1.2 GB in Redis until the members had acked it (measured), and
 //! a group at the size limit would hold tens of gigabytes; `join` (to every member, naming
 //! everyone added) and `restart` (to every member, naming all of them) grow the same way.
-//! Instead, a fan-out whose body is at least [`SHARE_FROM_BYTES`] stores the body once
-//! ([`InboxStore::put_shared_body`]), and each inbox entry names it in `BodyRef`, with an
-//! empty `Body`. The delivery task puts the body back before the event leaves the server
-//! ([`SharedBodies::resolve`]): a client sees the same event as before.
+//! Instead, a membership fan-out whose copies would add up to [`SHARE_FROM_TOTAL_BYTES`]
+//! stores its body once ([`InboxStore::put_shared_body`]), and each inbox entry names it in
+//! `BodyRef`, with an empty `Body`. The delivery task puts the body back before the event
+//! leaves the server ([`SharedBodies::resolve`]): a client sees the same event as before.
 //!
 //! A shared body is kept as long as an inbox keeps events (the age bound), so every entry
-//! that names it finds it. Each node keeps the last few it read, so the members of one
-//! fan-out on one node cost one read between them.
+//! that names it finds it, even after every member confirmed it: it trades the N copies'
+//! peak for one copy kept long. That is right for membership changes, which are rare and
+//! whose copies grow with N², and wrong for group messages to online members (a 16 KiB
+//! message a minute to a large group would keep a month of bodies instead of seconds of
+//! copies), so messages keep their copies. Each node keeps the last few bodies it read, and
+//! the members of one fan-out on one node share one read.
 
 use std::{
     collections::VecDeque,
     sync::{Arc, Mutex},
 };
 
-use tokio::sync::OnceCell;
+use futures_util::{
+    future::{BoxFuture, Shared},
+    FutureExt,
+};
 
 use super::InboxStore;
 use crate::storage::StoreError;
 
-/// Bodies from this size on are shared by a fan-out's recipients. Below it the copy per
-/// recipient costs less than the extra read at delivery.
+/// Bodies from this size on may be shared by a fan-out's recipients. Below it an entry's
+/// own fields outweigh its body, and sharing saves little.
 pub const SHARE_FROM_BYTES: usize = 2048;
+
+/// A fan-out shares its body when the copies would add up to this much (a member list of
+/// about 125 members to all of them): then the N copies' peak is worth one copy kept for
+/// the inbox age bound.
+pub const SHARE_FROM_TOTAL_BYTES: usize = 256 * 1024;
 
 /// Shared bodies a node keeps in memory: the fan-outs being delivered at once.
 const CACHED_BODIES: usize = 16;
@@ -38,18 +50,22 @@ pub fn new_key() -> String {
 
 /// Whether a fan-out of `body` to `recipients` stores the body once.
 pub fn worth_sharing(body: &str, recipients: usize) -> bool {
-    recipients > 1 && body.len() >= SHARE_FROM_BYTES
+    recipients > 1
+        && body.len() >= SHARE_FROM_BYTES
+        && body.len().saturating_mul(recipients) >= SHARE_FROM_TOTAL_BYTES
 }
 
-/// One cached body: filled by the first reader, awaited by the others. `None` inside: the
-/// store has no such body.
-type Slot = Arc<OnceCell<Option<Arc<str>>>>;
+/// What reading one shared body gives: `None` when the store has no such body.
+type ReadResult = Result<Option<Arc<str>>, StoreError>;
+
+/// One read of a shared body, awaited by every delivery task that wants it meanwhile.
+type Read = Shared<BoxFuture<'static, ReadResult>>;
 
 /// Resolves `BodyRef`s for a node's delivery tasks, reading each shared body once.
 pub struct SharedBodies {
     store: Arc<dyn InboxStore>,
     /// Most recently asked for last.
-    cache: Mutex<VecDeque<(String, Slot)>>,
+    cache: Mutex<VecDeque<(String, Read)>>,
 }
 
 impl SharedBodies {
@@ -61,44 +77,72 @@ impl SharedBodies {
         }
     }
 
-    /// The body stored under `key`; `None` when the store has none (it outlived the inbox
-    /// age bound). A failed read is not cached: the next caller reads again.
-    pub async fn resolve(&self, key: &str) -> Result<Option<Arc<str>>, StoreError> {
-        let store = &self.store;
-        self.resolve_with(key, || async move {
-            Ok(store.read_shared_body(key).await?.map(Arc::from))
+    /// The body stored under `key`; `None` when the store has none (lost with the store's
+    /// data, or past the inbox age bound). Every caller waiting meanwhile gets the same
+    /// read's answer, a failure included (so a store outage costs one read per key, not one
+    /// per socket); a failed read is then forgotten, and the next caller reads again.
+    pub async fn resolve(&self, key: &str) -> ReadResult {
+        let store = self.store.clone();
+        let owned_key = key.to_owned();
+        self.resolve_with(key, move || {
+            async move {
+                // Logged once per key and node: the read is shared by every socket.
+                let body = store.read_shared_body(&owned_key).await.map_err(|e| {
+                    tracing::warn!(key = %owned_key, error = %e, "reading a shared body failed");
+                    e
+                })?;
+                if body.is_none() {
+                    tracing::warn!(key = %owned_key, "shared body missing from the store; its events get a rebuilt or empty Body");
+                }
+                Ok(body.map(Arc::from))
+            }
+            .boxed()
         })
         .await
     }
 
-    async fn resolve_with<F, Fut>(&self, key: &str, read: F) -> Result<Option<Arc<str>>, StoreError>
-    where
-        F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = Result<Option<Arc<str>>, StoreError>>,
-    {
-        let slot = self.slot(key);
-        slot.get_or_try_init(read).await.cloned()
+    async fn resolve_with(
+        &self,
+        key: &str,
+        read: impl FnOnce() -> BoxFuture<'static, ReadResult>,
+    ) -> ReadResult {
+        let pending = self.read_of(key, read);
+        let result = pending.clone().await;
+        if result.is_err() {
+            self.forget(key, &pending);
+        }
+        result
     }
 
-    /// The cache slot of `key`, made (and the oldest dropped) if there is none.
-    fn slot(&self, key: &str) -> Slot {
-        let mut cache = self
-            .cache
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+    /// The read of `key` under way or done, started with `read` (and the oldest dropped)
+    /// if there is none.
+    fn read_of(&self, key: &str, read: impl FnOnce() -> BoxFuture<'static, ReadResult>) -> Read {
+        let mut cache = self.lock();
         if let Some(i) = cache.iter().position(|(k, _)| k == key) {
             if let Some(entry) = cache.remove(i) {
-                let slot = entry.1.clone();
+                let pending = entry.1.clone();
                 cache.push_back(entry);
-                return slot;
+                return pending;
             }
         }
-        let slot = Slot::default();
-        cache.push_back((key.to_owned(), slot.clone()));
+        let pending = read().shared();
+        cache.push_back((key.to_owned(), pending.clone()));
         if cache.len() > CACHED_BODIES {
             cache.pop_front();
         }
-        slot
+        pending
+    }
+
+    /// Drops `key`'s failed read, unless a newer read has replaced it.
+    fn forget(&self, key: &str, failed: &Read) {
+        let mut cache = self.lock();
+        cache.retain(|(k, pending)| k != key || !pending.ptr_eq(failed));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<(String, Read)>> {
+        self.cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -135,13 +179,32 @@ mod tests {
         (inbox, shared)
     }
 
+    /// A read that counts itself in `reads`, yields once (so that waiters pile up), and
+    /// answers `answer`.
+    fn counted(reads: &Arc<AtomicUsize>, answer: ReadResult) -> BoxFuture<'static, ReadResult> {
+        let reads = reads.clone();
+        async move {
+            reads.fetch_add(1, Ordering::SeqCst);
+            tokio::task::yield_now().await;
+            answer
+        }
+        .boxed()
+    }
+
     #[test]
-    fn only_large_bodies_to_several_recipients_are_shared() {
-        let large = "x".repeat(SHARE_FROM_BYTES);
-        assert!(worth_sharing(&large, 2));
-        assert!(!worth_sharing(&large, 1), "one recipient: nothing to share");
+    fn only_member_lists_whose_copies_add_up_are_shared() {
+        let list = "x".repeat(SHARE_FROM_BYTES);
+        let enough = SHARE_FROM_TOTAL_BYTES / SHARE_FROM_BYTES;
+        assert!(worth_sharing(&list, enough));
         assert!(
-            !worth_sharing(&large[1..], 10_000),
+            !worth_sharing(&list, enough - 1),
+            "a few copies cost less than one kept for the age bound"
+        );
+        let huge = "x".repeat(SHARE_FROM_TOTAL_BYTES);
+        assert!(!worth_sharing(&huge, 1), "one recipient: nothing to share");
+        assert!(worth_sharing(&huge, 2));
+        assert!(
+            !worth_sharing(&list[1..], 100_000),
             "small: the copies are cheap"
         );
     }
@@ -163,14 +226,9 @@ mod tests {
     async fn the_members_of_one_fan_out_read_its_body_once() {
         let dir = tempfile::tempdir().expect("dir");
         let (_, shared) = bodies(dir.path());
-        let reads = AtomicUsize::new(0);
-        let resolves = (0..50).map(|_| {
-            shared.resolve_with("k1", || async {
-                reads.fetch_add(1, Ordering::SeqCst);
-                tokio::task::yield_now().await;
-                Ok(Some(Arc::from("body")))
-            })
-        });
+        let reads = Arc::new(AtomicUsize::new(0));
+        let resolves = (0..50)
+            .map(|_| shared.resolve_with("k1", || counted(&reads, Ok(Some(Arc::from("body"))))));
         let bodies = futures_util::future::join_all(resolves).await;
         assert!(bodies
             .iter()
@@ -183,40 +241,62 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_failed_read_is_retried_and_old_bodies_make_room() {
+    async fn a_failed_read_answers_its_waiters_once_and_the_next_caller_reads_again() {
+        use futures_util::{stream::FuturesUnordered, StreamExt};
         let dir = tempfile::tempdir().expect("dir");
         let (_, shared) = bodies(dir.path());
-        let failed = shared
-            .resolve_with("k1", || async {
-                Err(StoreError::Unavailable("down".into()))
-            })
-            .await;
-        assert!(failed.is_err());
-        let again = shared
-            .resolve_with("k1", || async { Ok(Some(Arc::from("body"))) })
-            .await;
-        assert_eq!(again.expect("read").as_deref(), Some("body"));
-
-        for i in 0..CACHED_BODIES {
-            let key = format!("other{i}");
-            shared
-                .resolve_with(&key, || async { Ok(Some(Arc::from("x"))) })
-                .await
-                .expect("read");
-        }
-        let reads = AtomicUsize::new(0);
-        shared
-            .resolve_with("k1", || async {
+        let reads = Arc::new(AtomicUsize::new(0));
+        // The read fails only once every waiter is waiting for it, as when a store outage
+        // holds a read while a fan-out's deliveries pile up behind it.
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let down = || {
+            let (reads, gate) = (reads.clone(), gate.clone());
+            async move {
                 reads.fetch_add(1, Ordering::SeqCst);
-                Ok(Some(Arc::from("body")))
-            })
-            .await
-            .expect("read");
+                let _open = gate.acquire().await;
+                Err(StoreError::Unavailable("down".into()))
+            }
+            .boxed()
+        };
+        let mut waiting: FuturesUnordered<_> =
+            (0..50).map(|_| shared.resolve_with("k1", down)).collect();
+        // One pass polls every waiter once: all of them are waiting for the read now.
+        assert!(futures_util::poll!(waiting.next()).is_pending());
+        gate.add_permits(1);
+        let failed: Vec<_> = waiting.collect().await;
+        assert_eq!(failed.len(), 50);
+        assert!(failed.iter().all(Result::is_err));
         assert_eq!(
             reads.load(Ordering::SeqCst),
             1,
-            "dropped from the cache, read again"
+            "an outage costs one read per key, not one per socket"
         );
-        assert!(shared.cache.lock().expect("lock").len() <= CACHED_BODIES);
+        let again = shared
+            .resolve_with("k1", || counted(&reads, Ok(Some(Arc::from("body")))))
+            .await;
+        assert_eq!(again.expect("read").as_deref(), Some("body"));
+        assert_eq!(reads.load(Ordering::SeqCst), 2, "the failure was not kept");
+    }
+
+    #[tokio::test]
+    async fn old_bodies_make_room_for_new_ones() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (_, shared) = bodies(dir.path());
+        let reads = Arc::new(AtomicUsize::new(0));
+        let body = || counted(&reads, Ok(Some(Arc::from("body"))));
+        shared.resolve_with("k1", body).await.expect("read");
+        for i in 0..CACHED_BODIES {
+            shared
+                .resolve_with(&format!("other{i}"), body)
+                .await
+                .expect("read");
+        }
+        shared.resolve_with("k1", body).await.expect("read");
+        assert_eq!(
+            reads.load(Ordering::SeqCst),
+            CACHED_BODIES + 2,
+            "k1 was dropped from the cache, and read again"
+        );
+        assert!(shared.lock().len() <= CACHED_BODIES);
     }
 }

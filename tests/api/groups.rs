@@ -3,14 +3,18 @@
 
 use serde_json::{json, Value};
 
+use redb::ReadableTableMetadata;
 use webchat::{
     config::AuthMode,
-    domain::now_millis,
+    domain::{now_millis, GroupId, MsgId, UserId},
     inbox::{
         claims::{SendState, STALE_AFTER_MS},
-        shared_body,
+        send_claim_key, shared_body, shared_body_key, DedupeKey,
     },
-    storage::redis::user_key,
+    storage::{
+        embedded::{internal, EmbeddedDb, INBOX, SHARED_BODIES},
+        redis::user_key,
+    },
 };
 use webchat_loadgen::client::{ClientOptions, SioClient};
 
@@ -674,12 +678,13 @@ fn assert_notify_lists(event: &Value, expected: &[String]) {
 
 async fn a_member_list_for_every_member_is_stored_once_on(backend: Backend) {
     // Open mode: members need no accounts, so the list can be long (over the size from which
-    // bodies are shared) without signing up hundreds of users.
-    // Two nodes share Redis; the embedded store is one node's alone.
+    // bodies are shared) without signing up hundreds of users. On Redis: node 0 for alice,
+    // node 1 for bob, and two nodes no member used before, which read the body from the
+    // store, not from their cache. The embedded store is one node's alone.
     let node_count = if matches!(backend, Backend::Embedded) {
         1
     } else {
-        2
+        4
     };
     let dirs: Vec<_> = (0..node_count)
         .map(|_| tempfile::tempdir().expect("dir"))
@@ -690,48 +695,79 @@ async fn a_member_list_for_every_member_is_stored_once_on(backend: Backend) {
         s.auth = AuthMode::Open;
         nodes.push(spawn_with(s).await);
     }
-    let other = &nodes[node_count - 1].url;
+    let url = |i: usize| nodes[i.min(node_count - 1)].url.clone();
     let (alice, bob, carol) = (unique("alice"), unique("bob"), unique("carol"));
-    let mut members: Vec<String> = (0..200).map(|i| unique(&format!("m{i}"))).collect();
+    let mut members: Vec<String> = (0..1_000).map(|i| unique(&format!("m{i}"))).collect();
+    let dave = members[0].clone();
     members.extend([bob.clone(), carol.clone()]);
     let mut expected = members.clone();
     expected.push(alice.clone());
     expected.sort();
-    assert!(json!(expected).to_string().len() >= shared_body::SHARE_FROM_BYTES);
+    let list_json = json!(expected).to_string();
+    assert!(shared_body::worth_sharing(&list_json, expected.len()));
 
-    let mut a = join_open(&nodes[0].url, &alice).await;
-    let mut b = join_open(other, &bob).await;
+    let mut a = join_open(&url(0), &alice).await;
+    let mut b = join_open(&url(1), &bob).await;
     let ack = a
         .chat(json!({"EvtType":"create","To":"","MsgID":"c1","Body":json!(members).to_string()}))
         .await;
     assert_eq!(ack["ok"], true, "{ack}");
+    let gid = ack["Group"].as_str().expect("Group").to_owned();
     for client in [&mut a, &mut b] {
         assert_notify_lists(&client.next_chat_acked().await.data, &expected);
     }
 
-    if !matches!(backend, Backend::Embedded) {
-        // Carol's inbox entry names the list instead of holding a copy of it.
-        let entry = redis_cli(backend, &["XRANGE", &user_key(&carol, "inbox"), "-", "+"]).await;
-        let stored: Value = entry
-            .lines()
-            .find(|line| line.starts_with('{'))
-            .map(|json| serde_json::from_str(json).expect("stored JSON"))
-            .unwrap_or_else(|| panic!("no entry in carol's inbox: {entry:?}"));
-        assert_eq!(stored["Body"], "", "{stored}");
-        let key = stored["BodyRef"]
-            .as_str()
-            .expect("BodyRef in the stored entry");
-        let shared = redis_cli(backend, &["GET", &format!("wc:sb:{key}")]).await;
-        assert_eq!(
-            list(&json!(shared.trim())),
-            expected,
-            "the list, stored once"
-        );
+    // Offline during the create, carol reads the whole list from her inbox.
+    let mut c = join_open(&url(2), &carol).await;
+    assert_notify_lists(&c.next_chat_acked().await.data, &expected);
+
+    if matches!(backend, Backend::Embedded) {
+        let dir = nodes.pop().expect("node").stop().await;
+        let (bodies, entry) = EmbeddedDb::open(&dir)
+            .expect("db")
+            .read(move |txn| {
+                let bodies = txn.open_table(SHARED_BODIES).map_err(internal)?;
+                let inbox = txn.open_table(INBOX).map_err(internal)?;
+                let entry = inbox
+                    .get((dave.as_str(), 1))
+                    .map_err(internal)?
+                    .map(|e| e.value().to_vec());
+                Ok((bodies.len().map_err(internal)?, entry))
+            })
+            .await
+            .expect("read");
+        assert_eq!(bodies, 1, "the list, stored once");
+        let entry: Value =
+            serde_json::from_slice(&entry.expect("dave's notify")).expect("stored JSON");
+        assert_eq!(entry["Body"], "", "{entry}");
+        assert!(entry["BodyRef"].is_string(), "{entry}");
+        return;
     }
 
-    // Offline during the create, carol reads the whole list from her inbox on the other node.
-    let mut c = join_open(other, &carol).await;
-    assert_notify_lists(&c.next_chat_acked().await.data, &expected);
+    // Every offline member's entry names one stored list instead of holding a copy of it.
+    let mut refs = Vec::new();
+    for member in [&carol, &dave] {
+        let entries = inbox_entries(backend, member).await;
+        let [stored] = entries.as_slice() else {
+            panic!("one entry in {member}'s inbox: {entries:?}");
+        };
+        assert_eq!(stored["Body"], "", "{stored}");
+        refs.push(stored["BodyRef"].as_str().expect("BodyRef").to_owned());
+    }
+    assert_eq!(refs[0], refs[1], "one list for every member");
+    let shared = redis_cli(backend, &["GET", &shared_body_key(&refs[0])]).await;
+    assert_eq!(list(&json!(shared.trim())), expected);
+
+    // A stored list that is lost (say, on a Redis Cluster shard that failed over before
+    // replicating it) is rebuilt from the group's current members: bob left meanwhile.
+    redis_cli(backend, &["DEL", &shared_body_key(&refs[0])]).await;
+    let ack = b
+        .chat(json!({"EvtType":"depart","To":gid,"MsgID":"d1"}))
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    let now: Vec<String> = expected.iter().filter(|m| **m != bob).cloned().collect();
+    let mut d = join_open(&url(3), &dave).await;
+    assert_notify_lists(&d.next_chat_acked().await.data, &now);
 }
 
 #[tokio::test]
@@ -749,12 +785,24 @@ async fn a_member_list_for_every_member_is_stored_once_embedded() {
     a_member_list_for_every_member_is_stored_once_on(Backend::Embedded).await;
 }
 
+/// The stored forms of `user`'s inbox entries (Redis), as the append script wrote them.
+async fn inbox_entries(backend: Backend, user: &str) -> Vec<Value> {
+    let entries = redis_cli(backend, &["XRANGE", &user_key(user, "inbox"), "-", "+"]).await;
+    entries
+        .lines()
+        .filter(|line| line.starts_with('{'))
+        .map(|json| serde_json::from_str(json).expect("stored JSON"))
+        .collect()
+}
+
 /// The Redis key of the claim of `sender`'s group message `msg_id` to `gid`.
 fn claim_key(sender: &User, gid: &str, msg_id: &str) -> String {
-    user_key(
-        &sender.uid,
-        &format!("sc:{}:message:{gid}:{msg_id}", sender.uid),
-    )
+    send_claim_key(&DedupeKey {
+        sender: UserId::parse(&sender.uid).expect("uid"),
+        kind: "message",
+        msg_id: MsgId::parse(msg_id).expect("MsgID"),
+        group: Some(GroupId::parse(gid).expect("gid")),
+    })
 }
 
 #[tokio::test]
