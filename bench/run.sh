@@ -330,6 +330,10 @@ if wants cluster; then
   check python3 "$ROOT/bench/report.py" compare "$OUT" --rc "$CLUSTER_RC"
 fi
 
+if [ -n "${BENCH_WEBCHAT_BIN:-}" ]; then
+  log "webchat server binary: $BENCH_WEBCHAT_BIN (BENCH_WEBCHAT_BIN)"
+fi
+
 if wants group-fanout; then
   if [ "$SMOKE" = 1 ]; then
     GROUP_OUT="$RUN_DIR/group-fanout.jsonl"
