@@ -503,10 +503,20 @@ fn assert_not_everyone_got_it(ack: &Value, how_many: &str) {
     );
 }
 
-#[tokio::test]
-async fn a_group_message_keeps_one_claim_and_a_partial_send_is_completed_without_duplicates() {
-    let backend = Backend::Redis;
-    let nodes = spawn_nodes(backend, 2).await;
+/// A new group of alice (online on node 0), bob (online on node 1) and carol (offline),
+/// on two Redis nodes; alice and bob have taken their `notify`.
+struct ThreeMembers {
+    nodes: Vec<TestApp>,
+    alice: User,
+    bob: User,
+    carol: User,
+    a: TestClient,
+    b: TestClient,
+    gid: String,
+}
+
+async fn three_members_on_two_nodes() -> ThreeMembers {
+    let nodes = spawn_nodes(Backend::Redis, 2).await;
     let alice = nodes[0].signup("alice").await;
     let bob = nodes[0].signup("bob").await;
     let carol = nodes[0].signup("carol").await;
@@ -522,6 +532,29 @@ async fn a_group_message_keeps_one_claim_and_a_partial_send_is_completed_without
     for client in [&mut a, &mut b] {
         assert_eq!(client.next_chat_acked().await.data["EvtType"], "notify");
     }
+    ThreeMembers {
+        nodes,
+        alice,
+        bob,
+        carol,
+        a,
+        b,
+        gid,
+    }
+}
+
+#[tokio::test]
+async fn a_group_message_keeps_one_claim_and_a_partial_send_is_completed_without_duplicates() {
+    let backend = Backend::Redis;
+    let ThreeMembers {
+        nodes,
+        alice,
+        bob,
+        carol,
+        a,
+        mut b,
+        gid,
+    } = three_members_on_two_nodes().await;
 
     // One record of the send, under the sender; no key per recipient.
     let ack = a
@@ -808,22 +841,15 @@ fn claim_key(sender: &User, gid: &str, msg_id: &str) -> String {
 #[tokio::test]
 async fn a_send_left_sending_by_a_stopped_node_is_taken_over_and_reaches_everyone_once() {
     let backend = Backend::Redis;
-    let nodes = spawn_nodes(backend, 2).await;
-    let alice = nodes[0].signup("alice").await;
-    let bob = nodes[0].signup("bob").await;
-    let carol = nodes[0].signup("carol").await;
-    let mut a = nodes[0].connect(&alice).await;
-    let mut b = nodes[1].connect(&bob).await;
-    let ack = a
-        .chat(json!({"EvtType":"create","To":"","MsgID":"c1","Body":json!([bob.uid, carol.uid]).to_string()}))
-        .await;
-    let gid = ack["Group"]
-        .as_str()
-        .expect("Group in the create ack")
-        .to_owned();
-    for client in [&mut a, &mut b] {
-        assert_eq!(client.next_chat_acked().await.data["EvtType"], "notify");
-    }
+    let ThreeMembers {
+        nodes,
+        alice,
+        bob,
+        carol,
+        a,
+        mut b,
+        gid,
+    } = three_members_on_two_nodes().await;
 
     // A node claimed g1 a minute ago and stopped before it stored anything: its claim is
     // still `sending`, past the staleness bound.
