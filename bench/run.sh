@@ -144,6 +144,10 @@ if [ "$SMOKE" = 0 ] && { wants group-fanout || wants idle || wants storm; }; the
 fi
 
 ensure_redis_installed
+if [ -n "${BENCH_WEBCHAT_BIN:-}" ]; then
+  [ -x "$BENCH_WEBCHAT_BIN" ] || die "BENCH_WEBCHAT_BIN=$BENCH_WEBCHAT_BIN is not an executable"
+  log "webchat server binary: $BENCH_WEBCHAT_BIN (BENCH_WEBCHAT_BIN)"
+fi
 if [ "$PROFILE" = release ]; then
   cargo build --release --bin webchat --bin webchat-loadgen -p webchat -p webchat-loadgen
 else
@@ -328,10 +332,6 @@ if wants cluster; then
   CLUSTER_RC=0
   alternate cluster "$OUT" webchat-redis-cluster webchat-one-redis || CLUSTER_RC=1
   check python3 "$ROOT/bench/report.py" compare "$OUT" --rc "$CLUSTER_RC"
-fi
-
-if [ -n "${BENCH_WEBCHAT_BIN:-}" ]; then
-  log "webchat server binary: $BENCH_WEBCHAT_BIN (BENCH_WEBCHAT_BIN)"
 fi
 
 if wants group-fanout; then

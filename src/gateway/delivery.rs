@@ -208,7 +208,9 @@ pub async fn run(socket: SocketRef, uid: UserId, attachment: Attachment, state: 
 /// A body that is gone (kept an hour past the inbox age bound, so only lost with the
 /// store's data, or on a Redis Cluster shard that failed over before replicating it) is
 /// rebuilt where it can be: a `notify` or `restart` names the group's members, so it gets
-/// the current member list (an empty one if the group is gone, as for a member who left).
+/// the current member list, or an empty one for a reader who is not a member now (left
+/// since, or the group is gone): that is what the `depart` after it in their inbox says,
+/// and they must not see who is in the group without them.
 /// Anything else is sent with an empty Body rather than holding back every later event.
 async fn resolve_shared_body(
     state: &AppState,
@@ -224,7 +226,9 @@ async fn resolve_shared_body(
             };
             match state.groups.members(&gid).await {
                 Ok(members) => {
-                    let mut members = members.unwrap_or_default();
+                    let mut members = members
+                        .filter(|m| m.iter().any(|member| member == uid.as_str()))
+                        .unwrap_or_default();
                     members.sort();
                     Ok(serde_json::to_string(&members)
                         .unwrap_or_else(|_| "[]".to_owned())

@@ -82,9 +82,9 @@ impl SharedBodies {
     /// read's answer, a failure included (so a store outage costs one read per key, not one
     /// per socket); a failed read is then forgotten, and the next caller reads again.
     pub async fn resolve(&self, key: &str) -> ReadResult {
-        let store = self.store.clone();
-        let owned_key = key.to_owned();
-        self.resolve_with(key, move || {
+        self.resolve_with(key, || {
+            // Only when the body is not cached: the read owns what it needs.
+            let (store, owned_key) = (self.store.clone(), key.to_owned());
             async move {
                 // Logged once per key and node: the read is shared by every socket.
                 let body = store.read_shared_body(&owned_key).await.map_err(|e| {
@@ -263,7 +263,10 @@ mod tests {
         // One pass polls every waiter once: all of them are waiting for the read now.
         assert!(futures_util::poll!(waiting.next()).is_pending());
         gate.add_permits(1);
-        let failed: Vec<_> = waiting.collect().await;
+        let failed: Vec<_> =
+            tokio::time::timeout(std::time::Duration::from_secs(10), waiting.collect())
+                .await
+                .expect("every waiter answered");
         assert_eq!(failed.len(), 50);
         assert!(failed.iter().all(Result::is_err));
         assert_eq!(

@@ -731,7 +731,7 @@ async fn a_member_list_for_every_member_is_stored_once_on(backend: Backend) {
     let url = |i: usize| nodes[i.min(node_count - 1)].url.clone();
     let (alice, bob, carol) = (unique("alice"), unique("bob"), unique("carol"));
     let mut members: Vec<String> = (0..1_000).map(|i| unique(&format!("m{i}"))).collect();
-    let dave = members[0].clone();
+    let (dave, erin) = (members[0].clone(), members[1].clone());
     members.extend([bob.clone(), carol.clone()]);
     let mut expected = members.clone();
     expected.push(alice.clone());
@@ -777,9 +777,10 @@ async fn a_member_list_for_every_member_is_stored_once_on(backend: Backend) {
         return;
     }
 
-    // Every offline member's entry names one stored list instead of holding a copy of it.
+    // The members who never connected: each entry names one stored list instead of holding
+    // a copy of it (read before anyone acks them: a confirm would drop them).
     let mut refs = Vec::new();
-    for member in [&carol, &dave] {
+    for member in [&dave, &erin] {
         let entries = inbox_entries(backend, member).await;
         let [stored] = entries.as_slice() else {
             panic!("one entry in {member}'s inbox: {entries:?}");
@@ -791,16 +792,25 @@ async fn a_member_list_for_every_member_is_stored_once_on(backend: Backend) {
     let shared = redis_cli(backend, &["GET", &shared_body_key(&refs[0])]).await;
     assert_eq!(list(&json!(shared.trim())), expected);
 
-    // A stored list that is lost (say, on a Redis Cluster shard that failed over before
-    // replicating it) is rebuilt from the group's current members: bob left meanwhile.
-    redis_cli(backend, &["DEL", &shared_body_key(&refs[0])]).await;
-    let ack = b
+    // Erin reads the list through a node that caches it, leaves without acking it, and
+    // goes. Then the stored list is lost (say, on a Redis Cluster shard that failed over
+    // before replicating it): it is rebuilt from the group's current members.
+    let mut e = join_open(&url(2), &erin).await;
+    assert_notify_lists(&e.next_chat().await.data, &expected);
+    let ack = e
         .chat(json!({"EvtType":"depart","To":gid,"MsgID":"d1"}))
         .await;
     assert_eq!(ack["ok"], true, "{ack}");
-    let now: Vec<String> = expected.iter().filter(|m| **m != bob).cloned().collect();
+    e.close().await;
+    redis_cli(backend, &["DEL", &shared_body_key(&refs[0])]).await;
+    let now: Vec<String> = expected.iter().filter(|m| **m != erin).cloned().collect();
     let mut d = join_open(&url(3), &dave).await;
     assert_notify_lists(&d.next_chat_acked().await.data, &now);
+    // Erin, no longer a member, is not shown who is in the group now: her replayed notify
+    // lists nobody, and her depart follows.
+    let mut e = join_open(&url(3), &erin).await;
+    assert_notify_lists(&e.next_chat_acked().await.data, &[]);
+    assert_eq!(e.next_chat_acked().await.data["EvtType"], "depart");
 }
 
 #[tokio::test]
