@@ -282,6 +282,52 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_failed_read_dropped_from_the_cache_does_not_forget_a_newer_one() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (_, shared) = bodies(dir.path());
+        let reads = Arc::new(AtomicUsize::new(0));
+        let gated = |gate: &Arc<tokio::sync::Semaphore>, answer: ReadResult| {
+            let (reads, gate) = (reads.clone(), gate.clone());
+            move || {
+                async move {
+                    reads.fetch_add(1, Ordering::SeqCst);
+                    let _open = gate.acquire().await;
+                    answer
+                }
+                .boxed()
+            }
+        };
+        let (first_gate, second_gate) = (
+            Arc::new(tokio::sync::Semaphore::new(0)),
+            Arc::new(tokio::sync::Semaphore::new(0)),
+        );
+        let down = Err(StoreError::Unavailable("down".into()));
+        let mut first = Box::pin(shared.resolve_with("k1", gated(&first_gate, down)));
+        assert!(futures_util::poll!(first.as_mut()).is_pending());
+        // Other bodies push k1's read out of the cache; a new read of k1 starts.
+        for i in 0..CACHED_BODIES {
+            let key = format!("other{i}");
+            shared
+                .resolve_with(&key, || counted(&reads, Ok(Some(Arc::from("x")))))
+                .await
+                .expect("read");
+        }
+        let body = Ok(Some(Arc::from("body")));
+        let mut second = Box::pin(shared.resolve_with("k1", gated(&second_gate, body)));
+        assert!(futures_util::poll!(second.as_mut()).is_pending());
+
+        first_gate.add_permits(1);
+        assert!(first.await.is_err());
+        // The newer read is still the one a caller joins.
+        let mut third = Box::pin(shared.resolve_with("k1", || counted(&reads, Ok(None))));
+        assert!(futures_util::poll!(third.as_mut()).is_pending());
+        second_gate.add_permits(1);
+        assert_eq!(second.await.expect("read").as_deref(), Some("body"));
+        assert_eq!(third.await.expect("read").as_deref(), Some("body"));
+        assert_eq!(reads.load(Ordering::SeqCst), CACHED_BODIES + 2);
+    }
+
+    #[tokio::test]
     async fn old_bodies_make_room_for_new_ones() {
         let dir = tempfile::tempdir().expect("dir");
         let (_, shared) = bodies(dir.path());
