@@ -464,7 +464,7 @@ async fn sweep_periodically(
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = every.tick() => {
-                if let Err(e) = inbox.sweep_expired_dedupe_keys().await {
+                if let Err(e) = inbox.sweep_expired_keys().await {
                     tracing::warn!(error = %e, "sweep of expired idempotency keys, claims and shared bodies failed");
                 }
                 if let Err(e) = receipts.sweep_older_than(receipt_max_age_secs).await {

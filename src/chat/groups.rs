@@ -551,7 +551,8 @@ impl ChatService {
     /// Stores `event`'s body once, and makes `event` name it, when its copies to
     /// `recipients` would be large (a member list to every member is N² uids; see
     /// `inbox::shared_body`). Done before any entry names it, so every entry finds it.
-    /// Membership events only: group messages keep their copies (see there why).
+    /// Membership events only: group messages keep their copies (`inbox::shared_body` says
+    /// why).
     async fn share_large_body(
         &self,
         event: &mut WireEvent,

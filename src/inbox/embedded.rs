@@ -34,7 +34,7 @@ impl EmbeddedInbox {
 impl EmbeddedInbox {
     /// Drops idempotency keys, send claims and shared bodies that have expired (Redis
     /// expires them by itself).
-    pub async fn sweep_expired_dedupe_keys(&self) -> Result<(), StoreError> {
+    pub async fn sweep_expired_keys(&self) -> Result<(), StoreError> {
         self.db
             .write(
                 |txn| {
@@ -409,7 +409,7 @@ mod tests {
             }
         };
         assert_eq!(count(&inbox).await, 1);
-        inbox.sweep_expired_dedupe_keys().await.expect("sweep");
+        inbox.sweep_expired_keys().await.expect("sweep");
         assert_eq!(count(&inbox).await, 0);
     }
 
@@ -485,7 +485,7 @@ mod tests {
                 .expect("swap"),
             SwapOutcome::Swapped
         );
-        inbox.sweep_expired_dedupe_keys().await.expect("sweep");
+        inbox.sweep_expired_keys().await.expect("sweep");
         let left = inbox
             .db
             .read(|txn| {
