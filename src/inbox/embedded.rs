@@ -413,6 +413,49 @@ mod tests {
         assert_eq!(count(&inbox).await, 0);
     }
 
+    #[tokio::test]
+    async fn a_shared_body_is_read_until_it_expires_and_then_swept() {
+        let dir = tempfile::tempdir().expect("dir");
+        let inbox = inbox(dir.path(), 10, 60);
+        inbox.put_shared_body("live", "[\"a\"]").await.expect("put");
+        // One whose time is up, as the clock would leave it after the age bound.
+        inbox
+            .db
+            .write(
+                |txn| {
+                    let mut bodies = txn.open_table(SHARED_BODIES).map_err(internal)?;
+                    bodies
+                        .insert("old", ("[\"b\"]", now_millis() - 1))
+                        .map_err(internal)?;
+                    Ok(())
+                },
+                |_| {},
+            )
+            .await
+            .expect("write");
+        assert_eq!(
+            inbox
+                .read_shared_body("live")
+                .await
+                .expect("read")
+                .as_deref(),
+            Some("[\"a\"]")
+        );
+        assert_eq!(inbox.read_shared_body("old").await.expect("read"), None);
+        inbox.sweep_expired_keys().await.expect("sweep");
+        let left = inbox
+            .db
+            .read(|txn| {
+                txn.open_table(SHARED_BODIES)
+                    .map_err(internal)?
+                    .len()
+                    .map_err(internal)
+            })
+            .await
+            .expect("count");
+        assert_eq!(left, 1, "only the expired body is swept");
+    }
+
     fn group_key(id: &str) -> DedupeKey {
         DedupeKey {
             group: Some(crate::domain::GroupId::parse("group_1").expect("gid")),
