@@ -206,7 +206,7 @@ impl Application {
             calllog,
             groups,
             router,
-            shared_bodies: Arc::new(SharedBodies::new(inbox.clone())),
+            shared_bodies: Arc::new(SharedBodies::new(inbox.clone(), metrics.clone())),
             inbox,
             inbox_limits: limits,
             presence,

@@ -112,6 +112,11 @@ pub struct Metrics {
     pub live_gaps: Counter,
     /// Client acks of stored events.
     pub acks: Counter,
+    /// Large member lists stored once for a fan-out's inbox entries (`inbox::shared_body`).
+    pub shared_bodies_stored: Counter,
+    /// Shared member lists this node found missing from the store (each counted once per
+    /// node; their events got a rebuilt or empty Body).
+    pub shared_bodies_missing: Counter,
     /// Error acks/events sent, any code.
     pub errors: Counter,
     /// Sockets disconnected because they could not keep up.
@@ -162,7 +167,7 @@ impl Metrics {
             "Call-log records queued and not yet written to the call-log table.",
             self.calllog_backlog.get().into(),
         );
-        let counters: [(&str, &str, &Counter); 14] = [
+        let counters: [(&str, &str, &Counter); 16] = [
             (
                 "webchat_events_in_total",
                 "chat events received from clients.",
@@ -192,6 +197,16 @@ impl Metrics {
                 "webchat_live_gaps_total",
                 "Live events that revealed a lost earlier publish (the inbox was read first).",
                 &self.live_gaps,
+            ),
+            (
+                "webchat_shared_bodies_stored_total",
+                "Large member lists stored once for all of a fan-out's inbox entries.",
+                &self.shared_bodies_stored,
+            ),
+            (
+                "webchat_shared_bodies_missing_total",
+                "Shared member lists found missing from the store (events sent with a rebuilt or empty Body).",
+                &self.shared_bodies_missing,
             ),
             (
                 "webchat_acks_total",

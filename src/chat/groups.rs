@@ -561,6 +561,7 @@ impl ChatService {
         if shared_body::worth_sharing(&event.body, recipients) {
             let key = shared_body::new_key();
             self.inbox.put_shared_body(&key, &event.body).await?;
+            self.metrics.shared_bodies_stored.inc();
             event.body = String::new();
             event.body_ref = Some(key);
         }

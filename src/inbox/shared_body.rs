@@ -29,7 +29,7 @@ use futures_util::{
 };
 
 use super::InboxStore;
-use crate::storage::StoreError;
+use crate::{storage::StoreError, telemetry::Metrics};
 
 /// Bodies from this size on may be shared by a fan-out's recipients. Below it an entry's
 /// own fields outweigh its body, and sharing saves little.
@@ -64,15 +64,17 @@ type Read = Shared<BoxFuture<'static, ReadResult>>;
 /// Resolves `BodyRef`s for a node's delivery tasks, reading each shared body once.
 pub struct SharedBodies {
     store: Arc<dyn InboxStore>,
+    metrics: Arc<Metrics>,
     /// Most recently asked for last.
     cache: Mutex<VecDeque<(String, Read)>>,
 }
 
 impl SharedBodies {
-    /// Reads shared bodies from `store`.
-    pub fn new(store: Arc<dyn InboxStore>) -> Self {
+    /// Reads shared bodies from `store`, counting the missing ones in `metrics`.
+    pub fn new(store: Arc<dyn InboxStore>, metrics: Arc<Metrics>) -> Self {
         Self {
             store,
+            metrics,
             cache: Mutex::new(VecDeque::with_capacity(CACHED_BODIES + 1)),
         }
     }
@@ -84,7 +86,8 @@ impl SharedBodies {
     pub async fn resolve(&self, key: &str) -> ReadResult {
         self.resolve_with(key, || {
             // Only when the body is not cached: the read owns what it needs.
-            let (store, owned_key) = (self.store.clone(), key.to_owned());
+            let (store, metrics, owned_key) =
+                (self.store.clone(), self.metrics.clone(), key.to_owned());
             async move {
                 // Logged once per key and node: the read is shared by every socket.
                 let body = store.read_shared_body(&owned_key).await.map_err(|e| {
@@ -92,6 +95,7 @@ impl SharedBodies {
                     e
                 })?;
                 if body.is_none() {
+                    metrics.shared_bodies_missing.inc();
                     tracing::warn!(key = %owned_key, "shared body missing from the store; its events get a rebuilt or empty Body");
                 }
                 Ok(body.map(Arc::from))
@@ -175,7 +179,7 @@ mod tests {
             Arc::new(MemoryBus::new(router)),
             limits,
         ));
-        let shared = SharedBodies::new(inbox.clone());
+        let shared = SharedBodies::new(inbox.clone(), Arc::new(Metrics::default()));
         (inbox, shared)
     }
 

@@ -753,6 +753,10 @@ async fn a_member_list_for_every_member_is_stored_once_on(backend: Backend) {
     // Offline during the create, carol reads the whole list from her inbox.
     let mut c = join_open(&url(2), &carol).await;
     assert_notify_lists(&c.next_chat_acked().await.data, &expected);
+    assert_eq!(
+        nodes[0].metric("webchat_shared_bodies_stored_total").await,
+        1
+    );
 
     if matches!(backend, Backend::Embedded) {
         let dir = nodes.pop().expect("node").stop().await;
@@ -806,11 +810,20 @@ async fn a_member_list_for_every_member_is_stored_once_on(backend: Backend) {
     let now: Vec<String> = expected.iter().filter(|m| **m != erin).cloned().collect();
     let mut d = join_open(&url(3), &dave).await;
     assert_notify_lists(&d.next_chat_acked().await.data, &now);
+    assert_eq!(
+        nodes[3].metric("webchat_shared_bodies_missing_total").await,
+        1,
+        "counted once for the node"
+    );
     // Erin, no longer a member, is not shown who is in the group now: her replayed notify
     // lists nobody, and her depart follows.
     let mut e = join_open(&url(3), &erin).await;
     assert_notify_lists(&e.next_chat_acked().await.data, &[]);
     assert_eq!(e.next_chat_acked().await.data["EvtType"], "depart");
+    assert_eq!(
+        nodes[3].metric("webchat_shared_bodies_missing_total").await,
+        1
+    );
 }
 
 #[tokio::test]
