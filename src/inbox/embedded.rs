@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use redb::ReadableTable;
+use redb::{ReadableTable, TableDefinition};
 
 use super::{AppendOutcome, DedupeKey, Echo, InboxLimits, InboxPage, InboxStore, SwapOutcome};
 use crate::{
@@ -54,20 +54,46 @@ impl EmbeddedInbox {
                     for key in &expired {
                         seqs.remove(key.as_str()).map_err(internal)?;
                     }
-                    let mut claims = txn.open_table(SEND_CLAIMS).map_err(internal)?;
-                    claims
-                        .retain(|_, (_, expires_at)| expires_at > now)
-                        .map_err(internal)?;
-                    let mut bodies = txn.open_table(SHARED_BODIES).map_err(internal)?;
-                    bodies
-                        .retain(|_, (_, expires_at)| expires_at > now)
-                        .map_err(internal)?;
+                    for table in [SEND_CLAIMS, SHARED_BODIES] {
+                        txn.open_table(table)
+                            .map_err(internal)?
+                            .retain(|_, (_, expires_at)| expires_at > now)
+                            .map_err(internal)?;
+                    }
                     Ok(())
                 },
                 |_| {},
             )
             .await
     }
+
+    /// The text held under `key` in `table` (send claims, shared bodies: text with an
+    /// expiry in Unix ms), unless it has expired.
+    async fn read_unexpired(
+        &self,
+        table: TableDefinition<'static, &'static str, (&'static str, i64)>,
+        key: String,
+    ) -> Result<Option<String>, StoreError> {
+        self.db
+            .read(move |txn| {
+                let held = txn
+                    .open_table(table)
+                    .map_err(internal)?
+                    .get(key.as_str())
+                    .map_err(internal)?;
+                Ok(held.and_then(|h| {
+                    let (text, expires_at) = h.value();
+                    (expires_at > now_millis()).then(|| text.to_owned())
+                }))
+            })
+            .await
+    }
+}
+
+/// `secs` in milliseconds, for an expiry time: bounded so that adding it to now cannot
+/// overflow.
+fn millis(secs: u64) -> i64 {
+    i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX / 2)
 }
 
 #[async_trait]
@@ -75,13 +101,7 @@ impl InboxStore for EmbeddedInbox {
     async fn put_shared_body(&self, key: &str, body: &str) -> Result<(), StoreError> {
         let (key, body) = (key.to_owned(), body.to_owned());
         // As long as an inbox keeps events, and an hour for clocks that disagree.
-        let keep_ms = i64::try_from(
-            self.limits
-                .max_age_secs
-                .saturating_add(3600)
-                .saturating_mul(1000),
-        )
-        .unwrap_or(i64::MAX / 2);
+        let keep_ms = millis(self.limits.max_age_secs.saturating_add(3600));
         self.db
             .write(
                 move |txn| {
@@ -98,31 +118,11 @@ impl InboxStore for EmbeddedInbox {
     }
 
     async fn read_shared_body(&self, key: &str) -> Result<Option<String>, StoreError> {
-        let key = key.to_owned();
-        self.db
-            .read(move |txn| {
-                let bodies = txn.open_table(SHARED_BODIES).map_err(internal)?;
-                let held = bodies.get(key.as_str()).map_err(internal)?;
-                Ok(held.and_then(|h| {
-                    let (body, expires_at) = h.value();
-                    (expires_at > now_millis()).then(|| body.to_owned())
-                }))
-            })
-            .await
+        self.read_unexpired(SHARED_BODIES, key.to_owned()).await
     }
 
     async fn read_send_claim(&self, key: &DedupeKey) -> Result<Option<String>, StoreError> {
-        let key = key.text();
-        self.db
-            .read(move |txn| {
-                let claims = txn.open_table(SEND_CLAIMS).map_err(internal)?;
-                let held = claims.get(key.as_str()).map_err(internal)?;
-                Ok(held.and_then(|h| {
-                    let (state, expires_at) = h.value();
-                    (expires_at > now_millis()).then(|| state.to_owned())
-                }))
-            })
-            .await
+        self.read_unexpired(SEND_CLAIMS, key.text()).await
     }
 
     async fn swap_send_claim(
@@ -134,8 +134,7 @@ impl InboxStore for EmbeddedInbox {
         let key = key.text();
         let expected = expected.map(str::to_owned);
         let new = new.map(str::to_owned);
-        let window_ms = i64::try_from(self.limits.dedupe_window_secs.saturating_mul(1000))
-            .unwrap_or(i64::MAX / 2);
+        let window_ms = millis(self.limits.dedupe_window_secs);
         self.db
             .write(
                 move |txn| {
@@ -199,8 +198,7 @@ impl InboxStore for EmbeddedInbox {
                                 });
                             }
                         }
-                        let window_ms =
-                            i64::try_from(limits.dedupe_window_secs * 1000).unwrap_or(i64::MAX / 2);
+                        let window_ms = millis(limits.dedupe_window_secs);
                         table
                             .insert(key.as_str(), (sent_at, now.saturating_add(window_ms)))
                             .map_err(internal)?;
