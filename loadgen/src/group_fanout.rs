@@ -349,7 +349,7 @@ pub(crate) async fn run(args: &Args, run_id: &str) -> Result<()> {
     let notified_all = shared.notify.wait_complete(deadline).await;
     let notify_delays = shared.notify.delays(t_create);
     let srv_c1 = servers_cpu_us(&args.server_pids);
-    let create_steal = steal_c0.zip(steal_us()).map(|(a, b)| b.saturating_sub(a));
+    let create_steal = grown(steal_c0, steal_us());
     let create_us = notify_delays.last().copied().filter(|_| notified_all);
     eprintln!(
         "loadgen: created {gid}: ack {:.1} ms, {} / {n} notified{}",
@@ -387,7 +387,7 @@ pub(crate) async fn run(args: &Args, run_id: &str) -> Result<()> {
             (ack_error_code(&res), now_us())
         };
         let ((ack_error, t_ack), complete) = tokio::join!(ack, arrivals.wait_complete(deadline));
-        let steal = steal0.zip(steal_us()).map(|(a, b)| b.saturating_sub(a));
+        let steal = grown(steal0, steal_us());
         let delays = arrivals.delays(t_send);
         eprintln!(
             "loadgen: message {k}: ack {:.1} ms{}, {} / {} members, the last after {:.1} ms{}{}",
@@ -426,12 +426,12 @@ pub(crate) async fn run(args: &Args, run_id: &str) -> Result<()> {
             ack_us: create_ack_us,
             done_us: create_us,
             notified: notify_delays.len(),
-            server_cpu_us: srv_c0.zip(srv_c1).map(|(a, b)| b.saturating_sub(a)),
+            server_cpu_us: grown(srv_c0, srv_c1),
             steal_us: create_steal,
         },
         connect_s,
-        srv0.zip(srv1).map(|(a, b)| b.saturating_sub(a)),
-        gen0.zip(gen1).map(|(a, b)| b.saturating_sub(a)),
+        grown(srv0, srv1),
+        grown(gen0, gen1),
     );
     println!("{report}");
     eprintln!(
@@ -447,6 +447,12 @@ pub(crate) async fn run(args: &Args, run_id: &str) -> Result<()> {
     SHUTTING_DOWN.store(true, Ordering::Relaxed);
     futures_util::future::join_all(clients.into_iter().map(SioClient::close)).await;
     Ok(())
+}
+
+/// How much a counter (CPU or steal time) grew between two readings; `None` if either
+/// reading failed.
+fn grown(start: Option<u64>, end: Option<u64>) -> Option<u64> {
+    start.zip(end).map(|(a, b)| b.saturating_sub(a))
 }
 
 struct Create<'a> {
