@@ -4,7 +4,7 @@
     report.py pairs FILE [--smoke 0|1]
     report.py compare FILE
     report.py group-fanout FILE [--smoke 0|1] [--rc N] [--expect ROWS]
-    report.py idle|replay|storm FILE [--rc N] [--expect ROWS]
+    report.py idle|replay|storm|transport-floor FILE [--rc N] [--expect ROWS]
     report.py markdown RESULTS_DIR     # machine info, commands and every table -> stdout
 
 Each subcommand prints a table and exits 1 when the run is not healthy (lost/undelivered
@@ -235,6 +235,22 @@ def markdown(d):
     print("\n".join(parts))
 
 
+# ---------------------------------------------------------------- transport floor (scenario 3)
+def transport_floor(rows):
+    out = ["| connections | rounds | frame / answer bytes | wall p50 / max ms | server CPU ms per round | "
+           "client CPU ms per round |",
+           "|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append(f"| {r['connections']:,} | {r['rounds']} | {r['frame_bytes']} / {r['answer_bytes']} | "
+                   f"{fmt(r['wall_ms_p50'])} / {fmt(r['wall_ms_max'])} | {fmt(r['server_cpu_ms_mean'])} | "
+                   f"{fmt(r['client_cpu_ms_mean'])} |")
+    return "\n".join(out)
+
+
+def transport_floor_ok(rows):
+    return all(r["rounds"] == len(r["wall_ms"]) and r["rounds"] > 0 for r in rows)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("kind")
@@ -267,7 +283,8 @@ def main():
             print(f"group-fanout smoke: {'passed' if ok else 'FAILED'}")
         return 0 if ok else 1
     table, healthy = {"idle": (idle, idle_ok), "replay": (replay, replay_ok),
-                      "storm": (storm, storm_ok)}[a.kind]
+                      "storm": (storm, storm_ok),
+                      "transport-floor": (transport_floor, transport_floor_ok)}[a.kind]
     print("\n" + table(rows))
     ok = ok and bool(rows) and healthy(rows)
     print(f"{a.kind}: {'passed' if ok else 'FAILED'}")

@@ -23,12 +23,17 @@
 #                                               # to one user (webchat only)
 #   bash bench/run.sh --scenario storm          # scenario 5: 5,000 users with queued messages
 #                                               # reconnect at once (webchat only)
+#   bash bench/run.sh --scenario transport-floor  # scenario 3's transport alone, no server:
+#                                               # 10,000 loopback TCP connections, one
+#                                               # 304-byte frame out and an 11-byte answer
+#                                               # back per connection and round
 #   bash bench/run.sh --scenario all            # compare, idle, replay, storm; then writes
 #                                               # bench/results/report.md (machine, commands,
 #                                               # tables) with bench/report.py
 #   bash bench/run.sh --smoke                   # tiny runs for CI (debug build, webchat only):
 #                                               # pairs, cluster, group-fanout, idle, replay,
-#                                               # storm and bench/soak.sh --smoke; last
+#                                               # storm, transport-floor and
+#                                               # bench/soak.sh --smoke; last
 #                                               # line `bench-smoke: 1 passed, 0 failed` (or
 #                                               # `0 passed, 1 failed`, exit status 1)
 #
@@ -43,6 +48,7 @@
 # replay: BENCH_REPLAY_MESSAGES (10000), BENCH_REPLAY_REPEATS (3), BENCH_REPLAY_OUT.
 # storm: BENCH_STORM_USERS (5000), BENCH_STORM_PER_USER (3), BENCH_STORM_REPEATS (2),
 # BENCH_STORM_OUT.
+# transport-floor: BENCH_FLOOR_CONNECTIONS (10000), BENCH_FLOOR_ROUNDS (12), BENCH_FLOOR_OUT.
 # A/B runs: BENCH_WEBCHAT_BIN (the webchat server binary to run instead of this checkout's
 # build, e.g. a copy of an older build: interleave runs of both to compare them on a machine
 # whose speed drifts).
@@ -62,7 +68,7 @@ cd "$ROOT"
 
 SMOKE=0
 SCENARIO=""
-ALL_SCENARIOS="pairs compare cluster group-fanout idle replay storm"
+ALL_SCENARIOS="pairs compare cluster group-fanout idle replay storm transport-floor"
 while [ $# -gt 0 ]; do
   case "$1" in
     --smoke) SMOKE=1 ;;
@@ -77,9 +83,9 @@ while [ $# -gt 0 ]; do
   shift
 done
 case "$SCENARIO" in
-  "") if [ "$SMOKE" = 1 ]; then SCENARIOS="pairs cluster group-fanout idle replay storm"; else SCENARIOS=pairs; fi ;;
+  "") if [ "$SMOKE" = 1 ]; then SCENARIOS="pairs cluster group-fanout idle replay storm transport-floor"; else SCENARIOS=pairs; fi ;;
   all) SCENARIOS="compare idle replay storm" ;;
-  pairs | compare | cluster | group-fanout | idle | replay | storm) SCENARIOS="$SCENARIO" ;;
+  pairs | compare | cluster | group-fanout | idle | replay | storm | transport-floor) SCENARIOS="$SCENARIO" ;;
   *) die "unknown scenario $SCENARIO ($ALL_SCENARIOS all)" ;;
 esac
 wants() { [[ " $SCENARIOS " == *" $1 "* ]]; }
@@ -91,6 +97,7 @@ if [ "$SMOKE" = 1 ]; then
   IDLE_SOCKETS=50 IDLE_HOLD=500ms IDLE_REPEATS=1
   REPLAY_MESSAGES=300 REPLAY_REPEATS=1
   STORM_USERS=60 STORM_PER_USER=2 STORM_REPEATS=1
+  FLOOR_CONNECTIONS=20 FLOOR_ROUNDS=2
   CONNECT_BATCH=25 SOURCE_IPS=2
 else
   PROFILE=release
@@ -115,6 +122,8 @@ else
   STORM_USERS="${BENCH_STORM_USERS:-5000}"
   STORM_PER_USER="${BENCH_STORM_PER_USER:-3}"
   STORM_REPEATS="${BENCH_STORM_REPEATS:-2}"
+  FLOOR_CONNECTIONS="${BENCH_FLOOR_CONNECTIONS:-10000}"
+  FLOOR_ROUNDS="${BENCH_FLOOR_ROUNDS:-12}"
   CONNECT_BATCH="${BENCH_CONNECT_BATCH:-500}"
   SOURCE_IPS="${BENCH_SOURCE_IPS:-8}"
 fi
@@ -125,12 +134,13 @@ TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 BIN_DIR="$TARGET_DIR/$PROFILE"
 LOADGEN="$BIN_DIR/webchat-loadgen"
 
-if [ "$SMOKE" = 0 ] && { wants group-fanout || wants idle || wants storm; }; then
+if [ "$SMOKE" = 0 ] && { wants group-fanout || wants idle || wants storm || wants transport-floor; }; then
   # One fd per socket in the generator and in the server, plus Redis connections and slack.
   need=0
   for n in ${GROUP_SIZES//,/ }; do [ "$n" -gt "$need" ] && need="$n"; done
   if wants idle; then [ "$IDLE_SOCKETS" -gt "$need" ] && need="$IDLE_SOCKETS"; fi
   if wants storm; then [ "$STORM_USERS" -gt "$need" ] && need="$STORM_USERS"; fi
+  if wants transport-floor; then [ "$FLOOR_CONNECTIONS" -gt "$need" ] && need="$FLOOR_CONNECTIONS"; fi
   ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
   if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((need + 200)) ]; then
     warn "open-files limit $(ulimit -n) is too low for $need sockets (hard limit $(ulimit -Hn))"
@@ -417,6 +427,17 @@ if wants idle; then
   done
   check python3 "$ROOT/bench/report.py" idle "$IDLE_OUT" --rc "$IDLE_RC" \
     --expect $((IDLE_REPEATS * ${#IDLE_KINDS[@]}))
+fi
+
+if wants transport-floor; then
+  FLOOR_OUT="${BENCH_FLOOR_OUT:-$RESULTS/transport-floor.jsonl}"
+  [ "$SMOKE" = 1 ] && FLOOR_OUT="$RUN_DIR/transport-floor.jsonl"
+  mkdir -p "$(dirname "$FLOOR_OUT")"
+  FLOOR_RC=0
+  log "transport-floor: $FLOOR_CONNECTIONS connections, $FLOOR_ROUNDS rounds (load $(load_note))"
+  "$LOADGEN" --scenario transport-floor --members "$FLOOR_CONNECTIONS" --messages "$FLOOR_ROUNDS" \
+    --pause "$GROUP_PAUSE" | tee "$FLOOR_OUT" || { FLOOR_RC=1; warn "webchat-loadgen failed (transport-floor)"; }
+  check python3 "$ROOT/bench/report.py" transport-floor "$FLOOR_OUT" --rc "$FLOOR_RC" --expect 1
 fi
 
 if [ "$SMOKE" = 1 ] && [ -z "$SCENARIO" ]; then

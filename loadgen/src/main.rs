@@ -50,6 +50,7 @@ use futures_util::StreamExt;
 use serde_json::{json, Value};
 use webchat_loadgen::client::{ClientError, ClientOptions, EventStream, ServerEvent, SioClient};
 
+mod floor;
 mod group_fanout;
 mod offline;
 
@@ -68,6 +69,9 @@ enum Scenario {
     Replay,
     /// --users offline users with --per-user queued messages each reconnect at once.
     Storm,
+    /// The group fan-out's transport alone: --members loopback TCP connections, one frame
+    /// out and one answer back per connection and round (--messages rounds); no server.
+    TransportFloor,
 }
 
 /// Load generator for webchat: 1:1 chat messages (delivered msgs/s and latency) or group
@@ -168,6 +172,13 @@ struct Args {
     /// storm: messages queued per user before they reconnect.
     #[arg(long, default_value_t = 3)]
     per_user: usize,
+    /// transport-floor: bytes of each frame sent to a connection (the default: a group message
+    /// with a 64-byte Body as webchat writes it, socket.io and WebSocket framing included).
+    #[arg(long, default_value_t = 304)]
+    floor_frame_bytes: usize,
+    /// transport-floor: be the server side (the scenario starts it as a child process).
+    #[arg(long, hide = true)]
+    floor_serve: bool,
     /// storm: sockets that queue the messages (each sends to every `senders`-th user).
     #[arg(long, default_value_t = 20)]
     senders: usize,
@@ -175,6 +186,9 @@ struct Args {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if args.floor_serve {
+        return floor::serve_main(&args);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads.max(1))
         .enable_all()
@@ -261,6 +275,7 @@ async fn run(args: Args) -> Result<()> {
         Scenario::Idle => offline::run_idle(&args, &run_id).await,
         Scenario::Replay => offline::run_replay(&args, &run_id).await,
         Scenario::Storm => offline::run_storm(&args, &run_id).await,
+        Scenario::TransportFloor => floor::run(&args).await,
     }
 }
 
