@@ -46,14 +46,16 @@ local function append_one(seq_key, inbox, dedupe, flag, sent_at, json, echo, ski
     created_key = true
   end
   local seq = redis.call('INCR', seq_key)
+  -- Lua turns a number into text with sprintf; once per event, not once per use.
+  local seq_text = tostring(seq)
   if flag == '2' then
     -- A re-send learns which Seq the first send got (the call log records it).
-    redis.call('SET', dedupe, sent_at .. ':' .. seq, 'XX', 'KEEPTTL')
+    redis.call('SET', dedupe, sent_at .. ':' .. seq_text, 'XX', 'KEEPTTL')
   end
-  redis.call('XADD', inbox, 'MAXLEN', max_len, seq .. '-0', 'e', json)
+  redis.call('XADD', inbox, 'MAXLEN', max_len, seq_text .. '-0', 'e', json)
   stored_seq = seq
   redis.call('EXPIRE', inbox, max_age)
-  redis.call(publish, string.sub(seq_key, 1, -4) .. 'ch', 'S' .. seq .. '\n' .. json)
+  redis.call(publish, string.sub(seq_key, 1, -4) .. 'ch', 'S' .. seq_text .. '\n' .. json)
   if echo ~= '' then
     -- The live copy for the sender's other tabs rides in the same round trip.
     redis.call(publish, echo, 'L' .. skip .. '\n' .. json)

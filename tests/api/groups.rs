@@ -7,13 +7,14 @@ use redb::ReadableTableMetadata;
 use webchat::{
     config::AuthMode,
     domain::{now_millis, GroupId, MsgId, UserId},
+    groups::{GroupStore, RedisGroupStore},
     inbox::{
         claims::{SendState, STALE_AFTER_MS},
         send_claim_key, shared_body, shared_body_key, DedupeKey,
     },
     storage::{
         embedded::{internal, EmbeddedDb, INBOX, SHARED_BODIES},
-        redis::user_key,
+        redis::{user_key, RedisHandles},
     },
 };
 use webchat_loadgen::client::{ClientOptions, SioClient};
@@ -992,4 +993,61 @@ async fn group_and_one_to_one_appends_batched_together_each_arrive_once_in_seq_o
             .await;
         assert_eq!(m.next_chat_acked().await.data["MsgID"], "sentinel");
     }
+}
+
+async fn member_set_read_in_pages_is_whole_and_sorted_on(backend: Backend) {
+    let url = match backend {
+        Backend::RedisCluster => redis_cluster_url(),
+        _ => redis_url(),
+    };
+    let pool = RedisHandles::connect(&url)
+        .await
+        .expect("connect to Redis")
+        .pool;
+    let whole = RedisGroupStore::new(pool.clone(), 60);
+    let paged = RedisGroupStore::new(pool, 60).with_members_per_scan(16);
+    let gid = GroupId::parse(&format!("group_{}", unique("pages"))).expect("gid");
+    // Past Redis's compact set encodings (128 members), where a scan ignores COUNT.
+    let members: Vec<UserId> = (0..600)
+        .map(|i| UserId::parse(&format!("m{:04}-{}", 599 - i, unique("u"))).expect("uid"))
+        .collect();
+    assert!(whole.create(&gid, &members).await.expect("create"));
+    let first_page = redis_cli(
+        backend,
+        &[
+            "SSCAN",
+            &user_key(gid.as_str(), "members"),
+            "0",
+            "COUNT",
+            "16",
+        ],
+    )
+    .await;
+    assert_ne!(
+        first_page.lines().next(),
+        Some("0"),
+        "one SSCAN page of 16 holds the whole set, so nothing here is read in pages: {first_page}"
+    );
+    let mut expected: Vec<String> = members.iter().map(UserId::to_string).collect();
+    expected.sort();
+    assert_eq!(
+        whole.members(&gid).await.expect("read"),
+        Some(expected.clone())
+    );
+    assert_eq!(
+        paged.members(&gid).await.expect("paged read"),
+        Some(expected)
+    );
+    let missing = GroupId::parse(&format!("group_{}", unique("none"))).expect("gid");
+    assert_eq!(paged.members(&missing).await.expect("read"), None);
+}
+
+#[tokio::test]
+async fn a_member_set_read_in_pages_is_whole_and_sorted() {
+    member_set_read_in_pages_is_whole_and_sorted_on(Backend::Redis).await;
+}
+
+#[tokio::test]
+async fn a_member_set_read_in_pages_is_whole_and_sorted_on_redis_cluster() {
+    member_set_read_in_pages_is_whole_and_sorted_on(Backend::RedisCluster).await;
 }
