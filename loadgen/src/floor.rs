@@ -1,8 +1,8 @@
 //! Scenario `transport-floor`: what the group fan-out's transport alone costs on this
 //! machine, with nothing of webchat in it.
 //!
-//! `--members` loopback TCP connections (TCP_NODELAY on both ends, as webchat sets). A
-//! server process with a single-threaded runtime, like a webchat node started with
+//! `--members` loopback TCP connections (TCP_NODELAY on both ends, as webchat sets). A bare
+//! server process (no webchat) with a single-threaded runtime, like a webchat node started with
 //! `--worker-threads 1`, writes one `--floor-frame-bytes` frame to every connection per
 //! round; the generator's own runtime (`--threads` workers, as in `group-fanout`) reads each
 //! frame and answers with an 11-byte frame, the size of a masked socket.io ack. A round ends
@@ -26,7 +26,7 @@ use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
     net::{TcpListener, TcpStream},
     process::Command,
-    sync::Notify,
+    sync::{watch, Notify},
 };
 
 use crate::{ms, percentile, round3, Args};
@@ -36,19 +36,27 @@ use crate::{ms, percentile, round3, Args};
 const ANSWER_BYTES: usize = 11;
 
 /// CPU nanoseconds this process has run, all threads (`/proc/self/task/*/schedstat`).
+/// Not `/proc/self/stat` as the other scenarios read: its 10 ms ticks are a tenth of a round.
 fn cpu_ns() -> Result<u64> {
     let mut total = 0;
+    let mut read_any = false;
     for task in std::fs::read_dir("/proc/self/task")? {
         let path = task?.path().join("schedstat");
-        // A thread that ended between the listing and the read runs no more.
-        let Ok(text) = std::fs::read_to_string(&path) else {
-            continue;
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            // A thread that ended between the listing and the read.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
         total += text
             .split_whitespace()
             .next()
             .and_then(|ns| ns.parse::<u64>().ok())
             .with_context(|| format!("no run time in {}", path.display()))?;
+        read_any = true;
+    }
+    if !read_any {
+        bail!("no thread of this process has a schedstat");
     }
     Ok(total)
 }
@@ -75,6 +83,10 @@ pub async fn run(args: &Args) -> Result<()> {
         .args(["--messages", &args.messages.to_string()])
         .args(["--pause", &format!("{}ms", args.pause.as_millis())])
         .args(["--floor-frame-bytes", &frame_bytes.to_string()])
+        .args([
+            "--fanout-timeout",
+            &format!("{}ms", args.fanout_timeout.as_millis()),
+        ])
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -99,17 +111,26 @@ pub async fn run(args: &Args) -> Result<()> {
         }
     }
     let mut rounds = Vec::with_capacity(args.messages);
-    let mut client0 = cpu_ns()?;
+    // This side's CPU is read when the server says it is ready and after each round: a round
+    // starts a pause after either, and the client does nothing in between, so each window
+    // holds one round's work whole (reading it when the round starts could come late, with
+    // the first frames already answered).
+    let mut client0 = None;
     while let Some(line) = lines.next_line().await? {
+        let unexpected = || format!("unexpected line from the floor server: {line}");
         let mut words = line.split_whitespace();
         match (words.next(), words.next(), words.next()) {
-            (Some("start"), _, _) => client0 = cpu_ns()?,
-            (Some("end"), Some(wall_us), Some(server_ns)) => rounds.push(Round {
-                wall: Duration::from_micros(wall_us.parse()?),
-                server_ns: server_ns.parse()?,
-                client_ns: cpu_ns()?.saturating_sub(client0),
-            }),
-            _ => bail!("unexpected line from the floor server: {line}"),
+            (Some("ready"), None, None) => client0 = Some(cpu_ns()?),
+            (Some("end"), Some(wall_us), Some(server_ns)) => {
+                let client1 = cpu_ns()?;
+                rounds.push(Round {
+                    wall: Duration::from_micros(wall_us.parse().with_context(unexpected)?),
+                    server_ns: server_ns.parse().with_context(unexpected)?,
+                    client_ns: client1 - client0.with_context(unexpected)?,
+                });
+                client0 = Some(client1);
+            }
+            _ => bail!(unexpected()),
         }
     }
     let status = server.wait().await?;
@@ -139,70 +160,74 @@ async fn answer_every_frame(mut stream: TcpStream, frame_bytes: usize) {
 }
 
 /// The server side (`--floor-serve`): a single-threaded runtime, like a webchat node started
-/// with `--worker-threads 1`. Prints `port P`, accepts `--members` connections, then runs
-/// `--messages` rounds `--pause` apart, printing `start` before and `end WALL_US CPU_NS`
-/// after each.
+/// with `--worker-threads 1`. Prints `port P`, accepts `--members` connections, prints
+/// `ready`, then runs `--messages` rounds `--pause` apart, printing `end WALL_US CPU_NS`
+/// after each. A round that does not end within `--fanout-timeout` fails the run.
 pub fn serve_main(args: &Args) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let local = tokio::task::LocalSet::new();
-    local.block_on(
-        &rt,
-        serve(
-            args.members,
-            args.messages,
-            args.pause,
-            args.floor_frame_bytes.max(1),
-        ),
-    )
+    local.block_on(&rt, serve(args))
 }
 
-async fn serve(
-    connections: usize,
-    rounds: usize,
-    pause: Duration,
-    frame_bytes: usize,
-) -> Result<()> {
+async fn serve(args: &Args) -> Result<()> {
+    let (connections, frame_bytes) = (args.members, args.floor_frame_bytes.max(1));
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     println!("port {}", listener.local_addr()?.port());
-    let start = Rc::new(Notify::new());
+    // The round number: each task holds a receiver from before it first runs, so a round
+    // started before a task got to wait is still seen by it.
+    let (round_tx, round_rx) = watch::channel(0usize);
     let answered = Rc::new(Cell::new(0usize));
-    let all_answered = Rc::new(Notify::new());
+    let failed = Rc::new(Cell::new(false));
+    let round_over = Rc::new(Notify::new());
     for _ in 0..connections {
         let (stream, _) = listener.accept().await?;
         stream.set_nodelay(true)?;
-        let (start, answered, all_answered) =
-            (start.clone(), answered.clone(), all_answered.clone());
+        let mut round = round_rx.clone();
+        let (answered, failed, round_over) = (answered.clone(), failed.clone(), round_over.clone());
         tokio::task::spawn_local(async move {
             let mut stream = stream;
             let frame = vec![b'x'; frame_bytes];
             let mut answer = [0u8; ANSWER_BYTES];
-            loop {
-                start.notified().await;
+            while round.changed().await.is_ok() {
                 if stream.write_all(&frame).await.is_err()
                     || stream.read_exact(&mut answer).await.is_err()
                 {
+                    // The round cannot end: say so now instead of at the timeout.
+                    failed.set(true);
+                    round_over.notify_one();
                     return;
                 }
                 answered.set(answered.get() + 1);
                 if answered.get() == connections {
-                    all_answered.notify_one();
+                    round_over.notify_one();
                 }
             }
         });
     }
-    // Every connection's task waits on `start` once it has run once; let them all get there.
-    tokio::time::sleep(pause).await;
-    for _ in 0..rounds {
+    // Lets the tasks start (and the client settle) before the first round.
+    tokio::time::sleep(args.pause).await;
+    println!("ready");
+    for round in 1..=args.messages {
+        tokio::time::sleep(args.pause).await;
         answered.set(0);
-        println!("start");
         let (t0, cpu0) = (Instant::now(), cpu_ns()?);
-        start.notify_waiters();
-        all_answered.notified().await;
+        round_tx.send_replace(round);
+        tokio::time::timeout(args.fanout_timeout, round_over.notified())
+            .await
+            .with_context(|| {
+                format!(
+                    "round {round}: {} of {connections} answers within {:?}",
+                    answered.get(),
+                    args.fanout_timeout
+                )
+            })?;
+        if failed.get() {
+            bail!("round {round}: a connection failed");
+        }
         let (wall, cpu) = (t0.elapsed(), cpu_ns()? - cpu0);
         println!("end {} {cpu}", wall.as_micros());
-        tokio::time::sleep(pause).await;
     }
     Ok(())
 }

@@ -69,8 +69,9 @@ enum Scenario {
     Replay,
     /// --users offline users with --per-user queued messages each reconnect at once.
     Storm,
-    /// The group fan-out's transport alone: --members loopback TCP connections, one frame
-    /// out and one answer back per connection and round (--messages rounds); no server.
+    /// The group fan-out's transport alone: --members loopback TCP connections to a bare
+    /// server process (no webchat), one frame out and one answer back per connection and
+    /// round (--messages rounds).
     TransportFloor,
 }
 
