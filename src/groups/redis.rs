@@ -48,6 +48,8 @@ impl RedisGroupStore {
 
     /// The same store reading member sets `count` members per SSCAN page (the default asks
     /// for the whole set at once); a small count shows that a set read in pages is whole.
+    /// Pages are not one snapshot, as one SMEMBERS reply is: a member added or removed while
+    /// a set is read in several pages may or may not be in the result.
     pub fn with_members_per_scan(mut self, count: u32) -> Self {
         self.members_per_scan = count.max(1);
         self
