@@ -23,7 +23,7 @@
 #                                               # to one user (webchat only)
 #   bash bench/run.sh --scenario storm          # scenario 5: 5,000 users with queued messages
 #                                               # reconnect at once (webchat only)
-#   bash bench/run.sh --scenario transport-floor  # scenario 3's transport alone, no server:
+#   bash bench/run.sh --scenario transport-floor  # scenario 3's transport alone, no webchat:
 #                                               # 10,000 loopback TCP connections, one
 #                                               # 304-byte frame out and an 11-byte answer
 #                                               # back per connection and round
