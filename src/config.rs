@@ -48,12 +48,16 @@ pub struct Settings {
     #[arg(long, env = "WEBCHAT_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
 
-    /// Redis URL (`redis://host:port`); set it on every node to run several. Unset: in-process.
+    /// Redis URL: `redis://host:port` for one Redis, or
+    /// `redis-cluster://host:port?node=host:port&node=host:port` for Redis Cluster (any
+    /// masters; the rest are discovered). Set it on every node to run several. Unset: the
+    /// embedded store, one node.
     #[arg(long, env = "WEBCHAT_REDIS_URL")]
     pub redis_url: Option<String>,
 
     /// DynamoDB endpoint (e.g. DynamoDB Local, `http://127.0.0.1:8000`); region and
-    /// credentials come from the usual AWS variables. Set: the call log lives in DynamoDB.
+    /// credentials come from the usual AWS variables (us-east-1 and dummy keys when none are
+    /// set). Set: accounts, group membership and the call log live in DynamoDB.
     #[arg(long, env = "WEBCHAT_DYNAMODB_ENDPOINT")]
     pub dynamodb_endpoint: Option<String>,
 
@@ -133,9 +137,11 @@ pub struct Settings {
     #[arg(long, env = "WEBCHAT_SOCKET_INFLIGHT", default_value_t = 256)]
     pub socket_inflight: usize,
 
-    /// Directory of the web client's static files.
-    #[arg(long, env = "WEBCHAT_WEBCLIENT_DIR", default_value = "webclient")]
-    pub webclient_dir: PathBuf,
+    /// Serve the web client from this directory instead of the copy built into the binary
+    /// (for developing the client, or a deployment that customises `config.js`). Unset: the
+    /// built-in copy, whatever the working directory.
+    #[arg(long, env = "WEBCHAT_WEBCLIENT_DIR")]
+    pub webclient_dir: Option<PathBuf>,
 
     /// Where the chat server and web client reach the profile service.
     #[arg(long, env = "WEBCHAT_PROFILE_URL")]

@@ -1,7 +1,11 @@
 //! Back-end health for `/health`: which store and bus this node uses and whether they answer.
 
+use std::sync::Arc;
+
 use fred::{clients::Pool, interfaces::ClientLike};
 use serde::Serialize;
+
+use crate::storage::table::SortedTable;
 
 /// The node's back-ends, for probing.
 #[derive(Clone)]
@@ -10,6 +14,8 @@ pub enum Health {
     Embedded,
     /// Redis store and bus.
     Redis(Pool),
+    /// One of the above, with DynamoDB holding accounts, groups and the call log.
+    WithDynamoDb(Box<Health>, Arc<dyn SortedTable>),
 }
 
 /// One back-end's state.
@@ -28,6 +34,18 @@ impl Health {
     /// Probes every back-end.
     pub async fn check(&self) -> Vec<(&'static str, BackendStatus)> {
         match self {
+            Health::WithDynamoDb(base, table) => {
+                let (mut statuses, ping) = tokio::join!(Box::pin(base.check()), table.ping());
+                statuses.push((
+                    "dynamodb",
+                    BackendStatus {
+                        kind: "dynamodb",
+                        ok: ping.is_ok(),
+                        error: ping.err().map(|e| e.to_string()),
+                    },
+                ));
+                statuses
+            }
             Health::Embedded => vec![
                 (
                     "store",

@@ -121,11 +121,11 @@ impl Application {
         let _ = bus_slot.set(bus.clone());
         // DynamoDB, when configured, is the system of record for accounts, group membership
         // and the call log; Redis (or the embedded store) keeps inboxes and hot state.
-        let (accounts_store, groups, calllog_table) = match &settings.dynamodb_endpoint {
+        let (accounts_store, groups, calllog_table, health) = match &settings.dynamodb_endpoint {
             Some(endpoint) => {
                 let table = |name: &str| {
                     let name = format!("{}{name}", settings.table_prefix);
-                    async move { crate::storage::dynamo::connect(Some(endpoint), &name).await }
+                    async move { crate::storage::dynamo::connect(endpoint, &name).await }
                 };
                 let (accounts_table, groups_table, calllog_table) =
                     tokio::try_join!(table("accounts"), table("groups"), table("calllog"))?;
@@ -133,12 +133,14 @@ impl Application {
                     Some(hot) => Arc::new(DurableGroupStore::new(groups_table, hot.clone())),
                     None => groups,
                 };
+                let health =
+                    Health::WithDynamoDb(Box::new(health), Arc::new(accounts_table.clone()));
                 let accounts: Arc<dyn AccountStore> =
                     Arc::new(DynamoAccountStore::new(accounts_table));
                 let calllog: Arc<dyn SortedTable> = Arc::new(calllog_table);
-                (accounts, groups, calllog)
+                (accounts, groups, calllog, health)
             }
-            None => (accounts_store, groups, calllog_table),
+            None => (accounts_store, groups, calllog_table, health),
         };
         let calllog_queue = settings.call_log.then_some(calllog_queue);
         if let Some(queue) = &calllog_queue {
@@ -241,8 +243,14 @@ impl Application {
         gateway::register(&io, &state);
         let app = http::router(state.clone())
             .layer(socket_layer)
-            // Outermost: runs before socket.io keeps the request parts.
+            // Runs before socket.io keeps the request parts.
             .layer(axum::middleware::map_request(gateway::own_request_parts));
+        // Outside socket.io, so its polling and websocket requests get the same policy as REST
+        // (socket.io-client 1.x/2.x polls with credentials, as socket.io's own `cors` allows).
+        let app = match http::cors(settings.cors_origins.as_deref(), http::Credentials::Allowed) {
+            Some(cors) => app.layer(cors),
+            None => app,
+        };
 
         if settings.auth == AuthMode::Open {
             tracing::warn!("auth mode is OPEN: anyone who can reach this port can act as any uid; use only on trusted networks");

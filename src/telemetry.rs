@@ -6,6 +6,7 @@
 
 use std::{
     fmt::Write,
+    io::IsTerminal,
     sync::atomic::{AtomicI64, AtomicU64, Ordering},
 };
 
@@ -42,7 +43,11 @@ pub fn init_tracing_with_default(format: &str, default_filter: &str) {
     let rust_log = std::env::var(EnvFilter::DEFAULT_ENV).ok();
     let filter = EnvFilter::try_new(filter_directives(rust_log.as_deref(), default_filter))
         .unwrap_or_else(|_| EnvFilter::new(default_filter));
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only on a terminal: in a file or a log collector they are noise.
+    let builder = fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let _ = if format == "json" {
         builder.json().try_init()
     } else {

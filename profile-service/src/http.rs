@@ -9,6 +9,7 @@
 use std::{collections::HashSet, sync::Arc};
 
 use axum::{
+    body::Bytes,
     extract::{
         rejection::JsonRejection, DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query,
         Request, State,
@@ -76,7 +77,10 @@ pub fn router(state: AppState) -> Router {
             .route("/search/{uid}", get(legacy_search))
             .route("/getall", get(legacy_getall));
     }
-    let cors = webchat::http::cors(state.settings.cors_origins.as_deref());
+    let cors = webchat::http::cors(
+        state.settings.cors_origins.as_deref(),
+        webchat::http::Credentials::Refused,
+    );
     let app = app
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -114,6 +118,24 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
             Ok(Json(value)) => Ok(Self(value)),
             Err(rejection) => Err(ApiError::BadRequest(rejection_text(&rejection))),
         }
+    }
+}
+
+/// A JSON body whatever its `Content-Type`, for the original client's routes only: its `/add`
+/// is a bare synchronous XHR that sends JSON as `text/plain;charset=UTF-8`, which the original
+/// service accepted. Failures (syntax, types, size) answer `400 bad_request`.
+pub struct LegacyJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for LegacyJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|r| ApiError::BadRequest(format!("unreadable body: {}", r.body_text())))?;
+        serde_json::from_slice(&bytes)
+            .map(Self)
+            .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
     }
 }
 
@@ -290,7 +312,7 @@ struct AddBody {
 /// `POST /add {"UID","Name"}` (open mode): sets the name, keeps status and avatar.
 async fn legacy_add(
     State(state): State<AppState>,
-    ApiJson(body): ApiJson<AddBody>,
+    LegacyJson(body): LegacyJson<AddBody>,
 ) -> Result<Json<Value>, ApiError> {
     let uid = parse_uid(&body.uid)?;
     check_name(&body.name)?;

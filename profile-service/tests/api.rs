@@ -514,6 +514,49 @@ async fn open_mode_serves_the_legacy_routes() {
 }
 
 #[tokio::test]
+async fn open_mode_add_takes_json_whatever_its_content_type() {
+    // The original client posts JSON from a bare synchronous XHR: text/plain;charset=UTF-8.
+    let app = TestApp::start(Backends::DynamoAndRedis, AuthMode::Open).await;
+    let uid = unique("gina");
+    for (content_type, name) in [
+        (Some("text/plain;charset=UTF-8"), "Gina"),
+        (None, "Gina B"),
+        (Some("application/x-www-form-urlencoded"), "Gina C"),
+    ] {
+        let mut req = app
+            .http
+            .post(format!("{}/add", app.base))
+            .body(json!({ "UID": uid, "Name": name }).to_string());
+        if let Some(content_type) = content_type {
+            req = req.header("content-type", content_type);
+        }
+        let resp = req.send().await.expect("request");
+        assert_eq!(
+            resp.status(),
+            StatusCode::OK,
+            "content type {content_type:?}"
+        );
+        let found: Value = app
+            .get(&format!("/search/{uid}"))
+            .await
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(found["Name"], name);
+    }
+    let resp = app
+        .http
+        .post(format!("{}/add", app.base))
+        .header("content-type", "text/plain")
+        .body("UID=x&Name=y")
+        .send()
+        .await
+        .expect("request");
+    assert_error(resp, StatusCode::BAD_REQUEST, "bad_request").await;
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn openapi_document_is_served() {
     let app = TestApp::start(Backends::DynamoAndRedis, AuthMode::Token).await;
     let resp = app.get("/api/v1/openapi.json").await;

@@ -10,24 +10,21 @@ mod history;
 mod openapi;
 mod ops;
 mod presence;
+mod webclient;
 
 use axum::{
     http::{header, HeaderValue, Method},
     Router,
 };
-use tower_http::{
-    cors::{AllowOrigin, CorsLayer},
-    services::ServeDir,
-};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::state::AppState;
 
-/// Every HTTP route of the chat server (socket.io is layered on top by start-up).
+/// Every HTTP route of the chat server (socket.io and CORS are layered on top by start-up,
+/// so that one CORS policy covers REST and both socket.io transports).
 pub fn router(state: AppState) -> Router {
-    let webclient =
-        ServeDir::new(&state.settings.webclient_dir).append_index_html_on_directories(true);
-    let cors = cors(state.settings.cors_origins.as_deref());
-    let app = Router::new()
+    let webclient = webclient::service(state.settings.webclient_dir.as_deref());
+    Router::new()
         .nest(
             "/api/v1",
             accounts::router()
@@ -38,32 +35,39 @@ pub fn router(state: AppState) -> Router {
         )
         .merge(ops::router())
         .fallback_service(webclient)
-        .with_state(state);
-    match cors {
-        Some(layer) => app.layer(layer),
-        None => app,
-    }
+        .with_state(state)
+}
+
+/// Whether cross-origin requests may carry the browser's credentials (cookies, and the
+/// `withCredentials` flag that socket.io-client 1.x/2.x long-polling always sets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credentials {
+    /// `Access-Control-Allow-Credentials: true`; with `*`, the request's origin is echoed,
+    /// since browsers refuse a literal `*` on a credentialed request.
+    Allowed,
+    /// No credentials header; `*` is sent as `*`.
+    Refused,
 }
 
 /// CORS for the configured origins (`WEBCHAT_CORS_ORIGINS`: a comma list or `*`); none
 /// configured means same origin only (no CORS headers). The profile service uses it too.
-pub fn cors(origins: Option<&str>) -> Option<CorsLayer> {
+pub fn cors(origins: Option<&str>, credentials: Credentials) -> Option<CorsLayer> {
     let origins = origins?.trim();
     if origins.is_empty() {
         return None;
     }
-    let allow = if origins == "*" {
-        AllowOrigin::any()
-    } else {
-        AllowOrigin::list(
-            origins
-                .split(',')
+    let allow = match (origins, credentials) {
+        ("*", Credentials::Allowed) => AllowOrigin::mirror_request(),
+        ("*", Credentials::Refused) => AllowOrigin::any(),
+        (list, _) => AllowOrigin::list(
+            list.split(',')
                 .filter_map(|o| HeaderValue::from_str(o.trim()).ok()),
-        )
+        ),
     };
     Some(
         CorsLayer::new()
             .allow_origin(allow)
+            .allow_credentials(credentials == Credentials::Allowed)
             .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
             .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]),
     )

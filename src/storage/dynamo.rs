@@ -21,7 +21,7 @@ use std::{
 use async_trait::async_trait;
 use aws_config::{
     environment::EnvironmentVariableRegionProvider, meta::region::RegionProviderChain,
-    BehaviorVersion,
+    profile::ProfileFileRegionProvider, BehaviorVersion,
 };
 use aws_sdk_dynamodb::{
     config::{retry::RetryConfig, timeout::TimeoutConfig, Credentials, Region},
@@ -58,9 +58,56 @@ pub struct DynamoTable {
     table: String,
 }
 
-/// Connects to DynamoDB (`endpoint` overrides the AWS endpoint, e.g. DynamoDB Local) and
-/// creates `table_name` when it does not exist yet. Another node may create it concurrently.
-pub async fn connect(endpoint: Option<&str>, table_name: &str) -> Result<DynamoTable, StoreError> {
+/// The AWS SDK configuration for a DynamoDB `endpoint` (e.g. DynamoDB Local), shared by the
+/// chat server and the profile service. Region: `AWS_REGION`/`AWS_DEFAULT_REGION`, then the
+/// AWS profile files, else us-east-1. Credentials: the SDK's usual chain when credentials are
+/// named somewhere it looks ([`aws_credentials_configured`]), else static dummy keys, which
+/// DynamoDB Local accepts. Neither ever falls back to the instance-metadata service, so a
+/// machine without AWS set-up contacts nothing but the configured endpoint (no probe of
+/// 169.254.169.254, no warning about it).
+pub async fn sdk_config(
+    endpoint: &str,
+    timeouts: TimeoutConfig,
+    retries: RetryConfig,
+) -> aws_config::SdkConfig {
+    let region = RegionProviderChain::first_try(EnvironmentVariableRegionProvider::new())
+        .or_else(ProfileFileRegionProvider::new())
+        .or_else(Region::new("us-east-1"));
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(region)
+        .timeout_config(timeouts)
+        .retry_config(retries);
+    if !aws_credentials_configured() {
+        loader =
+            loader.credentials_provider(Credentials::new("local", "local", None, None, "webchat"));
+    }
+    loader.load().await
+}
+
+/// Credentials named anywhere the SDK's default chain looks (environment, profile files, web
+/// identity, container). Without any, the endpoint is taken to be DynamoDB Local.
+pub fn aws_credentials_configured() -> bool {
+    let env = [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_PROFILE",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    ];
+    if env.iter().any(|v| std::env::var_os(v).is_some()) {
+        return true;
+    }
+    // A profile file may name credentials (keys, SSO, a credential process).
+    std::env::var_os("HOME").is_some_and(|home| {
+        let aws = std::path::Path::new(&home).join(".aws");
+        aws.join("credentials").exists() || aws.join("config").exists()
+    })
+}
+
+/// Connects to DynamoDB at `endpoint` (see [`sdk_config`]) and creates `table_name` when it
+/// does not exist yet. Another node may create it concurrently.
+pub async fn connect(endpoint: &str, table_name: &str) -> Result<DynamoTable, StoreError> {
     // Short timeouts: an unreachable DynamoDB must fail an operation (and start-up) within
     // seconds with `Unavailable`, not hang a caller that could retry elsewhere.
     let timeouts = TimeoutConfig::builder()
@@ -72,22 +119,7 @@ pub async fn connect(endpoint: Option<&str>, table_name: &str) -> Result<DynamoT
         .with_max_attempts(3)
         .with_initial_backoff(Duration::from_millis(50))
         .with_max_backoff(Duration::from_secs(1));
-    let mut loader = aws_config::defaults(BehaviorVersion::latest())
-        .timeout_config(timeouts)
-        .retry_config(retries);
-    if let Some(endpoint) = endpoint {
-        // A custom endpoint is almost always DynamoDB Local, which accepts any region and
-        // credentials; don't let a missing AWS setup (or a slow instance-metadata probe on a
-        // machine without one) stand in the way.
-        let region = RegionProviderChain::first_try(EnvironmentVariableRegionProvider::new())
-            .or_else(Region::new("us-east-1"));
-        loader = loader.endpoint_url(endpoint).region(region);
-        if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
-            loader = loader
-                .credentials_provider(Credentials::new("local", "local", None, None, "webchat"));
-        }
-    }
-    let config = loader.load().await;
+    let config = sdk_config(endpoint, timeouts, retries).await;
     let table = DynamoTable {
         client: Client::new(&config),
         table: table_name.to_owned(),

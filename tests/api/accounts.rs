@@ -163,6 +163,58 @@ async fn cors_is_same_origin_by_default_and_opens_for_configured_origins() {
             .and_then(|v| v.to_str().ok()),
         Some("https://chat.example")
     );
+
+    // socket.io's long-polling handshake, Engine.IO 3 (1.x/2.x clients) and 4, follows the
+    // same policy, with credentials (socket.io-client 1.x/2.x polls withCredentials).
+    let handshake = |url: String, eio: u8, origin: &'static str| async move {
+        http()
+            .get(format!("{url}/socket.io/?EIO={eio}&transport=polling"))
+            .header("Origin", origin)
+            .send()
+            .await
+            .expect("polling handshake")
+    };
+    let header = |res: &reqwest::Response, name: &str| {
+        res.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    for eio in [3, 4] {
+        let res = handshake(strict.url.clone(), eio, "https://chat.example").await;
+        assert_eq!(res.status(), 200, "EIO={eio}");
+        assert_eq!(header(&res, "access-control-allow-origin"), None);
+
+        let res = handshake(open.url.clone(), eio, "https://chat.example").await;
+        assert_eq!(res.status(), 200, "EIO={eio}");
+        assert_eq!(
+            header(&res, "access-control-allow-origin").as_deref(),
+            Some("https://chat.example"),
+            "EIO={eio}"
+        );
+        assert_eq!(
+            header(&res, "access-control-allow-credentials").as_deref(),
+            Some("true")
+        );
+        let res = handshake(open.url.clone(), eio, "https://evil.example").await;
+        assert_eq!(header(&res, "access-control-allow-origin"), None);
+    }
+    let res = http()
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{}/socket.io/?EIO=4&transport=polling", open.url),
+        )
+        .header("Origin", "https://chat.example")
+        .header("Access-Control-Request-Method", "POST")
+        .header("Access-Control-Request-Headers", "content-type")
+        .send()
+        .await
+        .expect("socket.io preflight");
+    assert!(res.status().is_success());
+    assert_eq!(
+        header(&res, "access-control-allow-origin").as_deref(),
+        Some("https://chat.example")
+    );
 }
 
 #[tokio::test]

@@ -24,7 +24,7 @@ fn dynamodb_url() -> String {
 }
 
 async fn dynamo_table() -> DynamoTable {
-    dynamo::connect(Some(&dynamodb_url()), &unique("calllog"))
+    dynamo::connect(&dynamodb_url(), &unique("calllog"))
         .await
         .expect("connect to DynamoDB Local")
 }
@@ -201,10 +201,7 @@ async fn redis_queries_long_ranges() {
 #[tokio::test]
 async fn two_nodes_creating_the_dynamodb_table_at_once_both_succeed() {
     let (url, name) = (dynamodb_url(), unique("race"));
-    let (a, b) = tokio::join!(
-        dynamo::connect(Some(&url), &name),
-        dynamo::connect(Some(&url), &name)
-    );
+    let (a, b) = tokio::join!(dynamo::connect(&url, &name), dynamo::connect(&url, &name));
     let (a, b) = (a.expect("first connect"), b.expect("second connect"));
     a.put_rows(vec![Row::new("p", "s").with("n", 1)])
         .await
@@ -226,7 +223,7 @@ async fn an_unreachable_dynamodb_fails_fast_as_unavailable() {
     let started = Instant::now();
     let result = tokio::time::timeout(
         Duration::from_secs(20),
-        dynamo::connect(Some(&format!("http://127.0.0.1:{port}")), "unreachable"),
+        dynamo::connect(&format!("http://127.0.0.1:{port}"), "unreachable"),
     )
     .await
     .expect("connect gives up on its own");

@@ -182,6 +182,51 @@ async function startServer() {
   };
 }
 
+/**
+ * The chat server and the profile service in open mode on the embedded store (no Redis), as
+ * the 2020 client's deployment runs them: both allow the page's origin (`corsOrigins`).
+ * → {chatUrl, profileUrl, stop()}
+ */
+async function spawnOpenModeServers({ corsOrigins }) {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'webchat-legacy-'));
+  const base = {};
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('WEBCHAT_')) base[k] = v;
+  if (!base.RUST_LOG) base.RUST_LOG = 'info';
+  base.WEBCHAT_AUTH = 'open';
+  base.WEBCHAT_CORS_ORIGINS = corsOrigins;
+  base.WEBCHAT_TOKEN_SECRET = crypto.randomBytes(32).toString('hex');
+  const profile = await spawnListening(
+    PROFILE_BIN,
+    ['--listen', '127.0.0.1:0'],
+    { ...base, WEBCHAT_DATA_DIR: path.join(tmp, 'profile') },
+    PROFILE_LISTEN_RE,
+    'webchat-profile',
+  );
+  const profileUrl = `http://${profile.addr}`;
+  let chat;
+  try {
+    chat = await spawnListening(
+      WEBCHAT_BIN,
+      ['--listen', '127.0.0.1:0', '--data-dir', path.join(tmp, 'chat')],
+      { ...base, WEBCHAT_PROFILE_URL: profileUrl },
+      LISTEN_RE,
+      'webchat',
+    );
+  } catch (e) {
+    await profile.stop();
+    throw e;
+  }
+  return {
+    chatUrl: `http://${chat.addr}`,
+    profileUrl,
+    async stop() {
+      await chat.stop();
+      await profile.stop();
+      fs.rmSync(tmp, { recursive: true, force: true });
+    },
+  };
+}
+
 function launchBrowser() {
   if (!fs.existsSync(CHROMIUM)) {
     throw new Error(`Chromium not found at ${CHROMIUM} (apt-get install -y chromium, or set CHROMIUM_BIN)`);
@@ -200,4 +245,4 @@ function launchBrowser() {
   });
 }
 
-module.exports = { REPO_ROOT, startServer, launchBrowser };
+module.exports = { REPO_ROOT, freePort, startServer, spawnOpenModeServers, launchBrowser };

@@ -11,7 +11,6 @@ use std::{collections::HashMap, time::Duration};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::{
-    config::{Credentials, Region},
     error::{DisplayErrorContext, SdkError},
     operation::update_item::UpdateItemError,
     types::{
@@ -48,50 +47,22 @@ fn unavailable<E: std::error::Error + 'static, R: std::fmt::Debug>(
     StoreError::Unavailable(format!("dynamodb: {}", DisplayErrorContext(&e)))
 }
 
-/// Credentials named anywhere the default AWS chain looks (env, profile files, web identity,
-/// container). Without any, the endpoint is taken to be DynamoDB Local, which accepts anything.
-fn aws_credentials_configured() -> bool {
-    let env = [
-        "AWS_ACCESS_KEY_ID",
-        "AWS_PROFILE",
-        "AWS_WEB_IDENTITY_TOKEN_FILE",
-        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-    ];
-    if env.iter().any(|v| std::env::var_os(v).is_some()) {
-        return true;
-    }
-    std::env::var_os("HOME").is_some_and(|home| {
-        let aws = std::path::Path::new(&home).join(".aws");
-        aws.join("credentials").exists() || aws.join("config").exists()
-    })
-}
-
 impl DynamoStore {
     /// A client for `endpoint` (region and credentials from the usual AWS env; us-east-1 and
     /// dummy static credentials when nothing is configured) and the table, created if absent.
     pub async fn connect(endpoint: &str, table: String) -> Result<Self, StoreError> {
-        let region = aws_config::meta::region::RegionProviderChain::default_provider()
-            .or_else(Region::new("us-east-1"));
         let timeouts = aws_config::timeout::TimeoutConfig::builder()
             .connect_timeout(Duration::from_secs(3))
             .operation_attempt_timeout(Duration::from_secs(5))
             .operation_timeout(Duration::from_secs(15))
             .build();
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .endpoint_url(endpoint)
-            .region(region)
-            .timeout_config(timeouts);
-        if !aws_credentials_configured() {
-            loader = loader.credentials_provider(Credentials::new(
-                "local",
-                "local",
-                None,
-                None,
-                "webchat-profile",
-            ));
-        }
-        let client = Client::new(&loader.load().await);
+        let config = webchat::storage::dynamo::sdk_config(
+            endpoint,
+            timeouts,
+            aws_config::retry::RetryConfig::standard(),
+        )
+        .await;
+        let client = Client::new(&config);
         let store = Self { client, table };
         store.ensure_table().await?;
         Ok(store)

@@ -221,8 +221,9 @@ async function startTopology({ redisUrl, dynamodbUrl }) {
     topo.chatUrl = `http://127.0.0.1:${chatPort}`;
     topo.profileUrl = `http://127.0.0.1:${profilePort}`;
     const prefix = `topo_${Date.now().toString(36)}${crypto.randomBytes(3).toString('hex')}_`;
-    // docker-compose.yml x-chat environment (+ the image's WEBCHAT_WEBCLIENT_DIR); the
-    // listen address and data dir (image ENV) come as --listen 127.0.0.1:0 / --data-dir.
+    // docker-compose.yml x-chat environment (the image serves the web client built into the
+    // binary); the listen address and data dir (image ENV) come as --listen 127.0.0.1:0 /
+    // --data-dir.
     const env = {
       WEBCHAT_REDIS_URL: redisUrl,
       WEBCHAT_DYNAMODB_ENDPOINT: dynamodbUrl,
@@ -237,7 +238,6 @@ async function startTopology({ redisUrl, dynamodbUrl }) {
       RUST_LOG: 'info',
       WEBCHAT_LOG_FORMAT: 'json',
       WEBCHAT_TABLE_PREFIX: prefix,
-      WEBCHAT_WEBCLIENT_DIR: path.join(REPO_ROOT, 'webclient'),
     };
     // compose starts them together; the chat nodes need the profile service's address.
     topo.profile = await startServer({ bin: PROFILE_BIN, name: 'webchat-profile', env });

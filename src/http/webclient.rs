@@ -1,0 +1,170 @@
+//! The web client's static files, served at `/` from a copy built into the binary.
+//!
+//! Owns: finding a file for a path, its content type, `ETag` revalidation and cache headers.
+//! Does not own: compression (a layer in [`service`]) or the files themselves (`webclient/`).
+//!
+//! The binary carries the client so that `/` works whatever the working directory (an
+//! installed binary, a service manager, a test harness). `--webclient-dir` swaps in a
+//! directory on disk instead, for developing the client or customising `config.js`.
+
+use std::path::Path;
+
+use axum::{
+    body::Body,
+    http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri},
+    response::{IntoResponse, Response},
+    routing::{any, any_service, MethodRouter},
+};
+use rust_embed::RustEmbed;
+use tower_http::{compression::CompressionLayer, services::ServeDir};
+
+/// The files of `webclient/` that a browser loads (not its build scripts or npm files).
+#[derive(RustEmbed)]
+#[folder = "webclient/"]
+#[exclude = "node_modules/*"]
+#[exclude = "scripts/*"]
+#[exclude = "package.json"]
+#[exclude = "package-lock.json"]
+#[exclude = "README.md"]
+struct WebClientFiles;
+
+/// File names are not content-hashed, so a browser must revalidate every time; the `ETag`
+/// makes that a cheap `304`.
+const CACHE_CONTROL: &str = "no-cache";
+
+/// The service behind `/`: the built-in copy, or `dir` when one is configured; gzip when the
+/// browser accepts it.
+pub fn service(dir: Option<&Path>) -> MethodRouter {
+    let files = match dir {
+        Some(dir) => any_service(ServeDir::new(dir).append_index_html_on_directories(true)),
+        None => any(serve_built_in),
+    };
+    files.layer(CompressionLayer::new())
+}
+
+/// Answers one request from the built-in files.
+async fn serve_built_in(method: Method, uri: Uri, headers: HeaderMap) -> Response {
+    if method != Method::GET && method != Method::HEAD {
+        return (
+            StatusCode::METHOD_NOT_ALLOWED,
+            [(header::ALLOW, "GET, HEAD")],
+        )
+            .into_response();
+    }
+    let Some(file) = WebClientFiles::get(&file_path(uri.path())) else {
+        return (StatusCode::NOT_FOUND, "not found").into_response();
+    };
+    let etag = etag(&file.metadata.sha256_hash());
+    let mut response = if if_none_match(&headers, &etag) {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else if method == Method::HEAD {
+        let mut r = Response::new(Body::empty());
+        r.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(file.data.len()));
+        r
+    } else {
+        Response::new(Body::from(file.data))
+    };
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&content_type(file.metadata.mimetype())) {
+        headers.insert(header::CONTENT_TYPE, value);
+    }
+    if let Ok(value) = HeaderValue::from_str(&etag) {
+        headers.insert(header::ETAG, value);
+    }
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(CACHE_CONTROL),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
+/// The embedded file a request path names: `index.html` for a directory. No percent-decoding
+/// is needed (no file name has a character that would be encoded), and a `..` segment
+/// names nothing, since embedded names are plain relative paths.
+fn file_path(path: &str) -> String {
+    let path = path.trim_start_matches('/');
+    if path.is_empty() || path.ends_with('/') {
+        format!("{path}index.html")
+    } else {
+        path.to_owned()
+    }
+}
+
+/// A strong validator from the file's SHA-256, which rust-embed computes at build time.
+fn etag(hash: &[u8]) -> String {
+    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+    format!("\"{hex}\"")
+}
+
+/// Whether the browser's cached copy (`If-None-Match`, possibly a list or `*`) is current.
+fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|tag| tag.trim().trim_start_matches("W/"))
+        .any(|tag| tag == "*" || tag == etag)
+}
+
+/// Text types are sent as UTF-8, which every file of the client is.
+fn content_type(mime: &str) -> String {
+    if mime.starts_with("text/") || mime == "application/javascript" || mime.ends_with("+xml") {
+        format!("{mime}; charset=utf-8")
+    } else {
+        mime.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_directory_path_names_its_index_file() {
+        assert_eq!(file_path("/"), "index.html");
+        assert_eq!(file_path(""), "index.html");
+        assert_eq!(file_path("/js/"), "js/index.html");
+        assert_eq!(file_path("/js/main.js"), "js/main.js");
+    }
+
+    #[test]
+    fn the_built_in_copy_has_the_client_and_not_its_build_files() {
+        assert!(WebClientFiles::get("index.html").is_some());
+        assert!(WebClientFiles::get("js/main.js").is_some());
+        assert!(WebClientFiles::get("vendor/socket.io.min.js").is_some());
+        assert!(WebClientFiles::get("package.json").is_none());
+        assert!(WebClientFiles::get("scripts/vendor.sh").is_none());
+        assert!(WebClientFiles::get("../Cargo.toml").is_none());
+    }
+
+    #[test]
+    fn a_cached_copy_is_current_when_any_listed_tag_matches() {
+        let tag = etag(&[0xab, 0x01]);
+        assert_eq!(tag, "\"ab01\"");
+        let mut headers = HeaderMap::new();
+        assert!(!if_none_match(&headers, &tag));
+        headers.insert(
+            header::IF_NONE_MATCH,
+            HeaderValue::from_static("\"00\", W/\"ab01\""),
+        );
+        assert!(if_none_match(&headers, &tag));
+        headers.insert(header::IF_NONE_MATCH, HeaderValue::from_static("\"00\""));
+        assert!(!if_none_match(&headers, &tag));
+    }
+
+    #[test]
+    fn text_types_say_utf8() {
+        assert_eq!(content_type("text/html"), "text/html; charset=utf-8");
+        assert_eq!(
+            content_type("image/svg+xml"),
+            "image/svg+xml; charset=utf-8"
+        );
+        assert_eq!(content_type("image/png"), "image/png");
+    }
+}
