@@ -1,5 +1,6 @@
 # syntax=docker/dockerfile:1
-# Multi-stage build of both binaries (webchat, webchat-profile) with the web client.
+# Multi-stage build of both binaries (webchat, webchat-profile); the web client is built into
+# webchat, so the image needs no copy of its files.
 FROM rust:1-bookworm AS build
 WORKDIR /src
 # Dependency layer: build every workspace member against stub sources, so this layer is cached
@@ -13,6 +14,7 @@ RUN for dir in . loadgen profile-service; do \
     && cargo build --release -p webchat -p webchat-profile \
     && rm -rf src loadgen/src profile-service/src
 COPY src src
+COPY webclient webclient
 COPY loadgen/src loadgen/src
 COPY profile-service/src profile-service/src
 RUN touch src/main.rs src/lib.rs profile-service/src/main.rs profile-service/src/lib.rs \
@@ -24,12 +26,10 @@ RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates
     && useradd --system --uid 10001 --home /var/lib/webchat webchat \
     && mkdir -p /var/lib/webchat && chown webchat /var/lib/webchat
 COPY --from=build /src/target/release/webchat /src/target/release/webchat-profile /usr/local/bin/
-COPY webclient /usr/share/webchat/webclient
 USER webchat
 ENV WEBCHAT_LISTEN=0.0.0.0:4000 \
     WEBCHAT_PROFILE_LISTEN=0.0.0.0:4040 \
-    WEBCHAT_DATA_DIR=/var/lib/webchat \
-    WEBCHAT_WEBCLIENT_DIR=/usr/share/webchat/webclient
+    WEBCHAT_DATA_DIR=/var/lib/webchat
 EXPOSE 4000 4040
 VOLUME /var/lib/webchat
 # The chat server's check; the profile service's container overrides it (see compose).
