@@ -90,6 +90,20 @@ async function send(p, text) {
   await p.press('#composer-input', 'Enter');
 }
 
+/**
+ * Waits until the first `selector` shows exactly `expected`. Names are such a text: a row
+ * or a bubble is drawn at once, the name once the profile service has answered (until then
+ * the uid stands in), so reading it right after the row appears is a race.
+ */
+async function waitText(p, selector, expected) {
+  try {
+    await p.waitForFunction(([s, want]) => document.querySelector(s)?.textContent === want, [selector, expected]);
+  } catch (e) {
+    const shown = await p.evaluate((s) => document.querySelector(s)?.textContent ?? null, selector).catch(() => 'unknown');
+    throw new Error(`${selector}: wanted ${JSON.stringify(expected)}, shows ${JSON.stringify(shown)} (${e.message})`);
+  }
+}
+
 /** Bubbles in the open conversation whose text is exactly `text`: [{out, status, text}]. */
 function bubbles(p, text) {
   return p.evaluate(
@@ -248,7 +262,8 @@ describe('web client in Chromium', () => {
     await waitUnread(b, U.alice, '1');
     assert.deepEqual(await bubbles(a, hello), [{ out: true, status: 'delivered', text: hello }]);
     assert.match(await b.textContent(`#conv-list [data-conv="${U.alice}"] .conv-preview`), /Are we still on/);
-    assert.equal(await b.textContent(`#conv-list [data-conv="${U.alice}"] .conv-name`), 'Alice');
+    // Bob's page asks the profile service for Alice's name when her message arrives.
+    await waitText(b, `#conv-list [data-conv="${U.alice}"] .conv-name`, 'Alice');
 
     // Bob opens it in his focused window: read on Alice's side, badge gone on Bob's.
     await openConversation(b, U.alice);
@@ -469,7 +484,7 @@ describe('web client in Chromium', () => {
     await openGroup(c);
     await waitBubble(c, text);
     // Group messages name their sender.
-    assert.equal(await c.textContent('#messages .msg.in .msg-from'), 'Alice');
+    await waitText(c, '#messages .msg.in .msg-from', 'Alice');
     await waitBubble(a, text, { status: 'read' });
     await waitGroupUnread(a, text, 0);
 
@@ -481,7 +496,7 @@ describe('web client in Chromium', () => {
     await send(b, answer);
     await a.bringToFront();
     await waitBubble(a, answer);
-    assert.equal(await a.textContent('#messages .msg.in .msg-from'), 'Bob');
+    await waitText(a, '#messages .msg.in .msg-from', 'Bob');
     await waitGroupUnread(b, answer, 1);
     const file = await shot(a, 'group-chat');
     // The README's picture is refreshed only on request, so a test run leaves the tree clean.
