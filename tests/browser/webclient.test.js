@@ -85,6 +85,33 @@ async function openConversation(p, uid) {
   await p.waitForSelector(`#chat-view:not([hidden])[data-conv="${uid}"]`);
 }
 
+// A test sets up the view it starts from (below) instead of trusting where the test before
+// left the page: when one test fails halfway, the next ones still test what they say rather
+// than time out on a chat that was never opened.
+
+/** The page of `who`, reopened (logged in by the stored token) if a failed test closed it. */
+async function livePage(who, viewport = DESKTOP) {
+  if (page[who] && !page[who].isClosed()) return page[who];
+  const p = await newPage(who, viewport);
+  await p.goto(server.url);
+  await waitOnline(p);
+  return p;
+}
+
+/** The whole conversation list in view (phones show a chat or the list; no filter). */
+async function showList(p) {
+  if (await p.isVisible('#back-btn')) await p.click('#back-btn');
+  await p.waitForSelector('#conv-list', { state: 'visible' });
+  if (await p.inputValue('#conv-filter')) await p.fill('#conv-filter', '');
+}
+
+/** `uid`'s conversation in view: opened unless it already is. */
+async function showConversation(p, uid) {
+  if (await p.isVisible(`#chat-view:not([hidden])[data-conv="${uid}"]`)) return;
+  await showList(p);
+  await openConversation(p, uid);
+}
+
 async function send(p, text) {
   await p.fill('#composer-input', text);
   await p.press('#composer-input', 'Enter');
@@ -276,6 +303,8 @@ describe('web client in Chromium', () => {
   it('typing indicator and a reply', async () => {
     const a = page.alice;
     const b = page.bob;
+    await showConversation(a, U.bob);
+    await showConversation(b, U.alice);
     await b.click('#composer-input');
     await b.keyboard.type('Yes', { delay: 20 });
     await a.waitForFunction(() => document.querySelector('#chat-sub').textContent === 'typing…');
@@ -320,6 +349,7 @@ describe('web client in Chromium', () => {
     const a = page.alice;
     const b = page.bob;
     await openConversation(a, U.bob);
+    await showConversation(b, U.alice);
     await send(a, XSS_SCRIPT);
     await send(a, XSS_IMG);
     await waitBubble(b, XSS_SCRIPT);
@@ -344,6 +374,7 @@ describe('web client in Chromium', () => {
 
   it('store-and-forward: a message sent while the page is closed arrives once on reopen; presence follows', async () => {
     const a = page.alice;
+    await showConversation(a, U.bob);
     await page.bob.close();
     // Bob's last socket is gone: Alice sees him offline.
     await waitPresence(a, U.bob, 'offline');
@@ -389,7 +420,9 @@ describe('web client in Chromium', () => {
 
   it('two tabs of one user: each event handled once, read state shared', async () => {
     const a = page.alice;
-    const b1 = page.bob; // phone-sized, on the list
+    const b1 = await livePage('bob', PHONE); // phone-sized, on the list
+    await showList(b1);
+    await showConversation(a, U.bob);
     const b2 = watch(await ctx.bob.newPage(), 'bob-tab2');
     await b2.goto(server.url);
     await waitOnline(b2);
@@ -436,8 +469,9 @@ describe('web client in Chromium', () => {
 
   it('a group of three: create from the address book, add a member, unread counts, leave', async () => {
     const a = page.alice;
-    const b = page.bob;
+    const b = await livePage('bob', PHONE);
     const c = page.carol;
+    await showList(b);
     await a.bringToFront();
 
     // Alice ticks Bob in the address book and names the group.
@@ -527,6 +561,8 @@ describe('web client in Chromium', () => {
 
     const fresh = await browser.newContext({ viewport: DESKTOP });
     const q = watch(await fresh.newPage(), 'alice-fresh');
+    page.aliceFresh = q;
+    ctx.aliceFresh = fresh;
     await logIn(q, U.alice);
     assert.equal(await q.evaluate(() => Object.keys(localStorage).filter((k) => k.includes('.m.') || k.endsWith('.convs')).length), 0);
     await q.waitForSelector(`#conv-list [data-conv="${U.bob}"]`);
@@ -550,16 +586,14 @@ describe('web client in Chromium', () => {
     await q.waitForSelector('#load-older', { state: 'detached' });
     const texts = await q.$$eval('#messages .msg .msg-text', (ms) => ms.map((m) => m.textContent));
     assert.equal(new Set(texts).size, texts.length, 'no message twice');
-    page.aliceFresh = q;
-    ctx.aliceFresh = fresh;
   });
 
   it('a profile edit reaches the other user live', async () => {
     const q = page.aliceFresh;
-    const b = page.bob;
-    await openConversation(q, U.bob);
+    const b = await livePage('bob', PHONE);
+    await showConversation(q, U.bob);
     await b.bringToFront();
-    if (await b.isVisible('#back-btn')) await b.click('#back-btn'); // a phone: the list has the button
+    await showList(b); // a phone: the list has the profile button
     await b.click('#profile-btn');
     await b.waitForSelector('#profile-panel:not([hidden])');
     await b.fill('#profile-name', 'Robert');
@@ -617,7 +651,8 @@ describe('web client in Chromium', () => {
 
   it('reconnect: the chat server restarts; the state is shown, a message written meanwhile is sent once', async () => {
     const a = page.alice;
-    const b = page.bob;
+    const b = await livePage('bob', PHONE);
+    await showList(b); // no chat open: the message arrives unread
     await a.bringToFront();
     await server.stopChat();
     await a.waitForSelector('#app-view:not([data-conn="online"])');
