@@ -9,7 +9,7 @@
 // tests/browser/screenshots/ and the desktop group chat to docs/webclient.png when
 // WEBCHAT_UPDATE_DOCS_SCREENSHOT=1.
 //
-//   cargo build --bin webchat -p webchat-profile && cd tests/browser && npm ci &&
+//   cargo build -p webchat -p webchat-profile --bins && cd tests/browser && npm ci &&
 //   WEBCHAT_TEST_REDIS_URL=redis://… node --test
 
 const assert = require('node:assert/strict');
