@@ -653,6 +653,7 @@ describe('web client in Chromium', () => {
     const a = page.alice;
     const b = await livePage('bob', PHONE);
     await showList(b); // no chat open: the message arrives unread
+    await showConversation(a, U.bob);
     await a.bringToFront();
     await server.stopChat();
     await a.waitForSelector('#app-view:not([data-conn="online"])');
