@@ -105,7 +105,7 @@ async function spawnListening(bin, args, env, re, label) {
 async function startServer() {
   for (const [bin, what] of [[WEBCHAT_BIN, 'webchat'], [PROFILE_BIN, 'webchat-profile']]) {
     if (!fs.existsSync(bin)) {
-      throw new Error(`${what} binary not found at ${bin} (run \`cargo build --bin webchat -p webchat-profile\` or set WEBCHAT_BIN)`);
+      throw new Error(`${what} binary not found at ${bin} (run \`cargo build -p webchat -p webchat-profile --bins\` or set WEBCHAT_BIN)`);
     }
   }
   if (!REDIS_URL) {

@@ -9,7 +9,7 @@
 // tests/browser/screenshots/ and the desktop group chat to docs/webclient.png when
 // WEBCHAT_UPDATE_DOCS_SCREENSHOT=1.
 //
-//   cargo build --bin webchat -p webchat-profile && cd tests/browser && npm ci &&
+//   cargo build -p webchat -p webchat-profile --bins && cd tests/browser && npm ci &&
 //   WEBCHAT_TEST_REDIS_URL=redis://… node --test
 
 const assert = require('node:assert/strict');
@@ -85,9 +85,50 @@ async function openConversation(p, uid) {
   await p.waitForSelector(`#chat-view:not([hidden])[data-conv="${uid}"]`);
 }
 
+// A test sets up the view it starts from (below) instead of trusting where the test before
+// left the page: when one test fails halfway, the next ones still test what they say rather
+// than time out on a chat that was never opened.
+
+/** The page of `who`, reopened (logged in by the stored token) if a failed test closed it. */
+async function livePage(who, viewport = DESKTOP) {
+  if (page[who] && !page[who].isClosed()) return page[who];
+  const p = await newPage(who, viewport);
+  await p.goto(server.url);
+  await waitOnline(p);
+  return p;
+}
+
+/** The whole conversation list in view (phones show a chat or the list; no filter). */
+async function showList(p) {
+  if (await p.isVisible('#back-btn')) await p.click('#back-btn');
+  await p.waitForSelector('#conv-list', { state: 'visible' });
+  if (await p.inputValue('#conv-filter')) await p.fill('#conv-filter', '');
+}
+
+/** `uid`'s conversation in view: opened unless it already is. */
+async function showConversation(p, uid) {
+  if (await p.isVisible(`#chat-view:not([hidden])[data-conv="${uid}"]`)) return;
+  await showList(p);
+  await openConversation(p, uid);
+}
+
 async function send(p, text) {
   await p.fill('#composer-input', text);
   await p.press('#composer-input', 'Enter');
+}
+
+/**
+ * Waits until the first `selector` shows exactly `expected`. Names are such a text: a row
+ * or a bubble is drawn at once, the name once the profile service has answered (until then
+ * the uid stands in), so reading it right after the row appears is a race.
+ */
+async function waitText(p, selector, expected) {
+  try {
+    await p.waitForFunction(([s, want]) => document.querySelector(s)?.textContent === want, [selector, expected]);
+  } catch (e) {
+    const shown = await p.evaluate((s) => document.querySelector(s)?.textContent ?? null, selector).catch(() => 'unknown');
+    throw new Error(`${selector}: wanted ${JSON.stringify(expected)}, shows ${JSON.stringify(shown)} (${e.message})`);
+  }
 }
 
 /** Bubbles in the open conversation whose text is exactly `text`: [{out, status, text}]. */
@@ -248,7 +289,8 @@ describe('web client in Chromium', () => {
     await waitUnread(b, U.alice, '1');
     assert.deepEqual(await bubbles(a, hello), [{ out: true, status: 'delivered', text: hello }]);
     assert.match(await b.textContent(`#conv-list [data-conv="${U.alice}"] .conv-preview`), /Are we still on/);
-    assert.equal(await b.textContent(`#conv-list [data-conv="${U.alice}"] .conv-name`), 'Alice');
+    // Bob's page asks the profile service for Alice's name when her message arrives.
+    await waitText(b, `#conv-list [data-conv="${U.alice}"] .conv-name`, 'Alice');
 
     // Bob opens it in his focused window: read on Alice's side, badge gone on Bob's.
     await openConversation(b, U.alice);
@@ -261,6 +303,8 @@ describe('web client in Chromium', () => {
   it('typing indicator and a reply', async () => {
     const a = page.alice;
     const b = page.bob;
+    await showConversation(a, U.bob);
+    await showConversation(b, U.alice);
     await b.click('#composer-input');
     await b.keyboard.type('Yes', { delay: 20 });
     await a.waitForFunction(() => document.querySelector('#chat-sub').textContent === 'typing…');
@@ -305,6 +349,7 @@ describe('web client in Chromium', () => {
     const a = page.alice;
     const b = page.bob;
     await openConversation(a, U.bob);
+    await showConversation(b, U.alice);
     await send(a, XSS_SCRIPT);
     await send(a, XSS_IMG);
     await waitBubble(b, XSS_SCRIPT);
@@ -329,6 +374,7 @@ describe('web client in Chromium', () => {
 
   it('store-and-forward: a message sent while the page is closed arrives once on reopen; presence follows', async () => {
     const a = page.alice;
+    await showConversation(a, U.bob);
     await page.bob.close();
     // Bob's last socket is gone: Alice sees him offline.
     await waitPresence(a, U.bob, 'offline');
@@ -374,7 +420,9 @@ describe('web client in Chromium', () => {
 
   it('two tabs of one user: each event handled once, read state shared', async () => {
     const a = page.alice;
-    const b1 = page.bob; // phone-sized, on the list
+    const b1 = await livePage('bob', PHONE); // phone-sized, on the list
+    await showList(b1);
+    await showConversation(a, U.bob);
     const b2 = watch(await ctx.bob.newPage(), 'bob-tab2');
     await b2.goto(server.url);
     await waitOnline(b2);
@@ -421,8 +469,9 @@ describe('web client in Chromium', () => {
 
   it('a group of three: create from the address book, add a member, unread counts, leave', async () => {
     const a = page.alice;
-    const b = page.bob;
+    const b = await livePage('bob', PHONE);
     const c = page.carol;
+    await showList(b);
     await a.bringToFront();
 
     // Alice ticks Bob in the address book and names the group.
@@ -469,7 +518,7 @@ describe('web client in Chromium', () => {
     await openGroup(c);
     await waitBubble(c, text);
     // Group messages name their sender.
-    assert.equal(await c.textContent('#messages .msg.in .msg-from'), 'Alice');
+    await waitText(c, '#messages .msg.in .msg-from', 'Alice');
     await waitBubble(a, text, { status: 'read' });
     await waitGroupUnread(a, text, 0);
 
@@ -481,7 +530,7 @@ describe('web client in Chromium', () => {
     await send(b, answer);
     await a.bringToFront();
     await waitBubble(a, answer);
-    assert.equal(await a.textContent('#messages .msg.in .msg-from'), 'Bob');
+    await waitText(a, '#messages .msg.in .msg-from', 'Bob');
     await waitGroupUnread(b, answer, 1);
     const file = await shot(a, 'group-chat');
     // The README's picture is refreshed only on request, so a test run leaves the tree clean.
@@ -512,6 +561,8 @@ describe('web client in Chromium', () => {
 
     const fresh = await browser.newContext({ viewport: DESKTOP });
     const q = watch(await fresh.newPage(), 'alice-fresh');
+    page.aliceFresh = q;
+    ctx.aliceFresh = fresh;
     await logIn(q, U.alice);
     assert.equal(await q.evaluate(() => Object.keys(localStorage).filter((k) => k.includes('.m.') || k.endsWith('.convs')).length), 0);
     await q.waitForSelector(`#conv-list [data-conv="${U.bob}"]`);
@@ -535,16 +586,14 @@ describe('web client in Chromium', () => {
     await q.waitForSelector('#load-older', { state: 'detached' });
     const texts = await q.$$eval('#messages .msg .msg-text', (ms) => ms.map((m) => m.textContent));
     assert.equal(new Set(texts).size, texts.length, 'no message twice');
-    page.aliceFresh = q;
-    ctx.aliceFresh = fresh;
   });
 
   it('a profile edit reaches the other user live', async () => {
     const q = page.aliceFresh;
-    const b = page.bob;
-    await openConversation(q, U.bob);
+    const b = await livePage('bob', PHONE);
+    await showConversation(q, U.bob);
     await b.bringToFront();
-    if (await b.isVisible('#back-btn')) await b.click('#back-btn'); // a phone: the list has the button
+    await showList(b); // a phone: the list has the profile button
     await b.click('#profile-btn');
     await b.waitForSelector('#profile-panel:not([hidden])');
     await b.fill('#profile-name', 'Robert');
@@ -602,7 +651,9 @@ describe('web client in Chromium', () => {
 
   it('reconnect: the chat server restarts; the state is shown, a message written meanwhile is sent once', async () => {
     const a = page.alice;
-    const b = page.bob;
+    const b = await livePage('bob', PHONE);
+    await showList(b); // no chat open: the message arrives unread
+    await showConversation(a, U.bob);
     await a.bringToFront();
     await server.stopChat();
     await a.waitForSelector('#app-view:not([data-conn="online"])');

@@ -23,10 +23,13 @@ export class People extends EventTarget {
     this.pending = new Set();
     this.downUntil = 0;
     this.timer = null;
+    this.retry = new Set(); // uids to ask the profile service for once it may be back
+    this.retryTimer = null;
   }
 
   dispose() {
     clearTimeout(this.timer);
+    clearTimeout(this.retryTimer);
   }
 
   changed(uids) {
@@ -137,12 +140,24 @@ export class People extends EventTarget {
         } catch (e) {
           console.warn('webchat: profile service unreachable, using sign-up names', e.message);
           this.downUntil = Date.now() + RETRY_DOWN_MS;
-          // Ask again once it may be back.
-          setTimeout(() => this.want(chunk.filter((u) => !this.profiles.has(u)), { fresh: true }), RETRY_DOWN_MS);
         }
       }
+      // Not asked (or no answer): ask again once it may be back. This covers the uids first
+      // seen while it was down too, which would otherwise keep their sign-up name for good.
+      this.retryWhenUp(chunk);
       await this.fetchFallback(chunk);
     }
+  }
+
+  retryWhenUp(uids) {
+    for (const uid of uids) this.retry.add(uid);
+    if (this.retryTimer) return;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      const ids = [...this.retry].filter((u) => !this.profiles.has(u));
+      this.retry.clear();
+      this.want(ids, { fresh: true });
+    }, Math.max(0, this.downUntil - Date.now()));
   }
 
   /** Sign-up names from the chat server's address book. */

@@ -12,11 +12,14 @@ export function paintAvatar(el, uid, { name, url } = {}) {
   if (url && /^https?:\/\//i.test(url)) {
     if (img && img.getAttribute('src') === url) return;
     const pic = h('img', { attrs: { alt: '', src: url, referrerpolicy: 'no-referrer', loading: 'lazy' } });
-    // A picture that does not load (blocked, gone) falls back to the letters.
+    // A picture that does not load (blocked, gone) falls back to the letters. (In the
+    // element holding it then: the conversation list moves a row's nodes into the row shown.)
     pic.addEventListener('error', () => {
+      const host = pic.parentElement;
       pic.remove();
-      el.classList.remove('has-img');
-      el.textContent = letters;
+      if (!host) return;
+      host.classList.remove('has-img');
+      host.textContent = letters;
     });
     el.replaceChildren(pic);
     el.classList.add('has-img');

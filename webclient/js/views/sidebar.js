@@ -217,7 +217,7 @@ export class Sidebar {
       ? titled.filter(({ c, title }) => c.id.toLowerCase().includes(q) || title.toLowerCase().includes(q) || previewText(c, ctx).toLowerCase().includes(q))
       : titled;
     const now = Date.now();
-    replaceChildren(this.list, shown.map(({ c, title }) => this.row(c, title, now, ctx)));
+    this.renderRows(shown.map(({ c, title }) => this.row(c, title, now, ctx)));
 
     if (!convs.length) {
       this.empty.replaceChildren(
@@ -228,6 +228,30 @@ export class Sidebar {
       this.empty.replaceChildren(h('p', { text: 'No chats match “' }, q, '”.'));
     }
     this.empty.hidden = shown.length > 0;
+  }
+
+  /**
+   * Puts `fresh` rows in the list, keyed by conversation: a row already shown keeps its
+   * nodes (updated in place, see `morph`) and stays where it is unless the order changed.
+   * The list re-renders on every message, typing and presence event; Chromium drops a click
+   * whose pressed element is removed before the release, so replacing the rows lost clicks
+   * that straddled a re-render, as for a user clicking in a busy list.
+   */
+  renderRows(fresh) {
+    const old = new Map([...this.list.querySelectorAll(':scope > li')].map((li) => [li.firstElementChild?.dataset.conv, li]));
+    const wanted = fresh.map((li) => {
+      const cur = old.get(li.firstElementChild.dataset.conv);
+      if (!cur) return li;
+      morph(cur, li);
+      return cur;
+    });
+    const keep = new Set(wanted);
+    for (const child of [...this.list.children]) if (!keep.has(child)) child.remove();
+    let cursor = this.list.firstElementChild;
+    for (const el of wanted) {
+      if (el === cursor) cursor = cursor.nextElementSibling;
+      else this.list.insertBefore(el, cursor);
+    }
   }
 
   row(c, title, now, ctx) {
@@ -290,6 +314,28 @@ export class Sidebar {
       ),
     );
   }
+}
+
+/**
+ * Makes `cur` look like `next` keeping `cur`'s nodes where the structure matches: same
+ * element → attributes and children updated, text → data updated; anything else replaced.
+ */
+function morph(cur, next) {
+  if (cur.nodeType !== next.nodeType || cur.nodeName !== next.nodeName) {
+    cur.replaceWith(next);
+    return;
+  }
+  if (cur.nodeType === Node.TEXT_NODE) {
+    if (cur.data !== next.data) cur.data = next.data;
+    return;
+  }
+  if (cur.nodeType !== Node.ELEMENT_NODE) return;
+  for (const { name } of [...cur.attributes]) if (!next.hasAttribute(name)) cur.removeAttribute(name);
+  for (const { name, value } of [...next.attributes]) if (cur.getAttribute(name) !== value) cur.setAttribute(name, value);
+  const have = [...cur.childNodes];
+  const want = [...next.childNodes];
+  want.forEach((n, i) => (i < have.length ? morph(have[i], n) : cur.appendChild(n)));
+  for (const n of have.slice(want.length)) n.remove();
 }
 
 function previewText(c, ctx) {
