@@ -14,6 +14,37 @@ pub struct Session {
     pub jti: Option<String>,
 }
 
+/// How a socket acknowledges the stored events it is sent (contract §15), chosen at connect
+/// and kept in its extensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AckMode {
+    /// Every stored event requests a socket.io ack (what every client gets unless it asks).
+    #[default]
+    PerEvent,
+    /// Stored events are sent without an ack request; the client emits `ack {"Seq": N}` for
+    /// the highest Seq it has processed.
+    Cumulative,
+}
+
+impl AckMode {
+    /// The mode a connect asks for: `auth.acks`, or `?acks=` for Engine.IO 3 clients (which
+    /// send no auth object). Absent means per-event; an unknown value is refused rather than
+    /// guessed, so a client never believes it acks cumulatively while it does not.
+    fn requested(auth: Option<&serde_json::Value>, query: Option<&str>) -> Result<Self, Refused> {
+        let from_auth = auth.and_then(|a| a.get("acks"));
+        let named = match from_auth {
+            Some(serde_json::Value::String(mode)) => Some(mode.clone()),
+            Some(_) => return Err(Refused::BadRequest),
+            None => query_param(query, "acks"),
+        };
+        match named.as_deref() {
+            None | Some("per-event") => Ok(Self::PerEvent),
+            Some("cumulative") => Ok(Self::Cumulative),
+            Some(_) => Err(Refused::BadRequest),
+        }
+    }
+}
+
 /// Why a connection was refused; its text is the connect_error message clients see.
 #[derive(Debug, thiserror::Error)]
 pub enum Refused {
@@ -23,6 +54,9 @@ pub enum Refused {
     /// Too many new sockets from this address, or too many sockets of this user.
     #[error("rate_limited")]
     RateLimited,
+    /// A connect option the server does not know (an unknown `acks` mode).
+    #[error("bad_request")]
+    BadRequest,
 }
 
 /// Connect middleware: in token mode a valid token (`auth.token`, or `?token=` for Engine.IO 3
@@ -41,10 +75,18 @@ pub async fn authenticate(
             return Err(Refused::RateLimited);
         }
     }
+    let auth = auth.ok();
+    let query = socket.req_parts().uri.query();
+    match AckMode::requested(auth.as_ref(), query)? {
+        AckMode::PerEvent => {}
+        mode => {
+            socket.extensions.insert(mode);
+        }
+    }
     let token = auth
-        .ok()
+        .as_ref()
         .and_then(|a| a.get("token").and_then(|t| t.as_str()).map(str::to_owned))
-        .or_else(|| query_token(socket.req_parts().uri.query()));
+        .or_else(|| query_param(query, "token"));
     match (token, state.settings.auth) {
         (Some(token), _) => {
             let (uid, jti) = state.accounts.verify_with_id(&token).await.map_err(|e| {
@@ -77,15 +119,16 @@ pub fn check_socket_limit(state: &AppState, uid: &UserId) -> Result<(), Refused>
     Ok(())
 }
 
-fn query_token(query: Option<&str>) -> Option<String> {
+/// The value of `name` in a query string, `%XX` escapes undone.
+fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     query?
         .split('&')
         .filter_map(|pair| pair.split_once('='))
-        .find(|(k, _)| *k == "token")
+        .find(|(k, _)| *k == name)
         .map(|(_, v)| percent_decode(v))
 }
 
-/// Tokens are base64url and a dot, so only `%XX` escapes need undoing.
+/// Tokens are base64url and a dot, and modes plain words, so only `%XX` escapes need undoing.
 fn percent_decode(raw: &str) -> String {
     let bytes = raw.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -114,17 +157,59 @@ fn percent_decode(raw: &str) -> String {
 mod tests {
     use super::*;
 
+    fn query_param_token(query: Option<&str>) -> Option<String> {
+        query_param(query, "token")
+    }
+
+    #[test]
+    fn the_ack_mode_comes_from_auth_or_the_query_and_unknown_ones_are_refused() {
+        let mode = |auth: serde_json::Value, query: Option<&str>| {
+            AckMode::requested(Some(&auth), query).map_err(|e| e.to_string())
+        };
+        let none = serde_json::json!({});
+        assert_eq!(mode(none.clone(), None), Ok(AckMode::PerEvent));
+        assert_eq!(AckMode::requested(None, None).ok(), Some(AckMode::PerEvent));
+        assert_eq!(
+            mode(serde_json::json!({"acks": "cumulative"}), None),
+            Ok(AckMode::Cumulative)
+        );
+        assert_eq!(
+            mode(
+                serde_json::json!({"acks": "per-event"}),
+                Some("acks=cumulative")
+            ),
+            Ok(AckMode::PerEvent),
+            "auth wins over the query"
+        );
+        assert_eq!(
+            mode(none.clone(), Some("EIO=3&acks=cumulative")),
+            Ok(AckMode::Cumulative)
+        );
+        assert_eq!(
+            mode(serde_json::json!({"acks": "sometimes"}), None),
+            Err("bad_request".to_owned())
+        );
+        assert_eq!(
+            mode(serde_json::json!({"acks": 1}), None),
+            Err("bad_request".to_owned())
+        );
+        assert_eq!(mode(none, Some("acks=")), Err("bad_request".to_owned()));
+    }
+
     #[test]
     fn token_is_read_from_the_query() {
         assert_eq!(
-            query_token(Some("EIO=3&token=a.b&transport=polling")).as_deref(),
+            query_param_token(Some("EIO=3&token=a.b&transport=polling")).as_deref(),
             Some("a.b")
         );
-        assert_eq!(query_token(Some("token=a%2Eb")).as_deref(), Some("a.b"));
-        assert_eq!(query_token(Some("EIO=3")), None);
-        assert_eq!(query_token(None), None);
-        assert_eq!(query_token(Some("token=%")).as_deref(), Some("%"));
-        assert_eq!(query_token(Some("token=%4")).as_deref(), Some("%4"));
-        assert_eq!(query_token(Some("token=%é")).as_deref(), Some("%é"));
+        assert_eq!(
+            query_param_token(Some("token=a%2Eb")).as_deref(),
+            Some("a.b")
+        );
+        assert_eq!(query_param_token(Some("EIO=3")), None);
+        assert_eq!(query_param_token(None), None);
+        assert_eq!(query_param_token(Some("token=%")).as_deref(), Some("%"));
+        assert_eq!(query_param_token(Some("token=%4")).as_deref(), Some("%4"));
+        assert_eq!(query_param_token(Some("token=%é")).as_deref(), Some("%é"));
     }
 }

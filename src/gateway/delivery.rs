@@ -10,7 +10,10 @@
 
 use std::{
     pin::Pin,
-    sync::{atomic::Ordering, Arc},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
     task::{Context, Poll},
     time::Duration,
 };
@@ -44,6 +47,23 @@ const EMIT_PATIENCE: Duration = Duration::from_secs(5);
 const LAST_CONFIRM_PATIENCE: Duration = Duration::from_secs(3);
 
 type AckFuture = Pin<Box<dyn Future<Output = Option<Seq>> + Send>>;
+
+/// The highest Seq a cumulative-ack socket (contract §15) says it has processed, written by
+/// its `ack` handler and read by its delivery task when it confirms. A plain atomic: an ack
+/// costs no wake-up and no channel, and only the highest value matters.
+#[derive(Debug, Clone, Default)]
+pub struct ClientAcks(Arc<AtomicU64>);
+
+impl ClientAcks {
+    /// Records that the client has processed every event up to `seq`.
+    pub fn ack(&self, seq: Seq) {
+        self.0.fetch_max(seq, Ordering::Relaxed);
+    }
+
+    fn highest(&self) -> Seq {
+        self.0.load(Ordering::Relaxed)
+    }
+}
 
 /// An ack future as the pump keeps it: outside tokio's cooperative budget, because
 /// [`take_ready`] polls hundreds of them in one task turn, and within the budget (about 128
@@ -86,7 +106,11 @@ struct Pump {
     max_acked: Seq,
     /// Highest Seq confirmed in the inbox.
     confirmed: Seq,
+    /// Per-event acks: one socket.io ack future per emitted stored event.
     acks: FuturesUnordered<AckFuture>,
+    /// Cumulative acks (contract §15): set when the socket asked for them, and then stored
+    /// events are emitted without an ack request.
+    cumulative: Option<ClientAcks>,
 }
 
 /// Why the pump stopped emitting.
@@ -95,8 +119,15 @@ enum Halt {
     Closed,
 }
 
-/// Runs until the socket disconnects or the node stops.
-pub async fn run(socket: SocketRef, uid: UserId, attachment: Attachment, state: AppState) {
+/// Runs until the socket disconnects or the node stops. `cumulative` is set for a socket that
+/// acks with `ack {Seq}` instead of one socket.io ack per event.
+pub async fn run(
+    socket: SocketRef,
+    uid: UserId,
+    attachment: Attachment,
+    state: AppState,
+    cumulative: Option<ClientAcks>,
+) {
     let Attachment {
         conn_id,
         mut deliveries,
@@ -111,6 +142,7 @@ pub async fn run(socket: SocketRef, uid: UserId, attachment: Attachment, state: 
         max_acked: 0,
         confirmed: 0,
         acks: FuturesUnordered::new(),
+        cumulative,
     };
     // Built once: re-creating cancellation and timer futures on every loop turn costs a
     // lock and a timer-wheel update per event. Polled last, so a turn with a delivery to
@@ -137,7 +169,7 @@ pub async fn run(socket: SocketRef, uid: UserId, attachment: Attachment, state: 
     while running {
         // After anything that emitted (the replay above, a delivery, a resync): acks are
         // awaited, so look for them one interval from now.
-        if !confirm_pending && !pump.acks.is_empty() {
+        if !confirm_pending && pump.awaiting_acks() {
             confirm_pending = true;
             confirm_timer.as_mut().reset(Instant::now() + CONFIRM_DELAY);
         }
@@ -248,6 +280,32 @@ async fn resolve_shared_body(
     }
 }
 
+/// Runs `emit` until it finds room in the socket's outgoing buffer, for up to
+/// [`EMIT_PATIENCE`]: a stored event is never dropped (unlike a live one), and a client
+/// that reads slower than that counts as gone.
+async fn patiently<T>(
+    socket: &SocketRef,
+    uid: &UserId,
+    mut emit: impl FnMut(&SocketRef) -> Result<T, SendError>,
+) -> Result<T, Halt> {
+    let deadline = Instant::now() + EMIT_PATIENCE;
+    loop {
+        match emit(socket) {
+            Ok(sent) => return Ok(sent),
+            Err(SendError::Socket(SocketError::InternalChannelFull))
+                if Instant::now() < deadline =>
+            {
+                // The client reads slower than we write; wait for the buffer to drain.
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            Err(e) => {
+                tracing::debug!(uid = %uid, error = %e, "emit failed");
+                return Err(Halt::Closed);
+            }
+        }
+    }
+}
+
 /// Where a stored event told live stands against what the socket was sent.
 #[derive(Debug, PartialEq, Eq)]
 enum Arrival {
@@ -282,12 +340,30 @@ impl Pump {
     /// the next call. Each ack future runs outside tokio's cooperative budget (see
     /// [`outside_budget`]).
     fn collect_acks(&mut self) {
+        if let Some(client) = &self.cumulative {
+            // Never past what this socket was sent: a client cannot confirm events it has
+            // not been given (they would be dropped from the inbox unseen).
+            let acked = client.highest().min(self.last_emitted);
+            if acked > self.max_acked {
+                self.state.metrics.acks.inc();
+                self.max_acked = acked;
+            }
+            return;
+        }
         for acked in take_ready(&mut self.acks) {
             self.state.metrics.unacked.dec();
             if let Some(seq) = acked {
                 self.state.metrics.acks.inc();
                 self.max_acked = self.max_acked.max(seq);
             }
+        }
+    }
+
+    /// Whether some emitted stored event still waits for the client's ack.
+    fn awaiting_acks(&self) -> bool {
+        match &self.cumulative {
+            Some(client) => client.highest().min(self.last_emitted) < self.last_emitted,
+            None => !self.acks.is_empty(),
         }
     }
 
@@ -344,7 +420,7 @@ impl Pump {
                     // 1:1 message overtakes its append), so an expired event can follow one
                     // still unacked. (An event whose ack failed is covered, as by any later
                     // ack.) Otherwise it stays until a later ack confirms past it.
-                    if self.acks.is_empty() {
+                    if !self.awaiting_acks() {
                         self.max_acked = self.max_acked.max(seq);
                     }
                     continue;
@@ -372,22 +448,20 @@ impl Pump {
             seq,
             shared_body: resolved.as_deref(),
         };
-        let deadline = Instant::now() + EMIT_PATIENCE;
-        let stream = loop {
-            match self.socket.emit_with_ack::<_, IgnoredAny>("chat", &event) {
-                Ok(stream) => break stream,
-                Err(SendError::Socket(SocketError::InternalChannelFull))
-                    if Instant::now() < deadline =>
-                {
-                    // The client reads slower than we write; wait for the buffer to drain.
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
-                Err(e) => {
-                    tracing::debug!(uid = %self.uid, error = %e, "emit failed");
-                    return Err(Halt::Closed);
-                }
-            }
-        };
+        if self.cumulative.is_some() {
+            // No ack request: the client's `ack {Seq}` covers this event and those before it.
+            patiently(&self.socket, &self.uid, |socket| {
+                socket.emit("chat", &event)
+            })
+            .await?;
+            self.last_emitted = seq;
+            self.state.metrics.events_out.inc();
+            return Ok(());
+        }
+        let stream = patiently(&self.socket, &self.uid, |socket| {
+            socket.emit_with_ack::<_, IgnoredAny>("chat", &event)
+        })
+        .await?;
         self.last_emitted = seq;
         self.state.metrics.events_out.inc();
         self.state.metrics.unacked.inc();

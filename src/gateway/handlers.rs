@@ -21,7 +21,10 @@ use socketioxide::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{auth::Session, connecting, delivery};
+use super::{
+    auth::{AckMode, Session},
+    connecting, delivery,
+};
 use crate::{
     bus::Attachment,
     chat::Accepted,
@@ -31,7 +34,7 @@ use crate::{
     state::AppState,
 };
 
-/// The events a client may send.
+/// The events a client may send through the inbound queue (`ack` bypasses it).
 #[derive(Debug, Clone, Copy)]
 enum EventName {
     Join,
@@ -128,6 +131,47 @@ impl MessageHandler<LocalAdapter, Sequenced> for Sequenced {
     }
 }
 
+/// The handler of `ack {"Seq": N}` (contract §15): a cumulative-ack socket has processed every
+/// stored event up to N. Handled at once, outside the inbound queue: it only raises a number
+/// the delivery task reads when it next confirms, so it needs neither ordering with `chat`
+/// events nor a task of its own.
+#[derive(Clone)]
+struct CumulativeAck {
+    state: AppState,
+}
+
+impl MessageHandler<LocalAdapter, CumulativeAck> for CumulativeAck {
+    fn call(&self, socket: Arc<Socket<LocalAdapter>>, mut value: Value, ack_id: Option<i64>) {
+        let Ok(ack) = AckSender::from_message_parts(&socket, &mut value, &ack_id);
+        let TryData(data) =
+            match TryData::<serde_json::Value>::from_message(socket.clone(), value, ack_id) {
+                Ok(data) => data,
+                Err(never) => match never {},
+            };
+        let socket = SocketRef::from(socket);
+        let result = match socket.extensions.get::<delivery::ClientAcks>() {
+            None => Err(ChatError::bad_request(
+                "ack is for sockets that connected with acks: \"cumulative\"",
+            )),
+            Some(client) => match data.ok().as_ref().and_then(acked_seq) {
+                Some(seq) => {
+                    client.ack(seq);
+                    Ok(None)
+                }
+                None => Err(ChatError::bad_request(
+                    "ack takes {\"Seq\": N}, N a non-negative integer",
+                )),
+            },
+        };
+        reply(&socket, &self.state, ack, ack_id.is_some(), None, result);
+    }
+}
+
+/// N of `{"Seq": N}`.
+fn acked_seq(data: &serde_json::Value) -> Option<u64> {
+    data.get("Seq")?.as_u64()
+}
+
 /// Connect middleware, run after authentication and before the client hears it is
 /// connected: installs the handlers and, for an authenticated socket, subscribes its user's
 /// channel (see [`super::register`]).
@@ -153,6 +197,16 @@ pub async fn install_handlers(
             },
         );
     }
+    // Before the client hears it is connected, so its first `ack` always finds this.
+    if socket.extensions.get::<AckMode>() == Some(AckMode::Cumulative) {
+        socket.extensions.insert(delivery::ClientAcks::default());
+    }
+    socket.on(
+        "ack",
+        CumulativeAck {
+            state: state.clone(),
+        },
+    );
     socket.on_disconnect(on_disconnect);
     if let Some(session) = socket.extensions.get::<Session>() {
         let attachment = match attach(&socket, &state, &session.uid).await {
@@ -434,6 +488,7 @@ fn run_delivery(socket: &SocketRef, state: &AppState, uid: UserId, attachment: A
         uid,
         attachment,
         state.clone(),
+        socket.extensions.get::<delivery::ClientAcks>(),
     ));
 }
 
