@@ -39,8 +39,10 @@
 #
 # Environment, pairs/compare: BENCH_SOCKETS (1000), BENCH_STEPS (5000,10000,12000,14000,16000,20000;
 # compare: 2000,4000,6000,8000,10000,12000,14000,16000), BENCH_DURATION (10s; compare 8s),
-# BENCH_CALL_LOG (pairs: true), BENCH_OUT (bench/results/latest.jsonl; compare:
-# bench/results/compare.jsonl).
+# BENCH_CALL_LOG (pairs: true), BENCH_ACKS (pairs: per-event, or cumulative: receivers ack with
+# `ack {Seq}`, contract §15; the smoke runs both; compare always runs webchat-log-on in both
+# modes, as webchat-log-on and webchat-cumulative), BENCH_OUT (bench/results/latest.jsonl;
+# compare: bench/results/compare.jsonl).
 # group-fanout: BENCH_GROUP_SIZES (1000,10000), BENCH_GROUP_MESSAGES (5),
 # BENCH_FANOUT_TIMEOUT (120s), BENCH_GROUP_OUT (bench/results/group-fanout.jsonl).
 # idle: BENCH_IDLE_SOCKETS (20000, fewer if the open-files limit is lower), BENCH_IDLE_REPEATS
@@ -252,8 +254,9 @@ start_cluster() {
   log "$name ($kind, call log $call_log): ${urls[*]} (pids ${pids[*]}), redis pid $C_REDIS_PID"
 }
 
-# Servers started for a side-by-side scenario, by label: their URLs and pids (--server-pids).
-declare -A URLS_OF PIDS_OF
+# Servers started for a side-by-side scenario, by label: their URLs and pids (--server-pids),
+# and how the generator's receivers ack (--acks; per-event unless set).
+declare -A URLS_OF PIDS_OF ACKS_OF
 
 # alternate WHAT OUT LABEL... — every rate step of STEPS once against each labelled server set
 # (URLS_OF/PIDS_OF), the order rotating from step to step so none always runs first; appends
@@ -268,7 +271,7 @@ alternate() {
       log "$what: $sys at $rate msgs/s (load $(load_note))"
       "$LOADGEN" --urls "${URLS_OF[$sys]}" --sockets "$SOCKETS" --rate "$rate" \
         --duration "$DURATION" --warmup "$WARMUP" --server-pids "${PIDS_OF[$sys]}" \
-        --run-id "$(date +%s%N)" --label "$sys" \
+        --acks "${ACKS_OF[$sys]:-per-event}" --run-id "$(date +%s%N)" --label "$sys" \
         | tee -a "$out" || { rc=1; warn "webchat-loadgen failed ($sys, $rate)"; show_server_logs; }
     done
     i=$((i + 1))
@@ -300,16 +303,24 @@ if wants pairs || wants group-fanout || wants replay || wants storm; then
   W_PIDS="$C_PIDS"
 fi
 
+# pairs_run ACKS OUT — scenario 1 against the shared webchat cluster, receivers acking ACKS.
+pairs_run() {
+  local acks="$1" out="$2" rc=0
+  "$LOADGEN" --urls "$W_URLS" --sockets "$SOCKETS" \
+    --rate-steps "$STEPS" --duration "$DURATION" --warmup "$WARMUP" --acks "$acks" \
+    --server-pids "$W_PIDS" --run-id "$(date +%s%N)" --label "webchat call-log=$CALL_LOG acks=$acks" \
+    | tee "$out" || { rc=1; warn "webchat-loadgen failed (pairs, $acks acks)"; show_server_logs; }
+  check python3 "$ROOT/bench/report.py" pairs "$out" --smoke "$SMOKE" --rc "$rc"
+}
+
 if wants pairs; then
   OUT="${BENCH_OUT:-$RESULTS/latest.jsonl}"
   mkdir -p "$(dirname "$OUT")"
-  PAIRS_RC=0
-  "$LOADGEN" --urls "$W_URLS" --sockets "$SOCKETS" \
-    --rate-steps "$STEPS" --duration "$DURATION" --warmup "$WARMUP" \
-    --server-pids "$W_PIDS" --run-id "$(date +%s%N)" --label "webchat call-log=$CALL_LOG" \
-    | tee "$OUT" || { PAIRS_RC=1; warn "webchat-loadgen failed (pairs)"; show_server_logs; }
-
-  check python3 "$ROOT/bench/report.py" pairs "$OUT" --smoke "$SMOKE" --rc "$PAIRS_RC"
+  pairs_run "${BENCH_ACKS:-per-event}" "$OUT"
+  if [ "$SMOKE" = 1 ]; then
+    # Both ack modes stay working end to end.
+    pairs_run cumulative "${OUT%.jsonl}-cumulative.jsonl"
+  fi
 fi
 
 if wants compare; then
@@ -318,12 +329,15 @@ if wants compare; then
   : >"$OUT"
   start_cluster webchat-log-on webchat 2 true
   URLS_OF[webchat-log-on]="$C_URLS" PIDS_OF[webchat-log-on]="$C_PIDS"
+  # The same nodes, receivers on cumulative acks (contract §15).
+  URLS_OF[webchat-cumulative]="$C_URLS" PIDS_OF[webchat-cumulative]="$C_PIDS"
+  ACKS_OF[webchat-cumulative]=cumulative
   start_cluster webchat-log-off webchat 2 false
   URLS_OF[webchat-log-off]="$C_URLS" PIDS_OF[webchat-log-off]="$C_PIDS"
   start_cluster baseline baseline 2
   URLS_OF[baseline]="$C_URLS" PIDS_OF[baseline]="$C_PIDS"
   COMPARE_RC=0
-  alternate compare "$OUT" webchat-log-on webchat-log-off baseline || COMPARE_RC=1
+  alternate compare "$OUT" webchat-log-on webchat-cumulative webchat-log-off baseline || COMPARE_RC=1
   check python3 "$ROOT/bench/report.py" compare "$OUT" --rc "$COMPARE_RC"
 fi
 

@@ -118,6 +118,11 @@ struct Args {
     /// Per-message ack timeout (connect/join and chat).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     ack_timeout: Duration,
+    /// pairs: how receivers acknowledge deliveries. `per-event` answers each socket.io ack
+    /// request; `cumulative` connects with `auth.acks = "cumulative"` (webchat's contract
+    /// §15) and emits `ack {Seq}` every 100 deliveries or each second while they arrive.
+    #[arg(long, value_enum, default_value_t = AckMode::PerEvent)]
+    acks: AckMode,
     /// Max wait after a step's sending stops for outstanding deliveries.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     drain_timeout: Duration,
@@ -333,6 +338,20 @@ fn check_fd_limit(sockets: usize) {
     }
 }
 
+/// How the `pairs` scenario's receivers acknowledge deliveries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum AckMode {
+    /// One socket.io ack per stored event (every client's default).
+    PerEvent,
+    /// `ack {Seq}` every [`CUMULATIVE_ACK_EVERY`] deliveries or [`CUMULATIVE_ACK_INTERVAL`].
+    Cumulative,
+}
+
+/// Deliveries between two cumulative acks (the contract's bound).
+const CUMULATIVE_ACK_EVERY: u32 = 100;
+/// Longest wait before a cumulative ack while deliveries arrive (the contract's bound).
+const CUMULATIVE_ACK_INTERVAL: Duration = Duration::from_secs(1);
+
 async fn connect_all(args: &Args, run_id: &str, npairs: usize) -> Result<Vec<Pair>> {
     let nodes = args.urls.len();
     let per_batch = (args.connect_batch / 2).max(1);
@@ -345,16 +364,24 @@ async fn connect_all(args: &Args, run_id: &str, npairs: usize) -> Result<Vec<Pai
             let receiver_uid = format!("lg{run_id}_{}", 2 * p + 1);
             let (sender, sender_events) =
                 connect_and_join(&args.urls[p % nodes], &sender_uid, args.ack_timeout).await?;
+            let receiver_auth =
+                (args.acks == AckMode::Cumulative).then(|| json!({ "acks": "cumulative" }));
+            let opts = join_options(args.ack_timeout, None);
             let (receiver, receiver_events) =
-                connect_and_join(&args.urls[(p + 1) % nodes], &receiver_uid, args.ack_timeout)
-                    .await?;
+                SioClient::connect(&args.urls[(p + 1) % nodes], receiver_auth, opts)
+                    .await
+                    .with_context(|| format!("connecting {receiver_uid}"))?;
+            let (receiver, receiver_events) =
+                join(receiver, receiver_events, &receiver_uid, args.ack_timeout).await?;
             let recv = Arc::new(Mutex::new(RecvState::default()));
             tokio::spawn(drain_events(sender_events, sender_uid.clone()));
+            let acker = (args.acks == AckMode::Cumulative).then(|| receiver.clone());
             tokio::spawn(receive_loop(
                 receiver_events,
                 p as u32,
                 sender_uid.clone(),
                 recv.clone(),
+                acker,
             ));
             anyhow::Ok(Pair {
                 sender,
@@ -454,18 +481,40 @@ fn note_disconnect(uid: &str, events: &EventStream) {
     }
 }
 
-/// Receives `chat` deliveries for one pair (acks are sent by `auto_ack`).
+/// Receives `chat` deliveries for one pair. Per-event acks are sent by `auto_ack`; with
+/// `acker` (cumulative acks), this loop emits `ack {Seq}` itself.
 async fn receive_loop(
     mut events: EventStream,
     pair: u32,
     sender_uid: String,
     state: Arc<Mutex<RecvState>>,
+    acker: Option<SioClient>,
 ) {
-    while let Some(ev) = events.recv().await {
+    let mut cumulative = CumulativeAcker::default();
+    let mut tick = tokio::time::interval(CUMULATIVE_ACK_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let ev = tokio::select! {
+            ev = events.recv() => match ev {
+                Some(ev) => ev,
+                None => break,
+            },
+            _ = tick.tick(), if acker.is_some() => {
+                if let (Some(client), Some(seq)) = (&acker, cumulative.due_by_time()) {
+                    let _ = client.emit("ack", &json!({ "Seq": seq })).await;
+                }
+                continue;
+            }
+        };
         if ev.name != "chat" {
             continue;
         }
         let t_recv = now_us();
+        if let (Some(client), Some(seq)) = (&acker, ev.data.get("Seq").and_then(Value::as_u64)) {
+            if let Some(upto) = cumulative.received(seq) {
+                let _ = client.emit("ack", &json!({ "Seq": upto })).await;
+            }
+        }
         DELIVERIES.fetch_add(1, Ordering::Relaxed);
         let id = ev
             .data
@@ -511,6 +560,35 @@ async fn receive_loop(
         }
     }
     note_disconnect(&format!("receiver of pair {pair}"), &events);
+}
+
+/// When a cumulative-ack receiver acks: after [`CUMULATIVE_ACK_EVERY`] deliveries, or on the
+/// interval tick when something arrived since the last ack.
+#[derive(Debug, Default)]
+struct CumulativeAcker {
+    highest: u64,
+    acked: u64,
+    since_ack: u32,
+}
+
+impl CumulativeAcker {
+    /// Notes a delivery; returns the Seq to ack now, if one is due.
+    fn received(&mut self, seq: u64) -> Option<u64> {
+        self.highest = self.highest.max(seq);
+        self.since_ack += 1;
+        (self.since_ack >= CUMULATIVE_ACK_EVERY).then(|| self.ack())
+    }
+
+    /// On the interval: the Seq to ack, when anything arrived since the last ack.
+    fn due_by_time(&mut self) -> Option<u64> {
+        (self.highest > self.acked).then(|| self.ack())
+    }
+
+    fn ack(&mut self) -> u64 {
+        self.acked = self.highest;
+        self.since_ack = 0;
+        self.highest
+    }
 }
 
 /// MsgID: `<run>-<step>-<pair>-<seq>`; returns (step, pair, seq).
@@ -925,6 +1003,22 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cumulative_acker_acks_every_hundred_deliveries_and_on_the_tick() {
+        let mut acker = CumulativeAcker::default();
+        assert_eq!(acker.due_by_time(), None, "nothing arrived");
+        for seq in 1..100 {
+            assert_eq!(acker.received(seq), None);
+        }
+        assert_eq!(acker.received(100), Some(100));
+        assert_eq!(acker.due_by_time(), None, "all acked");
+        assert_eq!(acker.received(101), None);
+        assert_eq!(acker.due_by_time(), Some(101));
+        // A replayed (lower) Seq never lowers the ack.
+        assert_eq!(acker.received(50), None);
+        assert_eq!(acker.due_by_time(), None);
+    }
 
     #[test]
     fn durations() {
