@@ -540,6 +540,15 @@ mod tests {
                     .expect("under the limit"),
             );
         }
+        // An attempt that checked nothing gives its place back.
+        throttle
+            .release(held.pop().expect("one"))
+            .await
+            .expect("release");
+        let again = throttle
+            .reserve(Some("ann"), Some(ip))
+            .await
+            .expect("a place was given back");
         let refused = throttle
             .reserve(Some("ann"), Some(ip))
             .await
@@ -549,15 +558,7 @@ mod tests {
                 if retry_after > Duration::from_secs(58) && retry_after <= Duration::from_secs(60)),
             "{refused:?}"
         );
-        // An attempt that checked nothing gives its place back; a success clears the uid.
-        throttle
-            .release(held.pop().expect("one"))
-            .await
-            .expect("release");
-        let again = throttle
-            .reserve(Some("ann"), Some(ip))
-            .await
-            .expect("a place was given back");
+        // A success clears the uid (refused attempts included).
         throttle.succeeded(again).await.expect("clear");
         throttle
             .reserve(Some("ann"), Some(ip))
