@@ -10,7 +10,10 @@
 //! with [`Busy`] (REST: `503 unavailable` with `Retry-After`), before any memory is touched.
 
 use std::{
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
     time::Duration,
 };
 
@@ -74,6 +77,9 @@ pub struct HashPool {
     /// allocated, since every running hash holds one).
     buffers: Arc<Mutex<Vec<Vec<Block>>>>,
     metrics: Arc<Metrics>,
+    /// Unix second of the last refusal logged at `warn` (a storm refuses hundreds a second:
+    /// one line a second says so, the metric counts them all).
+    last_warned: AtomicU64,
 }
 
 impl HashPool {
@@ -86,6 +92,7 @@ impl HashPool {
             max_wait: limits.max_wait,
             buffers: Arc::new(Mutex::new(Vec::with_capacity(workers))),
             metrics,
+            last_warned: AtomicU64::new(0),
         }
     }
 
@@ -130,7 +137,18 @@ impl HashPool {
 
     fn refuse(&self, reason: &'static str) -> HashError {
         self.metrics.hashes_refused.inc();
-        tracing::warn!(reason, "password hash refused: hashing capacity spent");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if self.last_warned.swap(now, Ordering::Relaxed) != now {
+            tracing::warn!(
+                reason,
+                refused_total = self.metrics.hashes_refused.get(),
+                "password hash refused: hashing capacity spent"
+            );
+        } else {
+            tracing::debug!(reason, "password hash refused");
+        }
         HashError::Busy(Busy {
             retry_after: Duration::from_secs(1),
         })

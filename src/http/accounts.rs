@@ -10,6 +10,7 @@ use super::{
 use crate::{
     accounts::{IssuedToken, LoginError, SignupError},
     domain::{ChatError, ErrorCode, UserId},
+    limits::{LoginThrottle, Reservation},
     state::AppState,
 };
 
@@ -94,17 +95,23 @@ async fn login(
             tracing::info!(uid = %uid, ?address, "failed login");
             Err(wrong_credentials().into())
         }
-        Err(e) => {
-            // The password was never checked: the attempt does not count.
-            if let Err(release) = throttle.release(reservation).await {
-                tracing::warn!(error = %release, uid = %uid, "login reservation not released");
-            }
-            match e {
-                LoginError::Busy(busy) => Err(busy.into()),
-                LoginError::Refused(e) => Err(e.into()),
-                LoginError::Wrong => Err(wrong_credentials().into()),
-            }
+        // The password was never checked: the attempt does not count.
+        Err(LoginError::Busy(busy)) => {
+            release_unchecked(throttle, reservation, &uid).await;
+            Err(busy.into())
         }
+        Err(LoginError::Refused(e)) => {
+            release_unchecked(throttle, reservation, &uid).await;
+            Err(e.into())
+        }
+    }
+}
+
+/// Gives back the reservation of an attempt whose password was never checked; a failure only
+/// leaves the attempt counted (the window ends it), so it is logged, not answered.
+async fn release_unchecked(throttle: &LoginThrottle, reservation: Reservation, uid: &UserId) {
+    if let Err(e) = throttle.release(reservation).await {
+        tracing::warn!(error = %e, uid = %uid, "login reservation not released");
     }
 }
 
