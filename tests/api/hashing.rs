@@ -47,6 +47,9 @@ struct Storm {
 /// until all have answered. A server whose memory passes the limit is killed at once (the
 /// old code would otherwise take the machine's memory with it) and the storm fails.
 async fn storm(node: &NodeProcess, requests: Vec<(&'static str, Value)>) -> Storm {
+    // One storm at a time: two servers hashing on the same cores would measure each other.
+    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _turn = ONE_AT_A_TIME.lock().await;
     let pid = node.pid();
     let done = Arc::new(AtomicBool::new(false));
     let sampler = {
@@ -69,35 +72,44 @@ async fn storm(node: &NodeProcess, requests: Vec<(&'static str, Value)>) -> Stor
         })
     };
     let worst_ms = Arc::new(AtomicU64::new(0));
-    // The prober's connection is open before the storm, as a monitor's would be: what is
-    // measured is the server's answer, not a place in the storm's accept queue.
-    let client = http();
-    let res = client
-        .get(format!("{}/health", node.url))
-        .send()
-        .await
-        .expect("health");
-    assert_eq!(res.status(), 200);
+    // On a thread and runtime of its own: on the test's runtime, busy with the storm's 1,000
+    // responses, the prober would measure its own scheduling delay as well as the server's.
+    // Its connection is open before the storm, as a monitor's would be: what is measured is
+    // the server's answer, not a place in the storm's accept queue.
+    let (ready, connected) = std::sync::mpsc::channel();
     let prober = {
         let (done, worst_ms, url) = (done.clone(), worst_ms.clone(), node.url.clone());
-        tokio::spawn(async move {
-            let mut ok = 0;
-            while !done.load(Ordering::Relaxed) {
-                let started = Instant::now();
-                let answered = client
-                    .get(format!("{url}/health"))
-                    .timeout(Duration::from_secs(10))
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status() == 200);
-                let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-                worst_ms.fetch_max(if answered { ms } else { u64::MAX }, Ordering::Relaxed);
-                ok += usize::from(answered);
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            ok
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("prober runtime");
+            runtime.block_on(async move {
+                let client = http();
+                let first = client.get(format!("{url}/health")).send().await;
+                let _ = ready.send(first.is_ok_and(|r| r.status() == 200));
+                let mut ok = 0;
+                while !done.load(Ordering::Relaxed) {
+                    let started = Instant::now();
+                    let answered = client
+                        .get(format!("{url}/health"))
+                        .timeout(Duration::from_secs(10))
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status() == 200);
+                    let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                    worst_ms.fetch_max(if answered { ms } else { u64::MAX }, Ordering::Relaxed);
+                    ok += usize::from(answered);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                ok
+            })
         })
     };
+    assert!(
+        connected.recv().expect("prober"),
+        "/health answers before the storm"
+    );
     let client = http();
     let started = Instant::now();
     let answers = join_all(requests.into_iter().map(|(path, body)| {
@@ -123,7 +135,7 @@ async fn storm(node: &NodeProcess, requests: Vec<(&'static str, Value)>) -> Stor
     let elapsed = started.elapsed();
     done.store(true, Ordering::Relaxed);
     let max_sampled = sampler.await.expect("sampler");
-    let health_ok = prober.await.expect("prober");
+    let health_ok = prober.join().expect("prober");
     let mut statuses = BTreeMap::new();
     let mut refusals_without_retry_after = 0;
     for (status, retry_after) in answers {
