@@ -197,6 +197,30 @@ pub struct Settings {
     #[arg(long, env = "WEBCHAT_LOGIN_WINDOW_SECS", default_value_t = 900)]
     pub login_window_secs: u64,
 
+    /// Signups per second from one client address, per node (token bucket; 0: no limit).
+    /// Beyond it: `429 rate_limited` with `Retry-After`.
+    #[arg(long, env = "WEBCHAT_SIGNUP_RATE", default_value_t = 0.2)]
+    pub signup_rate: f64,
+
+    /// Signups one address may make at once before the signup rate applies.
+    #[arg(long, env = "WEBCHAT_SIGNUP_BURST", default_value_t = 100.0)]
+    pub signup_burst: f64,
+
+    /// Password hashes (signup, login) run at once; each holds ~19 MiB while it runs
+    /// (0: one per CPU core).
+    #[arg(long, env = "WEBCHAT_HASH_WORKERS", default_value_t = 0)]
+    pub hash_workers: usize,
+
+    /// Password hashes that may wait for a hashing thread; beyond them requests are refused
+    /// at once with `503 unavailable` and `Retry-After`.
+    #[arg(long, env = "WEBCHAT_HASH_QUEUE", default_value_t = 32)]
+    pub hash_queue: usize,
+
+    /// Longest wait for a hashing thread, in milliseconds; a request still waiting then is
+    /// refused with `503 unavailable` and `Retry-After`.
+    #[arg(long, env = "WEBCHAT_HASH_WAIT_MS", default_value_t = 2_000)]
+    pub hash_wait_ms: u64,
+
     /// Async worker threads; 0 means one per CPU core, 1 the single-threaded scheduler.
     #[arg(long, env = "WEBCHAT_WORKER_THREADS", default_value_t = 0)]
     pub worker_threads: usize,
@@ -214,7 +238,18 @@ impl Settings {
         settings.data_dir = data_dir;
         // Tests send bursts far above a person's typing; the limit's own tests turn it on.
         settings.socket_rate = 0.0;
+        // Tests sign up many users from 127.0.0.1; the signup limit's own tests turn it on.
+        settings.signup_rate = 0.0;
         settings
+    }
+
+    /// The password hashing bounds.
+    pub fn hash_limits(&self) -> crate::accounts::hashing::HashLimits {
+        crate::accounts::hashing::HashLimits {
+            workers: self.hash_workers,
+            queue: self.hash_queue,
+            max_wait: Duration::from_millis(self.hash_wait_ms),
+        }
     }
 
     /// The ack timeout as a [`Duration`].

@@ -13,16 +13,9 @@ use std::{
 
 use axum::http::HeaderMap;
 use dashmap::DashMap;
-use fred::{
-    clients::Pool,
-    interfaces::KeysInterface,
-    types::{Expiration, SetOptions},
-};
+use fred::{clients::Pool, interfaces::KeysInterface, types::scripts::Script};
 
-use crate::{
-    domain::{ChatError, ErrorCode},
-    storage::{redis::unavailable, StoreError},
-};
+use crate::storage::{redis::unavailable, StoreError};
 
 /// A token bucket: `burst` tokens at most, refilled at `per_sec`.
 #[derive(Debug)]
@@ -49,18 +42,28 @@ impl TokenBucket {
     }
 
     fn try_take_at(&self, now: Instant) -> bool {
+        self.take_at(now).is_ok()
+    }
+
+    /// Takes one token, or says how long until there is one.
+    fn take_at(&self, now: Instant) -> Result<(), Duration> {
         let Ok(mut state) = self.state.lock() else {
-            return true; // a poisoned lock must not lock a user out
+            return Ok(()); // a poisoned lock must not lock a user out
         };
         let (tokens, last) = *state;
         let refilled = (tokens + now.saturating_duration_since(last).as_secs_f64() * self.per_sec)
             .min(self.burst);
         if refilled >= 1.0 {
             *state = (refilled - 1.0, now);
-            true
+            Ok(())
         } else {
             *state = (refilled, now);
-            false
+            let wait = if self.per_sec > 0.0 {
+                (1.0 - refilled) / self.per_sec
+            } else {
+                f64::from(u32::MAX)
+            };
+            Err(Duration::try_from_secs_f64(wait).unwrap_or(Duration::MAX))
         }
     }
 }
@@ -84,8 +87,13 @@ impl KeyedBuckets {
 
     /// Takes a token from `key`'s bucket.
     pub fn try_take(&self, key: IpAddr) -> bool {
+        self.take(key).is_ok()
+    }
+
+    /// Takes a token from `key`'s bucket, or says how long until it has one.
+    pub fn take(&self, key: IpAddr) -> Result<(), Duration> {
         if self.per_sec <= 0.0 {
-            return true;
+            return Ok(());
         }
         let now = Instant::now();
         if self.buckets.len() > 100_000 {
@@ -99,24 +107,82 @@ impl KeyedBuckets {
             .entry(key)
             .or_insert_with(|| (TokenBucket::new(self.per_sec, self.burst), now));
         entry.1 = now;
-        entry.0.try_take_at(now)
+        entry.0.take_at(now)
     }
 }
 
-/// Where failed logins are counted.
+/// Where login attempts are counted.
 enum Counter {
     /// Shared by every node.
-    Redis(Pool),
-    /// This node only (no Redis): key → (failures, window end).
+    Redis {
+        pool: Pool,
+        reserve: Script,
+        release: Script,
+    },
+    /// This node only (no Redis): key → (attempts, window end).
     Memory(DashMap<String, (u32, Instant)>),
 }
 
-/// Refuses logins for a uid, or from an address, after too many recent failures.
+/// Counts a login attempt: INCR, the window starting at the first attempt (INCR keeps the
+/// expiry, so later attempts neither reset the count nor extend the window). A key without an
+/// expiry (left by the old SET NX + INCR, whose INCR could recreate an expired key) gets one.
+/// Returns {count, seconds left in the window}.
+const RESERVE_LUA: &str = r#"
+local n = redis.call('INCR', KEYS[1])
+local ttl = redis.call('TTL', KEYS[1])
+if ttl < 0 then
+  redis.call('EXPIRE', KEYS[1], ARGV[1])
+  ttl = tonumber(ARGV[1])
+end
+return {n, ttl}
+"#;
+
+/// Gives back an attempt whose password was never checked. DECR only an existing key: on an
+/// expired one it would create a key without expiry.
+const RELEASE_LUA: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return redis.call('DECR', KEYS[1])
+end
+return 0
+"#;
+
+/// Why a login attempt may not go ahead.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// Over a limit: answer `rate_limited`, retry after the window ends.
+    #[error("{message}")]
+    Limited {
+        /// Safe to show the client.
+        message: &'static str,
+        /// Until the window ends (at least a second).
+        retry_after: Duration,
+    },
+    /// The counter's store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Refuses logins for a uid, or from an address, after too many recent attempts that failed.
+///
+/// An attempt is counted (reserved) before its password is checked, atomically in Redis when
+/// the node has it (so every node sees the same count) and in this process otherwise. With a
+/// limit of 10, at most 10 passwords of a uid are checked within the window however many
+/// attempts arrive at once: the rest are refused without hashing. A success clears the uid's
+/// count and gives back its address's reservation; an attempt whose password was never
+/// checked (hashing capacity spent, store failure) gives both back.
 pub struct LoginThrottle {
     counter: Counter,
     max_per_uid: u32,
     max_per_address: u32,
     window: Duration,
+}
+
+/// The counter keys of one reserved attempt (give them back with
+/// [`LoginThrottle::succeeded`] or [`LoginThrottle::release`]).
+#[derive(Debug)]
+pub struct Reservation {
+    by_uid: Option<String>,
+    by_address: Option<String>,
 }
 
 impl LoginThrottle {
@@ -128,7 +194,11 @@ impl LoginThrottle {
         window: Duration,
     ) -> Self {
         let counter = match pool {
-            Some(pool) => Counter::Redis(pool),
+            Some(pool) => Counter::Redis {
+                pool,
+                reserve: Script::from_lua(RESERVE_LUA),
+                release: Script::from_lua(RELEASE_LUA),
+            },
             None => Counter::Memory(DashMap::new()),
         };
         Self {
@@ -139,111 +209,147 @@ impl LoginThrottle {
         }
     }
 
-    fn keys(uid: &str, address: Option<IpAddr>) -> (String, Option<String>) {
-        (
-            format!("wc:{{{uid}}}:login_failures"),
-            address.map(|a| format!("wc:{{ip:{a}}}:login_failures")),
-        )
+    fn uid_key(uid: &str) -> String {
+        format!("wc:{{{uid}}}:login_failures")
     }
 
-    /// `rate_limited` when either count is at its limit.
-    pub async fn check(&self, uid: &str, address: Option<IpAddr>) -> Result<(), ChatError> {
-        let (by_uid, by_address) = Self::keys(uid, address);
-        let over = |count: u32, max: u32| max > 0 && count >= max;
-        if !uid.is_empty() && over(self.count(&by_uid).await?, self.max_per_uid) {
-            return Err(throttled(
-                "too many failed logins for this uid; try again later",
-            ));
+    fn address_key(address: IpAddr) -> String {
+        format!("wc:{{ip:{address}}}:login_failures")
+    }
+
+    /// Counts an attempt for `uid` (none: an unparseable uid, counted against the address
+    /// only) from `address`, before its password is checked; refused when either count would
+    /// pass its limit.
+    pub async fn reserve(
+        &self,
+        uid: Option<&str>,
+        address: Option<IpAddr>,
+    ) -> Result<Reservation, Refusal> {
+        let mut reservation = Reservation {
+            by_uid: None,
+            by_address: None,
+        };
+        if let Some(uid) = uid.filter(|_| self.max_per_uid > 0) {
+            let key = Self::uid_key(uid);
+            let (count, left) = self.incr(&key).await?;
+            if count > self.max_per_uid {
+                // Left counted: the window does not move, and a success clears it.
+                return Err(limited(
+                    "too many failed logins for this uid; try again later",
+                    left,
+                ));
+            }
+            reservation.by_uid = Some(key);
         }
-        if let Some(key) = by_address {
-            if over(self.count(&key).await?, self.max_per_address) {
-                return Err(throttled(
+        if let Some(address) = address.filter(|_| self.max_per_address > 0) {
+            let key = Self::address_key(address);
+            let (count, left) = self.incr(&key).await?;
+            reservation.by_address = Some(key);
+            if count > self.max_per_address {
+                // The uid's attempt was never made: give it back (the address's stays, like
+                // the uid's above).
+                reservation.by_address = None;
+                self.release(reservation).await?;
+                return Err(limited(
                     "too many failed logins from this address; try again later",
+                    left,
                 ));
             }
         }
-        Ok(())
+        Ok(reservation)
     }
 
-    /// Counts a failed login.
-    pub async fn failed(&self, uid: &str, address: Option<IpAddr>) -> Result<(), StoreError> {
-        let (by_uid, by_address) = Self::keys(uid, address);
-        self.bump(&by_uid).await?;
-        if let Some(key) = by_address {
-            self.bump(&key).await?;
-        }
-        Ok(())
-    }
-
-    /// Counts a failed login that named no valid uid.
-    pub async fn failed_address(&self, address: Option<IpAddr>) -> Result<(), StoreError> {
-        if let (_, Some(key)) = Self::keys("", address) {
-            self.bump(&key).await?;
-        }
-        Ok(())
-    }
-
-    /// A successful login clears the uid's count (not the address's).
-    pub async fn succeeded(&self, uid: &str) -> Result<(), StoreError> {
-        let (by_uid, _) = Self::keys(uid, None);
-        match &self.counter {
-            Counter::Redis(pool) => {
-                let _: i64 = pool.del(by_uid).await.map_err(unavailable)?;
-            }
-            Counter::Memory(map) => {
-                map.remove(&by_uid);
+    /// A successful login clears the uid's count and gives back the address's reservation
+    /// (successes do not count against an address).
+    pub async fn succeeded(&self, reservation: Reservation) -> Result<(), StoreError> {
+        if let Some(key) = &reservation.by_uid {
+            match &self.counter {
+                Counter::Redis { pool, .. } => {
+                    let _: i64 = pool.del(key.as_str()).await.map_err(unavailable)?;
+                }
+                Counter::Memory(map) => {
+                    map.remove(key);
+                }
             }
         }
+        if let Some(key) = &reservation.by_address {
+            self.decr(key).await?;
+        }
         Ok(())
     }
 
-    async fn count(&self, key: &str) -> Result<u32, StoreError> {
-        match &self.counter {
-            Counter::Redis(pool) => {
-                let count: Option<u32> = pool.get(key).await.map_err(unavailable)?;
-                Ok(count.unwrap_or(0))
-            }
-            Counter::Memory(map) => Ok(map
-                .get(key)
-                .filter(|entry| entry.1 > Instant::now())
-                .map_or(0, |entry| entry.0)),
+    /// Gives back an attempt whose password was never checked.
+    pub async fn release(&self, reservation: Reservation) -> Result<(), StoreError> {
+        for key in [&reservation.by_uid, &reservation.by_address]
+            .into_iter()
+            .flatten()
+        {
+            self.decr(key).await?;
         }
+        Ok(())
     }
 
-    async fn bump(&self, key: &str) -> Result<(), StoreError> {
+    /// Adds one to `key`; returns the new count and the time left in its window.
+    async fn incr(&self, key: &str) -> Result<(u32, Duration), StoreError> {
         let window_secs = i64::try_from(self.window.as_secs()).unwrap_or(i64::MAX);
         match &self.counter {
-            Counter::Redis(pool) => {
-                // The window starts at the first failure: the key is created with its expiry
-                // (NX: later failures neither reset the count nor extend the window), and INCR
-                // keeps the expiry.
-                let _: Option<String> = pool
-                    .set(
-                        key,
-                        0,
-                        Some(Expiration::EX(window_secs)),
-                        Some(SetOptions::NX),
-                        false,
-                    )
+            Counter::Redis { pool, reserve, .. } => {
+                let (count, ttl): (i64, i64) = reserve
+                    .evalsha_with_reload(pool.next(), vec![key.to_owned()], vec![window_secs])
                     .await
                     .map_err(unavailable)?;
-                let _: i64 = pool.incr(key).await.map_err(unavailable)?;
+                Ok((
+                    u32::try_from(count).unwrap_or(u32::MAX),
+                    Duration::from_secs(u64::try_from(ttl).unwrap_or(1)),
+                ))
             }
             Counter::Memory(map) => {
                 let now = Instant::now();
+                // The entry holds the shard's lock: read, reset and add are one step.
                 let mut entry = map.entry(key.to_owned()).or_insert((0, now + self.window));
                 if entry.1 <= now {
                     *entry = (0, now + self.window);
                 }
-                entry.0 += 1;
+                entry.0 = entry.0.saturating_add(1);
+                Ok((entry.0, entry.1.saturating_duration_since(now)))
+            }
+        }
+    }
+
+    async fn decr(&self, key: &str) -> Result<(), StoreError> {
+        match &self.counter {
+            Counter::Redis { pool, release, .. } => {
+                let _: i64 = release
+                    .evalsha_with_reload(pool.next(), vec![key.to_owned()], Vec::<String>::new())
+                    .await
+                    .map_err(unavailable)?;
+            }
+            Counter::Memory(map) => {
+                if let Some(mut entry) = map.get_mut(key) {
+                    entry.0 = entry.0.saturating_sub(1);
+                }
             }
         }
         Ok(())
     }
 }
 
-fn throttled(message: &str) -> ChatError {
-    ChatError::new(ErrorCode::RateLimited, message)
+fn limited(message: &'static str, left: Duration) -> Refusal {
+    Refusal::Limited {
+        message,
+        retry_after: left.max(Duration::from_secs(1)),
+    }
+}
+
+/// Whole seconds for a `Retry-After` header: rounded up, at least 1.
+pub fn retry_after_secs(wait: Duration) -> u64 {
+    let secs = wait.as_secs();
+    let secs = if wait.subsec_nanos() > 0 {
+        secs.saturating_add(1)
+    } else {
+        secs
+    };
+    secs.max(1)
 }
 
 /// One `X-Forwarded-For` hop: an address, possibly with a port (`1.2.3.4:5678`) or in
@@ -421,31 +527,73 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn logins_are_refused_after_the_limit_until_a_success_clears_the_uid() {
+    async fn attempts_are_counted_before_the_check_and_a_success_clears_the_uid() {
         let throttle = LoginThrottle::new(None, 3, 5, Duration::from_secs(60));
         let ip: IpAddr = [10, 0, 0, 1].into();
+        // Three reservations in a row (as parallel attempts would make them, none finished).
+        let mut held = Vec::new();
         for _ in 0..3 {
-            throttle
-                .check("ann", Some(ip))
-                .await
-                .expect("under the limit");
-            throttle.failed("ann", Some(ip)).await.expect("count");
+            held.push(
+                throttle
+                    .reserve(Some("ann"), Some(ip))
+                    .await
+                    .expect("under the limit"),
+            );
         }
-        let refused = throttle.check("ann", Some(ip)).await.expect_err("over");
-        assert_eq!(refused.code, ErrorCode::RateLimited);
-        throttle.succeeded("ann").await.expect("clear");
-        throttle.check("ann", Some(ip)).await.expect("cleared");
-        for _ in 0..2 {
-            throttle.failed("bob", Some(ip)).await.expect("count");
-        }
+        // An attempt that checked nothing gives its place back.
+        throttle
+            .release(held.pop().expect("one"))
+            .await
+            .expect("release");
+        let again = throttle
+            .reserve(Some("ann"), Some(ip))
+            .await
+            .expect("a place was given back");
         let refused = throttle
-            .check("cid", Some(ip))
+            .reserve(Some("ann"), Some(ip))
+            .await
+            .expect_err("over");
+        assert!(
+            matches!(refused, Refusal::Limited { retry_after, .. }
+                if retry_after > Duration::from_secs(58) && retry_after <= Duration::from_secs(60)),
+            "{refused:?}"
+        );
+        // A success clears the uid (refused attempts included).
+        throttle.succeeded(again).await.expect("clear");
+        throttle
+            .reserve(Some("ann"), Some(ip))
+            .await
+            .expect("cleared");
+        // The address has 3 counted (2 held, the last; the refused one never reached it and
+        // the success gave its place back): two more fit, unparseable uids count too...
+        throttle.reserve(None, Some(ip)).await.expect("4th");
+        throttle.reserve(None, Some(ip)).await.expect("5th");
+        // ...then any uid is refused by address.
+        let refused = throttle
+            .reserve(Some("cid"), Some(ip))
             .await
             .expect_err("address over");
-        assert_eq!(refused.code, ErrorCode::RateLimited);
+        assert!(matches!(refused, Refusal::Limited { .. }));
+        // The uid's place was given back when the address refused.
         throttle
-            .check("cid", None)
+            .reserve(Some("cid"), None)
             .await
             .expect("no address, no address limit");
+    }
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds() {
+        assert_eq!(retry_after_secs(Duration::ZERO), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1_001)), 2);
+        assert_eq!(retry_after_secs(Duration::from_secs(900)), 900);
+    }
+
+    #[test]
+    fn a_keyed_bucket_says_how_long_until_its_next_token() {
+        let buckets = KeyedBuckets::new(0.5, 1.0);
+        let a: IpAddr = [127, 0, 0, 1].into();
+        assert!(buckets.take(a).is_ok());
+        let wait = buckets.take(a).expect_err("empty");
+        assert!(wait > Duration::from_millis(1_900) && wait <= Duration::from_secs(2));
     }
 }

@@ -14,8 +14,8 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     accounts::{
-        token::TokenSigner, token_key, AccountService, AccountStore, DynamoAccountStore,
-        EmbeddedAccountStore, RedisAccountStore,
+        hashing::HashPool, token::TokenSigner, token_key, AccountService, AccountStore,
+        DynamoAccountStore, EmbeddedAccountStore, RedisAccountStore,
     },
     bus::{Bus, MemoryBus, RedisBus, Router},
     calllog::{
@@ -159,6 +159,7 @@ impl Application {
             accounts_store,
             TokenSigner::new(secret),
             settings.token_ttl_secs,
+            Arc::new(HashPool::new(settings.hash_limits(), metrics.clone())),
         );
         let presence = PresenceService::new(
             presence_store.clone(),
@@ -219,6 +220,7 @@ impl Application {
             limits: Arc::new(Limits {
                 proxies,
                 connects: KeyedBuckets::new(settings.connect_rate, settings.connect_burst),
+                signups: KeyedBuckets::new(settings.signup_rate, settings.signup_burst),
                 logins: LoginThrottle::new(
                     login_counter,
                     settings.login_max_failures,

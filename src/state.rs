@@ -21,7 +21,9 @@ use crate::{
 pub struct Limits {
     /// New sockets per client address.
     pub connects: KeyedBuckets,
-    /// Failed logins per uid and per address.
+    /// Signups per client address.
+    pub signups: KeyedBuckets,
+    /// Login attempts (counted before the password check) per uid and per address.
     pub logins: LoginThrottle,
     /// The load balancers whose `X-Forwarded-For` names the client these limits count.
     pub proxies: TrustedProxies,

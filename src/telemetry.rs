@@ -142,6 +142,9 @@ pub struct Metrics {
     pub calllog_errors: Counter,
     /// Call-log records queued and not yet written (all nodes), as last seen.
     pub calllog_backlog: Gauge,
+    /// Password hashes (signup, login) refused because the hashing queue was full or the
+    /// wait for a hashing thread passed its deadline (`accounts::hashing`).
+    pub hashes_refused: Counter,
 }
 
 impl Metrics {
@@ -172,7 +175,7 @@ impl Metrics {
             "Call-log records queued and not yet written to the call-log table.",
             self.calllog_backlog.get().into(),
         );
-        let counters: [(&str, &str, &Counter); 16] = [
+        let counters: [(&str, &str, &Counter); 17] = [
             (
                 "webchat_events_in_total",
                 "chat events received from clients.",
@@ -252,6 +255,11 @@ impl Metrics {
                 "webchat_calllog_errors_total",
                 "failed call-log batch writes (retried).",
                 &self.calllog_errors,
+            ),
+            (
+                "webchat_hashes_refused_total",
+                "Password hashes refused for capacity (hashing queue full or deadline passed).",
+                &self.hashes_refused,
             ),
         ];
         for (name, help, counter) in counters {

@@ -6,22 +6,20 @@
 
 mod dynamo;
 mod embedded;
+pub mod hashing;
 mod redis;
 pub mod token;
 pub mod token_key;
 
 use std::sync::Arc;
 
-use argon2::{
-    password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString},
-    Argon2,
-};
 use async_trait::async_trait;
 use dashmap::DashSet;
 use serde::{Deserialize, Serialize};
 
 pub use self::dynamo::DynamoAccountStore;
 pub use self::embedded::EmbeddedAccountStore;
+use self::hashing::{Busy, HashError, HashPool};
 pub use self::redis::RedisAccountStore;
 use self::token::{Claims, TokenSigner};
 use crate::{
@@ -69,9 +67,32 @@ pub enum SignupError {
     /// The uid belongs to an existing account (REST answers 409).
     #[error("uid is taken")]
     Taken,
+    /// No hashing capacity left; nothing was stored (REST answers 503 with `Retry-After`).
+    #[error(transparent)]
+    Busy(#[from] Busy),
     /// Bad input or a back-end failure.
     #[error(transparent)]
     Refused(#[from] ChatError),
+}
+
+/// Why a login failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    /// No such uid, or the wrong password (REST answers 401).
+    #[error("wrong uid or password")]
+    Wrong,
+    /// No hashing capacity left: the password was not checked (503 with `Retry-After`).
+    #[error(transparent)]
+    Busy(#[from] Busy),
+    /// A back-end failure.
+    #[error(transparent)]
+    Refused(#[from] ChatError),
+}
+
+impl From<StoreError> for LoginError {
+    fn from(e: StoreError) -> Self {
+        Self::Refused(e.into())
+    }
 }
 
 impl From<StoreError> for SignupError {
@@ -100,16 +121,24 @@ pub struct AccountService {
     token_ttl_secs: i64,
     /// Uids known to exist; accounts are never deleted, so a hit never goes stale.
     known: Arc<DashSet<String>>,
+    /// Where passwords are hashed and checked, within the node's bounds.
+    hasher: Arc<HashPool>,
 }
 
 impl AccountService {
-    /// A service over `store`, signing with `signer`.
-    pub fn new(store: Arc<dyn AccountStore>, signer: TokenSigner, token_ttl_secs: u64) -> Self {
+    /// A service over `store`, signing with `signer`, hashing passwords in `hasher`.
+    pub fn new(
+        store: Arc<dyn AccountStore>,
+        signer: TokenSigner,
+        token_ttl_secs: u64,
+        hasher: Arc<HashPool>,
+    ) -> Self {
         Self {
             store,
             signer,
             token_ttl_secs: i64::try_from(token_ttl_secs).unwrap_or(i64::MAX / 2),
             known: Arc::new(DashSet::new()),
+            hasher,
         }
     }
 
@@ -125,7 +154,11 @@ impl AccountService {
         if name.chars().count() > 64 {
             return Err(ChatError::bad_request("name must be at most 64 characters").into());
         }
-        let hash = hash_password(password.to_owned()).await?;
+        let hash = match self.hasher.hash(password.to_owned()).await {
+            Ok(hash) => hash,
+            Err(HashError::Busy(busy)) => return Err(busy.into()),
+            Err(HashError::Failed(e)) => return Err(internal(&e).into()),
+        };
         let account = Account {
             uid: uid.to_string(),
             name: if name.is_empty() {
@@ -146,13 +179,22 @@ impl AccountService {
 
     /// Checks a password and returns a new token.
     #[tracing::instrument(skip_all, fields(uid = %uid))]
-    pub async fn login(&self, uid: &UserId, password: &str) -> Result<IssuedToken, ChatError> {
-        let bad = || ChatError::new(ErrorCode::Unauthorized, "wrong uid or password");
-        let account = self.store.get(uid.as_str()).await?.ok_or_else(bad)?;
-        if !verify_password(password.to_owned(), account.password_hash).await? {
-            return Err(bad());
+    pub async fn login(&self, uid: &UserId, password: &str) -> Result<IssuedToken, LoginError> {
+        let account = self
+            .store
+            .get(uid.as_str())
+            .await?
+            .ok_or(LoginError::Wrong)?;
+        match self
+            .hasher
+            .verify(password.to_owned(), account.password_hash)
+            .await
+        {
+            Ok(true) => Ok(self.issue(uid)),
+            Ok(false) => Err(LoginError::Wrong),
+            Err(HashError::Busy(busy)) => Err(busy.into()),
+            Err(HashError::Failed(e)) => Err(internal(&e).into()),
         }
-        Ok(self.issue(uid))
     }
 
     /// Revokes `token` everywhere.
@@ -240,33 +282,6 @@ fn check_password(password: &str) -> Result<(), ChatError> {
     Ok(())
 }
 
-/// argon2 is deliberately slow: run it off the async workers.
-async fn hash_password(password: String) -> Result<String, ChatError> {
-    tokio::task::spawn_blocking(move || {
-        let salt = SaltString::generate(&mut OsRng);
-        Argon2::default()
-            .hash_password(password.as_bytes(), &salt)
-            .map(|h| h.to_string())
-    })
-    .await
-    .map_err(|e| internal(&e))?
-    .map_err(|e| internal(&e))
-}
-
-async fn verify_password(password: String, hash: String) -> Result<bool, ChatError> {
-    tokio::task::spawn_blocking(move || {
-        let parsed = PasswordHash::new(&hash)?;
-        Ok::<_, argon2::password_hash::Error>(
-            Argon2::default()
-                .verify_password(password.as_bytes(), &parsed)
-                .is_ok(),
-        )
-    })
-    .await
-    .map_err(|e| internal(&e))?
-    .map_err(|e| internal(&e))
-}
-
 fn internal(e: &dyn std::fmt::Display) -> ChatError {
     tracing::error!(error = %e, "password hashing failed");
     ChatError::new(ErrorCode::Internal, "internal error")
@@ -281,9 +296,18 @@ mod tests {
         let db = crate::storage::embedded::EmbeddedDb::open(dir.path()).expect("db");
         let store = Arc::new(EmbeddedAccountStore::new(db));
         (
-            AccountService::new(store, TokenSigner::new(b"k".to_vec()), 60),
+            AccountService::new(store, TokenSigner::new(b"k".to_vec()), 60, test_hasher()),
             dir,
         )
+    }
+
+    fn test_hasher() -> Arc<HashPool> {
+        let limits = hashing::HashLimits {
+            workers: 1,
+            queue: 16,
+            max_wait: std::time::Duration::from_secs(30),
+        };
+        Arc::new(HashPool::new(limits, Arc::default()))
     }
 
     fn uid(s: &str) -> UserId {
@@ -312,7 +336,7 @@ mod tests {
             .login(&uid("alice"), "password2")
             .await
             .expect_err("wrong pw");
-        assert_eq!(wrong.code, ErrorCode::Unauthorized);
+        assert!(matches!(wrong, LoginError::Wrong));
         let second = svc.login(&uid("alice"), "password1").await.expect("login");
 
         svc.logout(&issued.token).await.expect("logout");

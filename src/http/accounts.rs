@@ -8,8 +8,9 @@ use super::{
     extractor::{ApiJson, AuthUser, ClientAddress},
 };
 use crate::{
-    accounts::{IssuedToken, SignupError},
+    accounts::{IssuedToken, LoginError, SignupError},
     domain::{ChatError, ErrorCode, UserId},
+    limits::{LoginThrottle, Reservation},
     state::AppState,
 };
 
@@ -37,8 +38,22 @@ struct LoginRequest {
 
 async fn signup(
     State(state): State<AppState>,
+    ClientAddress(address): ClientAddress,
     ApiJson(req): ApiJson<SignupRequest>,
 ) -> Result<(StatusCode, Json<IssuedToken>), ApiError> {
+    // Before anything is hashed: a signup costs a hash (~19 MiB for tens of milliseconds).
+    if let Some(address) = address {
+        if let Err(wait) = state.limits.signups.take(address) {
+            tracing::info!(%address, "signup refused: address over the signup rate");
+            return Err(ApiError::RetryLater {
+                error: ChatError::new(
+                    ErrorCode::RateLimited,
+                    "too many signups from this address; try again later",
+                ),
+                after: wait,
+            });
+        }
+    }
     let uid = UserId::parse(&req.uid)?;
     match state.accounts.signup(&uid, &req.password, &req.name).await {
         Ok(issued) => {
@@ -48,6 +63,7 @@ async fn signup(
             Ok((StatusCode::CREATED, Json(issued)))
         }
         Err(SignupError::Taken) => Err(ApiError::Conflict(format!("uid {uid} is taken"))),
+        Err(SignupError::Busy(busy)) => Err(busy.into()),
         Err(SignupError::Refused(e)) => Err(e.into()),
     }
 }
@@ -61,31 +77,41 @@ async fn login(
     // An unparseable uid cannot have an account: same answer as a wrong password (and it
     // counts against the address only, never as a key of its own).
     let Ok(uid) = UserId::parse(&req.uid) else {
-        throttle.check("", address).await?;
-        throttle
-            .failed_address(address)
-            .await
-            .map_err(ChatError::from)?;
+        throttle.reserve(None, address).await?;
         return Err(wrong_credentials().into());
     };
-    throttle.check(uid.as_str(), address).await?;
+    // Counted before the check, so parallel attempts cannot all slip under the limit.
+    let reservation = throttle.reserve(Some(uid.as_str()), address).await?;
     match state.accounts.login(&uid, &req.password).await {
         Ok(issued) => {
             throttle
-                .succeeded(uid.as_str())
+                .succeeded(reservation)
                 .await
                 .map_err(ChatError::from)?;
             Ok(Json(issued))
         }
-        Err(e) if e.code == ErrorCode::Unauthorized => {
+        Err(LoginError::Wrong) => {
+            // Already counted by the reservation.
             tracing::info!(uid = %uid, ?address, "failed login");
-            throttle
-                .failed(uid.as_str(), address)
-                .await
-                .map_err(ChatError::from)?;
+            Err(wrong_credentials().into())
+        }
+        // The password was never checked: the attempt does not count.
+        Err(LoginError::Busy(busy)) => {
+            release_unchecked(throttle, reservation, &uid).await;
+            Err(busy.into())
+        }
+        Err(LoginError::Refused(e)) => {
+            release_unchecked(throttle, reservation, &uid).await;
             Err(e.into())
         }
-        Err(e) => Err(e.into()),
+    }
+}
+
+/// Gives back the reservation of an attempt whose password was never checked; a failure only
+/// leaves the attempt counted (the window ends it), so it is logged, not answered.
+async fn release_unchecked(throttle: &LoginThrottle, reservation: Reservation, uid: &UserId) {
+    if let Err(e) = throttle.release(reservation).await {
+        tracing::warn!(error = %e, uid = %uid, "login reservation not released");
     }
 }
 

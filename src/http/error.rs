@@ -1,12 +1,18 @@
 //! The one error type of the REST API: `{"error":{"code","message"}}` with a fitting status.
 
+use std::time::Duration;
+
 use axum::{
-    http::StatusCode,
+    http::{header::RETRY_AFTER, StatusCode},
     response::{IntoResponse, Response},
     Json,
 };
 
-use crate::domain::{ChatError, ErrorCode};
+use crate::{
+    accounts::hashing::Busy,
+    domain::{ChatError, ErrorCode},
+    limits::{retry_after_secs, Refusal},
+};
 
 /// A REST failure.
 #[derive(Debug, thiserror::Error)]
@@ -17,12 +23,54 @@ pub enum ApiError {
     /// The resource exists already (409).
     #[error("{0}")]
     Conflict(String),
+    /// Refused for now (`rate_limited` 429 or `unavailable` 503): try again after the
+    /// `Retry-After` header's seconds.
+    #[error("{error}")]
+    RetryLater {
+        /// The code (and so the status) and message.
+        error: ChatError,
+        /// Rounded up to whole seconds in the header.
+        after: Duration,
+    },
+}
+
+impl From<Busy> for ApiError {
+    fn from(busy: Busy) -> Self {
+        ApiError::RetryLater {
+            error: ChatError::new(ErrorCode::Unavailable, busy.to_string()),
+            after: busy.retry_after,
+        }
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::Limited {
+                message,
+                retry_after,
+            } => ApiError::RetryLater {
+                error: ChatError::new(ErrorCode::RateLimited, message),
+                after: retry_after,
+            },
+            Refusal::Store(e) => ApiError::Chat(e.into()),
+        }
+    }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, body) = match &self {
             ApiError::Chat(e) => (status_of(e.code), e.to_json()),
+            ApiError::RetryLater { error, after } => {
+                let seconds = retry_after_secs(*after).to_string();
+                return (
+                    status_of(error.code),
+                    [(RETRY_AFTER, seconds)],
+                    Json(error.to_json()),
+                )
+                    .into_response();
+            }
             ApiError::Conflict(message) => (
                 StatusCode::CONFLICT,
                 serde_json::json!({ "error": { "code": "conflict", "message": message } }),

@@ -380,23 +380,35 @@ impl NodeProcess {
 
     /// Starts the binary with exactly these extra arguments (embedded store unless given).
     pub async fn start_with(extra_args: &[&str]) -> Self {
+        Self::start_with_env(extra_args, &[]).await
+    }
+
+    /// [`NodeProcess::start_with`] with extra `WEBCHAT_*` environment variables (settings an
+    /// older binary ignores instead of refusing to start, as it would an unknown flag).
+    pub async fn start_with_env(extra_args: &[&str], env: &[(&str, &str)]) -> Self {
         let log = std::env::var("WEBCHAT_TEST_NODE_LOG").unwrap_or_else(|_| "warn".into());
-        Self::spawn(extra_args, &log, false).await
+        Self::spawn(extra_args, env, &log, false).await
     }
 
     /// Like [`NodeProcess::start_with`] with `RUST_LOG=rust_log`, capturing everything the
     /// process writes on stdout and stderr (read it with [`NodeProcess::output`]).
     pub async fn start_captured(extra_args: &[&str], rust_log: &str) -> Self {
-        Self::spawn(extra_args, rust_log, true).await
+        Self::spawn(extra_args, &[], rust_log, true).await
     }
 
-    async fn spawn(extra_args: &[&str], rust_log: &str, capture: bool) -> Self {
+    async fn spawn(
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+        rust_log: &str,
+        capture: bool,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut child = Command::new(env!("CARGO_BIN_EXE_webchat"))
             .args(["--listen", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(dir.path())
             .args(extra_args)
+            .envs(env.iter().copied())
             .env("RUST_LOG", rust_log)
             .stdout(Stdio::piped())
             .stderr(if capture {
@@ -442,6 +454,11 @@ impl NodeProcess {
             _dir: dir,
             output,
         }
+    }
+
+    /// The process id (to read `/proc/<pid>/status`).
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
     }
 
     /// What the process has written so far (only with [`NodeProcess::start_captured`]).

@@ -11,6 +11,7 @@ mod calllog_tables;
 mod errors;
 mod failover;
 mod groups;
+mod hashing;
 mod limits;
 mod malformed;
 mod messaging;
