@@ -137,6 +137,9 @@ pub struct Metrics {
     pub calllog_errors: Counter,
     /// Call-log records queued and not yet written (all nodes), as last seen.
     pub calllog_backlog: Gauge,
+    /// Call-log rows this node deleted for being older than the retention bound (Redis as the
+    /// call-log table).
+    pub calllog_trimmed: Counter,
 }
 
 impl Metrics {
@@ -167,7 +170,7 @@ impl Metrics {
             "Call-log records queued and not yet written to the call-log table.",
             self.calllog_backlog.get().into(),
         );
-        let counters: [(&str, &str, &Counter); 16] = [
+        let counters: [(&str, &str, &Counter); 17] = [
             (
                 "webchat_events_in_total",
                 "chat events received from clients.",
@@ -247,6 +250,11 @@ impl Metrics {
                 "webchat_calllog_errors_total",
                 "failed call-log batch writes (retried).",
                 &self.calllog_errors,
+            ),
+            (
+                "webchat_calllog_trimmed_total",
+                "call-log rows deleted from Redis for being older than the retention bound.",
+                &self.calllog_trimmed,
             ),
         ];
         for (name, help, counter) in counters {
