@@ -12,6 +12,10 @@
 # SOAK_SAMPLE_SECS (10), SOAK_WORKER_THREADS (1 per node), SOAK_CALL_LOG (true),
 # SOAK_OUT (bench/results/soak.jsonl).
 #
+# Redis memory: INFO used_memory before the load and after it, once the call log has
+# drained (backlog 0 on both nodes), divided by the call-log records written: Redis bytes per
+# message while Redis is the call-log table (SOAK_CALL_LOG=false: the same without the log).
+#
 # Pass: the generator lost nothing and each node's fd count at the end is at most its count
 # after the warm-up + 5 % (+ 10); RSS is reported, not judged (allocators keep memory).
 set -euo pipefail
@@ -86,6 +90,17 @@ done
 log "soak: nodes ${URLS[*]} (pids ${NODE_PIDS[*]}), redis pid $REDIS_PID; $RATE msgs/s," \
   "$SOCKETS sockets, ${DURATION_S}s, sample every ${SAMPLE_S}s (load $(cut -d' ' -f1-3 /proc/loadavg))"
 
+used_memory() { redis-cli -u "$REDIS_URL" info memory | awk -F: '$1 == "used_memory" { print $2 }' | tr -d '\r'; }
+metric_sum() {
+  local url total=0 v
+  for url in "${URLS[@]}"; do
+    v="$(curl -s "$url/metrics" | awk -v n="$1" '$1 == n { print $2 }' || true)"
+    total=$((total + ${v:-0}))
+  done
+  echo "$total"
+}
+MEM_BEFORE="$(used_memory)"
+
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 fds() { find "/proc/$1/fd" -mindepth 1 -maxdepth 1 | wc -l; }
 
@@ -113,6 +128,15 @@ RC=0
 wait "$LOADGEN_PID" || RC=$?
 LOADGEN_PID=""
 [ "$RC" = 0 ] || { warn "webchat-loadgen failed (exit $RC)"; tail -n 20 "$RUN_DIR/loadgen.err" >&2; }
+# The call log drains behind the load: wait (up to 2 minutes) for an empty backlog.
+for _ in $(seq 1 120); do
+  [ "$(metric_sum webchat_calllog_backlog)" = 0 ] && break
+  sleep 1
+done
+MEM_AFTER="$(used_memory)"
+LOGGED="$(metric_sum webchat_calllog_written_total)"
+log "soak: Redis used_memory $MEM_BEFORE → $MEM_AFTER bytes, $LOGGED call-log records written" \
+  "($(awk -v a="$MEM_BEFORE" -v b="$MEM_AFTER" -v n="$LOGGED" 'BEGIN { if (n > 0) printf "%.0f", (b - a) / n; else print "n/a" }') bytes per record)"
 for n in 1 2; do
   if grep -q -E 'ERROR|panicked' "$RUN_DIR/node$n.err" 2>/dev/null; then
     warn "node$n said:"
@@ -121,9 +145,10 @@ for n in 1 2; do
 done
 
 mkdir -p "$(dirname "$OUT")"
-python3 - "$SAMPLES" "$REPORT" "$RC" "$RATE" "$DURATION_S" "$SOCKETS" "$WARMUP_S" "$OUT" "$SMOKE" <<'PY'
+python3 - "$SAMPLES" "$REPORT" "$RC" "$RATE" "$DURATION_S" "$SOCKETS" "$WARMUP_S" "$OUT" "$SMOKE" \
+  "$MEM_BEFORE" "$MEM_AFTER" "$LOGGED" <<'PY'
 import json, sys, time
-samples, report, rc, rate, duration, sockets, warmup, out, smoke = sys.argv[1:]
+samples, report, rc, rate, duration, sockets, warmup, out, smoke, mem0, mem1, logged = sys.argv[1:]
 rows = [l.rstrip("\n").split("\t") for l in open(samples) if l.strip()]
 # "first" is the first sample once the sockets are open and traffic runs (after warm-up).
 settle = float(warmup) + (2 if smoke == "1" else 20)
@@ -136,7 +161,9 @@ gen = reports[-1] if reports else {}
 summary = {"scenario": "soak", "time": int(time.time()), "offered_rate": float(rate),
            "duration_s": int(duration), "sockets": int(sockets), "loadgen_rc": int(rc),
            "delivered_per_sec": gen.get("delivered_per_sec"),
-           "lost": gen.get("lost"), "samples": len(rows), "processes": {}}
+           "lost": gen.get("lost"), "samples": len(rows), "processes": {},
+           "redis_used_memory_before": int(mem0), "redis_used_memory_after": int(mem1),
+           "calllog_written": int(logged)}
 ok = int(rc) == 0 and gen.get("lost", 1) == 0
 print("\n| process | samples | RSS MiB first → last (max) | open fds first → last (max) |")
 print("|---|---|---|---|")

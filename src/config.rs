@@ -69,6 +69,13 @@ pub struct Settings {
     #[arg(long, env = "WEBCHAT_CALL_LOG", default_value_t = true, action = clap::ArgAction::Set)]
     pub call_log: bool,
 
+    /// Days Redis keeps the call log when it is the call-log table (Redis without DynamoDB):
+    /// older rows are trimmed in the background. 0 keeps them forever, and Redis then grows
+    /// with every message. Ignored when DynamoDB holds the call log (long-term history belongs
+    /// there).
+    #[arg(long, env = "WEBCHAT_CALL_LOG_RETENTION_DAYS", default_value_t = 30)]
+    pub call_log_retention_days: u32,
+
     /// Largest accepted message Body, in bytes.
     #[arg(long, env = "WEBCHAT_MAX_BODY_BYTES", default_value_t = 16 * 1024)]
     pub max_body_bytes: usize,
@@ -269,6 +276,7 @@ mod tests {
         assert_eq!(s.auth, AuthMode::Token);
         assert_eq!(s.max_body_bytes, 16 * 1024);
         assert!(s.redis_url.is_none());
+        assert_eq!(s.call_log_retention_days, 30);
     }
 
     #[test]
@@ -276,5 +284,7 @@ mod tests {
         let s = Settings::parse_from(["webchat", "--auth", "open", "--listen", "127.0.0.1:9"]);
         assert_eq!(s.auth, AuthMode::Open);
         assert_eq!(s.listen.port(), 9);
+        let s = Settings::parse_from(["webchat", "--call-log-retention-days", "0"]);
+        assert_eq!(s.call_log_retention_days, 0, "0 keeps the call log forever");
     }
 }

@@ -21,7 +21,7 @@ use crate::{
     calllog::{
         drain,
         queue::{EmbeddedQueue, LogQueue, RedisQueue},
-        CallLog,
+        retention, CallLog,
     },
     chat::{ChatDeps, ChatService},
     config::{AuthMode, Settings},
@@ -111,6 +111,7 @@ impl Application {
             embedded,
             calllog_queue,
             calllog_table,
+            redis_calllog_table,
             redis_subscriber,
             redis_groups,
             login_counter,
@@ -141,6 +142,25 @@ impl Application {
                 (accounts, groups, calllog, health)
             }
             None => (accounts_store, groups, calllog_table, health),
+        };
+        // Redis as the call-log table keeps it in memory: bounded unless told otherwise.
+        let trimmed_table = match (&settings.dynamodb_endpoint, redis_calllog_table) {
+            (None, Some(table)) => {
+                let days = settings.call_log_retention_days;
+                if days == 0 {
+                    tracing::warn!(
+                        "Redis is the call-log table and --call-log-retention-days is 0: it keeps every call-log row and grows with every message; long-term history belongs in DynamoDB (--dynamodb-endpoint)"
+                    );
+                    None
+                } else {
+                    tracing::warn!(
+                        retention_days = days,
+                        "Redis is the call-log table: call-log rows older than {days} days are trimmed; long-term history belongs in DynamoDB (--dynamodb-endpoint)"
+                    );
+                    Some((table, days))
+                }
+            }
+            _ => None,
         };
         let calllog_queue = settings.call_log.then_some(calllog_queue);
         if let Some(queue) = &calllog_queue {
@@ -179,6 +199,14 @@ impl Application {
             every,
             shutdown.clone(),
         ));
+        if let Some((table, days)) = trimmed_table {
+            tasks.spawn(retention::run(
+                table,
+                days,
+                metrics.clone(),
+                shutdown.clone(),
+            ));
+        }
         let token_sockets = TokenSockets::new(login_counter.clone());
         if let Some(subscriber) = &redis_subscriber {
             token_sockets
@@ -358,6 +386,8 @@ struct Backends {
     calllog_queue: Arc<dyn LogQueue>,
     /// The call-log table unless DynamoDB is configured.
     calllog_table: Arc<dyn SortedTable>,
+    /// Redis: the same table, for its retention trim.
+    redis_calllog_table: Option<Arc<RedisTable>>,
     /// Redis: the subscriber connection (profile updates, token revocations).
     redis_subscriber: Option<fred::clients::SubscriberClient>,
     /// Redis: group membership in Redis (the hot copy when DynamoDB holds the record).
@@ -391,6 +421,7 @@ impl Backends {
             Some(key) => key,
             None => token_key::shared_in_redis(&redis.pool).await?,
         };
+        let calllog_table = Arc::new(RedisTable::new(redis.pool.clone()));
         Ok(Self {
             accounts: Arc::new(RedisAccountStore::new(redis.pool.clone())),
             inbox: Arc::new(RedisInbox::new(redis.pool.clone(), redis.cluster, limits)),
@@ -414,7 +445,8 @@ impl Backends {
             token_key,
             embedded: None,
             calllog_queue: Arc::new(calllog_queue),
-            calllog_table: Arc::new(RedisTable::new(redis.pool.clone())),
+            calllog_table: calllog_table.clone(),
+            redis_calllog_table: Some(calllog_table),
             redis_subscriber: Some(redis.subscriber.clone()),
         })
     }
@@ -453,6 +485,7 @@ impl Backends {
             token_key,
             calllog_queue: Arc::new(EmbeddedQueue::new(db.clone())),
             calllog_table: Arc::new(EmbeddedTable::new(db.clone())),
+            redis_calllog_table: None,
             redis_subscriber: None,
             redis_groups: None,
             login_counter: None,

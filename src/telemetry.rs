@@ -145,6 +145,9 @@ pub struct Metrics {
     /// Password hashes (signup, login) refused because the hashing queue was full or the
     /// wait for a hashing thread passed its deadline (`accounts::hashing`).
     pub hashes_refused: Counter,
+    /// Call-log rows this node deleted for being older than the retention bound (Redis as the
+    /// call-log table).
+    pub calllog_trimmed: Counter,
 }
 
 impl Metrics {
@@ -175,7 +178,7 @@ impl Metrics {
             "Call-log records queued and not yet written to the call-log table.",
             self.calllog_backlog.get().into(),
         );
-        let counters: [(&str, &str, &Counter); 17] = [
+        let counters: [(&str, &str, &Counter); 18] = [
             (
                 "webchat_events_in_total",
                 "chat events received from clients.",
@@ -260,6 +263,11 @@ impl Metrics {
                 "webchat_hashes_refused_total",
                 "Password hashes refused for capacity (hashing queue full or deadline passed).",
                 &self.hashes_refused,
+            ),
+            (
+                "webchat_calllog_trimmed_total",
+                "call-log rows deleted from Redis for being older than the retention bound.",
+                &self.calllog_trimmed,
             ),
         ];
         for (name, help, counter) in counters {

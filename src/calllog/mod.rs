@@ -19,6 +19,7 @@
 
 pub mod drain;
 pub mod queue;
+pub mod retention;
 
 use std::sync::Arc;
 

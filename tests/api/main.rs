@@ -7,6 +7,7 @@ mod helpers;
 mod accounts;
 mod authz;
 mod calllog;
+mod calllog_retention;
 mod calllog_tables;
 mod errors;
 mod failover;
