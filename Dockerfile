@@ -13,6 +13,7 @@ RUN for dir in . loadgen profile-service; do \
     done \
     && cargo build --release -p webchat -p webchat-profile \
     && rm -rf src loadgen/src profile-service/src
+COPY build.rs build.rs
 COPY src src
 COPY webclient webclient
 COPY loadgen/src loadgen/src

@@ -213,8 +213,8 @@ pub struct Settings {
     #[arg(long, env = "WEBCHAT_SIGNUP_BURST", default_value_t = 100.0)]
     pub signup_burst: f64,
 
-    /// Password hashes (signup, login) run at once; each holds ~19 MiB while it runs
-    /// (0: one per CPU core).
+    /// Password hashes (signup, login) run at once (0: one per CPU core). Each worker keeps
+    /// a ~19 MiB argon2 buffer for the life of the process, reused by every hash.
     #[arg(long, env = "WEBCHAT_HASH_WORKERS", default_value_t = 0)]
     pub hash_workers: usize,
 

@@ -7,6 +7,9 @@ use serde::Serialize;
 
 use crate::storage::table::SortedTable;
 
+/// Longest wait for DynamoDB's answer to a health probe.
+const DYNAMODB_PROBE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The node's back-ends, for probing.
 #[derive(Clone)]
 pub enum Health {
@@ -35,13 +38,22 @@ impl Health {
     pub async fn check(&self) -> Vec<(&'static str, BackendStatus)> {
         match self {
             Health::WithDynamoDb(base, table) => {
-                let (mut statuses, ping) = tokio::join!(Box::pin(base.check()), table.ping());
+                // Bounded well below a load balancer's check timeout: the SDK's own retries
+                // could take 5 s, and an unreachable DynamoDB must not make `/health` itself
+                // time out (that would fail every node's check at once).
+                let ping = tokio::time::timeout(DYNAMODB_PROBE_PATIENCE, table.ping());
+                let (mut statuses, ping) = tokio::join!(Box::pin(base.check()), ping);
+                let error = match ping {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(e.to_string()),
+                    Err(_) => Some(format!("no answer within {DYNAMODB_PROBE_PATIENCE:?}")),
+                };
                 statuses.push((
                     "dynamodb",
                     BackendStatus {
                         kind: "dynamodb",
-                        ok: ping.is_ok(),
-                        error: ping.err().map(|e| e.to_string()),
+                        ok: error.is_none(),
+                        error,
                     },
                 ));
                 statuses

@@ -282,6 +282,9 @@ impl Application {
             None => app,
         };
 
+        if settings.cors_origins.as_deref().map(str::trim) == Some("*") {
+            tracing::warn!("WEBCHAT_CORS_ORIGINS is *: any web page may call this server from a browser, with credentials (webchat authenticates by token, never by cookie; list the origins instead where you can)");
+        }
         if settings.auth == AuthMode::Open {
             tracing::warn!("auth mode is OPEN: anyone who can reach this port can act as any uid; use only on trusted networks");
         }

@@ -48,20 +48,39 @@ const LAST_CONFIRM_PATIENCE: Duration = Duration::from_secs(3);
 
 type AckFuture = Pin<Box<dyn Future<Output = Option<Seq>> + Send>>;
 
-/// The highest Seq a cumulative-ack socket (contract §15) says it has processed, written by
-/// its `ack` handler and read by its delivery task when it confirms. A plain atomic: an ack
-/// costs no wake-up and no channel, and only the highest value matters.
+/// What a cumulative-ack socket (contract §15) was sent and says it has processed, shared by
+/// its `ack` handler and its delivery task. Plain atomics: an ack costs no wake-up and no
+/// channel, and only the highest values matter.
 #[derive(Debug, Clone, Default)]
-pub struct ClientAcks(Arc<AtomicU64>);
+pub struct ClientAcks(Arc<AckCounters>);
+
+#[derive(Debug, Default)]
+struct AckCounters {
+    /// Highest Seq handed to the socket (raised just before each stored event is emitted).
+    sent: AtomicU64,
+    /// Highest Seq the client acked, never above `sent` at the time of its ack.
+    acked: AtomicU64,
+}
 
 impl ClientAcks {
-    /// Records that the client has processed every event up to `seq`.
+    /// Records that the client has processed every event up to `seq`, capped at what it has
+    /// been sent when the ack arrives: an early or stray ack must not cover events sent
+    /// after it (they would be confirmed, and dropped from the inbox, unseen).
     pub fn ack(&self, seq: Seq) {
-        self.0.fetch_max(seq, Ordering::Relaxed);
+        let capped = seq.min(self.0.sent.load(Ordering::Acquire));
+        self.0.acked.fetch_max(capped, Ordering::AcqRel);
     }
 
-    fn highest(&self) -> Seq {
-        self.0.load(Ordering::Relaxed)
+    fn sending(&self, seq: Seq) {
+        self.0.sent.fetch_max(seq, Ordering::AcqRel);
+    }
+
+    fn acked(&self) -> Seq {
+        self.0.acked.load(Ordering::Acquire)
+    }
+
+    fn sent(&self) -> Seq {
+        self.0.sent.load(Ordering::Acquire)
     }
 }
 
@@ -341,9 +360,8 @@ impl Pump {
     /// [`outside_budget`]).
     fn collect_acks(&mut self) {
         if let Some(client) = &self.cumulative {
-            // Never past what this socket was sent: a client cannot confirm events it has
-            // not been given (they would be dropped from the inbox unseen).
-            let acked = client.highest().min(self.last_emitted);
+            // Already capped at what the socket was sent when the ack came (`ClientAcks::ack`).
+            let acked = client.acked();
             if acked > self.max_acked {
                 self.state.metrics.acks.inc();
                 self.max_acked = acked;
@@ -359,10 +377,11 @@ impl Pump {
         }
     }
 
-    /// Whether some emitted stored event still waits for the client's ack.
+    /// Whether some emitted stored event still waits for the client's ack, or an ack came
+    /// that is not collected yet (either needs the confirm timer).
     fn awaiting_acks(&self) -> bool {
         match &self.cumulative {
-            Some(client) => client.highest().min(self.last_emitted) < self.last_emitted,
+            Some(client) => client.acked() < client.sent() || client.acked() > self.max_acked,
             None => !self.acks.is_empty(),
         }
     }
@@ -448,8 +467,10 @@ impl Pump {
             seq,
             shared_body: resolved.as_deref(),
         };
-        if self.cumulative.is_some() {
+        if let Some(client) = &self.cumulative {
             // No ack request: the client's `ack {Seq}` covers this event and those before it.
+            // Counted as sent first, so an ack of it can never arrive before the count does.
+            client.sending(seq);
             patiently(&self.socket, &self.uid, |socket| {
                 socket.emit("chat", &event)
             })
@@ -551,6 +572,30 @@ mod tests {
         assert!(first.iter().all(|seq| seq.is_some_and(|s| s <= 290)));
         assert_eq!(later.len(), 10);
         assert_eq!(left, 0);
+    }
+
+    #[test]
+    fn a_cumulative_ack_never_covers_events_sent_after_it() {
+        let client = super::ClientAcks::default();
+        client.ack(1_000_000);
+        assert_eq!(
+            client.acked(),
+            0,
+            "an ack before anything was sent covers nothing"
+        );
+        client.sending(1);
+        client.sending(2);
+        client.ack(1_000_000);
+        assert_eq!(client.acked(), 2, "capped at what was sent when it came");
+        client.sending(3);
+        assert_eq!(
+            client.acked(),
+            2,
+            "a later send is not covered by the earlier ack"
+        );
+        client.ack(1);
+        assert_eq!(client.acked(), 2, "acks never go back");
+        assert_eq!(client.sent(), 3);
     }
 
     #[test]

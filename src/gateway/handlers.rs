@@ -84,33 +84,19 @@ struct Sequenced {
 }
 
 impl MessageHandler<LocalAdapter, Sequenced> for Sequenced {
-    fn call(&self, socket: Arc<Socket<LocalAdapter>>, mut value: Value, ack_id: Option<i64>) {
-        let Ok(ack) = AckSender::from_message_parts(&socket, &mut value, &ack_id);
-        let TryData(data) =
-            match TryData::<serde_json::Value>::from_message(socket.clone(), value, ack_id) {
-                Ok(data) => data,
-                Err(never) => match never {},
-            };
-        let socket = SocketRef::from(socket);
+    fn call(&self, socket: Arc<Socket<LocalAdapter>>, value: Value, ack_id: Option<i64>) {
+        let (socket, ack, data) = unpack(socket, value, ack_id);
         let Some(InboundQueue(queue)) = socket.extensions.get::<InboundQueue>() else {
             return; // disconnecting
         };
         let wants_ack = ack_id.is_some();
-        let within_rate = socket
-            .extensions
-            .get::<EventRate>()
-            .is_none_or(|rate| rate.0.try_take());
-        if !within_rate {
-            let limit = ChatError::new(
-                ErrorCode::RateLimited,
-                "too many events per second on this socket; slow down",
-            );
-            return reply(&socket, &self.state, ack, wants_ack, None, Err(limit));
-        }
+        let Some(ack) = within_rate(&socket, &self.state, ack, wants_ack) else {
+            return;
+        };
         let inbound = Inbound {
             name: self.name,
             socket,
-            data: data.map_err(|e| e.to_string()),
+            data,
             ack,
             wants_ack,
         };
@@ -141,14 +127,12 @@ struct CumulativeAck {
 }
 
 impl MessageHandler<LocalAdapter, CumulativeAck> for CumulativeAck {
-    fn call(&self, socket: Arc<Socket<LocalAdapter>>, mut value: Value, ack_id: Option<i64>) {
-        let Ok(ack) = AckSender::from_message_parts(&socket, &mut value, &ack_id);
-        let TryData(data) =
-            match TryData::<serde_json::Value>::from_message(socket.clone(), value, ack_id) {
-                Ok(data) => data,
-                Err(never) => match never {},
-            };
-        let socket = SocketRef::from(socket);
+    fn call(&self, socket: Arc<Socket<LocalAdapter>>, value: Value, ack_id: Option<i64>) {
+        let (socket, ack, data) = unpack(socket, value, ack_id);
+        // Counted like every other event, so a flood of (bad) acks is not answered one for one.
+        let Some(ack) = within_rate(&socket, &self.state, ack, ack_id.is_some()) else {
+            return;
+        };
         let result = match socket.extensions.get::<delivery::ClientAcks>() {
             None => Err(ChatError::bad_request(
                 "ack is for sockets that connected with acks: \"cumulative\"",
@@ -165,6 +149,48 @@ impl MessageHandler<LocalAdapter, CumulativeAck> for CumulativeAck {
         };
         reply(&socket, &self.state, ack, ack_id.is_some(), None, result);
     }
+}
+
+/// The socket, ack sender and payload of one received event.
+fn unpack(
+    socket: Arc<Socket<LocalAdapter>>,
+    mut value: Value,
+    ack_id: Option<i64>,
+) -> (SocketRef, AckSender, Result<serde_json::Value, String>) {
+    let Ok(ack) = AckSender::from_message_parts(&socket, &mut value, &ack_id);
+    let TryData(data) =
+        match TryData::<serde_json::Value>::from_message(socket.clone(), value, ack_id) {
+            Ok(data) => data,
+            Err(never) => match never {},
+        };
+    (
+        SocketRef::from(socket),
+        ack,
+        data.map_err(|e| e.to_string()),
+    )
+}
+
+/// Takes one event from the socket's rate bucket and gives `ack` back; when the bucket is
+/// empty, answers `rate_limited` (into `ack` when the client asked for one) instead.
+fn within_rate(
+    socket: &SocketRef,
+    state: &AppState,
+    ack: AckSender,
+    wants_ack: bool,
+) -> Option<AckSender> {
+    let within = socket
+        .extensions
+        .get::<EventRate>()
+        .is_none_or(|rate| rate.0.try_take());
+    if within {
+        return Some(ack);
+    }
+    let limit = ChatError::new(
+        ErrorCode::RateLimited,
+        "too many events per second on this socket; slow down",
+    );
+    reply(socket, state, ack, wants_ack, None, Err(limit));
+    None
 }
 
 /// N of `{"Seq": N}`.

@@ -26,6 +26,7 @@ use tower_http::{compression::CompressionLayer, services::ServeDir};
 #[exclude = "package.json"]
 #[exclude = "package-lock.json"]
 #[exclude = "README.md"]
+#[exclude = ".*"]
 struct WebClientFiles;
 
 /// File names are not content-hashed, so a browser must revalidate every time; the `ETag`
@@ -80,6 +81,8 @@ async fn serve_built_in(method: Method, uri: Uri, headers: HeaderMap) -> Respons
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
+    // The body differs with the browser's Accept-Encoding (gzip), also on a 304.
+    headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
     response
 }
 
@@ -95,10 +98,12 @@ fn file_path(path: &str) -> String {
     }
 }
 
-/// A strong validator from the file's SHA-256, which rust-embed computes at build time.
+/// A validator from the file's SHA-256, which rust-embed computes at build time. Weak, since
+/// the same tag goes with the gzip and the plain representation (`If-None-Match` compares
+/// weakly, so revalidation works for both).
 fn etag(hash: &[u8]) -> String {
     let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
-    format!("\"{hex}\"")
+    format!("W/\"{hex}\"")
 }
 
 /// Whether the browser's cached copy (`If-None-Match`, possibly a list or `*`) is current.
@@ -109,7 +114,7 @@ fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(|tag| tag.trim().trim_start_matches("W/"))
-        .any(|tag| tag == "*" || tag == etag)
+        .any(|tag| tag == "*" || tag == etag.trim_start_matches("W/"))
 }
 
 /// Text types are sent as UTF-8, which every file of the client is.
@@ -141,12 +146,13 @@ mod tests {
         assert!(WebClientFiles::get("package.json").is_none());
         assert!(WebClientFiles::get("scripts/vendor.sh").is_none());
         assert!(WebClientFiles::get("../Cargo.toml").is_none());
+        assert!(WebClientFiles::get(".npmrc").is_none());
     }
 
     #[test]
     fn a_cached_copy_is_current_when_any_listed_tag_matches() {
         let tag = etag(&[0xab, 0x01]);
-        assert_eq!(tag, "\"ab01\"");
+        assert_eq!(tag, "W/\"ab01\"");
         let mut headers = HeaderMap::new();
         assert!(!if_none_match(&headers, &tag));
         headers.insert(

@@ -85,8 +85,9 @@ pub async fn sdk_config(
     loader.load().await
 }
 
-/// Credentials named anywhere the SDK's default chain looks (environment, profile files, web
-/// identity, container). Without any, the endpoint is taken to be DynamoDB Local.
+/// Credentials named where the SDK's default chain looks (environment, a credentials file,
+/// web identity, container, or a profile named by `AWS_PROFILE`). Without any, the endpoint is
+/// taken to be DynamoDB Local.
 pub fn aws_credentials_configured() -> bool {
     let env = [
         "AWS_ACCESS_KEY_ID",
@@ -98,10 +99,14 @@ pub fn aws_credentials_configured() -> bool {
     if env.iter().any(|v| std::env::var_os(v).is_some()) {
         return true;
     }
-    // A profile file may name credentials (keys, SSO, a credential process).
+    // A credentials file names keys. A config file alone (often just a region) does not:
+    // with it, the SDK's chain would end at the instance-metadata service. A profile that
+    // gets credentials through SSO or a process is named with AWS_PROFILE.
     std::env::var_os("HOME").is_some_and(|home| {
-        let aws = std::path::Path::new(&home).join(".aws");
-        aws.join("credentials").exists() || aws.join("config").exists()
+        std::path::Path::new(&home)
+            .join(".aws")
+            .join("credentials")
+            .exists()
     })
 }
 

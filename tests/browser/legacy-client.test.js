@@ -13,7 +13,7 @@ const fs = require('node:fs');
 const http = require('node:http');
 
 const { io } = require('socket.io-client');
-const { freePort, launchBrowser, spawnOpenModeServers } = require('./helpers');
+const { launchBrowser, spawnOpenModeServers } = require('./helpers');
 
 const WAIT_MS = Number(process.env.WEBCHAT_TEST_TIMEOUT_MS || 10000);
 const LEGACY_IO = require.resolve('socket.io-client-legacy/dist/socket.io.js');
@@ -68,23 +68,32 @@ function legacyPage(chatUrl, profileUrl) {
 </script></body></html>`;
 }
 
-/** The page's own web server, on its own origin (`port`). */
-async function servePage(html, port) {
+/**
+ * The page's own web server, on its own origin, listening before the chat servers start (their
+ * WEBCHAT_CORS_ORIGINS names its port); `setPage` gives it the page once their URLs are known.
+ */
+async function servePage() {
+  const page = { html: '' };
   const files = {
-    '/': ['text/html; charset=utf-8', Buffer.from(html)],
     '/socket.io.js': ['text/javascript', fs.readFileSync(LEGACY_IO)],
     '/jquery.min.js': ['text/javascript', fs.readFileSync(JQUERY)],
   };
   const server = http.createServer((req, res) => {
-    const file = files[req.url];
+    const file = req.url === '/' ? ['text/html; charset=utf-8', Buffer.from(page.html)] : files[req.url];
     if (!file) {
       res.writeHead(404).end();
       return;
     }
     res.writeHead(200, { 'content-type': file[0] }).end(file[1]);
   });
-  await new Promise((resolve) => server.listen(port, '127.0.0.1', resolve));
-  return { close: () => new Promise((r) => server.close(r)) };
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    origin: `http://127.0.0.1:${server.address().port}`,
+    setPage: (html) => {
+      page.html = html;
+    },
+    close: () => new Promise((r) => server.close(r)),
+  };
 }
 
 /** Resolves with the first `chat` event on `socket` that `match` accepts. */
@@ -105,13 +114,12 @@ function nextChat(socket, match) {
 
 test('the 2020 client on another origin connects over polling, registers its name and chats with a 4.x client', async (t) => {
   // The page's origin must be known before the servers start (WEBCHAT_CORS_ORIGINS).
-  const pagePort = await freePort();
-  const pageOrigin = `http://127.0.0.1:${pagePort}`;
+  const pageServer = await servePage();
+  t.after(() => pageServer.close());
+  const pageOrigin = pageServer.origin;
   const servers = await spawnOpenModeServers({ corsOrigins: pageOrigin });
   t.after(() => servers.stop());
-
-  const pageServer = await servePage(legacyPage(servers.chatUrl, servers.profileUrl), pagePort);
-  t.after(() => pageServer.close());
+  pageServer.setPage(legacyPage(servers.chatUrl, servers.profileUrl));
 
   const browser = await launchBrowser();
   t.after(() => browser.close());

@@ -62,7 +62,7 @@ describe('the web client built into the binary', () => {
   it('answers a current ETag with 304 and a stale one with the file', async () => {
     const first = await get(`${server.url}/js/main.js`);
     const etag = first.headers.etag;
-    assert.match(etag, /^"[0-9a-f]{64}"$/);
+    assert.match(etag, /^W\/"[0-9a-f]{64}"$/);
     const again = await get(`${server.url}/js/main.js`, { headers: { 'if-none-match': etag } });
     assert.equal(again.status, 304);
     assert.equal(again.body.length, 0);
@@ -84,7 +84,7 @@ describe('the web client built into the binary', () => {
     const head = await get(`${server.url}/index.html`, { method: 'HEAD' });
     assert.equal(head.status, 200);
     assert.equal(head.body.length, 0);
-    for (const p of ['/package.json', '/scripts/vendor.sh', '/README.md', '/nope.js', '/../Cargo.toml', '/%2e%2e/Cargo.toml']) {
+    for (const p of ['/package.json', '/.npmrc', '/scripts/vendor.sh', '/README.md', '/nope.js', '/../Cargo.toml', '/%2e%2e/Cargo.toml']) {
       const r = await get(`${server.url}${p}`);
       assert.equal(r.status, 404, p);
     }
