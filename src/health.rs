@@ -28,6 +28,12 @@ pub struct BackendStatus {
     pub kind: &'static str,
     /// Whether it answered.
     pub ok: bool,
+    /// Whether the node is unhealthy without it (`/health` answers 503). DynamoDB is not:
+    /// connected users keep chatting while it is away (only logins, signups and group changes
+    /// wait), and failing every node's check at once would take the whole service out of
+    /// its load balancer.
+    #[serde(skip)]
+    pub required: bool,
     /// Error text when not ok.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -53,6 +59,7 @@ impl Health {
                     BackendStatus {
                         kind: "dynamodb",
                         ok: error.is_none(),
+                        required: false,
                         error,
                     },
                 ));
@@ -64,6 +71,7 @@ impl Health {
                     BackendStatus {
                         kind: "embedded",
                         ok: true,
+                        required: true,
                         error: None,
                     },
                 ),
@@ -72,6 +80,7 @@ impl Health {
                     BackendStatus {
                         kind: "in-process",
                         ok: true,
+                        required: true,
                         error: None,
                     },
                 ),
@@ -82,11 +91,13 @@ impl Health {
                     Ok(_) => BackendStatus {
                         kind,
                         ok: true,
+                        required: true,
                         error: None,
                     },
                     Err(e) => BackendStatus {
                         kind,
                         ok: false,
+                        required: true,
                         error: Some(e.to_string()),
                     },
                 };

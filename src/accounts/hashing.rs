@@ -179,6 +179,29 @@ fn blocks_for<'m>(memory: &'m mut Vec<Block>, params: &Params) -> &'m mut [Block
     &mut memory[..needed]
 }
 
+/// The `len`-byte argon2 output of `password` and `salt`, computed in `memory`: what hashing
+/// a new password and checking a stored one have in common.
+fn compute(
+    argon: &Argon2<'_>,
+    password: &str,
+    salt: &[u8],
+    len: usize,
+    params: &Params,
+    memory: &mut Vec<Block>,
+) -> Result<Output, HashError> {
+    Output::init_with(len, |out| {
+        argon
+            .hash_password_into_with_memory(
+                password.as_bytes(),
+                salt,
+                out,
+                blocks_for(memory, params),
+            )
+            .map_err(|_| argon2::password_hash::Error::Crypto)
+    })
+    .map_err(failed)
+}
+
 fn failed(e: impl std::fmt::Display) -> HashError {
     HashError::Failed(e.to_string())
 }
@@ -191,17 +214,14 @@ fn hash_with(password: &str, memory: &mut Vec<Block>) -> Result<String, HashErro
     let mut salt_bytes = [0u8; 64];
     let salt_raw = salt.decode_b64(&mut salt_bytes).map_err(failed)?;
     let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
-    let output = Output::init_with(Params::DEFAULT_OUTPUT_LEN, |out| {
-        argon
-            .hash_password_into_with_memory(
-                password.as_bytes(),
-                salt_raw,
-                out,
-                blocks_for(memory, &params),
-            )
-            .map_err(|_| argon2::password_hash::Error::Crypto)
-    })
-    .map_err(failed)?;
+    let output = compute(
+        &argon,
+        password,
+        salt_raw,
+        Params::DEFAULT_OUTPUT_LEN,
+        &params,
+        memory,
+    )?;
     let phc = PasswordHash {
         algorithm: Algorithm::Argon2id.ident(),
         version: Some(Version::V0x13.into()),
@@ -230,17 +250,7 @@ fn verify_with(password: &str, phc: &str, memory: &mut Vec<Block>) -> Result<boo
     let mut salt_bytes = [0u8; 64];
     let salt_raw = salt.decode_b64(&mut salt_bytes).map_err(failed)?;
     let argon = Argon2::new(algorithm, version, params.clone());
-    let computed = Output::init_with(expected.len(), |out| {
-        argon
-            .hash_password_into_with_memory(
-                password.as_bytes(),
-                salt_raw,
-                out,
-                blocks_for(memory, &params),
-            )
-            .map_err(|_| argon2::password_hash::Error::Crypto)
-    })
-    .map_err(failed)?;
+    let computed = compute(&argon, password, salt_raw, expected.len(), &params, memory)?;
     Ok(computed == expected)
 }
 

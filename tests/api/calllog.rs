@@ -479,6 +479,23 @@ async fn chat_goes_on_while_dynamodb_is_down_and_the_backlog_drains_when_it_retu
     .await;
     assert_eq!(status, 503, "history is unavailable, not wrong: {body}");
     assert_eq!(body["error"]["code"], "unavailable");
+    // The node itself stays healthy: DynamoDB is listed as down, within its probe's bound.
+    let started = std::time::Instant::now();
+    let (status, health) = get(&format!("{}/health", app.url), None).await;
+    assert_eq!(
+        status, 200,
+        "a DynamoDB outage does not fail the node: {health}"
+    );
+    assert_eq!(health["backends"]["dynamodb"]["ok"], false, "{health}");
+    assert!(
+        health["backends"]["dynamodb"]["error"].is_string(),
+        "{health}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "/health waited {:?} for DynamoDB",
+        started.elapsed()
+    );
 
     ddb.restart().await;
     let items = drained(&app, &format!("uid={}", alice.uid), 50).await;
