@@ -102,13 +102,18 @@ def compare_tables(rows):
         summary += ["| | saturation msgs/s (max delivered) | × baseline | "
                     f"nodes CPU µs/msg at {fmt(ref_rate)} msgs/s | ÷ baseline | "
                     f"nodes+Redis CPU µs/msg at {fmt(ref_rate)} | ÷ baseline | "
-                    f"p99 ms at {fmt(half)} msgs/s (≈ half the baseline's saturation) | ÷ baseline |",
-                    "|---|---|---|---|---|---|---|---|---|"]
+                    f"p99 ms at {fmt(half)} msgs/s (≈ half the baseline's saturation) | ÷ baseline | "
+                    "saturation × streams peer | p99 ÷ streams peer |",
+                    "|---|---|---|---|---|---|---|---|---|---|---|"]
 
         def at(rs, rate):
             return next((r for r in rs if r["offered_rate"] == rate), None)
 
         rb, hb = at(base, ref_rate), at(base, half)
+        # The second Node peer (redis streams adapter with connection state recovery).
+        streams = by.get("baseline-streams", [])
+        s_s = saturation(streams)
+        hs = at(streams, half)
         nb, xb = split_cpu(rb) if rb else (None, None)
         for lab in labels:
             rs = by[lab]
@@ -119,7 +124,8 @@ def compare_tables(rows):
             p99, p99b = (h["latency_p99_ms"] if h else None), (hb["latency_p99_ms"] if hb else None)
             summary.append(f"| {lab} | {saturation(rs):,.0f} | {ratio(saturation(rs), s_b)} | {fmt(n)} | "
                            f"{ratio(n, nb)} | {fmt(tot)} | {ratio(tot, totb)} | {fmt(p99, 2)} | "
-                           f"{ratio(p99, p99b)} |")
+                           f"{ratio(p99, p99b)} | {ratio(saturation(rs), s_s)} | "
+                           f"{ratio(p99, hs['latency_p99_ms'] if hs else None)} |")
     return "\n".join(out), "\n".join(summary)
 
 

@@ -7,8 +7,10 @@
 #   bash bench/run.sh                           # scenario 1, pairs: 1:1 across two webchat
 #                                               # nodes, rate steps
 #   bash bench/run.sh --scenario compare        # scenario 1 side by side: webchat with the call
-#                                               # log on, webchat with it off and the Node
-#                                               # baseline, each on its own two nodes + Redis;
+#                                               # log on, webchat with it off and both Node
+#                                               # peers (redis-adapter; streams adapter with
+#                                               # connection state recovery), each on its own
+#                                               # two nodes + Redis;
 #                                               # every rate step runs once against each, in
 #                                               # alternation (rotating order)
 #   bash bench/run.sh --scenario cluster        # scenario 1 on Redis Cluster (three masters)
@@ -210,8 +212,9 @@ stop_pids() {
 }
 
 # start_cluster NAME KIND NODES [CALL_LOG] [REDIS] — a fresh Redis (REDIS=single, the default)
-# or a fresh three-master Redis Cluster (REDIS=cluster) and NODES servers of KIND (webchat or
-# baseline) on it. Sets C_URLS (comma-separated), C_PIDS (node pids then the Redis pid(s),
+# or a fresh three-master Redis Cluster (REDIS=cluster) and NODES servers of KIND (webchat,
+# baseline: Node socket.io + redis-adapter, or baseline-streams: Node socket.io + the Redis
+# streams adapter with connection state recovery) on it. Sets C_URLS (comma-separated), C_PIDS (node pids then the Redis pid(s),
 # comma-separated, for --server-pids), C_NODE_PIDS and C_REDIS_PID, C_DIR (logs).
 start_cluster() {
   local name="$1" kind="$2" nodes="$3" call_log="${4:-$CALL_LOG}" redis="${5:-single}" n line
@@ -240,7 +243,10 @@ start_cluster() {
         --worker-threads "$THREADS" --call-log "$call_log" --data-dir "$C_DIR/node$n" --socket-rate 0 \
         >"$C_DIR/node$n.out" 2>"$C_DIR/node$n.err" &
     else
+      # baseline: socket.io + redis-adapter; baseline-streams: socket.io + the Redis streams
+      # adapter with connection state recovery.
       node "$ROOT/bench/baseline-node/server.js" --port 0 --redis-url "$REDIS_URL" \
+        --adapter "$([ "$kind" = baseline-streams ] && echo streams || echo pubsub)" \
         >"$C_DIR/node$n.out" 2>"$C_DIR/node$n.err" &
     fi
     pids+=($!)
@@ -336,8 +342,11 @@ if wants compare; then
   URLS_OF[webchat-log-off]="$C_URLS" PIDS_OF[webchat-log-off]="$C_PIDS"
   start_cluster baseline baseline 2
   URLS_OF[baseline]="$C_URLS" PIDS_OF[baseline]="$C_PIDS"
+  start_cluster baseline-streams baseline-streams 2
+  URLS_OF[baseline-streams]="$C_URLS" PIDS_OF[baseline-streams]="$C_PIDS"
   COMPARE_RC=0
-  alternate compare "$OUT" webchat-log-on webchat-cumulative webchat-log-off baseline || COMPARE_RC=1
+  alternate compare "$OUT" webchat-log-on webchat-cumulative webchat-log-off baseline \
+    baseline-streams || COMPARE_RC=1
   check python3 "$ROOT/bench/report.py" compare "$OUT" --rc "$COMPARE_RC"
 fi
 

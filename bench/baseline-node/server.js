@@ -1,11 +1,18 @@
 'use strict';
 // Benchmark baseline: the subset of webchat that the load generator uses, on stock
-// socket.io 4 + @socket.io/redis-adapter. No durability: a message for a user with no
-// socket anywhere is dropped, nothing is stored, acks mean "handed to the adapter".
+// socket.io 4 with one of two Redis adapters:
+//   --adapter pubsub   (default) @socket.io/redis-adapter: a PUBLISH per emit, no durability:
+//                      a message for a user with no socket anywhere is dropped, nothing is
+//                      stored, acks mean "handed to the adapter";
+//   --adapter streams  @socket.io/redis-streams-adapter with socket.io's
+//                      connectionStateRecovery: every emit is an XADD to one Redis stream
+//                      that every node reads, so a socket that reconnects within two minutes
+//                      gets what it missed (socket.io's own recovery, not a per-user inbox:
+//                      a user who was not connected recently still gets nothing).
 //
-//   node server.js --port 0 --redis-url redis://127.0.0.1:6379
+//   node server.js --port 0 --redis-url redis://127.0.0.1:6379 [--adapter streams]
 //
-// Prints `baseline listening on 127.0.0.1:PORT` once ready (port 0 = a free port).
+// Prints `baseline (ADAPTER) listening on 127.0.0.1:PORT` once ready (port 0 = a free port).
 // Env: BASELINE_PORT, BASELINE_HOST (127.0.0.1), REDIS_URL.
 //
 // Events (namespace /, open mode):
@@ -16,6 +23,7 @@
 const http = require('http');
 const { Server } = require('socket.io');
 const { createAdapter } = require('@socket.io/redis-adapter');
+const { createAdapter: createStreamsAdapter } = require('@socket.io/redis-streams-adapter');
 const { createClient } = require('redis');
 
 function option(name, envName, fallback) {
@@ -27,6 +35,11 @@ function option(name, envName, fallback) {
 const port = Number(option('port', 'BASELINE_PORT', '0'));
 const host = option('host', 'BASELINE_HOST', '127.0.0.1');
 const redisUrl = option('redis-url', 'REDIS_URL', 'redis://127.0.0.1:6379');
+const adapterKind = option('adapter', 'BASELINE_ADAPTER', 'pubsub');
+if (adapterKind !== 'pubsub' && adapterKind !== 'streams') {
+  console.error(`unknown --adapter ${adapterKind} (pubsub or streams)`);
+  process.exit(2);
+}
 const UID = /^[A-Za-z0-9_.@+-]{1,64}$/;
 
 function fail(ack, code, message) {
@@ -52,7 +65,15 @@ async function main() {
   await Promise.all([pub.connect(), sub.connect()]);
 
   const server = http.createServer();
-  const io = new Server(server, { serveClient: false, adapter: createAdapter(pub, sub) });
+  const io =
+    adapterKind === 'streams'
+      ? new Server(server, {
+          serveClient: false,
+          adapter: createStreamsAdapter(pub),
+          // socket.io's defaults: missed packets kept two minutes for a reconnecting socket.
+          connectionStateRecovery: { maxDisconnectionDuration: 2 * 60 * 1000 },
+        })
+      : new Server(server, { serveClient: false, adapter: createAdapter(pub, sub) });
 
   io.on('connection', (socket) => {
     let uid = null;
@@ -94,7 +115,7 @@ async function main() {
 
   server.listen(port, host, () => {
     const a = server.address();
-    console.log(`baseline listening on ${a.address}:${a.port}`);
+    console.log(`baseline (${adapterKind}) listening on ${a.address}:${a.port}`);
   });
 
   const stop = () => {
