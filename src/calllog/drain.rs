@@ -6,7 +6,6 @@
 
 use std::{sync::Arc, time::Duration};
 
-use futures_util::future::join_all;
 use tokio_util::sync::CancellationToken;
 
 use std::collections::HashMap;
@@ -17,8 +16,6 @@ use crate::{storage::StoreError, telemetry::Metrics};
 
 /// Records taken per batch.
 const BATCH: usize = 500;
-/// Conditional (versioned) writes in flight at once.
-const VERSIONED_IN_FLIGHT: usize = 16;
 /// Longest pause between retries of a failing batch.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
@@ -93,25 +90,17 @@ async fn pause(shutdown: &CancellationToken, backoff: &mut Duration) -> bool {
     }
 }
 
-/// Writes the rows of `records`: plain rows in one batch call, versioned rows concurrently.
+/// Writes the rows of `records`: plain rows in one batch call, then the versioned rows (the
+/// newest of each key) in another.
 pub async fn write(
     table: &dyn SortedTable,
     records: &[super::LogRecord],
 ) -> Result<(), StoreError> {
     let rows = rows_for(records);
     table.put_rows(rows.plain).await?;
-    let versioned = newest_of_each_key(rows.versioned);
-    // Bounded: thousands of conditional writes at once only queue up inside the back-end
-    // (and time out there) instead of finishing sooner.
-    for chunk in versioned.chunks(VERSIONED_IN_FLIGHT) {
-        let writes = chunk
-            .iter()
-            .map(|(row, version)| table.put_if_newer(row.clone(), version));
-        for result in join_all(writes).await {
-            result?;
-        }
-    }
-    Ok(())
+    table
+        .put_rows_if_newer(newest_of_each_key(rows.versioned))
+        .await
 }
 
 /// Only the newest version of each key: a busy conversation's summary row is written once

@@ -80,6 +80,9 @@ pub enum Order {
     Descending,
 }
 
+/// Conditional writes in flight at once in the default [`SortedTable::put_rows_if_newer`].
+pub const VERSIONED_IN_FLIGHT: usize = 16;
+
 /// A sorted table. Every write is idempotent, so the call log can be written at least once.
 #[async_trait]
 pub trait SortedTable: Send + Sync {
@@ -88,6 +91,22 @@ pub trait SortedTable: Send + Sync {
     /// Writes `row` unless the stored row with its keys has a larger integer attribute
     /// `version` (writes arriving out of order never move state backwards).
     async fn put_if_newer(&self, row: Row, version: &str) -> Result<(), StoreError>;
+    /// [`SortedTable::put_if_newer`] for each of `rows` (row, version attribute), at most one
+    /// row per key. A back-end that can write many conditional rows in one call overrides
+    /// it; the default runs [`VERSIONED_IN_FLIGHT`] at a time.
+    async fn put_rows_if_newer(&self, rows: Vec<(Row, &'static str)>) -> Result<(), StoreError> {
+        // Bounded: thousands of conditional writes at once only queue up inside the back-end
+        // (and time out there) instead of finishing sooner.
+        for chunk in rows.chunks(VERSIONED_IN_FLIGHT) {
+            let writes = chunk
+                .iter()
+                .map(|(row, version)| self.put_if_newer(row.clone(), version));
+            for result in futures_util::future::join_all(writes).await {
+                result?;
+            }
+        }
+        Ok(())
+    }
     /// Up to `limit` rows of partition `pk` inside `range`, in `order`.
     async fn query(
         &self,
@@ -354,8 +373,51 @@ pub mod contract {
             .put_if_newer(Row::new(&key, "p").with("at", 11).with("s", "eleven"), "at")
             .await
             .expect("newer write");
-        let kept = table.get_rows(vec![(key, "p".into())]).await.expect("get");
+        let kept = table
+            .get_rows(vec![(key.clone(), "p".into())])
+            .await
+            .expect("get");
         assert_eq!(kept[0].str("s"), "eleven", "a newer version replaces");
+
+        // Many conditional rows at once, over several partitions: each row follows the rule.
+        let other = format!("{pk_prefix}v#w");
+        table
+            .put_rows_if_newer(vec![
+                (Row::new(&key, "p").with("at", 9).with("s", "nine"), "at"),
+                (Row::new(&key, "q").with("at", 1).with("s", "new row"), "at"),
+                (Row::new(&other, "p").with("at", 3).with("s", "three"), "at"),
+            ])
+            .await
+            .expect("versioned batch");
+        let mut kept = table
+            .get_rows(vec![
+                (key.clone(), "p".into()),
+                (key.clone(), "q".into()),
+                (other.clone(), "p".into()),
+            ])
+            .await
+            .expect("get");
+        kept.sort_by(|a, b| (&a.pk, &a.sk).cmp(&(&b.pk, &b.sk)));
+        let texts: Vec<&str> = kept.iter().map(|r| r.str("s")).collect();
+        assert_eq!(
+            texts,
+            ["eleven", "new row", "three"],
+            "a batch skips stale rows and writes the rest"
+        );
+        // Rows of many partitions in one write all land.
+        let spread: Vec<Row> = (0..40)
+            .map(|i| Row::new(format!("{pk_prefix}u#{i}"), "t#1").with("n", i))
+            .collect();
+        table.put_rows(spread).await.expect("put spread rows");
+        let got = table
+            .get_rows(
+                (0..40)
+                    .map(|i| (format!("{pk_prefix}u#{i}"), "t#1".to_owned()))
+                    .collect(),
+            )
+            .await
+            .expect("get spread rows");
+        assert_eq!(got.len(), 40, "every partition of one write has its row");
         table.ping().await.expect("ping");
     }
 }

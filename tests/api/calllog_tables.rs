@@ -14,7 +14,7 @@ use webchat::{
     storage::{redis::RedisHandles, StoreError},
 };
 
-use crate::helpers::{redis_url, unique};
+use crate::helpers::{redis_cluster_url, redis_url, unique};
 
 /// DynamoDB Local's URL; the tests fail (never skip) without it.
 fn dynamodb_url() -> String {
@@ -44,6 +44,16 @@ async fn the_dynamodb_table_keeps_the_contract() {
 #[tokio::test]
 async fn the_redis_table_keeps_the_contract() {
     contract::check(&redis_table().await, &unique("ct")).await;
+}
+
+/// On a cluster one script call may touch one hash slot only: the batched writes split per
+/// slot (a call spanning two would fail with CROSSSLOT).
+#[tokio::test]
+async fn the_redis_table_keeps_the_contract_on_redis_cluster() {
+    let handles = RedisHandles::connect(&redis_cluster_url())
+        .await
+        .expect("connect to Redis Cluster");
+    contract::check(&RedisTable::new(handles.pool), &unique("ct")).await;
 }
 
 /// 61 rows: keys 0..9 twice in a row (inside the first 25-item chunk), 20..59 once, and key 0
