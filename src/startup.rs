@@ -411,8 +411,9 @@ impl Backends {
         let redis = RedisHandles::connect(url).await?;
         let node = uuid::Uuid::new_v4().simple().to_string();
         let redis_groups = RedisGroupStore::new(redis.pool.clone(), settings.group_idle_secs);
+        let calllog_stream = format!("wc:{}calllog", settings.table_prefix);
         let calllog_queue = RedisQueue::new(
-            format!("wc:{}calllog", settings.table_prefix),
+            calllog_stream.clone(),
             redis.pool.clone(),
             redis.blocking.clone(),
             node.clone(),
@@ -427,7 +428,14 @@ impl Backends {
         let calllog_table = Arc::new(RedisTable::new(redis.pool.clone()));
         Ok(Self {
             accounts: Arc::new(RedisAccountStore::new(redis.pool.clone())),
-            inbox: Arc::new(RedisInbox::new(redis.pool.clone(), redis.cluster, limits)),
+            // With the call log on, an append queues the event's log record in the same
+            // script call (one Redis only: on a cluster the stream is in another slot).
+            inbox: Arc::new(RedisInbox::new(
+                redis.pool.clone(),
+                redis.cluster,
+                limits,
+                settings.call_log.then_some(calllog_stream),
+            )),
             presence: Arc::new(RedisPresenceStore::new(
                 redis.pool.clone(),
                 node,

@@ -346,6 +346,18 @@ impl CallLog {
         }
     }
 
+    /// `record` as an entry an inbox append may queue in the same step (see
+    /// `inbox::LogEntry`); `None` when logging is off.
+    pub fn entry_for_append(
+        &self,
+        record: &LogRecord,
+    ) -> Result<Option<crate::inbox::LogEntry>, StoreError> {
+        match &self.queue {
+            Some(_) => queue::entry_for_append(record).map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// Records waiting to be written to the table (0 when logging is off).
     pub async fn backlog(&self) -> Result<u64, StoreError> {
         match &self.queue {

@@ -43,6 +43,14 @@ fn encode(record: &LogRecord) -> Result<String, StoreError> {
     serde_json::to_string(record).map_err(internal)
 }
 
+/// `record` as a queue entry that an inbox append writes in the same step (see
+/// `inbox::LogEntry`); the append adds the Seq.
+pub fn entry_for_append(record: &LogRecord) -> Result<crate::inbox::LogEntry, StoreError> {
+    Ok(crate::inbox::LogEntry {
+        json: encode(record)?,
+    })
+}
+
 /// A record that cannot be decoded is logged and acknowledged, never retried forever.
 fn decode(id: &str, json: &str) -> Option<LogRecord> {
     match serde_json::from_str(json) {
@@ -113,6 +121,7 @@ impl LogQueue for EmbeddedQueue {
             let _ = tokio::time::timeout(wait, notified).await;
             raw = read().await?;
         }
+        let raw = raw.into_iter().map(|(id, json)| (id, json, None)).collect();
         Ok(into_queued(raw, |id| {
             // An undecodable row is dropped right away so it cannot block the queue.
             let db = self.db.clone();
@@ -155,10 +164,20 @@ impl EmbeddedQueue {
     }
 }
 
-fn into_queued(raw: Vec<(String, String)>, mut drop_bad: impl FnMut(&str)) -> Vec<Queued> {
+/// Decodes queued entries: (position, record JSON, the Seq an inbox append assigned when it
+/// queued the record in the same step, see `inbox::LogEntry`).
+fn into_queued(
+    raw: Vec<(String, String, Option<u64>)>,
+    mut drop_bad: impl FnMut(&str),
+) -> Vec<Queued> {
     raw.into_iter()
-        .filter_map(|(id, json)| match decode(&id, &json) {
-            Some(record) => Some(Queued { id, record }),
+        .filter_map(|(id, json, seq)| match decode(&id, &json) {
+            Some(mut record) => {
+                if let (Some(seq), LogRecord::Event { seq: logged, .. }) = (seq, &mut record) {
+                    *logged = Some(seq);
+                }
+                Some(Queued { id, record })
+            }
             None => {
                 drop_bad(&id);
                 None
@@ -207,7 +226,7 @@ impl RedisQueue {
         })
     }
 
-    fn parse_entries(value: Value) -> Vec<(String, String)> {
+    fn parse_entries(value: Value) -> Vec<(String, String, Option<u64>)> {
         // [[id, [field, value, ...]], ...]; deleted entries come back with a nil body.
         let mut out = Vec::new();
         for entry in value.into_array() {
@@ -217,7 +236,8 @@ impl RedisQueue {
             };
             let Some(id) = id.as_string() else { continue };
             let fields: HashMap<String, String> = fields.convert().unwrap_or_default();
-            out.push((id, fields.get("r").cloned().unwrap_or_default()));
+            let seq = fields.get("s").and_then(|s| s.parse().ok());
+            out.push((id, fields.get("r").cloned().unwrap_or_default(), seq));
         }
         out
     }

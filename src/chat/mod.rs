@@ -16,7 +16,7 @@ use crate::{
         WireEvent,
     },
     groups::GroupStore,
-    inbox::{AppendOutcome, DedupeKey, Echo, InboxStore},
+    inbox::{AppendOutcome, DedupeKey, Echo, InboxStore, Logged},
     presence::PresenceService,
     receipts::{ReceiptKey, ReceiptStore},
     telemetry::Metrics,
@@ -267,7 +267,25 @@ impl ChatService {
         echo: Option<&Echo>,
         log: Option<LogRecord>,
     ) -> Result<Accepted, ChatError> {
-        let (sent_at, seq) = match self.inbox.append(to, event, Some(dedupe), echo).await? {
+        // Where the inbox can, it queues the log record in the same step (one round trip);
+        // the record's SentAt is the event's, its Seq added by the store.
+        let entry = match &log {
+            Some(record) => self.calllog.entry_for_append(record)?,
+            None => None,
+        };
+        let (outcome, logged) = match &entry {
+            Some(entry) => {
+                self.inbox
+                    .append_logged(to, event, Some(dedupe), echo, entry)
+                    .await?
+            }
+            None => (
+                self.inbox.append(to, event, Some(dedupe), echo).await?,
+                Logged::No,
+            ),
+        };
+        let log = log.filter(|_| logged == Logged::No);
+        let (sent_at, seq) = match outcome {
             AppendOutcome::Duplicate { sent_at, seq } => {
                 self.metrics.duplicates.inc();
                 (sent_at, seq)

@@ -6,15 +6,21 @@
 -- ARGV[4] the publish command: PUBLISH, or SPUBLISH on Redis Cluster (where every key and
 -- channel of one call must share a hash slot: the caller batches per slot and sends the
 -- sender's echo, which lives in another slot, itself).
--- ARGV[5] = J, the number of distinct event JSONs (without Seq) in this call, and
--- ARGV[6..5+J] = those JSONs: a group message's recipients share one copy, so a batch for
+-- ARGV[5] the call log's queue stream, "" when events carry no log entry (only ever set on
+-- one Redis, never on a cluster, where the stream lives in another slot: so it is named
+-- here rather than declared in KEYS).
+-- ARGV[6] = J, the number of distinct event JSONs (without Seq) in this call, and
+-- ARGV[7..6+J] = those JSONs: a group message's recipients share one copy, so a batch for
 -- a large group carries its body once, not once per member.
 -- Then the events in runs: consecutive events that share everything but their receiver (a
 -- group message's recipients) share one run, so a member costs its keys and nothing else.
--- Per run, six ARGV from b = 5 + J on:
+-- Per run, seven ARGV from b = 6 + J on:
 --   the run's event count, index of its JSON (1..J), SentAt (ms), "1" to check the
 --   idempotency key ("2": and remember the Seq it got, for re-sends of 1:1 messages),
---   channel for the acting user's other sockets ("" for none), socket to skip there.
+--   channel for the acting user's other sockets ("" for none), socket to skip there, and
+--   the event's call-log record (JSON without Seq; "" for none; only in runs of one event):
+--   added to the queue stream with the Seq it got (field s) in the same step, so a stored
+--   event is never missing from the call log and costs no second round trip.
 -- Per event, in order across runs, its user's seq counter (`wc:{uid}:seq`) and inbox
 -- stream, then, only in a run that checks idempotency (flag not "0"), its idempotency key
 -- (one user's keys share a hash slot): a group message's member costs two keys.
@@ -30,13 +36,13 @@
 -- one fails, so aborting would leave the batch half-done with no way to tell which half).
 -- Any other error (OOM, READONLY after a failover, ...) fails the whole call, as before.
 local out = {}
-local max_len, max_age, window, publish = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local max_len, max_age, window, publish, log_stream = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 
 -- How far the current event got: whether this call created its idempotency key, and its Seq
 -- once it is in the inbox.
 local created_key, stored_seq
 
-local function append_one(seq_key, inbox, dedupe, flag, sent_at, json, echo, skip)
+local function append_one(seq_key, inbox, dedupe, flag, sent_at, json, echo, skip, log)
   if flag ~= '0' then
     -- One command: sets the key unless it exists, and returns the earlier value if it did.
     local first = redis.call('SET', dedupe, sent_at, 'NX', 'EX', window, 'GET')
@@ -52,6 +58,13 @@ local function append_one(seq_key, inbox, dedupe, flag, sent_at, json, echo, ski
     -- A re-send learns which Seq the first send got (the call log records it).
     redis.call('SET', dedupe, sent_at .. ':' .. seq_text, 'XX', 'KEEPTTL')
   end
+  if log ~= '' then
+    -- Before the inbox entry: if this fails, the event is not stored either (and the client
+    -- retries). The reverse (a receiver's inbox key of the wrong type after the log entry
+    -- went in) leaves a log row for an event nobody got: only for a corrupted key, and an
+    -- audit log that says too much beats one that misses a delivered message.
+    redis.call('XADD', log_stream, '*', 'r', log, 's', seq_text)
+  end
   redis.call('XADD', inbox, 'MAXLEN', max_len, seq_text .. '-0', 'e', json)
   stored_seq = seq
   redis.call('EXPIRE', inbox, max_age)
@@ -63,18 +76,18 @@ local function append_one(seq_key, inbox, dedupe, flag, sent_at, json, echo, ski
   return seq
 end
 
-local a = 5 + tonumber(ARGV[5])
+local a = 6 + tonumber(ARGV[6])
 local i = 0 -- events done
 local k = 0 -- keys used
 while k < #KEYS do
-  local count, json, sent_at = tonumber(ARGV[a + 1]), ARGV[5 + tonumber(ARGV[a + 2])], ARGV[a + 3]
-  local flag, echo, skip = ARGV[a + 4], ARGV[a + 5], ARGV[a + 6]
+  local count, json, sent_at = tonumber(ARGV[a + 1]), ARGV[6 + tonumber(ARGV[a + 2])], ARGV[a + 3]
+  local flag, echo, skip, log = ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7]
   local keys_per_event = (flag == '0') and 2 or 3
   for _ = 1, count do
     local dedupe = (flag ~= '0') and KEYS[k + 3] or nil
     created_key, stored_seq = false, nil
     local ok, result = pcall(append_one, KEYS[k + 1], KEYS[k + 2], dedupe, flag,
-      sent_at, json, echo, skip)
+      sent_at, json, echo, skip, log)
     if ok then
       out[i + 1] = result
     elseif stored_seq then
@@ -94,6 +107,6 @@ while k < #KEYS do
     i = i + 1
     k = k + keys_per_event
   end
-  a = a + 6
+  a = a + 7
 end
 return out

@@ -60,6 +60,25 @@ impl Echo {
     }
 }
 
+/// An event's call-log queue entry, for a store that writes it in the same step as the
+/// inbox entry (see [`InboxStore::append_logged`]): the record's JSON without its Seq,
+/// which the store adds once it has assigned one.
+#[derive(Debug, Clone)]
+pub struct LogEntry {
+    /// The record as the call log's queue encodes it.
+    pub json: String,
+}
+
+/// Whether [`InboxStore::append_logged`] wrote the log entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logged {
+    /// In the same step as the inbox entry.
+    Yes,
+    /// Not written: the caller queues the record itself (a store that cannot write both at
+    /// once, or a duplicate, whose first send was logged but may be logged again).
+    No,
+}
+
 /// What an append did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AppendOutcome {
@@ -110,6 +129,19 @@ pub trait InboxStore: Send + Sync {
         dedupe: Option<&DedupeKey>,
         echo: Option<&Echo>,
     ) -> Result<AppendOutcome, StoreError>;
+
+    /// [`InboxStore::append`], and where the store can (one Redis holding both the inbox and
+    /// the call log's queue) `log` queued in the same step, at no extra round trip.
+    async fn append_logged(
+        &self,
+        to: &UserId,
+        event: &WireEvent,
+        dedupe: Option<&DedupeKey>,
+        echo: Option<&Echo>,
+        _log: &LogEntry,
+    ) -> Result<(AppendOutcome, Logged), StoreError> {
+        Ok((self.append(to, event, dedupe, echo).await?, Logged::No))
+    }
 
     /// Appends the same `event` to each of `recipients`' inboxes, as [`InboxStore::append`]
     /// would one by one (all at once; `echo` goes with the first), for a group message. A

@@ -12,7 +12,10 @@ use fred::{
 use futures_util::future::join_all;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use super::{AppendOutcome, DedupeKey, Echo, InboxLimits, InboxPage, InboxStore, SwapOutcome};
+use super::{
+    AppendOutcome, DedupeKey, Echo, InboxLimits, InboxPage, InboxStore, LogEntry, Logged,
+    SwapOutcome,
+};
 use crate::{
     bus::{encode_live, redis_publish},
     domain::{Seq, UserId, WireEvent},
@@ -81,6 +84,8 @@ struct PendingAppend {
     /// payload): it lives in another slot than the receiver's keys, so it is published after
     /// the script instead of inside it.
     echo_after: Option<(String, String)>,
+    /// The event's call-log entry, written by the script (one Redis only).
+    log: Option<String>,
     done: oneshot::Sender<ScriptAnswer>,
 }
 
@@ -89,6 +94,8 @@ impl PendingAppend {
     /// the receiver is the same (the recipients of one group message).
     fn shares_run_with(&self, next: &PendingAppend) -> bool {
         Arc::ptr_eq(&self.json, &next.json)
+            && self.log.is_none()
+            && next.log.is_none()
             && self.sent_at == next.sent_at
             && self.dedupe_flag == next.dedupe_flag
             && self.echo == next.echo
@@ -114,12 +121,18 @@ pub struct RedisInbox {
     shared_body_secs: i64,
     appends: mpsc::UnboundedSender<PendingAppend>,
     confirms: mpsc::UnboundedSender<PendingConfirm>,
+    /// Whether appends can carry call-log entries (see [`RedisInbox::new`]).
+    writes_log: bool,
 }
 
 impl RedisInbox {
     /// Inboxes in Redis, bounded by `limits`; `cluster` for Redis Cluster. Starts the tasks
-    /// that batch appends and confirmations.
-    pub fn new(pool: Pool, cluster: bool, limits: InboxLimits) -> Self {
+    /// that batch appends and confirmations. `log_stream`: the call log's queue stream in
+    /// the same Redis, which appends then write in the same script call (ignored on a
+    /// cluster, where it lives in another slot than any inbox).
+    pub fn new(pool: Pool, cluster: bool, limits: InboxLimits, log_stream: Option<String>) -> Self {
+        let log_stream = log_stream.filter(|_| !cluster);
+        let writes_log = log_stream.is_some();
         let (appends, append_queue) = mpsc::unbounded_channel();
         let appender = Arc::new(Appender {
             pool: pool.clone(),
@@ -129,6 +142,7 @@ impl RedisInbox {
                 to_i64(limits.max_age_secs.max(1)).into(),
                 to_i64(limits.dedupe_window_secs.max(1)).into(),
                 if cluster { "SPUBLISH" } else { "PUBLISH" }.into(),
+                log_stream.unwrap_or_default().into(),
             ],
         });
         tokio::spawn(run_batches(
@@ -164,6 +178,7 @@ impl RedisInbox {
             shared_body_secs: to_i64(limits.max_age_secs.saturating_add(3600)),
             appends,
             confirms,
+            writes_log,
         }
     }
 }
@@ -244,7 +259,7 @@ struct Appender {
     pool: Pool,
     script: Script,
     /// The script's leading arguments, the same for every call.
-    bounds: [Value; 4],
+    bounds: [Value; 5],
 }
 
 impl Appender {
@@ -269,7 +284,7 @@ impl Appender {
             };
             run_bodies.push(index);
         }
-        let mut args = Vec::with_capacity(self.bounds.len() + 1 + bodies.len() + runs.len() * 6);
+        let mut args = Vec::with_capacity(self.bounds.len() + 1 + bodies.len() + runs.len() * 7);
         args.extend(self.bounds.iter().cloned());
         args.push(to_i64(bodies.len() as u64).into());
         args.extend(bodies.iter().map(|b| Value::from(&***b)));
@@ -283,6 +298,7 @@ impl Appender {
                 item.dedupe_flag.into(),
                 echo_channel.into(),
                 skip.into(),
+                item.log.as_deref().unwrap_or_default().into(),
             ]);
         }
         let mut waiters = Vec::with_capacity(items.len());
@@ -364,6 +380,7 @@ impl RedisInbox {
         sent_at: i64,
         dedupe: Option<&DedupeKey>,
         echo: Option<&Echo>,
+        log: Option<&LogEntry>,
     ) -> Result<oneshot::Receiver<ScriptAnswer>, StoreError> {
         let uid = to.as_str();
         let dedupe_key = dedupe.map(|d| user_key(uid, &format!("dd:{}", d.text())));
@@ -396,6 +413,7 @@ impl RedisInbox {
                 dedupe_flag,
                 echo,
                 echo_after,
+                log: log.map(|l| l.json.clone()),
                 done,
             })
             .map_err(|_| StoreError::Internal("inbox appender stopped".into()))?;
@@ -469,7 +487,29 @@ impl InboxStore for RedisInbox {
         echo: Option<&Echo>,
     ) -> Result<AppendOutcome, StoreError> {
         let json: Arc<str> = serde_json::to_string(event).map_err(internal)?.into();
-        answer_of(self.queue(to, &json, event.sent_at, dedupe, echo)?).await
+        answer_of(self.queue(to, &json, event.sent_at, dedupe, echo, None)?).await
+    }
+
+    async fn append_logged(
+        &self,
+        to: &UserId,
+        event: &WireEvent,
+        dedupe: Option<&DedupeKey>,
+        echo: Option<&Echo>,
+        log: &LogEntry,
+    ) -> Result<(AppendOutcome, Logged), StoreError> {
+        if !self.writes_log {
+            return Ok((self.append(to, event, dedupe, echo).await?, Logged::No));
+        }
+        let json: Arc<str> = serde_json::to_string(event).map_err(internal)?.into();
+        let outcome =
+            answer_of(self.queue(to, &json, event.sent_at, dedupe, echo, Some(log))?).await?;
+        // A duplicate wrote nothing, its log entry included.
+        let logged = match outcome {
+            AppendOutcome::Stored { .. } => Logged::Yes,
+            AppendOutcome::Duplicate { .. } => Logged::No,
+        };
+        Ok((outcome, logged))
     }
 
     async fn append_to_each(
@@ -487,7 +527,16 @@ impl InboxStore for RedisInbox {
         let answers: Vec<_> = recipients
             .iter()
             .enumerate()
-            .map(|(i, to)| self.queue(to, &json, event.sent_at, dedupe, Echo::with_first(echo, i)))
+            .map(|(i, to)| {
+                self.queue(
+                    to,
+                    &json,
+                    event.sent_at,
+                    dedupe,
+                    Echo::with_first(echo, i),
+                    None,
+                )
+            })
             .collect();
         join_all(answers.into_iter().map(|answer| async move {
             match answer {

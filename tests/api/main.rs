@@ -11,6 +11,7 @@ mod calllog_retention;
 mod calllog_tables;
 mod errors;
 mod failover;
+mod fused_append;
 mod groups;
 mod hashing;
 mod limits;
