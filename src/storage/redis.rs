@@ -37,6 +37,11 @@ use super::StoreError;
 /// Commands that do not answer within this are failed, so a send gets `unavailable` instead
 /// of hanging while Redis is away.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+/// Messages the bus subscriber buffers for its reader: more than a 10,000-member group's
+/// fan-out publishes at once (one message per member). fred gives every notification channel
+/// of the client this capacity and tokio allocates each ring whole (~8 MB per channel at
+/// 1 << 16): 1 << 14 keeps an idle node on Redis near the embedded node's memory.
+const SUBSCRIBER_BUFFER: usize = 1 << 14;
 
 /// The node's Redis handles.
 #[derive(Clone)]
@@ -64,11 +69,19 @@ impl RedisHandles {
         // fred ignores `?protocol=resp3` in URLs; RESP3 must be set here.
         config.version = RespVersion::RESP3;
         let cluster = config.server.is_clustered();
+        // The command clients publish no messages to anyone: fred's default (small) buffers
+        // for their reconnect/error notifications. tokio's broadcast channels allocate their
+        // whole ring up front, for each of a client's notification channels, so a deep
+        // buffer everywhere held ~110 MB on an idle node.
         let perf = PerformanceConfig {
             default_command_timeout: COMMAND_TIMEOUT,
-            // A lagging pub/sub receiver loses messages; keep the buffer deep.
-            broadcast_channel_capacity: 1 << 16,
             ..PerformanceConfig::default()
+        };
+        // The subscriber's message channel is the bus: a lagging receiver loses messages
+        // (recovered by a resync, at a cost), so it stays deep.
+        let subscriber_perf = PerformanceConfig {
+            broadcast_channel_capacity: SUBSCRIBER_BUFFER,
+            ..perf.clone()
         };
         let connection = ConnectionConfig {
             connection_timeout: Duration::from_secs(5),
@@ -93,7 +106,7 @@ impl RedisHandles {
             .build_pool(1)
             .map_err(unavailable)?;
         let subscriber = Builder::from_config(config)
-            .set_performance_config(perf)
+            .set_performance_config(subscriber_perf)
             .set_connection_config(connection)
             .set_policy(policy)
             .build_subscriber_client()

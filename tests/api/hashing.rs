@@ -19,15 +19,6 @@ use crate::helpers::*;
 /// The ceiling for the server's resident memory during a storm (issue 27's target).
 const RSS_LIMIT_KIB: u64 = 300 * 1024;
 
-/// One field (`VmRSS`, `VmHWM`) of `/proc/<pid>/status`, in KiB.
-fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-}
-
 /// What a storm did.
 #[derive(Debug)]
 struct Storm {

@@ -736,3 +736,12 @@ pub async fn redis_cli(backend: Backend, args: &[&str]) -> String {
     }
     run_redis_cli(&target, args).await
 }
+
+/// One field (`VmRSS`, `VmHWM`) of `/proc/<pid>/status`, in KiB.
+pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}

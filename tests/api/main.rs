@@ -16,6 +16,7 @@ mod groups;
 mod hashing;
 mod limits;
 mod malformed;
+mod memory;
 mod messaging;
 mod open_mode;
 mod presence;
