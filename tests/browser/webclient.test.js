@@ -676,6 +676,57 @@ describe('web client in Chromium', () => {
     await waitBubble(a, text, { status: 'read' });
   });
 
+  it('stored events are acked cumulatively: one `ack {Seq}`, no socket.io ack per event', async () => {
+    const dave = `dave-${RUN}`;
+    const c = await browser.newContext({ viewport: DESKTOP });
+    const d = watch(await c.newPage(), 'dave');
+    // Everything Dave's page sends: websocket frames, and polling POSTs before the upgrade
+    // (several packets per POST, separated by \x1e).
+    const sent = [];
+    let ackSeen;
+    const firstAck = new Promise((resolve) => {
+      ackSeen = resolve;
+    });
+    const note = (packet) => {
+      sent.push(packet);
+      const m = /^42\["ack",\{"Seq":(\d+)\}\]$/.exec(packet);
+      if (m && Number(m[1]) >= 3) ackSeen(Number(m[1]));
+    };
+    d.on('websocket', (ws) =>
+      ws.on('framesent', (f) => {
+        if (typeof f.payload === 'string') note(f.payload);
+      }),
+    );
+    d.on('request', (r) => {
+      if (r.method() === 'POST' && r.url().includes('/socket.io/')) {
+        for (const packet of String(r.postData() || '').split('\x1e')) note(packet);
+      }
+    });
+    await signUp(d, dave, 'Dave');
+
+    const a = await livePage('alice');
+    await a.bringToFront();
+    await startChat(a, dave);
+    const texts = ['Cumulative one', 'Cumulative two', 'Cumulative three'];
+    for (const text of texts) await send(a, text);
+    await waitBubble(a, texts[2], { status: 'delivered' });
+    await waitUnread(d, U.alice, '3');
+    // An `ack` covering all three (Seq 3 at least: Dave's first stored events), within the
+    // contract's second after they arrived.
+    const seq = await Promise.race([
+      firstAck,
+      new Promise((_, reject) => setTimeout(() => reject(new Error(`no ack frame in: ${sent.join(' | ')}`)), WAIT_MS)),
+    ]);
+    assert.ok(seq >= 3, `acked up to Seq ${seq}`);
+    // Socket.io acks from the client are packets of type 3 (`43<id>[…]`): none.
+    assert.deepEqual(
+      sent.filter((p) => p.startsWith('43')),
+      [],
+      'no per-event acks',
+    );
+    await c.close();
+  });
+
   it('no dialogs and no uncaught page errors anywhere', () => {
     assert.deepEqual(log.dialogs, []);
     assert.deepEqual(log.pageErrors, []);

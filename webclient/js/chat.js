@@ -44,7 +44,7 @@ export class ChatClient extends EventTarget {
     this.receipts = new Map(); // own message key → {status, unread} for messages not loaded yet
     this.listLoaded = false;
 
-    this.onChat = (e) => this.handleEvent(e.detail.ev, e.detail.ack);
+    this.onChat = (e) => this.handleEvent(e.detail.ev, e.detail.ack, e.detail.failed);
     this.onState = (e) => {
       if (e.detail === 'online') {
         this.flushOutbox();
@@ -326,7 +326,7 @@ export class ChatClient extends EventTarget {
   // -- incoming --------------------------------------------------------------
 
   /** Handles one `chat` event; acks stored events once handled. */
-  handleEvent(ev, ack) {
+  handleEvent(ev, ack, failed) {
     const seq = Number.isInteger(ev.Seq) ? ev.Seq : null;
     // Handled before (a replay, or another tab of ours was first): apply it to this tab's
     // memory all the same (idempotent), but don't send its receipts again.
@@ -366,6 +366,7 @@ export class ChatClient extends EventTarget {
     } catch (e) {
       // Not acked: the server replays it on the next connect.
       console.error('webchat: failed to handle event', ev, e);
+      if (failed) failed();
       return;
     }
     if (ack) ack();
