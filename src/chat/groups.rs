@@ -11,7 +11,7 @@ use std::collections::HashSet;
 
 use futures_util::future::join_all;
 
-use super::{Accepted, ChatService};
+use super::{Accepted, ChatService, Origin};
 use crate::{
     domain::{
         now_millis, ChatError, ErrorCode, GroupId, MessageBody, MsgId, ReceiptKind, Seq, UserId,
@@ -232,7 +232,7 @@ impl ChatService {
     pub(super) async fn send_group_message(
         &self,
         sender: &UserId,
-        origin_socket: &str,
+        origin: &Origin<'_>,
         gid: &GroupId,
         msg_id: MsgId,
         body: MessageBody,
@@ -292,7 +292,8 @@ impl ChatService {
         };
         let echo = echo_owed.then(|| Echo {
             user: sender.clone(),
-            skip_socket: origin_socket.to_owned(),
+            skip_socket: origin.socket.to_owned(),
+            others_here: origin.others_here,
         });
         let sent = self
             .fan_out_message(&message, &members, &recipients, first_send, echo)

@@ -54,6 +54,15 @@ pub struct ChatService {
     group_idle_secs: u64,
 }
 
+/// Where a command came from.
+#[derive(Debug, Clone, Copy)]
+pub struct Origin<'a> {
+    /// The socket that sent it (it gets no live copy of what it sent).
+    pub socket: &'a str,
+    /// Whether the actor has other sockets on this node (see [`Echo::others_here`]).
+    pub others_here: bool,
+}
+
 /// The chat service's back-ends and rules.
 pub struct ChatDeps {
     /// Account lookups (recipient checks).
@@ -98,18 +107,17 @@ impl ChatService {
         }
     }
 
-    /// Carries out `command` as `actor`, who sent it from socket `origin_socket`.
+    /// Carries out `command` as `actor`, who sent it from `origin`.
     #[tracing::instrument(level = "debug", skip_all, fields(actor = %actor))]
     pub async fn handle(
         &self,
         actor: &UserId,
-        origin_socket: &str,
+        origin: &Origin<'_>,
         command: ClientCommand,
     ) -> Result<Accepted, ChatError> {
         match command {
             ClientCommand::Message { to, msg_id, body } => {
-                self.send_message(actor, origin_socket, &to, msg_id, body)
-                    .await
+                self.send_message(actor, origin, &to, msg_id, body).await
             }
             ClientCommand::Receipt {
                 kind,
@@ -119,7 +127,7 @@ impl ChatService {
             } => self.forward_receipt(actor, kind, &to, msg_id, seq).await,
             ClientCommand::Typing { to, active } => self.typing(actor, &to, active).await,
             ClientCommand::GroupMessage { gid, msg_id, body } => {
-                self.send_group_message(actor, origin_socket, &gid, msg_id, body)
+                self.send_group_message(actor, origin, &gid, msg_id, body)
                     .await
             }
             ClientCommand::GroupReceipt {
@@ -153,7 +161,7 @@ impl ChatService {
     async fn send_message(
         &self,
         sender: &UserId,
-        origin_socket: &str,
+        origin: &Origin<'_>,
         to: &UserId,
         msg_id: MsgId,
         body: MessageBody,
@@ -197,7 +205,8 @@ impl ChatService {
         // stored in one's own inbox and reaches every tab anyway).
         let echo = (to != sender).then(|| Echo {
             user: sender.clone(),
-            skip_socket: origin_socket.to_owned(),
+            skip_socket: origin.socket.to_owned(),
+            others_here: origin.others_here,
         });
         let accepted = self
             .store(to, &event, &dedupe, echo.as_ref(), Some(log))

@@ -27,7 +27,7 @@ use super::{
 };
 use crate::{
     bus::Attachment,
-    chat::Accepted,
+    chat::{Accepted, Origin},
     config::AuthMode,
     domain::{ChatError, ClientCommand, ErrorCode, UserId, WireEvent},
     limits::TokenBucket,
@@ -427,10 +427,13 @@ async fn on_chat(event: Inbound, state: &AppState) {
     let (msg_id, result) = match command {
         Ok(command) => {
             let msg_id = command.msg_id();
-            let result = state
-                .chat
-                .handle(&session.uid, socket.id.as_str(), command)
-                .await;
+            let origin = Origin {
+                socket: socket.id.as_str(),
+                others_here: state
+                    .router
+                    .has_socket_besides(session.uid.as_str(), Some(socket.id.as_str())),
+            };
+            let result = state.chat.handle(&session.uid, &origin, command).await;
             (msg_id, result.map(Some))
         }
         Err((msg_id, e)) => (msg_id, Err(e)),

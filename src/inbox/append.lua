@@ -14,13 +14,16 @@
 -- a large group carries its body once, not once per member.
 -- Then the events in runs: consecutive events that share everything but their receiver (a
 -- group message's recipients) share one run, so a member costs its keys and nothing else.
--- Per run, seven ARGV from b = 6 + J on:
+-- Per run, eight ARGV from b = 6 + J on:
 --   the run's event count, index of its JSON (1..J), SentAt (ms), "1" to check the
 --   idempotency key ("2": and remember the Seq it got, for re-sends of 1:1 messages),
 --   channel for the acting user's other sockets ("" for none), socket to skip there, and
 --   the event's call-log record (JSON without Seq; "" for none; only in runs of one event):
 --   added to the queue stream with the Seq it got (field s) in the same step, so a stored
---   event is never missing from the call log and costs no second round trip.
+--   event is never missing from the call log and costs no second round trip; and "1" when
+--   the acting user has other sockets on the acting node ("0": the live copy is published
+--   only if another node subscribes to the user's channel, since the acting node, which
+--   does, has no socket to give it to).
 -- Per event, in order across runs, its user's seq counter (`wc:{uid}:seq`) and inbox
 -- stream, then, only in a run that checks idempotency (flag not "0"), its idempotency key
 -- (one user's keys share a hash slot): a group message's member costs two keys.
@@ -42,7 +45,7 @@ local max_len, max_age, window, publish, log_stream = ARGV[1], ARGV[2], ARGV[3],
 -- once it is in the inbox.
 local created_key, stored_seq
 
-local function append_one(seq_key, inbox, dedupe, flag, sent_at, json, echo, skip, log)
+local function append_one(seq_key, inbox, dedupe, flag, sent_at, json, echo, skip, log, others_here)
   if flag ~= '0' then
     -- One command: sets the key unless it exists, and returns the earlier value if it did.
     local first = redis.call('SET', dedupe, sent_at, 'NX', 'EX', window, 'GET')
@@ -69,7 +72,7 @@ local function append_one(seq_key, inbox, dedupe, flag, sent_at, json, echo, ski
   stored_seq = seq
   redis.call('EXPIRE', inbox, max_age)
   redis.call(publish, string.sub(seq_key, 1, -4) .. 'ch', 'S' .. seq_text .. '\n' .. json)
-  if echo ~= '' then
+  if echo ~= '' and (others_here == '1' or redis.call('PUBSUB', 'NUMSUB', echo)[2] > 1) then
     -- The live copy for the sender's other tabs rides in the same round trip.
     redis.call(publish, echo, 'L' .. skip .. '\n' .. json)
   end
@@ -81,13 +84,13 @@ local i = 0 -- events done
 local k = 0 -- keys used
 while k < #KEYS do
   local count, json, sent_at = tonumber(ARGV[a + 1]), ARGV[6 + tonumber(ARGV[a + 2])], ARGV[a + 3]
-  local flag, echo, skip, log = ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7]
+  local flag, echo, skip, log, others_here = ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8]
   local keys_per_event = (flag == '0') and 2 or 3
   for _ = 1, count do
     local dedupe = (flag ~= '0') and KEYS[k + 3] or nil
     created_key, stored_seq = false, nil
     local ok, result = pcall(append_one, KEYS[k + 1], KEYS[k + 2], dedupe, flag,
-      sent_at, json, echo, skip, log)
+      sent_at, json, echo, skip, log, others_here)
     if ok then
       out[i + 1] = result
     elseif stored_seq then
@@ -107,6 +110,6 @@ while k < #KEYS do
     i = i + 1
     k = k + keys_per_event
   end
-  a = a + 7
+  a = a + 8
 end
 return out

@@ -232,7 +232,8 @@ impl InboxStore for EmbeddedInbox {
                 move |outcome| {
                     if let AppendOutcome::Stored { seq } = outcome {
                         bus.publish_stored(&to_for_publish, *seq, published.clone());
-                        if let Some(echo) = echo {
+                        // One node: with no other socket here, nobody would get the copy.
+                        if let Some(echo) = echo.filter(|e| e.others_here) {
                             bus.publish_echo(echo.user.as_str(), &echo.skip_socket, published);
                         }
                     }

@@ -50,6 +50,10 @@ pub struct Echo {
     pub user: UserId,
     /// The socket that caused the event and must not get it.
     pub skip_socket: String,
+    /// Whether the user has other sockets on the acting node. When not, the copy is only
+    /// sent if another node holds sockets of the user: most senders have one tab, and a
+    /// copy nobody gets costs the store a publish and the node a message to drop.
+    pub others_here: bool,
 }
 
 impl Echo {

@@ -78,8 +78,8 @@ struct PendingAppend {
     /// The script's idempotency flag: "0", "1" or "2" (see append.lua).
     dedupe_flag: &'static str,
     /// The live copy for the acting user's other sockets inside the script: (channel,
-    /// socket to skip).
-    echo: Option<(String, String)>,
+    /// socket to skip, whether the user has other sockets on this node).
+    echo: Option<(String, String, bool)>,
     /// On Redis Cluster, the live copy for the acting user's other sockets (channel,
     /// payload): it lives in another slot than the receiver's keys, so it is published after
     /// the script instead of inside it.
@@ -284,13 +284,13 @@ impl Appender {
             };
             run_bodies.push(index);
         }
-        let mut args = Vec::with_capacity(self.bounds.len() + 1 + bodies.len() + runs.len() * 7);
+        let mut args = Vec::with_capacity(self.bounds.len() + 1 + bodies.len() + runs.len() * 8);
         args.extend(self.bounds.iter().cloned());
         args.push(to_i64(bodies.len() as u64).into());
         args.extend(bodies.iter().map(|b| Value::from(&***b)));
         for (&(first, len), body) in runs.iter().zip(run_bodies) {
             let item = &items[first];
-            let (echo_channel, skip) = item.echo.clone().unwrap_or_default();
+            let (echo_channel, skip, others_here) = item.echo.clone().unwrap_or_default();
             args.extend([
                 to_i64(len as u64).into(),
                 to_i64(body as u64 + 1).into(),
@@ -299,6 +299,7 @@ impl Appender {
                 echo_channel.into(),
                 skip.into(),
                 item.log.as_deref().unwrap_or_default().into(),
+                if others_here { "1" } else { "0" }.into(),
             ]);
         }
         let mut waiters = Vec::with_capacity(items.len());
@@ -391,7 +392,11 @@ impl RedisInbox {
             // On a cluster the echo goes out after the script (see `echo_after`).
             (Some(channel), true) => (None, Some((channel, encode_live(skip_socket, json)))),
             (Some(channel), false) => (
-                Some((channel, skip_socket.unwrap_or_default().to_owned())),
+                Some((
+                    channel,
+                    skip_socket.unwrap_or_default().to_owned(),
+                    echo.is_some_and(|e| e.others_here),
+                )),
                 None,
             ),
             (None, _) => (None, None),

@@ -745,3 +745,58 @@ pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
+
+/// `redis-cli MONITOR` on a Redis of the test's own: every command it runs, scripts' included.
+pub struct RedisMonitor {
+    child: tokio::process::Child,
+    lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    port: String,
+}
+
+impl RedisMonitor {
+    /// Starts monitoring the Redis at `url` (`redis://127.0.0.1:PORT`); returns once MONITOR
+    /// is on.
+    pub async fn start(url: &str) -> Self {
+        let port = url.rsplit(':').next().expect("port").to_owned();
+        let mut child = Command::new("redis-cli")
+            .args(["-p", &port, "monitor"])
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-cli monitor");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let first = tokio::time::timeout(PATIENCE, lines.next_line())
+            .await
+            .expect("MONITOR answers in time")
+            .expect("read")
+            .expect("a line");
+        assert_eq!(first, "OK", "MONITOR started");
+        Self { child, lines, port }
+    }
+
+    /// Every command seen until now (a marker command sent after them closes the list).
+    pub async fn stop(mut self) -> Vec<String> {
+        let marker = format!("monitor-end-{}", uuid::Uuid::new_v4().simple());
+        let status = Command::new("redis-cli")
+            .args(["-p", &self.port, "echo", &marker])
+            .stdout(Stdio::null())
+            .status()
+            .await
+            .expect("redis-cli echo");
+        assert!(status.success());
+        let mut seen = Vec::new();
+        loop {
+            let line = tokio::time::timeout(PATIENCE, self.lines.next_line())
+                .await
+                .expect("MONITOR output in time")
+                .expect("read")
+                .expect("MONITOR ended early");
+            if line.contains(&marker) {
+                break;
+            }
+            seen.push(line);
+        }
+        let _ = self.child.kill().await;
+        seen
+    }
+}

@@ -413,3 +413,40 @@ async fn concurrent_senders_each_get_their_own_ack_and_every_message_arrives_onc
         "each once, in Seq order, no gaps"
     );
 }
+
+/// A sender with one socket costs no live copy (issue 19): nobody could get it, so the append
+/// publishes only the receiver's event, one PUBLISH per message as the Node peer sends. With a
+/// second socket the copies come back (on another node: see the test above).
+#[tokio::test]
+async fn a_sender_with_one_socket_publishes_no_live_copy() {
+    let redis = OwnRedis::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = settings(Backend::Redis, dir.path().to_path_buf());
+    s.redis_url = Some(redis.url());
+    let app = spawn_with(s).await;
+    let alice = app.signup("alice").await;
+    let bob = app.signup("bob").await;
+    let lone = app.connect(&alice).await;
+    let mut cb = app.connect(&bob).await;
+    let monitor = RedisMonitor::start(&redis.url()).await;
+
+    for i in 0..5 {
+        lone.send(&bob.uid, &format!("lone{i}"), "hi").await;
+        assert_eq!(cb.next_chat_acked().await.data["MsgID"], format!("lone{i}"));
+    }
+    let mut second = app.connect(&alice).await;
+    lone.send(&bob.uid, "two-tabs", "hi").await;
+    assert_eq!(second.next_chat().await.data["MsgID"], "two-tabs");
+
+    let commands = monitor.stop().await;
+    // `<time> [0 lua] "PUBLISH" "<channel>" …`: the command, not an argument of a script call.
+    let publish_to_alice = format!("] \"PUBLISH\" \"wc:{{{}}}:ch\"", alice.uid);
+    let copies = commands
+        .iter()
+        .filter(|c| c.contains(&publish_to_alice))
+        .count();
+    assert_eq!(
+        copies, 1,
+        "one live copy, for the second socket: {commands:#?}"
+    );
+}
