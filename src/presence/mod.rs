@@ -234,14 +234,16 @@ impl PresenceService {
     }
 
     /// Which of `uids` are online, for `viewer`: only users whose presence events the viewer
-    /// would be sent (in the viewer's audience, and not blocking the viewer) are answered;
+    /// would be sent (its contacts, and not blocking the viewer) are answered;
     /// the others are left out, a blocker exactly like a stranger.
     pub async fn online_for(
         &self,
         viewer: &UserId,
         uids: &[String],
     ) -> Result<Vec<(String, bool)>, StoreError> {
-        let audience = self.audience(viewer).await?;
+        // The viewer's contacts are exactly the users whose audience holds the viewer, unless
+        // they block the viewer (the viewer's own blocks hide nobody from the viewer).
+        let audience = self.announcer.contacts_of(viewer).await?;
         let candidates: Vec<UserId> = uids
             .iter()
             .filter(|u| audience.contains(u.as_str()))
@@ -376,10 +378,21 @@ impl Announcer {
         join_all(sends).await;
     }
 
+    /// Everyone told `uid`'s presence: [`Announcer::contacts_of`] minus the users `uid`
+    /// blocks.
     async fn audience(&self, uid: &UserId) -> Result<BTreeSet<String>, StoreError> {
-        let (peers, blocked) =
-            tokio::try_join!(self.contacts.peers(uid), self.blocks.blocked_by(uid))?;
-        let mut audience: BTreeSet<String> = peers.into_iter().collect();
+        let (mut audience, blocked) =
+            tokio::try_join!(self.contacts_of(uid), self.blocks.blocked_by(uid))?;
+        for blocked in &blocked {
+            audience.remove(blocked);
+        }
+        Ok(audience)
+    }
+
+    /// Mutual 1:1 contacts and co-members of groups within the limit, `uid` not included.
+    /// Symmetric: each one's list holds the other.
+    async fn contacts_of(&self, uid: &UserId) -> Result<BTreeSet<String>, StoreError> {
+        let mut audience: BTreeSet<String> = self.contacts.peers(uid).await?.into_iter().collect();
         for gid in self.contacts.groups_of(uid).await? {
             let Ok(gid) = GroupId::parse(&gid) else {
                 continue;
@@ -394,9 +407,6 @@ impl Announcer {
             }
         }
         audience.remove(uid.as_str());
-        for blocked in &blocked {
-            audience.remove(blocked);
-        }
         Ok(audience)
     }
 }
@@ -509,10 +519,14 @@ mod tests {
         let me = UserId::parse("me").expect("uid");
         let audience = service.audience(&me).await.expect("audience");
         assert_eq!(audience.into_iter().collect::<Vec<_>>(), ["m0", "peer"]);
-        // "me" asks: "peer" blocks "me" and is left out, as a stranger would be.
-        let asked = ["m0".to_owned(), "peer".to_owned(), "stranger".to_owned()];
+        // "me" asks: "peer" blocks "me" and is left out, as a stranger would be; "m1", whom
+        // "me" blocks, is still answered (a block is one way).
+        let asked = ["m0", "m1", "peer", "stranger"].map(str::to_owned);
         let online = service.online_for(&me, &asked).await.expect("online");
-        assert_eq!(online, [("m0".to_owned(), false)]);
+        assert_eq!(
+            online,
+            [("m0".to_owned(), false), ("m1".to_owned(), false)]
+        );
     }
 
     /// The bodies of the presence events published, in order.
