@@ -64,7 +64,12 @@ impl BlockService {
     /// `actor` blocks (`active`) or unblocks `target`. Blocking oneself is `bad_request`;
     /// blocking an unknown user in token mode is `not_found`. Unblocking is idempotent and
     /// checks no account (an account deleted since can still be unblocked).
-    pub async fn set(&self, actor: &UserId, target: &UserId, active: bool) -> Result<(), ChatError> {
+    pub async fn set(
+        &self,
+        actor: &UserId,
+        target: &UserId,
+        active: bool,
+    ) -> Result<(), ChatError> {
         if actor == target {
             return Err(ChatError::bad_request("you cannot block yourself"));
         }
@@ -92,7 +97,11 @@ impl BlockService {
 
     /// `forbidden` when `recipient` blocks `sender`: checked before anything `sender`
     /// addresses to `recipient` is stored or published (one store read).
-    pub async fn check_allowed(&self, sender: &UserId, recipient: &UserId) -> Result<(), ChatError> {
+    pub async fn check_allowed(
+        &self,
+        sender: &UserId,
+        recipient: &UserId,
+    ) -> Result<(), ChatError> {
         if sender != recipient && self.store.blocks(recipient, sender).await? {
             tracing::debug!(sender = %sender, recipient = %recipient, "refused: blocked");
             return Err(refused());
@@ -102,7 +111,11 @@ impl BlockService {
 
     /// `forbidden` when any of `named` blocks `actor` (a group `create`/`refer` naming
     /// them); the reads run side by side.
-    pub async fn check_allowed_all(&self, actor: &UserId, named: &[UserId]) -> Result<(), ChatError> {
+    pub async fn check_allowed_all(
+        &self,
+        actor: &UserId,
+        named: &[UserId],
+    ) -> Result<(), ChatError> {
         for checked in join_all(named.iter().map(|u| self.check_allowed(actor, u))).await {
             checked?;
         }
@@ -129,14 +142,23 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let blocks = service(dir.path());
         let (alice, bob) = (uid("alice"), uid("bob"));
-        blocks.check_allowed(&bob, &alice).await.expect("no block yet");
+        blocks
+            .check_allowed(&bob, &alice)
+            .await
+            .expect("no block yet");
 
         blocks.set(&alice, &bob, true).await.expect("block");
-        let refused = blocks.check_allowed(&bob, &alice).await.expect_err("blocked");
+        let refused = blocks
+            .check_allowed(&bob, &alice)
+            .await
+            .expect_err("blocked");
         assert_eq!(refused.code, ErrorCode::Forbidden);
         assert_eq!(refused.message, "not allowed", "names no one");
         // One way only: the blocker may still reach the blocked user.
-        blocks.check_allowed(&alice, &bob).await.expect("blocker not refused");
+        blocks
+            .check_allowed(&alice, &bob)
+            .await
+            .expect("blocker not refused");
         // Twice is the same as once.
         blocks.set(&alice, &bob, true).await.expect("block again");
         assert_eq!(blocks.list(&alice).await.expect("list"), ["bob"]);
@@ -145,7 +167,10 @@ mod tests {
         blocks.set(&alice, &bob, false).await.expect("unblock");
         blocks.check_allowed(&bob, &alice).await.expect("unblocked");
         assert!(blocks.list(&alice).await.expect("list").is_empty());
-        blocks.set(&alice, &bob, false).await.expect("unblock is idempotent");
+        blocks
+            .set(&alice, &bob, false)
+            .await
+            .expect("unblock is idempotent");
     }
 
     #[tokio::test]
@@ -158,7 +183,7 @@ mod tests {
 
         blocks.set(&carol, &bob, true).await.expect("block");
         blocks
-            .check_allowed_all(&bob, &[alice.clone()])
+            .check_allowed_all(&bob, std::slice::from_ref(&alice))
             .await
             .expect("alice does not block bob");
         let err = blocks

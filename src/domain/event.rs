@@ -650,7 +650,11 @@ mod tests {
         );
         assert!(matches!(
             parse(json!({"EvtType":"unblock","To":"bob"})).expect("unblock"),
-            ClientCommand::Block { active: false, msg_id: None, .. }
+            ClientCommand::Block {
+                active: false,
+                msg_id: None,
+                ..
+            }
         ));
         for bad in [
             json!({"EvtType":"block","To":"group_g"}),
@@ -693,8 +697,8 @@ mod tests {
     ];
 
     const EVT_TYPES: &[&str] = &[
-        "message", "delivery", "display", "typing", "create", "refer", "depart", "rejoin",
-        "block", "unblock", "notify", "error", "presence", "join", "Message", "",
+        "message", "delivery", "display", "typing", "create", "refer", "depart", "rejoin", "block",
+        "unblock", "notify", "error", "presence", "join", "Message", "",
     ];
 
     /// Strings near every rule: uids and gids around their length limits, EvtTypes, member

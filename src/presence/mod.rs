@@ -523,10 +523,7 @@ mod tests {
         // "me" blocks, is still answered (a block is one way).
         let asked = ["m0", "m1", "peer", "stranger"].map(str::to_owned);
         let online = service.online_for(&me, &asked).await.expect("online");
-        assert_eq!(
-            online,
-            [("m0".to_owned(), false), ("m1".to_owned(), false)]
-        );
+        assert_eq!(online, [("m0".to_owned(), false), ("m1".to_owned(), false)]);
     }
 
     /// The bodies of the presence events published, in order.

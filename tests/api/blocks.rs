@@ -111,7 +111,8 @@ async fn a_blocked_users_traffic_is_refused_on_every_node_and_nothing_is_stored_
         assert_refused(&b.chat(receipt).await, "forbidden", kind);
     }
     let gid = format!("group_{}", unique("blk").replace('-', ""));
-    let create = json!({"EvtType":"create","To":gid,"Body":json!([alice.uid, carol.uid]).to_string()});
+    let create =
+        json!({"EvtType":"create","To":gid,"Body":json!([alice.uid, carol.uid]).to_string()});
     assert_refused(&b.chat(create).await, "forbidden", "create naming alice");
     // Nothing was stored: the gid bob chose is still free, and a group without alice works.
     let create = json!({"EvtType":"create","To":gid,"Body":json!([carol.uid]).to_string()});
@@ -171,9 +172,19 @@ async fn blocks_are_listed_set_and_cleared_over_rest_and_socket_alike() {
     let carol = signup_at(&n0.url, "carol").await;
     use reqwest::Method;
 
-    assert_eq!(block_list(&n0.url, &alice).await, json!({"items": [], "next": null}));
-    assert_eq!(blocks_request(Method::PUT, &n0.url, &alice, &bob.uid).await, 204);
-    assert_eq!(blocks_request(Method::PUT, &n0.url, &alice, &bob.uid).await, 204, "idempotent");
+    assert_eq!(
+        block_list(&n0.url, &alice).await,
+        json!({"items": [], "next": null})
+    );
+    assert_eq!(
+        blocks_request(Method::PUT, &n0.url, &alice, &bob.uid).await,
+        204
+    );
+    assert_eq!(
+        blocks_request(Method::PUT, &n0.url, &alice, &bob.uid).await,
+        204,
+        "idempotent"
+    );
     // Set on node 0, seen on node 1; a socket `block` shows in the same list.
     let a = TestClient::connect(&n1.url, &alice).await;
     let ack = a.chat(json!({"EvtType":"block","To":carol.uid})).await;
@@ -184,14 +195,24 @@ async fn blocks_are_listed_set_and_cleared_over_rest_and_socket_alike() {
         block_list(&n1.url, &alice).await,
         json!({"items": expected, "next": null})
     );
-    assert_eq!(block_list(&n1.url, &bob).await["items"], json!([]), "one way");
+    assert_eq!(
+        block_list(&n1.url, &bob).await["items"],
+        json!([]),
+        "one way"
+    );
 
     // Refusals: oneself, unknown users, invalid uids, no token.
-    assert_eq!(blocks_request(Method::PUT, &n0.url, &alice, &alice.uid).await, 400);
+    assert_eq!(
+        blocks_request(Method::PUT, &n0.url, &alice, &alice.uid).await,
+        400
+    );
     let ack = a.chat(json!({"EvtType":"block","To":alice.uid})).await;
     assert_refused(&ack, "bad_request", "self block");
     let ghost = unique("ghost");
-    assert_eq!(blocks_request(Method::PUT, &n0.url, &alice, &ghost).await, 404);
+    assert_eq!(
+        blocks_request(Method::PUT, &n0.url, &alice, &ghost).await,
+        404
+    );
     assert_refused(
         &a.chat(json!({"EvtType":"block","To":ghost})).await,
         "not_found",
@@ -202,7 +223,10 @@ async fn blocks_are_listed_set_and_cleared_over_rest_and_socket_alike() {
         "bad_request",
         "a gid",
     );
-    assert_eq!(blocks_request(Method::PUT, &n0.url, &alice, "bad%20uid").await, 400);
+    assert_eq!(
+        blocks_request(Method::PUT, &n0.url, &alice, "bad%20uid").await,
+        400
+    );
     let res = http()
         .get(format!("{}/api/v1/blocks", n0.url))
         .send()
@@ -214,10 +238,22 @@ async fn blocks_are_listed_set_and_cleared_over_rest_and_socket_alike() {
     let ack = a
         .chat(json!({"EvtType":"unblock","To":carol.uid,"MsgID":"ub"}))
         .await;
-    assert_eq!((ack["ok"].as_bool(), ack["MsgID"].as_str()), (Some(true), Some("ub")));
-    assert_eq!(blocks_request(Method::DELETE, &n0.url, &alice, &bob.uid).await, 204);
-    assert_eq!(blocks_request(Method::DELETE, &n0.url, &alice, &bob.uid).await, 204);
-    assert_eq!(block_list(&n0.url, &alice).await, json!({"items": [], "next": null}));
+    assert_eq!(
+        (ack["ok"].as_bool(), ack["MsgID"].as_str()),
+        (Some(true), Some("ub"))
+    );
+    assert_eq!(
+        blocks_request(Method::DELETE, &n0.url, &alice, &bob.uid).await,
+        204
+    );
+    assert_eq!(
+        blocks_request(Method::DELETE, &n0.url, &alice, &bob.uid).await,
+        204
+    );
+    assert_eq!(
+        block_list(&n0.url, &alice).await,
+        json!({"items": [], "next": null})
+    );
     a.close().await;
 }
 
