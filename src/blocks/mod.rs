@@ -196,4 +196,21 @@ mod tests {
         let list = blocks.list(&uid("caro")).await.expect("list");
         assert!(list.is_empty(), "{list:?}");
     }
+
+    #[tokio::test]
+    async fn embedded_blocks_outlive_a_restart() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (alice, bob) = (uid("alice"), uid("bob"));
+        let db = EmbeddedDb::open(dir.path()).expect("db");
+        let store = EmbeddedBlockStore::new(db.clone());
+        store.block(&alice, &bob).await.expect("block");
+        store.block(&alice, &uid("carol")).await.expect("block");
+        store.unblock(&alice, &uid("carol")).await.expect("unblock");
+        db.close();
+        // A new node over the same file reads its copy from the file.
+        let store = EmbeddedBlockStore::new(EmbeddedDb::open(dir.path()).expect("reopen"));
+        assert!(store.blocks(&alice, &bob).await.expect("check"));
+        assert!(!store.blocks(&bob, &alice).await.expect("check"));
+        assert_eq!(store.blocked_by(&alice).await.expect("list"), ["bob"]);
+    }
 }
