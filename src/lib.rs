@@ -22,6 +22,7 @@
 //! - [`storage`]   the embedded database and the Redis connection
 
 pub mod accounts;
+pub mod blocks;
 pub mod bus;
 pub mod calllog;
 pub mod chat;

@@ -17,6 +17,7 @@ use crate::{
         hashing::HashPool, token::TokenSigner, token_key, AccountService, AccountStore,
         DynamoAccountStore, EmbeddedAccountStore, RedisAccountStore,
     },
+    blocks::{BlockService, BlockStore, EmbeddedBlockStore, RedisBlockStore},
     bus::{Bus, MemoryBus, RedisBus, Router},
     calllog::{
         drain,
@@ -101,6 +102,7 @@ impl Application {
         let Backends {
             presence: presence_store,
             contacts,
+            blocks,
             accounts: accounts_store,
             inbox,
             groups,
@@ -181,11 +183,16 @@ impl Application {
             settings.token_ttl_secs,
             Arc::new(HashPool::new(settings.hash_limits(), metrics.clone())),
         );
+        let blocks = BlockService::new(
+            blocks,
+            (settings.auth == AuthMode::Token).then(|| accounts.clone()),
+        );
         let presence = PresenceService::new(
             presence_store.clone(),
             contacts,
             groups.clone(),
             bus.clone(),
+            blocks.store().clone(),
             settings.presence_group_limit,
             std::time::Duration::from_millis(settings.presence_offline_grace_ms),
         );
@@ -218,6 +225,7 @@ impl Application {
                 .await?;
         }
         let chat = ChatService::new(ChatDeps {
+            blocks: blocks.clone(),
             presence: presence.clone(),
             calllog: calllog.clone(),
             accounts: accounts.clone(),
@@ -234,6 +242,7 @@ impl Application {
             settings: settings.clone(),
             accounts,
             chat,
+            blocks,
             calllog,
             groups,
             router,
@@ -376,6 +385,8 @@ impl Application {
 struct Backends {
     presence: Arc<dyn PresenceStore>,
     contacts: Arc<dyn ContactStore>,
+    /// Who blocks whom (the same back-end as the contact index).
+    blocks: Arc<dyn BlockStore>,
     accounts: Arc<dyn AccountStore>,
     inbox: Arc<dyn InboxStore>,
     groups: Arc<dyn GroupStore>,
@@ -443,6 +454,7 @@ impl Backends {
             )),
 
             contacts: Arc::new(RedisContactStore::new(redis.pool.clone())),
+            blocks: Arc::new(RedisBlockStore::new(redis.pool.clone())),
             groups: Arc::new(redis_groups.clone()),
             redis_groups: Some(redis_groups),
             login_counter: Some(redis.pool.clone()),
@@ -490,6 +502,7 @@ impl Backends {
             presence: Arc::new(MemoryPresenceStore::default()),
 
             contacts: Arc::new(EmbeddedContactStore::new(db.clone())),
+            blocks: Arc::new(EmbeddedBlockStore::new(db.clone())),
             receipts,
             bus,
             health: Health::Embedded,

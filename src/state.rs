@@ -6,6 +6,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     accounts::AccountService,
+    blocks::BlockService,
     bus::Router,
     calllog::CallLog,
     chat::ChatService,
@@ -38,6 +39,8 @@ pub struct AppState {
     pub accounts: AccountService,
     /// Chat commands.
     pub chat: ChatService,
+    /// Blocks (REST `/blocks`).
+    pub blocks: BlockService,
     /// History and the admin call log.
     pub calllog: CallLog,
     /// Group membership (REST group view).

@@ -91,7 +91,10 @@ impl ChatService {
             members.push(creator.clone());
         }
         self.check_group_size(members.len())?;
-        self.check_recipients(&members).await?;
+        tokio::try_join!(
+            self.check_recipients(&members),
+            self.blocks.check_allowed_all(creator, &members)
+        )?;
         let gid = gid.unwrap_or_else(GroupId::generate);
         if !self.groups.create(&gid, &members).await? {
             return Err(ChatError::bad_request(format!(
@@ -140,7 +143,10 @@ impl ChatService {
             return Err(ChatError::bad_request("everyone named is a member already"));
         }
         self.check_group_size(before.len() + added.len())?;
-        self.check_recipients(&added).await?;
+        tokio::try_join!(
+            self.check_recipients(&added),
+            self.blocks.check_allowed_all(actor, &added)
+        )?;
         let after = self
             .groups
             .add(gid, &added)
@@ -425,7 +431,11 @@ impl ChatService {
         msg_id: MsgId,
         seq: Option<Seq>,
     ) -> Result<Accepted, ChatError> {
-        let members = self.members_as(reader, gid).await?;
+        let (members, ()) = tokio::try_join!(
+            self.members_as(reader, gid),
+            // A receipt is addressed to the original sender, who may block the reader.
+            self.blocks.check_allowed(reader, original_sender)
+        )?;
         // The original sender must still be a member: a receipt is group traffic, which a
         // leaver no longer gets and an outsider never does.
         if !members.iter().any(|m| m == original_sender.as_str()) {

@@ -9,11 +9,12 @@ use std::sync::Arc;
 
 use crate::{
     accounts::AccountService,
+    blocks::BlockService,
     bus::Bus,
     calllog::{CallLog, Conversation, LogRecord},
     domain::{
-        ChatError, ClientCommand, ErrorCode, GroupId, MessageBody, MsgId, ReceiptKind, Seq, UserId,
-        WireEvent,
+        now_millis, ChatError, ClientCommand, ErrorCode, GroupId, MessageBody, MsgId, ReceiptKind,
+        Seq, UserId, WireEvent,
     },
     groups::GroupStore,
     inbox::{AppendOutcome, DedupeKey, Echo, InboxStore, Logged},
@@ -43,6 +44,7 @@ pub struct ChatService {
     bus: Arc<dyn Bus>,
     groups: Arc<dyn GroupStore>,
     receipts: Arc<dyn ReceiptStore>,
+    blocks: BlockService,
     presence: PresenceService,
     calllog: CallLog,
     metrics: Arc<Metrics>,
@@ -75,6 +77,8 @@ pub struct ChatDeps {
     pub groups: Arc<dyn GroupStore>,
     /// Who displayed what.
     pub receipts: Arc<dyn ReceiptStore>,
+    /// Who blocks whom: checked before anything a user addresses to another is stored.
+    pub blocks: BlockService,
     /// Conversations and group memberships, for presence audiences.
     pub presence: PresenceService,
     /// Where every conversation event is logged.
@@ -98,6 +102,7 @@ impl ChatService {
             bus: deps.bus,
             groups: deps.groups,
             receipts: deps.receipts,
+            blocks: deps.blocks,
             presence: deps.presence,
             calllog: deps.calllog,
             metrics: deps.metrics,
@@ -155,6 +160,18 @@ impl ChatService {
             } => self.refer(actor, &gid, members, msg_id).await,
             ClientCommand::Depart { gid, msg_id } => self.depart(actor, &gid, msg_id).await,
             ClientCommand::Rejoin { gid } => self.rejoin(actor, &gid).await,
+            ClientCommand::Block {
+                target,
+                active,
+                msg_id,
+            } => {
+                self.blocks.set(actor, &target, active).await?;
+                Ok(Accepted {
+                    msg_id: msg_id.map(|m| m.to_string()).unwrap_or_default(),
+                    sent_at: now_millis(),
+                    group: None,
+                })
+            }
         }
     }
 
@@ -167,16 +184,19 @@ impl ChatService {
         body: MessageBody,
     ) -> Result<Accepted, ChatError> {
         // The reader may send receipts for this message: noted before it can be delivered,
-        // alongside the recipient check (no extra wait). A note for a refused message is
-        // harmless: it is only ever read for a receipt from that reader to this sender.
+        // alongside the recipient and block checks (no extra wait). A note for a refused
+        // message is harmless: it is only ever read for a receipt from that reader to this
+        // sender, for a MsgID the reader never got.
         let sent = ReceiptKey {
             sender: sender.clone(),
             group: None,
             msg_id: msg_id.clone(),
         };
-        tokio::try_join!(self.check_recipient(to), async {
-            Ok(self.receipts.note_sent(&sent, to).await?)
-        })?;
+        tokio::try_join!(
+            self.check_recipient(to),
+            self.blocks.check_allowed(sender, to),
+            async { Ok(self.receipts.note_sent(&sent, to).await?) }
+        )?;
         let event = WireEvent::new(
             "message",
             sender.as_str(),
@@ -211,8 +231,9 @@ impl ChatService {
         let accepted = self
             .store(to, &event, &dedupe, echo.as_ref(), Some(log))
             .await?;
-        // Each side now sees the other's presence; the message is stored either way.
-        if let Err(e) = self.presence.link_peers(sender, to).await {
+        // Once each has written to the other, the two share presence; the message is stored
+        // either way.
+        if let Err(e) = self.presence.note_sent(sender, to).await {
             tracing::warn!(error = %e, "conversation not noted for presence");
         }
         Ok(accepted)
@@ -226,7 +247,10 @@ impl ChatService {
         msg_id: MsgId,
         seq: Option<Seq>,
     ) -> Result<Accepted, ChatError> {
-        self.check_recipient(original_sender).await?;
+        tokio::try_join!(
+            self.check_recipient(original_sender),
+            self.blocks.check_allowed(reader, original_sender)
+        )?;
         // 1:1: the one recipient is the reader; unread until they display it. Only the
         // reader the message was sent to may send a receipt for it.
         let key = ReceiptKey {
@@ -331,7 +355,10 @@ impl ChatService {
         to: &UserId,
         active: bool,
     ) -> Result<Accepted, ChatError> {
-        self.check_recipient(to).await?;
+        tokio::try_join!(
+            self.check_recipient(to),
+            self.blocks.check_allowed(actor, to)
+        )?;
         let body = if active { "1" } else { "0" };
         let event = WireEvent::new("typing", actor.as_str(), to.as_str(), "", body.to_owned());
         self.bus.publish_live(to, None, &event).await?;

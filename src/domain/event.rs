@@ -27,6 +27,10 @@ pub enum EvtType {
     Depart,
     /// A member asks for the member list.
     Rejoin,
+    /// The acting user blocks `To` (§16).
+    Block,
+    /// The acting user unblocks `To` (§16).
+    Unblock,
 }
 
 impl EvtType {
@@ -41,6 +45,8 @@ impl EvtType {
             "refer" => Self::Refer,
             "depart" => Self::Depart,
             "rejoin" => Self::Rejoin,
+            "block" => Self::Block,
+            "unblock" => Self::Unblock,
             "" => return Err(ChatError::bad_request("EvtType is required")),
             other => {
                 return Err(ChatError::bad_request(format!(
@@ -161,6 +167,15 @@ pub enum ClientCommand {
         /// The group.
         gid: GroupId,
     },
+    /// Block or unblock a user (§16).
+    Block {
+        /// Who is blocked or unblocked.
+        target: UserId,
+        /// `true` for `block`, `false` for `unblock`.
+        active: bool,
+        /// Echoed in the ack, when the client sent one.
+        msg_id: Option<MsgId>,
+    },
 }
 
 impl ClientCommand {
@@ -173,7 +188,8 @@ impl ClientCommand {
             | Self::GroupReceipt { msg_id, .. } => Some(msg_id.to_string()),
             Self::Create { msg_id, .. }
             | Self::Refer { msg_id, .. }
-            | Self::Depart { msg_id, .. } => msg_id.as_ref().map(MsgId::to_string),
+            | Self::Depart { msg_id, .. }
+            | Self::Block { msg_id, .. } => msg_id.as_ref().map(MsgId::to_string),
             Self::Typing { .. } | Self::GroupTyping { .. } | Self::Rejoin { .. } => None,
         }
     }
@@ -298,6 +314,11 @@ impl ClientCommand {
                 msg_id: optional_msg_id()?,
             }),
             EvtType::Rejoin => Ok(Self::Rejoin { gid: gid()? }),
+            EvtType::Block | EvtType::Unblock => Ok(Self::Block {
+                target: to()?,
+                active: evt_type == EvtType::Block,
+                msg_id: optional_msg_id()?,
+            }),
         }
     }
 }
@@ -616,6 +637,36 @@ mod tests {
     }
 
     #[test]
+    fn block_and_unblock_name_a_user_never_a_group() {
+        let block = parse(json!({"EvtType":"block","To":"bob","MsgID":"b1","From":"mallory"}))
+            .expect("block");
+        assert_eq!(
+            block,
+            ClientCommand::Block {
+                target: UserId::parse("bob").expect("uid"),
+                active: true,
+                msg_id: Some(MsgId::parse("b1").expect("id")),
+            }
+        );
+        assert!(matches!(
+            parse(json!({"EvtType":"unblock","To":"bob"})).expect("unblock"),
+            ClientCommand::Block {
+                active: false,
+                msg_id: None,
+                ..
+            }
+        ));
+        for bad in [
+            json!({"EvtType":"block","To":"group_g"}),
+            json!({"EvtType":"block","To":""}),
+            json!({"EvtType":"unblock"}),
+        ] {
+            let (_, err) = parse(bad.clone()).expect_err(&bad.to_string());
+            assert_eq!(err.code, ErrorCode::BadRequest, "{bad}");
+        }
+    }
+
+    #[test]
     fn wire_event_omits_seq_and_unread_when_absent() {
         let e = WireEvent::new("message", "a", "b", "m", "hi".into());
         let v = serde_json::to_value(&e).expect("serialize");
@@ -646,8 +697,8 @@ mod tests {
     ];
 
     const EVT_TYPES: &[&str] = &[
-        "message", "delivery", "display", "typing", "create", "refer", "depart", "rejoin",
-        "notify", "error", "presence", "join", "Message", "",
+        "message", "delivery", "display", "typing", "create", "refer", "depart", "rejoin", "block",
+        "unblock", "notify", "error", "presence", "join", "Message", "",
     ];
 
     /// Strings near every rule: uids and gids around their length limits, EvtTypes, member
@@ -899,6 +950,9 @@ mod tests {
                     } => gid_ok(gid) && members_ok(members) && msg_id.as_ref().is_none_or(id_ok),
                     ClientCommand::Depart { gid, msg_id } => {
                         gid_ok(gid) && msg_id.as_ref().is_none_or(id_ok)
+                    }
+                    ClientCommand::Block { target, msg_id, .. } => {
+                        uid_ok(target) && msg_id.as_ref().is_none_or(id_ok)
                     }
                 };
                 prop_assert!(valid, "accepted an invalid command: {:?}", command);

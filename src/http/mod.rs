@@ -4,6 +4,7 @@
 
 mod accounts;
 mod admin;
+mod blocks;
 pub mod error;
 pub mod extractor;
 mod history;
@@ -30,6 +31,7 @@ pub fn router(state: AppState) -> Router {
             accounts::router()
                 .merge(history::router())
                 .merge(presence::router())
+                .merge(blocks::router())
                 .merge(openapi::router())
                 .nest("/admin", admin::router()),
         )

@@ -36,6 +36,9 @@ mod tests {
             ("/api/v1/groups/{gid}", "get"),
             ("/api/v1/users", "get"),
             ("/api/v1/presence", "get"),
+            ("/api/v1/blocks", "get"),
+            ("/api/v1/blocks/{uid}", "put"),
+            ("/api/v1/blocks/{uid}", "delete"),
             ("/api/v1/admin/calllogs", "get"),
             ("/health", "get"),
             ("/metrics", "get"),
@@ -45,6 +48,6 @@ mod tests {
                 "{method} {path} is documented"
             );
         }
-        assert_eq!(paths.len(), 11, "no undocumented or stale paths");
+        assert_eq!(paths.len(), 13, "no undocumented or stale paths");
     }
 }

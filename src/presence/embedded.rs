@@ -53,7 +53,8 @@ impl PresenceStore for MemoryPresenceStore {
     }
 }
 
-/// [`ContactStore`] in the embedded store: keys `p\0<uid>\0<peer>` and `g\0<uid>\0<gid>`.
+/// [`ContactStore`] in the embedded store: keys `w\0<uid>\0<peer>` (uid wrote to peer),
+/// `h\0<uid>\0<peer>` (uid heard from peer) and `g\0<uid>\0<gid>`.
 pub struct EmbeddedContactStore {
     db: EmbeddedDb,
 }
@@ -103,13 +104,22 @@ impl EmbeddedContactStore {
 
 #[async_trait]
 impl ContactStore for EmbeddedContactStore {
-    async fn link_peers(&self, a: &UserId, b: &UserId) -> Result<(), StoreError> {
-        self.put(vec![format!("p\0{a}\0{b}"), format!("p\0{b}\0{a}")], true)
-            .await
+    async fn note_sent(&self, sender: &UserId, recipient: &UserId) -> Result<(), StoreError> {
+        let keys = vec![
+            format!("w\0{sender}\0{recipient}"),
+            format!("h\0{recipient}\0{sender}"),
+        ];
+        self.put(keys, true).await
     }
 
     async fn peers(&self, uid: &UserId) -> Result<Vec<String>, StoreError> {
-        self.list(format!("p\0{uid}\0")).await
+        // Both lists come back sorted (key order): their intersection is one merge.
+        let (wrote, heard) = tokio::try_join!(
+            self.list(format!("w\0{uid}\0")),
+            self.list(format!("h\0{uid}\0"))
+        )?;
+        let heard: std::collections::BTreeSet<String> = heard.into_iter().collect();
+        Ok(wrote.into_iter().filter(|p| heard.contains(p)).collect())
     }
 
     async fn joined(&self, gid: &GroupId, members: &[UserId]) -> Result<(), StoreError> {
@@ -123,5 +133,28 @@ impl ContactStore for EmbeddedContactStore {
 
     async fn groups_of(&self, uid: &UserId) -> Result<Vec<String>, StoreError> {
         self.list(format!("g\0{uid}\0")).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn peers_are_only_users_who_wrote_to_each_other() {
+        let dir = tempfile::tempdir().expect("dir");
+        let contacts = EmbeddedContactStore::new(EmbeddedDb::open(dir.path()).expect("db"));
+        let uid = |s: &str| UserId::parse(s).expect("uid");
+        let (alice, bob, carol) = (uid("alice"), uid("bob"), uid("carol"));
+        // Carol writes to Alice, who never answers: no contact either way.
+        contacts.note_sent(&carol, &alice).await.expect("note");
+        contacts.note_sent(&alice, &bob).await.expect("note");
+        assert!(contacts.peers(&alice).await.expect("peers").is_empty());
+        assert!(contacts.peers(&bob).await.expect("peers").is_empty());
+        // Bob answers: Alice and Bob are mutual contacts; Carol is still no one's.
+        contacts.note_sent(&bob, &alice).await.expect("note");
+        assert_eq!(contacts.peers(&alice).await.expect("peers"), ["bob"]);
+        assert_eq!(contacts.peers(&bob).await.expect("peers"), ["alice"]);
+        assert!(contacts.peers(&carol).await.expect("peers").is_empty());
     }
 }

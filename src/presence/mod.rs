@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 pub use self::embedded::{EmbeddedContactStore, MemoryPresenceStore};
 pub use self::redis::{RedisContactStore, RedisPresenceStore};
 use crate::{
+    blocks::BlockStore,
     bus::{Bus, Router},
     domain::{GroupId, UserId, WireEvent},
     groups::GroupStore,
@@ -58,9 +59,9 @@ pub struct Heartbeat {
 /// Who shares a conversation or a group with whom.
 #[async_trait]
 pub trait ContactStore: Send + Sync {
-    /// Notes a 1:1 conversation between `a` and `b` (both directions).
-    async fn link_peers(&self, a: &UserId, b: &UserId) -> Result<(), StoreError>;
-    /// The users `uid` has a 1:1 conversation with.
+    /// Notes that `sender` sent `recipient` a 1:1 message (one direction only).
+    async fn note_sent(&self, sender: &UserId, recipient: &UserId) -> Result<(), StoreError>;
+    /// The users `uid` has exchanged 1:1 messages with in both directions (mutual contacts).
     async fn peers(&self, uid: &UserId) -> Result<Vec<String>, StoreError>;
     /// Notes that `members` are in `gid`.
     async fn joined(&self, gid: &GroupId, members: &[UserId]) -> Result<(), StoreError>;
@@ -70,8 +71,8 @@ pub trait ContactStore: Send + Sync {
     async fn groups_of(&self, uid: &UserId) -> Result<Vec<String>, StoreError>;
 }
 
-/// Pairs already linked by this node: linking is idempotent, so repeating it for every
-/// message would only cost a write per message. Bounded; cleared when full.
+/// (sender, recipient) pairs already noted by this node: noting is idempotent, so repeating
+/// it for every message would only cost two writes per message. Bounded; cleared when full.
 const LINK_CACHE_MAX: usize = 1_000_000;
 
 /// Presence transitions and the events they cause.
@@ -108,6 +109,8 @@ struct Announcer {
     contacts: Arc<dyn ContactStore>,
     groups: Arc<dyn GroupStore>,
     bus: Arc<dyn Bus>,
+    /// Who blocks whom: a blocker's presence never reaches the users it blocks.
+    blocks: Arc<dyn BlockStore>,
     /// Groups larger than this do not share presence among their members.
     group_limit: usize,
 }
@@ -120,6 +123,7 @@ impl PresenceService {
         contacts: Arc<dyn ContactStore>,
         groups: Arc<dyn GroupStore>,
         bus: Arc<dyn Bus>,
+        blocks: Arc<dyn BlockStore>,
         group_limit: usize,
         offline_grace: Duration,
     ) -> Self {
@@ -130,6 +134,7 @@ impl PresenceService {
             contacts: contacts.clone(),
             groups,
             bus,
+            blocks,
             group_limit,
         };
         tokio::spawn(announcer.clone().run(queue));
@@ -147,17 +152,14 @@ impl PresenceService {
         &self.contacts
     }
 
-    /// Notes a 1:1 conversation, once per pair and node run.
-    pub async fn link_peers(&self, a: &UserId, b: &UserId) -> Result<(), StoreError> {
-        let pair = if a <= b {
-            (a.to_string(), b.to_string())
-        } else {
-            (b.to_string(), a.to_string())
-        };
+    /// Notes that `sender` sent `recipient` a 1:1 message, once per direction and node run.
+    /// Two users share presence once each has sent the other one.
+    pub async fn note_sent(&self, sender: &UserId, recipient: &UserId) -> Result<(), StoreError> {
+        let pair = (sender.to_string(), recipient.to_string());
         if self.linked.contains(&pair) {
             return Ok(());
         }
-        self.contacts.link_peers(a, b).await?;
+        self.contacts.note_sent(sender, recipient).await?;
         if self.linked.len() >= LINK_CACHE_MAX {
             self.linked.clear();
         }
@@ -231,25 +233,42 @@ impl PresenceService {
         }
     }
 
-    /// Which of `uids` are online, for `viewer`: only users in the viewer's audience (who
-    /// would be sent its presence events) are answered; the others are left out.
+    /// Which of `uids` are online, for `viewer`: only users whose presence events the viewer
+    /// would be sent (its contacts, and not blocking the viewer) are answered;
+    /// the others are left out, a blocker exactly like a stranger.
     pub async fn online_for(
         &self,
         viewer: &UserId,
         uids: &[String],
     ) -> Result<Vec<(String, bool)>, StoreError> {
-        let audience = self.audience(viewer).await?;
-        let visible: Vec<String> = uids
+        // The viewer's contacts are exactly the users whose audience holds the viewer, unless
+        // they block the viewer (the viewer's own blocks hide nobody from the viewer).
+        let audience = self.announcer.contacts_of(viewer).await?;
+        let candidates: Vec<UserId> = uids
             .iter()
             .filter(|u| audience.contains(u.as_str()))
-            .cloned()
+            .filter_map(|u| UserId::parse(u).ok())
             .collect();
+        // One read per candidate, each in the candidate's own slot, all side by side.
+        let blocking = join_all(
+            candidates
+                .iter()
+                .map(|u| self.announcer.blocks.blocks(u, viewer)),
+        )
+        .await;
+        let mut visible = Vec::with_capacity(candidates.len());
+        for (uid, blocks_viewer) in candidates.into_iter().zip(blocking) {
+            if !blocks_viewer? {
+                visible.push(uid.to_string());
+            }
+        }
         let online = self.store.online(&visible).await?;
         Ok(visible.into_iter().zip(online).collect())
     }
 
-    /// Everyone who shares a conversation or a group with `uid` (groups larger than the
-    /// presence group limit excluded), `uid` itself not included.
+    /// Everyone who is told `uid`'s presence: mutual 1:1 contacts and co-members of groups
+    /// (groups larger than the presence group limit excluded), minus the users `uid`
+    /// blocks; `uid` itself not included.
     pub async fn audience(&self, uid: &UserId) -> Result<BTreeSet<String>, StoreError> {
         self.announcer.audience(uid).await
     }
@@ -359,7 +378,20 @@ impl Announcer {
         join_all(sends).await;
     }
 
+    /// Everyone told `uid`'s presence: [`Announcer::contacts_of`] minus the users `uid`
+    /// blocks.
     async fn audience(&self, uid: &UserId) -> Result<BTreeSet<String>, StoreError> {
+        let (mut audience, blocked) =
+            tokio::try_join!(self.contacts_of(uid), self.blocks.blocked_by(uid))?;
+        for blocked in &blocked {
+            audience.remove(blocked);
+        }
+        Ok(audience)
+    }
+
+    /// Mutual 1:1 contacts and co-members of groups within the limit, `uid` not included.
+    /// Symmetric: each one's list holds the other.
+    async fn contacts_of(&self, uid: &UserId) -> Result<BTreeSet<String>, StoreError> {
         let mut audience: BTreeSet<String> = self.contacts.peers(uid).await?.into_iter().collect();
         for gid in self.contacts.groups_of(uid).await? {
             let Ok(gid) = GroupId::parse(&gid) else {
@@ -424,7 +456,7 @@ mod tests {
 
     #[async_trait]
     impl ContactStore for Contacts {
-        async fn link_peers(&self, _: &UserId, _: &UserId) -> Result<(), StoreError> {
+        async fn note_sent(&self, _: &UserId, _: &UserId) -> Result<(), StoreError> {
             Ok(())
         }
         async fn peers(&self, _: &UserId) -> Result<Vec<String>, StoreError> {
@@ -439,6 +471,59 @@ mod tests {
         async fn groups_of(&self, _: &UserId) -> Result<Vec<String>, StoreError> {
             Ok(vec!["group_small".into(), "group_large".into()])
         }
+    }
+
+    /// Fixed (blocker, blocked) pairs.
+    struct Blocks(Vec<(&'static str, &'static str)>);
+
+    #[async_trait]
+    impl BlockStore for Blocks {
+        async fn block(&self, _: &UserId, _: &UserId) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn unblock(&self, _: &UserId, _: &UserId) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn blocks(&self, blocker: &UserId, other: &UserId) -> Result<bool, StoreError> {
+            Ok(self
+                .0
+                .iter()
+                .any(|(b, o)| *b == blocker.as_str() && *o == other.as_str()))
+        }
+        async fn blocked_by(&self, blocker: &UserId) -> Result<Vec<String>, StoreError> {
+            Ok(self
+                .0
+                .iter()
+                .filter(|(b, _)| *b == blocker.as_str())
+                .map(|(_, o)| (*o).to_owned())
+                .collect())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_blocker_is_left_out_of_the_blocked_users_presence_both_pushed_and_queried() {
+        let groups = Arc::new(SizedGroups {
+            sizes: vec![("group_small", 2)],
+            member_reads: AtomicUsize::new(0),
+        });
+        // "me" blocks "m1"; "peer" blocks "me".
+        let service = PresenceService::new(
+            Arc::new(MemoryPresenceStore::default()),
+            Arc::new(Contacts),
+            groups,
+            Arc::new(RecordingBus::default()),
+            Arc::new(Blocks(vec![("me", "m1"), ("peer", "me")])),
+            1_000,
+            Duration::ZERO,
+        );
+        let me = UserId::parse("me").expect("uid");
+        let audience = service.audience(&me).await.expect("audience");
+        assert_eq!(audience.into_iter().collect::<Vec<_>>(), ["m0", "peer"]);
+        // "me" asks: "peer" blocks "me" and is left out, as a stranger would be; "m1", whom
+        // "me" blocks, is still answered (a block is one way).
+        let asked = ["m0", "m1", "peer", "stranger"].map(str::to_owned);
+        let online = service.online_for(&me, &asked).await.expect("online");
+        assert_eq!(online, [("m0".to_owned(), false), ("m1".to_owned(), false)]);
     }
 
     /// The bodies of the presence events published, in order.
@@ -484,6 +569,7 @@ mod tests {
             contacts: Arc::new(Contacts),
             groups: groups.clone(),
             bus: Arc::new(RecordingBus::default()),
+            blocks: Arc::new(Blocks(vec![])),
             group_limit: 1_000,
         };
         let me = UserId::parse("me").expect("uid");
@@ -509,6 +595,7 @@ mod tests {
             Arc::new(Contacts),
             no_groups,
             bus.clone(),
+            Arc::new(Blocks(vec![])),
             1_000,
             Duration::from_secs(2),
         );

@@ -2,7 +2,8 @@
 //!
 //! Keys: `wc:{uid}:on` (hash: node id → that node's socket count for the user),
 //! `wc:{node:<id>}:users` (set: the users a node counts), `wc:nodes` (sorted set: node id →
-//! last heartbeat, ms), `wc:{uid}:peers` and `wc:{uid}:groups` (sets: the contact index).
+//! last heartbeat, ms), `wc:{uid}:wrote`, `wc:{uid}:heard` and `wc:{uid}:groups` (sets: the
+//! contact index; `wc:{uid}:peers` of older versions is no longer read).
 //! A node that stops heartbeating for the timeout is cleared by whichever node notices first
 //! (it claims the cleanup by removing the dead node from `wc:nodes`).
 
@@ -235,23 +236,26 @@ impl RedisContactStore {
 
 #[async_trait]
 impl ContactStore for RedisContactStore {
-    async fn link_peers(&self, a: &UserId, b: &UserId) -> Result<(), StoreError> {
-        let _: i64 = self
-            .pool
-            .sadd(user_key(a.as_str(), "peers"), b.as_str())
-            .await
-            .map_err(unavailable)?;
-        let _: i64 = self
-            .pool
-            .sadd(user_key(b.as_str(), "peers"), a.as_str())
-            .await
-            .map_err(unavailable)?;
+    async fn note_sent(&self, sender: &UserId, recipient: &UserId) -> Result<(), StoreError> {
+        // Two keys in two slots (each in its owner's), written side by side.
+        let (wrote, heard): (Result<i64, _>, Result<i64, _>) = tokio::join!(
+            self.pool
+                .sadd(user_key(sender.as_str(), "wrote"), recipient.as_str()),
+            self.pool
+                .sadd(user_key(recipient.as_str(), "heard"), sender.as_str())
+        );
+        wrote.map_err(unavailable)?;
+        heard.map_err(unavailable)?;
         Ok(())
     }
 
     async fn peers(&self, uid: &UserId) -> Result<Vec<String>, StoreError> {
+        // Both sets carry the user's hash tag, so SINTER is one command on Redis Cluster too.
         self.pool
-            .smembers(user_key(uid.as_str(), "peers"))
+            .sinter(vec![
+                user_key(uid.as_str(), "wrote"),
+                user_key(uid.as_str(), "heard"),
+            ])
             .await
             .map_err(unavailable)
     }

@@ -43,8 +43,12 @@ pub const GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("groups");
 /// Group activity: gid → unix ms of its last use (for dormancy).
 pub const GROUP_ACTIVITY: TableDefinition<&str, i64> = TableDefinition::new("group_activity");
 
-/// Contacts (presence audience): `p\0<uid>\0<peer>` and `g\0<uid>\0<gid>`.
+/// Contacts (presence audience): `w\0<uid>\0<peer>` (uid wrote to peer), `h\0<uid>\0<peer>`
+/// (uid heard from peer) and `g\0<uid>\0<gid>`; `p\0…` keys of older versions are unread.
 pub const CONTACTS: TableDefinition<&str, ()> = TableDefinition::new("contacts");
+
+/// Blocks: `<blocker>\0<blocked>`.
+pub const BLOCKS: TableDefinition<&str, ()> = TableDefinition::new("blocks");
 
 /// Receipt state: `<sender>\0<gid or ->:<MsgID>` → JSON.
 pub const RECEIPTS: TableDefinition<&str, &[u8]> = TableDefinition::new("receipts");
@@ -96,6 +100,7 @@ impl EmbeddedDb {
             txn.open_table(RECEIPTS).map_err(internal)?;
             txn.open_table(GROUP_ACTIVITY).map_err(internal)?;
             txn.open_table(CONTACTS).map_err(internal)?;
+            txn.open_table(BLOCKS).map_err(internal)?;
             txn.open_table(CALLLOG).map_err(internal)?;
             txn.open_table(CALLLOG_QUEUE).map_err(internal)?;
             txn.commit().map_err(internal)?;

@@ -6,6 +6,7 @@ mod helpers;
 
 mod accounts;
 mod authz;
+mod blocks;
 mod calllog;
 mod calllog_retention;
 mod calllog_tables;

@@ -1,5 +1,6 @@
 //! Presence across nodes: online while any socket of a user is connected anywhere, told to
-//! the users who share a conversation or a group, and offline soon after a node dies.
+//! mutual contacts (1:1 messages sent both ways) and group co-members, and offline soon
+//! after a node dies. What blocking and strangers do not see is in `blocks.rs`.
 
 use serde_json::json;
 
@@ -39,9 +40,11 @@ async fn a_user_is_online_while_any_socket_on_any_node_is_connected_on(backend: 
     let bob = nodes[0].signup("bob").await;
     let carol = nodes[0].signup("carol").await;
     let mut a = nodes[0].connect(&alice).await;
-    // A conversation makes alice part of bob's audience; carol shares a group with bob.
+    // A conversation both ways makes alice part of bob's audience; carol shares a group with
+    // bob.
     let b0 = nodes[1].connect(&bob).await;
     b0.send(&alice.uid, "hello", "x").await;
+    a.send(&bob.uid, "hello-back", "y").await;
     let mut c = nodes[0].connect(&carol).await;
     c.chat(json!({"EvtType":"create","To":"","Body":json!([bob.uid]).to_string()}))
         .await;
@@ -110,6 +113,7 @@ async fn the_users_of_a_killed_node_go_offline_within_the_timeout() {
     let mut a = TestClient::connect(&watcher_node.url, &alice).await;
     let b = TestClient::connect(&doomed.url, &bob).await;
     b.send(&alice.uid, "hi", "x").await;
+    a.send(&bob.uid, "hi-back", "y").await;
     let started = std::time::Instant::now();
     doomed.kill().await;
     // Heartbeat 1 s, timeout 3 s: bob must be reported offline well within PATIENCE (10 s);
@@ -127,6 +131,7 @@ async fn a_frozen_node_is_taken_for_dead_and_re_registers_its_users_when_it_resu
     let mut a = TestClient::connect(&watcher_node.url, &alice).await;
     let b = TestClient::connect(&frozen.url, &bob).await;
     b.send(&alice.uid, "hi", "x").await;
+    a.send(&bob.uid, "hi-back", "y").await;
 
     frozen.signal("STOP").await;
     assert_eq!(next_presence(&mut a, &bob.uid).await, "offline");
@@ -144,7 +149,11 @@ async fn the_presence_snapshot_answers_for_contacts_only() {
     let stranger = nodes[0].signup("stranger").await;
     let b = nodes[1].connect(&bob).await;
     let s = nodes[1].connect(&stranger).await;
+    let a = nodes[0].connect(&alice).await;
     b.send(&alice.uid, "hi", "hello").await;
+    a.send(&bob.uid, "hi-back", "hello to you").await;
+    // A message one way makes no contact: the stranger wrote, alice never answered.
+    s.send(&alice.uid, "cold", "hello?").await;
     let snapshot = |who: User| {
         let url = format!(
             "{}/api/v1/presence?ids={},{}",
@@ -162,8 +171,8 @@ async fn the_presence_snapshot_answers_for_contacts_only() {
             body["items"].clone()
         }
     };
-    // Bob (a conversation peer) is online on the other node; the stranger, online too, is
-    // not alice's contact and is left out.
+    // Bob (a mutual contact) is online on the other node; the stranger, online too, only
+    // wrote to alice and is left out.
     assert_eq!(
         snapshot(alice.clone()).await,
         json!([{"uid": bob.uid, "online": true}])
@@ -185,6 +194,7 @@ async fn the_presence_snapshot_answers_for_contacts_only() {
         .expect("bad ids");
     assert_eq!(res.status(), 400);
     s.close().await;
+    a.close().await;
 }
 
 /// A reloaded tab (the old socket gone, a new one on another node a moment later) shows
@@ -203,7 +213,8 @@ async fn a_reloaded_tab_shows_contacts_no_offline() {
     let bob = nodes[0].signup("bob").await;
     let mut a = nodes[0].connect(&alice).await;
     let b0 = nodes[1].connect(&bob).await;
-    b0.send(&alice.uid, "hello", "x").await; // alice joins bob's audience
+    b0.send(&alice.uid, "hello", "x").await;
+    a.send(&bob.uid, "hello-back", "y").await; // now alice is in bob's audience
     b0.close().await;
     let mut b1 = nodes[0].connect(&bob).await;
     // b1 is counted online once its delivery task delivers something.

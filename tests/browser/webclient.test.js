@@ -345,6 +345,26 @@ describe('web client in Chromium', () => {
     await a.waitForFunction(() => document.querySelectorAll('#conv-list [data-conv]').length === 2);
   });
 
+  it('Block / Unblock on a 1:1 chat: kept by the server, shown again after a reload', async () => {
+    const a = page.alice;
+    await showConversation(a, U.carol);
+    await a.waitForSelector('#block-btn:not([hidden])[data-blocked="false"]');
+    await a.click('#block-btn');
+    await a.waitForSelector('#block-btn[data-blocked="true"]');
+    assert.equal((await a.textContent('#block-btn')).trim(), 'Unblock');
+    // The block outlives the page: a fresh page reads it from GET /api/v1/blocks.
+    await a.reload();
+    await waitOnline(a);
+    await showConversation(a, U.carol);
+    await a.waitForSelector('#block-btn[data-blocked="true"]');
+    await a.click('#block-btn');
+    await a.waitForSelector('#block-btn[data-blocked="false"]');
+    assert.equal((await a.textContent('#block-btn')).trim(), 'Block');
+    // Each chat shows its own peer's state.
+    await showConversation(a, U.bob);
+    await a.waitForSelector('#block-btn:not([hidden])[data-blocked="false"]');
+  });
+
   it('HTML and script in messages are shown as literal text', async () => {
     const a = page.alice;
     const b = page.bob;

@@ -3,7 +3,8 @@
 // theirs is connected on any node. Going from no socket to one, or from one to
 // none, sends a live-only `chat` event {EvtType:"presence", From:<uid>,
 // To:<recipient>, Body:"online"|"offline"} to everyone who shares a 1:1
-// conversation (either direction) or a group with them; no Seq, no ack request.
+// conversation with them (messages sent in both directions: a message one way is
+// not enough) or a group; no Seq, no ack request. Blocking is in blocks.test.js.
 // Runs once against a standalone server ("local") and, when
 // WEBCHAT_TEST_REDIS_URL is set, once more with --redis-url ("redis"); with
 // Redis there are also two-node suites, one of them on a dedicated throwaway
@@ -91,6 +92,13 @@ async function assertPresenceSoFar(socket, sender, recipientUid, subject, expect
   );
 }
 
+/** Create a group of `socket`'s user with `uids`: co-members share presence from then on. */
+async function shareGroup(socket, uids) {
+  const ack = await emitAck(socket, 'chat', { EvtType: 'create', To: '', MsgID: msgId('create'), Body: JSON.stringify(uids) });
+  assert.ok(ack && ack.ok === true && typeof ack.Group === 'string', `create ack: ${JSON.stringify(ack)}`);
+  return ack.Group;
+}
+
 /**
  * Make sure the server has counted `socket` as online: its delivery task counts the
  * socket before it forwards anything, so once a message sent to it arrives, the
@@ -119,7 +127,7 @@ for (const mode of modes()) {
     });
     afterEach(() => disconnectAll());
 
-    it('1:1 peers: after alice messages bob, bob\'s disconnect and reconnect reach alice as live-only presence; strangers get nothing', async () => {
+    it('1:1 peers: once alice and bob wrote to each other, bob\'s disconnect and reconnect reach alice as live-only presence; strangers get nothing', async () => {
       const alice = await signup(url, 'alice');
       const bob = await signup(url, 'bob');
       const eve = await signup(url, 'eve'); // no conversation with anyone
@@ -131,6 +139,9 @@ for (const mode of modes()) {
       const id = msgId('first');
       await send1to1(a, bob.uid, id, 'hello bob');
       await nextChat(b, (d) => d.MsgID === id, undefined, 'bob gets the first message');
+      const reply = msgId('reply');
+      await send1to1(b, alice.uid, reply, 'hello alice');
+      await nextChat(a, (d) => d.MsgID === reply, undefined, 'alice gets the reply');
       assert.deepEqual(a.inbox.seen(presenceOf(bob.uid)), [], 'alice got bob\'s presence before they had a conversation');
 
       await closeSocket(b);
@@ -140,7 +151,7 @@ for (const mode of modes()) {
       await expectPresence(a, { subject: bob.uid, recipient: alice.uid, state: 'online' }, 'bob online to alice');
       assert.deepEqual(a.inbox.seen(presenceOf(bob.uid)).map((d) => d.Body), ['offline', 'online']);
 
-      // Either direction: alice sent the message, bob (the receiver) sees her too.
+      // Both ways: bob sees alice too.
       await closeSocket(a);
       await expectPresence(b, { subject: alice.uid, recipient: bob.uid, state: 'offline' }, 'alice offline to bob');
 
@@ -173,7 +184,7 @@ for (const mode of modes()) {
       const alice = await signup(url, 'alice');
       const bob = await signup(url, 'bob');
       const a = await connect(url, alice.token);
-      await send1to1(a, bob.uid, msgId('first'), 'while bob is offline'); // the conversation exists
+      await shareGroup(a, [bob.uid]); // bob is in alice's audience from now on
 
       const b1 = await connect(url, bob.token);
       await expectPresence(a, { subject: bob.uid, recipient: alice.uid, state: 'online' }, 'bob online to alice');
@@ -194,8 +205,7 @@ for (const mode of modes()) {
       const carol = await signup(url, 'carol'); // a witness that bob's changes were announced
       let a = await connect(url, alice.token);
       const c = await connect(url, carol.token);
-      await send1to1(a, bob.uid, msgId('ab'), 'alice → bob');
-      await send1to1(c, bob.uid, msgId('cb'), 'carol → bob');
+      await shareGroup(a, [bob.uid, carol.uid]);
       await closeSocket(a);
 
       const b = await connect(url, bob.token);
@@ -231,7 +241,7 @@ describe('presence across two nodes on one Redis', { skip: REDIS_URL ? false : '
     const bob = await signup(nodeA.url, 'bob');
     const bobOnB = await login(nodeB.url, bob.uid);
     const a = await connect(nodeB.url, alice.token);
-    await send1to1(a, bob.uid, msgId('first'), 'while bob is offline');
+    await shareGroup(a, [bob.uid]); // while bob is offline
 
     const bA = await connect(nodeA.url, bob.token);
     await expectPresence(a, { subject: bob.uid, recipient: alice.uid, state: 'online' }, 'bob (node A) online to alice (node B)');
@@ -357,7 +367,7 @@ describe('presence when a node is killed (dedicated Redis)', { skip: REDIS_URL ?
     const bob = await signup(nodeA.url, 'bob');
     const bobOnB = await login(nodeB.url, bob.uid);
     const a = await connect(nodeA.url, alice.token);
-    await send1to1(a, bob.uid, msgId('first'), 'while bob is offline');
+    await shareGroup(a, [bob.uid]); // while bob is offline
 
     await connect(nodeB.url, bobOnB.token);
     await expectPresence(a, { subject: bob.uid, recipient: alice.uid, state: 'online' }, 'bob (node B) online to alice (node A)');

@@ -85,6 +85,16 @@ export function group(token, gid) {
   return call('GET', `/groups/${encodeURIComponent(gid)}`, { token });
 }
 
+/** The users you block → {items: [uid], next: null}. */
+export function blocks(token) {
+  return call('GET', '/blocks', { token });
+}
+
+/** Blocks (`on`) or unblocks `uid`. */
+export function setBlocked(token, uid, on) {
+  return call(on ? 'PUT' : 'DELETE', `/blocks/${encodeURIComponent(uid)}`, { token });
+}
+
 /** The address book → {items: [{uid, name}], next} */
 export function users(token, prefix, cursor, limit = 50) {
   return call('GET', `/users${q({ prefix, cursor, limit })}`, { token });

@@ -43,12 +43,14 @@ export class ChatClient extends EventTarget {
     this.myTyping = { convId: null, sentAt: 0, idleTimer: null };
     this.receipts = new Map(); // own message key → {status, unread} for messages not loaded yet
     this.listLoaded = false;
+    this.blocked = new Set(); // uids this user blocks (loaded with the conversation list)
 
     this.onChat = (e) => this.handleEvent(e.detail.ev, e.detail.ack, e.detail.failed);
     this.onState = (e) => {
       if (e.detail === 'online') {
         this.flushOutbox();
         this.loadConversations();
+        this.loadBlocks();
       } else {
         this.clearAllPeerTyping();
       }
@@ -110,6 +112,29 @@ export class ChatClient extends EventTarget {
   }
 
   // -- REST ----------------------------------------------------------------
+
+  /** (Re)loads whom this user blocks; a failure keeps what we knew. */
+  async loadBlocks() {
+    try {
+      const res = await api.blocks(this.getToken());
+      this.blocked = new Set(res.items || []);
+      this.emit('blocks');
+    } catch (_) {
+      /* the button shows the last known state; the next reconnect retries */
+    }
+  }
+
+  isBlocked(uid) {
+    return this.blocked.has(uid);
+  }
+
+  /** Blocks or unblocks `uid` (throws the ApiError on failure). */
+  async setBlocked(uid, on) {
+    await api.setBlocked(this.getToken(), uid, on);
+    if (on) this.blocked.add(uid);
+    else this.blocked.delete(uid);
+    this.emit('blocks');
+  }
 
   /** (Re)loads the conversation list; merged into what live events already told us. */
   async loadConversations() {

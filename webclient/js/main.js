@@ -60,7 +60,7 @@ class Messenger {
       people: this.people,
       me: session.uid,
       onBack: () => this.back(),
-      notify: (text) => toast(text),
+      notify: (text, kind) => toast(text, kind),
     });
     this.profileEditor = new ProfileEditor({
       people: this.people,

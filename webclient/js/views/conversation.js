@@ -38,6 +38,7 @@ export class ConversationView {
     this.name = $('chat-name');
     this.sub = $('chat-sub');
     this.infoBtn = $('chat-info-btn');
+    this.blockBtn = $('block-btn');
     this.panel = $('group-panel');
     this.memberList = $('member-list');
     this.addForm = $('add-member-form');
@@ -71,6 +72,8 @@ export class ConversationView {
       }],
       [this.older, 'click', () => this.loadOlder()],
       [this.infoBtn, 'click', () => this.togglePanel()],
+      [this.blockBtn, 'click', () => this.toggleBlock()],
+      [this.client, 'blocks', () => this.renderBlock()],
       [this.addForm, 'submit', (e) => { e.preventDefault(); this.addMember(); }],
       [this.leaveBtn, 'click', () => this.leave()],
     ];
@@ -155,10 +158,37 @@ export class ConversationView {
     const presence = this.isGroup ? null : this.people.online(id);
     this.presence.hidden = !presence;
     if (presence) this.presence.dataset.state = presence;
+    this.renderBlock();
     // A group we left: no composer.
     const left = Boolean(this.isGroup && c && c.left);
     this.form.hidden = left;
     if (!this.panel.hidden) this.renderPanel();
+  }
+
+  /** The Block/Unblock button: 1:1 conversations with someone else only. */
+  renderBlock() {
+    const id = this.convId;
+    const shown = Boolean(id) && !this.isGroup && id !== this.me;
+    this.blockBtn.hidden = !shown;
+    if (!shown) return;
+    const blocked = this.client.isBlocked(id);
+    setText(this.blockBtn, blocked ? 'Unblock' : 'Block');
+    this.blockBtn.dataset.blocked = String(blocked);
+  }
+
+  async toggleBlock() {
+    const id = this.convId;
+    if (!id || this.isGroup) return;
+    const on = !this.client.isBlocked(id);
+    this.blockBtn.disabled = true;
+    try {
+      await this.client.setBlocked(id, on);
+      this.notify(on ? `${this.people.name(id)} is blocked.` : `${this.people.name(id)} is unblocked.`, 'info');
+    } catch (e) {
+      this.notify(e.message || 'Could not change the block.');
+    } finally {
+      this.blockBtn.disabled = false;
+    }
   }
 
   // -- group panel -----------------------------------------------------------
