@@ -154,6 +154,12 @@ impl AccountService {
         if name.chars().count() > 64 {
             return Err(ChatError::bad_request("name must be at most 64 characters").into());
         }
+        if crate::domain::has_bidi_controls(name) {
+            return Err(ChatError::bad_request(
+                "name must not contain bidirectional formatting characters",
+            )
+            .into());
+        }
         let hash = match self.hasher.hash(password.to_owned()).await {
             Ok(hash) => hash,
             Err(HashError::Busy(busy)) => return Err(busy.into()),
@@ -180,11 +186,15 @@ impl AccountService {
     /// Checks a password and returns a new token.
     #[tracing::instrument(skip_all, fields(uid = %uid))]
     pub async fn login(&self, uid: &UserId, password: &str) -> Result<IssuedToken, LoginError> {
-        let account = self
-            .store
-            .get(uid.as_str())
-            .await?
-            .ok_or(LoginError::Wrong)?;
+        let Some(account) = self.store.get(uid.as_str()).await? else {
+            // The same argon2 work as a wrong password: a fast answer would tell that the uid
+            // does not exist.
+            return match self.hasher.verify_dummy(password.to_owned()).await {
+                Ok(()) => Err(LoginError::Wrong),
+                Err(HashError::Busy(busy)) => Err(busy.into()),
+                Err(HashError::Failed(e)) => Err(internal(&e).into()),
+            };
+        };
         match self
             .hasher
             .verify(password.to_owned(), account.password_hash)

@@ -403,10 +403,11 @@ impl NodeProcess {
         capture: bool,
     ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
+        // A data dir that does not exist yet: the node creates it (as a first start does).
         let mut child = Command::new(env!("CARGO_BIN_EXE_webchat"))
             .args(["--listen", "127.0.0.1:0"])
             .arg("--data-dir")
-            .arg(dir.path())
+            .arg(dir.path().join("data"))
             .args(extra_args)
             .envs(env.iter().copied())
             .env("RUST_LOG", rust_log)
@@ -454,6 +455,11 @@ impl NodeProcess {
             _dir: dir,
             output,
         }
+    }
+
+    /// The node's data dir (created by the node itself).
+    pub fn data_dir(&self) -> PathBuf {
+        self._dir.path().join("data")
     }
 
     /// The process id (to read `/proc/<pid>/status`).

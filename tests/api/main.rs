@@ -12,6 +12,7 @@ mod calllog_tables;
 mod errors;
 mod failover;
 mod groups;
+mod hardening;
 mod hashing;
 mod limits;
 mod malformed;

