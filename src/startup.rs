@@ -281,6 +281,11 @@ impl Application {
             Some(cors) => app.layer(cors),
             None => app,
         };
+        // Outermost: every answer gets them, CORS preflights and socket.io's included.
+        let app = app.layer(axum::middleware::map_response_with_state(
+            http::SecurityHeaders::new(settings.profile_url.as_deref()),
+            http::add_security_headers,
+        ));
 
         if settings.cors_origins.as_deref().map(str::trim) == Some("*") {
             tracing::warn!("WEBCHAT_CORS_ORIGINS is *: any web page may call this server from a browser, with credentials (webchat authenticates by token, never by cookie; list the origins instead where you can)");

@@ -115,3 +115,81 @@ async fn signup_refuses_names_with_bidi_controls() {
     );
     assert!(node.terminate().await);
 }
+
+/// The web client's files, as `--webclient-dir` would be given them: the repository's own
+/// `webclient/` (with its README, npm and build files beside the client).
+fn webclient_dir() -> String {
+    format!("{}/webclient", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Every answer (page, asset, REST, error, socket.io) carries the CSP header with
+/// `frame-ancestors 'none'`, `nosniff` and `no-referrer`; only the client's own files are
+/// served, from the built-in copy and from a directory; no redirect leaves the origin.
+#[tokio::test]
+async fn every_response_has_the_security_headers_and_only_client_files_are_served() {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let dir = webclient_dir();
+    for args in [vec![], vec!["--webclient-dir", dir.as_str()]] {
+        let node = NodeProcess::start_with(&args).await;
+        for (path, status) in [
+            ("/", 200),
+            ("/index.html", 200),
+            ("/js/main.js", 200),
+            ("/health", 200),
+            ("/api/v1/conversations", 401),
+            ("/api/v1/nothing-here", 404),
+            ("/socket.io/?EIO=4&transport=polling", 200),
+            ("/README.md", 404),
+            ("/package.json", 404),
+            ("/package-lock.json", 404),
+            ("/.npmrc", 404),
+            ("/scripts/vendor.sh", 404),
+            ("//js", 404),
+            ("//js/", 404),
+            ("//evil.example/js", 404),
+        ] {
+            let res = client
+                .get(format!("{}{path}", node.url))
+                .send()
+                .await
+                .expect("request");
+            let what = format!("GET {path} ({args:?})");
+            assert_eq!(res.status(), status, "{what}");
+            let header = |name: &str| {
+                res.headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            let csp = header("content-security-policy");
+            for directive in [
+                "frame-ancestors 'none'",
+                "default-src 'self'",
+                "script-src 'self'",
+                "object-src 'none'",
+            ] {
+                assert!(csp.contains(directive), "{what}: CSP {csp:?}");
+            }
+            assert_eq!(header("x-content-type-options"), "nosniff", "{what}");
+            assert_eq!(header("referrer-policy"), "no-referrer", "{what}");
+        }
+        // A directory without its slash is redirected within the origin, never to `//…`.
+        let res = client
+            .get(format!("{}/js", node.url))
+            .send()
+            .await
+            .expect("request");
+        if res.status().is_redirection() {
+            let location = res.headers()["location"].to_str().expect("text").to_owned();
+            assert!(
+                location.starts_with('/') && !location.starts_with("//"),
+                "{location} ({args:?})"
+            );
+        }
+        assert!(node.terminate().await);
+    }
+}
