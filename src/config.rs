@@ -232,6 +232,14 @@ pub struct Settings {
     #[arg(long, env = "WEBCHAT_WORKER_THREADS", default_value_t = 0)]
     pub worker_threads: usize,
 
+    /// Let third-party transport crates (socketioxide, engineioxide, tungstenite, hyper, h2,
+    /// tower-http, fred, the AWS SDK…) log at the level `RUST_LOG` gives them. Off: they
+    /// log at most `info` whatever `RUST_LOG` says, since their debug and trace lines carry
+    /// bearer tokens, session ids (a long-polling session's only credential) and message
+    /// bodies. Only for debugging a transport on a test system.
+    #[arg(long, env = "WEBCHAT_UNSAFE_TRANSPORT_LOGS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub unsafe_transport_logs: bool,
+
     /// Log format: `text` or `json`.
     #[arg(long, env = "WEBCHAT_LOG_FORMAT", default_value = "text")]
     pub log_format: String,

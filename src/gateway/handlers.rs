@@ -272,7 +272,7 @@ pub async fn release_abandoned_connects(state: AppState) {
             .connecting
             .take_abandoned(Instant::now(), |socket| socket.connected());
         for socket in abandoned {
-            tracing::debug!(socket = %socket.id, "releasing a socket that hung up while connecting");
+            tracing::debug!(socket = %crate::telemetry::socket_tag(&socket.id), "releasing a socket that hung up while connecting");
             state.metrics.abandoned_connects.inc();
             release(&socket, &state);
         }
@@ -303,7 +303,7 @@ pub async fn on_connect(socket: SocketRef, State(state): State<AppState>) {
         // did not stick. That disconnect may already have run `on_disconnect` (taking the
         // handler with it) before the middleware's attach finished, so release here what
         // the middleware set up, then close the socket for good.
-        tracing::debug!(socket = %socket.id, "closing a socket whose token was revoked while it connected");
+        tracing::debug!(socket = %crate::telemetry::socket_tag(&socket.id), "closing a socket whose token was revoked while it connected");
         release(&socket, &state);
         let _ = socket.disconnect();
         return;
@@ -450,7 +450,7 @@ fn reply(
 ) {
     if let Err(e) = &result {
         state.metrics.errors.inc();
-        tracing::debug!(socket = %socket.id, code = e.code.as_str(), error = %e.message, "refused");
+        tracing::debug!(socket = %crate::telemetry::socket_tag(&socket.id), code = e.code.as_str(), error = %e.message, "refused");
     }
     let sent = if wants_ack {
         let body = match &result {
@@ -472,7 +472,7 @@ fn reply(
         Ok(())
     };
     if let Err(e) = sent {
-        tracing::debug!(socket = %socket.id, error = %e, "reply not sent; socket closing");
+        tracing::debug!(socket = %crate::telemetry::socket_tag(&socket.id), error = %e, "reply not sent; socket closing");
     }
 }
 
@@ -508,7 +508,7 @@ fn run_delivery(socket: &SocketRef, state: &AppState, uid: UserId, attachment: A
         return;
     }
     state.metrics.connections.inc();
-    tracing::debug!(uid = %uid, socket = %socket.id, "socket online");
+    tracing::debug!(uid = %uid, socket = %crate::telemetry::socket_tag(&socket.id), "socket online");
     state.tasks.spawn(delivery::run(
         socket.clone(),
         uid,

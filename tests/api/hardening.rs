@@ -31,7 +31,7 @@ async fn login_takes_as_long_for_an_unknown_uid_as_for_a_wrong_password() {
     .await;
     let api = format!("{}/api/v1", node.url);
     let known = signup_at(&node.url, "timing").await;
-    let mut time_login = |uid: String| {
+    let time_login = |uid: String| {
         let url = format!("{api}/login");
         async move {
             let started = Instant::now();

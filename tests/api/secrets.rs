@@ -1,5 +1,6 @@
-//! No secrets in logs: a node logging at debug level never writes a password, a token, the
-//! token key or the admin token.
+//! No secrets in logs: a node logging at debug or trace level (`RUST_LOG`, for every crate)
+//! never writes a password, a token, the token key, the admin token, a session id (on
+//! long-polling, the engine.io sid alone lets its holder act as the user), or a message body.
 
 use serde_json::{json, Value};
 
@@ -14,11 +15,88 @@ async fn post(url: &str, body: Value) -> reqwest::Response {
     http().post(url).json(&body).send().await.expect("request")
 }
 
+const BODY: &str = "body-Umber-Falcon-3307";
+const REPLY_BODY: &str = "body-Teal-Osprey-6642";
+const POLLING_BODY: &str = "body-Ochre-Lynx-2198";
+
 #[tokio::test]
-async fn debug_logs_carry_no_password_token_or_key() {
+async fn debug_logs_carry_no_password_token_key_sid_or_body() {
+    logs_carry_no_secrets("debug").await;
+}
+
+#[tokio::test]
+async fn trace_logs_carry_no_password_token_key_sid_or_body() {
+    logs_carry_no_secrets("trace").await;
+}
+
+/// A socket.io session over long-polling, as a browser falls back to: connects with `token`,
+/// sends `body` to `to`, waits for the ack, and closes. Returns the engine.io sid (the
+/// polling session's credential) and the socket.io socket id.
+async fn polling_session(url: &str, token: &str, to: &str, body: &str) -> (String, String) {
+    let base = format!("{url}/socket.io/?EIO=4&transport=polling");
+    let open = http()
+        .get(&base)
+        .send()
+        .await
+        .expect("open")
+        .text()
+        .await
+        .expect("text");
+    let open: Value =
+        serde_json::from_str(open.strip_prefix('0').expect("an open packet")).expect("json");
+    let engine_sid = open["sid"].as_str().expect("sid").to_owned();
+    let session = format!("{base}&sid={engine_sid}");
+    let send = |packet: String| {
+        let session = session.clone();
+        async move {
+            let res = http()
+                .post(&session)
+                .body(packet)
+                .send()
+                .await
+                .expect("post");
+            assert_eq!(res.status(), 200);
+        }
+    };
+    // Reads packets until one starts with `prefix`, and returns it.
+    let until = |prefix: &'static str| {
+        let session = session.clone();
+        async move {
+            tokio::time::timeout(PATIENCE, async {
+                loop {
+                    let text = http()
+                        .get(&session)
+                        .send()
+                        .await
+                        .expect("poll")
+                        .text()
+                        .await
+                        .expect("text");
+                    if let Some(packet) = text.split('\u{1e}').find(|p| p.starts_with(prefix)) {
+                        return packet.to_owned();
+                    }
+                }
+            })
+            .await
+            .unwrap_or_else(|_| panic!("no packet {prefix}… in time"))
+        }
+    };
+    send(format!("40{}", json!({ "token": token }))).await;
+    let connected: Value =
+        serde_json::from_str(until("40").await.trim_start_matches("40")).expect("connect json");
+    let socket_sid = connected["sid"].as_str().expect("socket sid").to_owned();
+    let chat = json!(["chat", {"EvtType": "message", "To": to, "MsgID": "poll-1", "Body": body}]);
+    send(format!("421{chat}")).await;
+    let ack = until("431").await;
+    assert!(ack.contains(r#""ok":true"#), "{ack}");
+    send("1".to_owned()).await;
+    (engine_sid, socket_sid)
+}
+
+async fn logs_carry_no_secrets(level: &str) {
     let node = NodeProcess::start_captured(
         &["--token-secret", TOKEN_SECRET, "--admin-token", ADMIN_TOKEN],
-        "debug",
+        level,
     )
     .await;
     let api = format!("{}/api/v1", node.url);
@@ -64,12 +142,20 @@ async fn debug_logs_carry_no_password_token_or_key() {
         .await
         .expect("join ack");
     assert_eq!(ack["ok"], true, "{ack}");
-    assert_eq!(client.send(&peer.uid, "s1", "hello").await["ok"], true);
+    assert_eq!(client.send(&peer.uid, "s1", BODY).await["ok"], true);
     let mut peer_client = TestClient::connect(&node.url, &peer).await;
     assert_eq!(peer_client.next_chat_acked().await.data["MsgID"], "s1");
-    assert_eq!(peer_client.send(&uid, "p1", "hi back").await["ok"], true);
+    assert_eq!(peer_client.send(&uid, "p1", REPLY_BODY).await["ok"], true);
     assert_eq!(client.next_chat_acked().await.data["MsgID"], "p1");
+    let mut sids = vec![
+        client.client.sid().to_owned(),
+        peer_client.client.sid().to_owned(),
+    ];
     peer_client.close().await;
+    // The same user on long-polling, where the engine.io sid is the credential.
+    let (engine_sid, socket_sid) =
+        polling_session(&node.url, &login_token, &peer.uid, POLLING_BODY).await;
+    sids.extend([engine_sid, socket_sid]);
 
     // REST with the tokens, the admin API, then logout of both tokens.
     for token in [&signup_token, &login_token] {
@@ -106,7 +192,7 @@ async fn debug_logs_carry_no_password_token_or_key() {
     let output = node.terminate_captured().await;
     assert!(
         output.contains("DEBUG"),
-        "the node did not log at debug level, so this test proves nothing:\n{output}"
+        "the node did not log at {level} level, so this test proves nothing:\n{output}"
     );
     let mut leaks = Vec::new();
     let signature = |t: &str| {
@@ -122,7 +208,13 @@ async fn debug_logs_carry_no_password_token_or_key() {
         ("the signup token's signature", signature(&signup_token)),
         ("the login token's signature", signature(&login_token)),
         ("the peer's token's signature", signature(&peer.token)),
-    ] {
+        ("a message body", BODY.to_owned()),
+        ("a reply's body", REPLY_BODY.to_owned()),
+        ("a body sent over long-polling", POLLING_BODY.to_owned()),
+    ]
+    .into_iter()
+    .chain(sids.into_iter().map(|sid| ("a session id", sid)))
+    {
         assert!(!secret.is_empty());
         leaks.extend(
             output
