@@ -113,6 +113,17 @@ pub struct IssuedToken {
     pub expires_at: i64,
 }
 
+/// What a valid token says, for a socket that authenticates with it.
+#[derive(Debug, Clone)]
+pub struct VerifiedToken {
+    /// The user.
+    pub uid: UserId,
+    /// The token id (its handle for revocation).
+    pub jti: String,
+    /// Expiry, unix seconds: the token is refused from this second on.
+    pub expires_at: i64,
+}
+
 /// Account operations shared by REST and sockets.
 #[derive(Clone)]
 pub struct AccountService {
@@ -216,11 +227,15 @@ impl AccountService {
     }
 
     /// [`AccountService::verify`], also returning the token id (to close its sockets on
-    /// logout).
-    pub async fn verify_with_id(&self, token: &str) -> Result<(UserId, String), ChatError> {
+    /// logout) and its expiry (to close them when it expires).
+    pub async fn verify_with_id(&self, token: &str) -> Result<VerifiedToken, ChatError> {
         let claims = self.verify_claims(token).await?;
         let uid = UserId::parse(&claims.uid).map_err(|_| unauthorized())?;
-        Ok((uid, claims.jti))
+        Ok(VerifiedToken {
+            uid,
+            jti: claims.jti,
+            expires_at: claims.exp,
+        })
     }
 
     /// The user a token belongs to, if it is valid, unexpired and not revoked.

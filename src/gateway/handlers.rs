@@ -389,6 +389,7 @@ async fn on_join(event: Inbound, state: &AppState) {
                     socket.extensions.insert(Session {
                         uid: claimed.clone(),
                         jti: None,
+                        expires_at: None,
                     });
                     run_delivery(&socket, state, claimed, attachment);
                     reply(&socket, state, ack, wants_ack, None, Ok(None));
@@ -509,6 +510,18 @@ fn run_delivery(socket: &SocketRef, state: &AppState, uid: UserId, attachment: A
     }
     state.metrics.connections.inc();
     tracing::debug!(uid = %uid, socket = %crate::telemetry::socket_tag(&socket.id), "socket online");
+    if let Some(expires_at) = socket
+        .extensions
+        .get::<Session>()
+        .and_then(|s| s.expires_at)
+    {
+        state.tasks.spawn(close_at_expiry(
+            socket.clone(),
+            expires_at,
+            attachment.stop.clone(),
+            state.shutdown.clone(),
+        ));
+    }
     state.tasks.spawn(delivery::run(
         socket.clone(),
         uid,
@@ -516,6 +529,30 @@ fn run_delivery(socket: &SocketRef, state: &AppState, uid: UserId, attachment: A
         state.clone(),
         socket.extensions.get::<delivery::ClientAcks>(),
     ));
+}
+
+/// Closes `socket` when the token it authenticated with expires (`expires_at`, unix seconds),
+/// as a logout closes it: a token is checked once, at connect, so without this a socket
+/// opened just before its token expired would keep sending and receiving for as long as it
+/// stays up. Ends early when the socket's delivery stops (`stop`: it disconnected) or the
+/// node stops.
+async fn close_at_expiry(
+    socket: SocketRef,
+    expires_at: i64,
+    stop: CancellationToken,
+    shutdown: CancellationToken,
+) {
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let left_ms = expires_at.saturating_mul(1000).saturating_sub(now_ms);
+    let left = std::time::Duration::from_millis(u64::try_from(left_ms).unwrap_or(0));
+    tokio::select! {
+        () = tokio::time::sleep(left) => {
+            tracing::info!("closing a socket whose token expired");
+            let _ = socket.disconnect();
+        }
+        () = stop.cancelled() => {}
+        () = shutdown.cancelled() => {}
+    }
 }
 
 async fn on_disconnect(socket: SocketRef, State(state): State<AppState>) {

@@ -193,3 +193,41 @@ async fn every_response_has_the_security_headers_and_only_client_files_are_serve
         assert!(node.terminate().await);
     }
 }
+
+/// A socket opened with a token that then expires is closed at its expiry, as a logout closes
+/// it, and the token cannot open another.
+#[tokio::test]
+async fn a_socket_is_closed_when_its_token_expires() {
+    const TTL: Duration = Duration::from_secs(3);
+    let node = NodeProcess::start_with(&["--token-ttl-secs", "3"]).await;
+    let peer = signup_at(&node.url, "peer").await;
+    let signed_up = Instant::now();
+    let user = signup_at(&node.url, "expiring").await;
+    let mut client = TestClient::connect(&node.url, &user).await;
+    assert_eq!(
+        client.send(&peer.uid, "e1", "before expiry").await["ok"],
+        true
+    );
+    tokio::time::timeout(TTL + PATIENCE, async {
+        while client.events.recv().await.is_some() {}
+    })
+    .await
+    .expect("the socket closed when its token expired");
+    // Expiry is in whole seconds: the token lived at least TTL - 1 s.
+    assert!(
+        signed_up.elapsed() >= TTL - Duration::from_secs(1),
+        "closed after {:?}, before the token expired",
+        signed_up.elapsed()
+    );
+    assert!(!client.client.is_connected());
+    match TestClient::try_connect(&node.url, &user, false).await {
+        Err(webchat_loadgen::client::ClientError::ConnectError { message, .. }) => {
+            assert_eq!(message, "unauthorized")
+        }
+        other => panic!(
+            "an expired token opened a socket: {:?}",
+            other.map(|c| c.uid)
+        ),
+    }
+    assert!(node.terminate().await);
+}
