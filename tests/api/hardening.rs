@@ -231,3 +231,279 @@ async fn a_socket_is_closed_when_its_token_expires() {
     }
     assert!(node.terminate().await);
 }
+
+/// Connects to `addr`, writes `first`, then (with `drip`) one more byte every 300 ms, and
+/// returns how long the server took to close the connection (after reading whatever it
+/// answered). Panics if it is still open after [`PATIENCE`].
+async fn time_to_close(addr: String, first: &'static [u8], drip: bool) -> Duration {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stream = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let started = Instant::now();
+    let (mut reader, mut writer) = stream.into_split();
+    writer.write_all(first).await.expect("write");
+    let dripping = tokio::spawn(async move {
+        if drip {
+            loop {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                if writer.write_all(b"x").await.is_err() {
+                    break;
+                }
+            }
+        }
+        // Without a drip, the writer is kept (not dropped, which would half-close).
+        std::future::pending::<()>().await;
+    });
+    let mut buf = [0u8; 1024];
+    tokio::time::timeout(PATIENCE, async {
+        // EOF or a reset: either way the server closed it.
+        while let Ok(n) = reader.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "{:?} still open after {PATIENCE:?}",
+            String::from_utf8_lossy(first)
+        )
+    });
+    dripping.abort();
+    started.elapsed()
+}
+
+/// An idle connection, headers sent a byte at a time, a body that never comes, and an
+/// Engine.IO session that never sends its socket.io CONNECT are each closed within their
+/// timeout while `/health` answers at once; a held long-poll and an established websocket
+/// outlive every timeout.
+#[tokio::test]
+async fn slow_and_idle_connections_are_closed_within_the_timeouts_while_health_stays_up() {
+    const TIMEOUT: Duration = Duration::from_secs(1);
+    // Generous for a loaded machine, and far below the ≥ 70 s they stayed open.
+    const MARGIN: Duration = Duration::from_secs(3);
+    let node = NodeProcess::start_with(&[
+        "--header-timeout-ms",
+        "1000",
+        "--body-timeout-ms",
+        "1000",
+        "--handshake-timeout-ms",
+        "1000",
+    ])
+    .await;
+    let addr = node.url.trim_start_matches("http://").to_owned();
+    let user = signup_at(&node.url, "slow").await;
+    let peer = signup_at(&node.url, "peer").await;
+    // Established before the slow clients come: a websocket and a long-polling session.
+    let websocket = TestClient::connect(&node.url, &user).await;
+    let (polling, _) = PollingSession::connect(&node.url, &peer.token).await;
+    let polling = std::sync::Arc::new(polling);
+    // A GET the server holds until it has something to send.
+    let held = tokio::spawn({
+        let polling = polling.clone();
+        async move {
+            let asked = Instant::now();
+            let packets = polling.poll().await.expect("the polling session is open");
+            (packets, asked.elapsed())
+        }
+    });
+    let started = Instant::now();
+
+    let slow: Vec<(&str, tokio::task::JoinHandle<Duration>)> = vec![
+        ("an idle connection", tokio::spawn(time_to_close(addr.clone(), b"", false))),
+        (
+            "headers a byte at a time",
+            tokio::spawn(time_to_close(addr.clone(), b"GET /health HTTP/1.1\r\nX-Slow: ", true)),
+        ),
+        (
+            "a 100 KB body with one byte sent",
+            tokio::spawn(time_to_close(
+                addr.clone(),
+                b"POST /api/v1/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{",
+                false,
+            )),
+        ),
+        (
+            "an idle keep-alive connection after one request",
+            tokio::spawn(time_to_close(
+                addr.clone(),
+                b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n",
+                false,
+            )),
+        ),
+    ];
+    let handshake_only = tokio::spawn({
+        let url = node.url.clone();
+        async move {
+            let session = PollingSession::open(&url).await;
+            let opened = Instant::now();
+            tokio::time::timeout(PATIENCE, async {
+                while let Some(packets) = session.poll().await {
+                    if packets.iter().any(|p| p == "1") {
+                        break;
+                    }
+                }
+            })
+            .await
+            .expect("an Engine.IO session without a socket.io CONNECT is closed");
+            opened.elapsed()
+        }
+    });
+
+    // Meanwhile the node answers at once.
+    let asked = Instant::now();
+    let health = http()
+        .get(format!("{}/health", node.url))
+        .timeout(TIMEOUT)
+        .send()
+        .await
+        .expect("/health answers while slow clients hold connections");
+    assert_eq!(health.status(), 200);
+    assert!(
+        asked.elapsed() < TIMEOUT,
+        "/health took {:?}",
+        asked.elapsed()
+    );
+
+    for (what, closed) in slow {
+        let after = closed.await.expect("task");
+        assert!(
+            after >= TIMEOUT / 2 && after <= TIMEOUT + MARGIN,
+            "{what}: closed after {after:?}, the timeout is {TIMEOUT:?}"
+        );
+    }
+    let after = handshake_only.await.expect("task");
+    assert!(
+        after <= TIMEOUT + MARGIN,
+        "a session without CONNECT closed after {after:?}"
+    );
+
+    // The established sessions outlive the timeouts, by twice them at least.
+    if let Some(left) = (TIMEOUT * 2).checked_sub(started.elapsed()) {
+        tokio::time::sleep(left).await;
+    }
+    // The websocket still sends, and the held GET brings the message to the poller.
+    assert_eq!(
+        websocket.send(&peer.uid, "ws-1", "still here").await["ok"],
+        true
+    );
+    let (packets, held_for) = tokio::time::timeout(PATIENCE, held)
+        .await
+        .expect("the held GET answered")
+        .expect("task");
+    assert!(
+        packets.iter().any(|p| p.contains("still here")),
+        "{packets:?}"
+    );
+    assert!(
+        held_for >= TIMEOUT * 2,
+        "the long-poll was held {held_for:?} only: {packets:?}"
+    );
+    let chat = json!(["chat", {"EvtType": "message", "To": user.uid, "MsgID": "poll-1", "Body": "me too"}]);
+    polling.send(&format!("421{chat}")).await;
+    let ack = polling.until("431").await;
+    assert!(ack.contains(r#""ok":true"#), "{ack}");
+    let health = http()
+        .get(format!("{}/health", node.url))
+        .send()
+        .await
+        .expect("health");
+    assert_eq!(health.status(), 200);
+    assert!(node.terminate().await);
+}
+
+/// One address holds at most `--max-connections-per-address` connections; another address
+/// is not affected, and a closed connection frees its place.
+#[tokio::test]
+async fn connections_per_address_are_capped() {
+    let node = NodeProcess::start_with(&["--max-connections-per-address", "4"]).await;
+    let addr = node.url.trim_start_matches("http://").to_owned();
+    // Four held connections (idle, within the 10 s header timeout) from 127.0.0.1.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(
+            tokio::net::TcpStream::connect(&addr)
+                .await
+                .expect("connect"),
+        );
+    }
+    let from = |ip: [u8; 4]| {
+        reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from(ip))
+            .timeout(PATIENCE)
+            .build()
+            .expect("client")
+    };
+    // A fifth is closed as soon as it is accepted.
+    let refused = from([127, 0, 0, 1])
+        .get(format!("{}/health", node.url))
+        .send()
+        .await;
+    assert!(
+        refused.is_err(),
+        "a fifth connection was served: {refused:?}"
+    );
+    // Another address (all of 127/8 is loopback) is served.
+    let other = from([127, 0, 0, 2])
+        .get(format!("{}/health", node.url))
+        .send()
+        .await
+        .expect("another address is served");
+    assert_eq!(other.status(), 200);
+    // A connection closed frees its place.
+    drop(held.pop());
+    eventually("a freed place to be given to 127.0.0.1", || async {
+        from([127, 0, 0, 1])
+            .get(format!("{}/health", node.url))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    assert!(node.terminate().await);
+}
+
+/// With the node out of file descriptors (a flood of idle connections against a low
+/// `RLIMIT_NOFILE`), it keeps accepting: the flood is closed by the header timeout and
+/// `/health` answers, during the flood and after it.
+#[tokio::test]
+async fn out_of_file_descriptors_the_node_backs_off_and_keeps_serving() {
+    let node = NodeProcess::start_with_open_files(
+        &[
+            "--header-timeout-ms",
+            "1000",
+            "--max-connections-per-address",
+            "0",
+        ],
+        128,
+    )
+    .await;
+    let addr = node.url.trim_start_matches("http://").to_owned();
+    // Far more than the node may open: the ones it cannot accept wait in the backlog.
+    let mut flood = Vec::new();
+    for _ in 0..200 {
+        match tokio::net::TcpStream::connect(&addr).await {
+            Ok(stream) => flood.push(stream),
+            Err(_) => break,
+        }
+    }
+    assert!(flood.len() > 128, "only {} connections opened", flood.len());
+    let health = http()
+        .get(format!("{}/health", node.url))
+        .timeout(PATIENCE)
+        .send()
+        .await
+        .expect("/health answers while the node is out of descriptors");
+    assert_eq!(health.status(), 200);
+    drop(flood);
+    let health = http()
+        .get(format!("{}/health", node.url))
+        .timeout(PATIENCE)
+        .send()
+        .await
+        .expect("/health answers after the flood");
+    assert_eq!(health.status(), 200);
+    assert!(node.terminate().await);
+}

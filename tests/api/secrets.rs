@@ -33,64 +33,13 @@ async fn trace_logs_carry_no_password_token_key_sid_or_body() {
 /// sends `body` to `to`, waits for the ack, and closes. Returns the engine.io sid (the
 /// polling session's credential) and the socket.io socket id.
 async fn polling_session(url: &str, token: &str, to: &str, body: &str) -> (String, String) {
-    let base = format!("{url}/socket.io/?EIO=4&transport=polling");
-    let open = http()
-        .get(&base)
-        .send()
-        .await
-        .expect("open")
-        .text()
-        .await
-        .expect("text");
-    let open: Value =
-        serde_json::from_str(open.strip_prefix('0').expect("an open packet")).expect("json");
-    let engine_sid = open["sid"].as_str().expect("sid").to_owned();
-    let session = format!("{base}&sid={engine_sid}");
-    let send = |packet: String| {
-        let session = session.clone();
-        async move {
-            let res = http()
-                .post(&session)
-                .body(packet)
-                .send()
-                .await
-                .expect("post");
-            assert_eq!(res.status(), 200);
-        }
-    };
-    // Reads packets until one starts with `prefix`, and returns it.
-    let until = |prefix: &'static str| {
-        let session = session.clone();
-        async move {
-            tokio::time::timeout(PATIENCE, async {
-                loop {
-                    let text = http()
-                        .get(&session)
-                        .send()
-                        .await
-                        .expect("poll")
-                        .text()
-                        .await
-                        .expect("text");
-                    if let Some(packet) = text.split('\u{1e}').find(|p| p.starts_with(prefix)) {
-                        return packet.to_owned();
-                    }
-                }
-            })
-            .await
-            .unwrap_or_else(|_| panic!("no packet {prefix}… in time"))
-        }
-    };
-    send(format!("40{}", json!({ "token": token }))).await;
-    let connected: Value =
-        serde_json::from_str(until("40").await.trim_start_matches("40")).expect("connect json");
-    let socket_sid = connected["sid"].as_str().expect("socket sid").to_owned();
+    let (session, socket_sid) = PollingSession::connect(url, token).await;
     let chat = json!(["chat", {"EvtType": "message", "To": to, "MsgID": "poll-1", "Body": body}]);
-    send(format!("421{chat}")).await;
-    let ack = until("431").await;
+    session.send(&format!("421{chat}")).await;
+    let ack = session.until("431").await;
     assert!(ack.contains(r#""ok":true"#), "{ack}");
-    send("1".to_owned()).await;
-    (engine_sid, socket_sid)
+    session.send("1").await;
+    (session.engine_sid, socket_sid)
 }
 
 async fn logs_carry_no_secrets(level: &str) {
