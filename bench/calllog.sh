@@ -64,7 +64,8 @@ start_nodes() {
   shift
   for n in 1 2; do
     mkfifo "$RUN_DIR/$tag$n.out"
-    RUST_LOG=warn "$BIN_DIR/webchat" --listen 127.0.0.1:0 --redis-url "$REDIS_URL" --auth open \
+    # Every generated socket comes from 127.0.0.1: no per-address connection cap.
+    RUST_LOG=warn WEBCHAT_MAX_CONNECTIONS_PER_ADDRESS=0 "$BIN_DIR/webchat" --listen 127.0.0.1:0 --redis-url "$REDIS_URL" --auth open \
       --worker-threads "$THREADS" --data-dir "$RUN_DIR/$tag$n" --socket-rate 0 "$@" \
       >"$RUN_DIR/$tag$n.out" 2>"$RUN_DIR/$tag$n.err" &
     NODE_PIDS+=($!)

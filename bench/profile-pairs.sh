@@ -52,7 +52,8 @@ urls=()
 nodes=()
 for n in 1 2; do
   mkfifo "$RUN_DIR/node$n.out"
-  RUST_LOG=warn "$BIN" --listen 127.0.0.1:0 --redis-url "$REDIS_URL" --auth open \
+  RUST_LOG=warn WEBCHAT_MAX_CONNECTIONS_PER_ADDRESS=0 "$BIN" --listen 127.0.0.1:0 \
+    --redis-url "$REDIS_URL" --auth open \
     --worker-threads 1 --call-log "$CALL_LOG" --data-dir "$RUN_DIR/node$n" --socket-rate 0 \
     >"$RUN_DIR/node$n.out" 2>"$OUT/node$n.err" &
   PIDS+=($!)

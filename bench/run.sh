@@ -239,7 +239,9 @@ start_cluster() {
     if [ "$kind" = webchat ]; then
       # --socket-rate 0: the generator's senders (e.g. 10,000 messages from one socket in the
       # replay scenario) go far beyond a person's event rate; the limit is not what is measured.
-      RUST_LOG=warn "${BENCH_WEBCHAT_BIN:-$BIN_DIR/webchat}" --listen 127.0.0.1:0 --redis-url "$REDIS_URL" --auth open \
+      # WEBCHAT_MAX_CONNECTIONS_PER_ADDRESS=0: every generated socket comes from 127.0.0.1 (an
+      # environment variable, which an older BENCH_WEBCHAT_BIN ignores, unlike a flag).
+      RUST_LOG=warn WEBCHAT_MAX_CONNECTIONS_PER_ADDRESS=0 "${BENCH_WEBCHAT_BIN:-$BIN_DIR/webchat}" --listen 127.0.0.1:0 --redis-url "$REDIS_URL" --auth open \
         --worker-threads "$THREADS" --call-log "$call_log" --data-dir "$C_DIR/node$n" --socket-rate 0 \
         >"$C_DIR/node$n.out" 2>"$C_DIR/node$n.err" &
     else

@@ -80,7 +80,8 @@ start_redis "$RUN_DIR"
 URLS=()
 for n in 1 2; do
   mkfifo "$RUN_DIR/node$n.out"
-  RUST_LOG=warn "$BIN_DIR/webchat" --listen 127.0.0.1:0 --redis-url "$REDIS_URL" --auth open \
+  # Every generated socket comes from 127.0.0.1: no per-address connection cap.
+  RUST_LOG=warn WEBCHAT_MAX_CONNECTIONS_PER_ADDRESS=0 "$BIN_DIR/webchat" --listen 127.0.0.1:0 --redis-url "$REDIS_URL" --auth open \
     --worker-threads "$THREADS" --call-log "$CALL_LOG" --data-dir "$RUN_DIR/node$n" \
     --socket-rate 0 >"$RUN_DIR/node$n.out" 2>"$RUN_DIR/node$n.err" &
   NODE_PIDS+=($!)

@@ -177,6 +177,34 @@ pub struct Settings {
     #[arg(long, env = "WEBCHAT_CONNECT_BURST", default_value_t = 50.0)]
     pub connect_burst: f64,
 
+    /// Longest time a client may take to send a request's headers, in milliseconds; also how
+    /// long an idle keep-alive connection is kept waiting for its next request. Beyond it
+    /// the connection is closed (a client that sends nothing, or its headers a byte at a
+    /// time, no longer holds a connection).
+    #[arg(long, env = "WEBCHAT_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_timeout_ms: u64,
+
+    /// Longest time a client may take to send a request body, in milliseconds, from when its
+    /// headers arrived; beyond it the request fails and the connection is closed. Requests
+    /// without a body (long-polling GETs, websocket upgrades) are not timed.
+    #[arg(long, env = "WEBCHAT_BODY_TIMEOUT_MS", default_value_t = 30_000)]
+    pub body_timeout_ms: u64,
+
+    /// Longest time from a socket.io client's Engine.IO handshake to its socket.io CONNECT
+    /// (with its token), in milliseconds; a session that does not connect in time is closed.
+    #[arg(long, env = "WEBCHAT_HANDSHAKE_TIMEOUT_MS", default_value_t = 10_000)]
+    pub handshake_timeout_ms: u64,
+
+    /// Most TCP connections one client address may hold at once, websockets included
+    /// (0: no limit); more are closed as soon as they are accepted. Addresses in
+    /// `trusted_proxies` are exempt (every client behind a balancer shares its address).
+    #[arg(
+        long,
+        env = "WEBCHAT_MAX_CONNECTIONS_PER_ADDRESS",
+        default_value_t = 256
+    )]
+    pub max_connections_per_address: usize,
+
     /// Load balancers whose `X-Forwarded-For` header is believed, comma-separated addresses
     /// or CIDR ranges (e.g. `10.0.0.0/8`). Per-address limits (failed logins, new sockets)
     /// then count the client the balancer saw instead of the balancer. Unset: the TCP peer.
@@ -232,6 +260,14 @@ pub struct Settings {
     #[arg(long, env = "WEBCHAT_WORKER_THREADS", default_value_t = 0)]
     pub worker_threads: usize,
 
+    /// Let third-party transport crates (socketioxide, engineioxide, tungstenite, hyper, h2,
+    /// tower-http, fred, the AWS SDK…) log at the level `RUST_LOG` gives them. Off: they
+    /// log at most `info` whatever `RUST_LOG` says, since their debug and trace lines carry
+    /// bearer tokens, session ids (a long-polling session's only credential) and message
+    /// bodies. Only for debugging a transport on a test system.
+    #[arg(long, env = "WEBCHAT_UNSAFE_TRANSPORT_LOGS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub unsafe_transport_logs: bool,
+
     /// Log format: `text` or `json`.
     #[arg(long, env = "WEBCHAT_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
@@ -247,6 +283,8 @@ impl Settings {
         settings.socket_rate = 0.0;
         // Tests sign up many users from 127.0.0.1; the signup limit's own tests turn it on.
         settings.signup_rate = 0.0;
+        // Tests open many sockets from 127.0.0.1; the cap's own tests turn it on.
+        settings.max_connections_per_address = 0;
         settings
     }
 
@@ -257,6 +295,21 @@ impl Settings {
             queue: self.hash_queue,
             max_wait: Duration::from_millis(self.hash_wait_ms),
         }
+    }
+
+    /// The header timeout as a [`Duration`] (at least 1 ms: hyper takes 0 as "none").
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_timeout_ms.max(1))
+    }
+
+    /// The body timeout as a [`Duration`].
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_timeout_ms.max(1))
+    }
+
+    /// The socket.io handshake timeout as a [`Duration`].
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.handshake_timeout_ms.max(1))
     }
 
     /// The ack timeout as a [`Duration`].

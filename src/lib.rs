@@ -37,6 +37,7 @@ pub mod limits;
 pub mod presence;
 pub mod profiles;
 pub mod receipts;
+pub mod server;
 pub mod startup;
 pub mod state;
 pub mod storage;

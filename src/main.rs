@@ -14,7 +14,12 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
     let settings = Settings::parse();
-    telemetry::init_tracing(&settings.log_format);
+    let transport_logs = if settings.unsafe_transport_logs {
+        telemetry::TransportLogs::Unsafe
+    } else {
+        telemetry::TransportLogs::Capped
+    };
+    telemetry::init_tracing_with(&settings.log_format, "info", transport_logs);
     // One worker: the current-thread scheduler, which runs every task on this thread. The
     // multi-thread scheduler with one worker still hands work between this thread and the
     // worker, and pays for cross-thread wakeups on every event.

@@ -7,7 +7,6 @@ use std::{
     sync::{Arc, OnceLock},
 };
 
-use axum::serve::ListenerExt;
 use socketioxide::SocketIo;
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -37,6 +36,7 @@ use crate::{
         RedisContactStore, RedisPresenceStore,
     },
     receipts::{EmbeddedReceiptStore, ReceiptStore, RedisReceiptStore},
+    server::ConnectionLimits,
     state::{AppState, Limits},
     storage::{
         embedded::EmbeddedDb,
@@ -79,6 +79,8 @@ pub struct Application {
     io: SocketIo,
     state: AppState,
     local_addr: SocketAddr,
+    /// What one client may hold of the node's connections.
+    connection_limits: ConnectionLimits,
     /// Closed last on shutdown, releasing the data dir.
     embedded: Option<EmbeddedDb>,
 }
@@ -273,6 +275,7 @@ impl Application {
         let (socket_layer, io) = SocketIo::builder()
             .with_state(state.clone())
             .ack_timeout(settings.ack_timeout())
+            .connect_timeout(settings.handshake_timeout())
             .max_buffer_size(settings.socket_queue.max(128))
             .max_payload(u64::try_from(frame_limit).unwrap_or(u64::MAX))
             .ws_max_message_size(frame_limit)
@@ -290,6 +293,16 @@ impl Application {
             Some(cors) => app.layer(cors),
             None => app,
         };
+        // Outermost: every answer gets them, CORS preflights and socket.io's included.
+        let app = app
+            .layer(axum::middleware::map_response_with_state(
+                http::SecurityHeaders::new(settings.profile_url.as_deref()),
+                http::add_security_headers,
+            ))
+            .layer(axum::middleware::map_request_with_state(
+                settings.body_timeout(),
+                crate::server::bound_body_time,
+            ));
 
         if settings.cors_origins.as_deref().map(str::trim) == Some("*") {
             tracing::warn!("WEBCHAT_CORS_ORIGINS is *: any web page may call this server from a browser, with credentials (webchat authenticates by token, never by cookie; list the origins instead where you can)");
@@ -297,6 +310,11 @@ impl Application {
         if settings.auth == AuthMode::Open {
             tracing::warn!("auth mode is OPEN: anyone who can reach this port can act as any uid; use only on trusted networks");
         }
+        let connection_limits = ConnectionLimits {
+            header_timeout: settings.header_timeout(),
+            max_per_address: settings.max_connections_per_address,
+            exempt: state.limits.proxies.clone(),
+        };
         let listener = TcpListener::bind(settings.listen).await?;
         let local_addr = listener.local_addr()?;
         Ok(Self {
@@ -305,6 +323,7 @@ impl Application {
             io,
             state,
             local_addr,
+            connection_limits,
             embedded,
         })
     }
@@ -331,6 +350,7 @@ impl Application {
             io,
             state,
             local_addr,
+            connection_limits,
             embedded,
         } = self;
         let stop = state.shutdown.clone();
@@ -342,12 +362,6 @@ impl Application {
             }
         });
         tracing::info!(addr = %local_addr, "listening");
-        let listener = listener.tap_io(|tcp| {
-            // Without it, small ack frames wait for Nagle: ~40 ms round trips instead of ~1 ms.
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "TCP_NODELAY not set");
-            }
-        });
         let graceful = {
             let stop = stop.clone();
             async move {
@@ -355,13 +369,9 @@ impl Application {
                 io.close().await;
             }
         };
-        // Connect info: the client address for connection and login limits.
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(graceful)
-        .await?;
+        // Header, idle and connection-count bounds, and the client address (connect info)
+        // for connection and login limits.
+        crate::server::serve(listener, app, connection_limits, graceful).await;
         state.tasks.close();
         state.tasks.wait().await;
         // The sockets' users are off the store now; what presence held back goes out (after

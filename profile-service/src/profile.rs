@@ -58,6 +58,9 @@ pub enum InvalidProfile {
     /// Name empty or too long.
     #[error("name must be 1-{MAX_NAME_CHARS} characters")]
     Name,
+    /// Name with a bidirectional formatting character (it would display reversed).
+    #[error("name must not contain bidirectional formatting characters")]
+    NameBidi,
     /// Status too long.
     #[error("status must be at most {MAX_STATUS_CHARS} characters")]
     Status,
@@ -104,6 +107,9 @@ pub fn check_name(name: &str) -> Result<(), InvalidProfile> {
     let chars = name.chars().count();
     if chars == 0 || chars > MAX_NAME_CHARS {
         return Err(InvalidProfile::Name);
+    }
+    if webchat::domain::has_bidi_controls(name) {
+        return Err(InvalidProfile::NameBidi);
     }
     Ok(())
 }
@@ -173,6 +179,7 @@ mod tests {
         assert!(check_name(&"é".repeat(64)).is_ok(), "characters, not bytes");
         assert_eq!(check_name(""), Err(InvalidProfile::Name));
         assert_eq!(check_name(&"x".repeat(65)), Err(InvalidProfile::Name));
+        assert_eq!(check_name("\u{202E}nimda"), Err(InvalidProfile::NameBidi));
     }
 
     #[test]

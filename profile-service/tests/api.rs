@@ -607,3 +607,22 @@ async fn a_stale_fill_after_invalidation_is_refused() {
         .expect("fill"));
     let _ = redis.quit().await;
 }
+
+/// A bidirectional override makes a name display reversed (`"\u{202E}nimda"` shows as
+/// "admin"): refused as `bad_request`.
+#[tokio::test]
+async fn names_with_bidi_controls_are_400_bad_request() {
+    let app = TestApp::start(Backends::Embedded, AuthMode::Token).await;
+    let uid = unique("bidi");
+    let token = token_for(&uid);
+    for name in ["\u{202E}nimda", "Ann\u{2066}x", "a\u{200F}b"] {
+        let body = json!({ "name": name, "status": "", "avatarUrl": "" });
+        let resp = app.put_profile(&uid, Some(&token), &body).await;
+        assert_error(resp, StatusCode::BAD_REQUEST, "bad_request").await;
+    }
+    // Right-to-left letters themselves are a name like any other.
+    let body = json!({ "name": "שלום", "status": "", "avatarUrl": "" });
+    let resp = app.put_profile(&uid, Some(&token), &body).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    app.stop().await;
+}

@@ -107,6 +107,15 @@ impl HashPool {
             .await
     }
 
+    /// Checks `password` against a stand-in hash of the default parameters and throws the
+    /// answer away: a login for a uid that does not exist costs what a wrong password costs,
+    /// so its timing does not tell whether the uid exists. Same queue and bounds as
+    /// [`HashPool::verify`] (a storm of unknown uids is refused like any other).
+    pub async fn verify_dummy(&self, password: String) -> Result<(), HashError> {
+        self.run(move |memory| verify_with(&password, &dummy_hash(), memory).map(|_| ()))
+            .await
+    }
+
     async fn run<T, F>(&self, work: F) -> Result<T, HashError>
     where
         T: Send + 'static,
@@ -232,6 +241,18 @@ fn hash_with(password: &str, memory: &mut Vec<Block>) -> Result<String, HashErro
     Ok(phc.to_string())
 }
 
+/// A PHC string with the parameters new hashes get: any salt and output do (no password is
+/// known to produce that output), the parameters decide the work.
+fn dummy_hash() -> String {
+    let params = Params::default();
+    format!(
+        "$argon2id$v=19$m={},t={},p={}$d2ViY2hhdC1uby1zdWNoLXVzZXI$uk1FT2VAyC/MQQ7mg0kkfH2R54zLyl1wjuhmiOhpPy4",
+        params.m_cost(),
+        params.t_cost(),
+        params.p_cost()
+    )
+}
+
 /// Recomputes the hash with the parameters and salt stored in `phc`, in `memory`, and
 /// compares in constant time (`Output`'s equality).
 fn verify_with(password: &str, phc: &str, memory: &mut Vec<Block>) -> Result<bool, HashError> {
@@ -294,6 +315,13 @@ mod tests {
             verify_with("x", "not a phc string", &mut memory),
             Err(HashError::Failed(_))
         ));
+        // The stand-in for unknown uids parses, costs what a real hash costs, matches nothing.
+        let real = PasswordHash::new(&ours).expect("phc");
+        let dummy = dummy_hash();
+        let stand_in = PasswordHash::new(&dummy).expect("dummy phc");
+        assert_eq!(stand_in.algorithm, real.algorithm);
+        assert_eq!(stand_in.params, real.params);
+        assert!(!verify_with("correct horse", &dummy, &mut memory).expect("verify"));
         // One buffer, reused: exactly the default parameters' blocks.
         assert_eq!(memory.len(), Params::default().block_count());
     }

@@ -113,6 +113,17 @@ pub struct IssuedToken {
     pub expires_at: i64,
 }
 
+/// What a valid token says, for a socket that authenticates with it.
+#[derive(Debug, Clone)]
+pub struct VerifiedToken {
+    /// The user.
+    pub uid: UserId,
+    /// The token id (its handle for revocation).
+    pub jti: String,
+    /// Expiry, unix seconds: the token is refused from this second on.
+    pub expires_at: i64,
+}
+
 /// Account operations shared by REST and sockets.
 #[derive(Clone)]
 pub struct AccountService {
@@ -154,6 +165,12 @@ impl AccountService {
         if name.chars().count() > 64 {
             return Err(ChatError::bad_request("name must be at most 64 characters").into());
         }
+        if crate::domain::has_bidi_controls(name) {
+            return Err(ChatError::bad_request(
+                "name must not contain bidirectional formatting characters",
+            )
+            .into());
+        }
         let hash = match self.hasher.hash(password.to_owned()).await {
             Ok(hash) => hash,
             Err(HashError::Busy(busy)) => return Err(busy.into()),
@@ -180,11 +197,15 @@ impl AccountService {
     /// Checks a password and returns a new token.
     #[tracing::instrument(skip_all, fields(uid = %uid))]
     pub async fn login(&self, uid: &UserId, password: &str) -> Result<IssuedToken, LoginError> {
-        let account = self
-            .store
-            .get(uid.as_str())
-            .await?
-            .ok_or(LoginError::Wrong)?;
+        let Some(account) = self.store.get(uid.as_str()).await? else {
+            // The same argon2 work as a wrong password: a fast answer would tell that the uid
+            // does not exist.
+            return match self.hasher.verify_dummy(password.to_owned()).await {
+                Ok(()) => Err(LoginError::Wrong),
+                Err(HashError::Busy(busy)) => Err(busy.into()),
+                Err(HashError::Failed(e)) => Err(internal(&e).into()),
+            };
+        };
         match self
             .hasher
             .verify(password.to_owned(), account.password_hash)
@@ -206,11 +227,15 @@ impl AccountService {
     }
 
     /// [`AccountService::verify`], also returning the token id (to close its sockets on
-    /// logout).
-    pub async fn verify_with_id(&self, token: &str) -> Result<(UserId, String), ChatError> {
+    /// logout) and its expiry (to close them when it expires).
+    pub async fn verify_with_id(&self, token: &str) -> Result<VerifiedToken, ChatError> {
         let claims = self.verify_claims(token).await?;
         let uid = UserId::parse(&claims.uid).map_err(|_| unauthorized())?;
-        Ok((uid, claims.jti))
+        Ok(VerifiedToken {
+            uid,
+            jti: claims.jti,
+            expires_at: claims.exp,
+        })
     }
 
     /// The user a token belongs to, if it is valid, unexpired and not revoked.

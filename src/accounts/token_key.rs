@@ -44,8 +44,7 @@ pub fn in_data_dir(dir: &Path) -> Result<Vec<u8>, StoreError> {
             )))
         }
     }
-    std::fs::create_dir_all(dir)
-        .map_err(|e| StoreError::Internal(format!("create {}: {e}", dir.display())))?;
+    crate::storage::create_private_dir(dir)?;
     let secret = random_hex(32);
     write_private(&path, &secret)
         .map_err(|e| StoreError::Internal(format!("write {}: {e}", path.display())))?;

@@ -68,7 +68,7 @@ impl LocalConn {
     /// meanwhile and gone to sleep, so the flag alone would not reach it).
     fn flag_slow(&self, uid: &str, what: &str, metrics: &Metrics) {
         if !self.overflowed.swap(true, Ordering::Relaxed) {
-            tracing::warn!(uid, socket = %self.socket_id, what, "slow consumer: queue full, disconnecting");
+            tracing::warn!(uid, socket = %crate::telemetry::socket_tag(&self.socket_id), what, "slow consumer: queue full, disconnecting");
             metrics.slow_consumers.inc();
             self.stop.cancel();
         }
@@ -195,7 +195,7 @@ impl Router {
                     }
                     // The entry outlived its delivery task: nothing to wake.
                     Err(mpsc::error::TrySendError::Closed(_)) => {
-                        tracing::debug!(uid = %list.key(), socket = %conn.socket_id, "resync for a socket whose delivery ended");
+                        tracing::debug!(uid = %list.key(), socket = %crate::telemetry::socket_tag(&conn.socket_id), "resync for a socket whose delivery ended");
                     }
                 }
             }

@@ -5,7 +5,9 @@
 mod error;
 mod event;
 mod ids;
+mod text;
 
 pub use error::{ChatError, ErrorCode};
 pub use event::{now_millis, ClientCommand, EvtType, ReceiptKind, WireEvent, WithSeq};
 pub use ids::{GroupId, MessageBody, MsgId, Seq, UserId};
+pub use text::has_bidi_controls;

@@ -12,6 +12,9 @@ pub struct Session {
     pub uid: UserId,
     /// The id of the token it authenticated with (none in open mode via `join`).
     pub jti: Option<String>,
+    /// When that token expires, unix seconds: the socket is closed then, as a logout would
+    /// close it (none in open mode via `join`).
+    pub expires_at: Option<i64>,
 }
 
 /// How a socket acknowledges the stored events it is sent (contract §15), chosen at connect
@@ -89,10 +92,11 @@ pub async fn authenticate(
         .or_else(|| query_param(query, "token"));
     match (token, state.settings.auth) {
         (Some(token), _) => {
-            let (uid, jti) = state.accounts.verify_with_id(&token).await.map_err(|e| {
+            let verified = state.accounts.verify_with_id(&token).await.map_err(|e| {
                 tracing::debug!(error = %e, "socket refused");
                 Refused::Unauthorized
             })?;
+            let (uid, jti) = (verified.uid, verified.jti);
             check_socket_limit(&state, &uid)?;
             if !state.token_sockets.insert(&jti, socket.clone()) {
                 tracing::debug!(uid = %uid, "socket refused: its token was revoked while it connected");
@@ -101,6 +105,7 @@ pub async fn authenticate(
             socket.extensions.insert(Session {
                 uid,
                 jti: Some(jti),
+                expires_at: Some(verified.expires_at),
             });
             Ok(())
         }

@@ -251,7 +251,7 @@ pub async fn run(
     if pump.socket.connected() {
         let _ = pump.socket.clone().disconnect();
     }
-    tracing::debug!(uid = %pump.uid, socket = %pump.socket.id, "socket offline");
+    tracing::debug!(uid = %pump.uid, socket = %crate::telemetry::socket_tag(&pump.socket.id), "socket offline");
 }
 
 /// The body a stored event names in `BodyRef` (see `inbox::shared_body`). A failed read

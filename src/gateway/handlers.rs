@@ -272,7 +272,7 @@ pub async fn release_abandoned_connects(state: AppState) {
             .connecting
             .take_abandoned(Instant::now(), |socket| socket.connected());
         for socket in abandoned {
-            tracing::debug!(socket = %socket.id, "releasing a socket that hung up while connecting");
+            tracing::debug!(socket = %crate::telemetry::socket_tag(&socket.id), "releasing a socket that hung up while connecting");
             state.metrics.abandoned_connects.inc();
             release(&socket, &state);
         }
@@ -303,7 +303,7 @@ pub async fn on_connect(socket: SocketRef, State(state): State<AppState>) {
         // did not stick. That disconnect may already have run `on_disconnect` (taking the
         // handler with it) before the middleware's attach finished, so release here what
         // the middleware set up, then close the socket for good.
-        tracing::debug!(socket = %socket.id, "closing a socket whose token was revoked while it connected");
+        tracing::debug!(socket = %crate::telemetry::socket_tag(&socket.id), "closing a socket whose token was revoked while it connected");
         release(&socket, &state);
         let _ = socket.disconnect();
         return;
@@ -389,6 +389,7 @@ async fn on_join(event: Inbound, state: &AppState) {
                     socket.extensions.insert(Session {
                         uid: claimed.clone(),
                         jti: None,
+                        expires_at: None,
                     });
                     run_delivery(&socket, state, claimed, attachment);
                     reply(&socket, state, ack, wants_ack, None, Ok(None));
@@ -453,7 +454,7 @@ fn reply(
 ) {
     if let Err(e) = &result {
         state.metrics.errors.inc();
-        tracing::debug!(socket = %socket.id, code = e.code.as_str(), error = %e.message, "refused");
+        tracing::debug!(socket = %crate::telemetry::socket_tag(&socket.id), code = e.code.as_str(), error = %e.message, "refused");
     }
     let sent = if wants_ack {
         let body = match &result {
@@ -475,7 +476,7 @@ fn reply(
         Ok(())
     };
     if let Err(e) = sent {
-        tracing::debug!(socket = %socket.id, error = %e, "reply not sent; socket closing");
+        tracing::debug!(socket = %crate::telemetry::socket_tag(&socket.id), error = %e, "reply not sent; socket closing");
     }
 }
 
@@ -511,7 +512,19 @@ fn run_delivery(socket: &SocketRef, state: &AppState, uid: UserId, attachment: A
         return;
     }
     state.metrics.connections.inc();
-    tracing::debug!(uid = %uid, socket = %socket.id, "socket online");
+    tracing::debug!(uid = %uid, socket = %crate::telemetry::socket_tag(&socket.id), "socket online");
+    if let Some(expires_at) = socket
+        .extensions
+        .get::<Session>()
+        .and_then(|s| s.expires_at)
+    {
+        state.tasks.spawn(close_at_expiry(
+            socket.clone(),
+            expires_at,
+            attachment.stop.clone(),
+            state.shutdown.clone(),
+        ));
+    }
     state.tasks.spawn(delivery::run(
         socket.clone(),
         uid,
@@ -519,6 +532,30 @@ fn run_delivery(socket: &SocketRef, state: &AppState, uid: UserId, attachment: A
         state.clone(),
         socket.extensions.get::<delivery::ClientAcks>(),
     ));
+}
+
+/// Closes `socket` when the token it authenticated with expires (`expires_at`, unix seconds),
+/// as a logout closes it: a token is checked once, at connect, so without this a socket
+/// opened just before its token expired would keep sending and receiving for as long as it
+/// stays up. Ends early when the socket's delivery stops (`stop`: it disconnected) or the
+/// node stops.
+async fn close_at_expiry(
+    socket: SocketRef,
+    expires_at: i64,
+    stop: CancellationToken,
+    shutdown: CancellationToken,
+) {
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let left_ms = expires_at.saturating_mul(1000).saturating_sub(now_ms);
+    let left = std::time::Duration::from_millis(u64::try_from(left_ms).unwrap_or(0));
+    tokio::select! {
+        () = tokio::time::sleep(left) => {
+            tracing::info!("closing a socket whose token expired");
+            let _ = socket.disconnect();
+        }
+        () = stop.cancelled() => {}
+        () = shutdown.cancelled() => {}
+    }
 }
 
 async fn on_disconnect(socket: SocketRef, State(state): State<AppState>) {

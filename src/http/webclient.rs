@@ -11,11 +11,13 @@ use std::path::Path;
 
 use axum::{
     body::Body,
+    extract::Request,
     http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri},
     response::{IntoResponse, Response},
-    routing::{any, any_service, MethodRouter},
+    routing::{any, MethodRouter},
 };
 use rust_embed::RustEmbed;
+use tower::ServiceExt;
 use tower_http::{compression::CompressionLayer, services::ServeDir};
 
 /// The files of `webclient/` that a browser loads (not its build scripts or npm files).
@@ -37,10 +39,49 @@ const CACHE_CONTROL: &str = "no-cache";
 /// browser accepts it.
 pub fn service(dir: Option<&Path>) -> MethodRouter {
     let files = match dir {
-        Some(dir) => any_service(ServeDir::new(dir).append_index_html_on_directories(true)),
+        Some(dir) => {
+            let files = ServeDir::new(dir).append_index_html_on_directories(true);
+            any(move |request: Request| serve_from_dir(files.clone(), request))
+        }
         None => any(serve_built_in),
     };
     files.layer(CompressionLayer::new())
+}
+
+/// Answers from a directory on disk, but only the files the built-in copy would carry: a
+/// client directory is usually a checkout, with its README, npm and build files beside it.
+async fn serve_from_dir(files: ServeDir, request: Request) -> Response {
+    if !is_client_path(request.uri().path()) {
+        return not_found();
+    }
+    match files.oneshot(request).await {
+        Ok(response) => response.into_response(),
+        Err(never) => match never {},
+    }
+}
+
+/// Whether a request path may name a file of the client: not a dotfile or anything in a
+/// dot-directory, not the npm and build files the built-in copy leaves out (see
+/// [`WebClientFiles`]), and not a path that starts with `//`. `ServeDir` answers a directory
+/// without its trailing slash with a redirect to the same path plus `/`: for `//js` that is
+/// `Location: //js/`, which a browser reads as another host (`http://js/`).
+fn is_client_path(path: &str) -> bool {
+    if path.starts_with("//") {
+        return false;
+    }
+    let relative = path.trim_start_matches('/');
+    let first = relative.split('/').next().unwrap_or_default();
+    if matches!(
+        first,
+        "node_modules" | "scripts" | "package.json" | "package-lock.json" | "README.md"
+    ) {
+        return false;
+    }
+    !relative.split('/').any(|segment| segment.starts_with('.'))
+}
+
+fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, "not found").into_response()
 }
 
 /// Answers one request from the built-in files.
@@ -52,8 +93,11 @@ async fn serve_built_in(method: Method, uri: Uri, headers: HeaderMap) -> Respons
         )
             .into_response();
     }
+    if !is_client_path(uri.path()) {
+        return not_found();
+    }
     let Some(file) = WebClientFiles::get(&file_path(uri.path())) else {
-        return (StatusCode::NOT_FOUND, "not found").into_response();
+        return not_found();
     };
     let etag = etag(&file.metadata.sha256_hash());
     let mut response = if if_none_match(&headers, &etag) {
@@ -147,6 +191,33 @@ mod tests {
         assert!(WebClientFiles::get("scripts/vendor.sh").is_none());
         assert!(WebClientFiles::get("../Cargo.toml").is_none());
         assert!(WebClientFiles::get(".npmrc").is_none());
+    }
+
+    #[test]
+    fn only_the_clients_own_paths_are_served() {
+        for path in [
+            "/",
+            "/index.html",
+            "/js/main.js",
+            "/css/",
+            "/vendor/socket.io.min.js",
+        ] {
+            assert!(is_client_path(path), "{path}");
+        }
+        for path in [
+            "/README.md",
+            "/package.json",
+            "/package-lock.json",
+            "/.npmrc",
+            "/scripts/vendor.sh",
+            "/node_modules/x/index.js",
+            "/js/.hidden",
+            "/.git/config",
+            "//js",
+            "//evil.example/js",
+        ] {
+            assert!(!is_client_path(path), "{path}");
+        }
     }
 
     #[test]

@@ -80,9 +80,10 @@ fn closed() -> StoreError {
 impl EmbeddedDb {
     /// Opens (or creates) `webchat.redb` in `dir` and starts the writer thread.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| StoreError::Internal(format!("create {}: {e}", dir.display())))?;
+        super::create_private_dir(dir)?;
         let path = dir.join("webchat.redb");
+        // Created owner-only before redb opens it: it holds password hashes and messages.
+        super::private_file(&path)?;
         let db = Database::create(&path)
             .map_err(|e| StoreError::Internal(format!("open {}: {e}", path.display())))?;
         // Create every table up front so read transactions never meet a missing table.

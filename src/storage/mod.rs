@@ -9,7 +9,46 @@ pub mod redis;
 pub mod redis_table;
 pub mod table;
 
+use std::path::Path;
+
 use crate::domain::{ChatError, ErrorCode};
+
+/// Creates the data dir (and any missing parents) readable by its owner only (`0700`): it
+/// holds password hashes, message text and the token key. A directory that already exists
+/// keeps its mode (an operator may have chosen it).
+pub fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder
+        .create(dir)
+        .map_err(|e| StoreError::Internal(format!("create {}: {e}", dir.display())))
+}
+
+/// Makes `path` readable and writable by its owner only (`0600`), creating it empty if it
+/// does not exist, so it is never readable by others, not even between its creation and a
+/// `chmod`. An existing file is tightened too: older versions created the store `0644`.
+pub fn private_file(path: &Path) -> Result<(), StoreError> {
+    let failed = |e: std::io::Error| StoreError::Internal(format!("{}: {e}", path.display()));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path).map_err(failed)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(failed)?;
+    }
+    Ok(())
+}
 
 /// A back-end failure. Client-facing code maps it to `unavailable` or `internal`.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -180,10 +180,14 @@ const NO_SIGNUP_LIMIT: (&str, &str) = ("WEBCHAT_SIGNUP_RATE", "0");
 // Two hashing workers whatever the machine: each keeps a ~19 MiB buffer, so the default (one
 // per core) would put a many-core runner over the memory ceiling by itself.
 const TWO_HASH_WORKERS: (&str, &str) = ("WEBCHAT_HASH_WORKERS", "2");
+// A thousand clients at once, all from 127.0.0.1: over the per-address connection cap.
+const NO_CONNECTION_CAP: (&str, &str) = ("WEBCHAT_MAX_CONNECTIONS_PER_ADDRESS", "0");
 
 #[tokio::test]
 async fn a_thousand_parallel_signups_keep_memory_bounded_and_health_answering() {
-    let node = NodeProcess::start_with_env(&[], &[NO_SIGNUP_LIMIT, TWO_HASH_WORKERS]).await;
+    let node =
+        NodeProcess::start_with_env(&[], &[NO_SIGNUP_LIMIT, TWO_HASH_WORKERS, NO_CONNECTION_CAP])
+            .await;
     let prefix = unique("storm");
     let requests = (0..1_000)
         .map(|i| {
@@ -207,6 +211,7 @@ async fn a_thousand_parallel_logins_keep_memory_bounded_and_health_answering() {
         &[
             NO_SIGNUP_LIMIT,
             TWO_HASH_WORKERS,
+            NO_CONNECTION_CAP,
             ("WEBCHAT_LOGIN_MAX_FAILURES", "0"),
             ("WEBCHAT_LOGIN_MAX_FAILURES_PER_ADDRESS", "0"),
         ],

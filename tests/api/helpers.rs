@@ -387,13 +387,20 @@ impl NodeProcess {
     /// older binary ignores instead of refusing to start, as it would an unknown flag).
     pub async fn start_with_env(extra_args: &[&str], env: &[(&str, &str)]) -> Self {
         let log = std::env::var("WEBCHAT_TEST_NODE_LOG").unwrap_or_else(|_| "warn".into());
-        Self::spawn(extra_args, env, &log, false).await
+        Self::spawn(extra_args, env, &log, false, None).await
+    }
+
+    /// [`NodeProcess::start_with`] with the process allowed at most `nofile` open files
+    /// (`prlimit`), to run it out of file descriptors.
+    pub async fn start_with_open_files(extra_args: &[&str], nofile: u32) -> Self {
+        let log = std::env::var("WEBCHAT_TEST_NODE_LOG").unwrap_or_else(|_| "warn".into());
+        Self::spawn(extra_args, &[], &log, false, Some(nofile)).await
     }
 
     /// Like [`NodeProcess::start_with`] with `RUST_LOG=rust_log`, capturing everything the
     /// process writes on stdout and stderr (read it with [`NodeProcess::output`]).
     pub async fn start_captured(extra_args: &[&str], rust_log: &str) -> Self {
-        Self::spawn(extra_args, &[], rust_log, true).await
+        Self::spawn(extra_args, &[], rust_log, true, None).await
     }
 
     async fn spawn(
@@ -401,12 +408,23 @@ impl NodeProcess {
         env: &[(&str, &str)],
         rust_log: &str,
         capture: bool,
+        nofile: Option<u32>,
     ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_webchat"))
+        let binary = env!("CARGO_BIN_EXE_webchat");
+        let mut command = match nofile {
+            Some(n) => {
+                let mut command = Command::new("prlimit");
+                command.arg(format!("--nofile={n}:{n}")).arg(binary);
+                command
+            }
+            None => Command::new(binary),
+        };
+        // A data dir that does not exist yet: the node creates it (as a first start does).
+        let mut child = command
             .args(["--listen", "127.0.0.1:0"])
             .arg("--data-dir")
-            .arg(dir.path())
+            .arg(dir.path().join("data"))
             .args(extra_args)
             .envs(env.iter().copied())
             .env("RUST_LOG", rust_log)
@@ -454,6 +472,11 @@ impl NodeProcess {
             _dir: dir,
             output,
         }
+    }
+
+    /// The node's data dir (created by the node itself).
+    pub fn data_dir(&self) -> PathBuf {
+        self._dir.path().join("data")
     }
 
     /// The process id (to read `/proc/<pid>/status`).
@@ -798,5 +821,87 @@ impl RedisMonitor {
         }
         let _ = self.child.kill().await;
         seen
+    }
+}
+
+/// A socket.io session over Engine.IO 4 long-polling, spoken by hand (a browser whose
+/// websocket is blocked falls back to it). Each request on a fresh connection.
+pub struct PollingSession {
+    /// The Engine.IO sid: on long-polling, the session's only credential.
+    pub engine_sid: String,
+    url: String,
+}
+
+impl PollingSession {
+    /// The Engine.IO handshake alone (no socket.io CONNECT yet).
+    pub async fn open(base: &str) -> Self {
+        let base = format!("{base}/socket.io/?EIO=4&transport=polling");
+        let open = http()
+            .get(&base)
+            .send()
+            .await
+            .expect("open")
+            .text()
+            .await
+            .expect("text");
+        let open: Value =
+            serde_json::from_str(open.strip_prefix('0').expect("an open packet")).expect("json");
+        let engine_sid = open["sid"].as_str().expect("sid").to_owned();
+        Self {
+            url: format!("{base}&sid={engine_sid}"),
+            engine_sid,
+        }
+    }
+
+    /// Handshake and socket.io CONNECT with `token`; returns the session and the socket id.
+    pub async fn connect(base: &str, token: &str) -> (Self, String) {
+        let session = Self::open(base).await;
+        session
+            .send(&format!("40{}", json!({ "token": token })))
+            .await;
+        let connected = session.until("40").await;
+        let connected: Value =
+            serde_json::from_str(connected.trim_start_matches("40")).expect("connect json");
+        let socket_sid = connected["sid"].as_str().expect("socket sid").to_owned();
+        (session, socket_sid)
+    }
+
+    /// POSTs one packet.
+    pub async fn send(&self, packet: &str) {
+        let res = http()
+            .post(&self.url)
+            .body(packet.to_owned())
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(res.status(), 200, "POST {packet}");
+    }
+
+    /// One GET: the packets the server had or held it for, or `None` once the session is
+    /// gone (the server answers 400).
+    pub async fn poll(&self) -> Option<Vec<String>> {
+        let res = http().get(&self.url).send().await.expect("poll");
+        if !res.status().is_success() {
+            return None;
+        }
+        let text = res.text().await.expect("text");
+        Some(text.split('\u{1e}').map(str::to_owned).collect())
+    }
+
+    /// Polls until a packet starting with `prefix` arrives, and returns it (answering pings).
+    pub async fn until(&self, prefix: &str) -> String {
+        tokio::time::timeout(PATIENCE, async {
+            loop {
+                let packets = self.poll().await.expect("the session is open");
+                if packets.iter().any(|p| p == "2") {
+                    self.send("3").await;
+                }
+                if let Some(packet) = packets.into_iter().find(|p| p.starts_with(prefix)) {
+                    return packet;
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no packet {prefix}… in time"))
     }
 }

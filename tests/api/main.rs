@@ -14,6 +14,7 @@ mod errors;
 mod failover;
 mod fused_append;
 mod groups;
+mod hardening;
 mod hashing;
 mod limits;
 mod malformed;

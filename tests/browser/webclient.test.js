@@ -35,7 +35,7 @@ const U = { alice: `alice-${RUN}`, bob: `bob-${RUN}`, carol: `carol-${RUN}` };
 
 let server;
 let browser;
-const log = { dialogs: [], pageErrors: [], requests: [] };
+const log = { dialogs: [], pageErrors: [], requests: [], cspViolations: [] };
 const ctx = {}; // browser contexts by user
 const page = {}; // current page by user
 
@@ -47,6 +47,10 @@ function watch(p, who) {
     d.dismiss().catch(() => {});
   });
   p.on('pageerror', (e) => log.pageErrors.push(`${who}: ${e.message}`));
+  // Chromium reports what the Content-Security-Policy (header or meta) blocked on the console.
+  p.on('console', (m) => {
+    if (/Content Security Policy/i.test(m.text())) log.cspViolations.push(`${who}: ${m.text()}`);
+  });
   p.on('request', (r) => log.requests.push(r.url()));
   return p;
 }
@@ -390,6 +394,25 @@ describe('web client in Chromium', () => {
       [],
       'the <img src=x> must not be loaded',
     );
+  });
+
+  it('right-to-left text and bidi controls in a message stay inside their bubble', async () => {
+    const a = page.alice;
+    const b = page.bob;
+    await openConversation(a, U.bob);
+    await showConversation(b, U.alice);
+    const text = 'abc \u202Efed ghi';
+    await send(a, text);
+    await waitBubble(b, text);
+    const isolated = await b.$$eval('#messages .msg .msg-text', (ms, t) => ms
+      .filter((m) => m.textContent === t)
+      .map((m) => ({ dir: m.getAttribute('dir'), bidi: getComputedStyle(m).unicodeBidi })), text);
+    assert.deepEqual(isolated, [{ dir: 'auto', bidi: 'isolate' }]);
+    const preview = await b.$eval(`#conv-list [data-conv="${U.alice}"] .conv-text bdi`, (e) => e.textContent);
+    assert.equal(preview, text);
+    for (const sel of ['#chat-name', `#conv-list [data-conv="${U.alice}"] .conv-name`]) {
+      assert.equal(await b.$eval(sel, (e) => getComputedStyle(e).unicodeBidi), 'isolate', sel);
+    }
   });
 
   it('store-and-forward: a message sent while the page is closed arrives once on reopen; presence follows', async () => {
@@ -750,5 +773,14 @@ describe('web client in Chromium', () => {
   it('no dialogs and no uncaught page errors anywhere', () => {
     assert.deepEqual(log.dialogs, []);
     assert.deepEqual(log.pageErrors, []);
+  });
+
+  it('the page is served with the security headers and nothing broke the CSP', async () => {
+    const res = await fetch(server.url);
+    const csp = res.headers.get('content-security-policy') || '';
+    assert.match(csp, /frame-ancestors 'none'/);
+    assert.equal(res.headers.get('x-content-type-options'), 'nosniff');
+    assert.equal(res.headers.get('referrer-policy'), 'no-referrer');
+    assert.deepEqual(log.cspViolations, []);
   });
 });

@@ -212,7 +212,7 @@ export class ConversationView {
         h(
           'li',
           { className: 'member', dataset: { uid } },
-          h('span', { className: 'member-name', text: uid === this.me ? `${this.people.name(uid)} (you)` : this.people.name(uid) }),
+          h('span', { className: 'member-name' }, h('bdi', { text: this.people.name(uid) }), uid === this.me ? ' (you)' : null),
           h('span', { className: 'member-uid', text: uid }),
         ),
       ),
@@ -356,8 +356,8 @@ export class ConversationView {
         h(
           'div',
           { className: 'bubble' },
-          group && !m.out ? h('div', { className: 'msg-from' }) : null,
-          h('div', { className: 'msg-text', text: m.body }),
+          group && !m.out ? h('div', { className: 'msg-from', attrs: { dir: 'auto' } }) : null,
+          h('div', { className: 'msg-text', text: m.body, attrs: { dir: 'auto' } }),
           h(
             'div',
             { className: 'msg-meta' },

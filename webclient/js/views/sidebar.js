@@ -163,7 +163,7 @@ export class Sidebar {
         { className: 'person-pick' },
         h('input', { attrs: { type: 'checkbox', value: uid, 'aria-label': `Select ${uid} for a group` } }),
         avatar(uid, { name: this.people.name(uid), url: this.people.avatarUrl(uid) }, 'avatar-sm'),
-        h('span', { className: 'person-text' }, h('span', { className: 'person-name' }), h('span', { className: 'person-uid', text: uid })),
+        h('span', { className: 'person-text' }, h('span', { className: 'person-name', attrs: { dir: 'auto' } }), h('span', { className: 'person-uid', text: uid })),
       ),
       h('button', { className: 'btn btn-ghost btn-sm', text: 'Chat', dataset: { chat: uid }, attrs: { type: 'button', title: `Chat with ${uid}` } }),
     );
@@ -260,11 +260,14 @@ export class Sidebar {
     const last = c.last;
     let preview;
     if (typist) {
-      const text = isGroupId(c.id) ? `${this.people.name(typist)} is typing…` : 'typing…';
-      preview = h('span', { className: 'conv-preview typing', text });
+      // Names and bodies in <bdi>: a right-to-left name or text does not reorder its
+      // neighbours (the server refuses bidi controls in names; bodies may still hold them).
+      preview = isGroupId(c.id)
+        ? h('span', { className: 'conv-preview typing' }, h('bdi', { text: this.people.name(typist) }), ' is typing…')
+        : h('span', { className: 'conv-preview typing', text: 'typing…' });
     } else {
       const own = last && last.out && !last.system;
-      const sender = last && !last.out && !last.system && isGroupId(c.id) ? `${this.people.name(last.from)}: ` : null;
+      const sender = last && !last.out && !last.system && isGroupId(c.id) ? this.people.name(last.from) : null;
       preview = h(
         'span',
         { className: 'conv-preview' },
@@ -273,8 +276,8 @@ export class Sidebar {
           'span',
           { className: 'conv-text' },
           own ? h('span', { className: 'you', text: 'You: ' }) : null,
-          sender ? h('span', { className: 'you', text: sender }) : null,
-          firstLine(previewText(c, ctx)),
+          sender ? h('span', { className: 'you' }, h('bdi', { text: sender }), ': ') : null,
+          h('bdi', { text: firstLine(previewText(c, ctx)) }),
         ),
       );
     }
@@ -301,7 +304,7 @@ export class Sidebar {
           h(
             'span',
             { className: 'conv-top' },
-            h('span', { className: 'conv-name', text: title }),
+            h('span', { className: 'conv-name', text: title, attrs: { dir: 'auto' } }),
             h('time', { className: 'conv-time', text: listTime(c.lastAt, now), attrs: { datetime: c.lastAt ? new Date(c.lastAt).toISOString() : null } }),
           ),
           h(
