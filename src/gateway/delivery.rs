@@ -11,7 +11,7 @@
 use std::{
     pin::Pin,
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
     },
     task::{Context, Poll},
@@ -27,6 +27,7 @@ use crate::{
     bus::{Attachment, Delivery},
     domain::{now_millis, ChatError, GroupId, Seq, UserId, WireEvent, WithSeq},
     state::AppState,
+    telemetry::Metrics,
 };
 
 /// Events read from the inbox per page during replay.
@@ -130,6 +131,9 @@ struct Pump {
     /// Cumulative acks (contract §15): set when the socket asked for them, and then stored
     /// events are emitted without an ack request.
     cumulative: Option<ClientAcks>,
+    /// Set once the socket counts as a slow consumer (by the router when its queue
+    /// overflowed, or here when an emit found no room for [`EMIT_PATIENCE`]): counted once.
+    slow: Arc<AtomicBool>,
 }
 
 /// Why the pump stopped emitting.
@@ -162,6 +166,7 @@ pub async fn run(
         confirmed: 0,
         acks: FuturesUnordered::new(),
         cumulative,
+        slow: overflowed.clone(),
     };
     // Built once: re-creating cancellation and timer futures on every loop turn costs a
     // lock and a timer-wheel update per event. Polled last, so a turn with a delivery to
@@ -299,26 +304,52 @@ async fn resolve_shared_body(
     }
 }
 
+/// What [`patiently`] needs of a pump (not the pump itself: its ack futures are not `Sync`,
+/// so a borrow of it cannot be held across an await in a `Send` task).
+struct EmitTarget<'a> {
+    socket: &'a SocketRef,
+    uid: &'a UserId,
+    slow: &'a AtomicBool,
+    metrics: &'a Metrics,
+}
+
+impl Pump {
+    fn target(&self) -> EmitTarget<'_> {
+        EmitTarget {
+            socket: &self.socket,
+            uid: &self.uid,
+            slow: &self.slow,
+            metrics: &self.state.metrics,
+        }
+    }
+}
+
 /// Runs `emit` until it finds room in the socket's outgoing buffer, for up to
 /// [`EMIT_PATIENCE`]: a stored event is never dropped (unlike a live one), and a client
-/// that reads slower than that counts as gone.
+/// that reads slower than that counts as gone, and as a slow consumer: a client that
+/// stops reading while events trickle in never fills the router's queue, so this is
+/// where it is caught.
 async fn patiently<T>(
-    socket: &SocketRef,
-    uid: &UserId,
+    to: EmitTarget<'_>,
     mut emit: impl FnMut(&SocketRef) -> Result<T, SendError>,
 ) -> Result<T, Halt> {
     let deadline = Instant::now() + EMIT_PATIENCE;
     loop {
-        match emit(socket) {
+        match emit(to.socket) {
             Ok(sent) => return Ok(sent),
-            Err(SendError::Socket(SocketError::InternalChannelFull))
-                if Instant::now() < deadline =>
-            {
+            Err(SendError::Socket(SocketError::InternalChannelFull)) => {
+                if Instant::now() >= deadline {
+                    if !to.slow.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(uid = %to.uid, "slow consumer: no room to emit, disconnecting");
+                        to.metrics.slow_consumers.inc();
+                    }
+                    return Err(Halt::Closed);
+                }
                 // The client reads slower than we write; wait for the buffer to drain.
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
             Err(e) => {
-                tracing::debug!(uid = %uid, error = %e, "emit failed");
+                tracing::debug!(uid = %to.uid, error = %e, "emit failed");
                 return Err(Halt::Closed);
             }
         }
@@ -471,15 +502,12 @@ impl Pump {
             // No ack request: the client's `ack {Seq}` covers this event and those before it.
             // Counted as sent first, so an ack of it can never arrive before the count does.
             client.sending(seq);
-            patiently(&self.socket, &self.uid, |socket| {
-                socket.emit("chat", &event)
-            })
-            .await?;
+            patiently(self.target(), |socket| socket.emit("chat", &event)).await?;
             self.last_emitted = seq;
             self.state.metrics.events_out.inc();
             return Ok(());
         }
-        let stream = patiently(&self.socket, &self.uid, |socket| {
+        let stream = patiently(self.target(), |socket| {
             socket.emit_with_ack::<_, IgnoredAny>("chat", &event)
         })
         .await?;
