@@ -87,10 +87,15 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(state.clone(), count_request))
         .with_state(state);
-    match cors {
+    let app = match cors {
         Some(layer) => app.layer(layer),
         None => app,
-    }
+    };
+    // Outermost: every answer gets them, CORS preflights included.
+    app.layer(middleware::map_response_with_state(
+        webchat::http::SecurityHeaders::api_only(),
+        webchat::http::add_security_headers,
+    ))
 }
 
 async fn count_request(State(state): State<AppState>, req: Request, next: Next) -> Response {

@@ -608,6 +608,29 @@ async fn a_stale_fill_after_invalidation_is_refused() {
     let _ = redis.quit().await;
 }
 
+/// Every answer, errors and 404s included, carries the security headers of a JSON API.
+#[tokio::test]
+async fn every_answer_has_the_security_headers() {
+    let app = TestApp::start(Backends::Embedded, AuthMode::Token).await;
+    for path in ["/health", "/api/v1/profiles/nobody", "/no-such-page"] {
+        let resp = app.get(path).await;
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        assert_eq!(header("x-content-type-options"), "nosniff", "{path}");
+        assert_eq!(header("referrer-policy"), "no-referrer", "{path}");
+        assert!(
+            header("content-security-policy").contains("frame-ancestors 'none'"),
+            "{path}"
+        );
+    }
+    app.stop().await;
+}
+
 /// A bidirectional override makes a name display reversed (`"\u{202E}nimda"` shows as
 /// "admin"): refused as `bad_request`.
 #[tokio::test]

@@ -119,6 +119,16 @@ impl SecurityHeaders {
     }
 }
 
+impl SecurityHeaders {
+    /// The headers for a service that answers JSON only (the profile service): it loads
+    /// nothing, and nothing may frame it.
+    pub fn api_only() -> Self {
+        Self {
+            csp: HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+        }
+    }
+}
+
 /// `scheme://host[:port]` of an http(s) URL, if every character of it is one an origin may
 /// have (nothing that could end a CSP directive or a header).
 fn origin_of(url: &str) -> Option<String> {
