@@ -83,6 +83,7 @@ pub async fn serve(
     let per_address = Arc::new(AddressCounts::default());
     let connections = TaskTracker::new();
     let mut accept_failures = AcceptFailures::default();
+    let mut capped = CapRefusals::default();
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -105,8 +106,10 @@ pub async fn serve(
             match per_address.take(ip, limits.max_per_address) {
                 Some(slot) => Some(slot),
                 None => {
-                    // Dropping the stream closes it at once.
-                    tracing::debug!(address = %ip, max = limits.max_per_address, "connection refused: too many from this address");
+                    // Dropping the stream closes it at once. Warned (at most once a second):
+                    // behind a proxy missing from --trusted-proxies every client shares one
+                    // address, and the node would otherwise top out silently.
+                    capped.note(ip, limits.max_per_address);
                     continue;
                 }
             }
@@ -195,6 +198,28 @@ impl AcceptFailures {
             .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1))
         {
             tracing::warn!(error = %e, failures = self.since_logged, "accept failed (out of file descriptors?); backing off and accepting again");
+            self.since_logged = 0;
+            self.last_logged = Some(now);
+        }
+    }
+}
+
+/// Connections refused by the per-address cap, warned about at most once a second.
+#[derive(Default)]
+struct CapRefusals {
+    since_logged: u64,
+    last_logged: Option<tokio::time::Instant>,
+}
+
+impl CapRefusals {
+    fn note(&mut self, ip: IpAddr, max: usize) {
+        self.since_logged += 1;
+        let now = tokio::time::Instant::now();
+        if self
+            .last_logged
+            .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1))
+        {
+            tracing::warn!(address = %ip, max, refused = self.since_logged, "connections refused: too many from one address (behind a proxy? see --trusted-proxies)");
             self.since_logged = 0;
             self.last_logged = Some(now);
         }

@@ -65,11 +65,21 @@ async fn serve_from_dir(files: ServeDir, request: Request) -> Response {
 /// [`WebClientFiles`]), and not a path that starts with `//`. `ServeDir` answers a directory
 /// without its trailing slash with a redirect to the same path plus `/`: for `//js` that is
 /// `Location: //js/`, which a browser reads as another host (`http://js/`).
+///
+/// Checked on the decoded path, as `ServeDir` decodes it before it opens a file: otherwise
+/// `/%2Enpmrc` or `/README%2Emd` would pass the check and be served. A path that does not
+/// decode to UTF-8 names no client file.
 fn is_client_path(path: &str) -> bool {
     if path.starts_with("//") {
         return false;
     }
-    let relative = path.trim_start_matches('/');
+    let Ok(decoded) = percent_encoding::percent_decode_str(path).decode_utf8() else {
+        return false;
+    };
+    if decoded.starts_with("//") || decoded.contains('\\') {
+        return false;
+    }
+    let relative = decoded.trim_start_matches('/');
     let first = relative.split('/').next().unwrap_or_default();
     if matches!(
         first,
@@ -215,6 +225,14 @@ mod tests {
             "/.git/config",
             "//js",
             "//evil.example/js",
+            // Encoded, as ServeDir decodes them before opening a file.
+            "/%2Enpmrc",
+            "/README%2Emd",
+            "/package%2Ejson",
+            "/node_modules%2Fx/index.js",
+            "/js/%2Ehidden",
+            "/%2F%2Fjs",
+            "/%ff",
         ] {
             assert!(!is_client_path(path), "{path}");
         }

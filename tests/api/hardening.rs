@@ -150,6 +150,11 @@ async fn every_response_has_the_security_headers_and_only_client_files_are_serve
             ("//js", 404),
             ("//js/", 404),
             ("//evil.example/js", 404),
+            // Percent-encoded: the file server decodes before it opens a file.
+            ("/README%2Emd", 404),
+            ("/%2Enpmrc", 404),
+            ("/package%2Ejson", 404),
+            ("/scripts%2Fvendor.sh", 404),
         ] {
             let res = client
                 .get(format!("{}{path}", node.url))

@@ -11,8 +11,9 @@
 // Acks are cumulative (contract §15): the client connects with `acks: "cumulative"`, and
 // instead of one socket.io ack per stored event it emits `ack {Seq}` for the highest Seq it
 // has handled, after every ACK_EVERY events or ACK_DELAY_MS after the first unacked one, and
-// when the page is hidden. An event whose handling failed is never acked (nor anything after
-// it on this connection): the server replays it on the next connect.
+// when the page is hidden. An event whose handling failed is not acked (nor anything after
+// it on this connection): the server replays it on the next connect; if it fails again
+// there, it is given up on rather than holding back every later ack.
 
 /* global io */
 
@@ -35,6 +36,8 @@ export class Connection extends EventTarget {
     };
     this.onBrowserOffline = () => this.setState('offline');
     this.resetAcks();
+    /** Failures per Seq, across reconnects of this page (see `failed`). */
+    this.failures = new Map();
     // A tab going to the background may be frozen: confirm what it has seen first.
     this.onHidden = () => {
       if (document.visibilityState === 'hidden') this.flushAck();
@@ -60,8 +63,21 @@ export class Connection extends EventTarget {
     else if (!this.ackTimer) this.ackTimer = setTimeout(() => this.flushAck(), ACK_DELAY_MS);
   }
 
-  /** The handling of a stored event failed: it must be replayed, so no later ack may cover it. */
-  failed() {
+  /**
+   * The handling of stored event `seq` failed: it must be replayed, so no later ack may
+   * cover it; what was handled before it is acked now. An event that fails again after a
+   * replay is given up on (logged) and counted as handled: one unrenderable event must not
+   * hold back every later ack, which would let the inbox grow and replay ever more.
+   */
+  failed(seq) {
+    const failures = (this.failures.get(seq) || 0) + 1;
+    this.failures.set(seq, failures);
+    if (failures >= 2) {
+      console.error(`webchat: giving up on event Seq ${seq} after ${failures} failures`);
+      this.handled(seq);
+      return;
+    }
+    this.flushAck();
     this.ackBlocked = true;
     clearTimeout(this.ackTimer);
     this.ackTimer = null;
@@ -143,7 +159,7 @@ export class Connection extends EventTarget {
       let done;
       if (typeof ack === 'function') done = ack;
       else if (seq !== null) done = () => this.handled(seq);
-      const failed = seq !== null && typeof ack !== 'function' ? () => this.failed() : undefined;
+      const failed = seq !== null && typeof ack !== 'function' ? () => this.failed(seq) : undefined;
       this.dispatchEvent(new CustomEvent('chat', { detail: { ev, ack: done, failed } }));
     });
     window.addEventListener('online', this.onBrowserOnline);
