@@ -83,28 +83,39 @@ commandstats() {
   >"$OUT/loadgen.jsonl" 2>"$OUT/loadgen.err" &
 gen=$!
 PIDS+=("$gen")
-until grep -q "sockets joined" "$OUT/loadgen.err" 2>/dev/null && grep -q "all .* sockets joined" "$OUT/loadgen.err"; do
+until grep -q "all .* sockets joined" "$OUT/loadgen.err" 2>/dev/null; do
   kill -0 "$gen" 2>/dev/null || die "the generator ended early: $(tail -3 "$OUT/loadgen.err")"
   sleep 0.2
 done
+# Messages both nodes have stored so far.
+appended() {
+  local url total=0 n
+  for url in "${urls[@]}"; do
+    n=$(curl -fsS "$url/metrics" | awk '/^webchat_inbox_appended_total/ {print $2}')
+    total=$((total + ${n%.*}))
+  done
+  echo "$total"
+}
+# snapshot NAME: Redis commandstats into OUT/redis-NAME.txt; sets SWITCHES and APPENDED.
+snapshot() {
+  commandstats >"$OUT/redis-$1.txt"
+  SWITCHES=$(( $(switches "${nodes[0]}") + $(switches "${nodes[1]}") ))
+  APPENDED=$(appended)
+}
 # Into the measured window (the generator's warm-up), then one second more.
 sleep "$((WARMUP + 1))"
-commandstats >"$OUT/redis-before.txt"
-cs_before=$(( $(switches "${nodes[0]}") + $(switches "${nodes[1]}") ))
-delivered_before=$(curl -fsS "${urls[1]}/metrics" | awk '/^webchat_inbox_appended_total/ {print $2}')
-delivered_before1=$(curl -fsS "${urls[0]}/metrics" | awk '/^webchat_inbox_appended_total/ {print $2}')
+snapshot before
+cs_before=$SWITCHES appended_before=$APPENDED
 if [ "$PERF" != 0 ]; then
   perf record -F 999 -g -e cpu-clock -o "$OUT/node1.data" -p "${nodes[0]}" -- sleep "$SECS" \
     >/dev/null 2>&1
 else
   sleep "$SECS"
 fi
-commandstats >"$OUT/redis-after.txt"
-cs_after=$(( $(switches "${nodes[0]}") + $(switches "${nodes[1]}") ))
-delivered_after=$(curl -fsS "${urls[1]}/metrics" | awk '/^webchat_inbox_appended_total/ {print $2}')
-delivered_after1=$(curl -fsS "${urls[0]}/metrics" | awk '/^webchat_inbox_appended_total/ {print $2}')
+snapshot after
+cs_after=$SWITCHES
+delivered=$((APPENDED - appended_before))
 wait "$gen" || warn "the generator failed: $(tail -3 "$OUT/loadgen.err")"
-delivered=$(( ${delivered_after%.*} - ${delivered_before%.*} + ${delivered_after1%.*} - ${delivered_before1%.*} ))
 [ "$delivered" -gt 0 ] || die "nothing delivered in the window"
 
 python3 - "$OUT" "$delivered" "$cs_before" "$cs_after" <<'EOF'

@@ -82,8 +82,8 @@ pub async fn serve(
     });
     let per_address = Arc::new(AddressCounts::default());
     let connections = TaskTracker::new();
-    let mut accept_failures = AcceptFailures::default();
-    let mut capped = CapRefusals::default();
+    let mut accept_failures = OncePerSecond::default();
+    let mut capped = OncePerSecond::default();
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -94,7 +94,9 @@ pub async fn serve(
             // The client gave up before it was accepted: nothing to do.
             Err(e) if is_connection_error(&e) => continue,
             Err(e) => {
-                accept_failures.note(&e);
+                if let Some(failures) = accept_failures.note() {
+                    tracing::warn!(error = %e, failures, "accept failed (out of file descriptors?); backing off and accepting again");
+                }
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
                 continue;
             }
@@ -109,7 +111,9 @@ pub async fn serve(
                     // Dropping the stream closes it at once. Warned (at most once a second):
                     // behind a proxy missing from --trusted-proxies every client shares one
                     // address, and the node would otherwise top out silently.
-                    capped.note(ip, limits.max_per_address);
+                    if let Some(refused) = capped.note() {
+                        tracing::warn!(address = %ip, max = limits.max_per_address, refused, "connections refused: too many from one address (behind a proxy? see --trusted-proxies)");
+                    }
                     continue;
                 }
             }
@@ -181,48 +185,28 @@ fn is_connection_error(e: &io::Error) -> bool {
     )
 }
 
-/// Logs failed accepts at most once a second (out of descriptors, a node fails thousands a
-/// second), with how many there were.
+/// Counts repeated events (failed accepts, refused connections) and tells when to warn about
+/// them: at most once a second, with how many happened since the last warning, so a flood
+/// cannot flood the log too.
 #[derive(Default)]
-struct AcceptFailures {
+struct OncePerSecond {
     since_logged: u64,
     last_logged: Option<tokio::time::Instant>,
 }
 
-impl AcceptFailures {
-    fn note(&mut self, e: &io::Error) {
+impl OncePerSecond {
+    /// Notes one event; `Some(count since the last warning)` when it is time to warn.
+    fn note(&mut self) -> Option<u64> {
         self.since_logged += 1;
         let now = tokio::time::Instant::now();
         if self
             .last_logged
-            .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1))
+            .is_some_and(|at| now.duration_since(at) < Duration::from_secs(1))
         {
-            tracing::warn!(error = %e, failures = self.since_logged, "accept failed (out of file descriptors?); backing off and accepting again");
-            self.since_logged = 0;
-            self.last_logged = Some(now);
+            return None;
         }
-    }
-}
-
-/// Connections refused by the per-address cap, warned about at most once a second.
-#[derive(Default)]
-struct CapRefusals {
-    since_logged: u64,
-    last_logged: Option<tokio::time::Instant>,
-}
-
-impl CapRefusals {
-    fn note(&mut self, ip: IpAddr, max: usize) {
-        self.since_logged += 1;
-        let now = tokio::time::Instant::now();
-        if self
-            .last_logged
-            .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1))
-        {
-            tracing::warn!(address = %ip, max, refused = self.since_logged, "connections refused: too many from one address (behind a proxy? see --trusted-proxies)");
-            self.since_logged = 0;
-            self.last_logged = Some(now);
-        }
+        self.last_logged = Some(now);
+        Some(std::mem::take(&mut self.since_logged))
     }
 }
 
