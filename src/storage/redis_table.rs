@@ -42,12 +42,17 @@ use super::table::{last_of_each_key, Order, Row, SkRange, SortedTable};
 use crate::storage::{redis::unavailable, StoreError};
 
 /// Rows per script call: bounds how long one call holds Redis (a script blocks every other
-/// client; 100 rows take about 0.1–0.2 ms), while still one call for a 20-message batch.
-const ROWS_PER_CALL: usize = 100;
-/// Script calls / reads in flight at once for one `put_rows` / `get_rows`.
+/// client: 100 rows took 1–2 ms on the shared bench machine), while still one call for a
+/// 10-message batch.
+const ROWS_PER_CALL: usize = 50;
+/// Reads in flight at once for one `get_rows`.
 const CALLS_IN_FLIGHT: usize = 8;
+/// Write scripts in flight at once for one write: one, so the inbox appends of live
+/// messages run between them. With 8 at once a drain batch's calls reached Redis back to
+/// back and held it for tens of milliseconds, which every sender's ack waited out.
+const WRITE_CALLS_IN_FLIGHT: usize = 1;
 /// Conditional rows per script call (each also reads and decodes the stored row).
-const VERSIONED_ROWS_PER_CALL: usize = 100;
+const VERSIONED_ROWS_PER_CALL: usize = 50;
 
 /// The partitions holding time-ordered rows, scored by their oldest row's SentAt (unix ms).
 const AGES_KEY: &str = "wc:{log-retention}:ages";
@@ -533,11 +538,11 @@ impl RedisTable {
         Ok(())
     }
 
-    /// Runs `calls` of `script`, a few at once.
+    /// Runs `calls` of `script`, [`WRITE_CALLS_IN_FLIGHT`] at once.
     async fn run_calls(&self, script: &Script, calls: Vec<ScriptCall>) -> Result<(), StoreError> {
         stream::iter(calls)
             .map(|call| self.run_call(script, call))
-            .buffer_unordered(CALLS_IN_FLIGHT)
+            .buffer_unordered(WRITE_CALLS_IN_FLIGHT)
             .try_collect::<()>()
             .await
     }
