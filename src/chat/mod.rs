@@ -369,12 +369,6 @@ impl ChatService {
         })
     }
 
-    /// Confirms `user`'s inbox up to `upto` (the client acknowledged that event).
-    pub async fn confirm(&self, user: &str, upto: Seq) -> Result<(), ChatError> {
-        self.inbox.confirm(user, upto).await?;
-        Ok(())
-    }
-
     /// Queues a group event for the call log (after its fan-out stored it everywhere).
     async fn log_group_event(
         &self,

@@ -8,12 +8,14 @@
 pub mod claims;
 mod embedded;
 mod redis;
+mod service;
 pub mod shared_body;
 
 use async_trait::async_trait;
 
 pub use self::embedded::EmbeddedInbox;
 pub use self::redis::{send_claim_key, shared_body_key, RedisInbox};
+pub use self::service::{InboxService, ReplayPage};
 use crate::{
     domain::{GroupId, MsgId, Seq, UserId, WireEvent},
     storage::StoreError,
