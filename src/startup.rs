@@ -26,6 +26,7 @@ use crate::{
     health::Health,
     http,
     inbox::{EmbeddedInbox, InboxLimits, InboxService, InboxStore, RedisInbox},
+    lifecycle::{EmbeddedMessageIndex, LifecycleService, MessageIndex, RedisMessageIndex},
     limits::{KeyedBuckets, LoginThrottle, TrustedProxies},
     presence::{
         ContactStore, EmbeddedContactStore, MemoryPresenceStore, PresenceService, PresenceStore,
@@ -114,6 +115,7 @@ impl Application {
             redis_subscriber,
             redis_groups,
             login_counter,
+            message_index,
         } = match &settings.redis_url {
             Some(url) => Backends::redis(url, &settings, &router, limits, &shutdown).await?,
             None => Backends::embedded(&settings, &router, limits, &shutdown)?,
@@ -221,7 +223,10 @@ impl Application {
                 .listen(subscriber.clone(), shutdown.clone())
                 .await?;
         }
+        let lifecycle =
+            LifecycleService::new(message_index, calllog.clone(), settings.edit_window_secs);
         let chat = ChatService::new(ChatDeps {
+            lifecycle: lifecycle.clone(),
             blocks: blocks.clone(),
             presence: presence.clone(),
             calllog: calllog.clone(),
@@ -237,6 +242,7 @@ impl Application {
         });
         let groups_for_replay = groups.clone();
         let state = AppState {
+            lifecycle,
             settings: settings.clone(),
             accounts,
             chat,
@@ -412,6 +418,8 @@ struct Backends {
     redis_groups: Option<RedisGroupStore>,
     /// Redis: where failed logins are counted (shared by the nodes).
     login_counter: Option<fred::clients::Pool>,
+    /// Messages by MsgID for replies, edits, deletes and reactions (§11).
+    message_index: Arc<dyn MessageIndex>,
 }
 
 impl Backends {
@@ -462,6 +470,7 @@ impl Backends {
             groups: Arc::new(redis_groups.clone()),
             redis_groups: Some(redis_groups),
             login_counter: Some(redis.pool.clone()),
+            message_index: Arc::new(RedisMessageIndex::new(redis.pool.clone())),
             receipts: Arc::new(RedisReceiptStore::new(
                 redis.pool.clone(),
                 settings.inbox_max_age_secs,
@@ -517,6 +526,7 @@ impl Backends {
             redis_subscriber: None,
             redis_groups: None,
             login_counter: None,
+            message_index: Arc::new(EmbeddedMessageIndex::new(db.clone())),
             embedded: Some(db),
         })
     }

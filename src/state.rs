@@ -43,6 +43,8 @@ pub struct AppState {
     pub blocks: BlockService,
     /// History and the admin call log.
     pub calllog: CallLog,
+    /// Replies, edits, deletes, reactions (history needs when a member joined a group).
+    pub lifecycle: crate::lifecycle::LifecycleService,
     /// Group membership (REST group view).
     pub groups: Arc<dyn GroupStore>,
     /// Local sockets by user.

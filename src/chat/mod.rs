@@ -18,12 +18,14 @@ use crate::{
     },
     groups::GroupStore,
     inbox::{AppendOutcome, CarriedAppend, DedupeKey, Echo, InboxStore, Logged, Rider},
+    lifecycle::LifecycleService,
     presence::PresenceService,
     receipts::{ReceiptKey, ReceiptStore},
     telemetry::Metrics,
 };
 
 mod groups;
+mod lifecycle;
 
 /// What the sender's ack reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +49,7 @@ pub struct ChatService {
     blocks: BlockService,
     presence: PresenceService,
     calllog: CallLog,
+    lifecycle: LifecycleService,
     metrics: Arc<Metrics>,
     /// Token mode: recipients must be registered users. Open mode: any valid uid.
     require_known_recipients: bool,
@@ -83,6 +86,8 @@ pub struct ChatDeps {
     pub presence: PresenceService,
     /// Where every conversation event is logged.
     pub calllog: CallLog,
+    /// Replies, edits, deletes and reactions: who may, and the index of messages.
+    pub lifecycle: LifecycleService,
     /// Counters.
     pub metrics: Arc<Metrics>,
     /// Token mode: recipients must be registered users.
@@ -105,6 +110,7 @@ impl ChatService {
             blocks: deps.blocks,
             presence: deps.presence,
             calllog: deps.calllog,
+            lifecycle: deps.lifecycle,
             metrics: deps.metrics,
             require_known_recipients: deps.require_known_recipients,
             max_group_size: deps.max_group_size.max(1),
@@ -160,6 +166,7 @@ impl ChatService {
             } => self.refer(actor, &gid, members, msg_id).await,
             ClientCommand::Depart { gid, msg_id } => self.depart(actor, &gid, msg_id).await,
             ClientCommand::Rejoin { gid } => self.rejoin(actor, &gid).await,
+            ClientCommand::Lifecycle(command) => self.lifecycle_event(actor, origin, command).await,
             ClientCommand::Block {
                 target,
                 active,
@@ -212,7 +219,6 @@ impl ChatService {
                 }
             }
         )?;
-        let riders: Vec<Rider> = block_rider.into_iter().chain(note_rider).collect();
         let event = WireEvent::new(
             "message",
             sender.as_str(),
@@ -244,9 +250,33 @@ impl ChatService {
             skip_socket: origin.socket.to_owned(),
             others_here: origin.others_here,
         });
-        let accepted = self
-            .store_carrying(to, &event, &dedupe, echo.as_ref(), Some(log), &riders)
-            .await?;
+        // The message's entry in the lifecycle index, so a reply or reaction sent after the
+        // ack finds it: carried by the append where it can be, else noted alongside it.
+        let conv = crate::lifecycle::conversation_key(
+            sender,
+            &crate::domain::lifecycle::Target::User(to.clone()),
+        );
+        let index_rider =
+            carried(
+                self.lifecycle
+                    .note_rider(&conv, &event.msg_id, sender, event.sent_at),
+            );
+        let note_index_apart = index_rider.is_none();
+        let riders: Vec<Rider> = [block_rider, note_rider, index_rider]
+            .into_iter()
+            .flatten()
+            .collect();
+        let (accepted, ()) = tokio::try_join!(
+            self.store_carrying(to, &event, &dedupe, echo.as_ref(), Some(log), &riders),
+            async {
+                if note_index_apart {
+                    self.lifecycle
+                        .note_message(&conv, &event.msg_id, sender, event.sent_at)
+                        .await?;
+                }
+                Ok(())
+            }
+        )?;
         // Once each has written to the other, the two share presence; the message is stored
         // either way.
         if let Err(e) = self.presence.note_sent(sender, to).await {
@@ -361,6 +391,11 @@ impl ChatService {
         if let Some(mut log) = log {
             match &mut log {
                 LogRecord::Event {
+                    sent_at: at,
+                    seq: logged_seq,
+                    ..
+                }
+                | LogRecord::Lifecycle {
                     sent_at: at,
                     seq: logged_seq,
                     ..

@@ -16,6 +16,7 @@ mod fused_append;
 mod groups;
 mod hardening;
 mod hashing;
+mod lifecycle;
 mod limits;
 mod malformed;
 mod memory;
