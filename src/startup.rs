@@ -251,6 +251,11 @@ impl Application {
             shared_bodies: Arc::new(SharedBodies::new(inbox.clone(), metrics.clone())),
             inbox,
             inbox_limits: limits,
+            profiles: crate::profiles::ProfileRefresher::new(
+                settings.profile_url.clone(),
+                redis_subscriber.is_some(),
+                presence.clone(),
+            ),
             presence,
             metrics,
             health,

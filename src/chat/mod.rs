@@ -197,6 +197,13 @@ impl ChatService {
             self.blocks.check_allowed(sender, to),
             async { Ok(self.receipts.note_sent(&sent, to).await?) }
         )?;
+        // Once each has written to the other, the two share presence. Noted before the
+        // message can be delivered (or acked): a client that sees the first reply, or the ack
+        // of its own, asks `GET /presence` for the peer right away and must find them mutual
+        // contacts by then, on any node. The message is stored even when this fails.
+        if let Err(e) = self.presence.note_sent(sender, to).await {
+            tracing::warn!(error = %e, "conversation not noted for presence");
+        }
         let event = WireEvent::new(
             "message",
             sender.as_str(),
@@ -231,11 +238,6 @@ impl ChatService {
         let accepted = self
             .store(to, &event, &dedupe, echo.as_ref(), Some(log))
             .await?;
-        // Once each has written to the other, the two share presence; the message is stored
-        // either way.
-        if let Err(e) = self.presence.note_sent(sender, to).await {
-            tracing::warn!(error = %e, "conversation not noted for presence");
-        }
         Ok(accepted)
     }
 
