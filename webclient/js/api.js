@@ -120,6 +120,14 @@ export function putProfile(token, uid, { name, status, avatarUrl }) {
   });
 }
 
+/**
+ * Tells the chat server that the own profile was saved, so it shares it with one's contacts
+ * (needed where the profile service publishes no updates itself: one node without Redis).
+ */
+export function profileChanged(token) {
+  return call('POST', '/me/profile-changed', { token });
+}
+
 /** → {items:[{uid, online}]}: which of `ids` (one's contacts) are online now. */
 export function presence(token, ids) {
   return call('GET', `/presence?ids=${ids.map(encodeURIComponent).join(',')}`, { token });
