@@ -36,6 +36,7 @@ mod tests {
             ("/api/v1/groups/{gid}", "get"),
             ("/api/v1/users", "get"),
             ("/api/v1/presence", "get"),
+            ("/api/v1/me/profile-changed", "post"),
             ("/api/v1/blocks", "get"),
             ("/api/v1/blocks/{uid}", "put"),
             ("/api/v1/blocks/{uid}", "delete"),
@@ -48,6 +49,6 @@ mod tests {
                 "{method} {path} is documented"
             );
         }
-        assert_eq!(paths.len(), 13, "no undocumented or stale paths");
+        assert_eq!(paths.len(), 14, "no undocumented or stale paths");
     }
 }

@@ -586,6 +586,7 @@ describe('web client in Chromium', () => {
     await openGroup(c);
     await c.click('#chat-info-btn');
     await c.click('#leave-group-btn');
+    await c.click('#leave-confirm-btn'); // leaving asks first
     await c.waitForSelector('#composer', { state: 'hidden' });
     await waitNotice(a, /Carol left/);
     await a.click('#chat-info-btn');
