@@ -20,7 +20,11 @@ async fn fake_profile_service(profiles: HashMap<String, Value>) -> String {
         State(profiles): State<Arc<HashMap<String, Value>>>,
         Path(uid): Path<String>,
     ) -> Result<Json<Value>, StatusCode> {
-        profiles.get(&uid).cloned().map(Json).ok_or(StatusCode::NOT_FOUND)
+        profiles
+            .get(&uid)
+            .cloned()
+            .map(Json)
+            .ok_or(StatusCode::NOT_FOUND)
     }
     let app = Router::new()
         .route("/api/v1/profiles/{uid}", get(one))
@@ -73,7 +77,10 @@ async fn a_saved_profile_reaches_contacts_on_one_node_without_redis() {
     let profiles = HashMap::from([
         (alice.uid.clone(), saved.clone()),
         // A service answering for someone else is not believed.
-        (mallory.uid.clone(), json!({"uid": alice.uid, "name": "Not Alice"})),
+        (
+            mallory.uid.clone(),
+            json!({"uid": alice.uid, "name": "Not Alice"}),
+        ),
     ]);
     let profile_url = fake_profile_service(profiles).await;
     let mut with_profiles = settings(Backend::Embedded, dir.path().to_path_buf());
