@@ -418,7 +418,7 @@ export class ChatClient extends EventTarget {
       if (!replay) this.sendReceipt('delivery', m, seq);
       // A reply to what we wrote may have just made us mutual contacts (the server shares
       // presence from then on, but sends no event for it).
-      if (!isGroupId(convId) && this.hasOwn(convId)) this.people.recheckPresence(convId);
+      if (!isGroupId(convId) && this.hasOwn(convId)) this.people.recheckPresence([convId]);
       if (!replay && m.seen === false) this.emit('incoming', { convId, msg: m });
     }
     this.emit('messages', convId);
@@ -488,6 +488,9 @@ export class ChatClient extends EventTarget {
       if (m) this.merge(gid, m, { live: true });
     }
     this.people.want(list.concat(ev.Originated ? [ev.Originated] : []));
+    // Sharing a group shares presence (up to the server's group limit): ask for the
+    // newcomers' (or, when we are the newcomer, everyone's) now.
+    if (ev.EvtType === 'notify' || ev.EvtType === 'join') this.people.recheckPresence(list.filter((u) => u !== this.me));
     this.emit('members', gid);
     this.emit('messages', gid);
     this.emit('conversations');
@@ -671,7 +674,7 @@ export class ChatClient extends EventTarget {
             this.store.upsertMessage(convId, update);
             this.store.removeFromOutbox(msg.key);
             // Our reply may have just made us mutual contacts: their presence is ours to see.
-            if (!isGroupId(convId) && convId !== this.me && this.hasIncoming(convId)) this.people.recheckPresence(convId);
+            if (!isGroupId(convId) && convId !== this.me && this.hasIncoming(convId)) this.people.recheckPresence([convId]);
           } else if (res.error && res.error.code === 'unauthorized') {
             this.conn.dispatchEvent(new Event('unauthorized'));
           } else if (!res.error || !RETRIABLE.has(res.error.code)) {

@@ -96,16 +96,15 @@ export class People extends EventTarget {
   }
 
   /**
-   * Asks again for `uid`'s presence when it is not known: a conversation just became mutual
-   * (the first reply), from which on the server shares it. At most once per
-   * RECHECK_MS per user, so a chatty peer costs few requests.
+   * Asks again for the presence of `uids` not known yet: a conversation just became mutual
+   * (the first reply), or a group was shared, from which on the server shares it. At most
+   * once per RECHECK_MS per user (a chatty peer costs few requests), in batches.
    */
-  recheckPresence(uid) {
-    if (!uid || isGroupId(uid) || this.presence.has(uid)) return;
+  recheckPresence(uids) {
     const now = Date.now();
-    if (now - (this.rechecked.get(uid) || 0) < RECHECK_MS) return;
-    this.rechecked.set(uid, now);
-    this.fetchPresence([uid]);
+    const due = [...new Set(uids)].filter((u) => u && !isGroupId(u) && !this.presence.has(u) && now - (this.rechecked.get(u) || 0) >= RECHECK_MS);
+    for (const u of due) this.rechecked.set(u, now);
+    for (let i = 0; i < due.length; i += BATCH) this.fetchPresence(due.slice(i, i + BATCH));
   }
 
   /** A profile from an event or our own update: kept unless an older one. */
