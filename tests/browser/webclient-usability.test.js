@@ -7,7 +7,8 @@
 // accessibility fixes (dialogs, focus, the chat list, contrast, checked by axe-core on every
 // view, light and dark, desktop and phone) and the comforts (new-messages button, unread
 // divider, links, last seen, desktop notifications, a contact's profile, the emoji picker).
-// Screenshots of the fixed views are written to tests/browser/screenshots/issue28-*.png.
+// Screenshots of the fixed views: tests/browser/screenshots/issue28/*.png (committed; refreshed
+// with WEBCHAT_UPDATE_SCREENSHOTS=1).
 //
 //   cargo build -p webchat -p webchat-profile --bins && cd tests/browser && npm ci &&
 //   node --test webclient-usability.test.js
@@ -103,9 +104,19 @@ async function waitText(p, selector, expected) {
   }
 }
 
+/**
+ * A screenshot to screenshots/issue28-<name>.png (git-ignored); with
+ * WEBCHAT_UPDATE_SCREENSHOTS=1 also to the committed screenshots/issue28/<name>.png, so a
+ * plain test run leaves the tree clean.
+ */
 async function shot(p, name) {
   fs.mkdirSync(SHOTS, { recursive: true });
-  await p.screenshot({ path: path.join(SHOTS, `issue28-${name}.png`) });
+  const file = path.join(SHOTS, `issue28-${name}.png`);
+  await p.screenshot({ path: file });
+  if (process.env.WEBCHAT_UPDATE_SCREENSHOTS === '1') {
+    fs.mkdirSync(path.join(SHOTS, 'issue28'), { recursive: true });
+    fs.copyFileSync(file, path.join(SHOTS, 'issue28', `${name}.png`));
+  }
 }
 
 /** Runs axe-core on the page; fails on any serious or critical violation. */
