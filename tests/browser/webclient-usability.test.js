@@ -539,6 +539,11 @@ describe('web client, issue 28 (one node, embedded store)', () => {
     await axe(b, 'list (phone, light)');
     await shot(b, 'phone-list');
     await openConversation(b, U.alice);
+    // Opened from the phone's list, the chat starts at its newest message.
+    await b.waitForFunction(() => {
+      const el = document.querySelector('#messages');
+      return el.scrollHeight > el.clientHeight && el.scrollHeight - el.scrollTop - el.clientHeight < 2;
+    });
     await axe(b, 'chat (phone, light)');
 
     await b.emulateMedia({ colorScheme: 'dark' });

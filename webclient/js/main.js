@@ -238,9 +238,11 @@ class Messenger {
       }
       if (convId && uidProblem(convId) && !/^group_[A-Za-z0-9_.@+-]{1,58}$/.test(convId)) convId = null;
     }
+    // The view first: on phones the pane is not displayed while the list is, and a chat
+    // opened there could not scroll (to its end, or to its first unread message).
+    this.root.dataset.view = convId ? 'chat' : 'list';
     if (convId) this.chat.open(convId);
     else this.chat.close();
-    this.root.dataset.view = convId ? 'chat' : 'list';
     this.sidebar.setActive(convId);
     this.client.setViewing(convId);
     this.renderList();
