@@ -237,6 +237,7 @@ describe('web client, issue 28 (one node, embedded store)', () => {
     const err = await a.textContent('#messages .msg-error');
     assert.match(err, /^Not sent: nobody has the user id “zelda”/);
     assert.doesNotMatch(err, /no user zelda/);
+    await axe(a, 'a message that could not be sent');
     // Still listed while open (the failed message is on screen), gone once the user moves on.
     await a.waitForSelector('#conv-list [data-conv="zelda"]');
     await waitText(a, '#chat-sub', 'No account has this user id');
@@ -309,6 +310,17 @@ describe('web client, issue 28 (one node, embedded store)', () => {
     // The row's text is its accessible name: its parts are kept apart.
     const label = await a.textContent('#conv-list [data-conv="bob"]');
     assert.match(label, /^Robert, online, \d\d:\d\d, Hi Alice!$/);
+    // Keyboard focus on a row: its ring is drawn inside the row, where the list's scrolling
+    // cannot clip it.
+    await a.focus('#conv-filter');
+    await a.keyboard.press('Tab');
+    await a.keyboard.press('Tab');
+    const ring = await a.evaluate(() => {
+      const el = document.activeElement;
+      const cs = getComputedStyle(el);
+      return { conv: el.dataset.conv || null, style: cs.outlineStyle, offset: parseFloat(cs.outlineOffset) };
+    });
+    assert.ok(ring.conv && ring.style === 'solid' && ring.offset < 0, `focus ring: ${JSON.stringify(ring)}`);
     const titles = await a.$$eval('#messages .msg-time', (ts) => ts.map((t) => t.title));
     assert.ok(titles.length > 0 && titles.every((t) => /\d{4}/.test(t)), `message times without a full date: ${titles}`);
     assert.match(await a.getAttribute('#conv-list [data-conv="bob"] .conv-time', 'title'), /\d{4}/);
@@ -428,6 +440,9 @@ describe('web client, issue 28 (one node, embedded store)', () => {
     await a.click('#create-group-btn');
     await a.waitForSelector('#chat-view:not([hidden])[data-kind="group"]');
     const gid = await a.getAttribute('#chat-view', 'data-conv');
+    await send(a, 'Welcome to the book club!');
+    await a.waitForSelector('#messages .msg.out[data-unread="2"]');
+    await axe(a, 'group chat with an own message and its unread count');
     await c.waitForSelector(`#conv-list [data-conv="${gid}"]`);
     await openConversation(c, gid);
     await c.click('#chat-info-btn');
