@@ -100,6 +100,12 @@ export function users(token, prefix, cursor, limit = 50) {
   return call('GET', `/users${q({ prefix, cursor, limit })}`, { token });
 }
 
+/** Whether `uid` has an account: the address book lists it (the prefix is the uid itself). */
+export async function userExists(token, uid) {
+  const res = await users(token, uid, null, 5);
+  return (res.items || []).some((u) => u.uid === uid);
+}
+
 // -- the profile service (another origin, see config.js) ------------------------
 
 export const PROFILE_BASE = `${String(config.profileUrl ?? '').replace(/\/+$/, '')}/api/v1`;

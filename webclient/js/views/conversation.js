@@ -6,6 +6,7 @@
 // bubble in place (keeps text selections and the scroll position), new messages are
 // inserted where they belong. Message bodies are set with textContent only.
 
+import * as api from '../api.js';
 import * as emojiPicker from '../emoji-picker.js';
 import { $, h, replaceChildren, setText } from '../dom.js';
 import { isGroupId } from '../store.js';
@@ -14,7 +15,6 @@ import { paintAvatar } from './avatar.js';
 import { statusMark } from './icons.js';
 import { linkify } from './linkify.js';
 import { convTitle, noticeText } from './names.js';
-import { userExists } from './sidebar.js';
 
 const GROUP_GAP_MS = 5 * 60 * 1000; // same sender within this → one visual group
 const NEAR_BOTTOM_PX = 120;
@@ -23,7 +23,10 @@ const MAX_BODY_BYTES = 16 * 1024; // the server's default limit
 const MAX_UNREAD_PAGES = 5; // older pages loaded to reach the first unread message on open
 
 export class ConversationView {
-  /** @param {{store, client, people, me: string, onBack: () => void, notify: (text, kind?) => void}} opts */
+  /**
+   * @param {{store, client, people, me: string, onBack: () => void, notify: (text, kind?) => void,
+   *          onShowContact: (uid: string) => void, getToken: () => string}} opts
+   */
   constructor({ store, client, people, me, onBack, notify, onShowContact, getToken }) {
     this.store = store;
     this.client = client;
@@ -283,7 +286,7 @@ export class ConversationView {
     if (problem) return this.groupFail(problem);
     try {
       // Name the ones who do not exist instead of the server's one-line refusal.
-      const known = await Promise.all(uids.map((u) => userExists(this.getToken(), u).catch(() => true)));
+      const known = await Promise.all(uids.map((u) => api.userExists(this.getToken(), u).catch(() => true)));
       const missing = uids.filter((_, i) => !known[i]);
       if (missing.length) {
         return this.groupFail(

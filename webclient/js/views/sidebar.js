@@ -213,7 +213,7 @@ export class Sidebar {
       this.newSubmit.disabled = true;
       let exists;
       try {
-        exists = await userExists(this.getToken(), uid);
+        exists = await api.userExists(this.getToken(), uid);
       } catch (e) {
         exists = e.status === 0 ? true : null;
         if (exists === null) this.showError(`Could not look up “${uid}”: ${e.message}`);
@@ -375,12 +375,6 @@ function morph(cur, next) {
   const want = [...next.childNodes];
   want.forEach((n, i) => (i < have.length ? morph(have[i], n) : cur.appendChild(n)));
   for (const n of have.slice(want.length)) n.remove();
-}
-
-/** Whether `uid` has an account (the address book lists it). */
-export async function userExists(token, uid) {
-  const res = await api.users(token, uid, null, 5);
-  return (res.items || []).some((u) => u.uid === uid);
 }
 
 function previewText(c, ctx) {
