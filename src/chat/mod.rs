@@ -219,6 +219,16 @@ impl ChatService {
                 }
             }
         )?;
+        // Once each has written to the other, the two share presence. Noted before the
+        // message can be delivered (or acked): a client that sees the first reply, or the ack
+        // of its own, asks `GET /presence` for the peer right away and must find them mutual
+        // contacts by then, on any node. A reply refused later by a block riding in the
+        // append is noted too: the replier's attempt is the consent, and the blocker's
+        // presence never reaches the blocked either way. The message is stored even when
+        // this fails.
+        if let Err(e) = self.presence.note_sent(sender, to).await {
+            tracing::warn!(error = %e, "conversation not noted for presence");
+        }
         let event = WireEvent::new(
             "message",
             sender.as_str(),
@@ -277,11 +287,6 @@ impl ChatService {
                 Ok(())
             }
         )?;
-        // Once each has written to the other, the two share presence; the message is stored
-        // either way.
-        if let Err(e) = self.presence.note_sent(sender, to).await {
-            tracing::warn!(error = %e, "conversation not noted for presence");
-        }
         Ok(accepted)
     }
 
