@@ -73,6 +73,9 @@ pub enum LogRecord {
         /// The recipient's Seq (1:1).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         seq: Option<u64>,
+        /// `message`: the attachment ids it carried (§12).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        attachments: Vec<String>,
     },
     /// A `delivery` or `display` receipt.
     Receipt {
@@ -141,6 +144,7 @@ pub fn rows_for(records: &[LogRecord]) -> RowsToWrite {
                 body,
                 sent_at,
                 seq,
+                attachments,
             } => {
                 let conv = conv_key(actor, conversation);
                 let sk = event_sk(*sent_at, evt_type, actor, msg_id);
@@ -157,6 +161,9 @@ pub fn rows_for(records: &[LogRecord]) -> RowsToWrite {
                     .with("at", *sent_at);
                 if let Some(seq) = seq {
                     row = row.with("seq", *seq);
+                }
+                if !attachments.is_empty() {
+                    row = row.with("att", attachments.clone());
                 }
                 if let Some(gid) = &group {
                     row = row.with("g", gid.as_str());
@@ -275,6 +282,9 @@ pub struct LoggedEvent {
     /// Members who had not displayed it at the latest receipt.
     #[serde(rename = "Unread", skip_serializing_if = "Option::is_none")]
     pub unread: Option<u32>,
+    /// The attachment ids a `message` carried (§12); absent when none.
+    #[serde(rename = "Attachments", skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<String>,
 }
 
 /// One row of a user's conversation list.
@@ -676,6 +686,16 @@ fn logged_event(row: &Row, receipts: &[Row]) -> LoggedEvent {
             .or(delivered)
             .and_then(|r| r.int("unread"))
             .and_then(|u| u32::try_from(u).ok()),
+        attachments: row
+            .attrs
+            .get("att")
+            .and_then(serde_json::Value::as_array)
+            .map(|ids| {
+                ids.iter()
+                    .filter_map(|id| id.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default(),
     }
 }
 

@@ -13,9 +13,10 @@ use futures_util::future::join_all;
 
 use super::{Accepted, ChatService, Origin};
 use crate::{
+    attachments::group_conversation,
     domain::{
-        now_millis, ChatError, ErrorCode, GroupId, MessageBody, MsgId, ReceiptKind, Seq, UserId,
-        WireEvent,
+        now_millis, AttachmentId, ChatError, ErrorCode, GroupId, MessageBody, MsgId, ReceiptKind,
+        Seq, UserId, WireEvent,
     },
     inbox::{
         claims::{self, Claim, ClaimError, SendEnd},
@@ -34,6 +35,8 @@ struct GroupMessage<'a> {
     body: &'a str,
     /// The first send's acceptance time.
     sent_at: i64,
+    /// The attachment ids it carries.
+    attachments: &'a [String],
 }
 
 /// How a group message's fan-out went.
@@ -242,8 +245,14 @@ impl ChatService {
         gid: &GroupId,
         msg_id: MsgId,
         body: MessageBody,
+        attachments: &[AttachmentId],
     ) -> Result<Accepted, ChatError> {
         let members = self.members_as(sender, gid).await?;
+        // Granted before the message can arrive: members may fetch them at once.
+        self.attachments
+            .attach(sender, attachments, &group_conversation(gid))
+            .await?;
+        let attachments: Vec<String> = attachments.iter().map(AttachmentId::to_string).collect();
         // One claim per send, not an idempotency key per recipient (see `inbox::claims`).
         let dedupe = DedupeKey {
             sender: sender.clone(),
@@ -274,7 +283,7 @@ impl ChatService {
         else {
             // Delivered before: acked again, delivered once. Logged again in case the first
             // send's log failed after its fan-out (the call log keeps one record per send).
-            self.log_group_event("message", sender, gid, &accepted, body)
+            self.log_group_message("message", sender, gid, &accepted, body, attachments)
                 .await?;
             return Ok(accepted);
         };
@@ -295,6 +304,7 @@ impl ChatService {
             msg_id: &msg_id,
             body: &body,
             sent_at: claimed.sent_at(),
+            attachments: &attachments,
         };
         let echo = echo_owed.then(|| Echo {
             user: sender.clone(),
@@ -322,7 +332,7 @@ impl ChatService {
                 ),
             ));
         }
-        self.log_group_event("message", sender, gid, &accepted, body)
+        self.log_group_message("message", sender, gid, &accepted, body, attachments)
             .await?;
         Ok(accepted)
     }
@@ -344,6 +354,7 @@ impl ChatService {
             msg_id,
             body,
             sent_at,
+            attachments,
         } = *message;
         if self.groups.wake(gid, self.group_idle_secs).await? {
             // Dormant: every member hears `restart` (stored, so it precedes the message in
@@ -384,6 +395,7 @@ impl ChatService {
         );
         template.originated = sender.to_string();
         template.sent_at = sent_at;
+        template.attachments = attachments.to_vec();
         let outcomes = self
             .inbox
             .append_to_each(&to, &template, None, echo.as_ref())

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{ChatError, GroupId, MessageBody, MsgId, Seq, UserId};
+use super::{parse_attachments, AttachmentId, ChatError, GroupId, MessageBody, MsgId, Seq, UserId};
 
 /// Every `EvtType` of the contract (§4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +89,8 @@ pub enum ClientCommand {
         msg_id: MsgId,
         /// Text.
         body: MessageBody,
+        /// The sender's uploads it carries (§12), at most ten.
+        attachments: Vec<AttachmentId>,
     },
     /// Send a message to every other member of a group.
     GroupMessage {
@@ -98,6 +100,8 @@ pub enum ClientCommand {
         msg_id: MsgId,
         /// Text.
         body: MessageBody,
+        /// The sender's uploads it carries (§12), at most ten.
+        attachments: Vec<AttachmentId>,
     },
     /// Forward a receipt to the original sender.
     Receipt {
@@ -237,17 +241,20 @@ impl ClientCommand {
         match evt_type {
             EvtType::Message => {
                 let body = MessageBody::parse(body()?.to_owned(), max_body_bytes)?;
+                let attachments = parse_attachments(object.get("Attachments"))?;
                 if to_group {
                     Ok(Self::GroupMessage {
                         gid: gid()?,
                         msg_id: msg_id()?,
                         body,
+                        attachments,
                     })
                 } else {
                     Ok(Self::Message {
                         to: to()?,
                         msg_id: msg_id()?,
                         body,
+                        attachments,
                     })
                 }
             }
@@ -417,6 +424,9 @@ pub struct WireEvent {
     /// the event, which never carries this field.
     #[serde(rename = "BodyRef", default, skip_serializing_if = "Option::is_none")]
     pub body_ref: Option<String>,
+    /// `message` only: the attachment ids it carries (§12); absent when none.
+    #[serde(rename = "Attachments", default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<String>,
 }
 
 /// A stored event as a socket gets it: `event` (stored without `Seq`) with its `seq`,
@@ -451,14 +461,15 @@ impl Serialize for WithSeq<'_> {
             sent_at,
             unread,
             body_ref: _,
+            attachments,
         } = self.event;
         debug_assert!(
             self.shared_body.is_some() || self.event.body_ref.is_none(),
             "a stored event's shared body is resolved before it is sent"
         );
         let body = self.shared_body.unwrap_or(body);
-        let mut out =
-            serializer.serialize_struct("WireEvent", 9 + usize::from(unread.is_some()))?;
+        let fields = 9 + usize::from(unread.is_some()) + usize::from(!attachments.is_empty());
+        let mut out = serializer.serialize_struct("WireEvent", fields)?;
         out.serialize_field("EvtType", evt_type)?;
         out.serialize_field("From", from)?;
         out.serialize_field("Originated", originated)?;
@@ -471,6 +482,11 @@ impl Serialize for WithSeq<'_> {
         match unread {
             Some(unread) => out.serialize_field("Unread", unread)?,
             None => out.skip_field("Unread")?,
+        }
+        if attachments.is_empty() {
+            out.skip_field("Attachments")?;
+        } else {
+            out.serialize_field("Attachments", attachments)?;
         }
         out.end()
     }
@@ -515,8 +531,10 @@ mod tests {
     fn an_event_with_its_seq_serializes_exactly_as_a_copy_with_seq_set() {
         let mut event = WireEvent::new("message", "g1", "g1", "m1", "a \"quoted\" body".into());
         event.originated = "alice".into();
-        for unread in [None, Some(3)] {
+        let ids = vec!["0123456789abcdef0123456789abcdef".to_owned()];
+        for (unread, attachments) in [(None, Vec::new()), (Some(3), ids)] {
             event.unread = unread;
+            event.attachments = attachments;
             let mut copy = event.clone();
             copy.seq = Some(42);
             let view = WithSeq {
@@ -916,12 +934,16 @@ mod tests {
                         && members.iter().all(uid_ok)
                 };
                 let valid = match &command {
-                    ClientCommand::Message { to, msg_id, body } => {
+                    ClientCommand::Message {
+                        to, msg_id, body, ..
+                    } => {
                         uid_ok(to)
                             && id_ok(msg_id)
                             && body.clone().into_inner().len() <= FUZZ_MAX_BODY
                     }
-                    ClientCommand::GroupMessage { gid, msg_id, body } => {
+                    ClientCommand::GroupMessage {
+                        gid, msg_id, body, ..
+                    } => {
                         gid_ok(gid)
                             && id_ok(msg_id)
                             && body.clone().into_inner().len() <= FUZZ_MAX_BODY

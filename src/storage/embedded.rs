@@ -59,6 +59,15 @@ pub const CALLLOG: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("
 /// Call-log write-behind queue: position → record JSON.
 pub const CALLLOG_QUEUE: TableDefinition<u64, &[u8]> = TableDefinition::new("calllog_queue");
 
+/// Attachment records: id → JSON (see `attachments`).
+pub const ATTACHMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("attachments");
+/// Attachments never sent: (upload time in unix ms, id).
+pub const ATTACHMENTS_UNSENT: TableDefinition<(i64, &str), ()> =
+    TableDefinition::new("attachments_unsent");
+/// Sent attachments: (last send in unix ms, id).
+pub const ATTACHMENTS_SENT: TableDefinition<(i64, &str), ()> =
+    TableDefinition::new("attachments_sent");
+
 /// Most writes folded into one transaction.
 const MAX_BATCH: usize = 512;
 
@@ -104,6 +113,9 @@ impl EmbeddedDb {
             txn.open_table(BLOCKS).map_err(internal)?;
             txn.open_table(CALLLOG).map_err(internal)?;
             txn.open_table(CALLLOG_QUEUE).map_err(internal)?;
+            txn.open_table(ATTACHMENTS).map_err(internal)?;
+            txn.open_table(ATTACHMENTS_UNSENT).map_err(internal)?;
+            txn.open_table(ATTACHMENTS_SENT).map_err(internal)?;
             txn.commit().map_err(internal)?;
         }
         let db = Arc::new(RwLock::new(Some(db)));
