@@ -293,6 +293,7 @@ export class ChatClient extends EventTarget {
       at,
       out,
     };
+    if (Array.isArray(ev.Attachments) && ev.Attachments.length) m.attachments = ev.Attachments.slice(0, 10);
     if (Number.isInteger(ev.Seq) && !out) m.seq = ev.Seq;
     if (out) {
       if (!group && convId === this.me) m.status = 'read';
@@ -596,11 +597,12 @@ export class ChatClient extends EventTarget {
   // -- sending -------------------------------------------------------------
 
   /** Queues a message to `convId` (a uid or a gid) and sends it when online. */
-  send(convId, text) {
+  send(convId, text, attachments = []) {
     const body = String(text);
-    if (!body.trim()) return null;
+    if (!body.trim() && !attachments.length) return null;
     const id = newMsgId();
     const msg = { key: messageKey(this.me, id), id, from: this.me, body, at: Date.now(), out: true, status: 'sending' };
+    if (attachments.length) msg.attachments = attachments;
     const c = this.store.ensureConversation(convId);
     if (isGroupId(convId) && c.members) msg.unread = Math.max(0, c.members.length - 1);
     this.store.upsertMessage(convId, msg);
@@ -647,7 +649,7 @@ export class ChatClient extends EventTarget {
     if (!msg || !this.conn.online || this.inflight.has(msg.key)) return;
     this.inflight.add(msg.key);
     this.conn
-      .request({ EvtType: 'message', To: convId, MsgID: msg.id, Body: msg.body })
+      .request({ EvtType: 'message', To: convId, MsgID: msg.id, Body: msg.body, ...(msg.attachments ? { Attachments: msg.attachments } : {}) })
       .then(
         (res) => {
           if (res.ok) {

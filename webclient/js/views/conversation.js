@@ -6,6 +6,7 @@
 // bubble in place (keeps text selections and the scroll position), new messages are
 // inserted where they belong. Message bodies are set with textContent only.
 
+import { attachmentsReady, attachmentsUploading, renderAttachments, takeAttachments } from '../attachments.js';
 import { $, h, replaceChildren, setText } from '../dom.js';
 import { isGroupId } from '../store.js';
 import { clockTime, dayKey, dayLabel, uidProblem, utf8Length } from '../util.js';
@@ -357,7 +358,8 @@ export class ConversationView {
           'div',
           { className: 'bubble' },
           group && !m.out ? h('div', { className: 'msg-from', attrs: { dir: 'auto' } }) : null,
-          h('div', { className: 'msg-text', text: m.body, attrs: { dir: 'auto' } }),
+          m.attachments && m.attachments.length ? renderAttachments(m.attachments) : null,
+          m.body || !m.attachments ? h('div', { className: 'msg-text', text: m.body, attrs: { dir: 'auto' } }) : null,
           h(
             'div',
             { className: 'msg-meta' },
@@ -423,17 +425,18 @@ export class ConversationView {
   }
 
   updateSendButton() {
-    this.sendBtn.disabled = !this.input.value.trim();
+    this.sendBtn.disabled = (!this.input.value.trim() && !attachmentsReady()) || attachmentsUploading();
   }
 
   submit() {
     const text = this.input.value;
-    if (!this.convId || !text.trim()) return;
+    if (!this.convId || attachmentsUploading()) return;
+    if (!text.trim() && !attachmentsReady()) return;
     if (utf8Length(text) > MAX_BODY_BYTES) {
       this.notify(`That message is too long (at most ${MAX_BODY_BYTES / 1024} KiB).`);
       return;
     }
-    this.client.send(this.convId, text);
+    this.client.send(this.convId, text, takeAttachments());
     this.input.value = '';
     this.drafts.delete(this.convId);
     this.autosize();
