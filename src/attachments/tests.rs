@@ -301,7 +301,11 @@ async fn only_ones_own_uploads_can_be_attached_and_sending_grants_the_recipients
     assert_eq!(err.code, ErrorCode::Forbidden);
 
     f.service
-        .attach(&alice, &[mine_id.clone()], &direct_conversation(&bob))
+        .attach(
+            &alice,
+            std::slice::from_ref(&mine_id),
+            &direct_conversation(&bob),
+        )
         .await
         .expect("attach");
     f.service

@@ -39,6 +39,9 @@ mod tests {
             ("/api/v1/blocks", "get"),
             ("/api/v1/blocks/{uid}", "put"),
             ("/api/v1/blocks/{uid}", "delete"),
+            ("/api/v1/attachments", "post"),
+            ("/api/v1/attachments/{id}", "get"),
+            ("/api/v1/attachments/{id}/thumbnail", "get"),
             ("/api/v1/admin/calllogs", "get"),
             ("/health", "get"),
             ("/metrics", "get"),
@@ -48,6 +51,6 @@ mod tests {
                 "{method} {path} is documented"
             );
         }
-        assert_eq!(paths.len(), 13, "no undocumented or stale paths");
+        assert_eq!(paths.len(), 16, "no undocumented or stale paths");
     }
 }
