@@ -2,7 +2,8 @@
 // Attachments in the web client, in Chromium against the real chat server (on Redis):
 // alice attaches a photo with the composer's file picker (upload progress, then "Ready"),
 // sends it; bob sees its thumbnail appear in the conversation and opens it in the viewer,
-// which shows the full image. No dialogs, page errors or Content-Security-Policy
+// which shows the full image; a text file dropped on the chat reaches bob as a download
+// under its name. No dialogs, page errors or Content-Security-Policy
 // violations on either side. The conversation and the viewer are saved as
 // screenshots/attachments-thumbnail.png and attachments-viewer.png (committed).
 //
@@ -155,6 +156,29 @@ describe('attachments in the web client', () => {
     await b.keyboard.press('Escape');
     await b.waitForSelector('#attachment-viewer', { state: 'detached' });
 
+    assert.deepEqual(problems, []);
+  });
+
+  it('takes a dropped file and offers it to the other side as a download', async () => {
+    const a = page.alice;
+    const b = page.bob;
+    const drop = await a.evaluateHandle(() => {
+      const dt = new DataTransfer();
+      dt.items.add(new File(['aisle 4, top shelf\n'], 'where.txt', { type: 'text/plain' }));
+      return dt;
+    });
+    await a.dispatchEvent('#chat-view', 'dragenter', { dataTransfer: drop });
+    await a.dispatchEvent('#chat-view', 'drop', { dataTransfer: drop });
+    await a.waitForSelector('#attach-tray:not([hidden]) .attach-item.done');
+    await a.waitForSelector('#send-btn:not([disabled])');
+    await a.click('#send-btn');
+    // Text has no thumbnail: the tile offers the download.
+    await b.waitForFunction(() => [...document.querySelectorAll('#messages .msg.in .attachment.file')].length === 1);
+    const [download] = await Promise.all([
+      b.waitForEvent('download'),
+      b.click('#messages .msg.in .attachment.file'),
+    ]);
+    assert.equal(download.suggestedFilename(), 'where.txt');
     assert.deepEqual(problems, []);
   });
 });
