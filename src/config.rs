@@ -275,6 +275,46 @@ pub struct Settings {
     /// Log format: `text` or `json`.
     #[arg(long, env = "WEBCHAT_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+
+    /// Attachments (contract §12).
+    #[command(flatten)]
+    pub attachments: AttachmentSettings,
+}
+
+/// Where attachments are kept and how large they may be (contract §12).
+#[derive(Debug, Clone, clap::Args)]
+pub struct AttachmentSettings {
+    /// Largest attachment, in bytes; a larger upload is refused with 413 while it streams.
+    #[arg(long, env = "WEBCHAT_MAX_ATTACHMENT_BYTES", default_value_t = 10 * 1024 * 1024)]
+    pub max_attachment_bytes: u64,
+
+    /// S3-compatible endpoint for attachment bytes (e.g. `http://127.0.0.1:8333`); with
+    /// `--s3-bucket`. Credentials and region come from the usual AWS variables. Unset: the
+    /// data dir holds them (one node only, unless the dir is shared).
+    #[arg(long, env = "WEBCHAT_S3_ENDPOINT", requires = "s3_bucket")]
+    pub s3_endpoint: Option<String>,
+
+    /// The bucket attachments go to (created on start when missing).
+    #[arg(long, env = "WEBCHAT_S3_BUCKET", requires = "s3_endpoint")]
+    pub s3_bucket: Option<String>,
+
+    /// Uploads never sent in a message are deleted after this many seconds.
+    #[arg(long, env = "WEBCHAT_ATTACHMENT_ORPHAN_SECS", default_value_t = 24 * 3600)]
+    pub attachment_orphan_secs: u64,
+
+    /// How often each node looks for orphaned and expired attachments, in seconds.
+    #[arg(long, env = "WEBCHAT_ATTACHMENT_SWEEP_SECS", default_value_t = 3600)]
+    pub attachment_sweep_secs: u64,
+
+    /// Largest image (width × height) a thumbnail is made of; a larger one is refused
+    /// before it is decoded (a decompression bomb), as is any image needing more than
+    /// 4 bytes a pixel of this.
+    #[arg(
+        long,
+        env = "WEBCHAT_ATTACHMENT_MAX_PIXELS",
+        default_value_t = 40_000_000
+    )]
+    pub attachment_max_pixels: u64,
 }
 
 impl Settings {

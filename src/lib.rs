@@ -21,8 +21,10 @@
 //! - [`http`]      REST, `/health`, `/metrics`, the web client
 //! - [`health`]    back-end probes
 //! - [`storage`]   the embedded database and the Redis connection
+//! - [`attachments`] uploads, their access rules, thumbnails, blob stores, the orphan sweep
 
 pub mod accounts;
+pub mod attachments;
 pub mod blocks;
 pub mod bus;
 pub mod calllog;

@@ -12,6 +12,10 @@ use crate::{
         hashing::HashPool, token::TokenSigner, token_key, AccountService, AccountStore,
         DynamoAccountStore, EmbeddedAccountStore, RedisAccountStore,
     },
+    attachments::{
+        AttachmentLimits, AttachmentService, AttachmentStore, BlobStore, EmbeddedAttachmentStore,
+        FsBlobStore, RedisAttachmentStore, S3BlobStore,
+    },
     blocks::{BlockService, BlockStore, EmbeddedBlockStore, RedisBlockStore},
     bus::{Bus, MemoryBus, RedisBus, Router},
     calllog::{
@@ -101,6 +105,7 @@ impl Application {
             presence: presence_store,
             contacts,
             blocks,
+            attachments: attachment_records,
             accounts: accounts_store,
             inbox,
             groups,
@@ -163,6 +168,13 @@ impl Application {
             }
             _ => None,
         };
+        let attachments = attachment_service(
+            &settings,
+            attachment_records,
+            groups.clone(),
+            trimmed_table.as_ref().map(|(_, days)| *days),
+        )
+        .await?;
         let calllog_queue = settings.call_log.then_some(calllog_queue);
         if let Some(queue) = &calllog_queue {
             tokio::spawn(drain::run(
@@ -213,6 +225,10 @@ impl Application {
                 shutdown.clone(),
             ));
         }
+        tasks.spawn(attachments.clone().run_sweeps(
+            std::time::Duration::from_secs(settings.attachments.attachment_sweep_secs),
+            shutdown.clone(),
+        ));
         let token_sockets = TokenSockets::new(login_counter.clone());
         if let Some(subscriber) = &redis_subscriber {
             token_sockets
@@ -230,6 +246,7 @@ impl Application {
             blocks: blocks.clone(),
             presence: presence.clone(),
             calllog: calllog.clone(),
+            attachments: attachments.clone(),
             accounts: accounts.clone(),
             inbox: inbox.clone(),
             bus,
@@ -246,6 +263,7 @@ impl Application {
             settings: settings.clone(),
             accounts,
             chat,
+            attachments,
             blocks,
             calllog,
             groups,
@@ -402,6 +420,8 @@ struct Backends {
     contacts: Arc<dyn ContactStore>,
     /// Who blocks whom (the same back-end as the contact index).
     blocks: Arc<dyn BlockStore>,
+    /// Attachment records (the same back-end as inboxes, so every node decides access).
+    attachments: Arc<dyn AttachmentStore>,
     accounts: Arc<dyn AccountStore>,
     inbox: Arc<dyn InboxStore>,
     groups: Arc<dyn GroupStore>,
@@ -472,6 +492,10 @@ impl Backends {
 
             contacts: Arc::new(RedisContactStore::new(redis.pool.clone())),
             blocks: Arc::new(RedisBlockStore::new(redis.pool.clone())),
+            attachments: Arc::new(RedisAttachmentStore::new(
+                redis.pool.clone(),
+                &settings.table_prefix,
+            )),
             groups: Arc::new(redis_groups.clone()),
             redis_groups: Some(redis_groups),
             login_counter: Some(redis.pool.clone()),
@@ -521,6 +545,7 @@ impl Backends {
 
             contacts: Arc::new(EmbeddedContactStore::new(db.clone())),
             blocks: Arc::new(EmbeddedBlockStore::new(db.clone())),
+            attachments: Arc::new(EmbeddedAttachmentStore::new(db.clone())),
             receipts,
             bus,
             health: Health::Embedded,
@@ -535,6 +560,50 @@ impl Backends {
             embedded: Some(db),
         })
     }
+}
+
+/// The attachment service: records in `records`, bytes in the S3 bucket the settings name or
+/// else the data dir. Attachments are kept as long as the messages that carry them: when the
+/// call log keeps messages forever (embedded, DynamoDB, or Redis with retention 0) so are they;
+/// when Redis trims the call log after `calllog_days`, or the call log is off (messages live
+/// only in inboxes), a sent attachment goes once its last message is past both bounds.
+async fn attachment_service(
+    settings: &Settings,
+    records: Arc<dyn AttachmentStore>,
+    groups: Arc<dyn GroupStore>,
+    calllog_days: Option<u32>,
+) -> Result<AttachmentService, StartupError> {
+    let config = &settings.attachments;
+    let blobs: Arc<dyn BlobStore> = match (&config.s3_endpoint, &config.s3_bucket) {
+        (Some(endpoint), Some(bucket)) => Arc::new(S3BlobStore::connect(endpoint, bucket).await?),
+        _ => {
+            if settings.redis_url.is_some() {
+                tracing::warn!("attachments are stored in this node's data dir: with several nodes, set WEBCHAT_S3_ENDPOINT and WEBCHAT_S3_BUCKET (or share the data dir's attachments folder) so every node can serve them");
+            }
+            Arc::new(FsBlobStore::open(
+                settings.data_dir.join("attachments").join("blobs"),
+            )?)
+        }
+    };
+    let inbox_age = settings.inbox_max_age_secs;
+    let keep_sent_secs = if !settings.call_log {
+        Some(inbox_age)
+    } else {
+        calllog_days.map(|days| (u64::from(days) * 86_400).max(inbox_age))
+    };
+    let limits = AttachmentLimits {
+        max_bytes: config.max_attachment_bytes,
+        max_pixels: config.attachment_max_pixels.max(1),
+        orphan_after: std::time::Duration::from_secs(config.attachment_orphan_secs),
+        keep_sent: keep_sent_secs.map(std::time::Duration::from_secs),
+    };
+    Ok(AttachmentService::new(
+        records,
+        blobs,
+        groups,
+        limits,
+        settings.data_dir.join("attachments").join("tmp"),
+    )?)
 }
 
 /// Sweeps expired idempotency keys and old receipt state from the embedded store every ten

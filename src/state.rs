@@ -39,6 +39,8 @@ pub struct AppState {
     pub accounts: AccountService,
     /// Chat commands.
     pub chat: ChatService,
+    /// Uploads and downloads (REST `/attachments`).
+    pub attachments: crate::attachments::AttachmentService,
     /// Blocks (REST `/blocks`).
     pub blocks: BlockService,
     /// History and the admin call log.

@@ -240,6 +240,7 @@ mod tests {
             edited_at: None,
             deleted: false,
             reactions: None,
+            attachments: Vec::new(),
         }
     }
 

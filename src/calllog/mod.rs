@@ -74,6 +74,9 @@ pub enum LogRecord {
         /// The recipient's Seq (1:1).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         seq: Option<u64>,
+        /// `message`: the attachment ids it carried (§12).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        attachments: Vec<String>,
     },
     /// A reply, edit, delete, react or unreact (§11): an event about the message `reference`.
     Lifecycle {
@@ -162,6 +165,7 @@ pub fn rows_for(records: &[LogRecord]) -> RowsToWrite {
                 body,
                 sent_at,
                 seq,
+                attachments,
             } => event_rows(
                 &mut out,
                 &EventFields {
@@ -173,6 +177,7 @@ pub fn rows_for(records: &[LogRecord]) -> RowsToWrite {
                     sent_at: *sent_at,
                     seq: *seq,
                     reference: None,
+                    attachments,
                 },
             ),
             LogRecord::Lifecycle {
@@ -194,6 +199,7 @@ pub fn rows_for(records: &[LogRecord]) -> RowsToWrite {
                     sent_at: *sent_at,
                     seq: *seq,
                     reference: Some(reference),
+                    attachments: &[],
                 };
                 event_rows(&mut out, &fields);
                 lifecycle::rows(&mut out, &conv_key(actor, conversation), &fields);
@@ -246,6 +252,8 @@ pub(crate) struct EventFields<'a> {
     pub(crate) seq: Option<u64>,
     /// Lifecycle events and replies: the message it is about.
     pub(crate) reference: Option<&'a str>,
+    /// A message's attachment ids (§12).
+    pub(crate) attachments: &'a [String],
 }
 
 /// The rows of one event: the conversation's row, the actors' copies, the 1:1 summaries,
@@ -260,6 +268,7 @@ fn event_rows(out: &mut RowsToWrite, fields: &EventFields<'_>) {
         sent_at,
         seq,
         reference,
+        attachments,
     } = fields;
     let conv = conv_key(actor, conversation);
     let sk = event_sk(sent_at, evt_type, actor, msg_id);
@@ -279,6 +288,9 @@ fn event_rows(out: &mut RowsToWrite, fields: &EventFields<'_>) {
     }
     if let Some(reference) = reference {
         row = row.with("ref", reference);
+    }
+    if !attachments.is_empty() {
+        row = row.with("att", attachments.to_vec());
     }
     if evt_type == "message" {
         out.plain
@@ -376,6 +388,9 @@ pub struct LoggedEvent {
     /// History, messages: emoji → who reacted with it, in the order they did.
     #[serde(rename = "Reactions", skip_serializing_if = "Option::is_none")]
     pub reactions: Option<std::collections::BTreeMap<String, Vec<String>>>,
+    /// The attachment ids a `message` carried (§12); absent when none.
+    #[serde(rename = "Attachments", skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<String>,
 }
 
 /// One earlier version of an edited message.
@@ -947,6 +962,16 @@ fn logged_event(row: &Row, receipts: &[Row]) -> LoggedEvent {
         edited_at: None,
         deleted: false,
         reactions: None,
+        attachments: row
+            .attrs
+            .get("att")
+            .and_then(serde_json::Value::as_array)
+            .map(|ids| {
+                ids.iter()
+                    .filter_map(|id| id.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default(),
     }
 }
 

@@ -39,6 +39,7 @@ fn message(from: &str, to: &str, msg_id: &str, at: i64) -> LogRecord {
         body: format!("body of {msg_id}"),
         sent_at: at,
         seq: Some(1),
+        attachments: Vec::new(),
     }
 }
 
@@ -137,6 +138,7 @@ async fn conversations_are_newest_first_with_unread_counts_from_the_last_display
         body: "hi all".into(),
         sent_at: 1_250,
         seq: None,
+        attachments: Vec::new(),
     };
     let create = LogRecord::Event {
         evt_type: "create".into(),
@@ -148,6 +150,7 @@ async fn conversations_are_newest_first_with_unread_counts_from_the_last_display
         body: r#"["ann","dan"]"#.into(),
         sent_at: 1_240,
         seq: None,
+        attachments: Vec::new(),
     };
     drain::write(f.table.as_ref(), &[create, group_msg])
         .await
@@ -211,6 +214,7 @@ async fn group_history_is_for_members_only_and_admin_reads_by_user_and_group() {
             body: r#"["ann","bob"]"#.into(),
             sent_at: 10,
             seq: None,
+            attachments: Vec::new(),
         },
         LogRecord::Event {
             evt_type: "message".into(),
@@ -222,6 +226,7 @@ async fn group_history_is_for_members_only_and_admin_reads_by_user_and_group() {
             body: "yo".into(),
             sent_at: 20,
             seq: None,
+            attachments: Vec::new(),
         },
         message("bob", "eve", "private", 30),
     ];

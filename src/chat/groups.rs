@@ -13,9 +13,10 @@ use futures_util::future::join_all;
 
 use super::{Accepted, ChatService, Origin};
 use crate::{
+    attachments::group_conversation,
     domain::{
-        now_millis, ChatError, ErrorCode, GroupId, MessageBody, MsgId, ReceiptKind, Seq, UserId,
-        WireEvent,
+        now_millis, AttachmentId, ChatError, ErrorCode, GroupId, MessageBody, MsgId, ReceiptKind,
+        Seq, UserId, WireEvent,
     },
     inbox::{
         claims::{self, Claim, ClaimError, SendEnd},
@@ -38,6 +39,8 @@ struct GroupMessage<'a> {
     body: &'a str,
     /// The first send's acceptance time.
     sent_at: i64,
+    /// The attachment ids it carries.
+    attachments: &'a [String],
 }
 
 /// What a group send carries besides its text.
@@ -48,6 +51,8 @@ pub(super) struct GroupEventKind<'a> {
     pub(super) reference: Option<&'a str>,
     /// Reactions: only members who joined at or before this time (unix ms) get it.
     pub(super) audience_since: Option<i64>,
+    /// Messages: the attachment ids it carries (§12), granted to the group already.
+    pub(super) attachments: &'a [String],
 }
 
 impl GroupEventKind<'_> {
@@ -57,6 +62,7 @@ impl GroupEventKind<'_> {
             evt_type: "message",
             reference: None,
             audience_since: None,
+            attachments: &[],
         }
     }
 }
@@ -271,8 +277,14 @@ impl ChatService {
         gid: &GroupId,
         msg_id: MsgId,
         body: MessageBody,
+        attachments: &[AttachmentId],
     ) -> Result<Accepted, ChatError> {
         let members = self.members_as(sender, gid).await?;
+        // Granted before the message can arrive: members may fetch them at once.
+        self.attachments
+            .attach(sender, attachments, &group_conversation(gid))
+            .await?;
+        let attachments: Vec<String> = attachments.iter().map(AttachmentId::to_string).collect();
         self.send_group_event(
             sender,
             origin,
@@ -280,7 +292,10 @@ impl ChatService {
             members,
             msg_id,
             body.into_inner(),
-            GroupEventKind::message(),
+            GroupEventKind {
+                attachments: &attachments,
+                ..GroupEventKind::message()
+            },
         )
         .await
     }
@@ -368,6 +383,7 @@ impl ChatService {
             msg_id: &msg_id,
             body: &body,
             sent_at: claimed.sent_at(),
+            attachments: kind.attachments,
         };
         let echo = echo_owed.then(|| Echo {
             user: sender.clone(),
@@ -411,7 +427,14 @@ impl ChatService {
     ) -> Result<(), ChatError> {
         let Some(reference) = kind.reference else {
             return self
-                .log_group_event(kind.evt_type, sender, gid, accepted, body)
+                .log_group_message(
+                    kind.evt_type,
+                    sender,
+                    gid,
+                    accepted,
+                    body,
+                    kind.attachments.to_vec(),
+                )
                 .await;
         };
         self.calllog
@@ -450,6 +473,7 @@ impl ChatService {
             msg_id,
             body,
             sent_at,
+            attachments,
         } = *message;
         if self.groups.wake(gid, self.group_idle_secs).await? {
             // Dormant: every member hears `restart` (stored, so it precedes the message in
@@ -491,6 +515,7 @@ impl ChatService {
         template.originated = sender.to_string();
         template.reference = reference.unwrap_or_default().to_owned();
         template.sent_at = sent_at;
+        template.attachments = attachments.to_vec();
         let outcomes = self
             .inbox
             .append_to_each(&to, &template, None, echo.as_ref())

@@ -137,6 +137,7 @@ impl ChatService {
             evt_type: command.kind.as_str(),
             reference: Some(command.reference.as_str()),
             audience_since,
+            attachments: &[],
         };
         self.send_group_event(
             actor,

@@ -9,12 +9,13 @@ use std::sync::Arc;
 
 use crate::{
     accounts::AccountService,
+    attachments::{direct_conversation, AttachmentService},
     blocks::BlockService,
     bus::Bus,
     calllog::{CallLog, Conversation, LogRecord},
     domain::{
-        now_millis, ChatError, ClientCommand, ErrorCode, GroupId, MessageBody, MsgId, ReceiptKind,
-        Seq, UserId, WireEvent,
+        now_millis, AttachmentId, ChatError, ClientCommand, ErrorCode, GroupId, MessageBody, MsgId,
+        ReceiptKind, Seq, UserId, WireEvent,
     },
     groups::GroupStore,
     inbox::{AppendOutcome, CarriedAppend, DedupeKey, Echo, InboxStore, Logged, Rider},
@@ -50,6 +51,7 @@ pub struct ChatService {
     presence: PresenceService,
     calllog: CallLog,
     lifecycle: LifecycleService,
+    attachments: AttachmentService,
     metrics: Arc<Metrics>,
     /// Token mode: recipients must be registered users. Open mode: any valid uid.
     require_known_recipients: bool,
@@ -88,6 +90,8 @@ pub struct ChatDeps {
     pub calllog: CallLog,
     /// Replies, edits, deletes and reactions: who may, and the index of messages.
     pub lifecycle: LifecycleService,
+    /// Uploads a `message` may carry.
+    pub attachments: AttachmentService,
     /// Counters.
     pub metrics: Arc<Metrics>,
     /// Token mode: recipients must be registered users.
@@ -111,6 +115,7 @@ impl ChatService {
             presence: deps.presence,
             calllog: deps.calllog,
             lifecycle: deps.lifecycle,
+            attachments: deps.attachments,
             metrics: deps.metrics,
             require_known_recipients: deps.require_known_recipients,
             max_group_size: deps.max_group_size.max(1),
@@ -127,8 +132,14 @@ impl ChatService {
         command: ClientCommand,
     ) -> Result<Accepted, ChatError> {
         match command {
-            ClientCommand::Message { to, msg_id, body } => {
-                self.send_message(actor, origin, &to, msg_id, body).await
+            ClientCommand::Message {
+                to,
+                msg_id,
+                body,
+                attachments,
+            } => {
+                self.send_message(actor, origin, &to, msg_id, body, &attachments)
+                    .await
             }
             ClientCommand::Receipt {
                 kind,
@@ -137,8 +148,13 @@ impl ChatService {
                 seq,
             } => self.forward_receipt(actor, kind, &to, msg_id, seq).await,
             ClientCommand::Typing { to, active } => self.typing(actor, &to, active).await,
-            ClientCommand::GroupMessage { gid, msg_id, body } => {
-                self.send_group_message(actor, origin, &gid, msg_id, body)
+            ClientCommand::GroupMessage {
+                gid,
+                msg_id,
+                body,
+                attachments,
+            } => {
+                self.send_group_message(actor, origin, &gid, msg_id, body, &attachments)
                     .await
             }
             ClientCommand::GroupReceipt {
@@ -189,6 +205,7 @@ impl ChatService {
         to: &UserId,
         msg_id: MsgId,
         body: MessageBody,
+        attachments: &[AttachmentId],
     ) -> Result<Accepted, ChatError> {
         // The reader may send receipts for this message: noted before it can be delivered.
         // Where the inbox can, the block check and that note ride in the append's own store
@@ -229,13 +246,18 @@ impl ChatService {
         if let Err(e) = self.presence.note_sent(sender, to).await {
             tracing::warn!(error = %e, "conversation not noted for presence");
         }
-        let event = WireEvent::new(
+        // Granted before the message can arrive: the recipient may fetch them at once.
+        self.attachments
+            .attach(sender, attachments, &direct_conversation(to))
+            .await?;
+        let mut event = WireEvent::new(
             "message",
             sender.as_str(),
             to.as_str(),
             msg_id.as_str(),
             body.into_inner(),
         );
+        event.attachments = attachments.iter().map(AttachmentId::to_string).collect();
         let log = LogRecord::Event {
             evt_type: "message".into(),
             actor: sender.to_string(),
@@ -246,6 +268,7 @@ impl ChatService {
             body: event.body.clone(),
             sent_at: event.sent_at,
             seq: None,
+            attachments: event.attachments.clone(),
         };
         let dedupe = DedupeKey {
             sender: sender.clone(),
@@ -448,6 +471,20 @@ impl ChatService {
         accepted: &Accepted,
         body: String,
     ) -> Result<(), ChatError> {
+        self.log_group_message(evt_type, actor, gid, accepted, body, Vec::new())
+            .await
+    }
+
+    /// [`Self::log_group_event`] with the attachment ids a group message carried.
+    async fn log_group_message(
+        &self,
+        evt_type: &str,
+        actor: &UserId,
+        gid: &GroupId,
+        accepted: &Accepted,
+        body: String,
+        attachments: Vec<String>,
+    ) -> Result<(), ChatError> {
         self.calllog
             .record(LogRecord::Event {
                 evt_type: evt_type.to_owned(),
@@ -459,6 +496,7 @@ impl ChatService {
                 body,
                 sent_at: accepted.sent_at,
                 seq: None,
+                attachments,
             })
             .await?;
         Ok(())

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::{
     lifecycle::{LifecycleCommand, LifecycleKind},
-    ChatError, GroupId, MessageBody, MsgId, Seq, UserId,
+    parse_attachments, AttachmentId, ChatError, GroupId, MessageBody, MsgId, Seq, UserId,
 };
 
 /// Every `EvtType` of the contract (§4).
@@ -98,6 +98,8 @@ pub enum ClientCommand {
         msg_id: MsgId,
         /// Text.
         body: MessageBody,
+        /// The sender's uploads it carries (§12), at most ten.
+        attachments: Vec<AttachmentId>,
     },
     /// Send a message to every other member of a group.
     GroupMessage {
@@ -107,6 +109,8 @@ pub enum ClientCommand {
         msg_id: MsgId,
         /// Text.
         body: MessageBody,
+        /// The sender's uploads it carries (§12), at most ten.
+        attachments: Vec<AttachmentId>,
     },
     /// Forward a receipt to the original sender.
     Receipt {
@@ -248,8 +252,14 @@ impl ClientCommand {
         let body = || string_field(object, "Body");
         let reference = string_field(object, "Ref")?;
         match evt_type {
-            // A message with a Ref is a reply (§11).
+            // A message with a Ref is a reply (§11). It carries text only: attachments on a
+            // reply are refused rather than dropped unseen (docs/protocol.md).
             EvtType::Message if !reference.is_empty() => {
+                if !parse_attachments(object.get("Attachments"))?.is_empty() {
+                    return Err(ChatError::bad_request(
+                        "a reply carries no Attachments; send them in a message",
+                    ));
+                }
                 Ok(Self::Lifecycle(LifecycleCommand::parse(
                     LifecycleKind::Reply,
                     to_text,
@@ -269,17 +279,20 @@ impl ClientCommand {
             )?)),
             EvtType::Message => {
                 let body = MessageBody::parse(body()?.to_owned(), max_body_bytes)?;
+                let attachments = parse_attachments(object.get("Attachments"))?;
                 if to_group {
                     Ok(Self::GroupMessage {
                         gid: gid()?,
                         msg_id: msg_id()?,
                         body,
+                        attachments,
                     })
                 } else {
                     Ok(Self::Message {
                         to: to()?,
                         msg_id: msg_id()?,
                         body,
+                        attachments,
                     })
                 }
             }
@@ -452,6 +465,9 @@ pub struct WireEvent {
     /// Lifecycle events and replies (§11): the MsgID of the message this one is about.
     #[serde(rename = "Ref", default, skip_serializing_if = "String::is_empty")]
     pub reference: String,
+    /// `message` only: the attachment ids it carries (§12); absent when none.
+    #[serde(rename = "Attachments", default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<String>,
 }
 
 /// A stored event as a socket gets it: `event` (stored without `Seq`) with its `seq`,
@@ -487,16 +503,18 @@ impl Serialize for WithSeq<'_> {
             unread,
             body_ref: _,
             reference,
+            attachments,
         } = self.event;
         debug_assert!(
             self.shared_body.is_some() || self.event.body_ref.is_none(),
             "a stored event's shared body is resolved before it is sent"
         );
         let body = self.shared_body.unwrap_or(body);
-        let mut out = serializer.serialize_struct(
-            "WireEvent",
-            9 + usize::from(unread.is_some()) + usize::from(!reference.is_empty()),
-        )?;
+        let fields = 9
+            + usize::from(unread.is_some())
+            + usize::from(!reference.is_empty())
+            + usize::from(!attachments.is_empty());
+        let mut out = serializer.serialize_struct("WireEvent", fields)?;
         out.serialize_field("EvtType", evt_type)?;
         out.serialize_field("From", from)?;
         out.serialize_field("Originated", originated)?;
@@ -514,6 +532,11 @@ impl Serialize for WithSeq<'_> {
             out.skip_field("Ref")?;
         } else {
             out.serialize_field("Ref", reference)?;
+        }
+        if attachments.is_empty() {
+            out.skip_field("Attachments")?;
+        } else {
+            out.serialize_field("Attachments", attachments)?;
         }
         out.end()
     }
@@ -558,8 +581,10 @@ mod tests {
     fn an_event_with_its_seq_serializes_exactly_as_a_copy_with_seq_set() {
         let mut event = WireEvent::new("message", "g1", "g1", "m1", "a \"quoted\" body".into());
         event.originated = "alice".into();
-        for unread in [None, Some(3)] {
+        let ids = vec!["0123456789abcdef0123456789abcdef".to_owned()];
+        for (unread, attachments) in [(None, Vec::new()), (Some(3), ids)] {
             event.unread = unread;
+            event.attachments = attachments;
             let mut copy = event.clone();
             copy.seq = Some(42);
             let view = WithSeq {
@@ -961,12 +986,16 @@ mod tests {
                         && members.iter().all(uid_ok)
                 };
                 let valid = match &command {
-                    ClientCommand::Message { to, msg_id, body } => {
+                    ClientCommand::Message {
+                        to, msg_id, body, ..
+                    } => {
                         uid_ok(to)
                             && id_ok(msg_id)
                             && body.clone().into_inner().len() <= FUZZ_MAX_BODY
                     }
-                    ClientCommand::GroupMessage { gid, msg_id, body } => {
+                    ClientCommand::GroupMessage {
+                        gid, msg_id, body, ..
+                    } => {
                         gid_ok(gid)
                             && id_ok(msg_id)
                             && body.clone().into_inner().len() <= FUZZ_MAX_BODY

@@ -2,12 +2,14 @@
 //! Owns identifiers, the wire event envelope and the error vocabulary shared by every boundary;
 //! owns no I/O.
 
+mod attachment;
 mod error;
 mod event;
 mod ids;
 pub mod lifecycle;
 mod text;
 
+pub use attachment::{parse_attachments, AttachmentId, MAX_ATTACHMENTS};
 pub use error::{ChatError, ErrorCode};
 pub use event::{now_millis, ClientCommand, EvtType, ReceiptKind, WireEvent, WithSeq};
 pub use ids::{GroupId, MessageBody, MsgId, Seq, UserId};

@@ -4,6 +4,7 @@
 
 mod accounts;
 mod admin;
+mod attachments;
 mod blocks;
 pub mod error;
 pub mod extractor;
@@ -36,6 +37,7 @@ pub fn router(state: AppState) -> Router {
                 .merge(presence::router())
                 .merge(profile_changes::router())
                 .merge(blocks::router())
+                .merge(attachments::router())
                 .merge(openapi::router())
                 .nest("/admin", admin::router()),
         )
@@ -157,7 +159,10 @@ pub async fn add_security_headers(
     mut response: Response,
 ) -> Response {
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_SECURITY_POLICY, security.csp.clone());
+    // A response that set its own policy keeps it (attachments are sandboxed).
+    headers
+        .entry(header::CONTENT_SECURITY_POLICY)
+        .or_insert_with(|| security.csp.clone());
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),

@@ -44,6 +44,9 @@ mod tests {
             ("/api/v1/blocks", "get"),
             ("/api/v1/blocks/{uid}", "put"),
             ("/api/v1/blocks/{uid}", "delete"),
+            ("/api/v1/attachments", "post"),
+            ("/api/v1/attachments/{id}", "get"),
+            ("/api/v1/attachments/{id}/thumbnail", "get"),
             ("/api/v1/admin/calllogs", "get"),
             ("/health", "get"),
             ("/metrics", "get"),
@@ -53,6 +56,6 @@ mod tests {
                 "{method} {path} is documented"
             );
         }
-        assert_eq!(paths.len(), 14, "no undocumented or stale paths");
+        assert_eq!(paths.len(), 18, "no undocumented or stale paths");
     }
 }

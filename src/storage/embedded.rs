@@ -66,6 +66,14 @@ pub const LIFECYCLE_MESSAGES: TableDefinition<(&str, &str), (&str, i64, bool)> =
 /// When each group member joined: (gid, uid) → Unix ms; see `lifecycle`.
 pub const LIFECYCLE_JOINED: TableDefinition<(&str, &str), i64> =
     TableDefinition::new("lifecycle_joined");
+/// Attachment records: id → JSON (see `attachments`).
+pub const ATTACHMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("attachments");
+/// Attachments never sent: (upload time in unix ms, id).
+pub const ATTACHMENTS_UNSENT: TableDefinition<(i64, &str), ()> =
+    TableDefinition::new("attachments_unsent");
+/// Sent attachments: (last send in unix ms, id).
+pub const ATTACHMENTS_SENT: TableDefinition<(i64, &str), ()> =
+    TableDefinition::new("attachments_sent");
 
 /// Most writes folded into one transaction.
 const MAX_BATCH: usize = 512;
@@ -114,6 +122,9 @@ impl EmbeddedDb {
             txn.open_table(CALLLOG_QUEUE).map_err(internal)?;
             txn.open_table(LIFECYCLE_MESSAGES).map_err(internal)?;
             txn.open_table(LIFECYCLE_JOINED).map_err(internal)?;
+            txn.open_table(ATTACHMENTS).map_err(internal)?;
+            txn.open_table(ATTACHMENTS_UNSENT).map_err(internal)?;
+            txn.open_table(ATTACHMENTS_SENT).map_err(internal)?;
             txn.commit().map_err(internal)?;
         }
         let db = Arc::new(RwLock::new(Some(db)));

@@ -57,6 +57,7 @@ fn message(from: &str, to: &str, msg_id: &str, sent_at: i64) -> LogRecord {
         body: format!("body of {msg_id}"),
         sent_at,
         seq: Some(1),
+        attachments: Vec::new(),
     }
 }
 
@@ -69,6 +70,7 @@ fn group_message(from: &str, gid: &str, msg_id: &str, sent_at: i64) -> LogRecord
         body: format!("body of {msg_id}"),
         sent_at,
         seq: None,
+        attachments: Vec::new(),
     }
 }
 

@@ -40,6 +40,7 @@ fn message(from: &UserId, to: &UserId, msg_id: &str) -> (WireEvent, DedupeKey, L
         body: "hi".into(),
         sent_at: event.sent_at,
         seq: None,
+        attachments: Vec::new(),
     };
     (event, dedupe, record)
 }

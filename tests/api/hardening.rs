@@ -83,7 +83,9 @@ async fn the_data_dir_is_0700_and_its_files_0600() {
         );
     }
     for file in &files {
-        assert_eq!(mode(file), 0o600, "{}", file.display());
+        // Folders (attachments/) are owner-only too.
+        let owner_only = if file.is_dir() { 0o700 } else { 0o600 };
+        assert_eq!(mode(file), owner_only, "{}", file.display());
     }
     assert!(node.terminate().await);
 }

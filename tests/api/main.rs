@@ -5,6 +5,7 @@
 mod helpers;
 
 mod accounts;
+mod attachments;
 mod authz;
 mod blocks;
 mod calllog;

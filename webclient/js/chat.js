@@ -304,6 +304,7 @@ export class ChatClient extends EventTarget {
       },
       ev,
     );
+    if (Array.isArray(ev.Attachments) && ev.Attachments.length) m.attachments = ev.Attachments.slice(0, 10);
     if (Number.isInteger(ev.Seq) && !out) m.seq = ev.Seq;
     if (out) {
       if (!group && convId === this.me) m.status = 'read';
@@ -622,12 +623,13 @@ export class ChatClient extends EventTarget {
   // -- sending -------------------------------------------------------------
 
   /** Queues a message to `convId` (a uid or a gid) and sends it when online. */
-  send(convId, text, { ref } = {}) {
+  send(convId, text, { ref, attachments = [] } = {}) {
     const body = String(text);
-    if (!body.trim()) return null;
+    if (!body.trim() && !attachments.length) return null;
     const id = newMsgId();
     const msg = { key: messageKey(this.me, id), id, from: this.me, body, at: Date.now(), out: true, status: 'sending' };
     if (ref) msg.ref = ref; // a reply
+    if (attachments.length) msg.attachments = attachments;
     const c = this.store.ensureConversation(convId);
     if (isGroupId(convId) && c.members) msg.unread = Math.max(0, c.members.length - 1);
     this.store.upsertMessage(convId, msg);
@@ -674,7 +676,14 @@ export class ChatClient extends EventTarget {
     if (!msg || !this.conn.online || this.inflight.has(msg.key)) return;
     this.inflight.add(msg.key);
     this.conn
-      .request({ EvtType: 'message', To: convId, MsgID: msg.id, Body: msg.body, ...(msg.ref ? { Ref: msg.ref } : {}) })
+      .request({
+        EvtType: 'message',
+        To: convId,
+        MsgID: msg.id,
+        Body: msg.body,
+        ...(msg.ref ? { Ref: msg.ref } : {}),
+        ...(msg.attachments ? { Attachments: msg.attachments } : {}),
+      })
       .then(
         (res) => {
           if (res.ok) {

@@ -11,6 +11,7 @@
 // Routing: `#/c/<uid or gid>` is the open conversation; no hash is the list (which is
 // all a phone shows; wider screens show the list beside the conversation).
 
+import { setupAttachments } from './attachments.js';
 import * as api from './api.js';
 import { ChatClient } from './chat.js';
 import { Connection } from './connection.js';
@@ -69,6 +70,13 @@ class Messenger {
       onBack: () => this.back(),
       notify: (text, kind) => toast(text, kind),
       onShowContact: (uid) => (uid === session.uid ? this.profileEditor.open() : this.contact.open(uid)),
+    });
+    setupAttachments({
+      form: $('composer'),
+      dropZone: $('chat-view'),
+      token: getToken,
+      toast: (text) => toast(text),
+      onChange: () => this.chat.updateSendButton(),
     });
     this.profileEditor = new ProfileEditor({
       people: this.people,

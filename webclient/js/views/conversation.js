@@ -8,6 +8,7 @@
 
 import * as api from '../api.js';
 import * as emojiPicker from '../emoji-picker.js';
+import { attachmentsReady, attachmentsUploading, renderAttachments, takeAttachments } from '../attachments.js';
 import { $, h, replaceChildren, setText } from '../dom.js';
 import { isGroupId } from '../store.js';
 import { clockTime, dayKey, dayLabel, fullTime, lastSeenText, uidProblem, utf8Length } from '../util.js';
@@ -490,7 +491,8 @@ export class ConversationView {
           'div',
           { className: 'bubble' },
           group && !m.out ? h('div', { className: 'msg-from', attrs: { dir: 'auto' } }) : null,
-          h('div', { className: 'msg-text', attrs: { dir: 'auto' } }, linkify(m.body)),
+          m.attachments && m.attachments.length ? renderAttachments(m.attachments) : null,
+          m.body || !m.attachments ? h('div', { className: 'msg-text', attrs: { dir: 'auto' } }, linkify(m.body)) : null,
           h(
             'div',
             { className: 'msg-meta' },
@@ -569,7 +571,8 @@ export class ConversationView {
   }
 
   updateSendButton() {
-    this.sendBtn.disabled = !this.input.value.trim() || this.tooLong();
+    this.sendBtn.disabled =
+      (!this.input.value.trim() && !attachmentsReady()) || attachmentsUploading() || this.tooLong();
   }
 
   tooLong() {
@@ -589,12 +592,13 @@ export class ConversationView {
 
   submit() {
     const text = this.input.value;
-    if (!this.convId || !text.trim()) return;
+    if (!this.convId || attachmentsUploading()) return;
+    if (!text.trim() && !attachmentsReady()) return;
     if (utf8Length(text) > MAX_BODY_BYTES) {
       this.updateWarning();
       return;
     }
-    if (!this.actions.submit(text)) this.client.send(this.convId, text);
+    if (!this.actions.submit(text)) this.client.send(this.convId, text, { attachments: takeAttachments() });
     this.input.value = '';
     this.drafts.delete(this.convId);
     this.autosize();
