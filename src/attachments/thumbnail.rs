@@ -110,23 +110,24 @@ fn refusal(e: ImageError) -> ImageRefusal {
     ImageRefusal::Invalid(e.to_string())
 }
 
-/// Writes the upload at `from` to `to` without its metadata (JPEG, PNG); `false` when the
-/// kind keeps its bytes as they are (nothing written).
+/// Writes the upload at `from` to `to` without its metadata (JPEG, PNG, WebP, GIF); `false`
+/// when the kind keeps its bytes as they are (nothing written).
 pub fn strip_metadata(
     from: &Path,
     to: &Path,
     kind: Kind,
     orientation: Option<u8>,
 ) -> Result<bool, ImageRefusal> {
-    if !matches!(kind, Kind::Jpeg | Kind::Png) {
+    if !kind.is_image() {
         return Ok(false);
     }
     let mut input = BufReader::new(File::open(from)?);
     let mut output = BufWriter::new(super::blob::create_private(to)?);
-    if kind == Kind::Jpeg {
-        super::strip::jpeg(&mut input, &mut output, orientation)
-    } else {
-        super::strip::png(&mut input, &mut output)
+    match kind {
+        Kind::Jpeg => super::strip::jpeg(&mut input, &mut output, orientation),
+        Kind::Webp => super::strip::webp(&mut input, &mut output, orientation),
+        Kind::Gif => super::strip::gif(&mut input, &mut output),
+        _ => super::strip::png(&mut input, &mut output), // Kind::Png: the last image kind
     }
     .map_err(|e| ImageRefusal::Invalid(e.to_string()))?;
     output.flush()?;

@@ -79,6 +79,47 @@ fn jpeg_with_exif() -> Vec<u8> {
     out
 }
 
+/// A lossless WebP with an `EXIF` chunk (VP8X flag set) holding a location.
+fn webp_with_exif() -> Vec<u8> {
+    let image = image::RgbaImage::from_fn(40, 30, |x, y| {
+        image::Rgba([(x * 6) as u8, (y * 8) as u8, 90, 255])
+    });
+    let mut plain = Vec::new();
+    image
+        .write_to(&mut Cursor::new(&mut plain), image::ImageFormat::WebP)
+        .expect("webp");
+    let exif = b"MM\0\x2A\0\0\0\x08\0\0\0\0\0\0GPS 52.3676N 4.9041E";
+    let mut body = b"WEBPVP8X\x0A\0\0\0\x18\0\0\0\x27\0\0\x1D\0\0".to_vec(); // alpha, EXIF; 40×30
+    body.extend_from_slice(&plain[12..]);
+    body.extend_from_slice(b"EXIF");
+    body.extend_from_slice(&u32::try_from(exif.len()).expect("small").to_le_bytes());
+    body.extend_from_slice(exif);
+    let mut out = b"RIFF".to_vec();
+    out.extend_from_slice(&u32::try_from(body.len()).expect("small").to_le_bytes());
+    out.extend(body);
+    out
+}
+
+/// A GIF with a comment extension right after its header and color table.
+fn gif_with_comment() -> Vec<u8> {
+    let image = image::RgbaImage::from_pixel(20, 10, image::Rgba([10, 120, 30, 255]));
+    let mut plain = Vec::new();
+    image
+        .write_to(&mut Cursor::new(&mut plain), image::ImageFormat::Gif)
+        .expect("gif");
+    let packed = plain[10];
+    let at = 13
+        + if packed & 0x80 != 0 {
+            3usize << ((packed & 7) + 1)
+        } else {
+            0
+        };
+    let mut out = plain[..at].to_vec();
+    out.extend_from_slice(b"\x21\xFE\x14GPS 52.3676N 4.9041E\0");
+    out.extend_from_slice(&plain[at..]);
+    out
+}
+
 /// A PNG claiming 30000×30000 pixels (3.6 GB decoded) in under a hundred bytes.
 fn png_bomb() -> Vec<u8> {
     fn crc32(bytes: &[u8]) -> u32 {
@@ -176,6 +217,22 @@ async fn uploads_are_sniffed_limited_and_thumbnailed_on(nodes: &[TestApp]) {
     let thumb = fetch(n1, &alice, &format!("{rid}/thumbnail"), None).await;
     let decoded = image::load_from_memory(&thumb.bytes().await.expect("bytes")).expect("thumb");
     assert_eq!((decoded.width(), decoded.height()), (320, 240));
+
+    for (name, bytes) in [
+        ("sticker.webp", webp_with_exif()),
+        ("wave.gif", gif_with_comment()),
+    ] {
+        assert!(contains(&bytes, b"GPS"), "{name}: the fixture has metadata");
+        let record = uploaded(n0, &alice, name, bytes).await;
+        let original = fetch(n1, &alice, record["id"].as_str().expect("id"), None)
+            .await
+            .bytes()
+            .await
+            .expect("bytes");
+        assert!(!contains(&original, b"GPS"), "{name}: metadata served back");
+        assert_eq!(record["size"], original.len(), "{name}: the stored size");
+        image::load_from_memory(&original).expect("still an image");
+    }
 
     let text = uploaded(n0, &alice, "list", b"milk\neggs\n".to_vec()).await;
     assert_eq!(text["contentType"], "text/plain; charset=utf-8");
