@@ -53,6 +53,10 @@ pub struct AppState {
     pub shared_bodies: Arc<crate::inbox::shared_body::SharedBodies>,
     /// Inbox bounds (replay skips expired events).
     pub inbox_limits: InboxLimits,
+    /// Channels: settings, history, publish (§9).
+    pub channels: crate::channels::ChannelService,
+    /// This node's channel subscribers and the hand-off of channel feeds to them.
+    pub channel_hub: Arc<crate::gateway::channel_hub::ChannelHub>,
     /// Online state and presence events.
     pub presence: crate::presence::PresenceService,
     /// Counters for `/metrics`.

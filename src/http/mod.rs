@@ -5,6 +5,7 @@
 mod accounts;
 mod admin;
 mod blocks;
+mod channels;
 pub mod error;
 pub mod extractor;
 mod history;
@@ -34,8 +35,9 @@ pub fn router(state: AppState) -> Router {
                 .merge(history::router())
                 .merge(presence::router())
                 .merge(blocks::router())
+                .merge(channels::router())
                 .merge(openapi::router())
-                .nest("/admin", admin::router()),
+                .nest("/admin", admin::router().merge(channels::admin_router())),
         )
         .merge(ops::router())
         .fallback_service(webclient)

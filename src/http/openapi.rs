@@ -40,6 +40,12 @@ mod tests {
             ("/api/v1/blocks/{uid}", "put"),
             ("/api/v1/blocks/{uid}", "delete"),
             ("/api/v1/admin/calllogs", "get"),
+            ("/api/v1/channels", "get"),
+            ("/api/v1/channels/{name}/publications", "get"),
+            ("/api/v1/channels/{name}/presence", "get"),
+            ("/api/v1/channels/{name}/publish", "post"),
+            ("/api/v1/admin/channels/{name}", "put"),
+            ("/api/v1/admin/channels/{name}", "delete"),
             ("/health", "get"),
             ("/metrics", "get"),
         ] {
@@ -48,6 +54,6 @@ mod tests {
                 "{method} {path} is documented"
             );
         }
-        assert_eq!(paths.len(), 13, "no undocumented or stale paths");
+        assert_eq!(paths.len(), 18, "no undocumented or stale paths");
     }
 }
