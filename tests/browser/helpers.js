@@ -100,9 +100,10 @@ async function spawnListening(bin, args, env, re, label) {
  * with one token key, so a profile update reaches the chat server (channel wc:profiles).
  * The web client is served from a copy of webclient/ whose config.js names the profile
  * service and whose CSP allows it, as a deployment would set them.
+ * `chatEnv`: more WEBCHAT_* settings for the chat server (e.g. guests, the admin token).
  * → {url, profileUrl, stop(), stopChat(), startChat(), stderr()}
  */
-async function startServer() {
+async function startServer({ chatEnv = {} } = {}) {
   for (const [bin, what] of [[WEBCHAT_BIN, 'webchat'], [PROFILE_BIN, 'webchat-profile']]) {
     if (!fs.existsSync(bin)) {
       throw new Error(`${what} binary not found at ${bin} (run \`cargo build -p webchat -p webchat-profile --bins\` or set WEBCHAT_BIN)`);
@@ -151,7 +152,7 @@ async function startServer() {
     spawnListening(
       WEBCHAT_BIN,
       ['--listen', `127.0.0.1:${chatPort}`, '--data-dir', dataDir, '--webclient-dir', webclientDir],
-      { ...base, WEBCHAT_PROFILE_URL: profileUrl },
+      { ...base, WEBCHAT_PROFILE_URL: profileUrl, ...chatEnv },
       LISTEN_RE,
       'webchat',
     );

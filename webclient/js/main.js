@@ -6,12 +6,15 @@
 //   store.js        in-memory conversations and messages; last Seq, this tab's outbox
 //   people.js       profiles (names, status, avatars) and presence
 //   chat.js         the chat protocol (events, history, receipts, outbox, typing, groups)
+//   channels.js     channels (§9): list, channel page, read-only guest view
 //   views/*.js      DOM
 //
-// Routing: `#/c/<uid or gid>` is the open conversation; no hash is the list (which is
-// all a phone shows; wider screens show the list beside the conversation).
+// Routing: `#/c/<uid or gid>` is the open conversation, `#/ch/<name>` an open channel; no
+// hash is the list (which is all a phone shows; wider screens show the list beside the
+// conversation). Without a session, `#/guest/<name>` reads a guest channel as a guest.
 
 import * as api from './api.js';
+import { ChannelsPanel, GuestView, channelOfHash } from './channels.js';
 import { ChatClient } from './chat.js';
 import { Connection } from './connection.js';
 import { $ } from './dom.js';
@@ -72,6 +75,13 @@ class Messenger {
         toast('Profile saved.', 'info', 2500);
       },
     });
+    this.channels = new ChannelsPanel({
+      connection: this.conn,
+      me: session.uid,
+      getToken,
+      onOpen: (name) => this.navigateTo(`#/ch/${encodeURIComponent(name)}`),
+      notify: (text) => toast(text),
+    });
     this.connEl = $('conn-state');
     this.connLabel = $('conn-label');
     this.logoutBtn = $('logout-btn');
@@ -113,12 +123,15 @@ class Messenger {
     this.renderConnection(this.conn.state);
     this.route();
     this.conn.start();
+    this.channels.start();
+    this.route();
   }
 
   stop() {
     clearTimeout(this.bannerTimer);
     for (const id of (this.pending || new Map()).values()) cancelAnimationFrame(id);
     for (const [target, type, fn] of this.listeners) target.removeEventListener(type, fn);
+    this.channels.stop();
     this.client.dispose();
     this.people.dispose();
     this.profileEditor.dispose();
@@ -156,7 +169,10 @@ class Messenger {
   }
 
   navigate(convId) {
-    const hash = convId ? `#/c/${encodeURIComponent(convId)}` : '';
+    return this.navigateTo(convId ? `#/c/${encodeURIComponent(convId)}` : '');
+  }
+
+  navigateTo(hash) {
     if (location.hash === hash || (!hash && !location.hash)) return this.route();
     this.openedFromList = Boolean(hash) && !location.hash;
     if (hash) history.pushState(null, '', hash);
@@ -176,6 +192,17 @@ class Messenger {
 
   /** Shows what the URL names. */
   route() {
+    const channel = channelOfHash(location.hash);
+    this.channels.show(channel);
+    if (channel) {
+      this.chat.close();
+      $('pane-empty').hidden = true;
+      this.root.dataset.view = 'chat';
+      this.sidebar.setActive(null);
+      this.client.setViewing(null);
+      this.renderList();
+      return;
+    }
     const m = /^#\/c\/(.+)$/.exec(location.hash);
     let convId = null;
     if (m) {
@@ -280,8 +307,11 @@ onSessionChange((s) => {
 });
 
 const session = loadSession();
+const guestChannel = channelOfHash(location.hash, '#/guest/');
 if (session) enter(session);
-else {
+else if (guestChannel) {
+  new GuestView(guestChannel).start();
+} else {
   clearSession();
   auth.show('');
 }
