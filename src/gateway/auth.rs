@@ -109,8 +109,12 @@ pub async fn authenticate(
             tracing::debug!("guest socket refused: guests are off");
             return Err(Refused::Unauthorized);
         }
-        let uid = UserId::parse(&format!("guest-{}", uuid::Uuid::new_v4()))
-            .map_err(|_| Refused::Unauthorized)?;
+        let uid = UserId::parse(&format!(
+            "{}{}",
+            crate::accounts::GUEST_UID_PREFIX,
+            uuid::Uuid::new_v4()
+        ))
+        .map_err(|_| Refused::Unauthorized)?;
         tracing::debug!(uid = %uid, "guest socket");
         socket.extensions.insert(Guest);
         socket.extensions.insert(Session {

@@ -8,8 +8,8 @@ use serde_json::{json, Value};
 use webchat_loadgen::client::{ClientError, ClientOptions, SioClient};
 
 use crate::helpers::{
-    eventually, http, redis_cli, settings, spawn_with, unique, Backend, OwnRedis, TestApp,
-    TestClient, PATIENCE,
+    eventually, http, redis_cli, settings, signup_at, spawn_with, unique, Backend, NodeProcess,
+    OwnRedis, TestApp, TestClient, PATIENCE,
 };
 
 const ADMIN: &str = "channels-admin-token";
@@ -731,4 +731,97 @@ async fn channel_presence_is_shared_across_nodes_when_on() {
         .await
         .expect("presence");
     assert_eq!(res.status(), 403);
+}
+
+#[tokio::test]
+async fn a_uid_in_the_guest_namespace_cannot_be_signed_up() {
+    let (app, _dir) = node(Backend::Embedded).await;
+    let res = http()
+        .post(format!("{}/api/v1/signup", app.url))
+        .json(&json!({"uid": "guest-0b0e6a8e-7a55-4f7e-9a43-3e1d2c1b0a99", "password": "correct horse", "name": "x"}))
+        .send()
+        .await
+        .expect("signup");
+    assert_eq!(res.status(), 400);
+}
+
+#[tokio::test]
+async fn subscribers_of_a_node_killed_while_publishing_recover_everything_on_the_other_node() {
+    let keys = format!("shop:{SERVICE}");
+    let args = ["--admin-token", ADMIN, "--service-keys", keys.as_str()];
+    let doomed = NodeProcess::start(&args).await;
+    let survivor = NodeProcess::start(&args).await;
+    let channel = unique("kill");
+    create(&survivor.url, &channel, json!({ "historySize": 1000 })).await;
+    let bob = signup_at(&survivor.url, "bob").await;
+    let mut on_doomed = TestClient::connect(&doomed.url, &bob).await;
+    let ack = subscribe(&on_doomed, &channel, None).await;
+    let epoch = ack["epoch"].as_str().expect("epoch").to_owned();
+
+    // Publications through both nodes; the doomed one dies after the 40th is acked.
+    let (doomed_url, survivor_url) = (doomed.url.clone(), survivor.url.clone());
+    let mut acked = Vec::new();
+    for i in 0..40u64 {
+        let url = if i % 2 == 0 {
+            &doomed_url
+        } else {
+            &survivor_url
+        };
+        let (status, body) =
+            rest_publish(url, SERVICE, &channel, json!({"data": format!("k{i}")})).await;
+        assert_eq!(status, 201);
+        acked.push(body["offset"].as_u64().expect("offset"));
+    }
+    let mut seen = Vec::new();
+    // Bob read some of them live before his node went.
+    for _ in 0..10 {
+        seen.push(
+            next_publication(&mut on_doomed).await["offset"]
+                .as_u64()
+                .expect("offset"),
+        );
+    }
+    doomed.kill().await;
+    for i in 40..80u64 {
+        let url = if i % 2 == 0 {
+            &doomed_url
+        } else {
+            &survivor_url
+        };
+        // The dead node refuses connections: those publishes fail, nothing is acked.
+        let sent = http()
+            .post(format!("{url}/api/v1/channels/{channel}/publish"))
+            .bearer_auth(SERVICE)
+            .json(&json!({"data": format!("k{i}")}))
+            .send()
+            .await;
+        if let Ok(res) = sent {
+            if res.status() == 201 {
+                let body: Value = res.json().await.expect("json");
+                acked.push(body["offset"].as_u64().expect("offset"));
+            }
+        }
+    }
+    // Whatever bob got before the connection dropped, he resumes from there on the survivor.
+    while let Some(event) = on_doomed.events.try_recv() {
+        if event.name == "publication" {
+            seen.push(event.data["offset"].as_u64().expect("offset"));
+        }
+    }
+    let last = *seen.last().expect("something seen");
+    let moved = TestClient::connect(&survivor.url, &bob).await;
+    let back = subscribe(&moved, &channel, Some((last, &epoch))).await;
+    assert_eq!(back["recovered"], true, "{back}");
+    seen.extend(offsets(&back["publications"]));
+    let newest = back["offset"].as_u64().expect("offset");
+    assert_eq!(
+        seen,
+        (1..=newest).collect::<Vec<_>>(),
+        "each once, none missing"
+    );
+    let max_acked = acked.iter().copied().max().expect("acked");
+    assert!(
+        newest >= max_acked,
+        "every acked publication is in the history"
+    );
 }
