@@ -137,6 +137,16 @@ impl ChannelHub {
                 stage: Stage::Pending(Vec::new()),
             },
         );
+        // socketioxide marks a socket disconnected before its disconnect handler runs, and
+        // that handler takes this lock to find the socket's channels: either it finds this
+        // member, or this sees the socket gone. Nothing outlives the socket.
+        if !socket.connected() {
+            entry.members.remove(socket.id.as_str());
+            if entry.members.is_empty() && self.feed.stop(channel).await.is_ok() {
+                entry.listening = false;
+            }
+            return Err(StoreError::Unavailable("the socket closed".into()));
+        }
         Ok(())
     }
 
