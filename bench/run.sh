@@ -61,7 +61,8 @@
 # BENCH_STORM_OUT.
 # transport-floor: BENCH_FLOOR_CONNECTIONS (10000), BENCH_FLOOR_ROUNDS (12), BENCH_FLOOR_OUT.
 # channels: BENCH_CHANNEL_SUBSCRIBERS (10000), BENCH_CHANNEL_STEPS (publications/s:
-# 5,10,20,50,100,200), BENCH_CHANNEL_DURATION (8s), BENCH_CHANNEL_OUT
+# 5,10,20,50,100,200), BENCH_CHANNEL_DURATION (8s), BENCH_CHANNEL_RECOVERY (1000 missed
+# publications resubscribed with `since`, webchat only), BENCH_CHANNEL_OUT
 # (bench/results/channels.jsonl).
 # A/B runs: BENCH_WEBCHAT_BIN (the webchat server binary to run instead of this checkout's
 # build, e.g. a copy of an older build: interleave runs of both to compare them on a machine
@@ -113,7 +114,7 @@ if [ "$SMOKE" = 1 ]; then
   STORM_USERS=60 STORM_PER_USER=2 STORM_REPEATS=1
   FLOOR_CONNECTIONS=20 FLOOR_ROUNDS=2
   CONNECT_BATCH=25 SOURCE_IPS=2
-  CHANNEL_SUBSCRIBERS=40 CHANNEL_STEPS=5,10 CHANNEL_DURATION=2s
+  CHANNEL_SUBSCRIBERS=40 CHANNEL_STEPS=5,10 CHANNEL_DURATION=2s CHANNEL_RECOVERY=100
 else
   PROFILE=release
   SOCKETS="${BENCH_SOCKETS:-1000}"
@@ -144,6 +145,7 @@ else
   CHANNEL_SUBSCRIBERS="${BENCH_CHANNEL_SUBSCRIBERS:-10000}"
   CHANNEL_STEPS="${BENCH_CHANNEL_STEPS:-5,10,20,50,100,200}"
   CHANNEL_DURATION="${BENCH_CHANNEL_DURATION:-8s}"
+  CHANNEL_RECOVERY="${BENCH_CHANNEL_RECOVERY:-1000}"
 fi
 # The REST publisher's service key (webchat §9); the Node peer takes any bearer.
 PUBLISH_SECRET=bench-publish-secret
@@ -258,7 +260,8 @@ start_cluster() {
       # replay scenario) go far beyond a person's event rate; the limit is not what is measured.
       # WEBCHAT_MAX_CONNECTIONS_PER_ADDRESS=0: every generated socket comes from 127.0.0.1 (an
       # environment variable, which an older BENCH_WEBCHAT_BIN ignores, unlike a flag).
-      RUST_LOG=warn WEBCHAT_MAX_CONNECTIONS_PER_ADDRESS=0 WEBCHAT_SERVICE_KEYS="bench:$PUBLISH_SECRET" "${BENCH_WEBCHAT_BIN:-$BIN_DIR/webchat}" --listen 127.0.0.1:0 --redis-url "$REDIS_URL" --auth open \
+      RUST_LOG=warn WEBCHAT_MAX_CONNECTIONS_PER_ADDRESS=0 WEBCHAT_SERVICE_KEYS="bench:$PUBLISH_SECRET" \
+        WEBCHAT_ADMIN_TOKEN="$PUBLISH_SECRET" "${BENCH_WEBCHAT_BIN:-$BIN_DIR/webchat}" --listen 127.0.0.1:0 --redis-url "$REDIS_URL" --auth open \
         --worker-threads "$THREADS" --call-log "$call_log" --data-dir "$C_DIR/node$n" --socket-rate 0 \
         >"$C_DIR/node$n.out" 2>"$C_DIR/node$n.err" &
     else
@@ -420,12 +423,17 @@ if wants channels; then
   # the run), each on its own fresh two nodes and Redis, stopped before the next starts.
   for kind in webchat baseline; do
     start_cluster "channels-$kind" "$kind" 2
+    if [ "$kind" = webchat ]; then
+      # A channel whose history holds the recovery measure's 1,000 missed publications.
+      curl -fsS -X PUT -H "Authorization: Bearer $PUBLISH_SECRET" -H 'content-type: application/json' \
+        -d '{"historySize": 10000}' "${C_URLS%%,*}/api/v1/admin/channels/bench" >/dev/null
+    fi
     log "channels: $kind, $CHANNEL_SUBSCRIBERS subscribers, steps $CHANNEL_STEPS publications/s"
     "$LOADGEN" --scenario channel-fanout --urls "$C_URLS" --sockets "$CHANNEL_SUBSCRIBERS" \
-      --channel general --publish-token "$PUBLISH_SECRET" --rate-steps "$CHANNEL_STEPS" \
+      --channel bench --publish-token "$PUBLISH_SECRET" --rate-steps "$CHANNEL_STEPS" \
       --duration "$CHANNEL_DURATION" --source-ips "$SOURCE_IPS" --connect-batch "$CONNECT_BATCH" \
       --fanout-timeout "$FANOUT_TIMEOUT" --server-pids "$C_PIDS" --run-id "$(date +%s%N)" \
-      --label "$kind" | tee -a "$CHANNEL_OUT" || {
+      --recovery-publications "$CHANNEL_RECOVERY" --label "$kind" | tee -a "$CHANNEL_OUT" || {
       CHANNEL_RC=1
       warn "webchat-loadgen failed (channels, $kind)"
       show_server_logs
@@ -443,6 +451,7 @@ ok = rc == 0 and labels == {"webchat", "baseline"}
 if smoke:
     ok = ok and all(r["missing"] == 0 for r in rows if r.get("measure") == "rate-step")
     ok = ok and all(r["received"] == r["subscribers"] for r in rows if r.get("measure") == "one-publication")
+    ok = ok and any(r.get("measure") == "recovery" and r["recovered"] is True and r["publications"] == r["missed"] for r in rows)
 for r in rows:
     print("channels:", json.dumps(r))
 print("channels:", "ok" if ok else "FAILED")

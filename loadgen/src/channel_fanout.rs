@@ -212,9 +212,69 @@ pub async fn run(args: &Args, run_id: &str) -> Result<()> {
             })
         );
     }
+    if args.recovery_publications > 0 {
+        recovery(args, run_id, &publisher).await?;
+    }
     for client in clients {
         client.close().await;
     }
+    Ok(())
+}
+
+/// Recovery (webchat only: the Node peer keeps no history): one more subscriber notes the
+/// channel's epoch and newest offset and unsubscribes; `--recovery-publications` are
+/// published; then the time of its subscribe with `since` until the ack that holds them.
+async fn recovery(args: &Args, run_id: &str, publisher: &Publisher) -> Result<()> {
+    let url = &args.urls[0];
+    let uid = format!("c{run_id}_recovery");
+    let opts = join_options(args.ack_timeout, None);
+    let (client, events) = SioClient::connect(url, None, opts)
+        .await
+        .context("recovery connect")?;
+    let (client, _events) = join(client, events, &uid, args.ack_timeout).await?;
+    let subscribe = json!({ "channel": args.channel });
+    let ack = client
+        .emit_with_ack("subscribe", &subscribe, args.ack_timeout)
+        .await?;
+    let (Some(epoch), Some(offset)) = (ack["epoch"].as_str(), ack["offset"].as_u64()) else {
+        eprintln!("channel-fanout: no epoch in the subscribe ack (no history): recovery skipped");
+        return Ok(());
+    };
+    let epoch = epoch.to_owned();
+    client
+        .emit_with_ack("unsubscribe", &subscribe, args.ack_timeout)
+        .await?;
+    let missed = args.recovery_publications;
+    let inflight = Arc::new(tokio::sync::Semaphore::new(args.max_inflight.max(1)));
+    let mut sends = Vec::with_capacity(missed);
+    for k in 0..missed {
+        let permit = inflight.clone().acquire_owned().await?;
+        let publisher = publisher.clone();
+        sends.push(tokio::spawn(async move {
+            let sent = publisher.publish(k).await;
+            drop(permit);
+            sent
+        }));
+    }
+    for send in sends {
+        send.await??;
+    }
+    let since = json!({ "channel": args.channel, "since": { "offset": offset, "epoch": epoch } });
+    let started = now_us();
+    let ack = client
+        .emit_with_ack("subscribe", &since, args.ack_timeout)
+        .await?;
+    let took = now_us() - started;
+    println!(
+        "{}",
+        json!({
+            "scenario": "channel-fanout", "measure": "recovery", "label": args.label,
+            "missed": missed, "recovered": ack["recovered"],
+            "publications": ack["publications"].as_array().map_or(0, Vec::len),
+            "ms": round3(took as f64 / 1000.0),
+        })
+    );
+    client.close().await;
     Ok(())
 }
 

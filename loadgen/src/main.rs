@@ -191,6 +191,11 @@ struct Args {
     /// channel-fanout: the channel the subscribers subscribe to and the publisher publishes on.
     #[arg(long, default_value = "general")]
     channel: String,
+    /// channel-fanout: publications missed by one subscriber before it resubscribes with
+    /// `since` (the recovery time is measured; 0: skipped; the channel's history must hold
+    /// them).
+    #[arg(long, default_value_t = 1000)]
+    recovery_publications: usize,
     /// channel-fanout: bearer token of the REST publisher (webchat: a service key's secret).
     #[arg(long, env = "LOADGEN_PUBLISH_TOKEN", default_value = "")]
     publish_token: String,
