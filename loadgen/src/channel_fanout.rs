@@ -9,7 +9,9 @@
 //! `--max-inflight` publish requests in flight): deliveries/s, latency percentiles
 //! (publish time → receipt, one monotonic clock), and deliveries missing after the drain.
 //! Memory per subscription: the `--server-pids`' RSS before connecting and after every
-//! subscriber has its subscribe ack, over N.
+//! subscriber has its subscribe ack, over N. Last, with `--recovery-publications` K > 0 and
+//! a server that answers an epoch (webchat): the time of one resubscribe with `since` that
+//! recovers K missed publications.
 //!
 //! Subscribers connect without auth and `join` with their uid (servers in `--auth open`),
 //! then `subscribe {channel}`: webchat and the Node peer (`bench/baseline-node`, socket.io
