@@ -103,6 +103,10 @@ pub struct Settings {
     #[arg(long, env = "WEBCHAT_GROUP_IDLE_SECS", default_value_t = 86_400)]
     pub group_idle_secs: u64,
 
+    /// How long after sending it a message can be edited by its sender, in seconds (§11).
+    #[arg(long, env = "WEBCHAT_EDIT_WINDOW_SECS", default_value_t = crate::lifecycle::DEFAULT_EDIT_WINDOW_SECS)]
+    pub edit_window_secs: u64,
+
     /// How often a node proves it is alive for presence, in seconds.
     #[arg(long, env = "WEBCHAT_PRESENCE_HEARTBEAT_SECS", default_value_t = 10)]
     pub presence_heartbeat_secs: u64,

@@ -17,6 +17,7 @@
 //! - [`presence`]  online state across nodes and who is told
 //! - [`profiles`]  profile updates from the profile service to contacts' sockets
 //! - [`chat`]      what a client command does (no sockets)
+//! - [`lifecycle`] replies, edits, deletes, reactions: the rules and the message index
 //! - [`gateway`]   socket.io handlers and per-socket delivery
 //! - [`http`]      REST, `/health`, `/metrics`, the web client
 //! - [`health`]    back-end probes
@@ -35,6 +36,7 @@ pub mod groups;
 pub mod health;
 pub mod http;
 pub mod inbox;
+pub mod lifecycle;
 pub mod limits;
 pub mod presence;
 pub mod profiles;

@@ -1,11 +1,7 @@
 //! Start-up: picks the back-ends from the settings, wires services, binds the listener.
 //! The only place that names fred or redb types outside their own modules.
 
-use std::{
-    future::Future,
-    net::SocketAddr,
-    sync::{Arc, OnceLock},
-};
+use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use socketioxide::SocketIo;
 use tokio::net::TcpListener;
@@ -33,7 +29,8 @@ use crate::{
     groups::{DurableGroupStore, EmbeddedGroupStore, GroupStore, RedisGroupStore},
     health::Health,
     http,
-    inbox::{shared_body::SharedBodies, EmbeddedInbox, InboxLimits, InboxStore, RedisInbox},
+    inbox::{EmbeddedInbox, InboxLimits, InboxService, InboxStore, RedisInbox},
+    lifecycle::{EmbeddedMessageIndex, LifecycleService, MessageIndex, RedisMessageIndex},
     limits::{KeyedBuckets, LoginThrottle, TrustedProxies},
     presence::{
         ContactStore, EmbeddedContactStore, MemoryPresenceStore, PresenceService, PresenceStore,
@@ -95,8 +92,7 @@ impl Application {
         let settings = Arc::new(settings);
         let metrics = Arc::new(Metrics::default());
         let shutdown = CancellationToken::new();
-        let bus_slot: Arc<OnceLock<Arc<dyn Bus>>> = Arc::new(OnceLock::new());
-        let router = Router::new(bus_slot.clone(), metrics.clone(), shutdown.clone());
+        let (router, subscription_requests) = Router::new(metrics.clone());
         let proxies = TrustedProxies::parse(settings.trusted_proxies.as_deref().unwrap_or(""))
             .map_err(StartupError::Config)?;
         let limits = InboxLimits {
@@ -126,11 +122,12 @@ impl Application {
             channels: channel_store,
             channel_feed,
             channel_feed_rx,
+            message_index,
         } = match &settings.redis_url {
             Some(url) => Backends::redis(url, &settings, &router, limits, &shutdown).await?,
             None => Backends::embedded(&settings, &router, limits, &shutdown)?,
         };
-        let _ = bus_slot.set(bus.clone());
+        router.keep_subscribed(bus.clone(), subscription_requests, shutdown.clone());
         // DynamoDB, when configured, is the system of record for accounts, group membership
         // and the call log; Redis (or the embedded store) keeps inboxes and hot state.
         let (accounts_store, groups, calllog_table, health) = match &settings.dynamodb_endpoint {
@@ -249,7 +246,10 @@ impl Application {
                 "guest sockets are on: anyone may connect as a guest and read guest channels"
             );
         }
+        let lifecycle =
+            LifecycleService::new(message_index, calllog.clone(), settings.edit_window_secs);
         let chat = ChatService::new(ChatDeps {
+            lifecycle: lifecycle.clone(),
             blocks: blocks.clone(),
             presence: presence.clone(),
             calllog: calllog.clone(),
@@ -263,7 +263,9 @@ impl Application {
             max_group_size: settings.max_group_size,
             group_idle_secs: settings.group_idle_secs,
         });
+        let groups_for_replay = groups.clone();
         let state = AppState {
+            lifecycle,
             settings: settings.clone(),
             accounts,
             chat,
@@ -271,9 +273,7 @@ impl Application {
             calllog,
             groups,
             router,
-            shared_bodies: Arc::new(SharedBodies::new(inbox.clone(), metrics.clone())),
-            inbox,
-            inbox_limits: limits,
+            inbox: InboxService::new(inbox, groups_for_replay, limits, metrics.clone()),
             presence,
             channels,
             channel_hub: channel_hub.clone(),
@@ -450,6 +450,8 @@ struct Backends {
     channel_feed: Arc<dyn ChannelFeed>,
     /// The channel feeds this node listens to, in arrival order.
     channel_feed_rx: tokio::sync::mpsc::UnboundedReceiver<FeedMessage>,
+    /// Messages by MsgID for replies, edits, deletes and reactions (§11).
+    message_index: Arc<dyn MessageIndex>,
 }
 
 impl Backends {
@@ -506,6 +508,7 @@ impl Backends {
             groups: Arc::new(redis_groups.clone()),
             redis_groups: Some(redis_groups),
             login_counter: Some(redis.pool.clone()),
+            message_index: Arc::new(RedisMessageIndex::new(redis.pool.clone())),
             receipts: Arc::new(RedisReceiptStore::new(
                 redis.pool.clone(),
                 settings.inbox_max_age_secs,
@@ -565,6 +568,7 @@ impl Backends {
             redis_subscriber: None,
             redis_groups: None,
             login_counter: None,
+            message_index: Arc::new(EmbeddedMessageIndex::new(db.clone())),
             embedded: Some(db),
         })
     }

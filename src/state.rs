@@ -13,7 +13,7 @@ use crate::{
     config::Settings,
     groups::GroupStore,
     health::Health,
-    inbox::InboxLimits,
+    inbox::InboxService,
     limits::{KeyedBuckets, LoginThrottle, TrustedProxies},
     telemetry::Metrics,
 };
@@ -43,16 +43,14 @@ pub struct AppState {
     pub blocks: BlockService,
     /// History and the admin call log.
     pub calllog: CallLog,
+    /// Replies, edits, deletes, reactions (history needs when a member joined a group).
+    pub lifecycle: crate::lifecycle::LifecycleService,
     /// Group membership (REST group view).
     pub groups: Arc<dyn GroupStore>,
     /// Local sockets by user.
     pub router: Arc<Router>,
-    /// Inbox reads for replay.
-    pub inbox: Arc<dyn crate::inbox::InboxStore>,
-    /// The bodies that stored events name in `BodyRef`, read once per node.
-    pub shared_bodies: Arc<crate::inbox::shared_body::SharedBodies>,
-    /// Inbox bounds (replay skips expired events).
-    pub inbox_limits: InboxLimits,
+    /// Replay, shared bodies and confirmation for the delivery tasks.
+    pub inbox: InboxService,
     /// Channels: settings, history, publish (§9).
     pub channels: crate::channels::ChannelService,
     /// This node's channel subscribers and the hand-off of channel feeds to them.

@@ -18,6 +18,7 @@
 //! - `v#<uid>` / `read#<conv>`: when the user last displayed something there (unread counts).
 
 pub mod drain;
+mod lifecycle;
 pub mod queue;
 pub mod retention;
 
@@ -67,6 +68,26 @@ pub enum LogRecord {
         /// The event's MsgID.
         msg_id: String,
         /// Text, or the JSON uid list of a membership change.
+        body: String,
+        /// Unix ms when the server accepted it.
+        sent_at: i64,
+        /// The recipient's Seq (1:1).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seq: Option<u64>,
+    },
+    /// A reply, edit, delete, react or unreact (§11): an event about the message `reference`.
+    Lifecycle {
+        /// `message` (a reply), `edit`, `delete`, `react` or `unreact`.
+        evt_type: String,
+        /// Who acted.
+        actor: String,
+        /// Where.
+        conversation: Conversation,
+        /// The event's own MsgID.
+        msg_id: String,
+        /// The MsgID of the message it is about.
+        reference: String,
+        /// Reply / edit: the text; react / unreact: the emoji; delete: "".
         body: String,
         /// Unix ms when the server accepted it.
         sent_at: i64,
@@ -141,48 +162,41 @@ pub fn rows_for(records: &[LogRecord]) -> RowsToWrite {
                 body,
                 sent_at,
                 seq,
+            } => event_rows(
+                &mut out,
+                &EventFields {
+                    evt_type,
+                    actor,
+                    conversation,
+                    msg_id,
+                    body,
+                    sent_at: *sent_at,
+                    seq: *seq,
+                    reference: None,
+                },
+            ),
+            LogRecord::Lifecycle {
+                evt_type,
+                actor,
+                conversation,
+                msg_id,
+                reference,
+                body,
+                sent_at,
+                seq,
             } => {
-                let conv = conv_key(actor, conversation);
-                let sk = event_sk(*sent_at, evt_type, actor, msg_id);
-                let (to, group) = match conversation {
-                    Conversation::Direct { peer } => (peer.clone(), None),
-                    Conversation::Group { gid } => (gid.clone(), Some(gid.clone())),
+                let fields = EventFields {
+                    evt_type,
+                    actor,
+                    conversation,
+                    msg_id,
+                    body,
+                    sent_at: *sent_at,
+                    seq: *seq,
+                    reference: Some(reference),
                 };
-                let mut row = Row::new(format!("c#{conv}"), &sk)
-                    .with("e", evt_type.as_str())
-                    .with("a", actor.as_str())
-                    .with("to", to.as_str())
-                    .with("m", msg_id.as_str())
-                    .with("b", body.as_str())
-                    .with("at", *sent_at);
-                if let Some(seq) = seq {
-                    row = row.with("seq", *seq);
-                }
-                if let Some(gid) = &group {
-                    row = row.with("g", gid.as_str());
-                }
-                if let Some(gid) = &group {
-                    out.versioned
-                        .extend(membership_rows(evt_type, gid, body, *sent_at));
-                }
-                let index_sk = format!("t#{:013}#{conv}#{}", (*sent_at).max(0), &sk[16..]);
-                let indexed = |uid: &str| {
-                    let mut copy = Row::new(format!("u#{uid}"), &index_sk);
-                    copy.attrs = row.attrs.clone();
-                    copy.with("c", conv.as_str()).with("s", sk.as_str())
-                };
-                out.plain.push(indexed(actor));
-                if group.is_none() && to != *actor {
-                    out.plain.push(indexed(&to));
-                    for (me, other) in
-                        [(actor.as_str(), to.as_str()), (to.as_str(), actor.as_str())]
-                    {
-                        let mut summary = Row::new(format!("v#{me}"), &conv);
-                        summary.attrs = row.attrs.clone();
-                        out.versioned.push((summary.with("with", other), "at"));
-                    }
-                }
-                out.plain.push(row);
+                event_rows(&mut out, &fields);
+                lifecycle::rows(&mut out, &conv_key(actor, conversation), &fields);
             }
             LogRecord::Receipt {
                 receipt,
@@ -219,6 +233,81 @@ pub fn rows_for(records: &[LogRecord]) -> RowsToWrite {
         }
     }
     out
+}
+
+/// The fields of an event record (a plain event or a lifecycle one).
+pub(crate) struct EventFields<'a> {
+    pub(crate) evt_type: &'a str,
+    pub(crate) actor: &'a str,
+    pub(crate) conversation: &'a Conversation,
+    pub(crate) msg_id: &'a str,
+    pub(crate) body: &'a str,
+    pub(crate) sent_at: i64,
+    pub(crate) seq: Option<u64>,
+    /// Lifecycle events and replies: the message it is about.
+    pub(crate) reference: Option<&'a str>,
+}
+
+/// The rows of one event: the conversation's row, the actors' copies, the 1:1 summaries,
+/// and for a message the row that finds it by MsgID (`calllog::lifecycle`).
+fn event_rows(out: &mut RowsToWrite, fields: &EventFields<'_>) {
+    let &EventFields {
+        evt_type,
+        actor,
+        conversation,
+        msg_id,
+        body,
+        sent_at,
+        seq,
+        reference,
+    } = fields;
+    let conv = conv_key(actor, conversation);
+    let sk = event_sk(sent_at, evt_type, actor, msg_id);
+    let (to, group) = match conversation {
+        Conversation::Direct { peer } => (peer.clone(), None),
+        Conversation::Group { gid } => (gid.clone(), Some(gid.clone())),
+    };
+    let mut row = Row::new(format!("c#{conv}"), &sk)
+        .with("e", evt_type)
+        .with("a", actor)
+        .with("to", to.as_str())
+        .with("m", msg_id)
+        .with("b", body)
+        .with("at", sent_at);
+    if let Some(seq) = seq {
+        row = row.with("seq", seq);
+    }
+    if let Some(reference) = reference {
+        row = row.with("ref", reference);
+    }
+    if evt_type == "message" {
+        out.plain
+            .push(lifecycle::message_row(&conv, msg_id, actor, sent_at, &sk));
+    }
+    if let Some(gid) = &group {
+        row = row.with("g", gid.as_str());
+        out.versioned
+            .extend(membership_rows(evt_type, gid, body, sent_at));
+    }
+    let index_sk = format!("t#{:013}#{conv}#{}", sent_at.max(0), &sk[16..]);
+    let indexed = |uid: &str| {
+        let mut copy = Row::new(format!("u#{uid}"), &index_sk);
+        copy.attrs = row.attrs.clone();
+        copy.with("c", conv.as_str()).with("s", sk.as_str())
+    };
+    out.plain.push(indexed(actor));
+    if group.is_none() && to != actor {
+        out.plain.push(indexed(&to));
+        // A conversation list shows the latest message, not the latest reaction or edit.
+        if evt_type == "message" || reference.is_none() {
+            for (me, other) in [(actor, to.as_str()), (to.as_str(), actor)] {
+                let mut summary = Row::new(format!("v#{me}"), &conv);
+                summary.attrs = row.attrs.clone();
+                out.versioned.push((summary.with("with", other), "at"));
+            }
+        }
+    }
+    out.plain.push(row);
 }
 
 /// The `v#<uid>` / `g:<gid>` rows a membership change makes (none for other events).
@@ -275,6 +364,32 @@ pub struct LoggedEvent {
     /// Members who had not displayed it at the latest receipt.
     #[serde(rename = "Unread", skip_serializing_if = "Option::is_none")]
     pub unread: Option<u32>,
+    /// A reply or lifecycle event: the MsgID of the message it is about (§11).
+    #[serde(rename = "Ref", skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// History: when the text shown was last edited (unix ms).
+    #[serde(rename = "EditedAt", skip_serializing_if = "Option::is_none")]
+    pub edited_at: Option<i64>,
+    /// History: the sender deleted the message (its Body is then empty).
+    #[serde(rename = "Deleted", skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
+    /// History, messages: emoji → who reacted with it, in the order they did.
+    #[serde(rename = "Reactions", skip_serializing_if = "Option::is_none")]
+    pub reactions: Option<std::collections::BTreeMap<String, Vec<String>>>,
+}
+
+/// One earlier version of an edited message.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MessageVersion {
+    /// The MsgID of the event that carried this text: the message's own, or an edit's.
+    #[serde(rename = "MsgID")]
+    pub msg_id: String,
+    /// The text then.
+    #[serde(rename = "Body")]
+    pub body: String,
+    /// Unix ms when this text was sent.
+    #[serde(rename = "SentAt")]
+    pub sent_at: i64,
 }
 
 /// One row of a user's conversation list.
@@ -525,17 +640,10 @@ impl CallLog {
         Ok(u32::try_from(count).unwrap_or(u32::MAX))
     }
 
-    /// History of `user`'s conversation with `with` (a uid or a gid), newest first, with
-    /// receipt states. Groups: members only.
-    pub async fn messages(
-        &self,
-        user: &UserId,
-        with: &str,
-        before: Option<i64>,
-        cursor: Option<&str>,
-        limit: usize,
-    ) -> Result<Page<LoggedEvent>, ChatError> {
-        let conv = if with.starts_with("group_") {
+    /// The call-log key of `user`'s conversation with `with` (a uid or a gid): groups are
+    /// for members only (`not_found`, `forbidden`).
+    async fn conversation_of(&self, user: &UserId, with: &str) -> Result<String, ChatError> {
+        if with.starts_with("group_") {
             let gid = GroupId::parse(with)?;
             let members =
                 self.groups.members(&gid).await?.ok_or_else(|| {
@@ -547,16 +655,32 @@ impl CallLog {
                     format!("not a member of {gid}"),
                 ));
             }
-            format!("g:{gid}")
+            Ok(format!("g:{gid}"))
         } else {
             let peer = UserId::parse(with)?;
-            conv_key(
+            Ok(conv_key(
                 user.as_str(),
                 &Conversation::Direct {
                     peer: peer.to_string(),
                 },
-            )
-        };
+            ))
+        }
+    }
+
+    /// History of `user`'s conversation with `with` (a uid or a gid), newest first, with
+    /// receipt states. Groups: members only. Messages show their latest text, `Deleted`, and
+    /// their reactions when sent at or after `reactions_since` (unix ms: when the user
+    /// joined the group); edits, deletes and reactions are not rows of their own.
+    pub async fn messages(
+        &self,
+        user: &UserId,
+        with: &str,
+        before: Option<i64>,
+        cursor: Option<&str>,
+        limit: usize,
+        reactions_since: i64,
+    ) -> Result<Page<LoggedEvent>, ChatError> {
+        let conv = self.conversation_of(user, with).await?;
         let scope = format!("messages:{conv}");
         let upper = match (cursor, before) {
             (Some(c), _) => decode_cursor(c, &scope)?,
@@ -564,12 +688,155 @@ impl CallLog {
             (None, None) => "t#\u{7f}".to_owned(),
         };
         let pk = format!("c#{conv}");
-        let range = SkRange {
-            after: Some("t#".into()),
-            before: Some(upper),
+        let (rows, next) = self.history_rows(&pk, upper, limit).await?;
+        let receipts = self.receipts_of(&rows).await?;
+        let mut items: Vec<LoggedEvent> = rows.iter().map(|r| logged_event(r, &receipts)).collect();
+        self.apply_lifecycle(&pk, &mut items, reactions_since)
+            .await?;
+        Ok(Page {
+            items,
+            next: next.map(|position| encode_cursor(&scope, &position)),
+        })
+    }
+
+    /// Up to `limit` history rows of `pk` below `upper`, newest first, without lifecycle
+    /// events, and the position to go on from (`None`: the end). Reads on past a run of
+    /// lifecycle rows, a bounded number of reads per page.
+    async fn history_rows(
+        &self,
+        pk: &str,
+        mut upper: String,
+        limit: usize,
+    ) -> Result<(Vec<Row>, Option<String>), StoreError> {
+        const MAX_READS: usize = 20;
+        let mut kept = Vec::with_capacity(limit + 1);
+        for _ in 0..MAX_READS {
+            let want = limit + 1;
+            let range = SkRange {
+                after: Some("t#".into()),
+                before: Some(upper.clone()),
+            };
+            let rows = self.table.query(pk, range, Order::Descending, want).await?;
+            let exhausted = rows.len() < want;
+            if let Some(last) = rows.last() {
+                upper = last.sk.clone();
+            }
+            kept.extend(rows.into_iter().filter(|r| !lifecycle::is_lifecycle_row(r)));
+            if kept.len() > limit {
+                kept.truncate(limit);
+                let next = kept.last().map(|r| r.sk.clone());
+                return Ok((kept, next));
+            }
+            if exhausted {
+                return Ok((kept, None));
+            }
+        }
+        // Many lifecycle rows in a row: a short page, going on after what was read.
+        Ok((kept, Some(upper)))
+    }
+
+    /// Shows each message of `items` (history of partition `pk`) as its lifecycle left it.
+    async fn apply_lifecycle(
+        &self,
+        pk: &str,
+        items: &mut [LoggedEvent],
+        reactions_since: i64,
+    ) -> Result<(), StoreError> {
+        let keys = lifecycle::touched_keys(pk, items);
+        let touched = if keys.is_empty() {
+            Vec::new()
+        } else {
+            self.table.get_rows(keys).await?
         };
-        self.page_of_events(&pk, range, Order::Descending, limit, &scope)
-            .await
+        let reads = items.iter().map(|item| {
+            let read = item.evt_type == "message" && lifecycle::was_touched(&touched, &item.msg_id);
+            async move {
+                if !read {
+                    return Ok(Vec::new());
+                }
+                let (range, order, limit) = lifecycle::rows_query(&item.msg_id);
+                self.table.query(pk, range, order, limit).await
+            }
+        });
+        let rows = join_all(reads).await;
+        for (item, rows) in items.iter_mut().zip(rows) {
+            if item.evt_type == "message" {
+                lifecycle::apply(item, &rows?, item.sent_at >= reactions_since);
+            }
+        }
+        Ok(())
+    }
+
+    /// The message `msg_id` of conversation `conv` as the call log knows it (for a `Ref` the
+    /// lifecycle index no longer holds).
+    pub async fn indexed_message(
+        &self,
+        conv: &str,
+        msg_id: &str,
+    ) -> Result<Option<crate::lifecycle::IndexedMessage>, StoreError> {
+        let rows = self
+            .table
+            .get_rows(lifecycle::index_keys(conv, msg_id))
+            .await?;
+        Ok(lifecycle::indexed(&rows, msg_id))
+    }
+
+    /// The earlier versions of `user`'s message `msg_id` in the conversation with `with`,
+    /// oldest first (the current text is in the history): `not_found` for no such message
+    /// or a deleted one.
+    pub async fn versions(
+        &self,
+        user: &UserId,
+        with: &str,
+        msg_id: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<MessageVersion>, ChatError> {
+        let conv = self.conversation_of(user, with).await?;
+        let missing = || ChatError::new(ErrorCode::NotFound, format!("no message {msg_id}"));
+        let found = self
+            .table
+            .get_rows(lifecycle::index_keys(&conv, msg_id))
+            .await?;
+        let message = lifecycle::indexed(&found, msg_id).ok_or_else(missing)?;
+        if message.deleted {
+            return Err(missing());
+        }
+        let pk = format!("c#{conv}");
+        let original_sk = found
+            .iter()
+            .find(|r| r.sk == format!("k#{msg_id}"))
+            .map(|r| r.str("s").to_owned())
+            .unwrap_or_default();
+        let (range, order, max) = lifecycle::rows_query(msg_id);
+        let (original, rows) = tokio::try_join!(
+            self.table.get_rows(vec![(pk.clone(), original_sk)]),
+            self.table.query(&pk, range, order, max)
+        )?;
+        let original = original.into_iter().next().ok_or_else(missing)?;
+        let scope = format!("versions:{conv}:{msg_id}");
+        let skip = match cursor {
+            Some(c) => decode_cursor(c, &scope)?
+                .parse::<usize>()
+                .map_err(|_| ChatError::bad_request("bad cursor"))?,
+            None => 0,
+        };
+        let versions = lifecycle::earlier_versions(&original, &rows, msg_id);
+        let more = versions.len() > skip.saturating_add(limit);
+        let items = versions
+            .into_iter()
+            .skip(skip)
+            .take(limit)
+            .map(|(msg_id, body, sent_at)| MessageVersion {
+                msg_id,
+                body,
+                sent_at,
+            })
+            .collect();
+        Ok(Page {
+            items,
+            next: more.then(|| encode_cursor(&scope, &(skip + limit).to_string())),
+        })
     }
 
     /// The admin call log of a user or a group, oldest first, `since` ≤ SentAt < `until`.
@@ -676,6 +943,10 @@ fn logged_event(row: &Row, receipts: &[Row]) -> LoggedEvent {
             .or(delivered)
             .and_then(|r| r.int("unread"))
             .and_then(|u| u32::try_from(u).ok()),
+        reference: Some(row.str("ref").to_owned()).filter(|r| !r.is_empty()),
+        edited_at: None,
+        deleted: false,
+        reactions: None,
     }
 }
 

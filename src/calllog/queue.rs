@@ -173,7 +173,11 @@ fn into_queued(
     raw.into_iter()
         .filter_map(|(id, json, seq)| match decode(&id, &json) {
             Some(mut record) => {
-                if let (Some(seq), LogRecord::Event { seq: logged, .. }) = (seq, &mut record) {
+                if let (
+                    Some(seq),
+                    LogRecord::Event { seq: logged, .. } | LogRecord::Lifecycle { seq: logged, .. },
+                ) = (seq, &mut record)
+                {
                     *logged = Some(seq);
                 }
                 Some(Queued { id, record })

@@ -83,7 +83,7 @@ async fn history_is_newest_first_with_receipt_states_and_pages_without_gaps() {
     loop {
         let page = f
             .log
-            .messages(&uid("ann"), "bob", None, cursor.as_deref(), 10)
+            .messages(&uid("ann"), "bob", None, cursor.as_deref(), 10, 0)
             .await
             .expect("page");
         seen.extend(page.items.iter().map(|e| e.msg_id.clone()));
@@ -97,7 +97,7 @@ async fn history_is_newest_first_with_receipt_states_and_pages_without_gaps() {
 
     let oldest = f
         .log
-        .messages(&uid("bob"), "ann", Some(1_001), None, 10)
+        .messages(&uid("bob"), "ann", Some(1_001), None, 10, 0)
         .await
         .expect("before");
     assert_eq!(oldest.items.len(), 1);
@@ -231,19 +231,19 @@ async fn group_history_is_for_members_only_and_admin_reads_by_user_and_group() {
 
     let err = f
         .log
-        .messages(&uid("eve"), "group_g2", None, None, 10)
+        .messages(&uid("eve"), "group_g2", None, None, 10, 0)
         .await
         .expect_err("eve is no member");
     assert_eq!(err.code, ErrorCode::Forbidden);
     let err = f
         .log
-        .messages(&uid("ann"), "group_nope", None, None, 10)
+        .messages(&uid("ann"), "group_nope", None, None, 10, 0)
         .await
         .expect_err("no such group");
     assert_eq!(err.code, ErrorCode::NotFound);
     let history = f
         .log
-        .messages(&uid("ann"), "group_g2", None, None, 10)
+        .messages(&uid("ann"), "group_g2", None, None, 10, 0)
         .await
         .expect("history");
     let kinds: Vec<(&str, &str, &str)> = history
@@ -303,20 +303,20 @@ async fn cursors_are_tied_to_their_query() {
         .expect("write");
     let page = f
         .log
-        .messages(&uid("ann"), "bob", None, None, 1)
+        .messages(&uid("ann"), "bob", None, None, 1, 0)
         .await
         .expect("page");
     let cursor = page.next.expect("more");
     let err = f
         .log
-        .messages(&uid("ann"), "cid", None, Some(&cursor), 1)
+        .messages(&uid("ann"), "cid", None, Some(&cursor), 1, 0)
         .await
         .expect_err("another conversation");
     assert_eq!(err.code, ErrorCode::BadRequest);
     for junk in ["", "!!!", "bm90IGEgY3Vyc29y"] {
         let err = f
             .log
-            .messages(&uid("ann"), "bob", None, Some(junk), 1)
+            .messages(&uid("ann"), "bob", None, Some(junk), 1, 0)
             .await
             .expect_err("junk cursor");
         assert_eq!(err.code, ErrorCode::BadRequest, "{junk}");

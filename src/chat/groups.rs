@@ -25,15 +25,40 @@ use crate::{
     storage::StoreError,
 };
 
-/// A group message as every recipient gets it.
+/// A group message (or lifecycle event, §11) as every recipient gets it.
 #[derive(Clone, Copy)]
 struct GroupMessage<'a> {
+    /// `message`, or a lifecycle EvtType.
+    evt_type: &'static str,
+    /// Replies and lifecycle events: the message it is about.
+    reference: Option<&'a str>,
     sender: &'a UserId,
     gid: &'a GroupId,
     msg_id: &'a MsgId,
     body: &'a str,
     /// The first send's acceptance time.
     sent_at: i64,
+}
+
+/// What a group send carries besides its text.
+pub(super) struct GroupEventKind<'a> {
+    /// `message`, or a lifecycle EvtType.
+    pub(super) evt_type: &'static str,
+    /// Replies and lifecycle events: the message it is about.
+    pub(super) reference: Option<&'a str>,
+    /// Reactions: only members who joined at or before this time (unix ms) get it.
+    pub(super) audience_since: Option<i64>,
+}
+
+impl GroupEventKind<'_> {
+    /// A plain group message.
+    fn message() -> Self {
+        Self {
+            evt_type: "message",
+            reference: None,
+            audience_since: None,
+        }
+    }
 }
 
 /// How a group message's fan-out went.
@@ -103,6 +128,8 @@ impl ChatService {
         }
         tracing::info!(gid = %gid, creator = %creator, members = members.len(), "group created");
         self.presence.contacts().joined(&gid, &members).await?;
+        let joined: Vec<String> = members.iter().map(UserId::to_string).collect();
+        self.lifecycle.note_joined(gid.as_str(), &joined).await?;
         let mut recipients: Vec<String> = members.iter().map(UserId::to_string).collect();
         recipients.sort();
         let list = member_list_json(recipients.iter().map(String::as_str));
@@ -153,6 +180,8 @@ impl ChatService {
             .await?
             .ok_or_else(|| no_group(gid))?;
         self.presence.contacts().joined(gid, &added).await?;
+        let joined: Vec<String> = added.iter().map(UserId::to_string).collect();
+        self.lifecycle.note_joined(gid.as_str(), &joined).await?;
         let msg_id = msg_id.map_or_else(server_msg_id, |m| m.to_string());
         let added_list = member_list_json(added.iter().map(UserId::as_str));
         let existing = self
@@ -244,10 +273,35 @@ impl ChatService {
         body: MessageBody,
     ) -> Result<Accepted, ChatError> {
         let members = self.members_as(sender, gid).await?;
+        self.send_group_event(
+            sender,
+            origin,
+            gid,
+            members,
+            msg_id,
+            body.into_inner(),
+            GroupEventKind::message(),
+        )
+        .await
+    }
+
+    /// Sends a message or a lifecycle event to the group's other `members` (the sender's
+    /// membership checked by the caller).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn send_group_event(
+        &self,
+        sender: &UserId,
+        origin: &Origin<'_>,
+        gid: &GroupId,
+        members: Vec<String>,
+        msg_id: MsgId,
+        body: String,
+        kind: GroupEventKind<'_>,
+    ) -> Result<Accepted, ChatError> {
         // One claim per send, not an idempotency key per recipient (see `inbox::claims`).
         let dedupe = DedupeKey {
             sender: sender.clone(),
-            kind: "message",
+            kind: kind.evt_type,
             msg_id: msg_id.clone(),
             group: Some(gid.clone()),
         };
@@ -259,12 +313,22 @@ impl ChatService {
                     ChatError::new(ErrorCode::Unavailable, e.to_string())
                 }
             })?;
-        let body = body.into_inner();
         let accepted = Accepted {
             msg_id: msg_id.to_string(),
             sent_at: claim.sent_at(),
             group: None,
         };
+        if kind.evt_type == "message" {
+            // Before anyone can see it, so a reply or reaction to it always finds it.
+            self.lifecycle
+                .note_message(
+                    &format!("g:{gid}"),
+                    msg_id.as_str(),
+                    sender,
+                    claim.sent_at(),
+                )
+                .await?;
+        }
         let Claim::FanOut {
             recipients: only,
             echo_owed,
@@ -274,7 +338,7 @@ impl ChatService {
         else {
             // Delivered before: acked again, delivered once. Logged again in case the first
             // send's log failed after its fan-out (the call log keeps one record per send).
-            self.log_group_event("message", sender, gid, &accepted, body)
+            self.log_group_send(&kind, sender, gid, &accepted, body)
                 .await?;
             return Ok(accepted);
         };
@@ -289,7 +353,16 @@ impl ChatService {
             let missed: HashSet<String> = missed.into_iter().collect();
             recipients.retain(|r| missed.contains(r));
         }
+        if let Some(since) = kind.audience_since {
+            // Reactions on a message are kept from members who joined after it.
+            recipients = self
+                .lifecycle
+                .reaction_audience(gid.as_str(), recipients, since)
+                .await?;
+        }
         let message = GroupMessage {
+            evt_type: kind.evt_type,
+            reference: kind.reference,
             sender,
             gid,
             msg_id: &msg_id,
@@ -322,9 +395,40 @@ impl ChatService {
                 ),
             ));
         }
-        self.log_group_event("message", sender, gid, &accepted, body)
+        self.log_group_send(&kind, sender, gid, &accepted, body)
             .await?;
         Ok(accepted)
+    }
+
+    /// Queues a group message or lifecycle event for the call log.
+    async fn log_group_send(
+        &self,
+        kind: &GroupEventKind<'_>,
+        sender: &UserId,
+        gid: &GroupId,
+        accepted: &Accepted,
+        body: String,
+    ) -> Result<(), ChatError> {
+        let Some(reference) = kind.reference else {
+            return self
+                .log_group_event(kind.evt_type, sender, gid, accepted, body)
+                .await;
+        };
+        self.calllog
+            .record(crate::calllog::LogRecord::Lifecycle {
+                evt_type: kind.evt_type.to_owned(),
+                actor: sender.to_string(),
+                conversation: crate::calllog::Conversation::Group {
+                    gid: gid.to_string(),
+                },
+                msg_id: accepted.msg_id.clone(),
+                reference: reference.to_owned(),
+                body,
+                sent_at: accepted.sent_at,
+                seq: None,
+            })
+            .await?;
+        Ok(())
     }
 
     /// Stores `message` in each of `recipients`' inboxes (after a `restart` when the group
@@ -339,6 +443,8 @@ impl ChatService {
         echo: Option<Echo>,
     ) -> Result<SentMessage, ChatError> {
         let GroupMessage {
+            evt_type,
+            reference,
             sender,
             gid,
             msg_id,
@@ -361,7 +467,7 @@ impl ChatService {
             )
             .await?;
         }
-        if first_send {
+        if first_send && evt_type == "message" {
             // Noted before the fan-out, so a receipt can never arrive before the count.
             let receipt_key = ReceiptKey {
                 sender: sender.clone(),
@@ -376,13 +482,14 @@ impl ChatService {
             .map(|r| UserId::parse(r))
             .collect::<Result<_, _>>()?;
         let mut template = WireEvent::new(
-            "message",
+            evt_type,
             gid.as_str(),
             gid.as_str(),
             msg_id.as_str(),
             body.to_owned(),
         );
         template.originated = sender.to_string();
+        template.reference = reference.unwrap_or_default().to_owned();
         template.sent_at = sent_at;
         let outcomes = self
             .inbox
@@ -477,6 +584,15 @@ impl ChatService {
         };
         self.store(original_sender, &event, &dedupe, None, Some(log))
             .await
+    }
+
+    /// The members of `gid`, if `actor` is one (see the private `members_as`).
+    pub(super) async fn members_of(
+        &self,
+        actor: &UserId,
+        gid: &GroupId,
+    ) -> Result<Vec<String>, ChatError> {
+        self.members_as(actor, gid).await
     }
 
     pub(super) async fn group_typing(

@@ -17,13 +17,15 @@ use crate::{
         Seq, UserId, WireEvent,
     },
     groups::GroupStore,
-    inbox::{AppendOutcome, DedupeKey, Echo, InboxStore, Logged},
+    inbox::{AppendOutcome, CarriedAppend, DedupeKey, Echo, InboxStore, Logged, Rider},
+    lifecycle::LifecycleService,
     presence::PresenceService,
     receipts::{ReceiptKey, ReceiptStore},
     telemetry::Metrics,
 };
 
 mod groups;
+mod lifecycle;
 
 /// What the sender's ack reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +49,7 @@ pub struct ChatService {
     blocks: BlockService,
     presence: PresenceService,
     calllog: CallLog,
+    lifecycle: LifecycleService,
     metrics: Arc<Metrics>,
     /// Token mode: recipients must be registered users. Open mode: any valid uid.
     require_known_recipients: bool,
@@ -83,6 +86,8 @@ pub struct ChatDeps {
     pub presence: PresenceService,
     /// Where every conversation event is logged.
     pub calllog: CallLog,
+    /// Replies, edits, deletes and reactions: who may, and the index of messages.
+    pub lifecycle: LifecycleService,
     /// Counters.
     pub metrics: Arc<Metrics>,
     /// Token mode: recipients must be registered users.
@@ -105,6 +110,7 @@ impl ChatService {
             blocks: deps.blocks,
             presence: deps.presence,
             calllog: deps.calllog,
+            lifecycle: deps.lifecycle,
             metrics: deps.metrics,
             require_known_recipients: deps.require_known_recipients,
             max_group_size: deps.max_group_size.max(1),
@@ -160,6 +166,7 @@ impl ChatService {
             } => self.refer(actor, &gid, members, msg_id).await,
             ClientCommand::Depart { gid, msg_id } => self.depart(actor, &gid, msg_id).await,
             ClientCommand::Rejoin { gid } => self.rejoin(actor, &gid).await,
+            ClientCommand::Lifecycle(command) => self.lifecycle_event(actor, origin, command).await,
             ClientCommand::Block {
                 target,
                 active,
@@ -183,19 +190,34 @@ impl ChatService {
         msg_id: MsgId,
         body: MessageBody,
     ) -> Result<Accepted, ChatError> {
-        // The reader may send receipts for this message: noted before it can be delivered,
-        // alongside the recipient and block checks (no extra wait). A note for a refused
-        // message is harmless: it is only ever read for a receipt from that reader to this
-        // sender, for a MsgID the reader never got.
+        // The reader may send receipts for this message: noted before it can be delivered.
+        // Where the inbox can, the block check and that note ride in the append's own store
+        // call (one round trip for the message); otherwise they run before it, side by
+        // side with the recipient check. A note for a message refused after it was made is
+        // harmless: it is only ever read for a receipt from that reader to this sender, for
+        // a MsgID the reader never got.
         let sent = ReceiptKey {
             sender: sender.clone(),
             group: None,
             msg_id: msg_id.clone(),
         };
+        let carried = |rider: Option<Rider>| rider.filter(|r| self.inbox.can_carry(to, r));
+        let block_rider = carried(self.blocks.refusal_rider(sender, to));
+        let note_rider = carried(self.receipts.note_rider(&sent, to));
         tokio::try_join!(
             self.check_recipient(to),
-            self.blocks.check_allowed(sender, to),
-            async { Ok(self.receipts.note_sent(&sent, to).await?) }
+            async {
+                match block_rider {
+                    Some(_) => Ok(()),
+                    None => self.blocks.check_allowed(sender, to).await,
+                }
+            },
+            async {
+                match note_rider {
+                    Some(_) => Ok(()),
+                    None => Ok(self.receipts.note_sent(&sent, to).await?),
+                }
+            }
         )?;
         let event = WireEvent::new(
             "message",
@@ -228,9 +250,33 @@ impl ChatService {
             skip_socket: origin.socket.to_owned(),
             others_here: origin.others_here,
         });
-        let accepted = self
-            .store(to, &event, &dedupe, echo.as_ref(), Some(log))
-            .await?;
+        // The message's entry in the lifecycle index, so a reply or reaction sent after the
+        // ack finds it: carried by the append where it can be, else noted alongside it.
+        let conv = crate::lifecycle::conversation_key(
+            sender,
+            &crate::domain::lifecycle::Target::User(to.clone()),
+        );
+        let index_rider =
+            carried(
+                self.lifecycle
+                    .note_rider(&conv, &event.msg_id, sender, event.sent_at),
+            );
+        let note_index_apart = index_rider.is_none();
+        let riders: Vec<Rider> = [block_rider, note_rider, index_rider]
+            .into_iter()
+            .flatten()
+            .collect();
+        let (accepted, ()) = tokio::try_join!(
+            self.store_carrying(to, &event, &dedupe, echo.as_ref(), Some(log), &riders),
+            async {
+                if note_index_apart {
+                    self.lifecycle
+                        .note_message(&conv, &event.msg_id, sender, event.sent_at)
+                        .await?;
+                }
+                Ok(())
+            }
+        )?;
         // Once each has written to the other, the two share presence; the message is stored
         // either way.
         if let Err(e) = self.presence.note_sent(sender, to).await {
@@ -300,22 +346,36 @@ impl ChatService {
         echo: Option<&Echo>,
         log: Option<LogRecord>,
     ) -> Result<Accepted, ChatError> {
+        self.store_carrying(to, event, dedupe, echo, log, &[]).await
+    }
+
+    /// [`ChatService::store`] with `riders` (each accepted by the inbox's `can_carry`) in
+    /// the append's store call; a refused append is the block list's `forbidden`.
+    async fn store_carrying(
+        &self,
+        to: &UserId,
+        event: &WireEvent,
+        dedupe: &DedupeKey,
+        echo: Option<&Echo>,
+        log: Option<LogRecord>,
+        riders: &[Rider],
+    ) -> Result<Accepted, ChatError> {
         // Where the inbox can, it queues the log record in the same step (one round trip);
         // the record's SentAt is the event's, its Seq added by the store.
         let entry = match &log {
             Some(record) => self.calllog.entry_for_append(record)?,
             None => None,
         };
-        let (outcome, logged) = match &entry {
-            Some(entry) => {
-                self.inbox
-                    .append_logged(to, event, Some(dedupe), echo, entry)
-                    .await?
+        let (outcome, logged) = match self
+            .inbox
+            .append_carrying(to, event, Some(dedupe), echo, entry.as_ref(), riders)
+            .await?
+        {
+            CarriedAppend::Done(outcome, logged) => (outcome, logged),
+            CarriedAppend::Refused => {
+                tracing::debug!(sender = %event.from, recipient = %to, "refused: blocked");
+                return Err(self.blocks.refusal());
             }
-            None => (
-                self.inbox.append(to, event, Some(dedupe), echo).await?,
-                Logged::No,
-            ),
         };
         let log = log.filter(|_| logged == Logged::No);
         let (sent_at, seq) = match outcome {
@@ -331,6 +391,11 @@ impl ChatService {
         if let Some(mut log) = log {
             match &mut log {
                 LogRecord::Event {
+                    sent_at: at,
+                    seq: logged_seq,
+                    ..
+                }
+                | LogRecord::Lifecycle {
                     sent_at: at,
                     seq: logged_seq,
                     ..
@@ -367,12 +432,6 @@ impl ChatService {
             sent_at: event.sent_at,
             group: None,
         })
-    }
-
-    /// Confirms `user`'s inbox up to `upto` (the client acknowledged that event).
-    pub async fn confirm(&self, user: &str, upto: Seq) -> Result<(), ChatError> {
-        self.inbox.confirm(user, upto).await?;
-        Ok(())
     }
 
     /// Queues a group event for the call log (after its fan-out stored it everywhere).

@@ -6,7 +6,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{ChatError, GroupId, MessageBody, MsgId, Seq, UserId};
+use super::{
+    lifecycle::{LifecycleCommand, LifecycleKind},
+    ChatError, GroupId, MessageBody, MsgId, Seq, UserId,
+};
 
 /// Every `EvtType` of the contract (§4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +34,8 @@ pub enum EvtType {
     Block,
     /// The acting user unblocks `To` (§16).
     Unblock,
+    /// A lifecycle event (§11): `edit`, `delete`, `react` or `unreact`.
+    Lifecycle(LifecycleKind),
 }
 
 impl EvtType {
@@ -47,6 +52,10 @@ impl EvtType {
             "rejoin" => Self::Rejoin,
             "block" => Self::Block,
             "unblock" => Self::Unblock,
+            "edit" => Self::Lifecycle(LifecycleKind::Edit),
+            "delete" => Self::Lifecycle(LifecycleKind::Delete),
+            "react" => Self::Lifecycle(LifecycleKind::React),
+            "unreact" => Self::Lifecycle(LifecycleKind::Unreact),
             "" => return Err(ChatError::bad_request("EvtType is required")),
             other => {
                 return Err(ChatError::bad_request(format!(
@@ -176,6 +185,8 @@ pub enum ClientCommand {
         /// Echoed in the ack, when the client sent one.
         msg_id: Option<MsgId>,
     },
+    /// A reply, edit, delete or reaction (§11).
+    Lifecycle(LifecycleCommand),
 }
 
 impl ClientCommand {
@@ -190,6 +201,7 @@ impl ClientCommand {
             | Self::Refer { msg_id, .. }
             | Self::Depart { msg_id, .. }
             | Self::Block { msg_id, .. } => msg_id.as_ref().map(MsgId::to_string),
+            Self::Lifecycle(command) => Some(command.msg_id.to_string()),
             Self::Typing { .. } | Self::GroupTyping { .. } | Self::Rejoin { .. } => None,
         }
     }
@@ -234,7 +246,27 @@ impl ClientCommand {
             id => MsgId::parse(id).map(Some),
         };
         let body = || string_field(object, "Body");
+        let reference = string_field(object, "Ref")?;
         match evt_type {
+            // A message with a Ref is a reply (§11).
+            EvtType::Message if !reference.is_empty() => {
+                Ok(Self::Lifecycle(LifecycleCommand::parse(
+                    LifecycleKind::Reply,
+                    to_text,
+                    string_field(object, "MsgID")?,
+                    reference,
+                    object.get("Body"),
+                    max_body_bytes,
+                )?))
+            }
+            EvtType::Lifecycle(kind) => Ok(Self::Lifecycle(LifecycleCommand::parse(
+                kind,
+                to_text,
+                string_field(object, "MsgID")?,
+                reference,
+                object.get("Body"),
+                max_body_bytes,
+            )?)),
             EvtType::Message => {
                 let body = MessageBody::parse(body()?.to_owned(), max_body_bytes)?;
                 if to_group {
@@ -417,6 +449,9 @@ pub struct WireEvent {
     /// the event, which never carries this field.
     #[serde(rename = "BodyRef", default, skip_serializing_if = "Option::is_none")]
     pub body_ref: Option<String>,
+    /// Lifecycle events and replies (§11): the MsgID of the message this one is about.
+    #[serde(rename = "Ref", default, skip_serializing_if = "String::is_empty")]
+    pub reference: String,
 }
 
 /// A stored event as a socket gets it: `event` (stored without `Seq`) with its `seq`,
@@ -451,14 +486,17 @@ impl Serialize for WithSeq<'_> {
             sent_at,
             unread,
             body_ref: _,
+            reference,
         } = self.event;
         debug_assert!(
             self.shared_body.is_some() || self.event.body_ref.is_none(),
             "a stored event's shared body is resolved before it is sent"
         );
         let body = self.shared_body.unwrap_or(body);
-        let mut out =
-            serializer.serialize_struct("WireEvent", 9 + usize::from(unread.is_some()))?;
+        let mut out = serializer.serialize_struct(
+            "WireEvent",
+            9 + usize::from(unread.is_some()) + usize::from(!reference.is_empty()),
+        )?;
         out.serialize_field("EvtType", evt_type)?;
         out.serialize_field("From", from)?;
         out.serialize_field("Originated", originated)?;
@@ -471,6 +509,11 @@ impl Serialize for WithSeq<'_> {
         match unread {
             Some(unread) => out.serialize_field("Unread", unread)?,
             None => out.skip_field("Unread")?,
+        }
+        if reference.is_empty() {
+            out.skip_field("Ref")?;
+        } else {
+            out.serialize_field("Ref", reference)?;
         }
         out.end()
     }
@@ -694,11 +737,13 @@ mod tests {
         "Timestamp",
         "SentAt",
         "Unread",
+        "Ref",
     ];
 
     const EVT_TYPES: &[&str] = &[
         "message", "delivery", "display", "typing", "create", "refer", "depart", "rejoin", "block",
-        "unblock", "notify", "error", "presence", "join", "Message", "",
+        "unblock", "notify", "error", "presence", "join", "Message", "", "edit", "delete", "react",
+        "unreact",
     ];
 
     /// Strings near every rule: uids and gids around their length limits, EvtTypes, member
@@ -953,6 +998,16 @@ mod tests {
                     }
                     ClientCommand::Block { target, msg_id, .. } => {
                         uid_ok(target) && msg_id.as_ref().is_none_or(id_ok)
+                    }
+                    ClientCommand::Lifecycle(command) => {
+                        let target_ok = match &command.target {
+                            crate::domain::lifecycle::Target::User(u) => uid_ok(u),
+                            crate::domain::lifecycle::Target::Group(g) => gid_ok(g),
+                        };
+                        target_ok
+                            && id_ok(&command.msg_id)
+                            && id_ok(&command.reference)
+                            && command.body.len() <= FUZZ_MAX_BODY
                     }
                 };
                 prop_assert!(valid, "accepted an invalid command: {:?}", command);

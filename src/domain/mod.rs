@@ -5,6 +5,7 @@
 mod error;
 mod event;
 mod ids;
+pub mod lifecycle;
 mod text;
 
 pub use error::{ChatError, ErrorCode};

@@ -12,8 +12,8 @@ use serde_json::{json, Value};
 
 use super::{error::ApiError, extractor::AuthUser};
 use crate::{
-    calllog::{ConversationSummary, LoggedEvent, Page},
-    domain::{ChatError, ErrorCode, GroupId},
+    calllog::{ConversationSummary, LoggedEvent, MessageVersion, Page},
+    domain::{ChatError, ErrorCode, GroupId, MsgId},
     state::AppState,
 };
 
@@ -27,6 +27,10 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/conversations", get(conversations))
         .route("/conversations/{with}/messages", get(messages))
+        .route(
+            "/conversations/{with}/messages/{msg_id}/versions",
+            get(versions),
+        )
         .route("/groups/{gid}", get(group))
         .route("/users", get(users))
 }
@@ -98,9 +102,49 @@ async fn messages(
     if before.is_some_and(|b| b < 0) {
         return Err(ChatError::bad_request("before must not be negative").into());
     }
+    // In a group, reactions on messages from before the user joined are not theirs to see.
+    let reactions_since = if with.starts_with("group_") {
+        state
+            .lifecycle
+            .joined_at(&with, user.uid.as_str())
+            .await
+            .map_err(ChatError::from)?
+    } else {
+        0
+    };
     let page = state
         .calllog
-        .messages(&user.uid, &with, before, params.text("cursor"), limit)
+        .messages(
+            &user.uid,
+            &with,
+            before,
+            params.text("cursor"),
+            limit,
+            reactions_since,
+        )
+        .await?;
+    Ok(Json(page))
+}
+
+/// The earlier versions of an edited message, oldest first (§11).
+async fn versions(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path((with, msg_id)): Path<(String, String)>,
+    Query(raw): Query<HashMap<String, String>>,
+) -> Result<Json<Page<MessageVersion>>, ApiError> {
+    let params = Params::new(raw);
+    let limit = params.limit(DEFAULT_LIMIT, MAX_USER_LIMIT)?;
+    let msg_id = MsgId::parse(&msg_id)?;
+    let page = state
+        .calllog
+        .versions(
+            &user.uid,
+            &with,
+            msg_id.as_str(),
+            params.text("cursor"),
+            limit,
+        )
         .await?;
     Ok(Json(page))
 }

@@ -33,6 +33,10 @@ mod tests {
             ("/api/v1/logout", "post"),
             ("/api/v1/conversations", "get"),
             ("/api/v1/conversations/{peerOrGid}/messages", "get"),
+            (
+                "/api/v1/conversations/{peerOrGid}/messages/{msgId}/versions",
+                "get",
+            ),
             ("/api/v1/groups/{gid}", "get"),
             ("/api/v1/users", "get"),
             ("/api/v1/presence", "get"),
@@ -54,6 +58,6 @@ mod tests {
                 "{method} {path} is documented"
             );
         }
-        assert_eq!(paths.len(), 18, "no undocumented or stale paths");
+        assert_eq!(paths.len(), 19, "no undocumented or stale paths");
     }
 }

@@ -62,6 +62,14 @@ pub const CALLLOG: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("
 /// Call-log write-behind queue: position → record JSON.
 pub const CALLLOG_QUEUE: TableDefinition<u64, &[u8]> = TableDefinition::new("calllog_queue");
 
+/// Message lifecycle index: (conversation, MsgID) → (sender, SentAt ms, deleted); see
+/// `lifecycle`.
+pub const LIFECYCLE_MESSAGES: TableDefinition<(&str, &str), (&str, i64, bool)> =
+    TableDefinition::new("lifecycle_messages");
+/// When each group member joined: (gid, uid) → Unix ms; see `lifecycle`.
+pub const LIFECYCLE_JOINED: TableDefinition<(&str, &str), i64> =
+    TableDefinition::new("lifecycle_joined");
+
 /// Most writes folded into one transaction.
 const MAX_BATCH: usize = 512;
 
@@ -108,6 +116,8 @@ impl EmbeddedDb {
             txn.open_table(CHANNELS).map_err(internal)?;
             txn.open_table(CALLLOG).map_err(internal)?;
             txn.open_table(CALLLOG_QUEUE).map_err(internal)?;
+            txn.open_table(LIFECYCLE_MESSAGES).map_err(internal)?;
+            txn.open_table(LIFECYCLE_JOINED).map_err(internal)?;
             txn.commit().map_err(internal)?;
         }
         let db = Arc::new(RwLock::new(Some(db)));

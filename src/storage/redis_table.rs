@@ -152,7 +152,7 @@ return redis.call('ZADD', KEYS[1], 'LT', unpack(ARGV))
 ";
 
 /// KEYS: idx, rows. ARGV: bound sort key `t#<SentAt:13>` (rows below it go), limit, `c` for a
-/// conversation partition (a trimmed message takes its receipt rows along) or `u` (a user's
+/// conversation partition (a trimmed message takes its receipt and lifecycle rows along) or `u` (a user's
 /// copies: the conversations they belonged to are returned, to trim stale summaries).
 /// Returns: rows looked at, rows deleted (receipts included), the oldest time-ordered sort
 /// key left ('' when none), then the distinct conversations of trimmed copies.
@@ -171,6 +171,15 @@ for _, sk in ipairs(sks) do
           local base = 'r#' .. doc['a'] .. '#' .. doc['m'] .. '#'
           removed = removed + redis.call('HDEL', KEYS[2], base .. 'delivery', base .. 'display')
           redis.call('ZREM', KEYS[1], base .. 'delivery', base .. 'display')
+          -- Its lifecycle rows (calllog::lifecycle): found by MsgID, edits, delete, reactions.
+          local m = doc['m']
+          local owned = redis.call('ZRANGEBYLEX', KEYS[1], '[l#' .. m .. '\1', '(l#' .. m .. '\2')
+          owned[#owned + 1] = 'k#' .. m
+          owned[#owned + 1] = 'j#' .. m
+          for _, row in ipairs(owned) do
+            removed = removed + redis.call('HDEL', KEYS[2], row)
+            redis.call('ZREM', KEYS[1], row)
+          end
         end
       elseif type(doc['c']) == 'string' and not seen[doc['c']] then
         seen[doc['c']] = true

@@ -261,8 +261,14 @@ impl Scene {
             let in_index = run_redis_cli(cli, &["ZSCORE", &idx, &sk]).await;
             assert_eq!(in_index.is_empty(), present == "0", "{sk} in the index");
         }
-        assert_eq!(run_redis_cli(cli, &["HLEN", &rows]).await, "3");
-        assert_eq!(run_redis_cli(cli, &["ZCARD", &idx]).await, "3");
+        // new-1's row, its two receipts and the row that finds it by MsgID (§11); old-1's
+        // went along with it.
+        assert_eq!(
+            run_redis_cli(cli, &["HEXISTS", &rows, "k#old-1"]).await,
+            "0"
+        );
+        assert_eq!(run_redis_cli(cli, &["HLEN", &rows]).await, "4");
+        assert_eq!(run_redis_cli(cli, &["ZCARD", &idx]).await, "4");
         // The index of partitions: this one now scored by its oldest row left; the emptied
         // ones gone, with their keys.
         let ages = "wc:{log-retention}:ages";
@@ -306,15 +312,16 @@ async fn redis_trims_rows_past_the_retention_bound_and_everything_pointing_at_th
         .await
         .expect("trim");
     // c#a:b: old-1, its 2 receipts, old-2; c#a:c: old-c; c#g: old-g; u#alice: 4 copies;
-    // u#bob: 2; u#carol: 1; the a–c summaries of alice and carol: 2.
+    // u#bob: 2; u#carol: 1; the a–c summaries of alice and carol: 2; the rows that find
+    // old-1, old-2, old-c and old-g by MsgID (§11): 4.
     assert_eq!(
         trimmed,
         Trimmed {
             partitions: 6,
-            rows: 15
+            rows: 19
         }
     );
-    assert_eq!(metrics.calllog_trimmed.get(), 15);
+    assert_eq!(metrics.calllog_trimmed.get(), 19);
     scene.assert_only_recent(&app, &own_cli(&redis)).await;
     assert_eq!(
         retention::trim_once(&table, bounds(), &metrics)
@@ -333,7 +340,7 @@ async fn redis_trims_rows_past_the_retention_bound_and_everything_pointing_at_th
     let again = retention::trim_once(&table, bounds(), &metrics)
         .await
         .expect("trim the rewrite");
-    assert_eq!(again.rows, 15, "{again:?}");
+    assert_eq!(again.rows, 19, "{again:?}");
     scene.assert_only_recent(&app, &own_cli(&redis)).await;
 }
 
@@ -371,7 +378,7 @@ async fn a_node_trims_in_the_background_from_start_up() {
     let app = node(redis.url(), 30).await;
     eventually("the node's first trim", || {
         let url = app.url.clone();
-        async move { metric_at(&url, "webchat_calllog_trimmed_total").await == 15 }
+        async move { metric_at(&url, "webchat_calllog_trimmed_total").await == 19 }
     })
     .await;
     scene.assert_only_recent(&app, &own_cli(&redis)).await;

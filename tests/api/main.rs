@@ -17,6 +17,7 @@ mod fused_append;
 mod groups;
 mod hardening;
 mod hashing;
+mod lifecycle;
 mod limits;
 mod malformed;
 mod memory;

@@ -80,6 +80,11 @@ export function messages(token, convId, { cursor, limit = 50 } = {}) {
   return call('GET', `/conversations/${encodeURIComponent(convId)}/messages${q({ cursor, limit })}`, { token });
 }
 
+/** → {items: [{MsgID, Body, SentAt}], next}: the earlier texts of an edited message. */
+export function versions(token, convId, msgId) {
+  return call('GET', `/conversations/${encodeURIComponent(convId)}/messages/${encodeURIComponent(msgId)}/versions${q({ limit: 200 })}`, { token });
+}
+
 /** → {gid, members} */
 export function group(token, gid) {
   return call('GET', `/groups/${encodeURIComponent(gid)}`, { token });

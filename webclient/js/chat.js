@@ -18,6 +18,7 @@
 import * as api from './api.js';
 import { isGroupId, messageKey, STATUS_RANK } from './store.js';
 import { newMsgId } from './util.js';
+import { LifecycleClient } from './lifecycle.js';
 
 const TYPING_SEND_EVERY_MS = 3000; // refresh "typing" at most this often
 const TYPING_IDLE_MS = 4000; // no keystroke for this long → "stopped typing"
@@ -44,6 +45,7 @@ export class ChatClient extends EventTarget {
     this.receipts = new Map(); // own message key → {status, unread} for messages not loaded yet
     this.listLoaded = false;
     this.blocked = new Set(); // uids this user blocks (loaded with the conversation list)
+    this.lifecycle = new LifecycleClient(this); // replies, edits, deletes, reactions
 
     this.onChat = (e) => this.handleEvent(e.detail.ev, e.detail.ack, e.detail.failed);
     this.onState = (e) => {
@@ -284,15 +286,18 @@ export class ChatClient extends EventTarget {
     if (ev.EvtType !== 'message') return null;
     const from = group ? ev.Originated : ev.From;
     const out = from === this.me;
-    const m = {
-      key: messageKey(from, ev.MsgID),
-      id: ev.MsgID,
-      from,
-      conv: convId,
-      body: typeof ev.Body === 'string' ? ev.Body : String(ev.Body ?? ''),
-      at,
-      out,
-    };
+    const m = this.lifecycle.decorate(
+      {
+        key: messageKey(from, ev.MsgID),
+        id: ev.MsgID,
+        from,
+        conv: convId,
+        body: typeof ev.Body === 'string' ? ev.Body : String(ev.Body ?? ''),
+        at,
+        out,
+      },
+      ev,
+    );
     if (Number.isInteger(ev.Seq) && !out) m.seq = ev.Seq;
     if (out) {
       if (!group && convId === this.me) m.status = 'read';
@@ -320,7 +325,9 @@ export class ChatClient extends EventTarget {
       }
     }
     if (m.system && live) this.applySystem(m);
-    return this.store.upsertMessage(convId, m);
+    const merged = this.store.upsertMessage(convId, m);
+    this.lifecycle.afterMerge(convId, merged.message);
+    return merged;
   }
 
   /** 1:1 receipts are cumulative: a read (delivered) message means every earlier one is. */
@@ -384,6 +391,12 @@ export class ChatClient extends EventTarget {
           break;
         case 'error':
           this.onServerError(ev);
+          break;
+        case 'edit':
+        case 'delete':
+        case 'react':
+        case 'unreact':
+          this.lifecycle.onEvent(ev);
           break;
         default:
           break; // event types this client does not know
@@ -596,11 +609,12 @@ export class ChatClient extends EventTarget {
   // -- sending -------------------------------------------------------------
 
   /** Queues a message to `convId` (a uid or a gid) and sends it when online. */
-  send(convId, text) {
+  send(convId, text, { ref } = {}) {
     const body = String(text);
     if (!body.trim()) return null;
     const id = newMsgId();
     const msg = { key: messageKey(this.me, id), id, from: this.me, body, at: Date.now(), out: true, status: 'sending' };
+    if (ref) msg.ref = ref; // a reply
     const c = this.store.ensureConversation(convId);
     if (isGroupId(convId) && c.members) msg.unread = Math.max(0, c.members.length - 1);
     this.store.upsertMessage(convId, msg);
@@ -647,7 +661,7 @@ export class ChatClient extends EventTarget {
     if (!msg || !this.conn.online || this.inflight.has(msg.key)) return;
     this.inflight.add(msg.key);
     this.conn
-      .request({ EvtType: 'message', To: convId, MsgID: msg.id, Body: msg.body })
+      .request({ EvtType: 'message', To: convId, MsgID: msg.id, Body: msg.body, ...(msg.ref ? { Ref: msg.ref } : {}) })
       .then(
         (res) => {
           if (res.ok) {

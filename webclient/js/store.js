@@ -108,7 +108,7 @@ export class UserStore extends EventTarget {
 
   addToOutbox(msg) {
     const box = this.outbox().filter((m) => m.key !== msg.key);
-    box.push({ key: msg.key, id: msg.id, conv: msg.conv, body: msg.body, at: msg.at });
+    box.push({ key: msg.key, id: msg.id, conv: msg.conv, body: msg.body, at: msg.at, ref: msg.ref });
     this.saveOutbox(box);
   }
 
@@ -280,5 +280,10 @@ export function mergeMessage(old, incoming) {
   if (old.unread != null && (incoming.unread == null || incoming.unread > old.unread)) merged.unread = old.unread;
   // The local copy of an own message keeps its text and clock until the server's copy lands.
   if (incoming.body == null) merged.body = old.body;
+  // A deleted message stays deleted (a late copy of it, or an edit, brings nothing back).
+  if (old.deleted) {
+    merged.deleted = true;
+    merged.body = '';
+  }
   return merged;
 }

@@ -12,6 +12,7 @@ import { clockTime, dayKey, dayLabel, uidProblem, utf8Length } from '../util.js'
 import { paintAvatar } from './avatar.js';
 import { statusMark } from './icons.js';
 import { convTitle, noticeText } from './names.js';
+import { MessageActions } from './lifecycle.js';
 
 const GROUP_GAP_MS = 5 * 60 * 1000; // same sender within this → one visual group
 const NEAR_BOTTOM_PX = 120;
@@ -78,9 +79,11 @@ export class ConversationView {
       [this.leaveBtn, 'click', () => this.leave()],
     ];
     for (const [el, type, fn] of this.handlers) el.addEventListener(type, fn);
+    this.actions = new MessageActions(this); // reply, edit, delete, react
   }
 
   dispose() {
+    this.actions.dispose();
     for (const [el, type, fn] of this.handlers) el.removeEventListener(type, fn);
     this.close();
   }
@@ -96,6 +99,7 @@ export class ConversationView {
   open(convId) {
     if (this.convId === convId) return;
     this.saveDraft();
+    this.actions.cancel();
     this.convId = convId;
     this.nodes.clear();
     this.list.replaceChildren();
@@ -408,6 +412,7 @@ export class ConversationView {
         );
       }
     }
+    this.actions.decorate(el, m);
     return { el, created };
   }
 
@@ -433,7 +438,7 @@ export class ConversationView {
       this.notify(`That message is too long (at most ${MAX_BODY_BYTES / 1024} KiB).`);
       return;
     }
-    this.client.send(this.convId, text);
+    if (!this.actions.submit(text)) this.client.send(this.convId, text);
     this.input.value = '';
     this.drafts.delete(this.convId);
     this.autosize();
