@@ -29,6 +29,13 @@
 #                                               # 10,000 loopback TCP connections, one
 #                                               # 304-byte frame out and an 11-byte answer
 #                                               # back per connection and round
+#   bash bench/run.sh --scenario channels       # issue 20: N subscribers of one channel over two
+#                                               # nodes (several source addresses), REST
+#                                               # publications at increasing rates; webchat,
+#                                               # then the Node peer (socket.io rooms on
+#                                               # @socket.io/redis-adapter), each on its own
+#                                               # two nodes + Redis; one publication alone
+#                                               # first, memory per subscription
 #   bash bench/run.sh --scenario all            # compare, idle, replay, storm; then writes
 #                                               # bench/results/report.md (machine, commands,
 #                                               # tables) with bench/report.py
@@ -54,6 +61,10 @@
 # storm: BENCH_STORM_USERS (5000), BENCH_STORM_PER_USER (3), BENCH_STORM_REPEATS (2),
 # BENCH_STORM_OUT.
 # transport-floor: BENCH_FLOOR_CONNECTIONS (10000), BENCH_FLOOR_ROUNDS (12), BENCH_FLOOR_OUT.
+# channels: BENCH_CHANNEL_SUBSCRIBERS (10000), BENCH_CHANNEL_STEPS (publications/s:
+# 5,10,20,50,100,200), BENCH_CHANNEL_DURATION (8s), BENCH_CHANNEL_RECOVERY (1000 missed
+# publications resubscribed with `since`, webchat only), BENCH_CHANNEL_OUT
+# (bench/results/channels.jsonl).
 # A/B runs: BENCH_WEBCHAT_BIN (the webchat server binary to run instead of this checkout's
 # build, e.g. a copy of an older build: interleave runs of both to compare them on a machine
 # whose speed drifts).
@@ -73,7 +84,7 @@ cd "$ROOT"
 
 SMOKE=0
 SCENARIO=""
-ALL_SCENARIOS="pairs compare cluster group-fanout idle replay storm transport-floor"
+ALL_SCENARIOS="pairs compare cluster group-fanout idle replay storm transport-floor channels"
 while [ $# -gt 0 ]; do
   case "$1" in
     --smoke) SMOKE=1 ;;
@@ -88,9 +99,9 @@ while [ $# -gt 0 ]; do
   shift
 done
 case "$SCENARIO" in
-  "") if [ "$SMOKE" = 1 ]; then SCENARIOS="pairs compare cluster group-fanout idle replay storm transport-floor"; else SCENARIOS=pairs; fi ;;
+  "") if [ "$SMOKE" = 1 ]; then SCENARIOS="pairs compare cluster group-fanout idle replay storm transport-floor channels"; else SCENARIOS=pairs; fi ;;
   all) SCENARIOS="compare idle replay storm" ;;
-  pairs | compare | cluster | group-fanout | idle | replay | storm | transport-floor) SCENARIOS="$SCENARIO" ;;
+  pairs | compare | cluster | group-fanout | idle | replay | storm | transport-floor | channels) SCENARIOS="$SCENARIO" ;;
   *) die "unknown scenario $SCENARIO ($ALL_SCENARIOS all)" ;;
 esac
 wants() { [[ " $SCENARIOS " == *" $1 "* ]]; }
@@ -104,6 +115,7 @@ if [ "$SMOKE" = 1 ]; then
   STORM_USERS=60 STORM_PER_USER=2 STORM_REPEATS=1
   FLOOR_CONNECTIONS=20 FLOOR_ROUNDS=2
   CONNECT_BATCH=25 SOURCE_IPS=2
+  CHANNEL_SUBSCRIBERS=40 CHANNEL_STEPS=5,10 CHANNEL_DURATION=2s CHANNEL_RECOVERY=100
 else
   PROFILE=release
   SOCKETS="${BENCH_SOCKETS:-1000}"
@@ -131,7 +143,13 @@ else
   FLOOR_ROUNDS="${BENCH_FLOOR_ROUNDS:-12}"
   CONNECT_BATCH="${BENCH_CONNECT_BATCH:-500}"
   SOURCE_IPS="${BENCH_SOURCE_IPS:-8}"
+  CHANNEL_SUBSCRIBERS="${BENCH_CHANNEL_SUBSCRIBERS:-10000}"
+  CHANNEL_STEPS="${BENCH_CHANNEL_STEPS:-5,10,20,50,100,200}"
+  CHANNEL_DURATION="${BENCH_CHANNEL_DURATION:-8s}"
+  CHANNEL_RECOVERY="${BENCH_CHANNEL_RECOVERY:-1000}"
 fi
+# The REST publisher's service key (webchat §9); the Node peer takes any bearer.
+PUBLISH_SECRET=bench-publish-secret
 THREADS="${BENCH_WORKER_THREADS:-1}"
 CALL_LOG="${BENCH_CALL_LOG:-true}"
 RESULTS="$ROOT/bench/results"
@@ -139,13 +157,14 @@ TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 BIN_DIR="$TARGET_DIR/$PROFILE"
 LOADGEN="$BIN_DIR/webchat-loadgen"
 
-if [ "$SMOKE" = 0 ] && { wants group-fanout || wants idle || wants storm || wants transport-floor; }; then
+if [ "$SMOKE" = 0 ] && { wants group-fanout || wants idle || wants storm || wants transport-floor || wants channels; }; then
   # One fd per socket in the generator and in the server, plus Redis connections and slack.
   need=0
   for n in ${GROUP_SIZES//,/ }; do [ "$n" -gt "$need" ] && need="$n"; done
   if wants idle; then [ "$IDLE_SOCKETS" -gt "$need" ] && need="$IDLE_SOCKETS"; fi
   if wants storm; then [ "$STORM_USERS" -gt "$need" ] && need="$STORM_USERS"; fi
   if wants transport-floor; then [ "$FLOOR_CONNECTIONS" -gt "$need" ] && need="$FLOOR_CONNECTIONS"; fi
+  if wants channels; then [ "$CHANNEL_SUBSCRIBERS" -gt "$need" ] && need="$CHANNEL_SUBSCRIBERS"; fi
   ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
   if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((need + 200)) ]; then
     warn "open-files limit $(ulimit -n) is too low for $need sockets (hard limit $(ulimit -Hn))"
@@ -168,7 +187,7 @@ if [ "$PROFILE" = release ]; then
 else
   cargo build --bin webchat --bin webchat-loadgen -p webchat -p webchat-loadgen
 fi
-if wants compare || { [ "$SMOKE" = 0 ] && wants idle; }; then
+if wants compare || wants channels || { [ "$SMOKE" = 0 ] && wants idle; }; then
   # The Node peers (the idle smoke runs webchat only).
   command -v node >/dev/null 2>&1 || die "the Node baseline needs node (and npm) on PATH"
   if [ ! -d "$ROOT/bench/baseline-node/node_modules" ]; then
@@ -242,7 +261,8 @@ start_cluster() {
       # replay scenario) go far beyond a person's event rate; the limit is not what is measured.
       # WEBCHAT_MAX_CONNECTIONS_PER_ADDRESS=0: every generated socket comes from 127.0.0.1 (an
       # environment variable, which an older BENCH_WEBCHAT_BIN ignores, unlike a flag).
-      RUST_LOG=warn WEBCHAT_MAX_CONNECTIONS_PER_ADDRESS=0 "${BENCH_WEBCHAT_BIN:-$BIN_DIR/webchat}" --listen 127.0.0.1:0 --redis-url "$REDIS_URL" --auth open \
+      RUST_LOG=warn WEBCHAT_MAX_CONNECTIONS_PER_ADDRESS=0 WEBCHAT_SERVICE_KEYS="bench:$PUBLISH_SECRET" \
+        WEBCHAT_ADMIN_TOKEN="$PUBLISH_SECRET" "${BENCH_WEBCHAT_BIN:-$BIN_DIR/webchat}" --listen 127.0.0.1:0 --redis-url "$REDIS_URL" --auth open \
         --worker-threads "$THREADS" --call-log "$call_log" --data-dir "$C_DIR/node$n" --socket-rate 0 \
         >"$C_DIR/node$n.out" 2>"$C_DIR/node$n.err" &
     else
@@ -395,6 +415,52 @@ if wants group-fanout; then
   done
   check python3 "$ROOT/bench/report.py" group-fanout "$GROUP_OUT" --smoke "$SMOKE" \
     --rc "$GROUP_RC" --expect "$(echo "${GROUP_SIZES//,/ }" | wc -w)"
+fi
+
+if wants channels; then
+  CHANNEL_OUT="${BENCH_CHANNEL_OUT:-$RESULTS/channels.jsonl}"
+  [ "$SMOKE" = 1 ] && CHANNEL_OUT="$RUN_DIR/channels.jsonl"
+  mkdir -p "$(dirname "$CHANNEL_OUT")"
+  : >"$CHANNEL_OUT"
+  CHANNEL_RC=0
+  # One system after the other (connecting 10,000 subscribers per rate step would dominate
+  # the run), each on its own fresh two nodes and Redis, stopped before the next starts.
+  for kind in webchat baseline; do
+    start_cluster "channels-$kind" "$kind" 2
+    if [ "$kind" = webchat ]; then
+      # A channel whose history holds the recovery measure's 1,000 missed publications.
+      curl -fsS -X PUT -H "Authorization: Bearer $PUBLISH_SECRET" -H 'content-type: application/json' \
+        -d '{"historySize": 10000}' "${C_URLS%%,*}/api/v1/admin/channels/bench" >/dev/null
+    fi
+    log "channels: $kind, $CHANNEL_SUBSCRIBERS subscribers, steps $CHANNEL_STEPS publications/s"
+    "$LOADGEN" --scenario channel-fanout --urls "$C_URLS" --sockets "$CHANNEL_SUBSCRIBERS" \
+      --channel bench --publish-token "$PUBLISH_SECRET" --rate-steps "$CHANNEL_STEPS" \
+      --duration "$CHANNEL_DURATION" --source-ips "$SOURCE_IPS" --connect-batch "$CONNECT_BATCH" \
+      --fanout-timeout "$FANOUT_TIMEOUT" --server-pids "$C_PIDS" --run-id "$(date +%s%N)" \
+      --recovery-publications "$CHANNEL_RECOVERY" --label "$kind" | tee -a "$CHANNEL_OUT" || {
+      CHANNEL_RC=1
+      warn "webchat-loadgen failed (channels, $kind)"
+      show_server_logs
+    }
+    # shellcheck disable=SC2086 # one pid per word
+    stop_pids $C_NODE_PIDS ${C_REDIS_PID//,/ }
+  done
+  # Every system measured; in the smoke, every publication reached every subscriber.
+  check python3 - "$CHANNEL_OUT" "$SMOKE" "$CHANNEL_RC" <<'PY'
+import json, sys
+path, smoke, rc = sys.argv[1], sys.argv[2] == "1", int(sys.argv[3])
+rows = [json.loads(l) for l in open(path) if l.strip().startswith("{")]
+labels = {r["label"] for r in rows if r.get("measure") == "rate-step"}
+ok = rc == 0 and labels == {"webchat", "baseline"}
+if smoke:
+    ok = ok and all(r["missing"] == 0 for r in rows if r.get("measure") == "rate-step")
+    ok = ok and all(r["received"] == r["subscribers"] for r in rows if r.get("measure") == "one-publication")
+    ok = ok and any(r.get("measure") == "recovery" and r["recovered"] is True and r["publications"] == r["missed"] for r in rows)
+for r in rows:
+    print("channels:", json.dumps(r))
+print("channels:", "ok" if ok else "FAILED")
+sys.exit(0 if ok else 1)
+PY
 fi
 
 if wants replay; then

@@ -272,6 +272,21 @@ pub struct Settings {
     #[arg(long, env = "WEBCHAT_UNSAFE_TRANSPORT_LOGS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub unsafe_transport_logs: bool,
 
+    /// Guest sockets (§9): a connect with `auth: {"guest": true}` (or `?guest=1`) gets a
+    /// fresh uid `guest-<uuid>` and may read guest channels only. Off: such a connect is
+    /// refused `unauthorized`.
+    #[arg(long, env = "WEBCHAT_GUESTS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub guests: bool,
+
+    /// Whether the channel `general` exists without being created (§9).
+    #[arg(long, env = "WEBCHAT_GENERAL_CHANNEL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub general_channel: bool,
+
+    /// Service keys allowed to publish to channels over REST (§9): comma-separated
+    /// `name:secret` pairs. Publish-only: never accepted as a user token.
+    #[arg(long, env = "WEBCHAT_SERVICE_KEYS", hide_env_values = true)]
+    pub service_keys: Option<String>,
+
     /// Log format: `text` or `json`.
     #[arg(long, env = "WEBCHAT_LOG_FORMAT", default_value = "text")]
     pub log_format: String,

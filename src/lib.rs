@@ -11,6 +11,7 @@
 //! - [`limits`]    event and connection rate limits, the failed-login throttle
 //! - [`bus`]       receiver-keyed pub/sub and the local routing table
 //! - [`calllog`]   every conversation event, written behind to DynamoDB / Redis / embedded
+//! - [`channels`]  public topics and server broadcast: settings, history, recovery
 //! - [`groups`]    durable group membership
 //! - [`receipts`]  who displayed what, for unread counts
 //! - [`presence`]  online state across nodes and who is told
@@ -28,6 +29,7 @@ pub mod attachments;
 pub mod blocks;
 pub mod bus;
 pub mod calllog;
+pub mod channels;
 pub mod chat;
 pub mod config;
 pub mod domain;

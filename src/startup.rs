@@ -23,9 +23,13 @@ use crate::{
         queue::{EmbeddedQueue, LogQueue, RedisQueue},
         retention, CallLog,
     },
+    channels::{
+        ChannelFeed, ChannelService, ChannelStore, EmbeddedChannelStore, FeedMessage,
+        LocalChannelFeed, RedisChannelFeed, RedisChannelStore, ServiceKeys,
+    },
     chat::{ChatDeps, ChatService},
     config::{AuthMode, Settings},
-    gateway::{self, sessions::TokenSockets},
+    gateway::{self, channel_hub::ChannelHub, sessions::TokenSockets},
     groups::{DurableGroupStore, EmbeddedGroupStore, GroupStore, RedisGroupStore},
     health::Health,
     http,
@@ -120,6 +124,9 @@ impl Application {
             redis_subscriber,
             redis_groups,
             login_counter,
+            channels: channel_store,
+            channel_feed,
+            channel_feed_rx,
             message_index,
         } = match &settings.redis_url {
             Some(url) => Backends::redis(url, &settings, &router, limits, &shutdown).await?,
@@ -239,6 +246,22 @@ impl Application {
                 .listen(subscriber.clone(), shutdown.clone())
                 .await?;
         }
+        let service_keys =
+            ServiceKeys::parse(settings.service_keys.as_deref()).map_err(StartupError::Config)?;
+        let channels = ChannelService::new(
+            channel_store.clone(),
+            settings.general_channel,
+            settings.max_body_bytes,
+            settings.dedupe_window_secs,
+        )
+        .with_service_keys(service_keys);
+        let channel_hub = ChannelHub::new(channel_feed, channel_store);
+        tokio::spawn(channel_hub.clone().run(channel_feed_rx, shutdown.clone()));
+        if settings.guests {
+            tracing::info!(
+                "guest sockets are on: anyone may connect as a guest and read guest channels"
+            );
+        }
         let lifecycle =
             LifecycleService::new(message_index, calllog.clone(), settings.edit_window_secs);
         let chat = ChatService::new(ChatDeps {
@@ -275,6 +298,8 @@ impl Application {
                 presence.clone(),
             ),
             presence,
+            channels,
+            channel_hub: channel_hub.clone(),
             metrics,
             health,
             token_sockets,
@@ -305,6 +330,7 @@ impl Application {
             .ws_max_frame_size(frame_limit)
             .ws_read_buffer_size(WS_READ_BUFFER_BYTES)
             .build_layer();
+        channel_hub.set_io(io.clone());
         gateway::register(&io, &state);
         let app = http::router(state.clone())
             .layer(socket_layer)
@@ -443,6 +469,12 @@ struct Backends {
     redis_groups: Option<RedisGroupStore>,
     /// Redis: where failed logins are counted (shared by the nodes).
     login_counter: Option<fred::clients::Pool>,
+    /// Channel settings, histories and presence.
+    channels: Arc<dyn ChannelStore>,
+    /// How this node starts and stops listening to a channel's feed.
+    channel_feed: Arc<dyn ChannelFeed>,
+    /// The channel feeds this node listens to, in arrival order.
+    channel_feed_rx: tokio::sync::mpsc::UnboundedReceiver<FeedMessage>,
     /// Messages by MsgID for replies, edits, deletes and reactions (§11).
     message_index: Arc<dyn MessageIndex>,
 }
@@ -474,7 +506,13 @@ impl Backends {
             None => token_key::shared_in_redis(&redis.pool).await?,
         };
         let calllog_table = Arc::new(RedisTable::new(redis.pool.clone()));
+        let (feed_tx, channel_feed_rx) = tokio::sync::mpsc::unbounded_channel();
+        let channel_feed = RedisChannelFeed::new(&redis);
+        channel_feed.spawn_listener(&redis, feed_tx, shutdown.clone());
         Ok(Self {
+            channels: Arc::new(RedisChannelStore::new(&redis, node.clone())),
+            channel_feed: Arc::new(channel_feed),
+            channel_feed_rx,
             accounts: Arc::new(RedisAccountStore::new(redis.pool.clone())),
             // With the call log on, an append queues the event's log record in the same
             // script call (one Redis only: on a cluster the stream is in another slot).
@@ -537,7 +575,11 @@ impl Backends {
             Some(key) => key,
             None => token_key::in_data_dir(&settings.data_dir)?,
         };
+        let (feed_tx, channel_feed_rx) = tokio::sync::mpsc::unbounded_channel();
         Ok(Self {
+            channels: Arc::new(EmbeddedChannelStore::new(db.clone(), feed_tx)),
+            channel_feed: Arc::new(LocalChannelFeed),
+            channel_feed_rx,
             accounts: Arc::new(EmbeddedAccountStore::new(db.clone())),
             inbox,
             groups: Arc::new(EmbeddedGroupStore::new(db.clone())),

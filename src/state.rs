@@ -53,6 +53,10 @@ pub struct AppState {
     pub router: Arc<Router>,
     /// Replay, shared bodies and confirmation for the delivery tasks.
     pub inbox: InboxService,
+    /// Channels: settings, history, publish (§9).
+    pub channels: crate::channels::ChannelService,
+    /// This node's channel subscribers and the hand-off of channel feeds to them.
+    pub channel_hub: Arc<crate::gateway::channel_hub::ChannelHub>,
     /// Online state and presence events.
     pub presence: crate::presence::PresenceService,
     /// Shares a saved profile with the owner's contacts when no Redis carries updates.

@@ -20,6 +20,12 @@
 //   chat  {EvtType:"message",To,MsgID,Body} with an ack callback
 //         -> room To gets chat {EvtType,From,Originated:"",To,MsgID,Body,Timestamp,SentAt}
 //            on every node (through Redis pub/sub); ack {ok:true,MsgID,SentAt}
+//   subscribe {channel}  -> the socket joins room `ch:<channel>`; ack {ok:true,channel,
+//            offset:0,publications:[]} (no history: socket.io rooms keep none)
+// REST (the channel benchmark's publisher, webchat §9's subset):
+//   POST /api/v1/channels/NAME/publish {"data"} -> io.to("ch:NAME").emit("publication",
+//            {channel,offset,data,from:null,at}) on every node; 201 {offset} (offsets count
+//            per node: nothing orders them across nodes)
 const http = require('http');
 const { Server } = require('socket.io');
 const { createAdapter } = require('@socket.io/redis-adapter');
@@ -64,7 +70,34 @@ async function main() {
   sub.on('error', (e) => console.error('redis sub:', e.message));
   await Promise.all([pub.connect(), sub.connect()]);
 
-  const server = http.createServer();
+  const offsets = new Map();
+  const server = http.createServer((req, res) => {
+    const m = /^\/api\/v1\/channels\/([a-z0-9_.:-]{1,64})\/publish$/.exec(req.url || '');
+    if (req.method !== 'POST' || !m) {
+      res.writeHead(404).end();
+      return;
+    }
+    const chunks = [];
+    req.on('data', (c) => chunks.push(c));
+    req.on('end', () => {
+      let body;
+      try {
+        body = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+      } catch (e) {
+        res.writeHead(400, { 'content-type': 'application/json' }).end('{"error":{"code":"bad_request"}}');
+        return;
+      }
+      if (!body || typeof body.data !== 'string') {
+        res.writeHead(400, { 'content-type': 'application/json' }).end('{"error":{"code":"bad_request"}}');
+        return;
+      }
+      const channel = m[1];
+      const offset = (offsets.get(channel) || 0) + 1;
+      offsets.set(channel, offset);
+      io.to(`ch:${channel}`).emit('publication', { channel, offset, data: body.data, from: null, at: Date.now() });
+      res.writeHead(201, { 'content-type': 'application/json' }).end(JSON.stringify({ offset }));
+    });
+  });
   const io =
     adapterKind === 'streams'
       ? new Server(server, {
@@ -84,6 +117,15 @@ async function main() {
       uid = u;
       socket.join(uid);
       if (typeof ack === 'function') ack({ ok: true });
+    });
+
+    socket.on('subscribe', (arg, ack) => {
+      const channel = arg && arg.channel;
+      if (typeof channel !== 'string' || !/^[a-z0-9_.:-]{1,64}$/.test(channel)) {
+        return fail(ack, 'bad_request', 'bad channel');
+      }
+      socket.join(`ch:${channel}`);
+      if (typeof ack === 'function') ack({ ok: true, channel, offset: 0, publications: [] });
     });
 
     socket.on('chat', (arg, ack) => {

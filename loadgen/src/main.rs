@@ -50,6 +50,7 @@ use futures_util::StreamExt;
 use serde_json::{json, Value};
 use webchat_loadgen::client::{ClientError, ClientOptions, EventStream, ServerEvent, SioClient};
 
+mod channel_fanout;
 mod floor;
 mod group_fanout;
 mod offline;
@@ -73,6 +74,8 @@ enum Scenario {
     /// server process (no webchat), one frame out and one answer back per connection and
     /// round (--messages rounds).
     TransportFloor,
+    /// --sockets subscribers of one channel over the nodes; REST publications at each rate.
+    ChannelFanout,
 }
 
 /// Load generator for webchat: 1:1 chat messages (delivered msgs/s and latency) or group
@@ -185,6 +188,17 @@ struct Args {
     /// transport-floor: be the server side (the scenario starts it as a child process).
     #[arg(long, hide = true)]
     floor_serve: bool,
+    /// channel-fanout: the channel the subscribers subscribe to and the publisher publishes on.
+    #[arg(long, default_value = "general")]
+    channel: String,
+    /// channel-fanout: publications missed by one subscriber before it resubscribes with
+    /// `since` (the recovery time is measured; 0: skipped; the channel's history must hold
+    /// them).
+    #[arg(long, default_value_t = 1000)]
+    recovery_publications: usize,
+    /// channel-fanout: bearer token of the REST publisher (webchat: a service key's secret).
+    #[arg(long, env = "LOADGEN_PUBLISH_TOKEN", default_value = "")]
+    publish_token: String,
     /// storm: sockets that queue the messages (each sends to every `senders`-th user).
     #[arg(long, default_value_t = 20)]
     senders: usize,
@@ -282,6 +296,7 @@ async fn run(args: Args) -> Result<()> {
         Scenario::Replay => offline::run_replay(&args, &run_id).await,
         Scenario::Storm => offline::run_storm(&args, &run_id).await,
         Scenario::TransportFloor => floor::run(&args).await,
+        Scenario::ChannelFanout => channel_fanout::run(&args, &run_id).await,
     }
 }
 

@@ -42,13 +42,13 @@ use crate::{
 };
 
 /// Source address of client socket `i`: 127.0.0.2 + i mod `--source-ips`, or none.
-fn source_ip(args: &Args, i: usize) -> Option<IpAddr> {
+pub(crate) fn source_ip(args: &Args, i: usize) -> Option<IpAddr> {
     let n = args.source_ips.min(250) as usize;
     (n > 0).then(|| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + (i % n) as u8)))
 }
 
 /// `VmRSS` of `pid` in KiB.
-fn rss_kib(pid: u32) -> Option<u64> {
+pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     parse_vm_rss(&status)
 }

@@ -136,6 +136,9 @@ pub struct AccountService {
     hasher: Arc<HashPool>,
 }
 
+/// The uids the server makes for guests start with this; no account may.
+pub const GUEST_UID_PREFIX: &str = "guest-";
+
 impl AccountService {
     /// A service over `store`, signing with `signer`, hashing passwords in `hasher`.
     pub fn new(
@@ -162,6 +165,14 @@ impl AccountService {
         name: &str,
     ) -> Result<IssuedToken, SignupError> {
         check_password(password)?;
+        if uid.as_str().starts_with(GUEST_UID_PREFIX) {
+            // Guests get `guest-<uuid>` uids (§9): an account of that shape could be the uid
+            // a live guest already has.
+            return Err(ChatError::bad_request(
+                "uids starting with guest- are reserved for guests",
+            )
+            .into());
+        }
         if name.chars().count() > 64 {
             return Err(ChatError::bad_request("name must be at most 64 characters").into());
         }

@@ -17,6 +17,20 @@ pub struct Session {
     pub expires_at: Option<i64>,
 }
 
+/// Marks a guest socket (§9, in its extensions beside its [`Session`]): a server-made uid,
+/// guest channels only, everything else `forbidden`.
+#[derive(Debug, Clone, Copy)]
+pub struct Guest;
+
+/// Whether a connect asks to be a guest: `auth.guest: true`, or `?guest=1` (or `true`) for
+/// Engine.IO 3 clients.
+fn wants_guest(auth: Option<&serde_json::Value>, query: Option<&str>) -> bool {
+    match auth.and_then(|a| a.get("guest")) {
+        Some(flag) => flag.as_bool() == Some(true),
+        None => matches!(query_param(query, "guest").as_deref(), Some("1" | "true")),
+    }
+}
+
 /// How a socket acknowledges the stored events it is sent (contract §15), chosen at connect
 /// and kept in its extensions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -90,6 +104,26 @@ pub async fn authenticate(
         .as_ref()
         .and_then(|a| a.get("token").and_then(|t| t.as_str()).map(str::to_owned))
         .or_else(|| query_param(query, "token"));
+    if token.is_none() && wants_guest(auth.as_ref(), query) {
+        if !state.settings.guests {
+            tracing::debug!("guest socket refused: guests are off");
+            return Err(Refused::Unauthorized);
+        }
+        let uid = UserId::parse(&format!(
+            "{}{}",
+            crate::accounts::GUEST_UID_PREFIX,
+            uuid::Uuid::new_v4()
+        ))
+        .map_err(|_| Refused::Unauthorized)?;
+        tracing::debug!(uid = %uid, "guest socket");
+        socket.extensions.insert(Guest);
+        socket.extensions.insert(Session {
+            uid,
+            jti: None,
+            expires_at: None,
+        });
+        return Ok(());
+    }
     match (token, state.settings.auth) {
         (Some(token), _) => {
             let verified = state.accounts.verify_with_id(&token).await.map_err(|e| {
@@ -199,6 +233,18 @@ mod tests {
             Err("bad_request".to_owned())
         );
         assert_eq!(mode(none, Some("acks=")), Err("bad_request".to_owned()));
+    }
+
+    #[test]
+    fn a_guest_is_asked_for_by_auth_or_the_query() {
+        let auth = |v: serde_json::Value| wants_guest(Some(&v), None);
+        assert!(auth(serde_json::json!({"guest": true})));
+        assert!(!auth(serde_json::json!({"guest": "yes"})));
+        assert!(!auth(serde_json::json!({})));
+        assert!(wants_guest(None, Some("EIO=3&guest=1")));
+        assert!(wants_guest(None, Some("guest=true")));
+        assert!(!wants_guest(None, Some("guest=0")));
+        assert!(!wants_guest(None, None));
     }
 
     #[test]

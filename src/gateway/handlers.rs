@@ -22,8 +22,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    auth::{AckMode, Session},
-    connecting, delivery,
+    auth::{AckMode, Guest, Session},
+    channel_events, connecting, delivery,
 };
 use crate::{
     bus::Attachment,
@@ -152,7 +152,7 @@ impl MessageHandler<LocalAdapter, CumulativeAck> for CumulativeAck {
 }
 
 /// The socket, ack sender and payload of one received event.
-fn unpack(
+pub(super) fn unpack(
     socket: Arc<Socket<LocalAdapter>>,
     mut value: Value,
     ack_id: Option<i64>,
@@ -172,7 +172,7 @@ fn unpack(
 
 /// Takes one event from the socket's rate bucket and gives `ack` back; when the bucket is
 /// empty, answers `rate_limited` (into `ack` when the client asked for one) instead.
-fn within_rate(
+pub(super) fn within_rate(
     socket: &SocketRef,
     state: &AppState,
     ack: AckSender,
@@ -233,8 +233,11 @@ pub async fn install_handlers(
             state: state.clone(),
         },
     );
+    channel_events::install(&socket, &state);
     socket.on_disconnect(on_disconnect);
-    if let Some(session) = socket.extensions.get::<Session>() {
+    // A guest has no inbox and no contacts: nothing to subscribe or deliver.
+    let member = socket.extensions.get::<Guest>().is_none();
+    if let Some(session) = socket.extensions.get::<Session>().filter(|_| member) {
         let attachment = match attach(&socket, &state, &session.uid).await {
             Ok(attachment) => attachment,
             Err(e) => {
@@ -307,6 +310,16 @@ pub async fn on_connect(socket: SocketRef, State(state): State<AppState>) {
         release(&socket, &state);
         let _ = socket.disconnect();
         return;
+    }
+    if let (Some(Guest), Some(session)) = (
+        socket.extensions.get::<Guest>(),
+        socket.extensions.get::<Session>(),
+    ) {
+        // First: the guest learns the uid the server made for it.
+        let _ = socket.emit(
+            "session",
+            &json!({ "uid": session.uid.as_str(), "guest": true }),
+        );
     }
     let inbound = socket
         .extensions
@@ -418,6 +431,10 @@ async fn on_chat(event: Inbound, state: &AppState) {
         let refusal = ChatError::new(ErrorCode::Unauthorized, "join first");
         return reply(&socket, state, ack, wants_ack, None, Err(refusal));
     };
+    if socket.extensions.get::<Guest>().is_some() {
+        let refusal = ChatError::new(ErrorCode::Forbidden, "guests may only read guest channels");
+        return reply(&socket, state, ack, wants_ack, None, Err(refusal));
+    }
     let command = match data {
         Ok(value) => ClientCommand::parse(value, state.settings.max_body_bytes),
         Err(e) => Err((
@@ -568,4 +585,5 @@ async fn on_disconnect(socket: SocketRef, State(state): State<AppState>) {
     // Also detaches a socket subscribed in the middleware whose delivery never started
     // (disconnected before on_connect ran).
     release(&socket, &state);
+    channel_events::on_disconnect(&socket, &state).await;
 }

@@ -6,6 +6,8 @@
 //! survive a socket; all state lives in the services.
 
 mod auth;
+mod channel_events;
+pub mod channel_hub;
 pub mod connecting;
 mod delivery;
 mod handlers;

@@ -6,6 +6,7 @@ mod accounts;
 mod admin;
 mod attachments;
 mod blocks;
+mod channels;
 pub mod error;
 pub mod extractor;
 mod history;
@@ -38,8 +39,9 @@ pub fn router(state: AppState) -> Router {
                 .merge(profile_changes::router())
                 .merge(blocks::router())
                 .merge(attachments::router())
+                .merge(channels::router())
                 .merge(openapi::router())
-                .nest("/admin", admin::router()),
+                .nest("/admin", admin::router().merge(channels::admin_router())),
         )
         .merge(ops::router())
         .fallback_service(webclient)

@@ -48,6 +48,12 @@ mod tests {
             ("/api/v1/attachments/{id}", "get"),
             ("/api/v1/attachments/{id}/thumbnail", "get"),
             ("/api/v1/admin/calllogs", "get"),
+            ("/api/v1/channels", "get"),
+            ("/api/v1/channels/{name}/publications", "get"),
+            ("/api/v1/channels/{name}/presence", "get"),
+            ("/api/v1/channels/{name}/publish", "post"),
+            ("/api/v1/admin/channels/{name}", "put"),
+            ("/api/v1/admin/channels/{name}", "delete"),
             ("/health", "get"),
             ("/metrics", "get"),
         ] {
@@ -56,6 +62,6 @@ mod tests {
                 "{method} {path} is documented"
             );
         }
-        assert_eq!(paths.len(), 18, "no undocumented or stale paths");
+        assert_eq!(paths.len(), 23, "no undocumented or stale paths");
     }
 }

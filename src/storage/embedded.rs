@@ -50,6 +50,9 @@ pub const CONTACTS: TableDefinition<&str, ()> = TableDefinition::new("contacts")
 /// Blocks: `<blocker>\0<blocked>`.
 pub const BLOCKS: TableDefinition<&str, ()> = TableDefinition::new("blocks");
 
+/// Channels (`channels`): name → settings JSON.
+pub const CHANNELS: TableDefinition<&str, &[u8]> = TableDefinition::new("channels");
+
 /// Receipt state: `<sender>\0<gid or ->:<MsgID>` → JSON.
 pub const RECEIPTS: TableDefinition<&str, &[u8]> = TableDefinition::new("receipts");
 
@@ -118,6 +121,7 @@ impl EmbeddedDb {
             txn.open_table(GROUP_ACTIVITY).map_err(internal)?;
             txn.open_table(CONTACTS).map_err(internal)?;
             txn.open_table(BLOCKS).map_err(internal)?;
+            txn.open_table(CHANNELS).map_err(internal)?;
             txn.open_table(CALLLOG).map_err(internal)?;
             txn.open_table(CALLLOG_QUEUE).map_err(internal)?;
             txn.open_table(LIFECYCLE_MESSAGES).map_err(internal)?;

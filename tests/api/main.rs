@@ -11,6 +11,7 @@ mod blocks;
 mod calllog;
 mod calllog_retention;
 mod calllog_tables;
+mod channels;
 mod errors;
 mod failover;
 mod fused_append;

@@ -102,9 +102,10 @@ async function spawnListening(bin, args, env, re, label) {
  * the chat server learns of profile changes from the web client, see profiles.rs).
  * The web client is served from a copy of webclient/ whose config.js names the profile
  * service and whose CSP allows it, as a deployment would set them.
+ * `chatEnv`: more WEBCHAT_* settings for the chat server (e.g. guests, the admin token).
  * → {url, profileUrl, stop(), stopChat(), startChat(), stderr()}
  */
-async function startServer({ redis = true } = {}) {
+async function startServer({ redis = true, chatEnv = {} } = {}) {
   for (const [bin, what] of [[WEBCHAT_BIN, 'webchat'], [PROFILE_BIN, 'webchat-profile']]) {
     if (!fs.existsSync(bin)) {
       throw new Error(`${what} binary not found at ${bin} (run \`cargo build -p webchat -p webchat-profile --bins\` or set WEBCHAT_BIN)`);
@@ -153,7 +154,7 @@ async function startServer({ redis = true } = {}) {
     spawnListening(
       WEBCHAT_BIN,
       ['--listen', `127.0.0.1:${chatPort}`, '--data-dir', dataDir, '--webclient-dir', webclientDir],
-      { ...base, WEBCHAT_PROFILE_URL: profileUrl },
+      { ...base, WEBCHAT_PROFILE_URL: profileUrl, ...chatEnv },
       LISTEN_RE,
       'webchat',
     );

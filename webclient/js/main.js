@@ -6,13 +6,16 @@
 //   store.js        in-memory conversations and messages; last Seq, this tab's outbox
 //   people.js       profiles (names, status, avatars) and presence
 //   chat.js         the chat protocol (events, history, receipts, outbox, typing, groups)
+//   channels.js     channels (§9): list, channel page, read-only guest view
 //   views/*.js      DOM
 //
-// Routing: `#/c/<uid or gid>` is the open conversation; no hash is the list (which is
-// all a phone shows; wider screens show the list beside the conversation).
+// Routing: `#/c/<uid or gid>` is the open conversation, `#/ch/<name>` an open channel; no
+// hash is the list (which is all a phone shows; wider screens show the list beside the
+// conversation). Without a session, `#/guest/<name>` reads a guest channel as a guest.
 
 import { setupAttachments } from './attachments.js';
 import * as api from './api.js';
+import { ChannelsPanel, GuestView, channelOfHash } from './channels.js';
 import { ChatClient } from './chat.js';
 import { Connection } from './connection.js';
 import { $ } from './dom.js';
@@ -90,6 +93,13 @@ class Messenger {
         api.profileChanged(this.session.token).catch((e) => console.warn('webchat: profile change not shared', e.message));
       },
     });
+    this.channels = new ChannelsPanel({
+      connection: this.conn,
+      me: session.uid,
+      getToken,
+      onOpen: (name) => this.navigateTo(`#/ch/${encodeURIComponent(name)}`),
+      notify: (text) => toast(text),
+    });
     this.connEl = $('conn-state');
     this.connLabel = $('conn-label');
     this.logoutBtn = $('logout-btn');
@@ -140,6 +150,8 @@ class Messenger {
     this.renderConnection(this.conn.state);
     this.route();
     this.conn.start();
+    this.channels.start();
+    this.route();
     // Focus where work starts (not on the page body): the open chat's composer, else the
     // chat search (on phones the "new chat" button, so no keyboard pops up).
     if (!this.chat.convId) {
@@ -174,6 +186,7 @@ class Messenger {
     clearTimeout(this.bannerTimer);
     for (const id of (this.pending || new Map()).values()) cancelAnimationFrame(id);
     for (const [target, type, fn] of this.listeners) target.removeEventListener(type, fn);
+    this.channels.stop();
     this.client.dispose();
     this.people.dispose();
     this.profileEditor.dispose();
@@ -216,7 +229,10 @@ class Messenger {
   }
 
   navigate(convId) {
-    const hash = convId ? `#/c/${encodeURIComponent(convId)}` : '';
+    return this.navigateTo(convId ? `#/c/${encodeURIComponent(convId)}` : '');
+  }
+
+  navigateTo(hash) {
     if (location.hash === hash || (!hash && !location.hash)) return this.route();
     this.openedFromList = Boolean(hash) && !location.hash;
     if (hash) history.pushState(null, '', hash);
@@ -236,6 +252,17 @@ class Messenger {
 
   /** Shows what the URL names. */
   route() {
+    const channel = channelOfHash(location.hash);
+    this.channels.show(channel);
+    if (channel) {
+      this.chat.close();
+      $('pane-empty').hidden = true;
+      this.root.dataset.view = 'chat';
+      this.sidebar.setActive(null);
+      this.client.setViewing(null);
+      this.renderList();
+      return;
+    }
     const m = /^#\/c\/(.+)$/.exec(location.hash);
     let convId = null;
     if (m) {
@@ -342,8 +369,11 @@ onSessionChange((s) => {
 });
 
 const session = loadSession();
+const guestChannel = channelOfHash(location.hash, '#/guest/');
 if (session) enter(session);
-else {
+else if (guestChannel) {
+  new GuestView(guestChannel).start();
+} else {
   clearSession();
   auth.show('');
 }
