@@ -121,19 +121,15 @@ pub fn is_lifecycle_row(row: &Row) -> bool {
     matches!(row.str("e"), "edit" | "delete" | "react" | "unreact")
 }
 
-/// The keys telling which of `items` (messages of partition `pk`) were touched.
-pub fn touched_keys(pk: &str, items: &[LoggedEvent]) -> Vec<(String, String)> {
-    items
-        .iter()
-        .filter(|i| i.evt_type == "message")
-        .map(|i| (pk.to_owned(), touched_sk(&i.msg_id)))
-        .collect()
+/// The key of the mark telling whether message `msg_id` of partition `pk` was touched.
+pub fn touched_key(pk: &str, msg_id: &str) -> (String, String) {
+    (pk.to_owned(), touched_sk(msg_id))
 }
 
-/// Whether `touched` (rows read with [`touched_keys`]) holds the marker of `msg_id`.
-pub fn was_touched(touched: &[Row], msg_id: &str) -> bool {
+/// Whether `touched` (rows read with [`touched_key`]) holds the mark of `msg_id` in `pk`.
+pub fn was_touched(touched: &[Row], pk: &str, msg_id: &str) -> bool {
     let sk = touched_sk(msg_id);
-    touched.iter().any(|r| r.sk == sk)
+    touched.iter().any(|r| r.pk == pk && r.sk == sk)
 }
 
 /// The query of every lifecycle row of message `msg_id` in partition `pk`.

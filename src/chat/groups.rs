@@ -40,8 +40,12 @@ struct GroupMessage<'a> {
     sent_at: i64,
 }
 
-/// What a group send carries besides its text.
+/// What a group send carries.
 pub(super) struct GroupEventKind<'a> {
+    /// The event's own MsgID (its idempotency key).
+    pub(super) msg_id: MsgId,
+    /// Text, or a reaction's emoji.
+    pub(super) body: String,
     /// `message`, or a lifecycle EvtType.
     pub(super) evt_type: &'static str,
     /// Replies and lifecycle events: the message it is about.
@@ -52,8 +56,10 @@ pub(super) struct GroupEventKind<'a> {
 
 impl GroupEventKind<'_> {
     /// A plain group message.
-    fn message() -> Self {
+    fn message(msg_id: MsgId, body: String) -> Self {
         Self {
+            msg_id,
+            body,
             evt_type: "message",
             reference: None,
             audience_since: None,
@@ -278,26 +284,23 @@ impl ChatService {
             origin,
             gid,
             members,
-            msg_id,
-            body.into_inner(),
-            GroupEventKind::message(),
+            GroupEventKind::message(msg_id, body.into_inner()),
         )
         .await
     }
 
     /// Sends a message or a lifecycle event to the group's other `members` (the sender's
     /// membership checked by the caller).
-    #[allow(clippy::too_many_arguments)]
     pub(super) async fn send_group_event(
         &self,
         sender: &UserId,
         origin: &Origin<'_>,
         gid: &GroupId,
         members: Vec<String>,
-        msg_id: MsgId,
-        body: String,
-        kind: GroupEventKind<'_>,
+        mut kind: GroupEventKind<'_>,
     ) -> Result<Accepted, ChatError> {
+        let msg_id = kind.msg_id.clone();
+        let body = std::mem::take(&mut kind.body);
         // One claim per send, not an idempotency key per recipient (see `inbox::claims`).
         let dedupe = DedupeKey {
             sender: sender.clone(),

@@ -134,19 +134,13 @@ impl ChatService {
         let audience_since = matches!(command.kind, LifecycleKind::React | LifecycleKind::Unreact)
             .then_some(message.sent_at);
         let kind = GroupEventKind {
+            msg_id: command.msg_id.clone(),
+            body: command.body.clone(),
             evt_type: command.kind.as_str(),
             reference: Some(command.reference.as_str()),
             audience_since,
         };
-        self.send_group_event(
-            actor,
-            origin,
-            gid,
-            members,
-            command.msg_id.clone(),
-            command.body.clone(),
-            kind,
-        )
-        .await
+        self.send_group_event(actor, origin, gid, members, kind)
+            .await
     }
 }

@@ -569,6 +569,25 @@ async fn edit_racing_delete(a: &TestApp, b: &TestApp) {
             "{m}"
         );
     }
+    // The conversation list shows the last message as history does: no text once deleted.
+    let (status, list) = get(&format!("{}/api/v1/conversations", b.url), &bob.token).await;
+    assert_eq!(status, 200, "{list}");
+    let row = list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|i| i["id"] == alice.uid.as_str())
+        .expect("the conversation with alice")
+        .clone();
+    assert_eq!(
+        (
+            row["last"]["MsgID"].as_str(),
+            row["last"]["Body"].as_str(),
+            row["last"]["Deleted"].as_bool()
+        ),
+        (Some("m4"), Some(""), Some(true)),
+        "{row}"
+    );
 }
 
 #[tokio::test]
