@@ -409,6 +409,8 @@ async fn group(a: &TestApp, b: &TestApp) {
     let dan = b.signup("dan").await;
     let mut ca = a.connect(&alice).await;
     let mut cb = b.connect(&bob).await;
+    // Bob's other tab, on the other node: gets copies of what bob does there.
+    let mut cb2 = a.connect(&bob).await;
     let ack = ca
         .chat(json!({"EvtType":"create","To":"","MsgID":"c","Body": json!([bob.uid]).to_string()}))
         .await;
@@ -447,6 +449,17 @@ async fn group(a: &TestApp, b: &TestApp) {
         "x2",
     );
     expect_next(&mut ca, "react", "x2").await;
+    loop {
+        let copy = cb2.next_chat_acked().await.data;
+        if copy["MsgID"] == "x2" {
+            assert_eq!(
+                (copy["EvtType"].as_str(), copy["Ref"].as_str()),
+                (Some("react"), Some("g1")),
+                "{copy}"
+            );
+            break;
+        }
+    }
     assert_ok(
         &cb.chat(lifecycle("react", &gid, "x3", "g2", "👍")).await,
         "x3",
