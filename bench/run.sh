@@ -32,8 +32,9 @@
 #   bash bench/run.sh --scenario all            # compare, idle, replay, storm; then writes
 #                                               # bench/results/report.md (machine, commands,
 #                                               # tables) with bench/report.py
-#   bash bench/run.sh --smoke                   # tiny runs for CI (debug build, webchat only):
-#                                               # pairs, cluster, group-fanout, idle, replay,
+#   bash bench/run.sh --smoke                   # tiny runs for CI (debug build): pairs,
+#                                               # compare (webchat and both Node peers),
+#                                               # cluster, group-fanout, idle, replay,
 #                                               # storm, transport-floor and
 #                                               # bench/soak.sh --smoke; last
 #                                               # line `bench-smoke: 1 passed, 0 failed` (or
@@ -87,7 +88,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 case "$SCENARIO" in
-  "") if [ "$SMOKE" = 1 ]; then SCENARIOS="pairs cluster group-fanout idle replay storm transport-floor"; else SCENARIOS=pairs; fi ;;
+  "") if [ "$SMOKE" = 1 ]; then SCENARIOS="pairs compare cluster group-fanout idle replay storm transport-floor"; else SCENARIOS=pairs; fi ;;
   all) SCENARIOS="compare idle replay storm" ;;
   pairs | compare | cluster | group-fanout | idle | replay | storm | transport-floor) SCENARIOS="$SCENARIO" ;;
   *) die "unknown scenario $SCENARIO ($ALL_SCENARIOS all)" ;;
@@ -167,8 +168,8 @@ if [ "$PROFILE" = release ]; then
 else
   cargo build --bin webchat --bin webchat-loadgen -p webchat -p webchat-loadgen
 fi
-if [ "$SMOKE" = 0 ] && { wants compare || wants idle; }; then
-  # The smoke runs webchat only.
+if wants compare || { [ "$SMOKE" = 0 ] && wants idle; }; then
+  # The Node peers (the idle smoke runs webchat only).
   command -v node >/dev/null 2>&1 || die "the Node baseline needs node (and npm) on PATH"
   if [ ! -d "$ROOT/bench/baseline-node/node_modules" ]; then
     (cd "$ROOT/bench/baseline-node" && npm ci --no-audit --no-fund)
@@ -333,6 +334,9 @@ fi
 
 if wants compare; then
   OUT="${BENCH_OUT:-$RESULTS/compare.jsonl}"
+  # The smoke checks that every server of the comparison runs and loses nothing; its tiny
+  # figures are not kept.
+  [ "$SMOKE" = 1 ] && OUT="$RUN_DIR/compare.jsonl"
   mkdir -p "$(dirname "$OUT")"
   : >"$OUT"
   start_cluster webchat-log-on webchat 2 true

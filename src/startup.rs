@@ -1,11 +1,7 @@
 //! Start-up: picks the back-ends from the settings, wires services, binds the listener.
 //! The only place that names fred or redb types outside their own modules.
 
-use std::{
-    future::Future,
-    net::SocketAddr,
-    sync::{Arc, OnceLock},
-};
+use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use socketioxide::SocketIo;
 use tokio::net::TcpListener;
@@ -29,7 +25,7 @@ use crate::{
     groups::{DurableGroupStore, EmbeddedGroupStore, GroupStore, RedisGroupStore},
     health::Health,
     http,
-    inbox::{shared_body::SharedBodies, EmbeddedInbox, InboxLimits, InboxStore, RedisInbox},
+    inbox::{EmbeddedInbox, InboxLimits, InboxService, InboxStore, RedisInbox},
     lifecycle::{EmbeddedMessageIndex, LifecycleService, MessageIndex, RedisMessageIndex},
     limits::{KeyedBuckets, LoginThrottle, TrustedProxies},
     presence::{
@@ -92,8 +88,7 @@ impl Application {
         let settings = Arc::new(settings);
         let metrics = Arc::new(Metrics::default());
         let shutdown = CancellationToken::new();
-        let bus_slot: Arc<OnceLock<Arc<dyn Bus>>> = Arc::new(OnceLock::new());
-        let router = Router::new(bus_slot.clone(), metrics.clone(), shutdown.clone());
+        let (router, subscription_requests) = Router::new(metrics.clone());
         let proxies = TrustedProxies::parse(settings.trusted_proxies.as_deref().unwrap_or(""))
             .map_err(StartupError::Config)?;
         let limits = InboxLimits {
@@ -125,7 +120,7 @@ impl Application {
             Some(url) => Backends::redis(url, &settings, &router, limits, &shutdown).await?,
             None => Backends::embedded(&settings, &router, limits, &shutdown)?,
         };
-        let _ = bus_slot.set(bus.clone());
+        router.keep_subscribed(bus.clone(), subscription_requests, shutdown.clone());
         // DynamoDB, when configured, is the system of record for accounts, group membership
         // and the call log; Redis (or the embedded store) keeps inboxes and hot state.
         let (accounts_store, groups, calllog_table, health) = match &settings.dynamodb_endpoint {
@@ -245,6 +240,7 @@ impl Application {
             max_group_size: settings.max_group_size,
             group_idle_secs: settings.group_idle_secs,
         });
+        let groups_for_replay = groups.clone();
         let state = AppState {
             lifecycle,
             settings: settings.clone(),
@@ -254,9 +250,7 @@ impl Application {
             calllog,
             groups,
             router,
-            shared_bodies: Arc::new(SharedBodies::new(inbox.clone(), metrics.clone())),
-            inbox,
-            inbox_limits: limits,
+            inbox: InboxService::new(inbox, groups_for_replay, limits, metrics.clone()),
             presence,
             metrics,
             health,

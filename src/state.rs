@@ -13,7 +13,7 @@ use crate::{
     config::Settings,
     groups::GroupStore,
     health::Health,
-    inbox::InboxLimits,
+    inbox::InboxService,
     limits::{KeyedBuckets, LoginThrottle, TrustedProxies},
     telemetry::Metrics,
 };
@@ -49,12 +49,8 @@ pub struct AppState {
     pub groups: Arc<dyn GroupStore>,
     /// Local sockets by user.
     pub router: Arc<Router>,
-    /// Inbox reads for replay.
-    pub inbox: Arc<dyn crate::inbox::InboxStore>,
-    /// The bodies that stored events name in `BodyRef`, read once per node.
-    pub shared_bodies: Arc<crate::inbox::shared_body::SharedBodies>,
-    /// Inbox bounds (replay skips expired events).
-    pub inbox_limits: InboxLimits,
+    /// Replay, shared bodies and confirmation for the delivery tasks.
+    pub inbox: InboxService,
     /// Online state and presence events.
     pub presence: crate::presence::PresenceService,
     /// Counters for `/metrics`.

@@ -19,6 +19,7 @@ pub use self::redis::RedisBlockStore;
 use crate::{
     accounts::AccountService,
     domain::{ChatError, ErrorCode, UserId},
+    inbox::Rider,
     storage::StoreError,
 };
 
@@ -33,6 +34,12 @@ pub trait BlockStore: Send + Sync {
     async fn blocks(&self, blocker: &UserId, other: &UserId) -> Result<bool, StoreError>;
     /// Everyone `blocker` blocks, sorted.
     async fn blocked_by(&self, blocker: &UserId) -> Result<Vec<String>, StoreError>;
+
+    /// The check "`blocker` blocks `other`" as a rider an inbox append can carry (see
+    /// [`Rider`]), where this store can describe it; `None` otherwise.
+    fn refusal_rider(&self, _blocker: &UserId, _other: &UserId) -> Option<Rider> {
+        None
+    }
 }
 
 /// The refusal a blocked user gets. It names no one and says no more than the code: a
@@ -107,6 +114,21 @@ impl BlockService {
             return Err(refused());
         }
         Ok(())
+    }
+
+    /// The block check of a 1:1 message from `sender` to `recipient` as a rider of its
+    /// append (so it costs no round trip of its own); `None` when there is nothing to check
+    /// (a message to oneself) or the store cannot describe it. An append it refused is
+    /// answered with [`BlockService::refusal`].
+    pub fn refusal_rider(&self, sender: &UserId, recipient: &UserId) -> Option<Rider> {
+        (sender != recipient)
+            .then(|| self.store.refusal_rider(recipient, sender))
+            .flatten()
+    }
+
+    /// What a sender gets for a message its recipient's block list refused.
+    pub fn refusal(&self) -> ChatError {
+        refused()
     }
 
     /// `forbidden` when any of `named` blocks `actor` (a group `create`/`refer` naming

@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use fred::{clients::Pool, interfaces::SetsInterface};
 
 use super::BlockStore;
+use crate::inbox::Rider;
 use crate::{
     domain::UserId,
     storage::{
@@ -55,6 +56,13 @@ impl BlockStore for RedisBlockStore {
             .sismember(blocks_key(blocker), other.as_str())
             .await
             .map_err(unavailable)
+    }
+
+    fn refusal_rider(&self, blocker: &UserId, other: &UserId) -> Option<Rider> {
+        Some(Rider::RefuseIfMember {
+            key: blocks_key(blocker),
+            member: other.to_string(),
+        })
     }
 
     async fn blocked_by(&self, blocker: &UserId) -> Result<Vec<String>, StoreError> {

@@ -16,7 +16,7 @@ use async_trait::async_trait;
 
 pub use self::memory::MemoryBus;
 pub use self::redis::{redis_publish, RedisBus};
-pub use self::router::{Attachment, BusSlot, Delivery, Router};
+pub use self::router::{Attachment, Delivery, Router, SubscriptionRequests};
 use crate::{
     domain::{Seq, UserId, WireEvent},
     storage::StoreError,

@@ -77,6 +77,12 @@ impl LocalConn {
 
 type Reconcile = (String, Option<oneshot::Sender<Result<(), StoreError>>>);
 
+/// The subscription changes a [`Router`] asks for, until [`Router::keep_subscribed`] hands
+/// them to the bus. The router and the bus are built in two steps because each needs the
+/// other: the bus delivers what arrives to the router, and the router's table decides what
+/// the bus subscribes. Requests made in between wait, unanswered, for the bus.
+pub struct SubscriptionRequests(mpsc::UnboundedReceiver<Reconcile>);
+
 /// Maps users to the sockets this node holds for them.
 pub struct Router {
     conns: DashMap<String, Vec<LocalConn>>,
@@ -86,8 +92,9 @@ pub struct Router {
 }
 
 impl Router {
-    /// A router whose subscriptions are kept by `bus`, until `shutdown`.
-    pub fn new(bus_slot: BusSlot, metrics: Arc<Metrics>, shutdown: CancellationToken) -> Arc<Self> {
+    /// An empty routing table, and the subscription changes it will ask for: hand them to
+    /// [`Router::keep_subscribed`] once the bus exists.
+    pub fn new(metrics: Arc<Metrics>) -> (Arc<Self>, SubscriptionRequests) {
         let (reconcile, requests) = mpsc::unbounded_channel();
         let router = Arc::new(Self {
             conns: DashMap::new(),
@@ -95,13 +102,23 @@ impl Router {
             reconcile,
             metrics,
         });
+        (router, SubscriptionRequests(requests))
+    }
+
+    /// Keeps `bus` subscribed to the channels of exactly the users with sockets here, until
+    /// `shutdown`: one task applies `requests` in batches.
+    pub fn keep_subscribed(
+        self: &Arc<Self>,
+        bus: Arc<dyn Bus>,
+        requests: SubscriptionRequests,
+        shutdown: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
         tokio::spawn(run_reconciler(
-            Arc::downgrade(&router),
-            bus_slot,
-            requests,
+            Arc::downgrade(self),
+            bus,
+            requests.0,
             shutdown,
-        ));
-        router
+        ))
     }
 
     /// Adds a socket of `uid` and returns once its user's channel is subscribed, so nothing
@@ -250,13 +267,9 @@ async fn bounded(
         })
 }
 
-/// The bus the reconciler subscribes with; set once at start-up, after the router exists
-/// (the bus itself needs the router to deliver to).
-pub type BusSlot = Arc<std::sync::OnceLock<Arc<dyn Bus>>>;
-
 async fn run_reconciler(
     router: std::sync::Weak<Router>,
-    bus_slot: BusSlot,
+    bus: Arc<dyn Bus>,
     mut requests: mpsc::UnboundedReceiver<Reconcile>,
     shutdown: CancellationToken,
 ) {
@@ -268,13 +281,9 @@ async fn run_reconciler(
             _ = shutdown.cancelled() => return,
             n = requests.recv_many(&mut batch, 1024) => if n == 0 { return },
         }
-        let (Some(router), Some(bus)) = (router.upgrade(), bus_slot.get()) else {
-            for (_, waiter) in batch.drain(..) {
-                if let Some(w) = waiter {
-                    let _ = w.send(Err(StoreError::Internal("bus not started".into())));
-                }
-            }
-            continue;
+        // The router is gone only when the node is: nothing is left to subscribe for.
+        let Some(router) = router.upgrade() else {
+            return;
         };
         let mut to_subscribe = Vec::new();
         let mut to_unsubscribe = Vec::new();

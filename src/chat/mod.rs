@@ -17,7 +17,7 @@ use crate::{
         Seq, UserId, WireEvent,
     },
     groups::GroupStore,
-    inbox::{AppendOutcome, DedupeKey, Echo, InboxStore, Logged},
+    inbox::{AppendOutcome, CarriedAppend, DedupeKey, Echo, InboxStore, Logged, Rider},
     lifecycle::LifecycleService,
     presence::PresenceService,
     receipts::{ReceiptKey, ReceiptStore},
@@ -190,20 +190,36 @@ impl ChatService {
         msg_id: MsgId,
         body: MessageBody,
     ) -> Result<Accepted, ChatError> {
-        // The reader may send receipts for this message: noted before it can be delivered,
-        // alongside the recipient and block checks (no extra wait). A note for a refused
-        // message is harmless: it is only ever read for a receipt from that reader to this
-        // sender, for a MsgID the reader never got.
+        // The reader may send receipts for this message: noted before it can be delivered.
+        // Where the inbox can, the block check and that note ride in the append's own store
+        // call (one round trip for the message); otherwise they run before it, side by
+        // side with the recipient check. A note for a message refused after it was made is
+        // harmless: it is only ever read for a receipt from that reader to this sender, for
+        // a MsgID the reader never got.
         let sent = ReceiptKey {
             sender: sender.clone(),
             group: None,
             msg_id: msg_id.clone(),
         };
+        let carried = |rider: Option<Rider>| rider.filter(|r| self.inbox.can_carry(to, r));
+        let block_rider = carried(self.blocks.refusal_rider(sender, to));
+        let note_rider = carried(self.receipts.note_rider(&sent, to));
         tokio::try_join!(
             self.check_recipient(to),
-            self.blocks.check_allowed(sender, to),
-            async { Ok(self.receipts.note_sent(&sent, to).await?) }
+            async {
+                match block_rider {
+                    Some(_) => Ok(()),
+                    None => self.blocks.check_allowed(sender, to).await,
+                }
+            },
+            async {
+                match note_rider {
+                    Some(_) => Ok(()),
+                    None => Ok(self.receipts.note_sent(&sent, to).await?),
+                }
+            }
         )?;
+        let riders: Vec<Rider> = block_rider.into_iter().chain(note_rider).collect();
         let event = WireEvent::new(
             "message",
             sender.as_str(),
@@ -241,7 +257,7 @@ impl ChatService {
             &crate::domain::lifecycle::Target::User(to.clone()),
         );
         let (accepted, ()) = tokio::try_join!(
-            self.store(to, &event, &dedupe, echo.as_ref(), Some(log)),
+            self.store_carrying(to, &event, &dedupe, echo.as_ref(), Some(log), &riders),
             async {
                 Ok(self
                     .lifecycle
@@ -318,22 +334,36 @@ impl ChatService {
         echo: Option<&Echo>,
         log: Option<LogRecord>,
     ) -> Result<Accepted, ChatError> {
+        self.store_carrying(to, event, dedupe, echo, log, &[]).await
+    }
+
+    /// [`ChatService::store`] with `riders` (each accepted by the inbox's `can_carry`) in
+    /// the append's store call; a refused append is the block list's `forbidden`.
+    async fn store_carrying(
+        &self,
+        to: &UserId,
+        event: &WireEvent,
+        dedupe: &DedupeKey,
+        echo: Option<&Echo>,
+        log: Option<LogRecord>,
+        riders: &[Rider],
+    ) -> Result<Accepted, ChatError> {
         // Where the inbox can, it queues the log record in the same step (one round trip);
         // the record's SentAt is the event's, its Seq added by the store.
         let entry = match &log {
             Some(record) => self.calllog.entry_for_append(record)?,
             None => None,
         };
-        let (outcome, logged) = match &entry {
-            Some(entry) => {
-                self.inbox
-                    .append_logged(to, event, Some(dedupe), echo, entry)
-                    .await?
+        let (outcome, logged) = match self
+            .inbox
+            .append_carrying(to, event, Some(dedupe), echo, entry.as_ref(), riders)
+            .await?
+        {
+            CarriedAppend::Done(outcome, logged) => (outcome, logged),
+            CarriedAppend::Refused => {
+                tracing::debug!(sender = %event.from, recipient = %to, "refused: blocked");
+                return Err(self.blocks.refusal());
             }
-            None => (
-                self.inbox.append(to, event, Some(dedupe), echo).await?,
-                Logged::No,
-            ),
         };
         let log = log.filter(|_| logged == Logged::No);
         let (sent_at, seq) = match outcome {
@@ -390,12 +420,6 @@ impl ChatService {
             sent_at: event.sent_at,
             group: None,
         })
-    }
-
-    /// Confirms `user`'s inbox up to `upto` (the client acknowledged that event).
-    pub async fn confirm(&self, user: &str, upto: Seq) -> Result<(), ChatError> {
-        self.inbox.confirm(user, upto).await?;
-        Ok(())
     }
 
     /// Queues a group event for the call log (after its fan-out stored it everywhere).

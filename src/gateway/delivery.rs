@@ -25,8 +25,9 @@ use tokio::time::Instant;
 
 use crate::{
     bus::{Attachment, Delivery},
-    domain::{now_millis, ChatError, GroupId, Seq, UserId, WireEvent, WithSeq},
+    domain::{Seq, UserId, WireEvent, WithSeq},
     state::AppState,
+    storage::StoreError,
     telemetry::Metrics,
 };
 
@@ -114,7 +115,7 @@ fn take_ready<T>(
 }
 
 /// A confirmation in flight: the Seq it confirms up to, and how it went.
-type ConfirmFuture = Pin<Box<dyn Future<Output = (Seq, Result<(), ChatError>)> + Send>>;
+type ConfirmFuture = Pin<Box<dyn Future<Output = (Seq, Result<(), StoreError>)> + Send>>;
 
 struct Pump {
     socket: SocketRef,
@@ -259,51 +260,6 @@ pub async fn run(
     tracing::debug!(uid = %pump.uid, socket = %crate::telemetry::socket_tag(&pump.socket.id), "socket offline");
 }
 
-/// The body a stored event names in `BodyRef` (see `inbox::shared_body`). A failed read
-/// closes the socket: the event stays in the inbox, and the client's reconnect replays it.
-/// A body that is gone (kept an hour past the inbox age bound, so only lost with the
-/// store's data, or on a Redis Cluster shard that failed over before replicating it) is
-/// rebuilt where it can be: a `notify` or `restart` names the group's members, so it gets
-/// the current member list, or an empty one for a reader who is not a member now (left
-/// since, or the group is gone): that is what the `depart` after it in their inbox says,
-/// and they must not see who is in the group without them.
-/// Anything else is sent with an empty Body rather than holding back every later event.
-async fn resolve_shared_body(
-    state: &AppState,
-    uid: &UserId,
-    key: &str,
-    event: &WireEvent,
-) -> Result<Arc<str>, Halt> {
-    match state.shared_bodies.resolve(key).await {
-        Ok(Some(body)) => Ok(body),
-        Ok(None) if matches!(event.evt_type.as_str(), "notify" | "restart") => {
-            let Ok(gid) = GroupId::parse(&event.from) else {
-                return Ok(Arc::from("[]"));
-            };
-            match state.groups.members(&gid).await {
-                Ok(members) => {
-                    let mut members = members
-                        .filter(|m| m.iter().any(|member| member == uid.as_str()))
-                        .unwrap_or_default();
-                    members.sort();
-                    Ok(serde_json::to_string(&members)
-                        .unwrap_or_else(|_| "[]".to_owned())
-                        .into())
-                }
-                Err(e) => {
-                    tracing::debug!(%uid, gid = %gid, error = %e, "reading the members for a lost shared body failed; disconnecting so the client retries");
-                    Err(Halt::Closed)
-                }
-            }
-        }
-        Ok(None) => Ok(Arc::from("")),
-        Err(e) => {
-            tracing::debug!(%uid, key, error = %e, "reading a shared body failed; disconnecting so the client retries");
-            Err(Halt::Closed)
-        }
-    }
-}
-
 /// What [`patiently`] needs of a pump (not the pump itself: its ack futures are not `Sync`,
 /// so a borrow of it cannot be held across an await in a `Send` task).
 struct EmitTarget<'a> {
@@ -446,7 +402,7 @@ impl Pump {
             let page = match self
                 .state
                 .inbox
-                .read_after(self.uid.as_str(), self.last_emitted, REPLAY_PAGE)
+                .replay_page(&self.uid, self.last_emitted, REPLAY_PAGE)
                 .await
             {
                 Ok(page) => page,
@@ -455,29 +411,26 @@ impl Pump {
                     return Err(Halt::Closed);
                 }
             };
-            let now = now_millis();
+            // Expired events sort among the others by Seq; walk both in one Seq order.
+            let mut expired = page.expired.into_iter().peekable();
             for (seq, event) in page.events {
+                while let Some(old) = expired.next_if(|old| *old < seq) {
+                    if self.pass_expired(old, before) {
+                        return Ok(emitted);
+                    }
+                }
                 if let Some(before) = before.filter(|b| seq >= *b) {
                     self.last_emitted = self.last_emitted.max(before - 1);
                     return Ok(emitted);
                 }
-                if self.state.inbox_limits.expired(event.sent_at, now) {
-                    self.last_emitted = self.last_emitted.max(seq);
-                    // Skipped, and confirmed with the next confirm (at the latest when the
-                    // socket closes), but only while no emitted event awaits its ack: a
-                    // confirm covers every Seq up to its own, and SentAts are not strictly
-                    // in Seq order (a group message keeps its acceptance time while a later
-                    // 1:1 message overtakes its append), so an expired event can follow one
-                    // still unacked. (An event whose ack failed is covered, as by any later
-                    // ack.) Otherwise it stays until a later ack confirms past it.
-                    if !self.awaiting_acks() {
-                        self.max_acked = self.max_acked.max(seq);
-                    }
-                    continue;
-                }
                 self.state.metrics.replayed.inc();
                 self.emit_stored(seq, &event).await?;
                 emitted += 1;
+            }
+            for old in expired {
+                if self.pass_expired(old, before) {
+                    return Ok(emitted);
+                }
             }
             if !page.full {
                 // Seqs up to the head that were not in the read were confirmed or trimmed.
@@ -488,9 +441,37 @@ impl Pump {
         }
     }
 
+    /// Steps over an event of a replay that is past the age bound; `true` when it is at or
+    /// past `before`, where the replay ends (as for any event there).
+    fn pass_expired(&mut self, seq: Seq, before: Option<Seq>) -> bool {
+        if let Some(before) = before.filter(|b| seq >= *b) {
+            self.last_emitted = self.last_emitted.max(before - 1);
+            return true;
+        }
+        self.last_emitted = self.last_emitted.max(seq);
+        // Skipped, and confirmed with the next confirm (at the latest when the socket
+        // closes), but only while no emitted event awaits its ack: a confirm covers every
+        // Seq up to its own, and SentAts are not strictly in Seq order (a group message
+        // keeps its acceptance time while a later 1:1 message overtakes its append), so an
+        // expired event can follow one still unacked. (An event whose ack failed is
+        // covered, as by any later ack.) Otherwise it stays until a later ack confirms
+        // past it.
+        if !self.awaiting_acks() {
+            self.max_acked = self.max_acked.max(seq);
+        }
+        false
+    }
+
     async fn emit_stored(&mut self, seq: Seq, event: &WireEvent) -> Result<(), Halt> {
         let resolved = match &event.body_ref {
-            Some(key) => Some(resolve_shared_body(&self.state, &self.uid, key, event).await?),
+            Some(key) => match self.state.inbox.shared_body(&self.uid, key, event).await {
+                Ok(body) => Some(body),
+                Err(e) => {
+                    // The event stays in the inbox, and the client's reconnect replays it.
+                    tracing::debug!(uid = %self.uid, key, error = %e, "reading a shared body failed; disconnecting so the client retries");
+                    return Err(Halt::Closed);
+                }
+            },
             None => None,
         };
         let event = WithSeq {
@@ -545,11 +526,11 @@ impl Pump {
         }
         let (state, uid, upto) = (self.state.clone(), self.uid.clone(), self.max_acked);
         Some(Box::pin(async move {
-            (upto, state.chat.confirm(uid.as_str(), upto).await)
+            (upto, state.inbox.confirm(&uid, upto).await)
         }))
     }
 
-    fn confirmed_up_to(&mut self, upto: Seq, result: Result<(), ChatError>) {
+    fn confirmed_up_to(&mut self, upto: Seq, result: Result<(), StoreError>) {
         match result {
             Ok(()) => self.confirmed = self.confirmed.max(upto),
             // Unconfirmed events are only re-sent later, never lost; the client dedupes by Seq.

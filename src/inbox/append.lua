@@ -14,7 +14,7 @@
 -- a large group carries its body once, not once per member.
 -- Then the events in runs: consecutive events that share everything but their receiver (a
 -- group message's recipients) share one run, so a member costs its keys and nothing else.
--- Per run, eight ARGV from b = 6 + J on:
+-- Per run, ten ARGV from b = 6 + J on:
 --   the run's event count, index of its JSON (1..J), SentAt (ms), "1" to check the
 --   idempotency key ("2": and remember the Seq it got, for re-sends of 1:1 messages),
 --   channel for the acting user's other sockets ("" for none), socket to skip there, and
@@ -23,16 +23,21 @@
 --   event is never missing from the call log and costs no second round trip; and "1" when
 --   the acting user has other sockets on the acting node ("0": the live copy is published
 --   only if another node subscribes to the user's channel, since the acting node, which
---   does, has no socket to give it to).
+--   does, has no socket to give it to); the riders of a 1:1 message (`inbox::Rider`, only
+--   in runs of one event): a member whose presence in a set refuses the event ("" for no
+--   such check: the receiver's block list holding the sender), and the lifetime (s) of a
+--   key set with the stored event ("" for none: the sender's receipt marker).
 -- Per event, in order across runs, its user's seq counter (`wc:{uid}:seq`) and inbox
 -- stream, then, only in a run that checks idempotency (flag not "0"), its idempotency key
--- (one user's keys share a hash slot): a group message's member costs two keys.
+-- (one user's keys share a hash slot): a group message's member costs two keys; then the
+-- refusing set and the marker key, where the run has them.
 -- All are declared, not named inside the script: on Redis Cluster that lets a shard
 -- answer ASK/TRYAGAIN for a slot being migrated before the script runs, instead of the
 -- script failing half-way on a key that already moved. The user's channel `wc:{uid}:ch`
 -- is named after the seq counter.
 -- Returns one value per event: its Seq, or, for a duplicate, the idempotency key's value
--- ("SentAt" or "SentAt:Seq" of the first send) as a string, or, where the event could not be
+-- ("SentAt" or "SentAt:Seq" of the first send) as a string, or {'refused'} when its refusing
+-- set holds its member (nothing written), or, where the event could not be
 -- stored because of its receiver's keys (a key of the wrong type, a Seq counter that is not
 -- a number), {'error', message}: one receiver's broken key fails that receiver only, not the
 -- events after it in the batch (Redis does not undo a script's earlier commands when a later
@@ -45,7 +50,11 @@ local max_len, max_age, window, publish, log_stream = ARGV[1], ARGV[2], ARGV[3],
 -- once it is in the inbox.
 local created_key, stored_seq
 
-local function append_one(seq_key, inbox, dedupe, flag, sent_at, json, echo, skip, log, others_here)
+local function append_one(seq_key, inbox, dedupe, flag, sent_at, json, echo, skip, log, others_here,
+                          refuse_set, refuse_member, marker, marker_ttl)
+  if refuse_set and redis.call('SISMEMBER', refuse_set, refuse_member) == 1 then
+    return { 'refused' }
+  end
   if flag ~= '0' then
     -- One command: sets the key unless it exists, and returns the earlier value if it did.
     local first = redis.call('SET', dedupe, sent_at, 'NX', 'EX', window, 'GET')
@@ -60,6 +69,10 @@ local function append_one(seq_key, inbox, dedupe, flag, sent_at, json, echo, ski
   if flag == '2' then
     -- A re-send learns which Seq the first send got (the call log records it).
     redis.call('SET', dedupe, sent_at .. ':' .. seq_text, 'XX', 'KEEPTTL')
+  end
+  if marker then
+    -- Before the publish: whoever is told of the event finds the marker.
+    redis.call('SET', marker, '1', 'EX', marker_ttl)
   end
   if log ~= '' then
     -- Before the inbox entry: if this fails, the event is not stored either (and the client
@@ -85,12 +98,18 @@ local k = 0 -- keys used
 while k < #KEYS do
   local count, json, sent_at = tonumber(ARGV[a + 1]), ARGV[6 + tonumber(ARGV[a + 2])], ARGV[a + 3]
   local flag, echo, skip, log, others_here = ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8]
-  local keys_per_event = (flag == '0') and 2 or 3
+  local refuse_member, marker_ttl = ARGV[a + 9], ARGV[a + 10]
+  local dedupe_at = (flag ~= '0') and 3 or nil
+  local refuse_at = (refuse_member ~= '') and (dedupe_at or 2) + 1 or nil
+  local marker_at = (marker_ttl ~= '') and (refuse_at or dedupe_at or 2) + 1 or nil
+  local keys_per_event = marker_at or refuse_at or dedupe_at or 2
   for _ = 1, count do
-    local dedupe = (flag ~= '0') and KEYS[k + 3] or nil
+    local dedupe = dedupe_at and KEYS[k + dedupe_at] or nil
+    local refuse_set = refuse_at and KEYS[k + refuse_at] or nil
+    local marker = marker_at and KEYS[k + marker_at] or nil
     created_key, stored_seq = false, nil
     local ok, result = pcall(append_one, KEYS[k + 1], KEYS[k + 2], dedupe, flag,
-      sent_at, json, echo, skip, log, others_here)
+      sent_at, json, echo, skip, log, others_here, refuse_set, refuse_member, marker, marker_ttl)
     if ok then
       out[i + 1] = result
     elseif stored_seq then
@@ -110,6 +129,6 @@ while k < #KEYS do
     i = i + 1
     k = k + keys_per_event
   end
-  a = a + 8
+  a = a + 10
 end
 return out

@@ -298,13 +298,8 @@ impl InboxStore for EmbeddedInbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        bus::{BusSlot, Router},
-        domain::MsgId,
-        telemetry::Metrics,
-    };
+    use crate::{bus::Router, domain::MsgId, telemetry::Metrics};
     use redb::ReadableTableMetadata;
-    use tokio_util::sync::CancellationToken;
 
     fn uid(s: &str) -> UserId {
         UserId::parse(s).expect("uid")
@@ -312,11 +307,7 @@ mod tests {
 
     fn inbox(dir: &std::path::Path, max_len: u64, dedupe_window_secs: u64) -> EmbeddedInbox {
         let db = EmbeddedDb::open(dir).expect("db");
-        let router = Router::new(
-            BusSlot::default(),
-            Arc::new(Metrics::default()),
-            CancellationToken::new(),
-        );
+        let (router, _unserved) = Router::new(Arc::new(Metrics::default()));
         let limits = InboxLimits {
             max_len,
             max_age_secs: 3600,

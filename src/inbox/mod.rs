@@ -8,12 +8,14 @@
 pub mod claims;
 mod embedded;
 mod redis;
+mod service;
 pub mod shared_body;
 
 use async_trait::async_trait;
 
 pub use self::embedded::EmbeddedInbox;
 pub use self::redis::{send_claim_key, shared_body_key, RedisInbox};
+pub use self::service::{InboxService, ReplayPage};
 use crate::{
     domain::{GroupId, MsgId, Seq, UserId, WireEvent},
     storage::StoreError,
@@ -83,6 +85,42 @@ pub enum Logged {
     No,
 }
 
+/// A check or note of another room that a 1:1 message's append can carry in the same store
+/// call, so the message costs the store one round trip instead of three (the receiver's
+/// block list and the sender's receipt marker were each a round trip of their own, waited
+/// for before the append). The room that owns the key describes it
+/// (`BlockStore::fused_check`, `ReceiptStore::fused_note`); an inbox that cannot carry it
+/// (another kind of store, or a key in another hash slot on Redis Cluster) says so in
+/// [`InboxStore::can_carry`], and the caller runs it on its own, as before.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rider {
+    /// Refuse the append, storing and publishing nothing, when `member` is in the set `key`
+    /// (checked first, before the idempotency key).
+    RefuseIfMember {
+        /// The set.
+        key: String,
+        /// The member that refuses the append.
+        member: String,
+    },
+    /// Set `key` for `ttl_secs` in the same step as the inbox entry (so before anyone can
+    /// be told of the event); not for a duplicate, whose first send set it.
+    SetFor {
+        /// The key.
+        key: String,
+        /// Its lifetime.
+        ttl_secs: u64,
+    },
+}
+
+/// What [`InboxStore::append_carrying`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CarriedAppend {
+    /// The append ran (stored or a duplicate), and every rider with it.
+    Done(AppendOutcome, Logged),
+    /// A [`Rider::RefuseIfMember`] refused it: nothing was stored.
+    Refused,
+}
+
 /// What an append did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AppendOutcome {
@@ -145,6 +183,32 @@ pub trait InboxStore: Send + Sync {
         _log: &LogEntry,
     ) -> Result<(AppendOutcome, Logged), StoreError> {
         Ok((self.append(to, event, dedupe, echo).await?, Logged::No))
+    }
+
+    /// Whether an append to `to` can carry `rider` in the same store call (see [`Rider`]).
+    fn can_carry(&self, _to: &UserId, _rider: &Rider) -> bool {
+        false
+    }
+
+    /// [`InboxStore::append_logged`] (or [`InboxStore::append`] without `log`) carrying
+    /// `riders`, each of which [`InboxStore::can_carry`] accepted for `to`.
+    async fn append_carrying(
+        &self,
+        to: &UserId,
+        event: &WireEvent,
+        dedupe: Option<&DedupeKey>,
+        echo: Option<&Echo>,
+        log: Option<&LogEntry>,
+        riders: &[Rider],
+    ) -> Result<CarriedAppend, StoreError> {
+        if !riders.is_empty() {
+            return Err(StoreError::Internal("this inbox carries no riders".into()));
+        }
+        let (outcome, logged) = match log {
+            Some(log) => self.append_logged(to, event, dedupe, echo, log).await?,
+            None => (self.append(to, event, dedupe, echo).await?, Logged::No),
+        };
+        Ok(CarriedAppend::Done(outcome, logged))
     }
 
     /// Appends the same `event` to each of `recipients`' inboxes, as [`InboxStore::append`]

@@ -13,8 +13,8 @@ use futures_util::future::join_all;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::{
-    AppendOutcome, DedupeKey, Echo, InboxLimits, InboxPage, InboxStore, LogEntry, Logged,
-    SwapOutcome,
+    AppendOutcome, CarriedAppend, DedupeKey, Echo, InboxLimits, InboxPage, InboxStore, LogEntry,
+    Logged, Rider, SwapOutcome,
 };
 use crate::{
     bus::{encode_live, redis_publish},
@@ -64,7 +64,16 @@ const MAX_CONFIRM_BATCH: usize = 512;
 const MAX_CONFIRM_BATCHES_IN_FLIGHT: usize = 2;
 
 /// What became of one append, as the script answered it.
-type ScriptAnswer = Result<AppendOutcome, StoreError>;
+type ScriptAnswer = Result<Answer, StoreError>;
+
+/// The script's answer for one event that it could handle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    /// Stored, or a duplicate.
+    Appended(AppendOutcome),
+    /// Its [`Rider::RefuseIfMember`] refused it: nothing was written.
+    Refused,
+}
 
 /// One event waiting for the next batch.
 struct PendingAppend {
@@ -86,6 +95,10 @@ struct PendingAppend {
     echo_after: Option<(String, String)>,
     /// The event's call-log entry, written by the script (one Redis only).
     log: Option<String>,
+    /// A [`Rider::RefuseIfMember`]: the set (a key, declared) and the member.
+    refuse: Option<(String, String)>,
+    /// A [`Rider::SetFor`]: the key (declared) and its lifetime.
+    marker: Option<(String, u64)>,
     done: oneshot::Sender<ScriptAnswer>,
 }
 
@@ -96,6 +109,10 @@ impl PendingAppend {
         Arc::ptr_eq(&self.json, &next.json)
             && self.log.is_none()
             && next.log.is_none()
+            && self.refuse.is_none()
+            && next.refuse.is_none()
+            && self.marker.is_none()
+            && next.marker.is_none()
             && self.sent_at == next.sent_at
             && self.dedupe_flag == next.dedupe_flag
             && self.echo == next.echo
@@ -284,7 +301,8 @@ impl Appender {
             };
             run_bodies.push(index);
         }
-        let mut args = Vec::with_capacity(self.bounds.len() + 1 + bodies.len() + runs.len() * 8);
+        let mut args =
+            Vec::with_capacity(self.bounds.len() + 1 + bodies.len() + runs.len() * ARGS_PER_RUN);
         args.extend(self.bounds.iter().cloned());
         args.push(to_i64(bodies.len() as u64).into());
         args.extend(bodies.iter().map(|b| Value::from(&***b)));
@@ -300,12 +318,21 @@ impl Appender {
                 skip.into(),
                 item.log.as_deref().unwrap_or_default().into(),
                 if others_here { "1" } else { "0" }.into(),
+                item.refuse
+                    .as_ref()
+                    .map_or("", |(_, member)| member.as_str())
+                    .into(),
+                item.marker
+                    .as_ref()
+                    .map_or(Value::from(""), |(_, ttl)| to_i64(*ttl).into()),
             ]);
         }
         let mut waiters = Vec::with_capacity(items.len());
         for item in items {
             keys.extend(item.keys);
             keys.extend(item.dedupe_key);
+            keys.extend(item.refuse.map(|(set, _)| set));
+            keys.extend(item.marker.map(|(key, _)| key));
             waiters.push((item.echo_after, item.done));
         }
         let result: Result<Vec<Value>, StoreError> = self
@@ -332,7 +359,7 @@ impl Appender {
         let mut echoes = Vec::new();
         for ((echo, waiter), answer) in waiters.into_iter().zip(answers) {
             let outcome = outcome_of(answer);
-            let stored = matches!(outcome, Ok(AppendOutcome::Stored { .. }));
+            let stored = matches!(outcome, Ok(Answer::Appended(AppendOutcome::Stored { .. })));
             let _ = waiter.send(outcome);
             if let (Some((channel, payload)), true) = (echo, stored) {
                 echoes.push(redis_publish(&self.pool, true, channel, payload));
@@ -348,6 +375,9 @@ impl Appender {
         }
     }
 }
+
+/// Script arguments per run of events (see append.lua).
+const ARGS_PER_RUN: usize = 10;
 
 /// Splits `items` into runs of consecutive items that `same_run` says belong with the run's
 /// first one: (index of the first item, length), in order, covering every item once.
@@ -374,6 +404,7 @@ fn split_by_slot<T>(items: Vec<T>, slot_of: fn(&T) -> u16) -> Vec<Vec<T>> {
 
 impl RedisInbox {
     /// Queues one append of `json` (the event's JSON without Seq) for the next batch.
+    #[allow(clippy::too_many_arguments)] // each is one of the script's per-event inputs
     fn queue(
         &self,
         to: &UserId,
@@ -382,6 +413,7 @@ impl RedisInbox {
         dedupe: Option<&DedupeKey>,
         echo: Option<&Echo>,
         log: Option<&LogEntry>,
+        riders: &[Rider],
     ) -> Result<oneshot::Receiver<ScriptAnswer>, StoreError> {
         let uid = to.as_str();
         let dedupe_key = dedupe.map(|d| user_key(uid, &format!("dd:{}", d.text())));
@@ -408,6 +440,20 @@ impl RedisInbox {
             Some(_) => "1",
             None => "0",
         };
+        let (mut refuse, mut marker) = (None, None);
+        for rider in riders {
+            if !self.can_carry(to, rider) {
+                return Err(StoreError::Internal(format!(
+                    "an append to {uid} cannot carry {rider:?}"
+                )));
+            }
+            match rider {
+                Rider::RefuseIfMember { key, member } => {
+                    refuse = Some((key.clone(), member.clone()))
+                }
+                Rider::SetFor { key, ttl_secs } => marker = Some((key.clone(), *ttl_secs)),
+            }
+        }
         let (done, outcome) = oneshot::channel();
         self.appends
             .send(PendingAppend {
@@ -419,6 +465,8 @@ impl RedisInbox {
                 echo,
                 echo_after,
                 log: log.map(|l| l.json.clone()),
+                refuse,
+                marker,
                 done,
             })
             .map_err(|_| StoreError::Internal("inbox appender stopped".into()))?;
@@ -442,11 +490,11 @@ pub fn shared_body_key(key: &str) -> String {
 /// What the script answered for one append: its Seq (an integer), or for a duplicate the
 /// idempotency key's value, "SentAt" or "SentAt:Seq" of the first send (a string: matched
 /// by type, since a bare SentAt would also read as an integer).
-fn outcome_of(answer: Value) -> Result<AppendOutcome, StoreError> {
+fn outcome_of(answer: Value) -> ScriptAnswer {
     let first = match answer {
         Value::Integer(seq) => {
             return match u64::try_from(seq) {
-                Ok(seq) if seq > 0 => Ok(AppendOutcome::Stored { seq }),
+                Ok(seq) if seq > 0 => Ok(Answer::Appended(AppendOutcome::Stored { seq })),
                 _ => Err(StoreError::Internal(format!(
                     "append script returned Seq {seq}"
                 ))),
@@ -454,6 +502,11 @@ fn outcome_of(answer: Value) -> Result<AppendOutcome, StoreError> {
         }
         Value::String(first) => first.to_string(),
         Value::Bytes(first) => String::from_utf8_lossy(&first).into_owned(),
+        Value::Array(refused)
+            if refused.len() == 1 && refused[0].as_str().as_deref() == Some("refused") =>
+        {
+            return Ok(Answer::Refused);
+        }
         Value::Array(failed) => {
             // {'error', message}: this event could not be stored (see append.lua).
             let message = failed.get(1).and_then(Value::as_str).map(|m| m.to_string());
@@ -469,17 +522,27 @@ fn outcome_of(answer: Value) -> Result<AppendOutcome, StoreError> {
         }
     };
     let (sent_at, first_seq) = first.split_once(':').unwrap_or((&first, ""));
-    Ok(AppendOutcome::Duplicate {
+    Ok(Answer::Appended(AppendOutcome::Duplicate {
         sent_at: sent_at.parse().unwrap_or(0),
         seq: first_seq.parse().ok().filter(|s| *s > 0),
-    })
+    }))
 }
 
 /// Waits for the script's answer to one queued append.
-async fn answer_of(answer: oneshot::Receiver<ScriptAnswer>) -> Result<AppendOutcome, StoreError> {
+async fn script_answer(answer: oneshot::Receiver<ScriptAnswer>) -> ScriptAnswer {
     answer
         .await
         .map_err(|_| StoreError::Internal("inbox appender dropped an append".into()))?
+}
+
+/// Waits for the script's answer to one queued append that carries no refusal.
+async fn answer_of(answer: oneshot::Receiver<ScriptAnswer>) -> Result<AppendOutcome, StoreError> {
+    match script_answer(answer).await? {
+        Answer::Appended(outcome) => Ok(outcome),
+        Answer::Refused => Err(StoreError::Internal(
+            "an append without a refusal was refused".into(),
+        )),
+    }
 }
 
 #[async_trait]
@@ -492,7 +555,39 @@ impl InboxStore for RedisInbox {
         echo: Option<&Echo>,
     ) -> Result<AppendOutcome, StoreError> {
         let json: Arc<str> = serde_json::to_string(event).map_err(internal)?.into();
-        answer_of(self.queue(to, &json, event.sent_at, dedupe, echo, None)?).await
+        answer_of(self.queue(to, &json, event.sent_at, dedupe, echo, None, &[])?).await
+    }
+
+    fn can_carry(&self, to: &UserId, rider: &Rider) -> bool {
+        let key = match rider {
+            Rider::RefuseIfMember { key, .. } | Rider::SetFor { key, .. } => key,
+        };
+        // A script may only touch its receiver's slot on a cluster; one Redis takes any key.
+        !self.cluster
+            || redis_keyslot(key.as_bytes())
+                == redis_keyslot(user_key(to.as_str(), "seq").as_bytes())
+    }
+
+    async fn append_carrying(
+        &self,
+        to: &UserId,
+        event: &WireEvent,
+        dedupe: Option<&DedupeKey>,
+        echo: Option<&Echo>,
+        log: Option<&LogEntry>,
+        riders: &[Rider],
+    ) -> Result<CarriedAppend, StoreError> {
+        let log = log.filter(|_| self.writes_log);
+        let json: Arc<str> = serde_json::to_string(event).map_err(internal)?.into();
+        let queued = self.queue(to, &json, event.sent_at, dedupe, echo, log, riders)?;
+        Ok(match script_answer(queued).await? {
+            Answer::Refused => CarriedAppend::Refused,
+            // A duplicate wrote nothing, its log entry included.
+            Answer::Appended(outcome @ AppendOutcome::Stored { .. }) if log.is_some() => {
+                CarriedAppend::Done(outcome, Logged::Yes)
+            }
+            Answer::Appended(outcome) => CarriedAppend::Done(outcome, Logged::No),
+        })
     }
 
     async fn append_logged(
@@ -508,7 +603,7 @@ impl InboxStore for RedisInbox {
         }
         let json: Arc<str> = serde_json::to_string(event).map_err(internal)?.into();
         let outcome =
-            answer_of(self.queue(to, &json, event.sent_at, dedupe, echo, Some(log))?).await?;
+            answer_of(self.queue(to, &json, event.sent_at, dedupe, echo, Some(log), &[])?).await?;
         // A duplicate wrote nothing, its log entry included.
         let logged = match outcome {
             AppendOutcome::Stored { .. } => Logged::Yes,
@@ -540,6 +635,7 @@ impl InboxStore for RedisInbox {
                     dedupe,
                     Echo::with_first(echo, i),
                     None,
+                    &[],
                 )
             })
             .collect();
@@ -674,37 +770,41 @@ fn to_i64(v: u64) -> i64 {
 mod tests {
     use fred::types::Value;
 
-    use super::{outcome_of, runs_of, AppendOutcome};
+    use super::{outcome_of, runs_of, Answer, AppendOutcome};
 
     #[test]
     fn script_answers_are_told_apart_by_type() {
         assert!(matches!(
             outcome_of(Value::Integer(7)),
-            Ok(AppendOutcome::Stored { seq: 7 })
+            Ok(Answer::Appended(AppendOutcome::Stored { seq: 7 }))
         ));
         // A duplicate of a group message: the key holds only the first SentAt, which is all
         // digits and must not be taken for a Seq.
         assert!(matches!(
             outcome_of(Value::String("1795469794597".into())),
-            Ok(AppendOutcome::Duplicate {
+            Ok(Answer::Appended(AppendOutcome::Duplicate {
                 sent_at: 1795469794597,
                 seq: None
-            })
+            }))
         ));
         assert!(matches!(
             outcome_of(Value::String("1795469794597:12".into())),
-            Ok(AppendOutcome::Duplicate {
+            Ok(Answer::Appended(AppendOutcome::Duplicate {
                 sent_at: 1795469794597,
                 seq: Some(12)
-            })
+            }))
         ));
         assert!(matches!(
             outcome_of(Value::Bytes("1795469794597:12".into())),
-            Ok(AppendOutcome::Duplicate {
+            Ok(Answer::Appended(AppendOutcome::Duplicate {
                 sent_at: 1795469794597,
                 seq: Some(12)
-            })
+            }))
         ));
+        assert_eq!(
+            outcome_of(Value::Array(vec!["refused".into()])).ok(),
+            Some(Answer::Refused)
+        );
         assert!(outcome_of(Value::Integer(0)).is_err());
         assert!(outcome_of(Value::Null).is_err());
         match outcome_of(Value::Array(vec![

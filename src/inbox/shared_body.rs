@@ -156,7 +156,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        bus::{BusSlot, MemoryBus, Router},
+        bus::{MemoryBus, Router},
         inbox::{EmbeddedInbox, InboxLimits},
         storage::embedded::EmbeddedDb,
         telemetry::Metrics,
@@ -164,11 +164,7 @@ mod tests {
 
     fn bodies(dir: &std::path::Path) -> (Arc<EmbeddedInbox>, SharedBodies) {
         let db = EmbeddedDb::open(dir).expect("db");
-        let router = Router::new(
-            BusSlot::default(),
-            Arc::new(Metrics::default()),
-            tokio_util::sync::CancellationToken::new(),
-        );
+        let (router, _unserved) = Router::new(Arc::new(Metrics::default()));
         let limits = InboxLimits {
             max_len: 10,
             max_age_secs: 3600,

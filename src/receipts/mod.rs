@@ -49,6 +49,12 @@ pub trait ReceiptStore: Send + Sync {
     /// send receipts for it (kept as long as the rest of the receipt state).
     async fn note_sent(&self, key: &ReceiptKey, reader: &UserId) -> Result<(), StoreError>;
 
+    /// [`ReceiptStore::note_sent`] as a rider an inbox append can carry (see
+    /// [`crate::inbox::Rider`]), where this store can describe it; `None` otherwise.
+    fn note_rider(&self, _key: &ReceiptKey, _reader: &UserId) -> Option<crate::inbox::Rider> {
+        None
+    }
+
     /// Records `reader`'s receipt and returns how many recipients have not displayed the
     /// message. `recipients_if_unknown` stands in for a message whose count was not noted.
     /// For a 1:1 message (`key.group` is `None`) not noted as sent to `reader`, records

@@ -79,6 +79,13 @@ impl ReceiptStore for RedisReceiptStore {
         Ok(())
     }
 
+    fn note_rider(&self, key: &ReceiptKey, reader: &UserId) -> Option<crate::inbox::Rider> {
+        Some(crate::inbox::Rider::SetFor {
+            key: sent_key(key, reader),
+            ttl_secs: u64::try_from(self.ttl_secs).unwrap_or(u64::MAX),
+        })
+    }
+
     async fn expect(&self, key: &ReceiptKey, recipients: u32) -> Result<(), StoreError> {
         let (count, _) = keys(key);
         let client = self.pool.next();

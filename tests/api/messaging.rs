@@ -417,6 +417,76 @@ async fn concurrent_senders_each_get_their_own_ack_and_every_message_arrives_onc
 /// A sender with one socket costs no live copy (issue 19): nobody could get it, so the append
 /// publishes only the receiver's event, one PUBLISH per message as the Node peer sends. With a
 /// second socket the copies come back (on another node: see the test above).
+/// On one Redis a 1:1 message costs the store one call: the recipient's block check and the
+/// sender's receipt marker ride in the append script instead of being two round trips of
+/// their own before it, and still do their work (a blocked sender is refused with nothing
+/// stored; a receipt for the message is accepted).
+#[tokio::test]
+async fn a_one_to_one_message_is_one_store_call_with_its_checks_inside() {
+    let redis = OwnRedis::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = settings(Backend::Redis, dir.path().to_path_buf());
+    s.redis_url = Some(redis.url());
+    let app = spawn_with(s).await;
+    let alice = app.signup("alice").await;
+    let bob = app.signup("bob").await;
+    let ca = app.connect(&alice).await;
+    let mut cb = app.connect(&bob).await;
+    // Warm the node's caches (the recipient's account, the pair's presence link).
+    ca.send(&bob.uid, "warm", "hi").await;
+    assert_eq!(cb.next_chat_acked().await.data["MsgID"], "warm");
+    let monitor = RedisMonitor::start(&redis.url()).await;
+
+    for i in 0..5 {
+        let ack = ca.send(&bob.uid, &format!("m{i}"), "hi").await;
+        assert_eq!(ack["ok"], true, "{ack}");
+        assert_eq!(cb.next_chat_acked().await.data["MsgID"], format!("m{i}"));
+    }
+    let receipt = cb
+        .chat(json!({"EvtType": "delivery", "To": alice.uid, "MsgID": "m4"}))
+        .await;
+    assert_eq!(
+        receipt["ok"], true,
+        "the marker set inside the script is found: {receipt}"
+    );
+
+    let commands = monitor.stop().await;
+    // The commands themselves (`… "SISMEMBER" "<key>" …`), not a script call naming the keys.
+    let block_check = format!("\"SISMEMBER\" \"wc:{{{}}}:blocks\"", bob.uid);
+    let marker = format!("\"SET\" \"wc:{{{}}}:to:{}:-:m", alice.uid, bob.uid);
+    let (mut inside, mut outside) = (0, 0);
+    for command in commands
+        .iter()
+        .filter(|c| c.contains(&block_check) || c.contains(&marker))
+    {
+        // `<time> [0 lua] "SISMEMBER" …` inside a script, `[0 127.0.0.1:port] …` from a client.
+        if command.contains(" lua] ") {
+            inside += 1;
+        } else {
+            outside += 1;
+        }
+    }
+    assert_eq!(outside, 0, "no check or note of its own: {commands:#?}");
+    assert_eq!(
+        inside, 10,
+        "a block check and a marker per message, in the script"
+    );
+
+    // The check inside still refuses: nothing stored, nothing delivered.
+    let blocked = cb.chat(json!({"EvtType": "block", "To": alice.uid})).await;
+    assert_eq!(blocked["ok"], true, "{blocked}");
+    let refused = ca.send(&bob.uid, "after-block", "hi").await;
+    assert_eq!(refused["error"]["code"], "forbidden", "{refused}");
+    let unblocked = cb
+        .chat(json!({"EvtType": "unblock", "To": alice.uid}))
+        .await;
+    assert_eq!(unblocked["ok"], true, "{unblocked}");
+    // Refused, so not a duplicate: the same MsgID goes through once unblocked, and it is
+    // the next thing Bob gets.
+    assert_eq!(ca.send(&bob.uid, "after-block", "hi").await["ok"], true);
+    assert_eq!(cb.next_chat_acked().await.data["MsgID"], "after-block");
+}
+
 #[tokio::test]
 async fn a_sender_with_one_socket_publishes_no_live_copy() {
     let redis = OwnRedis::start().await;
