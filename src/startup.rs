@@ -251,6 +251,11 @@ impl Application {
             groups,
             router,
             inbox: InboxService::new(inbox, groups_for_replay, limits, metrics.clone()),
+            profiles: crate::profiles::ProfileRefresher::new(
+                settings.profile_url.clone(),
+                redis_subscriber.is_some(),
+                presence.clone(),
+            ),
             presence,
             metrics,
             health,

@@ -53,6 +53,8 @@ pub struct AppState {
     pub inbox: InboxService,
     /// Online state and presence events.
     pub presence: crate::presence::PresenceService,
+    /// Shares a saved profile with the owner's contacts when no Redis carries updates.
+    pub profiles: crate::profiles::ProfileRefresher,
     /// Counters for `/metrics`.
     pub metrics: Arc<Metrics>,
     /// Back-end probes for `/health`.

@@ -219,7 +219,16 @@ impl ChatService {
                 }
             }
         )?;
-        let riders: Vec<Rider> = block_rider.into_iter().chain(note_rider).collect();
+        // Once each has written to the other, the two share presence. Noted before the
+        // message can be delivered (or acked): a client that sees the first reply, or the ack
+        // of its own, asks `GET /presence` for the peer right away and must find them mutual
+        // contacts by then, on any node. A reply refused later by a block riding in the
+        // append is noted too: the replier's attempt is the consent, and the blocker's
+        // presence never reaches the blocked either way. The message is stored even when
+        // this fails.
+        if let Err(e) = self.presence.note_sent(sender, to).await {
+            tracing::warn!(error = %e, "conversation not noted for presence");
+        }
         let event = WireEvent::new(
             "message",
             sender.as_str(),
@@ -251,25 +260,33 @@ impl ChatService {
             skip_socket: origin.socket.to_owned(),
             others_here: origin.others_here,
         });
-        // Noted alongside the append, so a reply or reaction sent after the ack finds it.
+        // The message's entry in the lifecycle index, so a reply or reaction sent after the
+        // ack finds it: carried by the append where it can be, else noted alongside it.
         let conv = crate::lifecycle::conversation_key(
             sender,
             &crate::domain::lifecycle::Target::User(to.clone()),
         );
+        let index_rider =
+            carried(
+                self.lifecycle
+                    .note_rider(&conv, &event.msg_id, sender, event.sent_at),
+            );
+        let note_index_apart = index_rider.is_none();
+        let riders: Vec<Rider> = [block_rider, note_rider, index_rider]
+            .into_iter()
+            .flatten()
+            .collect();
         let (accepted, ()) = tokio::try_join!(
             self.store_carrying(to, &event, &dedupe, echo.as_ref(), Some(log), &riders),
             async {
-                Ok(self
-                    .lifecycle
-                    .note_message(&conv, &event.msg_id, sender, event.sent_at)
-                    .await?)
+                if note_index_apart {
+                    self.lifecycle
+                        .note_message(&conv, &event.msg_id, sender, event.sent_at)
+                        .await?;
+                }
+                Ok(())
             }
         )?;
-        // Once each has written to the other, the two share presence; the message is stored
-        // either way.
-        if let Err(e) = self.presence.note_sent(sender, to).await {
-            tracing::warn!(error = %e, "conversation not noted for presence");
-        }
         Ok(accepted)
     }
 

@@ -11,6 +11,7 @@ mod history;
 mod openapi;
 mod ops;
 mod presence;
+mod profile_changes;
 mod webclient;
 
 use axum::{
@@ -33,6 +34,7 @@ pub fn router(state: AppState) -> Router {
             accounts::router()
                 .merge(history::router())
                 .merge(presence::router())
+                .merge(profile_changes::router())
                 .merge(blocks::router())
                 .merge(openapi::router())
                 .nest("/admin", admin::router()),

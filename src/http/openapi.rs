@@ -40,6 +40,7 @@ mod tests {
             ("/api/v1/groups/{gid}", "get"),
             ("/api/v1/users", "get"),
             ("/api/v1/presence", "get"),
+            ("/api/v1/me/profile-changed", "post"),
             ("/api/v1/blocks", "get"),
             ("/api/v1/blocks/{uid}", "put"),
             ("/api/v1/blocks/{uid}", "delete"),

@@ -14,7 +14,7 @@
 -- a large group carries its body once, not once per member.
 -- Then the events in runs: consecutive events that share everything but their receiver (a
 -- group message's recipients) share one run, so a member costs its keys and nothing else.
--- Per run, ten ARGV from b = 6 + J on:
+-- Per run, ten ARGV from b = 6 + J on, then two per key it sets:
 --   the run's event count, index of its JSON (1..J), SentAt (ms), "1" to check the
 --   idempotency key ("2": and remember the Seq it got, for re-sends of 1:1 messages),
 --   channel for the acting user's other sockets ("" for none), socket to skip there, and
@@ -25,12 +25,13 @@
 --   only if another node subscribes to the user's channel, since the acting node, which
 --   does, has no socket to give it to); the riders of a 1:1 message (`inbox::Rider`, only
 --   in runs of one event): a member whose presence in a set refuses the event ("" for no
---   such check: the receiver's block list holding the sender), and the lifetime (s) of a
---   key set with the stored event ("" for none: the sender's receipt marker).
+--   such check: the receiver's block list holding the sender), and how many keys are set,
+--   unless they exist, with the stored event (the sender's receipt marker, the message's
+--   entry in the lifecycle index), followed by each one's value and lifetime (s).
 -- Per event, in order across runs, its user's seq counter (`wc:{uid}:seq`) and inbox
 -- stream, then, only in a run that checks idempotency (flag not "0"), its idempotency key
 -- (one user's keys share a hash slot): a group message's member costs two keys; then the
--- refusing set and the marker key, where the run has them.
+-- refusing set, where the run has one, and the keys it sets.
 -- All are declared, not named inside the script: on Redis Cluster that lets a shard
 -- answer ASK/TRYAGAIN for a slot being migrated before the script runs, instead of the
 -- script failing half-way on a key that already moved. The user's channel `wc:{uid}:ch`
@@ -51,7 +52,7 @@ local max_len, max_age, window, publish, log_stream = ARGV[1], ARGV[2], ARGV[3],
 local created_key, stored_seq
 
 local function append_one(seq_key, inbox, dedupe, flag, sent_at, json, echo, skip, log, others_here,
-                          refuse_set, refuse_member, marker, marker_ttl)
+                          refuse_set, refuse_member, k_sets, a_sets, n_sets)
   if refuse_set and redis.call('SISMEMBER', refuse_set, refuse_member) == 1 then
     return { 'refused' }
   end
@@ -70,9 +71,9 @@ local function append_one(seq_key, inbox, dedupe, flag, sent_at, json, echo, ski
     -- A re-send learns which Seq the first send got (the call log records it).
     redis.call('SET', dedupe, sent_at .. ':' .. seq_text, 'XX', 'KEEPTTL')
   end
-  if marker then
-    -- Before the publish: whoever is told of the event finds the marker.
-    redis.call('SET', marker, '1', 'EX', marker_ttl)
+  for j = 1, n_sets do
+    -- Before the publish: whoever is told of the event finds them.
+    redis.call('SET', KEYS[k_sets + j], ARGV[a_sets + 2 * j - 1], 'EX', ARGV[a_sets + 2 * j], 'NX')
   end
   if log ~= '' then
     -- Before the inbox entry: if this fails, the event is not stored either (and the client
@@ -98,18 +99,18 @@ local k = 0 -- keys used
 while k < #KEYS do
   local count, json, sent_at = tonumber(ARGV[a + 1]), ARGV[6 + tonumber(ARGV[a + 2])], ARGV[a + 3]
   local flag, echo, skip, log, others_here = ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8]
-  local refuse_member, marker_ttl = ARGV[a + 9], ARGV[a + 10]
+  local refuse_member, n_sets = ARGV[a + 9], tonumber(ARGV[a + 10])
   local dedupe_at = (flag ~= '0') and 3 or nil
   local refuse_at = (refuse_member ~= '') and (dedupe_at or 2) + 1 or nil
-  local marker_at = (marker_ttl ~= '') and (refuse_at or dedupe_at or 2) + 1 or nil
-  local keys_per_event = marker_at or refuse_at or dedupe_at or 2
+  local sets_after = refuse_at or dedupe_at or 2
+  local keys_per_event = sets_after + n_sets
   for _ = 1, count do
     local dedupe = dedupe_at and KEYS[k + dedupe_at] or nil
     local refuse_set = refuse_at and KEYS[k + refuse_at] or nil
-    local marker = marker_at and KEYS[k + marker_at] or nil
     created_key, stored_seq = false, nil
     local ok, result = pcall(append_one, KEYS[k + 1], KEYS[k + 2], dedupe, flag,
-      sent_at, json, echo, skip, log, others_here, refuse_set, refuse_member, marker, marker_ttl)
+      sent_at, json, echo, skip, log, others_here, refuse_set, refuse_member,
+      k + sets_after, a + 10, n_sets)
     if ok then
       out[i + 1] = result
     elseif stored_seq then
@@ -129,6 +130,6 @@ while k < #KEYS do
     i = i + 1
     k = k + keys_per_event
   end
-  a = a + 10
+  a = a + 10 + 2 * n_sets
 end
 return out

@@ -102,11 +102,14 @@ pub enum Rider {
         /// The member that refuses the append.
         member: String,
     },
-    /// Set `key` for `ttl_secs` in the same step as the inbox entry (so before anyone can
-    /// be told of the event); not for a duplicate, whose first send set it.
-    SetFor {
+    /// Set `key` to `value` for `ttl_secs` unless it exists, in the same step as the inbox
+    /// entry (so before anyone can be told of the event); not for a duplicate, whose first
+    /// send set it.
+    SetIfAbsent {
         /// The key.
         key: String,
+        /// Its value.
+        value: String,
         /// Its lifetime.
         ttl_secs: u64,
     },

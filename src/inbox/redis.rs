@@ -97,8 +97,8 @@ struct PendingAppend {
     log: Option<String>,
     /// A [`Rider::RefuseIfMember`]: the set (a key, declared) and the member.
     refuse: Option<(String, String)>,
-    /// A [`Rider::SetFor`]: the key (declared) and its lifetime.
-    marker: Option<(String, u64)>,
+    /// The [`Rider::SetIfAbsent`]s: key (declared), value, lifetime.
+    sets: Vec<(String, String, u64)>,
     done: oneshot::Sender<ScriptAnswer>,
 }
 
@@ -111,8 +111,8 @@ impl PendingAppend {
             && next.log.is_none()
             && self.refuse.is_none()
             && next.refuse.is_none()
-            && self.marker.is_none()
-            && next.marker.is_none()
+            && self.sets.is_empty()
+            && next.sets.is_empty()
             && self.sent_at == next.sent_at
             && self.dedupe_flag == next.dedupe_flag
             && self.echo == next.echo
@@ -322,17 +322,18 @@ impl Appender {
                     .as_ref()
                     .map_or("", |(_, member)| member.as_str())
                     .into(),
-                item.marker
-                    .as_ref()
-                    .map_or(Value::from(""), |(_, ttl)| to_i64(*ttl).into()),
+                to_i64(item.sets.len() as u64).into(),
             ]);
+            for (_, value, ttl) in &item.sets {
+                args.extend([Value::from(value.as_str()), to_i64(*ttl).into()]);
+            }
         }
         let mut waiters = Vec::with_capacity(items.len());
         for item in items {
             keys.extend(item.keys);
             keys.extend(item.dedupe_key);
             keys.extend(item.refuse.map(|(set, _)| set));
-            keys.extend(item.marker.map(|(key, _)| key));
+            keys.extend(item.sets.into_iter().map(|(key, _, _)| key));
             waiters.push((item.echo_after, item.done));
         }
         let result: Result<Vec<Value>, StoreError> = self
@@ -376,7 +377,8 @@ impl Appender {
     }
 }
 
-/// Script arguments per run of events (see append.lua).
+/// Script arguments per run of events (see append.lua), besides two per
+/// [`Rider::SetIfAbsent`].
 const ARGS_PER_RUN: usize = 10;
 
 /// Splits `items` into runs of consecutive items that `same_run` says belong with the run's
@@ -440,7 +442,7 @@ impl RedisInbox {
             Some(_) => "1",
             None => "0",
         };
-        let (mut refuse, mut marker) = (None, None);
+        let (mut refuse, mut sets) = (None, Vec::new());
         for rider in riders {
             if !self.can_carry(to, rider) {
                 return Err(StoreError::Internal(format!(
@@ -451,7 +453,11 @@ impl RedisInbox {
                 Rider::RefuseIfMember { key, member } => {
                     refuse = Some((key.clone(), member.clone()))
                 }
-                Rider::SetFor { key, ttl_secs } => marker = Some((key.clone(), *ttl_secs)),
+                Rider::SetIfAbsent {
+                    key,
+                    value,
+                    ttl_secs,
+                } => sets.push((key.clone(), value.clone(), *ttl_secs)),
             }
         }
         let (done, outcome) = oneshot::channel();
@@ -466,7 +472,7 @@ impl RedisInbox {
                 echo_after,
                 log: log.map(|l| l.json.clone()),
                 refuse,
-                marker,
+                sets,
                 done,
             })
             .map_err(|_| StoreError::Internal("inbox appender stopped".into()))?;
@@ -560,7 +566,7 @@ impl InboxStore for RedisInbox {
 
     fn can_carry(&self, to: &UserId, rider: &Rider) -> bool {
         let key = match rider {
-            Rider::RefuseIfMember { key, .. } | Rider::SetFor { key, .. } => key,
+            Rider::RefuseIfMember { key, .. } | Rider::SetIfAbsent { key, .. } => key,
         };
         // A script may only touch its receiver's slot on a cluster; one Redis takes any key.
         !self.cluster

@@ -55,6 +55,17 @@ pub trait MessageIndex: Send + Sync {
         sender: &str,
         sent_at: i64,
     ) -> Result<(), StoreError>;
+    /// [`MessageIndex::note_message`] as a rider an inbox append can carry (see
+    /// [`crate::inbox::Rider`]), where this index can describe it; `None` otherwise.
+    fn note_rider(
+        &self,
+        _conv: &str,
+        _msg_id: &str,
+        _sender: &str,
+        _sent_at: i64,
+    ) -> Option<crate::inbox::Rider> {
+        None
+    }
     /// The message `msg_id` of `conv`, if noted (and not yet aged out).
     async fn lookup(&self, conv: &str, msg_id: &str) -> Result<Option<IndexedMessage>, StoreError>;
     /// Marks `message` (found by [`MessageIndex::lookup`]) deleted.
@@ -121,6 +132,19 @@ impl LifecycleService {
         self.index
             .note_message(conv, msg_id, sender.as_str(), sent_at)
             .await
+    }
+
+    /// [`LifecycleService::note_message`] as a rider of the message's append (so it costs
+    /// no round trip of its own), where the index can describe it.
+    pub fn note_rider(
+        &self,
+        conv: &str,
+        msg_id: &str,
+        sender: &UserId,
+        sent_at: i64,
+    ) -> Option<crate::inbox::Rider> {
+        self.index
+            .note_rider(conv, msg_id, sender.as_str(), sent_at)
     }
 
     /// Notes that `members` joined `gid` now.

@@ -85,6 +85,25 @@ impl MessageIndex for RedisMessageIndex {
         Ok(())
     }
 
+    fn note_rider(
+        &self,
+        conv: &str,
+        msg_id: &str,
+        sender: &str,
+        sent_at: i64,
+    ) -> Option<crate::inbox::Rider> {
+        let entry = IndexedMessage {
+            sender: sender.to_owned(),
+            sent_at,
+            deleted: false,
+        };
+        Some(crate::inbox::Rider::SetIfAbsent {
+            key: message_key(conv, msg_id),
+            value: encode(&entry),
+            ttl_secs: INDEX_TTL_SECS.unsigned_abs(),
+        })
+    }
+
     async fn lookup(&self, conv: &str, msg_id: &str) -> Result<Option<IndexedMessage>, StoreError> {
         let text: Option<String> = self
             .pool

@@ -266,6 +266,17 @@ impl PresenceService {
         Ok(visible.into_iter().zip(online).collect())
     }
 
+    /// Sends `event` (news about `uid`, such as a changed profile) to everyone told `uid`'s
+    /// presence and to `uid`'s own sockets, on whichever node they are. Returns how many
+    /// users it was addressed to.
+    pub async fn tell_audience(&self, uid: &UserId, event: WireEvent) -> Result<usize, StoreError> {
+        let mut audience = self.announcer.audience(uid).await?;
+        audience.insert(uid.to_string());
+        let reached = audience.len();
+        self.announcer.publish_to(audience, event).await;
+        Ok(reached)
+    }
+
     /// Everyone who is told `uid`'s presence: mutual 1:1 contacts and co-members of groups
     /// (groups larger than the presence group limit excluded), minus the users `uid`
     /// blocks; `uid` itself not included.
@@ -365,6 +376,11 @@ impl Announcer {
         };
         let body = if online { "online" } else { "offline" };
         let event = WireEvent::new("presence", uid.as_str(), "", "", body.to_owned());
+        self.publish_to(audience, event).await;
+    }
+
+    /// Sends `event` to each of `audience`, addressed to each one.
+    async fn publish_to(&self, audience: BTreeSet<String>, event: WireEvent) {
         let sends = audience.into_iter().filter_map(|member| {
             let to = UserId::parse(&member).ok()?;
             let mut event = event.clone();

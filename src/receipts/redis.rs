@@ -80,8 +80,9 @@ impl ReceiptStore for RedisReceiptStore {
     }
 
     fn note_rider(&self, key: &ReceiptKey, reader: &UserId) -> Option<crate::inbox::Rider> {
-        Some(crate::inbox::Rider::SetFor {
+        Some(crate::inbox::Rider::SetIfAbsent {
             key: sent_key(key, reader),
+            value: "1".into(),
             ttl_secs: u64::try_from(self.ttl_secs).unwrap_or(u64::MAX),
         })
     }

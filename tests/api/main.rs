@@ -23,6 +23,7 @@ mod memory;
 mod messaging;
 mod open_mode;
 mod presence;
+mod profile_changes;
 mod redis_cluster;
 mod redis_faults;
 mod secrets;

@@ -417,10 +417,11 @@ async fn concurrent_senders_each_get_their_own_ack_and_every_message_arrives_onc
 /// A sender with one socket costs no live copy (issue 19): nobody could get it, so the append
 /// publishes only the receiver's event, one PUBLISH per message as the Node peer sends. With a
 /// second socket the copies come back (on another node: see the test above).
-/// On one Redis a 1:1 message costs the store one call: the recipient's block check and the
-/// sender's receipt marker ride in the append script instead of being two round trips of
-/// their own before it, and still do their work (a blocked sender is refused with nothing
-/// stored; a receipt for the message is accepted).
+/// On one Redis a 1:1 message costs the store one call: the recipient's block check, the
+/// sender's receipt marker and the message's lifecycle index entry ride in the append
+/// script instead of being round trips of their own, and still do their work (a blocked
+/// sender is refused with nothing stored; a receipt and a reply to the message are
+/// accepted).
 #[tokio::test]
 async fn a_one_to_one_message_is_one_store_call_with_its_checks_inside() {
     let redis = OwnRedis::start().await;
@@ -454,11 +455,13 @@ async fn a_one_to_one_message_is_one_store_call_with_its_checks_inside() {
     // The commands themselves (`… "SISMEMBER" "<key>" …`), not a script call naming the keys.
     let block_check = format!("\"SISMEMBER\" \"wc:{{{}}}:blocks\"", bob.uid);
     let marker = format!("\"SET\" \"wc:{{{}}}:to:{}:-:m", alice.uid, bob.uid);
+    let index_entry = "\"SET\" \"wc:lc:{p:";
     let (mut inside, mut outside) = (0, 0);
-    for command in commands
-        .iter()
-        .filter(|c| c.contains(&block_check) || c.contains(&marker))
-    {
+    for command in commands.iter().filter(|c| {
+        c.contains(&block_check)
+            || c.contains(&marker)
+            || (c.contains(index_entry) && c.contains("}:m:m"))
+    }) {
         // `<time> [0 lua] "SISMEMBER" …` inside a script, `[0 127.0.0.1:port] …` from a client.
         if command.contains(" lua] ") {
             inside += 1;
@@ -468,8 +471,15 @@ async fn a_one_to_one_message_is_one_store_call_with_its_checks_inside() {
     }
     assert_eq!(outside, 0, "no check or note of its own: {commands:#?}");
     assert_eq!(
-        inside, 10,
-        "a block check and a marker per message, in the script"
+        inside, 15,
+        "a block check, a receipt marker and an index entry per message, in the script"
+    );
+    let reply = cb
+        .chat(json!({"EvtType": "message", "To": alice.uid, "MsgID": "re-m3", "Ref": "m3", "Body": "yes"}))
+        .await;
+    assert_eq!(
+        reply["ok"], true,
+        "the index entry set inside the script is found: {reply}"
     );
 
     // The check inside still refuses: nothing stored, nothing delivered.

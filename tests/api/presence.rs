@@ -242,3 +242,90 @@ async fn a_reloaded_tab_shows_contacts_no_offline() {
     b1.close().await;
     assert_eq!(next_presence(&mut a, &bob.uid).await, "offline");
 }
+
+/// `viewer`'s presence snapshot of `uid` from `node`: `Some(online)`, or `None` when `uid` is
+/// not (yet) one of the viewer's contacts.
+async fn snapshot_of(node: &str, viewer: &User, uid: &str) -> Option<bool> {
+    let res = http()
+        .get(format!("{node}/api/v1/presence?ids={uid}"))
+        .bearer_auth(&viewer.token)
+        .send()
+        .await
+        .expect("presence");
+    assert_eq!(res.status(), 200);
+    let body: serde_json::Value = res.json().await.expect("json");
+    body["items"]
+        .as_array()
+        .and_then(|items| items.first())
+        .and_then(|item| item["online"].as_bool())
+}
+
+/// The first reply makes two users contacts before it is delivered or acked: the user who
+/// started the conversation, on hearing the reply, and the replier, on its ack, can both read
+/// the other's presence at once (the web client asks then; no `presence` event comes until
+/// one of them next connects or leaves), whichever node each is on.
+async fn a_first_reply_makes_both_see_each_others_presence_on(backend: Backend) {
+    let nodes = spawn_nodes(backend, 2).await;
+    let alice = nodes[0].signup("alice").await;
+    let bob = nodes[0].signup("bob").await;
+    let mut a = nodes[0].connect(&alice).await;
+    let mut b = nodes[1].connect(&bob).await;
+    a.send(&bob.uid, "first", "hi bob").await;
+    loop {
+        if b.next_chat_acked().await.data["MsgID"] == "first" {
+            break;
+        }
+    }
+    // One direction only: no presence shared yet.
+    assert_eq!(snapshot_of(&nodes[1].url, &bob, &alice.uid).await, None);
+    assert_eq!(snapshot_of(&nodes[0].url, &alice, &bob.uid).await, None);
+
+    let ack = b.send(&alice.uid, "reply", "hi alice").await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    // The replier, on the ack of the reply.
+    assert_eq!(
+        snapshot_of(&nodes[1].url, &bob, &alice.uid).await,
+        Some(true)
+    );
+    // The starter, on the reply's arrival.
+    loop {
+        if a.next_chat_acked().await.data["MsgID"] == "reply" {
+            break;
+        }
+    }
+    assert_eq!(
+        snapshot_of(&nodes[0].url, &alice, &bob.uid).await,
+        Some(true)
+    );
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test]
+async fn a_first_reply_makes_both_see_each_others_presence() {
+    a_first_reply_makes_both_see_each_others_presence_on(Backend::Redis).await;
+}
+
+#[tokio::test]
+async fn a_first_reply_makes_both_see_each_others_presence_on_redis_cluster() {
+    a_first_reply_makes_both_see_each_others_presence_on(Backend::RedisCluster).await;
+}
+
+#[tokio::test]
+async fn a_first_reply_makes_both_see_each_others_presence_on_one_embedded_node() {
+    let node = spawn_app(Backend::Embedded).await;
+    let alice = node.signup("alice").await;
+    let bob = node.signup("bob").await;
+    let mut a = node.connect(&alice).await;
+    let b = node.connect(&bob).await;
+    a.send(&bob.uid, "first", "hi bob").await;
+    assert_eq!(snapshot_of(&node.url, &alice, &bob.uid).await, None);
+    b.send(&alice.uid, "reply", "hi alice").await;
+    assert_eq!(snapshot_of(&node.url, &bob, &alice.uid).await, Some(true));
+    loop {
+        if a.next_chat_acked().await.data["MsgID"] == "reply" {
+            break;
+        }
+    }
+    assert_eq!(snapshot_of(&node.url, &alice, &bob.uid).await, Some(true));
+}

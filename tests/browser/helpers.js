@@ -98,17 +98,19 @@ async function spawnListening(bin, args, env, re, label) {
 /**
  * Starts the profile service and the chat server, both on Redis (WEBCHAT_TEST_REDIS_URL)
  * with one token key, so a profile update reaches the chat server (channel wc:profiles).
+ * With `{ redis: false }` both run on their embedded stores instead (one node, no Redis:
+ * the chat server learns of profile changes from the web client, see profiles.rs).
  * The web client is served from a copy of webclient/ whose config.js names the profile
  * service and whose CSP allows it, as a deployment would set them.
  * → {url, profileUrl, stop(), stopChat(), startChat(), stderr()}
  */
-async function startServer() {
+async function startServer({ redis = true } = {}) {
   for (const [bin, what] of [[WEBCHAT_BIN, 'webchat'], [PROFILE_BIN, 'webchat-profile']]) {
     if (!fs.existsSync(bin)) {
       throw new Error(`${what} binary not found at ${bin} (run \`cargo build -p webchat -p webchat-profile --bins\` or set WEBCHAT_BIN)`);
     }
   }
-  if (!REDIS_URL) {
+  if (redis && !REDIS_URL) {
     throw new Error('WEBCHAT_TEST_REDIS_URL is not set: the browser test runs the chat server and the profile service on Redis (scripts/lib/redis.sh starts one)');
   }
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'webchat-browser-'));
@@ -122,7 +124,7 @@ async function startServer() {
   const base = {};
   for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('WEBCHAT_')) base[k] = v;
   if (!base.RUST_LOG) base.RUST_LOG = 'info';
-  base.WEBCHAT_REDIS_URL = REDIS_URL;
+  if (redis) base.WEBCHAT_REDIS_URL = REDIS_URL;
   base.WEBCHAT_TOKEN_SECRET = crypto.randomBytes(32).toString('hex');
 
   const chatPort = await freePort();

@@ -316,6 +316,10 @@ describe('web client in Chromium', () => {
     await b.keyboard.press('Enter');
     const reply = 'Yes — 10:00 in the big room. I will bring the slides.';
     await waitBubble(a, reply);
+    // The reply made them mutual contacts: each sees the other online at once (issue 28; no
+    // one reconnected, so no presence event came).
+    await a.waitForSelector('#chat-presence[data-state="online"]:not([hidden])');
+    await b.waitForSelector('#chat-presence[data-state="online"]:not([hidden])');
     // The message replaces the indicator.
     await a.waitForFunction(() => document.querySelector('#chat-sub').textContent !== 'typing…');
     // Both sides agree; Alice has the chat open, so Bob sees it read.
@@ -586,6 +590,7 @@ describe('web client in Chromium', () => {
     await openGroup(c);
     await c.click('#chat-info-btn');
     await c.click('#leave-group-btn');
+    await c.click('#leave-confirm-btn'); // leaving asks first
     await c.waitForSelector('#composer', { state: 'hidden' });
     await waitNotice(a, /Carol left/);
     await a.click('#chat-info-btn');

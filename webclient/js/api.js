@@ -105,6 +105,12 @@ export function users(token, prefix, cursor, limit = 50) {
   return call('GET', `/users${q({ prefix, cursor, limit })}`, { token });
 }
 
+/** Whether `uid` has an account: the address book lists it (the prefix is the uid itself). */
+export async function userExists(token, uid) {
+  const res = await users(token, uid, null, 5);
+  return (res.items || []).some((u) => u.uid === uid);
+}
+
 // -- the profile service (another origin, see config.js) ------------------------
 
 export const PROFILE_BASE = `${String(config.profileUrl ?? '').replace(/\/+$/, '')}/api/v1`;
@@ -123,6 +129,14 @@ export function putProfile(token, uid, { name, status, avatarUrl }) {
     body: { name, status, avatarUrl },
     timeoutMs: PROFILE_TIMEOUT_MS,
   });
+}
+
+/**
+ * Tells the chat server that the own profile was saved, so it shares it with one's contacts
+ * (needed where the profile service publishes no updates itself: one node without Redis).
+ */
+export function profileChanged(token) {
+  return call('POST', '/me/profile-changed', { token });
 }
 
 /** → {items:[{uid, online}]}: which of `ids` (one's contacts) are online now. */

@@ -9,6 +9,8 @@
 //   'members'    detail: gid     a group's member list changed
 //   'typing'     detail: {convId, active}
 //   'notice'     detail: {text, kind: 'error'|'info'}
+//   'incoming'   detail: {convId, msg}  a new message from someone else arrived live
+//   'missing'    detail: convId  the server says this 1:1 peer has no account
 //
 // Tabs: every tab of a user has its own socket and gets every stored event, so each tab
 // applies each event to its own memory (idempotently, keyed by sender + MsgID). The Seq in
@@ -53,8 +55,12 @@ export class ChatClient extends EventTarget {
         this.flushOutbox();
         this.loadConversations();
         this.loadBlocks();
+        // The server sends no presence state on connect: ask for it.
+        this.people.refreshPresence();
       } else {
         this.clearAllPeerTyping();
+        // Disconnected, nobody's presence is known any more (no change would reach us).
+        this.people.clearPresence();
       }
     };
     this.onAttention = () => this.markViewingSeen();
@@ -377,7 +383,7 @@ export class ChatClient extends EventTarget {
           this.onTyping(ev);
           break;
         case 'presence':
-          this.people.setPresence(ev.From, ev.Body);
+          this.people.setPresence(ev.From, ev.Body, ev.Timestamp);
           break;
         case 'profile':
           this.onProfile(ev);
@@ -423,6 +429,10 @@ export class ChatClient extends EventTarget {
     if (added && !m.out) {
       this.clearPeerTyping(convId);
       if (!replay) this.sendReceipt('delivery', m, seq);
+      // A reply to what we wrote may have just made us mutual contacts (the server shares
+      // presence from then on, but sends no event for it).
+      if (!isGroupId(convId) && this.hasOwn(convId)) this.people.recheckPresence([convId]);
+      if (!replay && m.seen === false) this.emit('incoming', { convId, msg: m });
     }
     this.emit('messages', convId);
     this.emit('conversations');
@@ -491,6 +501,9 @@ export class ChatClient extends EventTarget {
       if (m) this.merge(gid, m, { live: true });
     }
     this.people.want(list.concat(ev.Originated ? [ev.Originated] : []));
+    // Sharing a group shares presence (up to the server's group limit): ask for the
+    // newcomers' (or, when we are the newcomer, everyone's) now.
+    if (ev.EvtType === 'notify' || ev.EvtType === 'join') this.people.recheckPresence(list.filter((u) => u !== this.me));
     this.emit('members', gid);
     this.emit('messages', gid);
     this.emit('conversations');
@@ -674,6 +687,8 @@ export class ChatClient extends EventTarget {
             // The server's clock orders messages across devices.
             this.store.upsertMessage(convId, update);
             this.store.removeFromOutbox(msg.key);
+            // Our reply may have just made us mutual contacts: their presence is ours to see.
+            if (!isGroupId(convId) && convId !== this.me && this.hasIncoming(convId)) this.people.recheckPresence([convId]);
           } else if (res.error && res.error.code === 'unauthorized') {
             this.conn.dispatchEvent(new Event('unauthorized'));
           } else if (!res.error || !RETRIABLE.has(res.error.code)) {
@@ -689,11 +704,31 @@ export class ChatClient extends EventTarget {
       .finally(() => this.inflight.delete(msg.key));
   }
 
+  /** Whether this tab knows a message of ours in `convId`. */
+  hasOwn(convId) {
+    const c = this.store.conversation(convId);
+    return Boolean((c && c.last && c.last.out && !c.last.system) || this.store.thread(convId).list.some((m) => m.out && !m.system));
+  }
+
+  /** Whether this tab knows a message from the peer in `convId`. */
+  hasIncoming(convId) {
+    const c = this.store.conversation(convId);
+    return Boolean((c && c.last && !c.last.out && !c.last.system) || this.store.thread(convId).list.some((m) => !m.out && !m.system));
+  }
+
   failMessage(convId, key, err) {
     const m = this.store.findMessage(convId, key);
     if (m && m.status === 'sending') {
       m.status = 'failed';
-      m.error = err.message || err.code || 'not sent';
+      m.error = sendErrorText(convId, err, this.people);
+    }
+    if (err.code === 'not_found' && !isGroupId(convId)) {
+      // No such account: the chat is a dead end; the list drops it once it is closed.
+      const c = this.store.conversation(convId);
+      if (c && !c.missing) {
+        c.missing = true;
+        this.emit('missing', convId);
+      }
     }
     this.store.removeFromOutbox(key);
     this.emit('messages', convId);
@@ -760,6 +795,22 @@ export class ChatClient extends EventTarget {
     if (convId === this.me || !this.conn.online) return;
     // With an ack, so a refusal (say, an unknown uid) does not come back as an error event.
     this.conn.request({ EvtType: 'typing', To: convId, Body: active ? '1' : '0' }).catch(() => {});
+  }
+}
+
+/** What a refused message shows, in words for people rather than the server's. */
+export function sendErrorText(convId, err, people) {
+  switch (err.code) {
+    case 'not_found':
+      return isGroupId(convId) ? 'this group no longer exists' : `nobody has the user id “${convId}”`;
+    case 'forbidden':
+      return isGroupId(convId) ? 'you are not a member of this group' : `${people.name(convId)} does not accept your messages`;
+    case 'too_large':
+      return 'the message is too long';
+    case 'bad_request':
+      return err.message || 'the server refused it';
+    default:
+      return err.message || err.code || 'not sent';
   }
 }
 

@@ -21,7 +21,10 @@ import { UserStore } from './store.js';
 import { uidProblem } from './util.js';
 import { AuthView } from './views/auth.js';
 import { paintAvatar } from './views/avatar.js';
+import { ContactCard } from './views/contact.js';
 import { ConversationView } from './views/conversation.js';
+import { convTitle } from './views/names.js';
+import { Notifier } from './notify.js';
 import { ProfileEditor } from './views/profile.js';
 import { Sidebar } from './views/sidebar.js';
 import { toast } from './views/toast.js';
@@ -54,13 +57,18 @@ class Messenger {
       onOpen: (convId) => this.navigate(convId),
       notify: (text) => toast(text),
     });
+    this.contact = new ContactCard({ people: this.people });
+    this.notifier = new Notifier(session.uid);
+    this.notifyBtn = $('notify-btn');
     this.chat = new ConversationView({
       store: this.store,
       client: this.client,
       people: this.people,
       me: session.uid,
+      getToken,
       onBack: () => this.back(),
       notify: (text, kind) => toast(text, kind),
+      onShowContact: (uid) => (uid === session.uid ? this.profileEditor.open() : this.contact.open(uid)),
     });
     this.profileEditor = new ProfileEditor({
       people: this.people,
@@ -70,6 +78,8 @@ class Messenger {
         this.people.apply(profile);
         this.client.broadcast({ type: 'profile', profile });
         toast('Profile saved.', 'info', 2500);
+        // Where the profile service publishes nothing (no Redis), the chat server shares it.
+        api.profileChanged(this.session.token).catch((e) => console.warn('webchat: profile change not shared', e.message));
       },
     });
     this.connEl = $('conn-state');
@@ -97,6 +107,14 @@ class Messenger {
         });
       }],
       [this.client, 'notice', (e) => toast(e.detail.text, e.detail.kind)],
+      [this.client, 'incoming', (e) => this.notifyIncoming(e.detail)],
+      [this.client, 'missing', (e) => {
+        if (e.detail === this.chat.convId) this.chat.renderHeader();
+      }],
+      [this.notifyBtn, 'click', () => this.toggleNotifications()],
+      [document, 'visibilitychange', () => {
+        if (document.visibilityState === 'visible' && this.chat.convId) this.notifier.clear(this.chat.convId);
+      }],
       [this.conn, 'state', (e) => this.renderConnection(e.detail)],
       [this.conn, 'unauthorized', () => this.expire()],
       [this.logoutBtn, 'click', () => this.logout()],
@@ -109,10 +127,39 @@ class Messenger {
     this.people.want([this.session.uid]);
     this.renderMe();
     this.root.hidden = false;
+    this.renderNotifyButton();
     this.client.start();
     this.renderConnection(this.conn.state);
     this.route();
     this.conn.start();
+    // Focus where work starts (not on the page body): the open chat's composer, else the
+    // chat search (on phones the "new chat" button, so no keyboard pops up).
+    if (!this.chat.convId) {
+      const fine = window.matchMedia('(pointer: fine)').matches;
+      (fine ? $('conv-filter') : $('new-chat-btn')).focus();
+    }
+  }
+
+  renderNotifyButton() {
+    const btn = this.notifyBtn;
+    btn.hidden = !this.notifier.supported;
+    const on = this.notifier.enabled;
+    btn.setAttribute('aria-pressed', String(on));
+    btn.title = on ? 'Desktop notifications: on' : 'Desktop notifications: off';
+  }
+
+  async toggleNotifications() {
+    const on = await this.notifier.toggle();
+    this.renderNotifyButton();
+    if (on) toast('Desktop notifications are on while this tab is in the background.', 'info', 3000);
+    else if (typeof Notification === 'function' && Notification.permission === 'denied') toast('Notifications are blocked in the browser settings for this site.');
+  }
+
+  /** A desktop notification for a message that came while the tab is hidden. */
+  notifyIncoming({ convId, msg }) {
+    const group = convId.startsWith('group_');
+    const title = group ? `${this.people.name(msg.from)} in ${convTitle(convId, { people: this.people, store: this.store, me: this.session.uid })}` : this.people.name(msg.from);
+    this.notifier.show(convId, title, msg.body || '', () => this.navigate(convId));
   }
 
   stop() {
@@ -122,6 +169,7 @@ class Messenger {
     this.client.dispose();
     this.people.dispose();
     this.profileEditor.dispose();
+    this.contact.dispose();
     this.conn.stop();
     this.sidebar.dispose();
     this.chat.dispose();
@@ -152,6 +200,10 @@ class Messenger {
     const name = this.people.name(uid);
     $('me-uid').textContent = name;
     $('me-uid').title = uid;
+    // The own status line, as others see it.
+    const status = this.people.status(uid);
+    $('me-status').textContent = status;
+    $('me-status').hidden = !status;
     paintAvatar($('me-avatar'), uid, { name, url: this.people.avatarUrl(uid) });
   }
 
@@ -186,9 +238,11 @@ class Messenger {
       }
       if (convId && uidProblem(convId) && !/^group_[A-Za-z0-9_.@+-]{1,58}$/.test(convId)) convId = null;
     }
+    // The view first: on phones the pane is not displayed while the list is, and a chat
+    // opened there could not scroll (to its end, or to its first unread message).
+    this.root.dataset.view = convId ? 'chat' : 'list';
     if (convId) this.chat.open(convId);
     else this.chat.close();
-    this.root.dataset.view = convId ? 'chat' : 'list';
     this.sidebar.setActive(convId);
     this.client.setViewing(convId);
     this.renderList();

@@ -11,6 +11,7 @@ import { isGroupId } from './store.js';
 
 const RETRY_DOWN_MS = 30000;
 const BATCH = 100;
+const RECHECK_MS = 2000;
 
 export class People extends EventTarget {
   constructor(getToken) {
@@ -19,6 +20,8 @@ export class People extends EventTarget {
     this.profiles = new Map(); // uid → {uid, name, status, avatarUrl, updatedAt}
     this.fallback = new Map(); // uid → sign-up name
     this.presence = new Map(); // uid → 'online' | 'offline'
+    this.seenAt = new Map(); // uid → when last seen (ms), from an "offline" presence event
+    this.rechecked = new Map(); // uid → when its presence was last asked for again (ms)
     this.asked = new Set();
     this.pending = new Set();
     this.downUntil = 0;
@@ -62,11 +65,46 @@ export class People extends EventTarget {
     return this.presence.get(uid) || null;
   }
 
-  setPresence(uid, state) {
+  /** When `uid` was last seen (ms), when an "offline" event said so; else 0. */
+  lastSeen(uid) {
+    return this.seenAt.get(uid) || 0;
+  }
+
+  /** A `presence` event: `timestamp` (unix seconds) is when the change happened. */
+  setPresence(uid, state, timestamp) {
     if (state !== 'online' && state !== 'offline') return;
+    if (state === 'offline' && Number.isFinite(timestamp) && timestamp > 0) this.seenAt.set(uid, timestamp * 1000);
     if (this.presence.get(uid) === state) return;
     this.presence.set(uid, state);
     this.changed([uid]);
+  }
+
+  /**
+   * Forgets everyone's presence (while disconnected nothing says who is online: a stale
+   * green dot would be a lie); `refreshPresence` asks again once connected.
+   */
+  clearPresence() {
+    const uids = [...this.presence.keys()];
+    this.presence.clear();
+    this.changed(uids);
+  }
+
+  /** Asks for the presence of everyone this page shows (after a reconnect). */
+  refreshPresence() {
+    const uids = [...this.asked].filter((u) => !isGroupId(u));
+    for (let i = 0; i < uids.length; i += BATCH) this.fetchPresence(uids.slice(i, i + BATCH));
+  }
+
+  /**
+   * Asks again for the presence of `uids` not known yet: a conversation just became mutual
+   * (the first reply), or a group was shared, from which on the server shares it. At most
+   * once per RECHECK_MS per user (a chatty peer costs few requests), in batches.
+   */
+  recheckPresence(uids) {
+    const now = Date.now();
+    const due = [...new Set(uids)].filter((u) => u && !isGroupId(u) && !this.presence.has(u) && now - (this.rechecked.get(u) || 0) >= RECHECK_MS);
+    for (const u of due) this.rechecked.set(u, now);
+    for (let i = 0; i < due.length; i += BATCH) this.fetchPresence(due.slice(i, i + BATCH));
   }
 
   /** A profile from an event or our own update: kept unless an older one. */

@@ -7,6 +7,7 @@
 //   localStorage   webchat.v1.u.<uid>.seq     highest stored-event Seq handled; only ever
 //                                              raised (a stale write can lower it for a
 //                                              moment, which costs one idempotent replay)
+//   localStorage   webchat.v1.u.<uid>.notify  '1': desktop notifications turned on (notify.js)
 //   sessionStorage webchat.v1.u.<uid>.outbox  this tab's unsent messages (per tab: survives
 //                                              a reload, never shared, so never raced)
 //
@@ -55,7 +56,7 @@ export class UserStore extends EventTarget {
       const doomed = [];
       for (let i = 0; i < localStorage.length; i++) {
         const k = localStorage.key(i);
-        if (k && k.startsWith(this.base) && k !== `${this.base}seq`) doomed.push(k);
+        if (k && k.startsWith(this.base) && k !== `${this.base}seq` && k !== `${this.base}notify`) doomed.push(k);
       }
       for (const k of doomed) localStorage.removeItem(k);
     } catch (_) {

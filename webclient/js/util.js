@@ -85,3 +85,23 @@ export function hueOf(text) {
 export function utf8Length(text) {
   return new TextEncoder().encode(text).length;
 }
+
+/** A full date and time for hover titles: "Monday, 7 December 2026 at 14:05". */
+export function fullTime(ms) {
+  if (!ms) return '';
+  return new Date(ms).toLocaleString(undefined, { dateStyle: 'full', timeStyle: 'short' });
+}
+
+/** "last seen today at 14:05", "last seen yesterday at …", "last seen 3 Dec at …"; '' when unknown. */
+export function lastSeenText(ms, now = Date.now()) {
+  if (!ms) return '';
+  const d = new Date(ms);
+  const today = new Date(now);
+  const yesterday = new Date(now);
+  yesterday.setDate(today.getDate() - 1);
+  let day;
+  if (sameDay(d, today)) day = 'today';
+  else if (sameDay(d, yesterday)) day = 'yesterday';
+  else day = d.toLocaleDateString(undefined, { day: 'numeric', month: 'short', year: d.getFullYear() === today.getFullYear() ? undefined : 'numeric' });
+  return `last seen ${day} at ${clockTime(ms)}`;
+}

@@ -74,6 +74,8 @@ export class AuthView {
       this.password.value = '';
       this.onAuthenticated(issued, { name: isNew ? name : '', isNew });
     } catch (e) {
+      // A refused password is not left in the field to be submitted again.
+      if (e.status === 401) this.password.value = '';
       this.fail(this.explain(e), this.mode === 'signup' && e.status === 409 ? this.uid : this.password);
     } finally {
       this.busy = false;

@@ -1,5 +1,7 @@
 // Avatars: the profile picture when there is one (https only, see the CSP), else letters
-// of the display name on a stable colour per uid.
+// of the display name on a stable colour per uid. The letters are drawn by CSS from
+// `data-letters`, not as text: they are decoration (avatars are aria-hidden), and as text they
+// would become part of what a button holding an avatar visibly "says" next to its label.
 
 import { h } from '../dom.js';
 import { hueOf, initials } from '../util.js';
@@ -19,14 +21,16 @@ export function paintAvatar(el, uid, { name, url } = {}) {
       pic.remove();
       if (!host) return;
       host.classList.remove('has-img');
-      host.textContent = letters;
+      host.dataset.letters = letters;
     });
     el.replaceChildren(pic);
     el.classList.add('has-img');
+    delete el.dataset.letters;
     return;
   }
   el.classList.remove('has-img');
-  if (img || el.textContent !== letters) el.textContent = letters;
+  if (img || el.textContent) el.replaceChildren();
+  if (el.dataset.letters !== letters) el.dataset.letters = letters;
 }
 
 export function avatar(uid, opts, extraClass = '') {

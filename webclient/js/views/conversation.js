@@ -6,11 +6,14 @@
 // bubble in place (keeps text selections and the scroll position), new messages are
 // inserted where they belong. Message bodies are set with textContent only.
 
+import * as api from '../api.js';
+import * as emojiPicker from '../emoji-picker.js';
 import { $, h, replaceChildren, setText } from '../dom.js';
 import { isGroupId } from '../store.js';
-import { clockTime, dayKey, dayLabel, uidProblem, utf8Length } from '../util.js';
+import { clockTime, dayKey, dayLabel, fullTime, lastSeenText, uidProblem, utf8Length } from '../util.js';
 import { paintAvatar } from './avatar.js';
 import { statusMark } from './icons.js';
+import { linkify } from './linkify.js';
 import { convTitle, noticeText } from './names.js';
 import { MessageActions } from './lifecycle.js';
 
@@ -18,16 +21,24 @@ const GROUP_GAP_MS = 5 * 60 * 1000; // same sender within this → one visual gr
 const NEAR_BOTTOM_PX = 120;
 const NEAR_TOP_PX = 80;
 const MAX_BODY_BYTES = 16 * 1024; // the server's default limit
+const MAX_UNREAD_PAGES = 5; // older pages loaded to reach the first unread message on open
 
 export class ConversationView {
-  /** @param {{store, client, people, me: string, onBack: () => void, notify: (text, kind?) => void}} opts */
-  constructor({ store, client, people, me, onBack, notify }) {
+  /**
+   * @param {{store, client, people, me: string, onBack: () => void, notify: (text, kind?) => void,
+   *          onShowContact: (uid: string) => void, getToken: () => string}} opts
+   */
+  constructor({ store, client, people, me, onBack, notify, onShowContact, getToken }) {
     this.store = store;
     this.client = client;
     this.people = people;
     this.me = me;
     this.onBack = onBack;
     this.notify = notify;
+    this.onShowContact = onShowContact;
+    this.getToken = getToken;
+    this.unreadAtOpen = 0; // unread count when the chat was opened (for the divider)
+    this.jumpPending = false; // scroll to the first unread once the page is loaded
     this.convId = null;
     this.nodes = new Map(); // key → element (messages, notices and day separators)
     this.drafts = new Map(); // convId → unsent text
@@ -46,6 +57,14 @@ export class ConversationView {
     this.addUid = $('add-member-uid');
     this.groupError = $('group-error');
     this.leaveBtn = $('leave-group-btn');
+    this.leaveConfirm = $('leave-confirm');
+    this.leaveConfirmBtn = $('leave-confirm-btn');
+    this.leaveCancelBtn = $('leave-cancel-btn');
+    this.titleBtn = $('chat-title-btn');
+    this.newMsgsBtn = $('new-messages-btn');
+    this.warning = $('composer-warning');
+    this.emojiBtn = $('emoji-btn');
+    this.unreadSep = h('div', { className: 'unread-sep', attrs: { id: 'unread-sep', role: 'separator' } });
     this.list = $('messages');
     this.form = $('composer');
     this.input = $('composer-input');
@@ -70,13 +89,36 @@ export class ConversationView {
       }],
       [this.list, 'scroll', () => {
         if (this.list.scrollTop < NEAR_TOP_PX) this.loadOlder();
+        if (this.nearBottom()) this.newMsgsBtn.hidden = true;
       }],
+      [this.newMsgsBtn, 'click', () => {
+        this.newMsgsBtn.hidden = true;
+        this.list.scrollTop = this.list.scrollHeight;
+        this.list.focus({ preventScroll: true });
+      }],
+      [this.titleBtn, 'click', () => {
+        if (!this.convId) return;
+        if (this.isGroup) this.togglePanel();
+        else this.onShowContact(this.convId);
+      }],
+      [this.panel, 'keydown', (e) => {
+        if (e.key !== 'Escape') return;
+        e.preventDefault();
+        this.togglePanel(false);
+        this.infoBtn.focus();
+      }],
+      [this.emojiBtn, 'click', () => emojiPicker.open(this.emojiBtn, (emoji) => this.insertText(emoji))],
       [this.older, 'click', () => this.loadOlder()],
       [this.infoBtn, 'click', () => this.togglePanel()],
       [this.blockBtn, 'click', () => this.toggleBlock()],
       [this.client, 'blocks', () => this.renderBlock()],
       [this.addForm, 'submit', (e) => { e.preventDefault(); this.addMember(); }],
-      [this.leaveBtn, 'click', () => this.leave()],
+      [this.leaveBtn, 'click', () => this.askLeave(true)],
+      [this.leaveCancelBtn, 'click', () => {
+        this.askLeave(false);
+        this.leaveBtn.focus();
+      }],
+      [this.leaveConfirmBtn, 'click', () => this.leave()],
     ];
     for (const [el, type, fn] of this.handlers) el.addEventListener(type, fn);
     this.actions = new MessageActions(this); // reply, edit, delete, react
@@ -108,11 +150,21 @@ export class ConversationView {
     this.root.dataset.conv = convId;
     this.root.dataset.kind = isGroupId(convId) ? 'group' : 'direct';
     this.panel.hidden = true;
+    this.askLeave(false);
+    this.newMsgsBtn.hidden = true;
+    emojiPicker.close({ refocus: false });
+    const c = this.store.conversation(convId);
+    this.unreadAtOpen = c ? this.store.unread(c) : 0;
+    this.jumpPending = this.unreadAtOpen > 0;
+    this.unreadSep.remove();
+    delete this.unreadSep.dataset.before;
+    this.unreadPages = 0;
     this.infoBtn.hidden = !this.isGroup;
     this.infoBtn.setAttribute('aria-expanded', 'false');
     this.input.value = this.drafts.get(convId) || '';
     this.autosize();
     this.updateSendButton();
+    this.updateWarning();
     this.renderHeader();
     this.renderMessages({ scroll: 'bottom' });
     // Phones: don't pop the keyboard over the messages just by opening a chat.
@@ -120,6 +172,7 @@ export class ConversationView {
   }
 
   close() {
+    emojiPicker.close({ refocus: false });
     this.saveDraft();
     this.client.stopTyping();
     this.convId = null;
@@ -152,11 +205,15 @@ export class ConversationView {
     else if (this.isGroup) {
       if (c && c.left) sub = 'You left this group';
       else sub = c && c.members ? `${c.members.length} members` : '';
+    } else if (c && c.missing) {
+      sub = 'No account has this user id';
     } else {
       const online = this.people.online(id);
       const status = this.people.status(id);
-      sub = [online === 'online' ? 'online' : '', status].filter(Boolean).join(' · ');
+      const seen = online === 'offline' ? lastSeenText(this.people.lastSeen(id)) : '';
+      sub = [online === 'online' ? 'online' : seen, status].filter(Boolean).join(' · ');
     }
+    this.titleBtn.title = this.isGroup ? 'Group members' : id === this.me ? 'Your profile' : 'Show their profile';
     setText(this.sub, sub);
     this.sub.hidden = !sub;
     const presence = this.isGroup ? null : this.people.online(id);
@@ -199,6 +256,7 @@ export class ConversationView {
 
   togglePanel(open = this.panel.hidden) {
     this.panel.hidden = !open;
+    if (!open) this.askLeave(false);
     this.infoBtn.setAttribute('aria-expanded', String(open));
     this.groupError.hidden = true;
     if (open) {
@@ -231,6 +289,16 @@ export class ConversationView {
     const problem = uids.length ? uids.map(uidProblem).find(Boolean) : 'Enter a user id.';
     if (problem) return this.groupFail(problem);
     try {
+      // Name the ones who do not exist instead of the server's one-line refusal.
+      const known = await Promise.all(uids.map((u) => api.userExists(this.getToken(), u).catch(() => true)));
+      const missing = uids.filter((_, i) => !known[i]);
+      if (missing.length) {
+        return this.groupFail(
+          missing.length === 1
+            ? `Nobody has the user id “${missing[0]}”. Check the spelling.`
+            : `Nobody has these user ids: ${missing.map((u) => `“${u}”`).join(', ')}.`,
+        );
+      }
       await this.client.addMembers(this.convId, uids);
       this.addUid.value = '';
       this.groupError.hidden = true;
@@ -240,7 +308,15 @@ export class ConversationView {
     }
   }
 
+  /** Shows (or hides) the "Leave this group?" question; leaving takes a second click. */
+  askLeave(show) {
+    this.leaveConfirm.hidden = !show;
+    this.leaveBtn.setAttribute('aria-expanded', String(show));
+    if (show) this.leaveCancelBtn.focus();
+  }
+
   async leave() {
+    this.askLeave(false);
     try {
       await this.client.leaveGroup(this.convId);
     } catch (e) {
@@ -268,10 +344,31 @@ export class ConversationView {
     list.scrollTop = list.scrollHeight - fromBottom;
   }
 
+  nearBottom() {
+    const list = this.list;
+    return list.scrollHeight - list.scrollTop - list.clientHeight < NEAR_BOTTOM_PX;
+  }
+
+  /**
+   * The key of the first unread message when the chat was opened (the divider goes above
+   * it), once the loaded pages reach back to it; loads older pages to get there.
+   */
+  firstUnreadKey(t) {
+    const incoming = t.list.filter((m) => !m.out && !m.system);
+    if (incoming.length >= this.unreadAtOpen || !t.older) {
+      const first = incoming[Math.max(0, incoming.length - this.unreadAtOpen)];
+      return first ? first.key : null;
+    }
+    this.unreadPages = (this.unreadPages || 0) + 1;
+    if (this.unreadPages <= MAX_UNREAD_PAGES) this.client.loadHistory(this.convId, { older: true });
+    else return incoming.length ? incoming[0].key : null;
+    return undefined; // not loaded yet
+  }
+
   renderMessages({ scroll } = {}) {
     if (!this.convId) return;
     const list = this.list;
-    const nearBottom = list.scrollHeight - list.scrollTop - list.clientHeight < NEAR_BOTTOM_PX;
+    const nearBottom = this.nearBottom();
     const t = this.store.thread(this.convId);
     const msgs = t.list;
     const wanted = [];
@@ -279,6 +376,18 @@ export class ConversationView {
     let prevDay = null;
     let prev = null;
     let lastOwnAdded = false;
+    let incomingAdded = false;
+    let dividerKey = this.unreadSep.dataset.before || null;
+    if (this.jumpPending && t.loaded && !t.loading) {
+      const key = this.firstUnreadKey(t);
+      if (key !== undefined) {
+        dividerKey = key;
+        if (key) {
+          this.unreadSep.dataset.before = key;
+          setText(this.unreadSep, this.unreadAtOpen === 1 ? '1 unread message' : `${this.unreadAtOpen} unread messages`);
+        }
+      }
+    }
     for (const m of msgs) {
       const day = dayKey(m.at);
       if (day !== prevDay) {
@@ -291,9 +400,14 @@ export class ConversationView {
         prev = null;
         continue;
       }
+      if (dividerKey && m.key === dividerKey) {
+        wanted.push(this.unreadSep);
+        prev = null;
+      }
       const cont = prev && prev.from === m.from && m.at - prev.at < GROUP_GAP_MS;
       const { el, created } = this.bubble(m, cont);
       if (created && m.out) lastOwnAdded = true;
+      if (created && !m.out && t.loaded) incomingAdded = true;
       wanted.push(el);
       prev = m;
     }
@@ -314,7 +428,22 @@ export class ConversationView {
       if (el === cursor) cursor = cursor.nextElementSibling;
       else list.insertBefore(el, cursor);
     }
-    if (scroll === 'bottom' || nearBottom || lastOwnAdded) list.scrollTop = list.scrollHeight;
+    if (this.jumpPending && t.loaded && !t.loading && this.unreadSep.isConnected) {
+      // Opened with unread messages: start at the first of them, not at the bottom.
+      this.jumpPending = false;
+      this.unreadPages = 0;
+      list.scrollTop += this.unreadSep.getBoundingClientRect().top - list.getBoundingClientRect().top - 8;
+      if (!this.nearBottom()) this.newMsgsBtn.hidden = false;
+      return;
+    }
+    if (this.jumpPending && t.loaded && !t.loading && dividerKey === null) this.jumpPending = false;
+    if (scroll === 'bottom' || nearBottom || lastOwnAdded) {
+      list.scrollTop = list.scrollHeight;
+      this.newMsgsBtn.hidden = true;
+    } else if (incomingAdded && !this.jumpPending) {
+      // Scrolled up reading older messages: say that something new came instead of moving.
+      this.newMsgsBtn.hidden = false;
+    }
   }
 
   placeholder(title, text) {
@@ -361,7 +490,7 @@ export class ConversationView {
           'div',
           { className: 'bubble' },
           group && !m.out ? h('div', { className: 'msg-from', attrs: { dir: 'auto' } }) : null,
-          h('div', { className: 'msg-text', text: m.body, attrs: { dir: 'auto' } }),
+          h('div', { className: 'msg-text', attrs: { dir: 'auto' } }, linkify(m.body)),
           h(
             'div',
             { className: 'msg-meta' },
@@ -382,6 +511,7 @@ export class ConversationView {
     const time = el.querySelector('.msg-time');
     setText(time, clockTime(m.at));
     time.setAttribute('datetime', new Date(m.at).toISOString());
+    time.title = fullTime(m.at);
     if (m.out && group) {
       // How many members have not read it yet (the latest receipt's Unread).
       const n = m.unread;
@@ -416,9 +546,20 @@ export class ConversationView {
     return { el, created };
   }
 
+  /** Puts `text` at the caret (replacing a selection) and keeps typing there. */
+  insertText(text) {
+    const el = this.input;
+    const start = el.selectionStart ?? el.value.length;
+    const end = el.selectionEnd ?? el.value.length;
+    el.setRangeText(text, start, end, 'end');
+    el.focus();
+    this.onInput();
+  }
+
   onInput() {
     this.autosize();
     this.updateSendButton();
+    this.updateWarning();
     if (this.convId) this.client.typing(this.convId, this.input.value.trim().length > 0);
   }
 
@@ -428,14 +569,29 @@ export class ConversationView {
   }
 
   updateSendButton() {
-    this.sendBtn.disabled = !this.input.value.trim();
+    this.sendBtn.disabled = !this.input.value.trim() || this.tooLong();
+  }
+
+  tooLong() {
+    // Cheap first: a text this short cannot reach the limit in UTF-8.
+    return this.input.value.length * 3 > MAX_BODY_BYTES && utf8Length(this.input.value) > MAX_BODY_BYTES;
+  }
+
+  /** Above the composer (never over the text being typed): how far over the limit it is. */
+  updateWarning() {
+    const over = this.tooLong();
+    this.warning.hidden = !over;
+    if (over) {
+      const kib = (utf8Length(this.input.value) / 1024).toFixed(1);
+      setText(this.warning, `This message is too long to send: ${kib} KiB, at most ${MAX_BODY_BYTES / 1024} KiB. Shorten it or split it in two.`);
+    }
   }
 
   submit() {
     const text = this.input.value;
     if (!this.convId || !text.trim()) return;
     if (utf8Length(text) > MAX_BODY_BYTES) {
-      this.notify(`That message is too long (at most ${MAX_BODY_BYTES / 1024} KiB).`);
+      this.updateWarning();
       return;
     }
     if (!this.actions.submit(text)) this.client.send(this.convId, text);
@@ -443,6 +599,7 @@ export class ConversationView {
     this.drafts.delete(this.convId);
     this.autosize();
     this.updateSendButton();
+    this.updateWarning();
     this.renderMessages({ scroll: 'bottom' });
   }
 }

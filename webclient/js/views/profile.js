@@ -2,6 +2,7 @@
 
 import * as api from '../api.js';
 import { $ } from '../dom.js';
+import { holdFocus } from './modal.js';
 
 export class ProfileEditor {
   /** @param {{people, me: string, getToken: () => string, onSaved: (profile) => void}} opts */
@@ -19,11 +20,11 @@ export class ProfileEditor {
     this.save = $('profile-save');
     this.openBtn = $('profile-btn');
     this.cancel = $('profile-cancel');
+    this.release = null;
     this.handlers = [
       [this.openBtn, 'click', () => this.open()],
       [this.cancel, 'click', () => this.close()],
       [this.root, 'click', (e) => { if (e.target === this.root) this.close(); }],
-      [this.root, 'keydown', (e) => { if (e.key === 'Escape') this.close(); }],
       [this.form, 'submit', (e) => { e.preventDefault(); this.submit(); }],
     ];
     for (const [el, type, fn] of this.handlers) el.addEventListener(type, fn);
@@ -40,11 +41,13 @@ export class ProfileEditor {
     this.status.value = (p && p.status) || '';
     this.avatar.value = (p && p.avatarUrl) || '';
     this.showError('');
-    this.root.hidden = false;
-    this.name.focus();
+    // A modal dialog: focus stays inside until it closes, then returns to the avatar.
+    this.release = holdFocus(this.root, this.form, { onEscape: () => this.close(), first: this.name });
   }
 
   close() {
+    if (this.release) this.release();
+    this.release = null;
     this.root.hidden = true;
   }
 

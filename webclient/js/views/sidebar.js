@@ -6,7 +6,7 @@ import * as api from '../api.js';
 import { $, h, replaceChildren } from '../dom.js';
 import { newGroupId } from '../people.js';
 import { isGroupId } from '../store.js';
-import { listTime, uidProblem } from '../util.js';
+import { fullTime, listTime, uidProblem } from '../util.js';
 import { avatar } from './avatar.js';
 import { statusMark } from './icons.js';
 import { convTitle, noticeText } from './names.js';
@@ -37,6 +37,7 @@ export class Sidebar {
     this.newForm = $('new-chat-form');
     this.newUid = $('new-chat-uid');
     this.newError = $('new-chat-error');
+    this.newSubmit = $('new-chat-submit');
     this.newCancel = $('new-chat-cancel');
     this.peopleList = $('people-list');
     this.groupName = $('group-name');
@@ -59,6 +60,7 @@ export class Sidebar {
       [this.peopleList, 'click', (e) => {
         const btn = e.target.closest('[data-chat]');
         if (!btn) return;
+        // Listed by the address book: the account exists.
         this.toggleNewChat(false);
         this.onOpen(btn.dataset.chat);
       }],
@@ -194,13 +196,36 @@ export class Sidebar {
     this.newError.hidden = false;
   }
 
-  startNewChat() {
+  /**
+   * "Chat" with the typed user id: opened only when that account exists (the address book
+   * says so), so a typo never leaves a chat that cannot be delivered. When the check itself
+   * cannot be made (offline), the chat opens: the server refuses an unknown user later.
+   */
+  async startNewChat() {
     const uid = this.newUid.value.trim();
     const problem = uidProblem(uid);
     if (problem) {
       this.showError(problem);
       this.newUid.focus();
       return;
+    }
+    if (uid !== this.me) {
+      this.newSubmit.disabled = true;
+      let exists;
+      try {
+        exists = await api.userExists(this.getToken(), uid);
+      } catch (e) {
+        exists = e.status === 0 ? true : null;
+        if (exists === null) this.showError(`Could not look up “${uid}”: ${e.message}`);
+      } finally {
+        this.newSubmit.disabled = false;
+      }
+      if (exists === null) return;
+      if (!exists) {
+        this.showError(`Nobody has the user id “${uid}”. Check the spelling, or pick someone from the list.`);
+        this.newUid.focus();
+        return;
+      }
     }
     this.toggleNewChat(false);
     this.onOpen(uid);
@@ -210,7 +235,11 @@ export class Sidebar {
 
   render() {
     const q = this.filter.value.trim().toLowerCase();
-    const convs = this.store.sortedConversations(this.active).filter((c) => !c.left || c.id === this.active || c.lastAt);
+    // Left groups stay while they have history; a chat with a user who does not exist only
+    // while it is open.
+    const convs = this.store
+      .sortedConversations(this.active)
+      .filter((c) => (!c.left || c.id === this.active || c.lastAt) && (!c.missing || c.id === this.active));
     const ctx = { people: this.people, store: this.store, me: this.me };
     const titled = convs.map((c) => ({ c, title: convTitle(c.id, ctx) }));
     const shown = q
@@ -282,6 +311,9 @@ export class Sidebar {
       );
     }
     const presence = !isGroupId(c.id) ? this.people.online(c.id) : null;
+    // Screen readers read the row's text as its name: hidden separators keep the parts
+    // apart ("Bob, online, 11:35, Back after …, 2 unread", not "Bob11:35Back after…").
+    const sr = (text) => h('span', { className: 'sr-only', text });
     return h(
       'li',
       { className: 'conv-row' },
@@ -305,13 +337,17 @@ export class Sidebar {
             'span',
             { className: 'conv-top' },
             h('span', { className: 'conv-name', text: title, attrs: { dir: 'auto' } }),
-            h('time', { className: 'conv-time', text: listTime(c.lastAt, now), attrs: { datetime: c.lastAt ? new Date(c.lastAt).toISOString() : null } }),
+            sr(presence === 'online' ? ', online, ' : ', '),
+            h('time', { className: 'conv-time', text: listTime(c.lastAt, now), attrs: { datetime: c.lastAt ? new Date(c.lastAt).toISOString() : null, title: fullTime(c.lastAt) || null } }),
           ),
           h(
             'span',
             { className: 'conv-bottom' },
+            sr(', '),
             preview,
-            unread ? h('span', { className: 'badge', text: unread > 99 ? '99+' : String(unread), attrs: { 'aria-label': `${unread} unread` } }) : null,
+            unread ? sr(', ') : null,
+            unread ? h('span', { className: 'badge', text: unread > 99 ? '99+' : String(unread) }) : null,
+            unread ? sr(' unread') : null,
           ),
         ),
       ),
