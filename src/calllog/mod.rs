@@ -281,8 +281,12 @@ fn event_rows(out: &mut RowsToWrite, fields: &EventFields<'_>) {
         row = row.with("ref", reference);
     }
     if evt_type == "message" {
-        out.plain
-            .push(lifecycle::message_row(&conv, msg_id, actor, sent_at, &sk));
+        // First writer wins, as in the index (SET NX): a later message reusing the MsgID
+        // (another sender's) must not take the message over once the index forgets it.
+        out.versioned.push((
+            lifecycle::message_row(&conv, msg_id, actor, sent_at, &sk).with("first", -sent_at),
+            "first",
+        ));
     }
     if let Some(gid) = &group {
         row = row.with("g", gid.as_str());
