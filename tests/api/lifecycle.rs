@@ -688,3 +688,54 @@ async fn an_edit_after_the_window_is_forbidden_and_stores_nothing() {
     );
     expect_next(&mut cb, "delete", "d1").await;
 }
+
+#[tokio::test]
+async fn a_msg_id_reused_by_another_sender_stays_the_first_senders_once_the_index_forgets_it() {
+    let app = node(Backend::Redis, None, &unique_prefix()).await;
+    let alice = app.signup("alice").await;
+    let bob = app.signup("bob").await;
+    let ca = app.connect(&alice).await;
+    let mut cb = app.connect(&bob).await;
+    assert_ok(&ca.send(&bob.uid, "m-123", "mine").await, "alice's m-123");
+    expect_next(&mut cb, "message", "m-123").await;
+    // Bob reuses Alice's MsgID in the same conversation.
+    let _ = cb.send(&alice.uid, "m-123", "also mine").await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while history(&app, &alice, &bob.uid)
+        .await
+        .iter()
+        .filter(|i| i["MsgID"] == "m-123")
+        .count()
+        < 2
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "call log not written"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // The index entry ages out: the call log answers.
+    let (a, b) = if alice.uid <= bob.uid {
+        (&alice.uid, &bob.uid)
+    } else {
+        (&bob.uid, &alice.uid)
+    };
+    let key = format!("wc:lc:{{p:{a}:{b}}}:m:m-123");
+    assert_eq!(
+        redis_cli(Backend::Redis, &["DEL", &key]).await,
+        "1",
+        "{key}"
+    );
+    assert_refused(
+        &cb.chat(lifecycle("delete", &alice.uid, "d1", "m-123", ""))
+            .await,
+        "forbidden",
+        "bob deleting alice's m-123",
+    );
+    assert_refused(
+        &cb.chat(lifecycle("edit", &alice.uid, "e1", "m-123", "pwned"))
+            .await,
+        "forbidden",
+        "bob editing alice's m-123",
+    );
+}
