@@ -180,14 +180,17 @@ impl ChatService {
             self.check_recipients(&added),
             self.blocks.check_allowed_all(actor, &added)
         )?;
+        // Noted before they become members: a reaction sent in between (on a message from
+        // before they joined) must not reach them. A join noted for an add that then fails
+        // names no member, and the next add notes it again.
+        let joined: Vec<String> = added.iter().map(UserId::to_string).collect();
+        self.lifecycle.note_joined(gid.as_str(), &joined).await?;
         let after = self
             .groups
             .add(gid, &added)
             .await?
             .ok_or_else(|| no_group(gid))?;
         self.presence.contacts().joined(gid, &added).await?;
-        let joined: Vec<String> = added.iter().map(UserId::to_string).collect();
-        self.lifecycle.note_joined(gid.as_str(), &joined).await?;
         let msg_id = msg_id.map_or_else(server_msg_id, |m| m.to_string());
         let added_list = member_list_json(added.iter().map(UserId::as_str));
         let existing = self
