@@ -63,6 +63,12 @@ impl ChatService {
                 msg_id: command.msg_id.clone(),
             };
             self.receipts.note_sent(&sent, peer).await?;
+            // As for a message (`send_message`): noted before it can be delivered, so a peer
+            // seeing the reply finds them mutual contacts; the reply is stored even when this
+            // fails.
+            if let Err(e) = self.presence.note_sent(actor, peer).await {
+                tracing::warn!(error = %e, "conversation not noted for presence");
+            }
         }
         let mut event = WireEvent::new(
             kind.as_str(),
@@ -105,9 +111,6 @@ impl ChatService {
                     .await?)
             };
             let (accepted, ()) = tokio::try_join!(store, note)?;
-            if let Err(e) = self.presence.note_sent(actor, peer).await {
-                tracing::warn!(error = %e, "conversation not noted for presence");
-            }
             accepted
         } else {
             store.await?

@@ -739,3 +739,27 @@ async fn a_msg_id_reused_by_another_sender_stays_the_first_senders_once_the_inde
         "bob editing alice's m-123",
     );
 }
+
+/// A first reply by `reply` makes the two mutual contacts before it is delivered: the
+/// starter, on its arrival, reads the replier's presence at once.
+#[tokio::test]
+async fn a_first_reply_makes_both_contacts_before_it_is_delivered() {
+    let prefix = unique_prefix();
+    let a = node(Backend::Redis, None, &prefix).await;
+    let b = node(Backend::Redis, None, &prefix).await;
+    let alice = a.signup("alice").await;
+    let bob = a.signup("bob").await;
+    let mut ca = a.connect(&alice).await;
+    let mut cb = b.connect(&bob).await;
+    assert_ok(&ca.send(&bob.uid, "m1", "hi bob").await, "m1");
+    expect_next(&mut cb, "message", "m1").await;
+    let reply = cb.chat(
+        json!({"EvtType":"message","To":alice.uid,"MsgID":"r1","Body":"hi alice","Ref":"m1"}),
+    );
+    let (ack, _) = tokio::join!(reply, expect_next(&mut ca, "message", "r1"));
+    let url = format!("{}/api/v1/presence?ids={}", a.url, bob.uid);
+    let (status, body) = get(&url, &alice.token).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["items"][0]["online"], true, "{body}");
+    assert_ok(&ack, "reply");
+}
