@@ -49,6 +49,7 @@ impl ChatService {
             self.check_recipient(peer),
             allowed
         )?;
+        self.lifecycle.count_use(actor, &command).await?;
         if kind == LifecycleKind::Delete {
             // Before it is delivered: from now on edits and reactions are refused.
             self.lifecycle
@@ -129,6 +130,7 @@ impl ChatService {
         // Membership first: an outsider learns nothing of which messages exist.
         let members = self.members_of(actor, gid).await?;
         let message = self.lifecycle.check(actor, &command).await?;
+        self.lifecycle.count_use(actor, &command).await?;
         if command.kind == LifecycleKind::Delete {
             self.lifecycle
                 .note_deleted(actor, &command, &message)

@@ -66,6 +66,10 @@ pub const LIFECYCLE_MESSAGES: TableDefinition<(&str, &str), (&str, i64, bool)> =
 /// When each group member joined: (gid, uid) → Unix ms; see `lifecycle`.
 pub const LIFECYCLE_JOINED: TableDefinition<(&str, &str), i64> =
     TableDefinition::new("lifecycle_joined");
+/// The edits of a message and each user's emoji on it, counted against the caps:
+/// (conversation, scope, edit MsgID or emoji) → (); see `lifecycle`.
+pub const LIFECYCLE_USES: TableDefinition<(&str, &str, &str), ()> =
+    TableDefinition::new("lifecycle_uses");
 
 /// Most writes folded into one transaction.
 const MAX_BATCH: usize = 512;
@@ -114,6 +118,7 @@ impl EmbeddedDb {
             txn.open_table(CALLLOG_QUEUE).map_err(internal)?;
             txn.open_table(LIFECYCLE_MESSAGES).map_err(internal)?;
             txn.open_table(LIFECYCLE_JOINED).map_err(internal)?;
+            txn.open_table(LIFECYCLE_USES).map_err(internal)?;
             txn.commit().map_err(internal)?;
         }
         let db = Arc::new(RwLock::new(Some(db)));

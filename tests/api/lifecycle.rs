@@ -763,3 +763,85 @@ async fn a_first_reply_makes_both_contacts_before_it_is_delivered() {
     assert_eq!(body["items"][0]["online"], true, "{body}");
     assert_ok(&ack, "reply");
 }
+
+/// Each user's distinct emoji on a message, and a message's edits, are capped: past the cap
+/// `too_large`, nothing stored or delivered; a re-sent reaction or edit counts once.
+async fn caps(app: &TestApp) {
+    let alice = app.signup("alice").await;
+    let bob = app.signup("bob").await;
+    let mut ca = app.connect(&alice).await;
+    let mut cb = app.connect(&bob).await;
+    assert_ok(&ca.send(&bob.uid, "m1", "hi").await, "m1");
+    expect_next(&mut cb, "message", "m1").await;
+    let emoji = |i: u32| char::from_u32(0x1F600 + i).expect("emoji").to_string();
+    for i in 0..20 {
+        let id = format!("x{i}");
+        let ack = cb
+            .chat(lifecycle("react", &alice.uid, &id, "m1", &emoji(i)))
+            .await;
+        assert_ok(&ack, &id);
+        expect_next(&mut ca, "react", &id).await;
+    }
+    assert_refused(
+        &cb.chat(lifecycle("react", &alice.uid, "x20", "m1", &emoji(20)))
+            .await,
+        "too_large",
+        "a 21st emoji",
+    );
+    // An emoji already counted (after an unreact too) is still accepted.
+    assert_ok(
+        &cb.chat(lifecycle("unreact", &alice.uid, "u0", "m1", &emoji(0)))
+            .await,
+        "unreact",
+    );
+    expect_next(&mut ca, "unreact", "u0").await;
+    assert_ok(
+        &cb.chat(lifecycle("react", &alice.uid, "x0b", "m1", &emoji(0)))
+            .await,
+        "react again",
+    );
+    expect_next(&mut ca, "react", "x0b").await;
+    // Another user has a cap of their own.
+    assert_ok(
+        &ca.chat(lifecycle("react", &bob.uid, "a0", "m1", &emoji(20)))
+            .await,
+        "alice's react",
+    );
+    expect_next(&mut cb, "react", "a0").await;
+
+    for i in 0..100 {
+        let id = format!("e{i}");
+        let ack = ca
+            .chat(lifecycle("edit", &bob.uid, &id, "m1", &format!("v{i}")))
+            .await;
+        assert_ok(&ack, &id);
+        expect_next(&mut cb, "edit", &id).await;
+    }
+    assert_refused(
+        &ca.chat(lifecycle("edit", &bob.uid, "e100", "m1", "one more"))
+            .await,
+        "too_large",
+        "a 101st edit",
+    );
+    // A re-sent edit counts once.
+    assert_ok(
+        &ca.chat(lifecycle("edit", &bob.uid, "e99", "m1", "v99"))
+            .await,
+        "re-sent edit",
+    );
+    // Nothing of the refused ones was delivered.
+    assert_ok(&ca.send(&bob.uid, "m2", "after").await, "m2");
+    expect_next(&mut cb, "message", "m2").await;
+}
+
+#[tokio::test]
+async fn reactions_and_edits_are_capped_on_the_embedded_store() {
+    let app = node(Backend::Embedded, None, "webchat_").await;
+    caps(&app).await;
+}
+
+#[tokio::test]
+async fn reactions_and_edits_are_capped_on_redis() {
+    let app = node(Backend::Redis, None, &unique_prefix()).await;
+    caps(&app).await;
+}
