@@ -3,7 +3,8 @@
 //! Besides each event's own row (`t#…`, with `ref` naming the message it is about, so the
 //! admin call log shows every edit, delete and reaction, and the original text stays in the
 //! message's row), a conversation partition `c#<conv>` holds per message:
-//! - `k#<MsgID>`: the message's sender, SentAt and event sort key (finds it by MsgID);
+//! - `k#<MsgID>`: the message's sender, SentAt and event sort key (finds it by MsgID),
+//!   versioned so the first (earliest) message with that MsgID keeps it, as in the index;
 //! - `j#<MsgID>`: present once any lifecycle event touched it (history looks further only
 //!   for those);
 //! - `l#<MsgID>\x01e\x01<SentAt:13>\x01<edit MsgID>`: each edit's text, in time order;
@@ -121,19 +122,15 @@ pub fn is_lifecycle_row(row: &Row) -> bool {
     matches!(row.str("e"), "edit" | "delete" | "react" | "unreact")
 }
 
-/// The keys telling which of `items` (messages of partition `pk`) were touched.
-pub fn touched_keys(pk: &str, items: &[LoggedEvent]) -> Vec<(String, String)> {
-    items
-        .iter()
-        .filter(|i| i.evt_type == "message")
-        .map(|i| (pk.to_owned(), touched_sk(&i.msg_id)))
-        .collect()
+/// The key of the mark telling whether message `msg_id` of partition `pk` was touched.
+pub fn touched_key(pk: &str, msg_id: &str) -> (String, String) {
+    (pk.to_owned(), touched_sk(msg_id))
 }
 
-/// Whether `touched` (rows read with [`touched_keys`]) holds the marker of `msg_id`.
-pub fn was_touched(touched: &[Row], msg_id: &str) -> bool {
+/// Whether `touched` (rows read with [`touched_key`]) holds the mark of `msg_id` in `pk`.
+pub fn was_touched(touched: &[Row], pk: &str, msg_id: &str) -> bool {
     let sk = touched_sk(msg_id);
-    touched.iter().any(|r| r.sk == sk)
+    touched.iter().any(|r| r.pk == pk && r.sk == sk)
 }
 
 /// The query of every lifecycle row of message `msg_id` in partition `pk`.
@@ -318,6 +315,51 @@ mod tests {
             assert!(shown.deleted);
             assert_eq!(shown.body, "");
             assert_eq!(shown.edited_at, None);
+        }
+    }
+
+    /// The `k#` rows `records` leave in a table, written in this order, one drain batch each.
+    fn key_rows(records: &[LogRecord]) -> Vec<Row> {
+        let mut rows: BTreeMap<String, Row> = BTreeMap::new();
+        for record in records {
+            let written = rows_for(std::slice::from_ref(record));
+            for row in written.plain {
+                rows.insert(row.sk.clone(), row);
+            }
+            for (row, version) in written.versioned {
+                let newer = rows
+                    .get(&row.sk)
+                    .is_none_or(|old| old.int(version) <= row.int(version));
+                if newer {
+                    rows.insert(row.sk.clone(), row);
+                }
+            }
+        }
+        rows.into_values()
+            .filter(|r| r.sk.starts_with("k#"))
+            .collect()
+    }
+
+    #[test]
+    fn a_msg_id_reused_by_another_sender_stays_the_first_senders() {
+        let message = |actor: &str, peer: &str, at: i64| LogRecord::Event {
+            evt_type: "message".into(),
+            actor: actor.into(),
+            conversation: Conversation::Direct { peer: peer.into() },
+            msg_id: "m-123".into(),
+            body: "hi".into(),
+            sent_at: at,
+            seq: None,
+            attachments: Vec::new(),
+        };
+        let alice = message("alice", "bob", 10);
+        let bob = message("bob", "alice", 20);
+        // Written in order, and out of order (the call log is written at least once).
+        for records in [[alice.clone(), bob.clone()], [bob, alice]] {
+            let rows = key_rows(&records);
+            let found = indexed(&rows, "m-123").expect("indexed");
+            assert_eq!(found.sender, "alice", "{rows:?}");
+            assert_eq!(found.sent_at, 10);
         }
     }
 

@@ -293,8 +293,12 @@ fn event_rows(out: &mut RowsToWrite, fields: &EventFields<'_>) {
         row = row.with("att", attachments.to_vec());
     }
     if evt_type == "message" {
-        out.plain
-            .push(lifecycle::message_row(&conv, msg_id, actor, sent_at, &sk));
+        // First writer wins, as in the index (SET NX): a later message reusing the MsgID
+        // (another sender's) must not take the message over once the index forgets it.
+        out.versioned.push((
+            lifecycle::message_row(&conv, msg_id, actor, sent_at, &sk).with("first", -sent_at),
+            "first",
+        ));
     }
     if let Some(gid) = &group {
         row = row.with("g", gid.as_str());
@@ -615,6 +619,7 @@ impl CallLog {
             None
         };
         let mut items = Vec::with_capacity(summaries.len());
+        let mut pks = Vec::with_capacity(summaries.len());
         for ((_, mut summary, conv, last), unread) in summaries.into_iter().zip(unread) {
             summary.unread = unread?;
             summary.last = last.map(|row| {
@@ -625,8 +630,16 @@ impl CallLog {
                     .collect();
                 logged_event(&row, &own)
             });
+            pks.push(format!("c#{conv}"));
             items.push(summary);
         }
+        // A last message shows as history does: its latest text, or nothing once deleted.
+        let lasts: Vec<(&str, &mut LoggedEvent)> = pks
+            .iter()
+            .zip(items.iter_mut())
+            .filter_map(|(pk, summary)| Some((pk.as_str(), summary.last.as_mut()?)))
+            .collect();
+        self.apply_lifecycle(lasts, 0).await?;
         Ok(Page { items, next })
     }
 
@@ -706,8 +719,8 @@ impl CallLog {
         let (rows, next) = self.history_rows(&pk, upper, limit).await?;
         let receipts = self.receipts_of(&rows).await?;
         let mut items: Vec<LoggedEvent> = rows.iter().map(|r| logged_event(r, &receipts)).collect();
-        self.apply_lifecycle(&pk, &mut items, reactions_since)
-            .await?;
+        let with_pk = items.iter_mut().map(|item| (pk.as_str(), item)).collect();
+        self.apply_lifecycle(with_pk, reactions_since).await?;
         Ok(Page {
             items,
             next: next.map(|position| encode_cursor(&scope, &position)),
@@ -750,21 +763,25 @@ impl CallLog {
         Ok((kept, Some(upper)))
     }
 
-    /// Shows each message of `items` (history of partition `pk`) as its lifecycle left it.
+    /// Shows each message of `items` (each with its conversation partition) as its
+    /// lifecycle left it: one read for the marks of all, then one query per marked message.
     async fn apply_lifecycle(
         &self,
-        pk: &str,
-        items: &mut [LoggedEvent],
+        mut items: Vec<(&str, &mut LoggedEvent)>,
         reactions_since: i64,
     ) -> Result<(), StoreError> {
-        let keys = lifecycle::touched_keys(pk, items);
+        items.retain(|(_, item)| item.evt_type == "message");
+        let keys: Vec<(String, String)> = items
+            .iter()
+            .map(|(pk, item)| lifecycle::touched_key(pk, &item.msg_id))
+            .collect();
         let touched = if keys.is_empty() {
             Vec::new()
         } else {
             self.table.get_rows(keys).await?
         };
-        let reads = items.iter().map(|item| {
-            let read = item.evt_type == "message" && lifecycle::was_touched(&touched, &item.msg_id);
+        let reads = items.iter().map(|(pk, item)| {
+            let read = lifecycle::was_touched(&touched, pk, &item.msg_id);
             async move {
                 if !read {
                     return Ok(Vec::new());
@@ -774,10 +791,9 @@ impl CallLog {
             }
         });
         let rows = join_all(reads).await;
-        for (item, rows) in items.iter_mut().zip(rows) {
-            if item.evt_type == "message" {
-                lifecycle::apply(item, &rows?, item.sent_at >= reactions_since);
-            }
+        for ((_, item), rows) in items.into_iter().zip(rows) {
+            let show_reactions = item.sent_at >= reactions_since;
+            lifecycle::apply(item, &rows?, show_reactions);
         }
         Ok(())
     }

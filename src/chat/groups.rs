@@ -43,8 +43,12 @@ struct GroupMessage<'a> {
     attachments: &'a [String],
 }
 
-/// What a group send carries besides its text.
+/// What a group send carries.
 pub(super) struct GroupEventKind<'a> {
+    /// The event's own MsgID (its idempotency key).
+    pub(super) msg_id: MsgId,
+    /// Text, or a reaction's emoji.
+    pub(super) body: String,
     /// `message`, or a lifecycle EvtType.
     pub(super) evt_type: &'static str,
     /// Replies and lifecycle events: the message it is about.
@@ -57,8 +61,10 @@ pub(super) struct GroupEventKind<'a> {
 
 impl GroupEventKind<'_> {
     /// A plain group message.
-    fn message() -> Self {
+    fn message(msg_id: MsgId, body: String) -> Self {
         Self {
+            msg_id,
+            body,
             evt_type: "message",
             reference: None,
             audience_since: None,
@@ -180,14 +186,17 @@ impl ChatService {
             self.check_recipients(&added),
             self.blocks.check_allowed_all(actor, &added)
         )?;
+        // Noted before they become members: a reaction sent in between (on a message from
+        // before they joined) must not reach them. A join noted for an add that then fails
+        // names no member, and the next add notes it again.
+        let joined: Vec<String> = added.iter().map(UserId::to_string).collect();
+        self.lifecycle.note_joined(gid.as_str(), &joined).await?;
         let after = self
             .groups
             .add(gid, &added)
             .await?
             .ok_or_else(|| no_group(gid))?;
         self.presence.contacts().joined(gid, &added).await?;
-        let joined: Vec<String> = added.iter().map(UserId::to_string).collect();
-        self.lifecycle.note_joined(gid.as_str(), &joined).await?;
         let msg_id = msg_id.map_or_else(server_msg_id, |m| m.to_string());
         let added_list = member_list_json(added.iter().map(UserId::as_str));
         let existing = self
@@ -290,11 +299,9 @@ impl ChatService {
             origin,
             gid,
             members,
-            msg_id,
-            body.into_inner(),
             GroupEventKind {
                 attachments: &attachments,
-                ..GroupEventKind::message()
+                ..GroupEventKind::message(msg_id, body.into_inner())
             },
         )
         .await
@@ -302,17 +309,16 @@ impl ChatService {
 
     /// Sends a message or a lifecycle event to the group's other `members` (the sender's
     /// membership checked by the caller).
-    #[allow(clippy::too_many_arguments)]
     pub(super) async fn send_group_event(
         &self,
         sender: &UserId,
         origin: &Origin<'_>,
         gid: &GroupId,
         members: Vec<String>,
-        msg_id: MsgId,
-        body: String,
-        kind: GroupEventKind<'_>,
+        mut kind: GroupEventKind<'_>,
     ) -> Result<Accepted, ChatError> {
+        let msg_id = kind.msg_id.clone();
+        let body = std::mem::take(&mut kind.body);
         // One claim per send, not an idempotency key per recipient (see `inbox::claims`).
         let dedupe = DedupeKey {
             sender: sender.clone(),

@@ -49,6 +49,7 @@ impl ChatService {
             self.check_recipient(peer),
             allowed
         )?;
+        self.lifecycle.count_use(actor, &command).await?;
         if kind == LifecycleKind::Delete {
             // Before it is delivered: from now on edits and reactions are refused.
             self.lifecycle
@@ -63,6 +64,12 @@ impl ChatService {
                 msg_id: command.msg_id.clone(),
             };
             self.receipts.note_sent(&sent, peer).await?;
+            // As for a message (`send_message`): noted before it can be delivered, so a peer
+            // seeing the reply finds them mutual contacts; the reply is stored even when this
+            // fails.
+            if let Err(e) = self.presence.note_sent(actor, peer).await {
+                tracing::warn!(error = %e, "conversation not noted for presence");
+            }
         }
         let mut event = WireEvent::new(
             kind.as_str(),
@@ -105,9 +112,6 @@ impl ChatService {
                     .await?)
             };
             let (accepted, ()) = tokio::try_join!(store, note)?;
-            if let Err(e) = self.presence.note_sent(actor, peer).await {
-                tracing::warn!(error = %e, "conversation not noted for presence");
-            }
             accepted
         } else {
             store.await?
@@ -126,6 +130,7 @@ impl ChatService {
         // Membership first: an outsider learns nothing of which messages exist.
         let members = self.members_of(actor, gid).await?;
         let message = self.lifecycle.check(actor, &command).await?;
+        self.lifecycle.count_use(actor, &command).await?;
         if command.kind == LifecycleKind::Delete {
             self.lifecycle
                 .note_deleted(actor, &command, &message)
@@ -134,20 +139,14 @@ impl ChatService {
         let audience_since = matches!(command.kind, LifecycleKind::React | LifecycleKind::Unreact)
             .then_some(message.sent_at);
         let kind = GroupEventKind {
+            msg_id: command.msg_id.clone(),
+            body: command.body.clone(),
             evt_type: command.kind.as_str(),
             reference: Some(command.reference.as_str()),
             audience_since,
             attachments: &[],
         };
-        self.send_group_event(
-            actor,
-            origin,
-            gid,
-            members,
-            command.msg_id.clone(),
-            command.body.clone(),
-            kind,
-        )
-        .await
+        self.send_group_event(actor, origin, gid, members, kind)
+            .await
     }
 }

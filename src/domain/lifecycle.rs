@@ -132,9 +132,11 @@ impl LifecycleCommand {
 }
 
 /// Accepts `text` as one reaction: a single extended grapheme cluster of at most
-/// [`MAX_EMOJI_BYTES`] bytes that is not plain ASCII, whitespace or a control character.
-/// (Telling an emoji from any other symbol needs Unicode's emoji tables; what is refused is
-/// what is surely not one: letters and digits of the keyboard, spaces, invisible controls.)
+/// [`MAX_EMOJI_BYTES`] bytes that is an emoji: it holds a pictographic character (the main
+/// emoji blocks, approximating Unicode's `Extended_Pictographic`), or is a flag (two regional
+/// indicators) or a keycap (`[0-9#*]`, VS16 perhaps, U+20E3); and no whitespace, control
+/// or invisible format character but the joiner (ZWJ), the variation selectors and the tags
+/// of a subdivision flag (after U+1F3F4).
 pub fn check_emoji(text: &str) -> Result<&str, ChatError> {
     if text.is_empty() {
         return Err(ChatError::bad_request("a reaction needs one emoji in Body"));
@@ -156,7 +158,91 @@ pub fn check_emoji(text: &str) -> Result<&str, ChatError> {
     {
         return Err(ChatError::bad_request("a reaction must be an emoji"));
     }
+    let first = text.chars().next();
+    let tags_allowed = first == Some('\u{1F3F4}');
+    let invisible = text.chars().any(|c| match c {
+        '\u{E0020}'..='\u{E007F}' => !tags_allowed,
+        c => is_format(c),
+    });
+    if invisible || !(text.chars().any(is_pictographic) || is_flag(text) || is_keycap(text)) {
+        return Err(ChatError::bad_request("a reaction must be an emoji"));
+    }
     Ok(text)
+}
+
+/// Whether `c` is in the main emoji blocks (approximates `Extended_Pictographic`; regional
+/// indicators count only as a pair, see [`is_flag`]).
+fn is_pictographic(c: char) -> bool {
+    matches!(c,
+        '\u{1F000}'..='\u{1F1E5}'
+        | '\u{1F200}'..='\u{1FAFF}'
+        | '\u{2600}'..='\u{27BF}'
+        | '\u{2B00}'..='\u{2BFF}'
+        | '\u{2190}'..='\u{21FF}'
+        | '\u{2300}'..='\u{23FF}'
+        | '\u{25A0}'..='\u{25FF}'
+        | '\u{3030}'
+        | '\u{303D}'
+        | '\u{3297}'
+        | '\u{3299}'
+        | '\u{00A9}'
+        | '\u{00AE}'
+        | '\u{203C}'
+        | '\u{2049}'
+        | '\u{2122}'
+        | '\u{2139}'
+        | '\u{24C2}')
+}
+
+fn is_regional_indicator(c: char) -> bool {
+    matches!(c, '\u{1F1E6}'..='\u{1F1FF}')
+}
+
+/// A flag: two regional indicators.
+fn is_flag(text: &str) -> bool {
+    let mut chars = text.chars();
+    matches!(
+        (chars.next(), chars.next(), chars.next()),
+        (Some(a), Some(b), None) if is_regional_indicator(a) && is_regional_indicator(b)
+    )
+}
+
+/// A keycap: `[0-9#*]`, VS16 perhaps, U+20E3.
+fn is_keycap(text: &str) -> bool {
+    let mut chars = text.chars();
+    let Some(key) = chars.next() else {
+        return false;
+    };
+    let rest: Vec<char> = chars.collect();
+    (key.is_ascii_digit() || key == '#' || key == '*')
+        && matches!(rest.as_slice(), ['\u{20E3}'] | ['\u{FE0F}', '\u{20E3}'])
+}
+
+/// Whether `c` is a format character (general category Cf) other than the joiner (ZWJ):
+/// invisible, so never part of a reaction. Tags (U+E0020..U+E007F) are judged by the caller.
+fn is_format(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}'
+        | '\u{0600}'..='\u{0605}'
+        | '\u{061C}'
+        | '\u{06DD}'
+        | '\u{070F}'
+        | '\u{0890}'..='\u{0891}'
+        | '\u{08E2}'
+        | '\u{180E}'
+        | '\u{200B}'..='\u{200C}'
+        | '\u{200E}'..='\u{200F}'
+        | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}'
+        | '\u{2066}'..='\u{206F}'
+        | '\u{FEFF}'
+        | '\u{FFF9}'..='\u{FFFB}'
+        | '\u{110BD}'
+        | '\u{110CD}'
+        | '\u{13430}'..='\u{1343F}'
+        | '\u{1BCA0}'..='\u{1BCA3}'
+        | '\u{1D173}'..='\u{1D17A}'
+        | '\u{E0001}')
 }
 
 #[cfg(test)]
@@ -167,8 +253,19 @@ mod tests {
 
     #[test]
     fn one_emoji_is_a_reaction_whatever_its_code_points() {
-        for ok in ["👍", "❤️", "👍🏽", "🇫🇷", "1️⃣", "👨‍👩‍👧‍👦", "🏳️‍🌈", "©"]
-        {
+        for ok in [
+            "👍",
+            "❤️",
+            "👍🏽",
+            "🇫🇷",
+            "1️⃣",
+            "#\u{20E3}",
+            "👨‍👩‍👧",
+            "👨‍👩‍👧‍👦",
+            "🏳️‍🌈",
+            "©",
+            "🏴\u{E0067}\u{E0062}\u{E0073}\u{E0063}\u{E0074}\u{E007F}",
+        ] {
             assert_eq!(check_emoji(ok).ok(), Some(ok), "{ok:?}");
         }
     }
@@ -188,6 +285,20 @@ mod tests {
             ":)",
             "🇫🇷🇩🇪",
             &long_family,
+            // Invisible or not an emoji.
+            "\u{200B}",
+            "\u{0301}",
+            "a\u{0301}",
+            "中",
+            "é",
+            "\u{E0067}",
+            "\u{E0067}\u{E0062}\u{E007F}",
+            "👍\u{E0067}",
+            "👍\u{200B}",
+            "\u{FEFF}",
+            "\u{2063}",
+            "\u{1F1EB}",
+            "1\u{FE0F}",
         ] {
             let err = check_emoji(bad).expect_err(bad);
             assert_eq!(err.code, ErrorCode::BadRequest, "{bad:?}");

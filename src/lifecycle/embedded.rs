@@ -6,7 +6,9 @@ use async_trait::async_trait;
 
 use super::{IndexedMessage, MessageIndex};
 use crate::storage::{
-    embedded::{internal, EmbeddedDb, ReadableTable, LIFECYCLE_JOINED, LIFECYCLE_MESSAGES},
+    embedded::{
+        internal, EmbeddedDb, ReadableTable, LIFECYCLE_JOINED, LIFECYCLE_MESSAGES, LIFECYCLE_USES,
+    },
     StoreError,
 };
 
@@ -87,6 +89,45 @@ impl MessageIndex for EmbeddedMessageIndex {
                         )
                         .map_err(internal)?;
                     Ok(())
+                },
+                |_| {},
+            )
+            .await
+    }
+
+    async fn claim(
+        &self,
+        conv: &str,
+        scope: &str,
+        member: &str,
+        cap: usize,
+    ) -> Result<bool, StoreError> {
+        let (conv, scope, member) = (conv.to_owned(), scope.to_owned(), member.to_owned());
+        self.db
+            .write(
+                move |txn| {
+                    let mut table = txn.open_table(LIFECYCLE_USES).map_err(internal)?;
+                    let key = (conv.as_str(), scope.as_str(), member.as_str());
+                    if table.get(key).map_err(internal)?.is_some() {
+                        return Ok(true);
+                    }
+                    let mut counted = 0;
+                    for entry in table
+                        .range((conv.as_str(), scope.as_str(), "")..)
+                        .map_err(internal)?
+                    {
+                        let (k, _) = entry.map_err(internal)?;
+                        let (c, s, _) = k.value();
+                        if c != conv || s != scope {
+                            break;
+                        }
+                        counted += 1;
+                        if counted >= cap {
+                            return Ok(false);
+                        }
+                    }
+                    table.insert(key, ()).map_err(internal)?;
+                    Ok(true)
                 },
                 |_| {},
             )

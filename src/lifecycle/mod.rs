@@ -75,6 +75,16 @@ pub trait MessageIndex: Send + Sync {
         msg_id: &str,
         message: &IndexedMessage,
     ) -> Result<(), StoreError>;
+    /// Counts `member` (an edit's MsgID, an emoji) among the uses of `scope` (a message's
+    /// edits, a user's reactions to it) in `conv`: `true` when it is counted already or now,
+    /// `false` (counting nothing) when it is new and `cap` are counted already.
+    async fn claim(
+        &self,
+        conv: &str,
+        scope: &str,
+        member: &str,
+        cap: usize,
+    ) -> Result<bool, StoreError>;
     /// Notes that `members` joined group `gid` at `at` (Unix ms), replacing earlier times.
     async fn note_joined(&self, gid: &str, members: &[String], at: i64) -> Result<(), StoreError>;
     /// When each of `members` joined `gid` (`None`: not noted, e.g. a group older than this
@@ -85,6 +95,11 @@ pub trait MessageIndex: Send + Sync {
         members: &[String],
     ) -> Result<Vec<Option<i64>>, StoreError>;
 }
+
+/// Most edits of one message.
+pub const MAX_EDITS_PER_MESSAGE: usize = 100;
+/// Most different emoji one user reacts with on one message.
+pub const MAX_REACTIONS_PER_USER: usize = 20;
 
 /// The call log's key of the conversation `actor` has with `target`.
 pub fn conversation_key(actor: &UserId, target: &Target) -> String {
@@ -209,6 +224,42 @@ impl LifecycleService {
             tracing::debug!(actor = %actor, reference, code = %e.code.as_str(), "lifecycle event refused");
         })?;
         Ok(message)
+    }
+
+    /// Counts an edit (by its MsgID) or a reaction (by its emoji) against its message's caps
+    /// ([`MAX_EDITS_PER_MESSAGE`], [`MAX_REACTIONS_PER_USER`] distinct emoji per user):
+    /// `too_large`, counting nothing, past them. A re-sent event counts once; an unreact
+    /// gives nothing back (the cap bounds the rows a message can gather).
+    pub async fn count_use(
+        &self,
+        actor: &UserId,
+        command: &LifecycleCommand,
+    ) -> Result<(), ChatError> {
+        let reference = command.reference.as_str();
+        let (scope, member, cap, what) = match command.kind {
+            LifecycleKind::Edit => (
+                format!("{reference}\u{1}e"),
+                command.msg_id.as_str(),
+                MAX_EDITS_PER_MESSAGE,
+                "edits of a message",
+            ),
+            LifecycleKind::React => (
+                format!("{reference}\u{1}r\u{1}{actor}"),
+                command.body.as_str(),
+                MAX_REACTIONS_PER_USER,
+                "different emoji by one user on a message",
+            ),
+            _ => return Ok(()),
+        };
+        let conv = conversation_key(actor, &command.target);
+        if self.index.claim(&conv, &scope, member, cap).await? {
+            Ok(())
+        } else {
+            Err(ChatError::new(
+                ErrorCode::TooLarge,
+                format!("at most {cap} {what}"),
+            ))
+        }
     }
 
     /// Marks the message a delete names as deleted, so later edits and reactions are refused.

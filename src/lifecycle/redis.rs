@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use fred::{
     clients::Pool,
     interfaces::{HashesInterface, KeysInterface},
-    types::{Expiration, SetOptions, Value},
+    types::{scripts::Script, Expiration, SetOptions, Value},
 };
 
 use super::{IndexedMessage, MessageIndex};
@@ -21,17 +21,36 @@ pub const INDEX_TTL_SECS: i64 = 30 * 86_400;
 /// [`MessageIndex`] over Redis.
 pub struct RedisMessageIndex {
     pool: Pool,
+    claim: Script,
 }
+
+/// KEYS[1] the set of uses, ARGV[1] the member, ARGV[2] the cap, ARGV[3] the TTL (s):
+/// 1 when the member is counted already or now, 0 when the set is full.
+const CLAIM_LUA: &str = r"
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then return 1 end
+if redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+";
 
 impl RedisMessageIndex {
     /// An index over `pool`.
     pub fn new(pool: Pool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            claim: Script::from_lua(CLAIM_LUA),
+        }
     }
 }
 
 fn message_key(conv: &str, msg_id: &str) -> String {
     format!("wc:lc:{{{conv}}}:m:{msg_id}")
+}
+
+/// The uses `scope` of a message made (a set, expiring with the message's entry).
+fn uses_key(conv: &str, scope: &str) -> String {
+    format!("wc:lc:{{{conv}}}:u:{scope}")
 }
 
 fn joined_key(gid: &str) -> String {
@@ -137,6 +156,29 @@ impl MessageIndex for RedisMessageIndex {
             .await
             .map_err(unavailable)?;
         Ok(())
+    }
+
+    async fn claim(
+        &self,
+        conv: &str,
+        scope: &str,
+        member: &str,
+        cap: usize,
+    ) -> Result<bool, StoreError> {
+        let claimed: i64 = self
+            .claim
+            .evalsha_with_reload(
+                self.pool.next(),
+                vec![uses_key(conv, scope)],
+                vec![
+                    member.to_owned(),
+                    cap.to_string(),
+                    INDEX_TTL_SECS.to_string(),
+                ],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(claimed == 1)
     }
 
     async fn note_joined(&self, gid: &str, members: &[String], at: i64) -> Result<(), StoreError> {

@@ -77,6 +77,10 @@ pub const ATTACHMENTS_UNSENT: TableDefinition<(i64, &str), ()> =
 /// Sent attachments: (last send in unix ms, id).
 pub const ATTACHMENTS_SENT: TableDefinition<(i64, &str), ()> =
     TableDefinition::new("attachments_sent");
+/// The edits of a message and each user's emoji on it, counted against the caps:
+/// (conversation, scope, edit MsgID or emoji) → (); see `lifecycle`.
+pub const LIFECYCLE_USES: TableDefinition<(&str, &str, &str), ()> =
+    TableDefinition::new("lifecycle_uses");
 
 /// Most writes folded into one transaction.
 const MAX_BATCH: usize = 512;
@@ -129,6 +133,7 @@ impl EmbeddedDb {
             txn.open_table(ATTACHMENTS).map_err(internal)?;
             txn.open_table(ATTACHMENTS_UNSENT).map_err(internal)?;
             txn.open_table(ATTACHMENTS_SENT).map_err(internal)?;
+            txn.open_table(LIFECYCLE_USES).map_err(internal)?;
             txn.commit().map_err(internal)?;
         }
         let db = Arc::new(RwLock::new(Some(db)));

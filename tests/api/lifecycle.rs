@@ -409,6 +409,8 @@ async fn group(a: &TestApp, b: &TestApp) {
     let dan = b.signup("dan").await;
     let mut ca = a.connect(&alice).await;
     let mut cb = b.connect(&bob).await;
+    // Bob's other tab, on the other node: gets copies of what bob does there.
+    let mut cb2 = a.connect(&bob).await;
     let ack = ca
         .chat(json!({"EvtType":"create","To":"","MsgID":"c","Body": json!([bob.uid]).to_string()}))
         .await;
@@ -447,6 +449,17 @@ async fn group(a: &TestApp, b: &TestApp) {
         "x2",
     );
     expect_next(&mut ca, "react", "x2").await;
+    loop {
+        let copy = cb2.next_chat_acked().await.data;
+        if copy["MsgID"] == "x2" {
+            assert_eq!(
+                (copy["EvtType"].as_str(), copy["Ref"].as_str()),
+                (Some("react"), Some("g1")),
+                "{copy}"
+            );
+            break;
+        }
+    }
     assert_ok(
         &cb.chat(lifecycle("react", &gid, "x3", "g2", "👍")).await,
         "x3",
@@ -542,16 +555,21 @@ async fn edit_racing_delete(a: &TestApp, b: &TestApp) {
             ca2.chat(lifecycle("delete", &bob.uid, &format!("d{round}"), &id, "")),
         );
         assert_ok(&deleted, "delete");
-        if edited.get("ok").is_none() {
+        let edit_stored = edited.get("ok").is_some();
+        if !edit_stored {
             assert_refused(&edited, "not_found", "an edit after the delete");
         }
-        // Whatever bob got, the delete is among it.
-        loop {
+        // Bob gets the delete, and the edit too when it was accepted, in either order (an
+        // edit checked before the delete was noted can be stored after it): both before
+        // the next round's message.
+        let (mut got_delete, mut got_edit) = (false, !edit_stored);
+        while !(got_delete && got_edit) {
             let got = cb.next_chat_acked().await.data;
-            if got["EvtType"] == "delete" {
-                break;
+            match got["EvtType"].as_str() {
+                Some("delete") => got_delete = true,
+                Some("edit") => got_edit = true,
+                _ => panic!("only the edit and the delete come now: {got}"),
             }
-            assert_eq!(got["EvtType"], "edit", "{got}");
         }
     }
     let (_, by_id) = history_when(a, &bob, &alice.uid, "every message deleted", |h| {
@@ -569,6 +587,25 @@ async fn edit_racing_delete(a: &TestApp, b: &TestApp) {
             "{m}"
         );
     }
+    // The conversation list shows the last message as history does: no text once deleted.
+    let (status, list) = get(&format!("{}/api/v1/conversations", b.url), &bob.token).await;
+    assert_eq!(status, 200, "{list}");
+    let row = list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|i| i["id"] == alice.uid.as_str())
+        .expect("the conversation with alice")
+        .clone();
+    assert_eq!(
+        (
+            row["last"]["MsgID"].as_str(),
+            row["last"]["Body"].as_str(),
+            row["last"]["Deleted"].as_bool()
+        ),
+        (Some("m4"), Some(""), Some(true)),
+        "{row}"
+    );
 }
 
 #[tokio::test]
@@ -655,4 +692,161 @@ async fn an_edit_after_the_window_is_forbidden_and_stores_nothing() {
         "delete",
     );
     expect_next(&mut cb, "delete", "d1").await;
+}
+
+#[tokio::test]
+async fn a_msg_id_reused_by_another_sender_stays_the_first_senders_once_the_index_forgets_it() {
+    let app = node(Backend::Redis, None, &unique_prefix()).await;
+    let alice = app.signup("alice").await;
+    let bob = app.signup("bob").await;
+    let ca = app.connect(&alice).await;
+    let mut cb = app.connect(&bob).await;
+    assert_ok(&ca.send(&bob.uid, "m-123", "mine").await, "alice's m-123");
+    expect_next(&mut cb, "message", "m-123").await;
+    // Bob reuses Alice's MsgID in the same conversation.
+    let _ = cb.send(&alice.uid, "m-123", "also mine").await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while history(&app, &alice, &bob.uid)
+        .await
+        .iter()
+        .filter(|i| i["MsgID"] == "m-123")
+        .count()
+        < 2
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "call log not written"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // The index entry ages out: the call log answers.
+    let (a, b) = if alice.uid <= bob.uid {
+        (&alice.uid, &bob.uid)
+    } else {
+        (&bob.uid, &alice.uid)
+    };
+    let key = format!("wc:lc:{{p:{a}:{b}}}:m:m-123");
+    assert_eq!(
+        redis_cli(Backend::Redis, &["DEL", &key]).await,
+        "1",
+        "{key}"
+    );
+    assert_refused(
+        &cb.chat(lifecycle("delete", &alice.uid, "d1", "m-123", ""))
+            .await,
+        "forbidden",
+        "bob deleting alice's m-123",
+    );
+    assert_refused(
+        &cb.chat(lifecycle("edit", &alice.uid, "e1", "m-123", "pwned"))
+            .await,
+        "forbidden",
+        "bob editing alice's m-123",
+    );
+}
+
+/// A first reply by `reply` makes the two mutual contacts before it is delivered: the
+/// starter, on its arrival, reads the replier's presence at once.
+#[tokio::test]
+async fn a_first_reply_makes_both_contacts_before_it_is_delivered() {
+    let prefix = unique_prefix();
+    let a = node(Backend::Redis, None, &prefix).await;
+    let b = node(Backend::Redis, None, &prefix).await;
+    let alice = a.signup("alice").await;
+    let bob = a.signup("bob").await;
+    let mut ca = a.connect(&alice).await;
+    let mut cb = b.connect(&bob).await;
+    assert_ok(&ca.send(&bob.uid, "m1", "hi bob").await, "m1");
+    expect_next(&mut cb, "message", "m1").await;
+    let reply = cb.chat(
+        json!({"EvtType":"message","To":alice.uid,"MsgID":"r1","Body":"hi alice","Ref":"m1"}),
+    );
+    let (ack, _) = tokio::join!(reply, expect_next(&mut ca, "message", "r1"));
+    let url = format!("{}/api/v1/presence?ids={}", a.url, bob.uid);
+    let (status, body) = get(&url, &alice.token).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["items"][0]["online"], true, "{body}");
+    assert_ok(&ack, "reply");
+}
+
+/// Each user's distinct emoji on a message, and a message's edits, are capped: past the cap
+/// `too_large`, nothing stored or delivered; a re-sent reaction or edit counts once.
+async fn caps(app: &TestApp) {
+    let alice = app.signup("alice").await;
+    let bob = app.signup("bob").await;
+    let mut ca = app.connect(&alice).await;
+    let mut cb = app.connect(&bob).await;
+    assert_ok(&ca.send(&bob.uid, "m1", "hi").await, "m1");
+    expect_next(&mut cb, "message", "m1").await;
+    let emoji = |i: u32| char::from_u32(0x1F600 + i).expect("emoji").to_string();
+    for i in 0..20 {
+        let id = format!("x{i}");
+        let ack = cb
+            .chat(lifecycle("react", &alice.uid, &id, "m1", &emoji(i)))
+            .await;
+        assert_ok(&ack, &id);
+        expect_next(&mut ca, "react", &id).await;
+    }
+    assert_refused(
+        &cb.chat(lifecycle("react", &alice.uid, "x20", "m1", &emoji(20)))
+            .await,
+        "too_large",
+        "a 21st emoji",
+    );
+    // An emoji already counted (after an unreact too) is still accepted.
+    assert_ok(
+        &cb.chat(lifecycle("unreact", &alice.uid, "u0", "m1", &emoji(0)))
+            .await,
+        "unreact",
+    );
+    expect_next(&mut ca, "unreact", "u0").await;
+    assert_ok(
+        &cb.chat(lifecycle("react", &alice.uid, "x0b", "m1", &emoji(0)))
+            .await,
+        "react again",
+    );
+    expect_next(&mut ca, "react", "x0b").await;
+    // Another user has a cap of their own.
+    assert_ok(
+        &ca.chat(lifecycle("react", &bob.uid, "a0", "m1", &emoji(20)))
+            .await,
+        "alice's react",
+    );
+    expect_next(&mut cb, "react", "a0").await;
+
+    for i in 0..100 {
+        let id = format!("e{i}");
+        let ack = ca
+            .chat(lifecycle("edit", &bob.uid, &id, "m1", &format!("v{i}")))
+            .await;
+        assert_ok(&ack, &id);
+        expect_next(&mut cb, "edit", &id).await;
+    }
+    assert_refused(
+        &ca.chat(lifecycle("edit", &bob.uid, "e100", "m1", "one more"))
+            .await,
+        "too_large",
+        "a 101st edit",
+    );
+    // A re-sent edit counts once.
+    assert_ok(
+        &ca.chat(lifecycle("edit", &bob.uid, "e99", "m1", "v99"))
+            .await,
+        "re-sent edit",
+    );
+    // Nothing of the refused ones was delivered.
+    assert_ok(&ca.send(&bob.uid, "m2", "after").await, "m2");
+    expect_next(&mut cb, "message", "m2").await;
+}
+
+#[tokio::test]
+async fn reactions_and_edits_are_capped_on_the_embedded_store() {
+    let app = node(Backend::Embedded, None, "webchat_").await;
+    caps(&app).await;
+}
+
+#[tokio::test]
+async fn reactions_and_edits_are_capped_on_redis() {
+    let app = node(Backend::Redis, None, &unique_prefix()).await;
+    caps(&app).await;
 }
