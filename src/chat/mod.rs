@@ -284,7 +284,7 @@ impl ChatService {
             others_here: origin.others_here,
         });
         // The message's entry in the lifecycle index, so a reply or reaction sent after the
-        // ack finds it: carried by the append where it can be, else noted alongside it.
+        // ack finds it: carried by the append where it can be, else noted just before it.
         let conv = crate::lifecycle::conversation_key(
             sender,
             &crate::domain::lifecycle::Target::User(to.clone()),
@@ -294,22 +294,21 @@ impl ChatService {
                 self.lifecycle
                     .note_rider(&conv, &event.msg_id, sender, event.sent_at),
             );
-        let note_index_apart = index_rider.is_none();
+        if index_rider.is_none() {
+            // Where the append cannot carry it (another hash slot on Redis Cluster, the
+            // embedded store), noted before the message can be delivered: a reply or reaction
+            // sent the moment it arrives must find it.
+            self.lifecycle
+                .note_message(&conv, &event.msg_id, sender, event.sent_at)
+                .await?;
+        }
         let riders: Vec<Rider> = [block_rider, note_rider, index_rider]
             .into_iter()
             .flatten()
             .collect();
-        let (accepted, ()) = tokio::try_join!(
-            self.store_carrying(to, &event, &dedupe, echo.as_ref(), Some(log), &riders),
-            async {
-                if note_index_apart {
-                    self.lifecycle
-                        .note_message(&conv, &event.msg_id, sender, event.sent_at)
-                        .await?;
-                }
-                Ok(())
-            }
-        )?;
+        let accepted = self
+            .store_carrying(to, &event, &dedupe, echo.as_ref(), Some(log), &riders)
+            .await?;
         Ok(accepted)
     }
 
