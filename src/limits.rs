@@ -17,6 +17,11 @@ use fred::{clients::Pool, interfaces::KeysInterface, types::scripts::Script};
 
 use crate::storage::{redis::unavailable, StoreError};
 
+/// Store reads one command runs at once when it checks many users (a group create naming
+/// thousands of members): enough to overlap round trips, few enough that one command neither
+/// floods the store nor, on the embedded store, the blocking thread pool.
+pub const STORE_READS_PER_COMMAND: usize = 32;
+
 /// A token bucket: `burst` tokens at most, refilled at `per_sec`.
 #[derive(Debug)]
 pub struct TokenBucket {

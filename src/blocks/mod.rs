@@ -12,7 +12,7 @@ mod redis;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use futures_util::future::join_all;
+use futures_util::{StreamExt, TryStreamExt};
 
 pub use self::embedded::EmbeddedBlockStore;
 pub use self::redis::RedisBlockStore;
@@ -138,10 +138,12 @@ impl BlockService {
         actor: &UserId,
         named: &[UserId],
     ) -> Result<(), ChatError> {
-        for checked in join_all(named.iter().map(|u| self.check_allowed(actor, u))).await {
-            checked?;
-        }
-        Ok(())
+        // A few at a time, stopping at the first refusal (see `limits::STORE_READS_PER_COMMAND`).
+        futures_util::stream::iter(named)
+            .map(|u| self.check_allowed(actor, u))
+            .buffer_unordered(crate::limits::STORE_READS_PER_COMMAND)
+            .try_for_each(|()| async { Ok(()) })
+            .await
     }
 }
 

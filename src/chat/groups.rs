@@ -9,7 +9,7 @@
 
 use std::collections::HashSet;
 
-use futures_util::future::join_all;
+use futures_util::{future::join_all, StreamExt, TryStreamExt};
 
 use super::{Accepted, ChatService, Origin};
 use crate::{
@@ -667,10 +667,13 @@ impl ChatService {
     /// [`ChatService::check_recipient`] for many users at once (one round trip each, all in
     /// flight together, rather than one after another).
     async fn check_recipients(&self, users: &[UserId]) -> Result<(), ChatError> {
-        for checked in join_all(users.iter().map(|u| self.check_recipient(u))).await {
-            checked?;
-        }
-        Ok(())
+        // A few at a time, stopping at the first refusal: a create may name thousands of
+        // members, and one command must not start a store read for each at once.
+        futures_util::stream::iter(users)
+            .map(|u| self.check_recipient(u))
+            .buffer_unordered(crate::limits::STORE_READS_PER_COMMAND)
+            .try_for_each(|()| async { Ok(()) })
+            .await
     }
 
     fn check_group_size(&self, size: usize) -> Result<(), ChatError> {

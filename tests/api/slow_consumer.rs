@@ -62,15 +62,8 @@ async fn a_client_that_stops_reading_is_cut_off_and_catches_up_by_replay() {
     let body = "x".repeat(8 * 1024);
     const N: usize = 1_500;
     // Far more than the socket's queue, its socket.io buffer and the TCP buffers hold.
-    for chunk in (0..N).collect::<Vec<_>>().chunks(200) {
-        let sends = chunk.iter().map(|i| {
-            let (cs, to, body) = (&cs, slow.uid.clone(), body.clone());
-            async move { cs.send(&to, &format!("s{i:05}"), &body).await }
-        });
-        for ack in futures_util::future::join_all(sends).await {
-            assert_eq!(ack["ok"], true, "{ack}");
-        }
-    }
+    cs.send_windowed(&slow.uid, (0..N).map(|i| format!("s{i:05}")), &body, 16)
+        .await;
     eventually(
         "the stalled socket to be cut off as a slow consumer",
         || async { app.metric("webchat_slow_consumers_total").await >= 1 },
