@@ -2,8 +2,8 @@
 //! its ack (or, without one, an `error` event as for `chat`).
 //!
 //! socketioxide runs each event in its own task; a client expects its publishes stored in
-//! the order it sent them, so a socket's channel events go through one queue and one worker,
-//! like its `chat` events (a separate queue: a slow publish never holds up a message).
+//! the order it sent them, so a socket's channel events go through one [`Lane`], like its
+//! `chat` events (a separate lane: a slow publish never holds up a message).
 
 use std::sync::Arc;
 
@@ -15,11 +15,10 @@ use socketioxide::{
     handler::{MessageHandler, Value as SioValue},
     socket::Socket,
 };
-use tokio::sync::mpsc;
-
 use super::{
     auth::{Guest, Session},
     channel_hub::MAX_SUBSCRIPTIONS_PER_SOCKET,
+    lane::{Lane, LaneWork},
 };
 use crate::{
     channels::{ChannelName, PresenceChange, Publisher, Reader, Since, Subscribed},
@@ -43,9 +42,40 @@ struct Request {
     wants_ack: bool,
 }
 
-/// The sending end of a socket's channel queue (in its extensions).
+/// A socket's channel lane (in its extensions).
 #[derive(Clone)]
-struct ChannelQueue(mpsc::Sender<Request>);
+struct ChannelLane(Arc<Lane<Request, ChannelWork>>);
+
+/// Handles a socket's channel events, in order.
+struct ChannelWork {
+    state: AppState,
+}
+
+impl LaneWork<Request> for ChannelWork {
+    async fn handle(&self, request: Request) {
+        let state = &self.state;
+        let Request {
+            socket,
+            kind,
+            data,
+            ack,
+            wants_ack,
+        } = request;
+        state.metrics.events_in.inc();
+        let handled = match data {
+            Ok(data) => handle(&socket, state, kind, data).await,
+            Err(e) => Handled::Answer(Err(ChatError::bad_request(format!(
+                "unreadable payload: {e}"
+            )))),
+        };
+        match handled {
+            Handled::Answer(result) => answer(&socket, state, ack, wants_ack, result),
+            Handled::Subscribed(channel, subscribed) => {
+                finish_subscribe(&socket, state, ack, wants_ack, channel, subscribed).await
+            }
+        }
+    }
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -91,7 +121,7 @@ impl MessageHandler<LocalAdapter, Queued> for Queued {
         let Some(ack) = super::handlers::within_rate(&socket, &self.state, ack, wants_ack) else {
             return;
         };
-        let Some(ChannelQueue(queue)) = socket.extensions.get::<ChannelQueue>() else {
+        let Some(ChannelLane(lane)) = socket.extensions.get::<ChannelLane>() else {
             return; // disconnecting
         };
         let request = Request {
@@ -101,7 +131,7 @@ impl MessageHandler<LocalAdapter, Queued> for Queued {
             ack,
             wants_ack,
         };
-        if let Err(mpsc::error::TrySendError::Full(refused)) = queue.try_send(request) {
+        if let Err(refused) = lane.push(request) {
             let limit = ChatError::new(
                 ErrorCode::RateLimited,
                 "too many channel events in flight on this socket; wait for acks",
@@ -117,12 +147,18 @@ impl MessageHandler<LocalAdapter, Queued> for Queued {
     }
 }
 
-/// Registers the channel events on `socket` and starts its channel worker (it ends when the
-/// socket's queue closes: on disconnect).
+/// Registers the channel events on `socket`, with its channel lane.
 pub fn install(socket: &SocketRef, state: &AppState) {
-    let (queue, requests) = mpsc::channel(state.settings.socket_inflight.max(1));
-    socket.extensions.insert(ChannelQueue(queue));
-    state.tasks.spawn(drain(requests, state.clone()));
+    let work = ChannelWork {
+        state: state.clone(),
+    };
+    let lane = Lane::new(
+        work,
+        state.settings.socket_inflight,
+        state.tasks.clone(),
+        true,
+    );
+    socket.extensions.insert(ChannelLane(lane));
     for (event, kind) in [
         ("subscribe", Kind::Subscribe),
         ("unsubscribe", Kind::Unsubscribe),
@@ -135,31 +171,6 @@ pub fn install(socket: &SocketRef, state: &AppState) {
                 state: state.clone(),
             },
         );
-    }
-}
-
-async fn drain(mut requests: mpsc::Receiver<Request>, state: AppState) {
-    while let Some(request) = requests.recv().await {
-        let Request {
-            socket,
-            kind,
-            data,
-            ack,
-            wants_ack,
-        } = request;
-        state.metrics.events_in.inc();
-        let handled = match data {
-            Ok(data) => handle(&socket, &state, kind, data).await,
-            Err(e) => Handled::Answer(Err(ChatError::bad_request(format!(
-                "unreadable payload: {e}"
-            )))),
-        };
-        match handled {
-            Handled::Answer(result) => answer(&socket, &state, ack, wants_ack, result),
-            Handled::Subscribed(channel, subscribed) => {
-                finish_subscribe(&socket, &state, ack, wants_ack, channel, subscribed).await
-            }
-        }
     }
 }
 
@@ -403,7 +414,7 @@ fn answer(
 
 /// Leaves every channel of a disconnected socket.
 pub async fn on_disconnect(socket: &SocketRef, state: &AppState) {
-    socket.extensions.remove::<ChannelQueue>();
+    socket.extensions.remove::<ChannelLane>();
     for name in state.channel_hub.channels_of(socket).await {
         if let Ok(channel) = ChannelName::parse(&name) {
             leave(socket, state, &channel).await;

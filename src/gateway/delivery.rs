@@ -137,20 +137,33 @@ struct Pump {
     slow: Arc<AtomicBool>,
 }
 
+/// How long until `expires_at` (unix seconds; zero once past), or practically never for
+/// `None` (the branch waiting for it is disabled then anyway).
+fn until_expiry(expires_at: Option<i64>) -> Duration {
+    let Some(expires_at) = expires_at else {
+        return Duration::from_secs(365 * 24 * 3600);
+    };
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let left_ms = expires_at.saturating_mul(1000).saturating_sub(now_ms);
+    Duration::from_millis(u64::try_from(left_ms).unwrap_or(0))
+}
+
 /// Why the pump stopped emitting.
 enum Halt {
     /// The socket is gone or too slow.
     Closed,
 }
 
-/// Runs until the socket disconnects or the node stops. `cumulative` is set for a socket that
-/// acks with `ack {Seq}` instead of one socket.io ack per event.
+/// Runs until the socket disconnects, its token expires (`expires_at`, unix seconds) or the
+/// node stops. `cumulative` is set for a socket that acks with `ack {Seq}` instead of one
+/// socket.io ack per event.
 pub async fn run(
     socket: SocketRef,
     uid: UserId,
     attachment: Attachment,
     state: AppState,
     cumulative: Option<ClientAcks>,
+    expires_at: Option<i64>,
 ) {
     let Attachment {
         conn_id,
@@ -174,7 +187,11 @@ pub async fn run(
     // handle skips its lock; a busy slow consumer is caught by `overflowed` instead.
     let ended = stop.cancelled();
     let confirm_timer = tokio::time::sleep(Duration::ZERO);
-    tokio::pin!(ended, confirm_timer);
+    // A token is checked once, at connect: without this a socket opened just before its
+    // token expired would keep sending and receiving for as long as it stays up. Here, not in
+    // a task of its own, so a socket costs one task and one timer less.
+    let expiry = tokio::time::sleep(until_expiry(expires_at));
+    tokio::pin!(ended, confirm_timer, expiry);
     // Armed while emitted events wait for their acks: when it fires, the acks that came
     // are collected and confirmed (see `collect_acks`).
     let mut confirm_pending = false;
@@ -182,8 +199,10 @@ pub async fn run(
     // slow batch must not hold up this socket's deliveries.
     let mut confirming: Option<ConfirmFuture> = None;
     // Counted up here and down at the end of this same task, so the two can never swap.
-    pump.state.presence.socket_up(&pump.uid).await;
-    let mut running = match pump.replay(None).await {
+    // Boxed, as every rare await in this task: the task lives as long as its socket, and its
+    // future is as large as the largest thing it awaits inline.
+    Box::pin(pump.state.presence.socket_up(&pump.uid)).await;
+    let mut running = match Box::pin(pump.replay(None)).await {
         Ok(depth) => {
             pump.state.metrics.inbox_depth_at_connect_count.inc();
             pump.state.metrics.inbox_depth_at_connect_sum.add(depth);
@@ -219,13 +238,18 @@ pub async fn run(
                     None => false,
                     Some(Delivery::Stored { seq, event }) => pump.on_stored(seq, &event).await.is_ok(),
                     Some(Delivery::Live(event)) => pump.emit_live(&event).is_ok(),
-                    Some(Delivery::Resync) => pump.replay(None).await.is_ok(),
+                    Some(Delivery::Resync) => Box::pin(pump.replay(None)).await.is_ok(),
                 };
             }
             _ = &mut ended => {
                 if overflowed.load(Ordering::Relaxed) {
                     tracing::warn!(uid = %pump.uid, "disconnecting slow consumer");
                 }
+                break;
+            }
+            () = &mut expiry, if expires_at.is_some() => {
+                // As a logout closes it: the socket is disconnected below.
+                tracing::info!(uid = %pump.uid, "closing a socket whose token expired");
                 break;
             }
         }
@@ -252,7 +276,7 @@ pub async fn run(
         tracing::warn!(uid = %pump.uid, "last confirm timed out; acked events will be re-sent");
     }
     pump.state.router.detach(pump.uid.as_str(), conn_id);
-    pump.state.presence.socket_down(&pump.uid).await;
+    Box::pin(pump.state.presence.socket_down(&pump.uid)).await;
     pump.state.metrics.connections.dec();
     if pump.socket.connected() {
         let _ = pump.socket.clone().disconnect();
@@ -383,7 +407,9 @@ impl Pump {
                 // Only the missing ones: this event is in hand even if the inbox no longer
                 // has it (another socket of the user confirmed it), and later ones follow
                 // live, in order.
-                self.replay(Some(seq)).await?;
+                // Boxed: a replay's future (a store read) is large and rare, and inline it
+                // would be part of every idle socket's delivery task.
+                Box::pin(self.replay(Some(seq))).await?;
                 if seq > self.last_emitted {
                     self.emit_stored(seq, event).await?;
                 }

@@ -2,9 +2,9 @@
 //!
 //! socketioxide spawns one task per event, so two events from one socket could run in any
 //! order. A chat client expects its messages stored in the order it sent them, so events are
-//! instead queued, synchronously and in arrival order, into one inbound queue per socket,
-//! drained by one worker per socket. The queue's bound is the socket's in-flight limit: a
-//! client that sends faster than its events are stored gets `rate_limited`.
+//! instead queued, synchronously and in arrival order, into one inbound [`Lane`] per socket,
+//! handled one at a time. The lane's bound is the socket's in-flight limit: a client that
+//! sends faster than its events are stored gets `rate_limited`.
 
 use std::{
     sync::{Arc, Mutex},
@@ -18,12 +18,12 @@ use socketioxide::{
     handler::{FromMessage, FromMessageParts, MessageHandler, Value},
     socket::Socket,
 };
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{
     auth::{AckMode, Guest, Session},
     channel_events, connecting, delivery,
+    lane::{Lane, LaneWork},
 };
 use crate::{
     bus::Attachment,
@@ -54,15 +54,26 @@ struct Inbound {
 #[derive(Clone)]
 struct EventRate(Arc<TokenBucket>);
 
-/// The sending end of a socket's inbound queue (in the socket's extensions).
-#[derive(Clone)]
-struct InboundQueue(mpsc::Sender<Inbound>);
-
-/// The receiving end, until [`on_connect`] starts the socket's worker on it: socketioxide
+/// A socket's inbound lane (in the socket's extensions). Opened by [`on_connect`]: socketioxide
 /// marks a socket connected only after the client has heard so, and a socket not yet marked
 /// cannot emit, so an event answered before then would lose its `error` event.
 #[derive(Clone)]
-struct PendingInbound(Arc<Mutex<Option<mpsc::Receiver<Inbound>>>>);
+struct InboundLane(Arc<Lane<Inbound, InboundWork>>);
+
+/// Handles a socket's `join` and `chat` events, in order.
+struct InboundWork {
+    state: AppState,
+}
+
+impl LaneWork<Inbound> for InboundWork {
+    async fn handle(&self, event: Inbound) {
+        self.state.metrics.events_in.inc();
+        match event.name {
+            EventName::Join => on_join(event, &self.state).await,
+            EventName::Chat => on_chat(event, &self.state).await,
+        }
+    }
+}
 
 /// A socket whose channel is subscribed but whose delivery task has not started yet: the
 /// subscription must be active before the client hears it is connected, while emitting must
@@ -86,7 +97,7 @@ struct Sequenced {
 impl MessageHandler<LocalAdapter, Sequenced> for Sequenced {
     fn call(&self, socket: Arc<Socket<LocalAdapter>>, value: Value, ack_id: Option<i64>) {
         let (socket, ack, data) = unpack(socket, value, ack_id);
-        let Some(InboundQueue(queue)) = socket.extensions.get::<InboundQueue>() else {
+        let Some(InboundLane(lane)) = socket.extensions.get::<InboundLane>() else {
             return; // disconnecting
         };
         let wants_ack = ack_id.is_some();
@@ -100,7 +111,7 @@ impl MessageHandler<LocalAdapter, Sequenced> for Sequenced {
             ack,
             wants_ack,
         };
-        if let Err(mpsc::error::TrySendError::Full(refused)) = queue.try_send(inbound) {
+        if let Err(refused) = lane.push(inbound) {
             let limit = ChatError::new(
                 ErrorCode::RateLimited,
                 "too many events in flight on this socket; wait for acks",
@@ -205,15 +216,20 @@ pub async fn install_handlers(
     socket: SocketRef,
     State(state): State<AppState>,
 ) -> Result<(), ChatError> {
-    let (queue, inbound) = mpsc::channel(state.settings.socket_inflight.max(1));
-    socket.extensions.insert(InboundQueue(queue));
+    let work = InboundWork {
+        state: state.clone(),
+    };
+    let lane = Lane::new(
+        work,
+        state.settings.socket_inflight,
+        state.tasks.clone(),
+        false,
+    );
+    socket.extensions.insert(InboundLane(lane));
     if state.settings.socket_rate > 0.0 {
         let bucket = TokenBucket::new(state.settings.socket_rate, state.settings.socket_burst);
         socket.extensions.insert(EventRate(Arc::new(bucket)));
     }
-    socket
-        .extensions
-        .insert(PendingInbound(Arc::new(Mutex::new(Some(inbound)))));
     for (event, name) in [("chat", EventName::Chat), ("join", EventName::Join)] {
         socket.on(
             event,
@@ -321,12 +337,8 @@ pub async fn on_connect(socket: SocketRef, State(state): State<AppState>) {
             &json!({ "uid": session.uid.as_str(), "guest": true }),
         );
     }
-    let inbound = socket
-        .extensions
-        .get::<PendingInbound>()
-        .and_then(|p| p.0.lock().ok().and_then(|mut slot| slot.take()));
-    if let Some(inbound) = inbound {
-        state.tasks.spawn(drain_inbound(inbound, state.clone()));
+    if let Some(InboundLane(lane)) = socket.extensions.get::<InboundLane>() {
+        lane.open();
     }
     let pending = socket
         .extensions
@@ -345,16 +357,6 @@ fn revoked_while_connecting(socket: &SocketRef, state: &AppState) -> bool {
             !state.token_sockets.holds(&jti, socket.id.as_str())
         }
         _ => false,
-    }
-}
-
-async fn drain_inbound(mut inbound: mpsc::Receiver<Inbound>, state: AppState) {
-    while let Some(event) = inbound.recv().await {
-        state.metrics.events_in.inc();
-        match event.name {
-            EventName::Join => on_join(event, &state).await,
-            EventName::Chat => on_chat(event, &state).await,
-        }
     }
 }
 
@@ -530,55 +532,24 @@ fn run_delivery(socket: &SocketRef, state: &AppState, uid: UserId, attachment: A
     }
     state.metrics.connections.inc();
     tracing::debug!(uid = %uid, socket = %crate::telemetry::socket_tag(&socket.id), "socket online");
-    if let Some(expires_at) = socket
+    let expires_at = socket
         .extensions
         .get::<Session>()
-        .and_then(|s| s.expires_at)
-    {
-        state.tasks.spawn(close_at_expiry(
-            socket.clone(),
-            expires_at,
-            attachment.stop.clone(),
-            state.shutdown.clone(),
-        ));
-    }
+        .and_then(|s| s.expires_at);
     state.tasks.spawn(delivery::run(
         socket.clone(),
         uid,
         attachment,
         state.clone(),
         socket.extensions.get::<delivery::ClientAcks>(),
+        expires_at,
     ));
-}
-
-/// Closes `socket` when the token it authenticated with expires (`expires_at`, unix seconds),
-/// as a logout closes it: a token is checked once, at connect, so without this a socket
-/// opened just before its token expired would keep sending and receiving for as long as it
-/// stays up. Ends early when the socket's delivery stops (`stop`: it disconnected) or the
-/// node stops.
-async fn close_at_expiry(
-    socket: SocketRef,
-    expires_at: i64,
-    stop: CancellationToken,
-    shutdown: CancellationToken,
-) {
-    let now_ms = chrono::Utc::now().timestamp_millis();
-    let left_ms = expires_at.saturating_mul(1000).saturating_sub(now_ms);
-    let left = std::time::Duration::from_millis(u64::try_from(left_ms).unwrap_or(0));
-    tokio::select! {
-        () = tokio::time::sleep(left) => {
-            tracing::info!("closing a socket whose token expired");
-            let _ = socket.disconnect();
-        }
-        () = stop.cancelled() => {}
-        () = shutdown.cancelled() => {}
-    }
 }
 
 async fn on_disconnect(socket: SocketRef, State(state): State<AppState>) {
     state.connecting.remove(socket.id.as_str());
-    // Closing the queue ends the socket's inbound worker once it has drained.
-    socket.extensions.remove::<InboundQueue>();
+    // No event is queued after this; a running worker still handles what was.
+    socket.extensions.remove::<InboundLane>();
     if let Some(delivering) = socket.extensions.get::<Delivering>() {
         delivering.stop.cancel();
     }

@@ -11,6 +11,7 @@ pub mod channel_hub;
 pub mod connecting;
 mod delivery;
 mod handlers;
+mod lane;
 pub mod sessions;
 
 use axum::{
