@@ -86,6 +86,19 @@ async function newPage(ctx, who) {
   return p;
 }
 
+/**
+ * waitForFunction, but a timeout with page errors recorded fails on those errors: a script
+ * that throws while rendering leaves the page waiting, and the error says why.
+ */
+async function untilOrPageError(p, fn) {
+  try {
+    await p.waitForFunction(fn);
+  } catch (e) {
+    assert.deepEqual(problems, [], `page errors while waiting (${e.message.split('\n')[0]})`);
+    throw e;
+  }
+}
+
 async function signUp(p, uid) {
   await p.goto(server.url);
   await p.waitForSelector('#auth-view:not([hidden])');
@@ -173,7 +186,7 @@ describe('attachments in the web client', () => {
     await a.waitForSelector('#send-btn:not([disabled])');
     await a.click('#send-btn');
     // Text has no thumbnail: the tile offers the download.
-    await b.waitForFunction(() => [...document.querySelectorAll('#messages .msg.in .attachment.file')].length === 1);
+    await untilOrPageError(b, () => [...document.querySelectorAll('#messages .msg.in .attachment.file')].length === 1);
     const [download] = await Promise.all([
       b.waitForEvent('download'),
       b.click('#messages .msg.in .attachment.file'),

@@ -70,9 +70,17 @@ export class MessageActions {
   /** Adds or updates the lifecycle parts of bubble `el` of message `m`. */
   decorate(el, m) {
     const bubble = el.querySelector('.bubble');
-    const text = el.querySelector('.msg-text');
+    const meta = el.querySelector('.msg-meta');
     el.classList.toggle('deleted', Boolean(m.deleted));
-    setText(text, m.deleted ? 'This message was deleted' : m.body);
+    // A message of attachments only has no text line (conversation.js bubble()); a delete
+    // (or an edit that adds words) gives it one, above the time.
+    const shown = m.deleted ? 'This message was deleted' : m.body;
+    let text = el.querySelector('.msg-text');
+    if (!text && shown) {
+      text = h('div', { className: 'msg-text', attrs: { dir: 'auto' } });
+      bubble.insertBefore(text, meta);
+    }
+    if (text) setText(text, shown);
 
     // The quote of the message replied to.
     let quote = el.querySelector('.msg-quote');
@@ -80,7 +88,7 @@ export class MessageActions {
       if (!quote) {
         quote = h('button', { className: 'msg-quote', attrs: { type: 'button' }, dataset: { lcAction: 'jump' } },
           h('span', { className: 'msg-quote-from' }), h('span', { className: 'msg-quote-text', attrs: { dir: 'auto' } }));
-        bubble.insertBefore(quote, text);
+        bubble.insertBefore(quote, text || meta);
       }
       const original = this.client.lifecycle.find(m.conv, m.ref);
       quote.dataset.ref = m.ref;
@@ -92,7 +100,6 @@ export class MessageActions {
     }
 
     // "edited": opens the earlier versions.
-    const meta = el.querySelector('.msg-meta');
     let edited = el.querySelector('.msg-edited');
     if (m.editedAt && !m.deleted) {
       if (!edited) {
