@@ -139,8 +139,10 @@ impl BlockService {
         named: &[UserId],
     ) -> Result<(), ChatError> {
         // A few at a time, stopping at the first refusal (see `limits::STORE_READS_PER_COMMAND`).
-        futures_util::stream::iter(named)
-            .map(|u| self.check_allowed(actor, u))
+        // Made up front (an async fn does nothing until polled): a closure in the stream's
+        // type trips the compiler's proof that the handler's future is Send.
+        let checks: Vec<_> = named.iter().map(|u| self.check_allowed(actor, u)).collect();
+        futures_util::stream::iter(checks)
             .buffer_unordered(crate::limits::STORE_READS_PER_COMMAND)
             .try_for_each(|()| async { Ok(()) })
             .await

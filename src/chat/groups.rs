@@ -669,8 +669,10 @@ impl ChatService {
     async fn check_recipients(&self, users: &[UserId]) -> Result<(), ChatError> {
         // A few at a time, stopping at the first refusal: a create may name thousands of
         // members, and one command must not start a store read for each at once.
-        futures_util::stream::iter(users)
-            .map(|u| self.check_recipient(u))
+        // Made up front (an async fn does nothing until polled): a closure in the stream's
+        // type trips the compiler's proof that the handler's future is Send.
+        let checks: Vec<_> = users.iter().map(|u| self.check_recipient(u)).collect();
+        futures_util::stream::iter(checks)
             .buffer_unordered(crate::limits::STORE_READS_PER_COMMAND)
             .try_for_each(|()| async { Ok(()) })
             .await
