@@ -588,3 +588,47 @@ fn urlencode(raw: &str) -> String {
         })
         .collect()
 }
+
+#[tokio::test]
+async fn with_dynamodb_roles_live_there_and_every_node_sees_them() {
+    let ddb = std::env::var("WEBCHAT_TEST_DYNAMODB_URL").expect(
+        "WEBCHAT_TEST_DYNAMODB_URL is not set: run scripts/test-all.sh, which starts DynamoDB Local",
+    );
+    let prefix = format!("t{}_", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+    let mut nodes = Vec::new();
+    let mut dirs = Vec::new();
+    for _ in 0..2 {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = settings(Backend::Redis, dir.path().to_path_buf());
+        s.admin_token = Some(ADMIN.into());
+        s.dynamodb_endpoint = Some(ddb.clone());
+        s.table_prefix = prefix.clone();
+        nodes.push(spawn_with(s).await);
+        dirs.push(dir);
+    }
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let sam = staff(a, "sam").await;
+    let (status, roles) = get(
+        &format!("{}/api/v1/admin/users/{}/roles", b.url, sam.uid),
+        ADMIN,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(roles["roles"], json!(["staff"]));
+    // Not in Redis: DynamoDB is the record.
+    let redis_key = format!("wc:{{support}}:r:{}", sam.uid);
+    assert_eq!(crate::helpers::redis_integer(&["EXISTS", &redis_key]).await, 0);
+    // Staff on the other node act on it at once.
+    let customer = a.signup("shopper").await;
+    let shopper = a.connect(&customer).await;
+    let gid = ticket_of(&open(&shopper, "q1", "hello", "").await);
+    let sam_socket = b.connect(&sam).await;
+    assert_eq!(claim(&sam_socket, &gid).await["ok"], true);
+    unstaff(a, &[&sam]).await;
+    let (_, roles) = get(
+        &format!("{}/api/v1/admin/users/{}/roles", b.url, sam.uid),
+        ADMIN,
+    )
+    .await;
+    assert_eq!(roles["roles"], json!([]));
+}
