@@ -1,12 +1,14 @@
 'use strict';
-// The shop demo and the staff console in headless Chromium (real server; on Redis when
-// WEBCHAT_TEST_REDIS_URL is set): examples/shop-feed publishes stock through the REST publish
+// The shop demo and the staff console in headless Chromium, as the README's two commands
+// run them (one node on its embedded store, so the queue holds only this test's tickets;
+// claims across nodes on Redis are tests/api/support.rs's): examples/shop-feed publishes stock through the REST publish
 // API, the shop page shows it live, a shopper (a guest) asks about an out-of-stock item, a
 // staff member claims the ticket in the console and answers, and the answer reaches the
-// shopper. Screenshots: screenshots/support-shop.png and support-console.png (committed).
+// shopper. Screenshots: screenshots/support-queue.png, support-shop.png and support-console.png
+// (committed).
 //
 //   cargo build -p webchat -p webchat-profile --bins && cd tests/browser && npm ci &&
-//   WEBCHAT_TEST_REDIS_URL=redis://… node --test support.test.js
+//   node --test support.test.js
 
 const assert = require('node:assert/strict');
 const path = require('node:path');
@@ -68,6 +70,7 @@ async function newPage() {
 describe('the shop demo and the staff console', () => {
   before(async () => {
     server = await startServer({
+      redis: false,
       chatEnv: { WEBCHAT_GUESTS: 'true', WEBCHAT_ADMIN_TOKEN: ADMIN, WEBCHAT_SERVICE_KEYS: `shop:${FEED_KEY}` },
     });
     browser = await launchBrowser();
@@ -105,9 +108,12 @@ describe('the shop demo and the staff console', () => {
     await desk.fill('#support-password', STAFF_PASSWORD);
     await desk.click('#support-login-form button[type="submit"]');
     await desk.waitForSelector('#support-app:not([hidden])');
-    const queued = desk.locator('#queue-open .ticket-item', { hasText: 'kettle-red' }).first();
+    // This shopper's ticket, found by its uid.
+    const shopper = await shop.evaluate(() => JSON.parse(localStorage.getItem('webchat.shop.guest')).uid);
+    const queued = desk.locator('#queue-open .ticket-item', { hasText: shopper });
     await queued.waitFor();
     assert.match(await queued.textContent(), /waiting \d+ s/);
+    await desk.screenshot({ path: path.join(SHOTS, 'support-queue.png') });
     await queued.click();
     await desk.click('#ticket-claim');
     await desk.waitForSelector('#queue-mine .ticket-item');

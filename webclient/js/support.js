@@ -96,7 +96,7 @@ function start(session) {
     renderQueue();
     renderTicket();
     const t = desk.entry(gid).ticket;
-    if (t && t.staff === session.uid) await desk.loadHistory(gid, session.token);
+    if (t && t.staff === session.uid) await desk.loadHistory(gid, session.token, { untilAny: true });
   }
 
   desk.addEventListener('change', (e) => {
@@ -113,7 +113,7 @@ function start(session) {
       e.ticket = { ...e.ticket, state: 'claimed', staff: session.uid, claimedAt: Date.now() };
       renderQueue();
       renderTicket();
-      await desk.loadHistory(gid, session.token);
+      await desk.loadHistory(gid, session.token, { untilAny: true });
     } catch (err) {
       showError(err.code === 'conflict' ? 'Someone else took this ticket.' : err.message);
     }

@@ -83,8 +83,21 @@ export class TicketDesk extends EventTarget {
     this.dispatchEvent(new CustomEvent('change', { detail: gid }));
   }
 
-  /** Loads a ticket's history (oldest first) from REST, merging what is already shown. */
-  async loadHistory(gid, token) {
+  /**
+   * Loads a ticket's history (oldest first) from REST, merging what is already shown. The
+   * server writes history behind the message path, so a staff member who has just claimed a
+   * ticket may find its first message not there yet: with `untilAny`, it asks again a few
+   * times until there is at least one message.
+   */
+  async loadHistory(gid, token, { untilAny = false } = {}) {
+    for (let attempt = 0; attempt < 20; attempt++) {
+      await this.loadHistoryOnce(gid, token);
+      if (!untilAny || this.entry(gid).messages.length > 0) return;
+      await new Promise((r) => setTimeout(r, 250 * Math.min(attempt + 1, 4)));
+    }
+  }
+
+  async loadHistoryOnce(gid, token) {
     const res = await fetch(`/api/v1/conversations/${encodeURIComponent(gid)}/messages?limit=200`, {
       headers: { Authorization: `Bearer ${token}`, Accept: 'application/json' },
       cache: 'no-store',
