@@ -617,7 +617,10 @@ async fn with_dynamodb_roles_live_there_and_every_node_sees_them() {
     assert_eq!(roles["roles"], json!(["staff"]));
     // Not in Redis: DynamoDB is the record.
     let redis_key = format!("wc:{{support}}:r:{}", sam.uid);
-    assert_eq!(crate::helpers::redis_integer(&["EXISTS", &redis_key]).await, 0);
+    assert_eq!(
+        crate::helpers::redis_integer(&["EXISTS", &redis_key]).await,
+        0
+    );
     // Staff on the other node act on it at once.
     let customer = a.signup("shopper").await;
     let shopper = a.connect(&customer).await;
