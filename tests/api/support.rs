@@ -635,3 +635,39 @@ async fn with_dynamodb_roles_live_there_and_every_node_sees_them() {
     .await;
     assert_eq!(roles["roles"], json!([]));
 }
+
+#[tokio::test]
+async fn the_shop_demo_and_the_staff_console_are_served_from_the_binary() {
+    let app = crate::helpers::spawn_app(Backend::Embedded).await;
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let res = no_redirects
+        .get(format!("{}/demo/shop", app.url))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(res.status(), 308);
+    assert_eq!(res.headers()["location"], "/demo/shop/");
+    for (path, needle) in [
+        ("/demo/shop/", "Corner Shop"),
+        ("/demo/shop/shop.js", "Talk to staff"),
+        ("/support.html", "Staff console"),
+        ("/js/ticket.js", "TicketDesk"),
+    ] {
+        let res = http()
+            .get(format!("{}{path}", app.url))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(res.status(), 200, "{path}");
+        assert!(res.text().await.expect("body").contains(needle), "{path}");
+    }
+    let res = http()
+        .get(format!("{}/demo/shop/nothing.js", app.url))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(res.status(), 404);
+}
