@@ -384,20 +384,6 @@ impl SupportService {
         Ok(TicketPage { items, next })
     }
 
-    /// One ticket (admin API).
-    pub async fn ticket(&self, gid: &GroupId) -> Result<Ticket, ChatError> {
-        self.tickets.get(gid).await?.ok_or_else(|| no_ticket(gid))
-    }
-
-    /// Whether `gid` is a closed ticket (the chat service refuses messages to it).
-    pub async fn is_closed(&self, gid: &GroupId) -> Result<bool, ChatError> {
-        Ok(self
-            .tickets
-            .get(gid)
-            .await?
-            .is_some_and(|t| t.state == TicketState::Closed))
-    }
-
     /// Stores a `ticket` event about `ticket` reaching `state` for every staff member (and
     /// for the customer once it is claimed or closed, so their view follows), one append
     /// each, deduplicated per state: a re-sent command stores nothing twice.
