@@ -278,7 +278,8 @@ impl SupportService {
             // A re-send after a claim has nothing to announce: the claim did.
             self.announce(&ticket, TicketState::Open).await?;
         }
-        tracing::info!(ticket = %gid, topic = ticket.topic.as_str(), "ticket opened");
+        // The topic is the customer's text: not logged, as message bodies are not.
+        tracing::info!(ticket = %gid, "ticket opened");
         Ok(SupportAccepted {
             accepted,
             ticket: gid,

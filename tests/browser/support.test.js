@@ -133,6 +133,12 @@ describe('the shop demo and the staff console', () => {
     // Staff close it; the shopper's chat ends.
     await desk.click('#ticket-close');
     await shop.waitForFunction(() => document.querySelector('#shop-chat-state').textContent === 'This chat has ended.');
+
+    // In the messenger (same login), staff find their way to the console.
+    const messenger = await desk.context().newPage();
+    await messenger.goto(server.url);
+    await messenger.waitForSelector('#support-link:not([hidden])');
+    assert.equal(await messenger.getAttribute('#support-link', 'href'), 'support.html');
     assert.deepEqual(pageErrors, []);
   });
 });
