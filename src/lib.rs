@@ -22,6 +22,7 @@
 //! - [`http`]      REST, `/health`, `/metrics`, the web client
 //! - [`health`]    back-end probes
 //! - [`storage`]   the embedded database and the Redis connection
+//! - [`support`]   the support desk: roles, tickets, claims, the staff queue
 //! - [`attachments`] uploads, their access rules, thumbnails, blob stores, the orphan sweep
 
 pub mod accounts;
@@ -47,6 +48,7 @@ pub mod server;
 pub mod startup;
 pub mod state;
 pub mod storage;
+pub mod support;
 pub mod telemetry;
 
 pub use config::Settings;

@@ -50,6 +50,10 @@ use crate::{
         table::{EmbeddedTable, SortedTable},
         StoreError,
     },
+    support::{
+        DynamoRoleStore, EmbeddedSupportStore, RedisSupportStore, RoleStore, SupportService,
+        TicketStore,
+    },
     telemetry::Metrics,
 };
 
@@ -128,6 +132,8 @@ impl Application {
             channel_feed,
             channel_feed_rx,
             message_index,
+            tickets,
+            roles,
         } = match &settings.redis_url {
             Some(url) => Backends::redis(url, &settings, &router, limits, &shutdown).await?,
             None => Backends::embedded(&settings, &router, limits, &shutdown)?,
@@ -135,14 +141,21 @@ impl Application {
         router.keep_subscribed(bus.clone(), subscription_requests, shutdown.clone());
         // DynamoDB, when configured, is the system of record for accounts, group membership
         // and the call log; Redis (or the embedded store) keeps inboxes and hot state.
-        let (accounts_store, groups, calllog_table, health) = match &settings.dynamodb_endpoint {
+        let (accounts_store, groups, calllog_table, health, roles) = match &settings
+            .dynamodb_endpoint
+        {
             Some(endpoint) => {
                 let table = |name: &str| {
                     let name = format!("{}{name}", settings.table_prefix);
                     async move { crate::storage::dynamo::connect(endpoint, &name).await }
                 };
-                let (accounts_table, groups_table, calllog_table) =
-                    tokio::try_join!(table("accounts"), table("groups"), table("calllog"))?;
+                let (accounts_table, groups_table, calllog_table, roles_table) = tokio::try_join!(
+                    table("accounts"),
+                    table("groups"),
+                    table("calllog"),
+                    table("roles")
+                )?;
+                let roles: Arc<dyn RoleStore> = Arc::new(DynamoRoleStore::new(roles_table));
                 let groups: Arc<dyn GroupStore> = match &redis_groups {
                     Some(hot) => Arc::new(DurableGroupStore::new(groups_table, hot.clone())),
                     None => groups,
@@ -152,9 +165,9 @@ impl Application {
                 let accounts: Arc<dyn AccountStore> =
                     Arc::new(DynamoAccountStore::new(accounts_table));
                 let calllog: Arc<dyn SortedTable> = Arc::new(calllog_table);
-                (accounts, groups, calllog, health)
+                (accounts, groups, calllog, health, roles)
             }
-            None => (accounts_store, groups, calllog_table, health),
+            None => (accounts_store, groups, calllog_table, health, roles),
         };
         // Redis as the call-log table keeps it in memory: bounded unless told otherwise.
         let trimmed_table = match (&settings.dynamodb_endpoint, redis_calllog_table) {
@@ -272,6 +285,7 @@ impl Application {
             attachments: attachments.clone(),
             accounts: accounts.clone(),
             inbox: inbox.clone(),
+            tickets: tickets.clone(),
             bus,
             groups: groups.clone(),
             receipts,
@@ -280,8 +294,10 @@ impl Application {
             max_group_size: settings.max_group_size,
             group_idle_secs: settings.group_idle_secs,
         });
+        let support = SupportService::new(roles, tickets, chat.clone(), inbox.clone());
         let groups_for_replay = groups.clone();
         let state = AppState {
+            support,
             lifecycle,
             settings: settings.clone(),
             accounts,
@@ -477,6 +493,10 @@ struct Backends {
     channel_feed_rx: tokio::sync::mpsc::UnboundedReceiver<FeedMessage>,
     /// Messages by MsgID for replies, edits, deletes and reactions (§11).
     message_index: Arc<dyn MessageIndex>,
+    /// Support tickets (§10).
+    tickets: Arc<dyn TicketStore>,
+    /// Roles, unless DynamoDB holds them (§10).
+    roles: Arc<dyn RoleStore>,
 }
 
 impl Backends {
@@ -506,6 +526,7 @@ impl Backends {
             None => token_key::shared_in_redis(&redis.pool).await?,
         };
         let calllog_table = Arc::new(RedisTable::new(redis.pool.clone()));
+        let support = Arc::new(RedisSupportStore::new(redis.pool.clone()));
         let (feed_tx, channel_feed_rx) = tokio::sync::mpsc::unbounded_channel();
         let channel_feed = RedisChannelFeed::new(&redis);
         channel_feed.spawn_listener(&redis, feed_tx, shutdown.clone());
@@ -538,6 +559,8 @@ impl Backends {
             redis_groups: Some(redis_groups),
             login_counter: Some(redis.pool.clone()),
             message_index: Arc::new(RedisMessageIndex::new(redis.pool.clone())),
+            tickets: support.clone(),
+            roles: support,
             receipts: Arc::new(RedisReceiptStore::new(
                 redis.pool.clone(),
                 settings.inbox_max_age_secs,
@@ -576,7 +599,10 @@ impl Backends {
             None => token_key::in_data_dir(&settings.data_dir)?,
         };
         let (feed_tx, channel_feed_rx) = tokio::sync::mpsc::unbounded_channel();
+        let support = Arc::new(EmbeddedSupportStore::new(db.clone()));
         Ok(Self {
+            tickets: support.clone(),
+            roles: support,
             channels: Arc::new(EmbeddedChannelStore::new(db.clone(), feed_tx)),
             channel_feed: Arc::new(LocalChannelFeed),
             channel_feed_rx,

@@ -41,6 +41,8 @@ pub struct AppState {
     pub chat: ChatService,
     /// Uploads and downloads (REST `/attachments`).
     pub attachments: crate::attachments::AttachmentService,
+    /// The support desk: roles, tickets (§10).
+    pub support: crate::support::SupportService,
     /// Blocks (REST `/blocks`).
     pub blocks: BlockService,
     /// History and the admin call log.

@@ -289,6 +289,19 @@ impl AccountService {
         Ok(found)
     }
 
+    /// A token for a guest uid (§9, §10): a guest keeps its uid, and so its support tickets
+    /// and their answers, by reconnecting with it (`auth: {guest: true, token}`). It is
+    /// never a user's token: every socket and request presenting it is a guest's.
+    pub fn issue_guest(&self, uid: &UserId) -> Result<IssuedToken, ChatError> {
+        if !uid.as_str().starts_with(GUEST_UID_PREFIX) {
+            return Err(ChatError::new(
+                ErrorCode::Internal,
+                "guest tokens are for guest uids",
+            ));
+        }
+        Ok(self.issue(uid))
+    }
+
     fn issue(&self, uid: &UserId) -> IssuedToken {
         let expires_at = chrono::Utc::now()
             .timestamp()

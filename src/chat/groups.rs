@@ -108,12 +108,12 @@ fn send_end(
 }
 
 /// What a fan-out stores for each recipient.
-struct Fanout<'a> {
-    evt_type: &'static str,
-    gid: &'a GroupId,
-    actor: &'a UserId,
-    msg_id: &'a str,
-    body: String,
+pub(super) struct Fanout<'a> {
+    pub(super) evt_type: &'static str,
+    pub(super) gid: &'a GroupId,
+    pub(super) actor: &'a UserId,
+    pub(super) msg_id: &'a str,
+    pub(super) body: String,
 }
 
 impl ChatService {
@@ -124,6 +124,9 @@ impl ChatService {
         mut members: Vec<UserId>,
         msg_id: Option<MsgId>,
     ) -> Result<Accepted, ChatError> {
+        if let Some(gid) = &gid {
+            Self::refuse_ticket_membership(gid)?;
+        }
         if !members.contains(creator) {
             members.push(creator.clone());
         }
@@ -173,6 +176,7 @@ impl ChatService {
         added: Vec<UserId>,
         msg_id: Option<MsgId>,
     ) -> Result<Accepted, ChatError> {
+        Self::refuse_ticket_membership(gid)?;
         let before = self.members_as(actor, gid).await?;
         let added: Vec<UserId> = added
             .into_iter()
@@ -234,6 +238,7 @@ impl ChatService {
         gid: &GroupId,
         msg_id: Option<MsgId>,
     ) -> Result<Accepted, ChatError> {
+        Self::refuse_ticket_membership(gid)?;
         let before = self.members_as(leaver, gid).await?;
         self.groups
             .remove(gid, leaver)
@@ -289,6 +294,7 @@ impl ChatService {
         attachments: &[AttachmentId],
     ) -> Result<Accepted, ChatError> {
         let members = self.members_as(sender, gid).await?;
+        self.check_ticket_open(gid).await?;
         // Granted before the message can arrive: members may fetch them at once.
         self.attachments
             .attach(sender, attachments, &group_conversation(gid))
@@ -633,6 +639,7 @@ impl ChatService {
         active: bool,
     ) -> Result<Accepted, ChatError> {
         let members = self.members_as(actor, gid).await?;
+        self.check_ticket_open(gid).await?;
         let mut event = WireEvent::new("typing", gid.as_str(), gid.as_str(), "", bit(active));
         event.originated = actor.to_string();
         for member in members.iter().filter(|m| *m != actor.as_str()) {
@@ -691,7 +698,11 @@ impl ChatService {
     /// Stores one membership event per recipient (To names the recipient; a large member
     /// list once, named by every entry), all appends issued at once; succeeds when every one
     /// is stored.
-    async fn fan_out(&self, recipients: &[String], f: Fanout<'_>) -> Result<Accepted, ChatError> {
+    pub(super) async fn fan_out(
+        &self,
+        recipients: &[String],
+        f: Fanout<'_>,
+    ) -> Result<Accepted, ChatError> {
         let mut template =
             WireEvent::new(f.evt_type, f.gid.as_str(), f.gid.as_str(), f.msg_id, f.body);
         template.originated = f.actor.to_string();
@@ -763,11 +774,11 @@ fn no_group(gid: &GroupId) -> ChatError {
     ChatError::new(ErrorCode::NotFound, format!("no group {gid}"))
 }
 
-fn member_list_json<'a>(members: impl IntoIterator<Item = &'a str>) -> String {
+pub(super) fn member_list_json<'a>(members: impl IntoIterator<Item = &'a str>) -> String {
     serde_json::to_string(&members.into_iter().collect::<Vec<_>>()).unwrap_or_default()
 }
 
-fn server_msg_id() -> String {
+pub(super) fn server_msg_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 

@@ -129,6 +129,7 @@ impl ChatService {
     ) -> Result<Accepted, ChatError> {
         // Membership first: an outsider learns nothing of which messages exist.
         let members = self.members_of(actor, gid).await?;
+        self.check_ticket_open(gid).await?;
         let message = self.lifecycle.check(actor, &command).await?;
         self.lifecycle.count_use(actor, &command).await?;
         if command.kind == LifecycleKind::Delete {

@@ -22,11 +22,13 @@ use crate::{
     lifecycle::LifecycleService,
     presence::PresenceService,
     receipts::{ReceiptKey, ReceiptStore},
+    support::TicketStore,
     telemetry::Metrics,
 };
 
 mod groups;
 mod lifecycle;
+mod support;
 
 /// What the sender's ack reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +54,7 @@ pub struct ChatService {
     calllog: CallLog,
     lifecycle: LifecycleService,
     attachments: AttachmentService,
+    tickets: Arc<dyn TicketStore>,
     metrics: Arc<Metrics>,
     /// Token mode: recipients must be registered users. Open mode: any valid uid.
     require_known_recipients: bool,
@@ -92,6 +95,8 @@ pub struct ChatDeps {
     pub lifecycle: LifecycleService,
     /// Uploads a `message` may carry.
     pub attachments: AttachmentService,
+    /// Support tickets: a closed one takes no more messages (§10).
+    pub tickets: Arc<dyn TicketStore>,
     /// Counters.
     pub metrics: Arc<Metrics>,
     /// Token mode: recipients must be registered users.
@@ -116,6 +121,7 @@ impl ChatService {
             calllog: deps.calllog,
             lifecycle: deps.lifecycle,
             attachments: deps.attachments,
+            tickets: deps.tickets,
             metrics: deps.metrics,
             require_known_recipients: deps.require_known_recipients,
             max_group_size: deps.max_group_size.max(1),
@@ -183,6 +189,11 @@ impl ChatService {
             ClientCommand::Depart { gid, msg_id } => self.depart(actor, &gid, msg_id).await,
             ClientCommand::Rejoin { gid } => self.rejoin(actor, &gid).await,
             ClientCommand::Lifecycle(command) => self.lifecycle_event(actor, origin, command).await,
+            // The gateway hands these to the support service; reaching here is a wiring bug.
+            ClientCommand::Support(_) => Err(ChatError::new(
+                ErrorCode::Internal,
+                "support commands are the support service's",
+            )),
             ClientCommand::Block {
                 target,
                 active,

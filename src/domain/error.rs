@@ -16,6 +16,9 @@ pub enum ErrorCode {
     NotFound,
     /// The payload exceeds a configured size limit.
     TooLarge,
+    /// The request lost to another one over the same state (§10: a ticket claimed by
+    /// someone else, or no longer open).
+    Conflict,
     /// A configured rate limit was hit.
     RateLimited,
     /// A back-end (Redis, DynamoDB) is unreachable; nothing was acknowledged.
@@ -33,6 +36,7 @@ impl ErrorCode {
             Self::Forbidden => "forbidden",
             Self::NotFound => "not_found",
             Self::TooLarge => "too_large",
+            Self::Conflict => "conflict",
             Self::RateLimited => "rate_limited",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",

@@ -8,7 +8,9 @@ use serde_json::Value;
 
 use super::{
     lifecycle::{LifecycleCommand, LifecycleKind},
-    parse_attachments, AttachmentId, ChatError, GroupId, MessageBody, MsgId, Seq, UserId,
+    parse_attachments,
+    support::{ticket_target, SupportCommand, Topic},
+    AttachmentId, ChatError, GroupId, MessageBody, MsgId, Seq, UserId,
 };
 
 /// Every `EvtType` of the contract (§4).
@@ -36,6 +38,12 @@ pub enum EvtType {
     Unblock,
     /// A lifecycle event (§11): `edit`, `delete`, `react` or `unreact`.
     Lifecycle(LifecycleKind),
+    /// Open a support ticket (§10).
+    Support,
+    /// A staff member takes a ticket (§10).
+    Claim,
+    /// End a ticket (§10).
+    Close,
 }
 
 impl EvtType {
@@ -56,6 +64,9 @@ impl EvtType {
             "delete" => Self::Lifecycle(LifecycleKind::Delete),
             "react" => Self::Lifecycle(LifecycleKind::React),
             "unreact" => Self::Lifecycle(LifecycleKind::Unreact),
+            "support" => Self::Support,
+            "claim" => Self::Claim,
+            "close" => Self::Close,
             "" => return Err(ChatError::bad_request("EvtType is required")),
             other => {
                 return Err(ChatError::bad_request(format!(
@@ -191,6 +202,8 @@ pub enum ClientCommand {
     },
     /// A reply, edit, delete or reaction (§11).
     Lifecycle(LifecycleCommand),
+    /// Open, claim or close a support ticket (§10): handled by the support service.
+    Support(SupportCommand),
 }
 
 impl ClientCommand {
@@ -206,6 +219,7 @@ impl ClientCommand {
             | Self::Depart { msg_id, .. }
             | Self::Block { msg_id, .. } => msg_id.as_ref().map(MsgId::to_string),
             Self::Lifecycle(command) => Some(command.msg_id.to_string()),
+            Self::Support(command) => command.msg_id(),
             Self::Typing { .. } | Self::GroupTyping { .. } | Self::Rejoin { .. } => None,
         }
     }
@@ -364,6 +378,34 @@ impl ClientCommand {
                 active: evt_type == EvtType::Block,
                 msg_id: optional_msg_id()?,
             }),
+            EvtType::Support => {
+                // The topic is checked first: an over-long one is refused as such even when
+                // the rest is fine.
+                let topic = match object.get("Topic") {
+                    None | Some(Value::Null) => Topic::default(),
+                    Some(Value::String(text)) => Topic::parse(text)?,
+                    Some(_) => return Err(ChatError::bad_request("Topic must be a string")),
+                };
+                let body = MessageBody::parse(body()?.to_owned(), max_body_bytes)?;
+                if body.as_str().trim().is_empty() {
+                    return Err(ChatError::bad_request(
+                        "support needs a first message in Body",
+                    ));
+                }
+                Ok(Self::Support(SupportCommand::Open {
+                    msg_id: msg_id()?,
+                    body,
+                    topic,
+                }))
+            }
+            EvtType::Claim => Ok(Self::Support(SupportCommand::Claim {
+                gid: ticket_target(to_text)?,
+                msg_id: optional_msg_id()?,
+            })),
+            EvtType::Close => Ok(Self::Support(SupportCommand::Close {
+                gid: ticket_target(to_text)?,
+                msg_id: optional_msg_id()?,
+            })),
         }
     }
 }
@@ -1037,6 +1079,21 @@ mod tests {
                             && id_ok(&command.msg_id)
                             && id_ok(&command.reference)
                             && command.body.len() <= FUZZ_MAX_BODY
+                    }
+                    ClientCommand::Support(crate::domain::support::SupportCommand::Open {
+                        msg_id,
+                        body,
+                        topic,
+                    }) => {
+                        id_ok(msg_id)
+                            && body.as_str().len() <= FUZZ_MAX_BODY
+                            && topic.as_str().chars().count() <= 128
+                    }
+                    ClientCommand::Support(
+                        crate::domain::support::SupportCommand::Claim { gid, msg_id }
+                        | crate::domain::support::SupportCommand::Close { gid, msg_id },
+                    ) => {
+                        crate::domain::support::is_ticket(gid) && msg_id.as_ref().is_none_or(id_ok)
                     }
                 };
                 prop_assert!(valid, "accepted an invalid command: {:?}", command);

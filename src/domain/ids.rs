@@ -78,6 +78,13 @@ impl GroupId {
     }
 }
 
+impl<'de> Deserialize<'de> for GroupId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        Self::parse(&raw).map_err(|e| serde::de::Error::custom(e.message))
+    }
+}
+
 impl fmt::Display for GroupId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -134,6 +141,11 @@ impl MessageBody {
             ));
         }
         Ok(Self(raw))
+    }
+
+    /// The text, borrowed.
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 
     /// The text.

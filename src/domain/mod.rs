@@ -7,6 +7,7 @@ mod error;
 mod event;
 mod ids;
 pub mod lifecycle;
+pub mod support;
 mod text;
 
 pub use attachment::{parse_attachments, AttachmentId, MAX_ATTACHMENTS};

@@ -104,11 +104,11 @@ pub async fn authenticate(
         .as_ref()
         .and_then(|a| a.get("token").and_then(|t| t.as_str()).map(str::to_owned))
         .or_else(|| query_param(query, "token"));
+    if wants_guest(auth.as_ref(), query) && !state.settings.guests {
+        tracing::debug!("guest socket refused: guests are off");
+        return Err(Refused::Unauthorized);
+    }
     if token.is_none() && wants_guest(auth.as_ref(), query) {
-        if !state.settings.guests {
-            tracing::debug!("guest socket refused: guests are off");
-            return Err(Refused::Unauthorized);
-        }
         let uid = UserId::parse(&format!(
             "{}{}",
             crate::accounts::GUEST_UID_PREFIX,
@@ -131,6 +131,14 @@ pub async fn authenticate(
                 Refused::Unauthorized
             })?;
             let (uid, jti) = (verified.uid, verified.jti);
+            if uid.as_str().starts_with(crate::accounts::GUEST_UID_PREFIX) {
+                // A guest token (given in the `session` event) resumes that guest: still a
+                // guest, whatever the connect asked for, and only while guests are on.
+                if !state.settings.guests {
+                    return Err(Refused::Unauthorized);
+                }
+                socket.extensions.insert(Guest);
+            }
             check_socket_limit(&state, &uid)?;
             if !state.token_sockets.insert(&jti, socket.clone()) {
                 tracing::debug!(uid = %uid, "socket refused: its token was revoked while it connected");

@@ -251,9 +251,8 @@ pub async fn install_handlers(
     );
     channel_events::install(&socket, &state);
     socket.on_disconnect(on_disconnect);
-    // A guest has no inbox and no contacts: nothing to subscribe or deliver.
-    let member = socket.extensions.get::<Guest>().is_none();
-    if let Some(session) = socket.extensions.get::<Session>().filter(|_| member) {
+    // A guest too: its support tickets' answers come through its inbox (§10).
+    if let Some(session) = socket.extensions.get::<Session>() {
         let attachment = match attach(&socket, &state, &session.uid).await {
             Ok(attachment) => attachment,
             Err(e) => {
@@ -331,10 +330,18 @@ pub async fn on_connect(socket: SocketRef, State(state): State<AppState>) {
         socket.extensions.get::<Guest>(),
         socket.extensions.get::<Session>(),
     ) {
-        // First: the guest learns the uid the server made for it.
+        // First: the guest learns the uid the server made for it, and a token that brings
+        // it back as the same guest (its tickets, their answers) after a reconnect.
+        let token = match state.accounts.issue_guest(&session.uid) {
+            Ok(issued) => Some(issued.token),
+            Err(e) => {
+                tracing::warn!(error = %e, "no guest token");
+                None
+            }
+        };
         let _ = socket.emit(
             "session",
-            &json!({ "uid": session.uid.as_str(), "guest": true }),
+            &json!({ "uid": session.uid.as_str(), "guest": true, "token": token }),
         );
     }
     if let Some(InboundLane(lane)) = socket.extensions.get::<InboundLane>() {
@@ -433,10 +440,7 @@ async fn on_chat(event: Inbound, state: &AppState) {
         let refusal = ChatError::new(ErrorCode::Unauthorized, "join first");
         return reply(&socket, state, ack, wants_ack, None, Err(refusal));
     };
-    if socket.extensions.get::<Guest>().is_some() {
-        let refusal = ChatError::new(ErrorCode::Forbidden, "guests may only read guest channels");
-        return reply(&socket, state, ack, wants_ack, None, Err(refusal));
-    }
+    let guest = socket.extensions.get::<Guest>().is_some();
     let command = match data {
         Ok(value) => ClientCommand::parse(value, state.settings.max_body_bytes),
         Err(e) => Err((
@@ -444,6 +448,16 @@ async fn on_chat(event: Inbound, state: &AppState) {
             ChatError::bad_request(format!("unreadable chat payload: {e}")),
         )),
     };
+    let command = command.and_then(|command| {
+        if guest && !guest_may(&command) {
+            let refusal = ChatError::new(
+                ErrorCode::Forbidden,
+                "guests may only read guest channels and talk in their own support tickets",
+            );
+            return Err((command.msg_id(), refusal));
+        }
+        Ok(command)
+    });
     let (msg_id, result) = match command {
         Ok(command) => {
             let msg_id = command.msg_id();
@@ -453,12 +467,54 @@ async fn on_chat(event: Inbound, state: &AppState) {
                     .router
                     .has_socket_besides(session.uid.as_str(), Some(socket.id.as_str())),
             };
-            let result = state.chat.handle(&session.uid, &origin, command).await;
-            (msg_id, result.map(Some))
+            let result = match command {
+                ClientCommand::Support(command) => state
+                    .support
+                    .handle(&session.uid, &origin, command)
+                    .await
+                    .map(|done| {
+                        let mut body = accepted_json(&done.accepted);
+                        body["Ticket"] = json!(done.ticket);
+                        body
+                    }),
+                command => state
+                    .chat
+                    .handle(&session.uid, &origin, command)
+                    .await
+                    .map(|accepted| accepted_json(&accepted)),
+            };
+            (msg_id, result)
         }
         Err((msg_id, e)) => (msg_id, Err(e)),
     };
-    reply(&socket, state, ack, wants_ack, msg_id, result);
+    reply_json(&socket, state, ack, wants_ack, msg_id, result);
+}
+
+/// What a guest may send (§9, §10): support commands, and group traffic in tickets (a guest
+/// is a member of its own tickets only, which the chat service checks as for anyone).
+fn guest_may(command: &ClientCommand) -> bool {
+    use crate::domain::{lifecycle::Target, support::is_ticket};
+    match command {
+        ClientCommand::Support(_) => true,
+        ClientCommand::GroupMessage { gid, .. }
+        | ClientCommand::GroupTyping { gid, .. }
+        | ClientCommand::GroupReceipt { gid, .. }
+        | ClientCommand::Rejoin { gid } => is_ticket(gid),
+        ClientCommand::Lifecycle(command) => {
+            matches!(&command.target, Target::Group(gid) if is_ticket(gid))
+        }
+        _ => false,
+    }
+}
+
+/// The ack of an accepted command.
+fn accepted_json(accepted: &Accepted) -> serde_json::Value {
+    match &accepted.group {
+        None => json!({ "ok": true, "MsgID": accepted.msg_id, "SentAt": accepted.sent_at }),
+        Some(gid) => json!({
+            "ok": true, "MsgID": accepted.msg_id, "SentAt": accepted.sent_at, "Group": gid
+        }),
+    }
 }
 
 /// Answers an event: into its ack when one was requested, else errors as an `error` event
@@ -471,19 +527,29 @@ fn reply(
     msg_id: Option<String>,
     result: Result<Option<Accepted>, ChatError>,
 ) {
+    let result = result.map(|accepted| match accepted {
+        Some(accepted) => accepted_json(&accepted),
+        None => json!({ "ok": true }),
+    });
+    reply_json(socket, state, ack, wants_ack, msg_id, result);
+}
+
+/// [`reply`] with the ack's body made already.
+fn reply_json(
+    socket: &SocketRef,
+    state: &AppState,
+    ack: AckSender,
+    wants_ack: bool,
+    msg_id: Option<String>,
+    result: Result<serde_json::Value, ChatError>,
+) {
     if let Err(e) = &result {
         state.metrics.errors.inc();
         tracing::debug!(socket = %crate::telemetry::socket_tag(&socket.id), code = e.code.as_str(), error = %e.message, "refused");
     }
     let sent = if wants_ack {
         let body = match &result {
-            Ok(Some(accepted)) => match &accepted.group {
-                None => json!({ "ok": true, "MsgID": accepted.msg_id, "SentAt": accepted.sent_at }),
-                Some(gid) => json!({
-                    "ok": true, "MsgID": accepted.msg_id, "SentAt": accepted.sent_at, "Group": gid
-                }),
-            },
-            Ok(None) => json!({ "ok": true }),
+            Ok(body) => body.clone(),
             Err(e) => e.to_json(),
         };
         ack.send(&body).map_err(|e| e.to_string())

@@ -30,7 +30,34 @@ impl FromRequestParts<AppState> for AuthUser {
         let token = bearer(parts)
             .ok_or_else(|| ChatError::new(ErrorCode::Unauthorized, "missing bearer token"))?;
         let uid = state.accounts.verify(&token).await?;
+        if uid.as_str().starts_with(crate::accounts::GUEST_UID_PREFIX) {
+            // A guest's token (§9, §10) opens its socket and its tickets' history, nothing
+            // else: it is not an account.
+            return Err(ChatError::new(
+                ErrorCode::Forbidden,
+                "guests may only read their own support tickets",
+            )
+            .into());
+        }
         Ok(Self { uid, token })
+    }
+}
+
+/// [`AuthUser`], or a guest with its guest token: for the routes a guest may use (the
+/// history of a conversation it takes part in, which is only ever its own tickets).
+pub struct UserOrGuest {
+    /// Who.
+    pub uid: UserId,
+}
+
+impl FromRequestParts<AppState> for UserOrGuest {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = bearer(parts)
+            .ok_or_else(|| ChatError::new(ErrorCode::Unauthorized, "missing bearer token"))?;
+        let uid = state.accounts.verify(&token).await?;
+        Ok(Self { uid })
     }
 }
 

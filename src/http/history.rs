@@ -10,7 +10,10 @@ use axum::{
 };
 use serde_json::{json, Value};
 
-use super::{error::ApiError, extractor::AuthUser};
+use super::{
+    error::ApiError,
+    extractor::{AuthUser, UserOrGuest},
+};
 use crate::{
     calllog::{ConversationSummary, LoggedEvent, MessageVersion, Page},
     domain::{ChatError, ErrorCode, GroupId, MsgId},
@@ -92,7 +95,7 @@ async fn conversations(
 
 async fn messages(
     State(state): State<AppState>,
-    user: AuthUser,
+    user: UserOrGuest,
     Path(with): Path<String>,
     Query(raw): Query<HashMap<String, String>>,
 ) -> Result<Json<Page<LoggedEvent>>, ApiError> {

@@ -14,6 +14,7 @@ mod openapi;
 mod ops;
 mod presence;
 mod profile_changes;
+mod support;
 mod webclient;
 
 use axum::{
@@ -40,10 +41,19 @@ pub fn router(state: AppState) -> Router {
                 .merge(blocks::router())
                 .merge(attachments::router())
                 .merge(channels::router())
+                .merge(support::router())
                 .merge(openapi::router())
-                .nest("/admin", admin::router().merge(channels::admin_router())),
+                .nest(
+                    "/admin",
+                    admin::router()
+                        .merge(channels::admin_router())
+                        .merge(support::admin_router()),
+                ),
         )
         .merge(ops::router())
+        .route(webclient::SHOP_DEMO_PATH, webclient::shop_demo())
+        .route("/demo/shop/", webclient::shop_demo())
+        .route("/demo/shop/{*path}", webclient::shop_demo())
         .fallback_service(webclient)
         .with_state(state)
 }

@@ -31,6 +31,35 @@ use tower_http::{compression::CompressionLayer, services::ServeDir};
 #[exclude = ".*"]
 struct WebClientFiles;
 
+/// The shop demo (`demo/shop/`), served at `/demo/shop/`: items with live stock and "talk to
+/// staff" (contract §9 and §10 in one page). It loads the web client's socket.io build, DOM
+/// helpers and ticket module from `/`.
+#[derive(RustEmbed)]
+#[folder = "demo/shop/"]
+struct ShopDemoFiles;
+
+/// Where the shop demo is served.
+pub const SHOP_DEMO_PATH: &str = "/demo/shop";
+
+/// The service behind `/demo/shop/`: the built-in copy of the demo (gzip when accepted).
+pub fn shop_demo<S: Clone + Send + Sync + 'static>() -> MethodRouter<S> {
+    any(|method: Method, uri: Uri, headers: HeaderMap| async move {
+        let Some(rest) = uri.path().strip_prefix(SHOP_DEMO_PATH) else {
+            return not_found();
+        };
+        if rest.is_empty() {
+            // `/demo/shop` → `/demo/shop/`, so the page's relative links resolve under it.
+            return (
+                StatusCode::PERMANENT_REDIRECT,
+                [(header::LOCATION, "/demo/shop/")],
+            )
+                .into_response();
+        }
+        serve_embedded::<ShopDemoFiles>(&method, rest, &headers)
+    })
+    .layer(CompressionLayer::new())
+}
+
 /// File names are not content-hashed, so a browser must revalidate every time; the `ETag`
 /// makes that a cheap `304`.
 const CACHE_CONTROL: &str = "no-cache";
@@ -96,6 +125,11 @@ fn not_found() -> Response {
 
 /// Answers one request from the built-in files.
 async fn serve_built_in(method: Method, uri: Uri, headers: HeaderMap) -> Response {
+    serve_embedded::<WebClientFiles>(&method, uri.path(), &headers)
+}
+
+/// Answers a request for `path` from the files of `E`.
+fn serve_embedded<E: RustEmbed>(method: &Method, path: &str, headers: &HeaderMap) -> Response {
     if method != Method::GET && method != Method::HEAD {
         return (
             StatusCode::METHOD_NOT_ALLOWED,
@@ -103,14 +137,14 @@ async fn serve_built_in(method: Method, uri: Uri, headers: HeaderMap) -> Respons
         )
             .into_response();
     }
-    if !is_client_path(uri.path()) {
+    if !is_client_path(path) {
         return not_found();
     }
-    let Some(file) = WebClientFiles::get(&file_path(uri.path())) else {
+    let Some(file) = E::get(&file_path(path)) else {
         return not_found();
     };
     let etag = etag(&file.metadata.sha256_hash());
-    let mut response = if if_none_match(&headers, &etag) {
+    let mut response = if if_none_match(headers, &etag) {
         StatusCode::NOT_MODIFIED.into_response()
     } else if method == Method::HEAD {
         let mut r = Response::new(Body::empty());

@@ -81,6 +81,12 @@ pub const ATTACHMENTS_SENT: TableDefinition<(i64, &str), ()> =
 /// (conversation, scope, edit MsgID or emoji) → (); see `lifecycle`.
 pub const LIFECYCLE_USES: TableDefinition<(&str, &str, &str), ()> =
     TableDefinition::new("lifecycle_uses");
+/// Support tickets by gid, as JSON (§10).
+pub const SUPPORT_TICKETS: TableDefinition<&str, &[u8]> = TableDefinition::new("support_tickets");
+/// Support tickets by state: (state, `Ticket::index_member`) (§10).
+pub const SUPPORT_INDEX: TableDefinition<(&str, &str), ()> = TableDefinition::new("support_index");
+/// A user's roles, as a JSON array (§10).
+pub const ROLES: TableDefinition<&str, &[u8]> = TableDefinition::new("roles");
 
 /// Most writes folded into one transaction.
 const MAX_BATCH: usize = 512;
@@ -134,6 +140,9 @@ impl EmbeddedDb {
             txn.open_table(ATTACHMENTS_UNSENT).map_err(internal)?;
             txn.open_table(ATTACHMENTS_SENT).map_err(internal)?;
             txn.open_table(LIFECYCLE_USES).map_err(internal)?;
+            txn.open_table(SUPPORT_TICKETS).map_err(internal)?;
+            txn.open_table(SUPPORT_INDEX).map_err(internal)?;
+            txn.open_table(ROLES).map_err(internal)?;
             txn.commit().map_err(internal)?;
         }
         let db = Arc::new(RwLock::new(Some(db)));

@@ -30,4 +30,5 @@ mod redis_cluster;
 mod redis_faults;
 mod secrets;
 mod slow_consumer;
+mod support;
 mod traffic;

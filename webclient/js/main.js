@@ -103,6 +103,10 @@ class Messenger {
     this.connEl = $('conn-state');
     this.connLabel = $('conn-label');
     this.logoutBtn = $('logout-btn');
+    // Staff (contract §10) get a way to the staff console: the ticket list answers them only.
+    fetch('api/v1/support/tickets?limit=1', { headers: { Authorization: `Bearer ${session.token}` }, cache: 'no-store' })
+      .then((res) => { $('support-link').hidden = !res.ok; })
+      .catch(() => {});
 
     this.listeners = [
       [this.client, 'conversations', () => this.schedule('list', () => this.renderList())],
