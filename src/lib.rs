@@ -23,6 +23,7 @@
 //! - [`health`]    back-end probes
 //! - [`storage`]   the embedded database and the Redis connection
 //! - [`attachments`] uploads, their access rules, thumbnails, blob stores, the orphan sweep
+//! - [`webhooks`]  signed webhooks and Web Push for offline users: registry, durable queue
 
 pub mod accounts;
 pub mod attachments;
@@ -48,6 +49,7 @@ pub mod startup;
 pub mod state;
 pub mod storage;
 pub mod telemetry;
+pub mod webhooks;
 
 pub use config::Settings;
 pub use startup::Application;

@@ -23,6 +23,7 @@ use crate::{
     presence::PresenceService,
     receipts::{ReceiptKey, ReceiptStore},
     telemetry::Metrics,
+    webhooks::WebhookService,
 };
 
 mod groups;
@@ -52,6 +53,7 @@ pub struct ChatService {
     calllog: CallLog,
     lifecycle: LifecycleService,
     attachments: AttachmentService,
+    webhooks: WebhookService,
     metrics: Arc<Metrics>,
     /// Token mode: recipients must be registered users. Open mode: any valid uid.
     require_known_recipients: bool,
@@ -92,6 +94,8 @@ pub struct ChatDeps {
     pub lifecycle: LifecycleService,
     /// Uploads a `message` may carry.
     pub attachments: AttachmentService,
+    /// Webhooks and push: `group.created`, and the offline check of stored messages.
+    pub webhooks: WebhookService,
     /// Counters.
     pub metrics: Arc<Metrics>,
     /// Token mode: recipients must be registered users.
@@ -116,6 +120,7 @@ impl ChatService {
             calllog: deps.calllog,
             lifecycle: deps.lifecycle,
             attachments: deps.attachments,
+            webhooks: deps.webhooks,
             metrics: deps.metrics,
             require_known_recipients: deps.require_known_recipients,
             max_group_size: deps.max_group_size.max(1),
@@ -412,6 +417,8 @@ impl ChatService {
             }
             AppendOutcome::Stored { seq } => {
                 self.metrics.inbox_appended.inc();
+                // A recipient with no socket may need telling (`message.offline`).
+                self.webhooks.message_stored(to, seq, event);
                 (event.sent_at, Some(seq))
             }
         };

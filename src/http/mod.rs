@@ -15,6 +15,7 @@ mod ops;
 mod presence;
 mod profile_changes;
 mod webclient;
+mod webhooks;
 
 use axum::{
     extract::State,
@@ -40,8 +41,14 @@ pub fn router(state: AppState) -> Router {
                 .merge(blocks::router())
                 .merge(attachments::router())
                 .merge(channels::router())
+                .merge(webhooks::router())
                 .merge(openapi::router())
-                .nest("/admin", admin::router().merge(channels::admin_router())),
+                .nest(
+                    "/admin",
+                    admin::router()
+                        .merge(channels::admin_router())
+                        .merge(webhooks::admin_router()),
+                ),
         )
         .merge(ops::router())
         .fallback_service(webclient)

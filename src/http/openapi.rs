@@ -54,6 +54,13 @@ mod tests {
             ("/api/v1/channels/{name}/publish", "post"),
             ("/api/v1/admin/channels/{name}", "put"),
             ("/api/v1/admin/channels/{name}", "delete"),
+            ("/api/v1/admin/webhooks", "post"),
+            ("/api/v1/admin/webhooks", "get"),
+            ("/api/v1/admin/webhooks/{id}", "delete"),
+            ("/api/v1/push/vapid", "get"),
+            ("/api/v1/push/subscriptions", "post"),
+            ("/api/v1/push/subscriptions", "get"),
+            ("/api/v1/push/subscriptions", "delete"),
             ("/health", "get"),
             ("/metrics", "get"),
         ] {
@@ -62,6 +69,6 @@ mod tests {
                 "{method} {path} is documented"
             );
         }
-        assert_eq!(paths.len(), 23, "no undocumented or stale paths");
+        assert_eq!(paths.len(), 27, "no undocumented or stale paths");
     }
 }

@@ -82,6 +82,17 @@ pub const ATTACHMENTS_SENT: TableDefinition<(i64, &str), ()> =
 pub const LIFECYCLE_USES: TableDefinition<(&str, &str, &str), ()> =
     TableDefinition::new("lifecycle_uses");
 
+/// Webhook endpoints: id → JSON (see `webhooks`).
+pub const WEBHOOK_ENDPOINTS: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("webhook_endpoints");
+/// Push subscriptions: (uid, endpoint URL) → JSON.
+pub const PUSH_SUBSCRIPTIONS: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("push_subscriptions");
+/// Webhook queue jobs: id → (due unix ms, JSON).
+pub const WEBHOOK_JOBS: TableDefinition<&str, (i64, &[u8])> = TableDefinition::new("webhook_jobs");
+/// Webhook queue order: (due unix ms, id) → ().
+pub const WEBHOOK_DUE: TableDefinition<(i64, &str), ()> = TableDefinition::new("webhook_due");
+
 /// Most writes folded into one transaction.
 const MAX_BATCH: usize = 512;
 
@@ -134,6 +145,10 @@ impl EmbeddedDb {
             txn.open_table(ATTACHMENTS_UNSENT).map_err(internal)?;
             txn.open_table(ATTACHMENTS_SENT).map_err(internal)?;
             txn.open_table(LIFECYCLE_USES).map_err(internal)?;
+            txn.open_table(WEBHOOK_ENDPOINTS).map_err(internal)?;
+            txn.open_table(PUSH_SUBSCRIPTIONS).map_err(internal)?;
+            txn.open_table(WEBHOOK_JOBS).map_err(internal)?;
+            txn.open_table(WEBHOOK_DUE).map_err(internal)?;
             txn.commit().map_err(internal)?;
         }
         let db = Arc::new(RwLock::new(Some(db)));
