@@ -31,3 +31,4 @@ mod redis_faults;
 mod secrets;
 mod slow_consumer;
 mod traffic;
+mod webhooks;
