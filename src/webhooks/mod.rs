@@ -611,14 +611,10 @@ impl WebhookService {
             Task::OfflineCheck { notice } => self.offline_check(notice).await,
         };
         let store = &self.inner.store;
-        let metrics = &self.inner.metrics;
-        let push = matches!(job.task, Task::Push { .. });
         let result = match outcome {
             Outcome::Done => {
-                match &job.task {
-                    Task::Call { .. } => metrics.webhook_delivered.inc(),
-                    Task::Push { .. } => metrics.push_delivered.inc(),
-                    Task::OfflineCheck { .. } => {}
+                if let Some(counters) = self.counters(&job.task) {
+                    counters.delivered.inc();
                 }
                 store.finish(&job.id).await
             }
@@ -629,10 +625,8 @@ impl WebhookService {
             }
             Outcome::Drop(reason) => {
                 tracing::warn!(job = %job.id, reason, "webhook job dropped");
-                if push {
-                    metrics.push_dropped.inc();
-                } else {
-                    metrics.webhook_dropped.inc();
+                if let Some(counters) = self.counters(&job.task) {
+                    counters.dropped.inc();
                 }
                 store.finish(&job.id).await
             }
@@ -646,29 +640,42 @@ impl WebhookService {
 
     async fn retry(&self, mut job: Job, reason: &str) -> Result<(), StoreError> {
         let policy = &self.inner.policy;
-        let metrics = &self.inner.metrics;
-        let push = matches!(job.task, Task::Push { .. });
+        let counters = self.counters(&job.task);
         job.attempt = job.attempt.saturating_add(1);
         let now = now_millis();
         let age = Duration::from_millis(u64::try_from(now - job.first_at).unwrap_or(0));
         if age >= policy.retry_window {
             tracing::warn!(job = %job.id, attempts = job.attempt, reason, "webhook job dropped after its retry window");
-            if push {
-                metrics.push_dropped.inc();
-            } else {
-                metrics.webhook_dropped.inc();
+            if let Some(counters) = counters {
+                counters.dropped.inc();
             }
             return self.inner.store.finish(&job.id).await;
         }
         let delay = policy.backoff(job.attempt);
-        tracing::info!(job = %job.id, attempt = job.attempt, delay_ms = delay.as_millis() as u64, reason, "webhook job failed; retrying");
-        if push {
-            metrics.push_retried.inc();
-        } else {
-            metrics.webhook_retried.inc();
+        tracing::info!(job = %job.id, attempt = job.attempt, delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), reason, "webhook job failed; retrying");
+        if let Some(counters) = counters {
+            counters.retried.inc();
         }
         let due = now.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
         self.inner.store.reschedule(&job, due).await
+    }
+
+    /// The counters of a call or a push (an offline check is neither).
+    fn counters(&self, task: &Task) -> Option<Counters<'_>> {
+        let m = &self.inner.metrics;
+        match task {
+            Task::Call { .. } => Some(Counters {
+                delivered: &m.webhook_delivered,
+                retried: &m.webhook_retried,
+                dropped: &m.webhook_dropped,
+            }),
+            Task::Push { .. } => Some(Counters {
+                delivered: &m.push_delivered,
+                retried: &m.push_retried,
+                dropped: &m.push_dropped,
+            }),
+            Task::OfflineCheck { .. } => None,
+        }
     }
 
     fn permit(&self, key: &str) -> Option<tokio::sync::OwnedSemaphorePermit> {
@@ -788,7 +795,11 @@ impl WebhookService {
 
     async fn offline_check(&self, notice: &MessageOffline) -> Outcome {
         let inner = &self.inner;
-        match inner.presence.online(&[notice.uid.clone()]).await {
+        match inner
+            .presence
+            .online(std::slice::from_ref(&notice.uid))
+            .await
+        {
             Ok(online) if matches!(online.as_slice(), [true]) => return Outcome::Done,
             Ok(_) => {}
             Err(e) => return Outcome::Retry(e.to_string()),
@@ -860,6 +871,14 @@ impl crate::presence::PresenceObserver for WebhookService {
             state: if online { "online" } else { "offline" }.to_owned(),
         }));
     }
+}
+
+/// The outcome counters of one kind of job.
+#[derive(Clone, Copy)]
+struct Counters<'a> {
+    delivered: &'a crate::telemetry::Counter,
+    retried: &'a crate::telemetry::Counter,
+    dropped: &'a crate::telemetry::Counter,
 }
 
 /// How a job's run ended.
