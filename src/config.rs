@@ -294,6 +294,79 @@ pub struct Settings {
     /// Attachments (contract §12).
     #[command(flatten)]
     pub attachments: AttachmentSettings,
+
+    /// Webhooks and Web Push (contract §13).
+    #[command(flatten)]
+    pub webhooks: WebhookSettings,
+}
+
+/// Webhooks and Web Push for offline users (contract §13).
+#[derive(Debug, Clone, clap::Args)]
+pub struct WebhookSettings {
+    /// Seconds a stored message waits, unconfirmed by a user with no socket anywhere, before
+    /// `message.offline` goes to webhooks and the user's push subscriptions.
+    #[arg(long, env = "WEBCHAT_OFFLINE_NOTIFY_SECS", default_value_t = 10)]
+    pub offline_notify_secs: u64,
+
+    /// The VAPID private key (base64url, 32 bytes) that signs Web Push requests. Unset: one
+    /// is shared through Redis (if configured) or kept in the data dir.
+    #[arg(long, env = "WEBCHAT_VAPID_PRIVATE_KEY", hide_env_values = true)]
+    pub vapid_private_key: Option<String>,
+
+    /// The VAPID `sub` claim: a `mailto:` or https URL push services may contact.
+    #[arg(
+        long,
+        env = "WEBCHAT_VAPID_SUBJECT",
+        default_value = "mailto:webchat@localhost"
+    )]
+    pub vapid_subject: String,
+
+    /// Allow http and loopback, private and link-local webhook and push targets
+    /// (development and tests only: the server could then be aimed at its own network).
+    #[arg(long, env = "WEBCHAT_WEBHOOK_ALLOW_PRIVATE", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub webhook_allow_private: bool,
+
+    /// Delay before the first retry of a failed call, in milliseconds; doubled for each
+    /// retry after it (with jitter).
+    #[arg(long, env = "WEBCHAT_WEBHOOK_RETRY_BASE_MS", default_value_t = 10_000)]
+    pub webhook_retry_base_ms: u64,
+
+    /// Longest delay between two attempts of a call, in milliseconds.
+    #[arg(
+        long,
+        env = "WEBCHAT_WEBHOOK_RETRY_MAX_MS",
+        default_value_t = 3_600_000
+    )]
+    pub webhook_retry_max_ms: u64,
+
+    /// How long a failing call is retried, in hours (then it is dropped and counted).
+    #[arg(long, env = "WEBCHAT_WEBHOOK_RETRY_HOURS", default_value_t = 24)]
+    pub webhook_retry_hours: u64,
+
+    /// Calls one node makes at once to one webhook endpoint (or one push service origin).
+    #[arg(long, env = "WEBCHAT_WEBHOOK_CONCURRENCY", default_value_t = 4)]
+    pub webhook_concurrency: usize,
+
+    /// Timeout of one webhook or push call, in milliseconds.
+    #[arg(long, env = "WEBCHAT_WEBHOOK_TIMEOUT_MS", default_value_t = 10_000)]
+    pub webhook_timeout_ms: u64,
+}
+
+impl WebhookSettings {
+    /// The retry and concurrency rules.
+    pub fn delivery_policy(&self) -> crate::webhooks::DeliveryPolicy {
+        crate::webhooks::DeliveryPolicy {
+            retry_base: Duration::from_millis(self.webhook_retry_base_ms.max(1)),
+            retry_max: Duration::from_millis(
+                self.webhook_retry_max_ms
+                    .max(self.webhook_retry_base_ms.max(1)),
+            ),
+            retry_window: Duration::from_secs(self.webhook_retry_hours.saturating_mul(3600)),
+            per_endpoint: self.webhook_concurrency.max(1),
+            timeout: Duration::from_millis(self.webhook_timeout_ms.max(1)),
+            offline_after: Duration::from_secs(self.offline_notify_secs),
+        }
+    }
 }
 
 /// Where attachments are kept and how large they may be (contract §12).
@@ -389,6 +462,8 @@ mod tests {
         assert_eq!(s.max_body_bytes, 16 * 1024);
         assert!(s.redis_url.is_none());
         assert_eq!(s.call_log_retention_days, 30);
+        assert_eq!(s.webhooks.offline_notify_secs, 10);
+        assert!(!s.webhooks.webhook_allow_private);
     }
 
     #[test]

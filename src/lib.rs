@@ -24,6 +24,7 @@
 //! - [`storage`]   the embedded database and the Redis connection
 //! - [`support`]   the support desk: roles, tickets, claims, the staff queue
 //! - [`attachments`] uploads, their access rules, thumbnails, blob stores, the orphan sweep
+//! - [`webhooks`]  signed webhooks and Web Push for offline users: registry, durable queue
 
 pub mod accounts;
 pub mod attachments;
@@ -50,6 +51,7 @@ pub mod state;
 pub mod storage;
 pub mod support;
 pub mod telemetry;
+pub mod webhooks;
 
 pub use config::Settings;
 pub use startup::Application;

@@ -55,6 +55,10 @@ use crate::{
         TicketStore,
     },
     telemetry::Metrics,
+    webhooks::{
+        EmbeddedWebhookStore, RedisWebhookStore, TargetPolicy, VapidKey, WebhookDeps,
+        WebhookService, WebhookStore,
+    },
 };
 
 /// Each websocket's read buffer. Client frames are small (acks are a few bytes, a message
@@ -134,6 +138,8 @@ impl Application {
             message_index,
             tickets,
             roles,
+            webhooks: webhook_store,
+            vapid,
         } = match &settings.redis_url {
             Some(url) => Backends::redis(url, &settings, &router, limits, &shutdown).await?,
             None => Backends::embedded(&settings, &router, limits, &shutdown)?,
@@ -232,7 +238,7 @@ impl Application {
         // dead and queue its users' "offline"s) before it flushes presence.
         let tasks = TaskTracker::new();
         tasks.spawn(presence.clone().run_heartbeats(
-            presence_store,
+            presence_store.clone(),
             router.clone(),
             every,
             shutdown.clone(),
@@ -277,12 +283,32 @@ impl Application {
         }
         let lifecycle =
             LifecycleService::new(message_index, calllog.clone(), settings.edit_window_secs);
+        let hooks = &settings.webhooks;
+        if hooks.webhook_allow_private {
+            tracing::warn!("WEBCHAT_WEBHOOK_ALLOW_PRIVATE is on: webhooks and push may call http and private, loopback and link-local addresses (development and tests only)");
+        }
+        let webhooks = WebhookService::new(WebhookDeps {
+            store: webhook_store,
+            presence: presence_store.clone(),
+            inbox: inbox.clone(),
+            accounts: accounts.clone(),
+            metrics: metrics.clone(),
+            policy: hooks.delivery_policy(),
+            targets: TargetPolicy {
+                allow_private: hooks.webhook_allow_private,
+            },
+            vapid,
+        })
+        .map_err(|e| StartupError::Config(format!("webhook HTTP client: {e}")))?;
+        presence.observe(Arc::new(webhooks.clone()));
+        tasks.spawn(webhooks.clone().run(shutdown.clone()));
         let chat = ChatService::new(ChatDeps {
             lifecycle: lifecycle.clone(),
             blocks: blocks.clone(),
             presence: presence.clone(),
             calllog: calllog.clone(),
             attachments: attachments.clone(),
+            webhooks: webhooks.clone(),
             accounts: accounts.clone(),
             inbox: inbox.clone(),
             tickets: tickets.clone(),
@@ -316,6 +342,7 @@ impl Application {
             presence,
             channels,
             channel_hub: channel_hub.clone(),
+            webhooks,
             metrics,
             health,
             token_sockets,
@@ -396,6 +423,12 @@ impl Application {
     /// The bound port.
     pub fn port(&self) -> u16 {
         self.local_addr.port()
+    }
+
+    /// The node's webhook service (the support desk emits ticket events through it; tests
+    /// emit them the same way).
+    pub fn webhooks(&self) -> WebhookService {
+        self.state.webhooks.clone()
     }
 
     /// The bound address.
@@ -497,6 +530,10 @@ struct Backends {
     tickets: Arc<dyn TicketStore>,
     /// Roles, unless DynamoDB holds them (§10).
     roles: Arc<dyn RoleStore>,
+    /// Webhook endpoints, push subscriptions and the delivery queue (§13).
+    webhooks: Arc<dyn WebhookStore>,
+    /// The key Web Push requests are signed with.
+    vapid: VapidKey,
 }
 
 impl Backends {
@@ -530,7 +567,17 @@ impl Backends {
         let (feed_tx, channel_feed_rx) = tokio::sync::mpsc::unbounded_channel();
         let channel_feed = RedisChannelFeed::new(&redis);
         channel_feed.spawn_listener(&redis, feed_tx, shutdown.clone());
+        let subject = &settings.webhooks.vapid_subject;
+        let vapid = match configured_vapid(settings)? {
+            Some(key) => key,
+            None => crate::webhooks::vapid_in_redis(&redis.pool, subject).await?,
+        };
         Ok(Self {
+            webhooks: Arc::new(RedisWebhookStore::new(
+                redis.pool.clone(),
+                &settings.table_prefix,
+            )),
+            vapid,
             channels: Arc::new(RedisChannelStore::new(&redis, node.clone())),
             channel_feed: Arc::new(channel_feed),
             channel_feed_rx,
@@ -600,9 +647,18 @@ impl Backends {
         };
         let (feed_tx, channel_feed_rx) = tokio::sync::mpsc::unbounded_channel();
         let support = Arc::new(EmbeddedSupportStore::new(db.clone()));
+        let vapid = match configured_vapid(settings)? {
+            Some(key) => key,
+            None => crate::webhooks::vapid_in_data_dir(
+                &settings.data_dir,
+                &settings.webhooks.vapid_subject,
+            )?,
+        };
         Ok(Self {
             tickets: support.clone(),
             roles: support,
+            webhooks: Arc::new(EmbeddedWebhookStore::new(db.clone())),
+            vapid,
             channels: Arc::new(EmbeddedChannelStore::new(db.clone(), feed_tx)),
             channel_feed: Arc::new(LocalChannelFeed),
             channel_feed_rx,
@@ -627,6 +683,17 @@ impl Backends {
             message_index: Arc::new(EmbeddedMessageIndex::new(db.clone())),
             embedded: Some(db),
         })
+    }
+}
+
+/// The VAPID key `WEBCHAT_VAPID_PRIVATE_KEY` gives, if any (a malformed one stops start-up).
+fn configured_vapid(settings: &Settings) -> Result<Option<VapidKey>, StartupError> {
+    let hooks = &settings.webhooks;
+    match hooks.vapid_private_key.as_deref() {
+        Some(encoded) => VapidKey::from_private(encoded, &hooks.vapid_subject)
+            .map(Some)
+            .map_err(|e| StartupError::Config(e.to_string())),
+        None => Ok(None),
     }
 }
 

@@ -63,6 +63,8 @@ pub struct AppState {
     pub presence: crate::presence::PresenceService,
     /// Shares a saved profile with the owner's contacts when no Redis carries updates.
     pub profiles: crate::profiles::ProfileRefresher,
+    /// Webhook endpoints, push subscriptions and their delivery (§13).
+    pub webhooks: crate::webhooks::WebhookService,
     /// Counters for `/metrics`.
     pub metrics: Arc<Metrics>,
     /// Back-end probes for `/health`.

@@ -218,6 +218,26 @@ pub struct Metrics {
     /// Call-log rows this node deleted for being older than the retention bound (Redis as the
     /// call-log table).
     pub calllog_trimmed: Counter,
+    /// Webhook calls queued by this node (one per event and endpoint).
+    pub webhook_queued: Counter,
+    /// Webhook calls answered 2xx.
+    pub webhook_delivered: Counter,
+    /// Failed webhook calls rescheduled (each retry counts).
+    pub webhook_retried: Counter,
+    /// Webhook calls given up (retry window over, or the endpoint deleted).
+    pub webhook_dropped: Counter,
+    /// Web Push messages queued by this node (one per notice and subscription).
+    pub push_queued: Counter,
+    /// Web Push messages the push service accepted.
+    pub push_delivered: Counter,
+    /// Failed Web Push messages rescheduled.
+    pub push_retried: Counter,
+    /// Web Push messages given up.
+    pub push_dropped: Counter,
+    /// Push subscriptions removed because the push service answered 404 or 410.
+    pub push_subscriptions_removed: Counter,
+    /// Webhook and push jobs queued on every node, as last seen.
+    pub webhook_backlog: Gauge,
 }
 
 impl Metrics {
@@ -248,7 +268,13 @@ impl Metrics {
             "Call-log records queued and not yet written to the call-log table.",
             self.calllog_backlog.get().into(),
         );
-        let counters: [(&str, &str, &Counter); 18] = [
+        metric(
+            "webchat_webhook_backlog",
+            "gauge",
+            "Webhook and push jobs queued (every node's), including retries waiting.",
+            self.webhook_backlog.get().into(),
+        );
+        let counters: [(&str, &str, &Counter); 27] = [
             (
                 "webchat_events_in_total",
                 "chat events received from clients.",
@@ -338,6 +364,51 @@ impl Metrics {
                 "webchat_calllog_trimmed_total",
                 "call-log rows deleted from Redis for being older than the retention bound.",
                 &self.calllog_trimmed,
+            ),
+            (
+                "webchat_webhook_queued_total",
+                "Webhook calls queued (one per event and endpoint).",
+                &self.webhook_queued,
+            ),
+            (
+                "webchat_webhook_delivered_total",
+                "Webhook calls answered 2xx.",
+                &self.webhook_delivered,
+            ),
+            (
+                "webchat_webhook_retried_total",
+                "Failed webhook calls rescheduled with backoff.",
+                &self.webhook_retried,
+            ),
+            (
+                "webchat_webhook_dropped_total",
+                "Webhook calls given up (retry window over, or endpoint deleted).",
+                &self.webhook_dropped,
+            ),
+            (
+                "webchat_push_queued_total",
+                "Web Push messages queued (one per notice and subscription).",
+                &self.push_queued,
+            ),
+            (
+                "webchat_push_delivered_total",
+                "Web Push messages accepted by the push service.",
+                &self.push_delivered,
+            ),
+            (
+                "webchat_push_retried_total",
+                "Failed Web Push messages rescheduled with backoff.",
+                &self.push_retried,
+            ),
+            (
+                "webchat_push_dropped_total",
+                "Web Push messages given up.",
+                &self.push_dropped,
+            ),
+            (
+                "webchat_push_subscriptions_removed_total",
+                "Push subscriptions removed after a 404 or 410 from the push service.",
+                &self.push_subscriptions_removed,
             ),
         ];
         for (name, help, counter) in counters {

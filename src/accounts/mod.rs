@@ -302,6 +302,11 @@ impl AccountService {
         Ok(self.issue(uid))
     }
 
+    /// The display name given at signup, if the account exists.
+    pub async fn display_name(&self, uid: &UserId) -> Result<Option<String>, ChatError> {
+        Ok(self.store.get(uid.as_str()).await?.map(|a| a.name))
+    }
+
     fn issue(&self, uid: &UserId) -> IssuedToken {
         let expires_at = chrono::Utc::now()
             .timestamp()

@@ -142,6 +142,11 @@ impl ChatService {
             )));
         }
         tracing::info!(gid = %gid, creator = %creator, members = members.len(), "group created");
+        let listed: Vec<String> = members.iter().map(UserId::to_string).collect();
+        self.webhooks
+            .emit_later(crate::webhooks::WebhookEvent::GroupCreated(
+                crate::webhooks::GroupCreated::new(gid.as_str(), creator.as_str(), &listed),
+            ));
         self.presence.contacts().joined(&gid, &members).await?;
         let joined: Vec<String> = members.iter().map(UserId::to_string).collect();
         self.lifecycle.note_joined(gid.as_str(), &joined).await?;
@@ -549,9 +554,15 @@ impl ChatService {
                 .all(|o| matches!(o, Err(StoreError::Rejected(_))));
         let mut missing = Vec::new();
         let mut stored = 0u64;
+        let mut fresh = Vec::new();
         for (recipient, outcome) in recipients.iter().zip(outcomes) {
             match outcome {
-                Ok(_) => stored += 1,
+                Ok(outcome) => {
+                    stored += 1;
+                    if let AppendOutcome::Stored { seq } = outcome {
+                        fresh.push((recipient.clone(), seq));
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(gid = %gid, to = %recipient, error = %e, "group message not stored");
                     missing.push(recipient.clone());
@@ -559,6 +570,8 @@ impl ChatService {
             }
         }
         self.metrics.inbox_appended.add(stored);
+        // Members with no socket may need telling (`message.offline`; other kinds ignored).
+        self.webhooks.messages_stored(fresh, &template);
         Ok(SentMessage {
             missing,
             echoed,

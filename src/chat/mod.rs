@@ -24,6 +24,7 @@ use crate::{
     receipts::{ReceiptKey, ReceiptStore},
     support::TicketStore,
     telemetry::Metrics,
+    webhooks::WebhookService,
 };
 
 mod groups;
@@ -55,6 +56,7 @@ pub struct ChatService {
     lifecycle: LifecycleService,
     attachments: AttachmentService,
     tickets: Arc<dyn TicketStore>,
+    webhooks: WebhookService,
     metrics: Arc<Metrics>,
     /// Token mode: recipients must be registered users. Open mode: any valid uid.
     require_known_recipients: bool,
@@ -97,6 +99,8 @@ pub struct ChatDeps {
     pub attachments: AttachmentService,
     /// Support tickets: a closed one takes no more messages (§10).
     pub tickets: Arc<dyn TicketStore>,
+    /// Webhooks and push: `group.created`, and the offline check of stored messages.
+    pub webhooks: WebhookService,
     /// Counters.
     pub metrics: Arc<Metrics>,
     /// Token mode: recipients must be registered users.
@@ -122,6 +126,7 @@ impl ChatService {
             lifecycle: deps.lifecycle,
             attachments: deps.attachments,
             tickets: deps.tickets,
+            webhooks: deps.webhooks,
             metrics: deps.metrics,
             require_known_recipients: deps.require_known_recipients,
             max_group_size: deps.max_group_size.max(1),
@@ -423,6 +428,8 @@ impl ChatService {
             }
             AppendOutcome::Stored { seq } => {
                 self.metrics.inbox_appended.inc();
+                // A recipient with no socket may need telling (`message.offline`).
+                self.webhooks.message_stored(to, seq, event);
                 (event.sent_at, Some(seq))
             }
         };

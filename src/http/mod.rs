@@ -16,6 +16,7 @@ mod presence;
 mod profile_changes;
 mod support;
 mod webclient;
+mod webhooks;
 
 use axum::{
     extract::State,
@@ -42,12 +43,14 @@ pub fn router(state: AppState) -> Router {
                 .merge(attachments::router())
                 .merge(channels::router())
                 .merge(support::router())
+                .merge(webhooks::router())
                 .merge(openapi::router())
                 .nest(
                     "/admin",
                     admin::router()
                         .merge(channels::admin_router())
                         .merge(support::admin_router()),
+                        .merge(webhooks::admin_router()),
                 ),
         )
         .merge(ops::router())

@@ -58,6 +58,13 @@ mod tests {
             ("/api/v1/admin/support/tickets", "get"),
             ("/api/v1/admin/users/{uid}/roles", "get"),
             ("/api/v1/admin/users/{uid}/roles", "put"),
+            ("/api/v1/admin/webhooks", "post"),
+            ("/api/v1/admin/webhooks", "get"),
+            ("/api/v1/admin/webhooks/{id}", "delete"),
+            ("/api/v1/push/vapid", "get"),
+            ("/api/v1/push/subscriptions", "post"),
+            ("/api/v1/push/subscriptions", "get"),
+            ("/api/v1/push/subscriptions", "delete"),
             ("/health", "get"),
             ("/metrics", "get"),
         ] {
@@ -66,6 +73,6 @@ mod tests {
                 "{method} {path} is documented"
             );
         }
-        assert_eq!(paths.len(), 26, "no undocumented or stale paths");
+        assert_eq!(paths.len(), 30, "no undocumented or stale paths");
     }
 }

@@ -47,6 +47,13 @@ pub trait PresenceStore: Send + Sync {
     async fn online(&self, uids: &[String]) -> Result<Vec<bool>, StoreError>;
 }
 
+/// Told of every presence change this node announces, after the offline grace (so a
+/// reload that comes back within it is no change): webhooks' `presence` event.
+pub trait PresenceObserver: Send + Sync {
+    /// `uid` came online (true) or went offline (false) everywhere.
+    fn changed(&self, uid: &UserId, online: bool);
+}
+
 /// What a heartbeat changed.
 #[derive(Debug, Default)]
 pub struct Heartbeat {
@@ -113,6 +120,8 @@ struct Announcer {
     blocks: Arc<dyn BlockStore>,
     /// Groups larger than this do not share presence among their members.
     group_limit: usize,
+    /// Told of each announced change, once set.
+    observer: Arc<std::sync::OnceLock<Arc<dyn PresenceObserver>>>,
 }
 
 impl PresenceService {
@@ -136,6 +145,7 @@ impl PresenceService {
             bus,
             blocks,
             group_limit,
+            observer: Arc::default(),
         };
         tokio::spawn(announcer.clone().run(queue));
         Self {
@@ -145,6 +155,12 @@ impl PresenceService {
             announcements,
             announcer,
         }
+    }
+
+    /// Tells `observer` of every change this node announces from now on (set once; a
+    /// second observer is ignored).
+    pub fn observe(&self, observer: Arc<dyn PresenceObserver>) {
+        let _ = self.announcer.observer.set(observer);
     }
 
     /// The contact index, for the chat service to keep up to date.
@@ -367,6 +383,9 @@ impl Announcer {
 
     /// Sends `presence` to everyone who shares a conversation or a group with `uid`.
     async fn announce(&self, uid: &UserId, online: bool) {
+        if let Some(observer) = self.observer.get() {
+            observer.changed(uid, online);
+        }
         let audience = match self.audience(uid).await {
             Ok(audience) => audience,
             Err(e) => {
@@ -587,6 +606,7 @@ mod tests {
             bus: Arc::new(RecordingBus::default()),
             blocks: Arc::new(Blocks(vec![])),
             group_limit: 1_000,
+            observer: Arc::default(),
         };
         let me = UserId::parse("me").expect("uid");
         let audience = announcer.audience(&me).await.expect("audience");

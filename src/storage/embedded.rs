@@ -88,6 +88,17 @@ pub const SUPPORT_INDEX: TableDefinition<(&str, &str), ()> = TableDefinition::ne
 /// A user's roles, as a JSON array (§10).
 pub const ROLES: TableDefinition<&str, &[u8]> = TableDefinition::new("roles");
 
+/// Webhook endpoints: id → JSON (see `webhooks`).
+pub const WEBHOOK_ENDPOINTS: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("webhook_endpoints");
+/// Push subscriptions: (uid, endpoint URL) → JSON.
+pub const PUSH_SUBSCRIPTIONS: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("push_subscriptions");
+/// Webhook queue jobs: id → (due unix ms, JSON).
+pub const WEBHOOK_JOBS: TableDefinition<&str, (i64, &[u8])> = TableDefinition::new("webhook_jobs");
+/// Webhook queue order: (due unix ms, id) → ().
+pub const WEBHOOK_DUE: TableDefinition<(i64, &str), ()> = TableDefinition::new("webhook_due");
+
 /// Most writes folded into one transaction.
 const MAX_BATCH: usize = 512;
 
@@ -143,6 +154,10 @@ impl EmbeddedDb {
             txn.open_table(SUPPORT_TICKETS).map_err(internal)?;
             txn.open_table(SUPPORT_INDEX).map_err(internal)?;
             txn.open_table(ROLES).map_err(internal)?;
+            txn.open_table(WEBHOOK_ENDPOINTS).map_err(internal)?;
+            txn.open_table(PUSH_SUBSCRIPTIONS).map_err(internal)?;
+            txn.open_table(WEBHOOK_JOBS).map_err(internal)?;
+            txn.open_table(WEBHOOK_DUE).map_err(internal)?;
             txn.commit().map_err(internal)?;
         }
         let db = Arc::new(RwLock::new(Some(db)));

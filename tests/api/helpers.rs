@@ -141,6 +141,12 @@ pub async fn spawn_with(settings: Settings) -> TestApp {
     webchat::telemetry::init_tracing_with_default("text", "warn");
     let data_dir = settings.data_dir.clone();
     let app = Application::build(settings).await.expect("build app");
+    run_built(app, data_dir)
+}
+
+/// Runs a node built by the test (which may first take handles from it, such as
+/// [`Application::webhooks`]).
+pub fn run_built(app: Application, data_dir: PathBuf) -> TestApp {
     let url = format!("http://127.0.0.1:{}", app.port());
     let (stop, stopped) = oneshot::channel::<()>();
     let handle = tokio::spawn(async move {

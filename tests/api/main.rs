@@ -32,3 +32,4 @@ mod secrets;
 mod slow_consumer;
 mod support;
 mod traffic;
+mod webhooks;

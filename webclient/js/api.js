@@ -143,3 +143,17 @@ export function profileChanged(token) {
 export function presence(token, ids) {
   return call('GET', `/presence?ids=${ids.map(encodeURIComponent).join(',')}`, { token });
 }
+
+/** → {publicKey}: the server's VAPID key (§13). */
+export function vapidKey() {
+  return call('GET', '/push/vapid');
+}
+
+/** Gives the server this browser's `PushSubscription.toJSON()`. */
+export function pushSubscribe(token, subscription) {
+  return call('POST', '/push/subscriptions', { token, body: subscription });
+}
+
+export function pushUnsubscribe(token, endpoint) {
+  return call('DELETE', '/push/subscriptions', { token, body: { endpoint } });
+}

@@ -29,6 +29,7 @@ import { ContactCard } from './views/contact.js';
 import { ConversationView } from './views/conversation.js';
 import { convTitle } from './views/names.js';
 import { Notifier } from './notify.js';
+import { PushSubscriber } from './push.js';
 import { ProfileEditor } from './views/profile.js';
 import { Sidebar } from './views/sidebar.js';
 import { toast } from './views/toast.js';
@@ -63,6 +64,7 @@ class Messenger {
     });
     this.contact = new ContactCard({ people: this.people });
     this.notifier = new Notifier(session.uid);
+    this.push = new PushSubscriber(getToken, (convId) => this.navigate(convId));
     this.notifyBtn = $('notify-btn');
     this.chat = new ConversationView({
       store: this.store,
@@ -150,6 +152,9 @@ class Messenger {
     this.renderMe();
     this.root.hidden = false;
     this.renderNotifyButton();
+    this.push.start();
+    // Turned on earlier (the permission was asked then): keep the server's copy current.
+    if (this.notifier.enabled) this.syncPush(true);
     this.client.start();
     this.renderConnection(this.conn.state);
     this.route();
@@ -175,8 +180,17 @@ class Messenger {
   async toggleNotifications() {
     const on = await this.notifier.toggle();
     this.renderNotifyButton();
-    if (on) toast('Desktop notifications are on while this tab is in the background.', 'info', 3000);
+    this.syncPush(on);
+    if (on) toast('Notifications are on: for messages while this tab is in the background, and while webchat is closed.', 'info', 3000);
     else if (typeof Notification === 'function' && Notification.permission === 'denied') toast('Notifications are blocked in the browser settings for this site.');
+  }
+
+  /** Subscribes this browser to Web Push (`on`) or unsubscribes it; failures only logged. */
+  syncPush(on) {
+    if (!this.push.supported) return;
+    (on ? this.push.enable() : this.push.disable()).catch((e) =>
+      console.warn('webchat: push subscription not updated', e.message),
+    );
   }
 
   /** A desktop notification for a message that came while the tab is hidden. */
@@ -191,6 +205,7 @@ class Messenger {
     for (const id of (this.pending || new Map()).values()) cancelAnimationFrame(id);
     for (const [target, type, fn] of this.listeners) target.removeEventListener(type, fn);
     this.channels.stop();
+    this.push.stop();
     this.client.dispose();
     this.people.dispose();
     this.profileEditor.dispose();
@@ -317,6 +332,8 @@ class Messenger {
 
   async logout() {
     const token = this.session.token;
+    // The next user of this browser must not get this user's pushes.
+    await this.push.disable(token).catch((e) => console.warn('webchat: push not turned off', e.message));
     this.onLoggedOut('');
     try {
       await api.logout(token);
