@@ -320,7 +320,13 @@ impl Application {
             max_group_size: settings.max_group_size,
             group_idle_secs: settings.group_idle_secs,
         });
-        let support = SupportService::new(roles, tickets, chat.clone(), inbox.clone());
+        let support = SupportService::new(
+            roles,
+            tickets,
+            chat.clone(),
+            inbox.clone(),
+            webhooks.clone(),
+        );
         let groups_for_replay = groups.clone();
         let state = AppState {
             support,

@@ -7,14 +7,6 @@
 
 use std::sync::Arc;
 
-use serde::Deserialize;
-use serde_json::{json, Value};
-use socketioxide::{
-    adapter::LocalAdapter,
-    extract::{AckSender, SocketRef},
-    handler::{MessageHandler, Value as SioValue},
-    socket::Socket,
-};
 use super::{
     auth::{Guest, Session},
     channel_hub::MAX_SUBSCRIPTIONS_PER_SOCKET,
@@ -24,6 +16,14 @@ use crate::{
     channels::{ChannelName, PresenceChange, Publisher, Reader, Since, Subscribed},
     domain::{ChatError, ErrorCode, MsgId, WireEvent},
     state::AppState,
+};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use socketioxide::{
+    adapter::LocalAdapter,
+    extract::{AckSender, SocketRef},
+    handler::{MessageHandler, Value as SioValue},
+    socket::Socket,
 };
 
 /// The channel events a client may send.

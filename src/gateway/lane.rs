@@ -134,7 +134,15 @@ mod tests {
         }
     }
 
-    fn lane(open: bool, capacity: usize) -> (Arc<Lane<u32, Record>>, mpsc::UnboundedReceiver<u32>, Arc<Semaphore>, TaskTracker) {
+    /// A lane under test, what its work saw, the gate holding job 0, and its tasks.
+    struct Rig {
+        lane: Arc<Lane<u32, Record>>,
+        seen: mpsc::UnboundedReceiver<u32>,
+        gate: Arc<Semaphore>,
+        tasks: TaskTracker,
+    }
+
+    fn rig(open: bool, capacity: usize) -> Rig {
         let (seen, rx) = mpsc::unbounded_channel();
         let gate = Arc::new(Semaphore::new(0));
         let tasks = TaskTracker::new();
@@ -142,7 +150,12 @@ mod tests {
             seen,
             gate: gate.clone(),
         };
-        (Lane::new(work, capacity, tasks.clone(), open), rx, gate, tasks)
+        Rig {
+            lane: Lane::new(work, capacity, tasks.clone(), open),
+            seen: rx,
+            gate,
+            tasks,
+        }
     }
 
     async fn next(rx: &mut mpsc::UnboundedReceiver<u32>) -> u32 {
@@ -154,7 +167,12 @@ mod tests {
 
     #[tokio::test]
     async fn jobs_are_handled_in_order_one_at_a_time_and_past_capacity_refused() {
-        let (lane, mut rx, gate, _tasks) = lane(true, 3);
+        let Rig {
+            lane,
+            seen: mut rx,
+            gate,
+            ..
+        } = rig(true, 3);
         lane.push(0).expect("room");
         lane.push(1).expect("room");
         lane.push(2).expect("room");
@@ -169,7 +187,12 @@ mod tests {
 
     #[tokio::test]
     async fn an_idle_lane_holds_no_worker_and_the_next_job_starts_one() {
-        let (lane, mut rx, _gate, tasks) = lane(true, 8);
+        let Rig {
+            lane,
+            seen: mut rx,
+            tasks,
+            ..
+        } = rig(true, 8);
         lane.push(1).expect("room");
         assert_eq!(next(&mut rx).await, 1);
         // The worker ends once the queue is empty.
@@ -185,10 +208,15 @@ mod tests {
 
     #[tokio::test]
     async fn a_lane_opened_later_handles_what_queued_before_in_order() {
-        let (lane, mut rx, _gate, _tasks) = lane(false, 8);
+        let Rig {
+            lane, seen: mut rx, ..
+        } = rig(false, 8);
         lane.push(5).expect("room");
         lane.push(6).expect("room");
-        assert!(rx.try_recv().is_err(), "nothing handled before the lane opens");
+        assert!(
+            rx.try_recv().is_err(),
+            "nothing handled before the lane opens"
+        );
         lane.open();
         assert_eq!(next(&mut rx).await, 5);
         assert_eq!(next(&mut rx).await, 6);

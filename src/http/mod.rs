@@ -49,7 +49,7 @@ pub fn router(state: AppState) -> Router {
                     "/admin",
                     admin::router()
                         .merge(channels::admin_router())
-                        .merge(support::admin_router()),
+                        .merge(support::admin_router())
                         .merge(webhooks::admin_router()),
                 ),
         )

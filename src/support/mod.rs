@@ -34,7 +34,20 @@ use crate::{
     },
     inbox::{DedupeKey, InboxStore},
     storage::StoreError,
+    webhooks::{TicketData, WebhookEvent, WebhookService},
 };
+
+/// A ticket as a webhook's `data` (§13).
+fn ticket_data(ticket: &Ticket) -> TicketData {
+    TicketData {
+        gid: ticket.ticket.to_string(),
+        customer: ticket.customer.to_string(),
+        topic: ticket.topic.as_str().to_owned(),
+        staff: ticket.staff.as_ref().map(UserId::to_string),
+        opened_at: ticket.opened_at,
+        claimed_at: ticket.claimed_at,
+    }
+}
 
 /// A ticket as stored, listed and sent to staff (the Body of a `ticket` event).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -155,6 +168,8 @@ pub struct SupportService {
     tickets: Arc<dyn TicketStore>,
     chat: ChatService,
     inbox: Arc<dyn InboxStore>,
+    /// `ticket.opened` and `ticket.claimed` for the app's endpoints (§13).
+    webhooks: WebhookService,
 }
 
 /// The server's ack of a support command: the chat ack plus the ticket.
@@ -176,18 +191,30 @@ fn no_ticket(gid: &GroupId) -> ChatError {
 
 impl SupportService {
     /// A service over its stores; tickets' groups go through `chat`, `ticket` events into
-    /// `inbox`.
+    /// `inbox`, and openings and claims to the app's webhooks.
     pub fn new(
         roles: Arc<dyn RoleStore>,
         tickets: Arc<dyn TicketStore>,
         chat: ChatService,
         inbox: Arc<dyn InboxStore>,
+        webhooks: WebhookService,
     ) -> Self {
         Self {
             roles,
             tickets,
             chat,
             inbox,
+            webhooks,
+        }
+    }
+
+    /// Queues `event` for the endpoints that take it. After the ticket's own steps, and not
+    /// failing them: the ticket is opened or claimed whether or not an app hears of it, and
+    /// a failure to queue is logged (the queue itself retries the calls it holds).
+    async fn tell_webhooks(&self, event: WebhookEvent) {
+        let kind = event.kind();
+        if let Err(e) = self.webhooks.emit(event).await {
+            tracing::warn!(event = kind.as_str(), error = %e, "webhook event not queued");
         }
     }
 
@@ -277,6 +304,8 @@ impl SupportService {
         if ticket.state == TicketState::Open {
             // A re-send after a claim has nothing to announce: the claim did.
             self.announce(&ticket, TicketState::Open).await?;
+            self.tell_webhooks(WebhookEvent::TicketOpened(ticket_data(&ticket)))
+                .await;
         }
         // The topic is the customer's text: not logged, as message bodies are not.
         tracing::info!(ticket = %gid, "ticket opened");
@@ -298,8 +327,9 @@ impl SupportService {
         if !self.is_staff(staff).await? {
             return Err(not_staff());
         }
-        let ticket = match self.tickets.claim(gid, staff, now_millis()).await? {
-            ClaimOutcome::Won(ticket) | ClaimOutcome::Held(ticket) => ticket,
+        let (ticket, won_now) = match self.tickets.claim(gid, staff, now_millis()).await? {
+            ClaimOutcome::Won(ticket) => (ticket, true),
+            ClaimOutcome::Held(ticket) => (ticket, false),
             ClaimOutcome::Taken(_) => {
                 return Err(ChatError::new(
                     ErrorCode::Conflict,
@@ -317,6 +347,11 @@ impl SupportService {
         // Also on a re-sent claim: it completes a first claim that failed after the store.
         let accepted = self.chat.admit_staff(staff, gid, msg_id).await?;
         self.announce(&ticket, TicketState::Claimed).await?;
+        if won_now {
+            // Once per ticket: a re-sent claim of the holder tells nobody again.
+            self.tell_webhooks(WebhookEvent::TicketClaimed(ticket_data(&ticket)))
+                .await;
+        }
         tracing::info!("ticket claimed");
         Ok(SupportAccepted {
             accepted,

@@ -397,7 +397,10 @@ async fn a_conversation_of_2500_messages_pages_without_gaps_or_repeats() {
     futures_util::stream::iter(0..N)
         .map(|i| {
             let (ca, to) = (&ca, bob.uid.as_str());
-            async move { ca.send(to, &format!("n{i:04}"), &format!("message {i}")).await }
+            async move {
+                ca.send(to, &format!("n{i:04}"), &format!("message {i}"))
+                    .await
+            }
         })
         .buffer_unordered(16)
         .for_each(|ack| async move { assert_eq!(ack["ok"], true, "{ack}") })

@@ -321,46 +321,66 @@ async fn presence_and_ticket_events_reach_the_endpoints_that_take_them() {
     .await;
     client.close().await;
 
-    // The support desk emits these; the ticket body of §10.
-    let opened = TicketData {
-        gid: "group_ticket1".into(),
-        customer: carol.uid.clone(),
-        topic: "sku-42".into(),
-        staff: None,
-        opened_at: 1_000,
-        claimed_at: None,
-    };
-    let claimed = TicketData {
-        staff: Some("staff-1".into()),
-        claimed_at: Some(2_000),
-        ..opened.clone()
-    };
-    assert_eq!(
-        hooks
-            .emit(WebhookEvent::TicketOpened(opened))
-            .await
-            .expect("emit"),
-        1
-    );
-    assert_eq!(
-        hooks
-            .emit(WebhookEvent::TicketClaimed(claimed))
-            .await
-            .expect("emit"),
-        1
-    );
+    // The support desk emits these when a ticket opens and when it is claimed (§10's body).
+    let dana = app.signup("dana").await;
+    let res = reqwest::Client::new()
+        .put(format!("{}/api/v1/admin/users/{}/roles", app.url, dana.uid))
+        .bearer_auth(ADMIN)
+        .json(&json!({ "roles": ["staff"] }))
+        .send()
+        .await
+        .expect("put roles");
+    assert_eq!(res.status(), 200);
+    let customer = app.connect(&carol).await;
+    let opened = customer
+        .chat(
+            json!({"EvtType": "support", "MsgID": "t1", "Body": "is it back?", "Topic": "sku-42"}),
+        )
+        .await;
+    let gid = opened["Ticket"].as_str().expect("a ticket").to_owned();
+    let staff = app.connect(&dana).await;
+    let claim = json!({"EvtType": "claim", "To": gid});
+    assert_eq!(staff.chat(claim.clone()).await["ok"], true);
+    // A re-sent claim of the holder tells nobody again.
+    assert_eq!(staff.chat(claim).await["ok"], true);
     eventually("both ticket events", || async {
         !receiver.calls("ticket.opened").is_empty() && !receiver.calls("ticket.claimed").is_empty()
     })
     .await;
     let opened = receiver.calls("ticket.opened")[0].json();
-    assert_eq!(
-        opened["data"],
-        json!({"gid": "group_ticket1", "customer": carol.uid, "topic": "sku-42", "openedAt": 1000})
-    );
+    assert_eq!(opened["data"]["gid"], gid.as_str());
+    assert_eq!(opened["data"]["customer"], carol.uid.as_str());
+    assert_eq!(opened["data"]["topic"], "sku-42");
+    assert!(opened["data"]["openedAt"].as_i64().is_some_and(|t| t > 0));
     let claimed = receiver.calls("ticket.claimed")[0].json();
-    assert_eq!(claimed["data"]["staff"], "staff-1");
-    assert_eq!(claimed["data"]["claimedAt"], 2000);
+    assert_eq!(claimed["data"]["staff"], dana.uid.as_str());
+    assert!(claimed["data"]["claimedAt"].as_i64().is_some_and(|t| t > 0));
+    // `emit` is the service's own entry point too.
+    let hooks_data = TicketData {
+        gid: "group_ticket1".into(),
+        customer: carol.uid.clone(),
+        topic: "sku-7".into(),
+        staff: None,
+        opened_at: 1_000,
+        claimed_at: None,
+    };
+    assert_eq!(
+        hooks
+            .emit(WebhookEvent::TicketOpened(hooks_data))
+            .await
+            .expect("emit"),
+        1
+    );
+    // Queued after the re-sent claim: once it is here, a second `ticket.claimed` would be too.
+    eventually("the emitted ticket.opened", || async {
+        receiver.calls("ticket.opened").len() == 2
+    })
+    .await;
+    assert_eq!(
+        receiver.calls("ticket.claimed").len(),
+        1,
+        "one call per claim"
+    );
     for hit in receiver.hits() {
         assert_signed(&hit);
     }
