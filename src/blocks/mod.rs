@@ -132,18 +132,19 @@ impl BlockService {
     }
 
     /// `forbidden` when any of `named` blocks `actor` (a group `create`/`refer` naming
-    /// them); the reads run side by side.
+    /// them); a few reads run side by side.
     pub async fn check_allowed_all(
         &self,
         actor: &UserId,
         named: &[UserId],
     ) -> Result<(), ChatError> {
-        // A few at a time, stopping at the first refusal (see `limits::STORE_READS_PER_COMMAND`).
+        // A few at a time, in order (the first refused member is the one named), stopping at
+        // the first refusal (see `limits::STORE_READS_PER_COMMAND`).
         // Made up front (an async fn does nothing until polled): a closure in the stream's
         // type trips the compiler's proof that the handler's future is Send.
         let checks: Vec<_> = named.iter().map(|u| self.check_allowed(actor, u)).collect();
         futures_util::stream::iter(checks)
-            .buffer_unordered(crate::limits::STORE_READS_PER_COMMAND)
+            .buffered(crate::limits::STORE_READS_PER_COMMAND)
             .try_for_each(|()| async { Ok(()) })
             .await
     }

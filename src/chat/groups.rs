@@ -684,16 +684,17 @@ impl ChatService {
         Ok(members)
     }
 
-    /// [`ChatService::check_recipient`] for many users at once (one round trip each, all in
-    /// flight together, rather than one after another).
+    /// [`ChatService::check_recipient`] for many users (one round trip each, a few in flight
+    /// at once rather than one after another).
     async fn check_recipients(&self, users: &[UserId]) -> Result<(), ChatError> {
-        // A few at a time, stopping at the first refusal: a create may name thousands of
+        // A few at a time, in order (the first refused member is the one named), stopping at
+        // the first refusal: a create may name thousands of
         // members, and one command must not start a store read for each at once.
         // Made up front (an async fn does nothing until polled): a closure in the stream's
         // type trips the compiler's proof that the handler's future is Send.
         let checks: Vec<_> = users.iter().map(|u| self.check_recipient(u)).collect();
         futures_util::stream::iter(checks)
-            .buffer_unordered(crate::limits::STORE_READS_PER_COMMAND)
+            .buffered(crate::limits::STORE_READS_PER_COMMAND)
             .try_for_each(|()| async { Ok(()) })
             .await
     }

@@ -229,6 +229,13 @@ pub async fn run(
                 confirming = None;
                 pump.confirmed_up_to(upto, result);
             }
+            () = &mut expiry, if expires_at.is_some() => {
+                // As a logout closes it: at once (before the last confirm below), and ahead
+                // of deliveries, so a busy socket does not outlive its token.
+                tracing::info!(uid = %pump.uid, "closing a socket whose token expired");
+                let _ = pump.socket.clone().disconnect();
+                break;
+            }
             delivery = deliveries.recv() => {
                 if overflowed.load(Ordering::Relaxed) {
                     tracing::warn!(uid = %pump.uid, "disconnecting slow consumer");
@@ -245,11 +252,6 @@ pub async fn run(
                 if overflowed.load(Ordering::Relaxed) {
                     tracing::warn!(uid = %pump.uid, "disconnecting slow consumer");
                 }
-                break;
-            }
-            () = &mut expiry, if expires_at.is_some() => {
-                // As a logout closes it: the socket is disconnected below.
-                tracing::info!(uid = %pump.uid, "closing a socket whose token expired");
                 break;
             }
         }
