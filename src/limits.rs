@@ -22,6 +22,22 @@ use crate::storage::{redis::unavailable, StoreError};
 /// floods the store nor, on the embedded store, the blocking thread pool.
 pub const STORE_READS_PER_COMMAND: usize = 32;
 
+/// Runs `checks` (one per user a command names) [`STORE_READS_PER_COMMAND`] at a time, in
+/// order, and returns the first refusal in that order; once one is refused no later check
+/// starts. The checks are made by the caller up front (an async fn does nothing until
+/// polled): a closure in the stream's type trips the compiler's proof that a socket
+/// handler's future is `Send`.
+pub async fn first_refusal<F, E>(checks: Vec<F>) -> Result<(), E>
+where
+    F: std::future::Future<Output = Result<(), E>>,
+{
+    use futures_util::{StreamExt, TryStreamExt};
+    futures_util::stream::iter(checks)
+        .buffered(STORE_READS_PER_COMMAND)
+        .try_for_each(|()| async { Ok(()) })
+        .await
+}
+
 /// A token bucket: `burst` tokens at most, refilled at `per_sec`.
 #[derive(Debug)]
 pub struct TokenBucket {

@@ -12,7 +12,6 @@ mod redis;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use futures_util::{StreamExt, TryStreamExt};
 
 pub use self::embedded::EmbeddedBlockStore;
 pub use self::redis::RedisBlockStore;
@@ -138,15 +137,8 @@ impl BlockService {
         actor: &UserId,
         named: &[UserId],
     ) -> Result<(), ChatError> {
-        // A few at a time, in order (the first refused member is the one named), stopping at
-        // the first refusal (see `limits::STORE_READS_PER_COMMAND`).
-        // Made up front (an async fn does nothing until polled): a closure in the stream's
-        // type trips the compiler's proof that the handler's future is Send.
-        let checks: Vec<_> = named.iter().map(|u| self.check_allowed(actor, u)).collect();
-        futures_util::stream::iter(checks)
-            .buffered(crate::limits::STORE_READS_PER_COMMAND)
-            .try_for_each(|()| async { Ok(()) })
-            .await
+        let checks = named.iter().map(|u| self.check_allowed(actor, u)).collect();
+        crate::limits::first_refusal(checks).await
     }
 }
 

@@ -9,7 +9,7 @@
 
 use std::collections::HashSet;
 
-use futures_util::{future::join_all, StreamExt, TryStreamExt};
+use futures_util::future::join_all;
 
 use super::{Accepted, ChatService, Origin};
 use crate::{
@@ -687,16 +687,10 @@ impl ChatService {
     /// [`ChatService::check_recipient`] for many users (one round trip each, a few in flight
     /// at once rather than one after another).
     async fn check_recipients(&self, users: &[UserId]) -> Result<(), ChatError> {
-        // A few at a time, in order (the first refused member is the one named), stopping at
-        // the first refusal: a create may name thousands of
-        // members, and one command must not start a store read for each at once.
-        // Made up front (an async fn does nothing until polled): a closure in the stream's
-        // type trips the compiler's proof that the handler's future is Send.
-        let checks: Vec<_> = users.iter().map(|u| self.check_recipient(u)).collect();
-        futures_util::stream::iter(checks)
-            .buffered(crate::limits::STORE_READS_PER_COMMAND)
-            .try_for_each(|()| async { Ok(()) })
-            .await
+        // A create may name thousands of members: one command must not start a store read
+        // for each at once.
+        let checks = users.iter().map(|u| self.check_recipient(u)).collect();
+        crate::limits::first_refusal(checks).await
     }
 
     fn check_group_size(&self, size: usize) -> Result<(), ChatError> {

@@ -392,19 +392,8 @@ async fn a_conversation_of_2500_messages_pages_without_gaps_or_repeats() {
     let bob = app.signup("bob").await;
     let ca = app.connect(&alice).await;
     const N: usize = 2_500;
-    // Bodies differ, so one send each (not `send_windowed`, which repeats one body).
-    use futures_util::StreamExt;
-    futures_util::stream::iter(0..N)
-        .map(|i| {
-            let (ca, to) = (&ca, bob.uid.as_str());
-            async move {
-                ca.send(to, &format!("n{i:04}"), &format!("message {i}"))
-                    .await
-            }
-        })
-        .buffer_unordered(16)
-        .for_each(|ack| async move { assert_eq!(ack["ok"], true, "{ack}") })
-        .await;
+    let messages = (0..N).map(|i| (format!("n{i:04}"), format!("message {i}")));
+    ca.send_windowed(&bob.uid, messages, 16).await;
     drained(&app, &format!("uid={}", alice.uid), N).await;
     let mut seen = Vec::with_capacity(N);
     let mut sent_at = Vec::with_capacity(N);

@@ -279,21 +279,20 @@ impl TestClient {
             .expect("chat ack")
     }
 
-    /// Sends a 1:1 message `body` to `to` under each of `msg_ids`, at most `window` of them
-    /// awaiting their acks at once (as a client with a send window does), and asserts each
-    /// was acked ok. A socket's events are stored one after another: with all of them sent
-    /// at once, the last ack would wait out every earlier store, and its patience would have
-    /// to grow with their number and with the machine's load.
+    /// Sends each of `messages` (MsgID, body) to `to`, at most `window` of them awaiting their
+    /// acks at once (as a client with a send window does), and asserts each was acked ok. A
+    /// socket's events are stored one after another: with all of them sent at once, the last
+    /// ack would wait out every earlier store, and its patience would have to grow with their
+    /// number and with the machine's load.
     pub async fn send_windowed(
         &self,
         to: &str,
-        msg_ids: impl IntoIterator<Item = String>,
-        body: &str,
+        messages: impl IntoIterator<Item = (String, String)>,
         window: usize,
     ) {
         use futures_util::StreamExt;
-        futures_util::stream::iter(msg_ids)
-            .map(|id| async move { (self.send(to, &id, body).await, id) })
+        futures_util::stream::iter(messages)
+            .map(|(id, body)| async move { (self.send(to, &id, &body).await, id) })
             .buffer_unordered(window)
             .for_each(|(ack, id)| async move {
                 assert_eq!(ack["ok"], true, "{id}: {ack}");

@@ -62,8 +62,8 @@ async fn a_client_that_stops_reading_is_cut_off_and_catches_up_by_replay() {
     let body = "x".repeat(8 * 1024);
     const N: usize = 1_500;
     // Far more than the socket's queue, its socket.io buffer and the TCP buffers hold.
-    cs.send_windowed(&slow.uid, (0..N).map(|i| format!("s{i:05}")), &body, 16)
-        .await;
+    let messages = (0..N).map(|i| (format!("s{i:05}"), body.clone()));
+    cs.send_windowed(&slow.uid, messages, 16).await;
     eventually(
         "the stalled socket to be cut off as a slow consumer",
         || async { app.metric("webchat_slow_consumers_total").await >= 1 },
