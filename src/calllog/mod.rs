@@ -29,7 +29,8 @@ use futures_util::future::join_all;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::storage::table::{Order, Row, SkRange, SortedTable};
+pub use crate::storage::table::RowsToWrite;
+use crate::storage::table::{Order, Row, SkRange, SortedTable, SEQ_FROM_APPEND};
 use crate::{
     domain::{ChatError, ErrorCode, GroupId, UserId},
     groups::GroupStore,
@@ -142,18 +143,20 @@ fn receipt_sk(sender: &str, msg_id: &str, receipt: &str) -> String {
     format!("r#{sender}#{msg_id}#{receipt}")
 }
 
-/// The rows one batch of records becomes: plain rows, and versioned rows (with the name of
-/// their version attribute) that must never move backwards.
-#[derive(Debug, Default)]
-pub struct RowsToWrite {
-    /// Written as they are.
-    pub plain: Vec<Row>,
-    /// Written unless a newer version is stored.
-    pub versioned: Vec<(Row, &'static str)>,
-}
-
 /// Turns records into table rows (pure: the drain writes them).
 pub fn rows_for(records: &[LogRecord]) -> RowsToWrite {
+    rows_of(records, false)
+}
+
+/// The rows of `record` for an inbox append that writes them in its own store call (see
+/// [`CallLog::entry_for_append`]): its event rows take the Seq the append assigns
+/// ([`SEQ_FROM_APPEND`]).
+fn rows_for_append(record: &LogRecord) -> RowsToWrite {
+    rows_of(std::slice::from_ref(record), true)
+}
+
+/// [`rows_for`]; with `seq_from_append`, an event without a Seq gets the append's.
+fn rows_of(records: &[LogRecord], seq_from_append: bool) -> RowsToWrite {
     let mut out = RowsToWrite::default();
     for record in records {
         match record {
@@ -176,6 +179,7 @@ pub fn rows_for(records: &[LogRecord]) -> RowsToWrite {
                     body,
                     sent_at: *sent_at,
                     seq: *seq,
+                    seq_from_append,
                     reference: None,
                     attachments,
                 },
@@ -198,6 +202,7 @@ pub fn rows_for(records: &[LogRecord]) -> RowsToWrite {
                     body,
                     sent_at: *sent_at,
                     seq: *seq,
+                    seq_from_append,
                     reference: Some(reference),
                     attachments: &[],
                 };
@@ -250,6 +255,8 @@ pub(crate) struct EventFields<'a> {
     pub(crate) body: &'a str,
     pub(crate) sent_at: i64,
     pub(crate) seq: Option<u64>,
+    /// Without `seq`: the event's rows take the Seq of the append that writes them.
+    pub(crate) seq_from_append: bool,
     /// Lifecycle events and replies: the message it is about.
     pub(crate) reference: Option<&'a str>,
     /// A message's attachment ids (§12).
@@ -267,6 +274,7 @@ fn event_rows(out: &mut RowsToWrite, fields: &EventFields<'_>) {
         body,
         sent_at,
         seq,
+        seq_from_append,
         reference,
         attachments,
     } = fields;
@@ -283,8 +291,10 @@ fn event_rows(out: &mut RowsToWrite, fields: &EventFields<'_>) {
         .with("m", msg_id)
         .with("b", body)
         .with("at", sent_at);
-    if let Some(seq) = seq {
-        row = row.with("seq", seq);
+    match seq {
+        Some(seq) => row = row.with("seq", seq),
+        None if seq_from_append => row = row.with("seq", SEQ_FROM_APPEND),
+        None => {}
     }
     if let Some(reference) = reference {
         row = row.with("ref", reference);
@@ -480,16 +490,22 @@ impl CallLog {
         }
     }
 
-    /// `record` as an entry an inbox append may queue in the same step (see
-    /// `inbox::LogEntry`); `None` when logging is off.
+    /// `record` as an entry an inbox append may write in the same step (see
+    /// `inbox::LogEntry`): its table rows where the table is in the inbox's own Redis, else
+    /// its queue entry; `None` when logging is off.
     pub fn entry_for_append(
         &self,
         record: &LogRecord,
     ) -> Result<Option<crate::inbox::LogEntry>, StoreError> {
-        match &self.queue {
-            Some(_) => queue::entry_for_append(record).map(Some),
-            None => Ok(None),
+        if self.queue.is_none() {
+            return Ok(None);
         }
+        if self.table.carries_writes() {
+            if let Some(rows) = self.table.carried(&rows_for_append(record))? {
+                return Ok(Some(crate::inbox::LogEntry::Rows(rows)));
+            }
+        }
+        queue::entry_for_append(record).map(Some)
     }
 
     /// Records waiting to be written to the table (0 when logging is off).

@@ -46,7 +46,7 @@ fn encode(record: &LogRecord) -> Result<String, StoreError> {
 /// `record` as a queue entry that an inbox append writes in the same step (see
 /// `inbox::LogEntry`); the append adds the Seq.
 pub fn entry_for_append(record: &LogRecord) -> Result<crate::inbox::LogEntry, StoreError> {
-    Ok(crate::inbox::LogEntry {
+    Ok(crate::inbox::LogEntry::Queued {
         json: encode(record)?,
     })
 }

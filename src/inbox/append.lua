@@ -14,7 +14,8 @@
 -- a large group carries its body once, not once per member.
 -- Then the events in runs: consecutive events that share everything but their receiver (a
 -- group message's recipients) share one run, so a member costs its keys and nothing else.
--- Per run, ten ARGV from b = 6 + J on, then two per key it sets:
+-- Per run, twelve ARGV from b = 6 + J on, then two per key it sets, five per call-log row
+-- and two per age registration:
 --   the run's event count, index of its JSON (1..J), SentAt (ms), "1" to check the
 --   idempotency key ("2": and remember the Seq it got, for re-sends of 1:1 messages),
 --   channel for the acting user's other sockets ("" for none), socket to skip there, and
@@ -27,11 +28,19 @@
 --   in runs of one event): a member whose presence in a set refuses the event ("" for no
 --   such check: the receiver's block list holding the sender), and how many keys are set,
 --   unless they exist, with the stored event (the sender's receipt marker, the message's
---   entry in the lifecycle index), followed by each one's value and lifetime (s).
+--   entry in the lifecycle index); how many call-log table rows the event writes (only in
+--   runs of one event, one Redis: `storage::table::CarriedRows`, the table's rows in this
+--   Redis, so a message is logged in the step that stores it, without the queue); and how
+--   many partitions it registers in the table's retention index. Then each set key's value
+--   and lifetime (s); each row's sort key, attributes JSON (without the Seq), the attribute
+--   the Seq goes in ("" for none), and its version attribute and version ("" for a plain
+--   row: a versioned row is written unless the stored one has a larger integer version, as
+--   `RedisTable::put_if_newer`); each registration's score and partition (`ZADD LT`).
 -- Per event, in order across runs, its user's seq counter (`wc:{uid}:seq`) and inbox
 -- stream, then, only in a run that checks idempotency (flag not "0"), its idempotency key
 -- (one user's keys share a hash slot): a group message's member costs two keys; then the
--- refusing set, where the run has one, and the keys it sets.
+-- refusing set, where the run has one, the keys it sets, each row's index (sorted set) and
+-- rows (hash), and the retention index where it registers partitions.
 -- All are declared, not named inside the script: on Redis Cluster that lets a shard
 -- answer ASK/TRYAGAIN for a slot being migrated before the script runs, instead of the
 -- script failing half-way on a key that already moved. The user's channel `wc:{uid}:ch`
@@ -51,8 +60,34 @@ local max_len, max_age, window, publish, log_stream = ARGV[1], ARGV[2], ARGV[3],
 -- once it is in the inbox.
 local created_key, stored_seq
 
+-- One call-log row: KEYS[k], KEYS[k + 1] its partition's index and rows, ARGV[a..a + 4] as
+-- described above.
+local function put_row(k, a, seq_text)
+  local sk, attrs, seq_attr, version_attr = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+  if seq_attr ~= '' then
+    local field = '"' .. seq_attr .. '":' .. seq_text
+    if attrs == '{}' then
+      attrs = '{' .. field .. '}'
+    else
+      attrs = string.sub(attrs, 1, -2) .. ',' .. field .. '}'
+    end
+  end
+  if version_attr ~= '' then
+    local stored = redis.call('HGET', KEYS[k + 1], sk)
+    if stored then
+      local ok, doc = pcall(cjson.decode, stored)
+      local old = ok and type(doc) == 'table' and doc[version_attr] or nil
+      if type(old) == 'number' and old == math.floor(old) and old > tonumber(ARGV[a + 4]) then
+        return
+      end
+    end
+  end
+  redis.call('ZADD', KEYS[k], 0, sk)
+  redis.call('HSET', KEYS[k + 1], sk, attrs)
+end
+
 local function append_one(seq_key, inbox, dedupe, flag, sent_at, json, echo, skip, log, others_here,
-                          refuse_set, refuse_member, k_sets, a_sets, n_sets)
+                          refuse_set, refuse_member, k_sets, a_sets, n_sets, n_rows, n_ages)
   if refuse_set and redis.call('SISMEMBER', refuse_set, refuse_member) == 1 then
     return { 'refused' }
   end
@@ -74,6 +109,21 @@ local function append_one(seq_key, inbox, dedupe, flag, sent_at, json, echo, ski
   for j = 1, n_sets do
     -- Before the publish: whoever is told of the event finds them.
     redis.call('SET', KEYS[k_sets + j], ARGV[a_sets + 2 * j - 1], 'EX', ARGV[a_sets + 2 * j], 'NX')
+  end
+  if n_rows > 0 then
+    -- Before the inbox entry, as the queue entry below.
+    local k_rows, a_rows = k_sets + n_sets, a_sets + 2 * n_sets
+    for r = 0, n_rows - 1 do
+      put_row(k_rows + 1 + 2 * r, a_rows + 1 + 5 * r, seq_text)
+    end
+    if n_ages > 0 then
+      -- After the rows, never before (see `RedisTable::trim_partition`).
+      local registrations, a_ages = {}, a_rows + 5 * n_rows
+      for j = 1, 2 * n_ages do
+        registrations[j] = ARGV[a_ages + j]
+      end
+      redis.call('ZADD', KEYS[k_rows + 2 * n_rows + 1], 'LT', unpack(registrations))
+    end
   end
   if log ~= '' then
     -- Before the inbox entry: if this fails, the event is not stored either (and the client
@@ -100,17 +150,18 @@ while k < #KEYS do
   local count, json, sent_at = tonumber(ARGV[a + 1]), ARGV[6 + tonumber(ARGV[a + 2])], ARGV[a + 3]
   local flag, echo, skip, log, others_here = ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8]
   local refuse_member, n_sets = ARGV[a + 9], tonumber(ARGV[a + 10])
+  local n_rows, n_ages = tonumber(ARGV[a + 11]), tonumber(ARGV[a + 12])
   local dedupe_at = (flag ~= '0') and 3 or nil
   local refuse_at = (refuse_member ~= '') and (dedupe_at or 2) + 1 or nil
   local sets_after = refuse_at or dedupe_at or 2
-  local keys_per_event = sets_after + n_sets
+  local keys_per_event = sets_after + n_sets + 2 * n_rows + ((n_ages > 0) and 1 or 0)
   for _ = 1, count do
     local dedupe = dedupe_at and KEYS[k + dedupe_at] or nil
     local refuse_set = refuse_at and KEYS[k + refuse_at] or nil
     created_key, stored_seq = false, nil
     local ok, result = pcall(append_one, KEYS[k + 1], KEYS[k + 2], dedupe, flag,
       sent_at, json, echo, skip, log, others_here, refuse_set, refuse_member,
-      k + sets_after, a + 10, n_sets)
+      k + sets_after, a + 12, n_sets, n_rows, n_ages)
     if ok then
       out[i + 1] = result
     elseif stored_seq then
@@ -130,6 +181,6 @@ while k < #KEYS do
     i = i + 1
     k = k + keys_per_event
   end
-  a = a + 10 + 2 * n_sets
+  a = a + 12 + 2 * n_sets + 5 * n_rows + 2 * n_ages
 end
 return out

@@ -66,13 +66,19 @@ impl Echo {
     }
 }
 
-/// An event's call-log queue entry, for a store that writes it in the same step as the
-/// inbox entry (see [`InboxStore::append_logged`]): the record's JSON without its Seq,
-/// which the store adds once it has assigned one.
+/// An event's call-log entry, for a store that writes it in the same step as the inbox
+/// entry (see [`InboxStore::append_logged`]), with the Seq the store assigns.
 #[derive(Debug, Clone)]
-pub struct LogEntry {
-    /// The record as the call log's queue encodes it.
-    pub json: String,
+pub enum LogEntry {
+    /// For the call log's queue (the table is elsewhere: DynamoDB): the record as the queue
+    /// encodes it, without its Seq.
+    Queued {
+        /// The record's JSON.
+        json: String,
+    },
+    /// The record's rows in the call-log table, which is in the same Redis: written by the
+    /// append itself, so a 1:1 message is logged without a queue entry or a drain.
+    Rows(crate::storage::table::CarriedRows),
 }
 
 /// Whether [`InboxStore::append_logged`] wrote the log entry.

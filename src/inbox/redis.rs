@@ -22,6 +22,7 @@ use crate::{
     storage::{
         embedded::internal,
         redis::{unavailable, user_channel, user_key},
+        table::CarriedRows,
         StoreError,
     },
 };
@@ -93,8 +94,10 @@ struct PendingAppend {
     /// payload): it lives in another slot than the receiver's keys, so it is published after
     /// the script instead of inside it.
     echo_after: Option<(String, String)>,
-    /// The event's call-log entry, written by the script (one Redis only).
+    /// The event's call-log queue entry, written by the script (one Redis only).
     log: Option<String>,
+    /// The event's call-log rows, written by the script (one Redis only).
+    rows: Option<CarriedRows>,
     /// A [`Rider::RefuseIfMember`]: the set (a key, declared) and the member.
     refuse: Option<(String, String)>,
     /// The [`Rider::SetIfAbsent`]s: key (declared), value, lifetime.
@@ -109,6 +112,8 @@ impl PendingAppend {
         Arc::ptr_eq(&self.json, &next.json)
             && self.log.is_none()
             && next.log.is_none()
+            && self.rows.is_none()
+            && next.rows.is_none()
             && self.refuse.is_none()
             && next.refuse.is_none()
             && self.sets.is_empty()
@@ -323,9 +328,35 @@ impl Appender {
                     .map_or("", |(_, member)| member.as_str())
                     .into(),
                 to_i64(item.sets.len() as u64).into(),
+                to_i64(item.rows.as_ref().map_or(0, |r| r.rows.len()) as u64).into(),
+                to_i64(
+                    item.rows
+                        .as_ref()
+                        .and_then(|r| r.ages.as_ref())
+                        .map_or(0, |(_, a)| a.len()) as u64,
+                )
+                .into(),
             ]);
             for (_, value, ttl) in &item.sets {
                 args.extend([Value::from(value.as_str()), to_i64(*ttl).into()]);
+            }
+            if let Some(rows) = &item.rows {
+                for row in &rows.rows {
+                    let (version_attr, version) = match &row.version {
+                        Some((attr, version)) => (attr.as_str(), version.to_string()),
+                        None => ("", String::new()),
+                    };
+                    args.extend([
+                        Value::from(row.sk.as_str()),
+                        Value::from(row.attrs.as_str()),
+                        Value::from(row.seq_attr.as_deref().unwrap_or_default()),
+                        Value::from(version_attr),
+                        Value::from(version),
+                    ]);
+                }
+                for (partition, score) in rows.ages.iter().flat_map(|(_, ages)| ages) {
+                    args.extend([Value::from(*score), Value::from(partition.as_str())]);
+                }
             }
         }
         let mut waiters = Vec::with_capacity(items.len());
@@ -334,6 +365,12 @@ impl Appender {
             keys.extend(item.dedupe_key);
             keys.extend(item.refuse.map(|(set, _)| set));
             keys.extend(item.sets.into_iter().map(|(key, _, _)| key));
+            if let Some(rows) = item.rows {
+                for row in rows.rows {
+                    keys.extend([row.index_key, row.rows_key]);
+                }
+                keys.extend(rows.ages.map(|(key, _)| key));
+            }
             waiters.push((item.echo_after, item.done));
         }
         let result: Result<Vec<Value>, StoreError> = self
@@ -378,8 +415,8 @@ impl Appender {
 }
 
 /// Script arguments per run of events (see append.lua), besides two per
-/// [`Rider::SetIfAbsent`].
-const ARGS_PER_RUN: usize = 10;
+/// [`Rider::SetIfAbsent`], five per carried call-log row and two per age registration.
+const ARGS_PER_RUN: usize = 12;
 
 /// Splits `items` into runs of consecutive items that `same_run` says belong with the run's
 /// first one: (index of the first item, length), in order, covering every item once.
@@ -405,6 +442,16 @@ fn split_by_slot<T>(items: Vec<T>, slot_of: fn(&T) -> u16) -> Vec<Vec<T>> {
 }
 
 impl RedisInbox {
+    /// Whether appends write `entry` in their own script call: a queue entry where the call
+    /// log's stream is in this Redis, table rows wherever this is one Redis (the table's
+    /// partitions are in other slots than any inbox on a cluster).
+    fn writes(&self, entry: &LogEntry) -> bool {
+        match entry {
+            LogEntry::Queued { .. } => self.writes_log,
+            LogEntry::Rows(_) => !self.cluster,
+        }
+    }
+
     /// Queues one append of `json` (the event's JSON without Seq) for the next batch.
     #[allow(clippy::too_many_arguments)] // each is one of the script's per-event inputs
     fn queue(
@@ -470,7 +517,14 @@ impl RedisInbox {
                 dedupe_flag,
                 echo,
                 echo_after,
-                log: log.map(|l| l.json.clone()),
+                log: match log {
+                    Some(LogEntry::Queued { json }) => Some(json.clone()),
+                    _ => None,
+                },
+                rows: match log {
+                    Some(LogEntry::Rows(rows)) => Some(rows.clone()),
+                    _ => None,
+                },
                 refuse,
                 sets,
                 done,
@@ -583,7 +637,7 @@ impl InboxStore for RedisInbox {
         log: Option<&LogEntry>,
         riders: &[Rider],
     ) -> Result<CarriedAppend, StoreError> {
-        let log = log.filter(|_| self.writes_log);
+        let log = log.filter(|entry| self.writes(entry));
         let json: Arc<str> = serde_json::to_string(event).map_err(internal)?.into();
         let queued = self.queue(to, &json, event.sent_at, dedupe, echo, log, riders)?;
         Ok(match script_answer(queued).await? {
@@ -604,7 +658,7 @@ impl InboxStore for RedisInbox {
         echo: Option<&Echo>,
         log: &LogEntry,
     ) -> Result<(AppendOutcome, Logged), StoreError> {
-        if !self.writes_log {
+        if !self.writes(log) {
             return Ok((self.append(to, event, dedupe, echo).await?, Logged::No));
         }
         let json: Arc<str> = serde_json::to_string(event).map_err(internal)?.into();

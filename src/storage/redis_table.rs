@@ -38,7 +38,10 @@ use fred::{
 use futures_util::{stream, StreamExt, TryStreamExt};
 use serde_json::Map;
 
-use super::table::{last_of_each_key, Order, Row, SkRange, SortedTable};
+use super::table::{
+    last_of_each_key, CarriedRow, CarriedRows, Order, Row, RowsToWrite, SkRange, SortedTable,
+    SEQ_FROM_APPEND,
+};
 use crate::storage::{redis::unavailable, StoreError};
 
 /// Rows per script call: bounds how long one call holds Redis (a script blocks every other
@@ -768,6 +771,51 @@ impl SortedTable for RedisTable {
             .try_collect()
             .await?;
         Ok(pages.into_iter().flatten().collect())
+    }
+
+    fn carries_writes(&self) -> bool {
+        // A script may touch any key of one Redis; on a cluster the rows live in other slots
+        // than the receiver's inbox.
+        !self.pool.is_clustered()
+    }
+
+    fn carried(&self, rows: &RowsToWrite) -> Result<Option<CarriedRows>, StoreError> {
+        if !self.carries_writes() {
+            return Ok(None);
+        }
+        let carried = |row: &Row, version: Option<&str>| -> Result<CarriedRow, StoreError> {
+            let mut attrs = row.attrs.clone();
+            let seq_attr = match attrs.get("seq") {
+                Some(serde_json::Value::String(marker)) if marker == SEQ_FROM_APPEND => {
+                    attrs.remove("seq");
+                    Some("seq".to_owned())
+                }
+                _ => None,
+            };
+            Ok(CarriedRow {
+                index_key: idx_key(&row.pk),
+                rows_key: rows_key(&row.pk),
+                sk: row.sk.clone(),
+                attrs: encode(&attrs)?,
+                seq_attr,
+                version: version.map(|v| (v.to_owned(), row.int(v).unwrap_or(i64::MIN))),
+            })
+        };
+        let mut out = Vec::with_capacity(rows.plain.len() + rows.versioned.len());
+        for row in &rows.plain {
+            out.push(carried(row, None)?);
+        }
+        for (row, version) in &rows.versioned {
+            out.push(carried(row, Some(version))?);
+        }
+        // Registered in the same script as the rows, so never before them (see
+        // `trim_partition`). Every time, not only when this node's `AgeCache` says so: a
+        // cache entry is only safe once the registration is known to be written, and a
+        // `ZADD LT` of a registered partition changes nothing.
+        let oldest = oldest_per_partition(&rows.plain);
+        let ages =
+            (!oldest.is_empty()).then(|| (AGES_KEY.to_owned(), oldest.into_iter().collect()));
+        Ok(Some(CarriedRows { rows: out, ages }))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -80,6 +80,52 @@ pub enum Order {
     Descending,
 }
 
+/// The rows a batch of call-log records becomes: plain rows, and versioned rows (with the
+/// name of their version attribute) that must never move backwards.
+#[derive(Debug, Default)]
+pub struct RowsToWrite {
+    /// Written as they are.
+    pub plain: Vec<Row>,
+    /// Written unless a newer version is stored.
+    pub versioned: Vec<(Row, &'static str)>,
+}
+
+/// The value of an attribute that the store fills with the Seq the carrying inbox append
+/// assigns (see [`CarriedRows`]): the call log builds a 1:1 message's rows before the append
+/// has given the message its Seq.
+pub const SEQ_FROM_APPEND: &str = "\u{1}seq-from-append";
+
+/// Row writes that another store call carries: an inbox append in the same Redis writes a
+/// message's call-log rows in its own script call, so logging costs no queue entry, no
+/// drain and no second round trip (see `inbox::LogEntry`). Built by
+/// [`SortedTable::carried`]; only the Redis table describes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CarriedRows {
+    /// The rows, in write order.
+    pub rows: Vec<CarriedRow>,
+    /// The retention index (a sorted set) the time-ordered partitions are registered in,
+    /// and each registration: (partition, score), added with `ZADD LT`.
+    pub ages: Option<(String, Vec<(String, i64)>)>,
+}
+
+/// One row of [`CarriedRows`], in the Redis table's layout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CarriedRow {
+    /// The partition's sorted set of sort keys.
+    pub index_key: String,
+    /// The partition's hash of sort key → attributes.
+    pub rows_key: String,
+    /// The sort key.
+    pub sk: String,
+    /// The attributes' JSON object, without the Seq.
+    pub attrs: String,
+    /// The attribute the append's Seq goes in, if any.
+    pub seq_attr: Option<String>,
+    /// A versioned row: its version attribute and version (written unless the stored row
+    /// has a larger one, as [`SortedTable::put_if_newer`]).
+    pub version: Option<(String, i64)>,
+}
+
 /// Conditional writes in flight at once in the default [`SortedTable::put_rows_if_newer`].
 pub const VERSIONED_IN_FLIGHT: usize = 16;
 
@@ -119,6 +165,16 @@ pub trait SortedTable: Send + Sync {
     async fn get_rows(&self, keys: Vec<(String, String)>) -> Result<Vec<Row>, StoreError>;
     /// Whether the back-end answers (for `/health`).
     async fn ping(&self) -> Result<(), StoreError>;
+    /// Whether [`SortedTable::carried`] describes writes (only a Redis table in the inbox's
+    /// own Redis does).
+    fn carries_writes(&self) -> bool {
+        false
+    }
+    /// `rows` as writes an inbox append carries in its own store call, where this table
+    /// can; rows holding [`SEQ_FROM_APPEND`] get the append's Seq there.
+    fn carried(&self, _rows: &RowsToWrite) -> Result<Option<CarriedRows>, StoreError> {
+        Ok(None)
+    }
 }
 
 /// `rows` with only the last row of each (pk, sk), in input order. Back-ends that split a
