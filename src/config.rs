@@ -4,16 +4,10 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 
-/// How sockets authenticate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum AuthMode {
-    /// A signed token (from signup/login) is required to connect.
-    Token,
-    /// Trusted networks only: the `join` event with a bare uid logs that uid in.
-    Open,
-}
+/// `WEBCHAT_AUTH` means the same to the chat server and the profile service.
+pub use webchat_core::config::AuthMode;
 
 /// Every option of the `webchat` binary. Each flag also reads the env var named beside it.
 #[derive(Debug, Clone, Parser)]

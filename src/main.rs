@@ -46,28 +46,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         .context("starting webchat")?;
     // Test harnesses and scripts read this one stdout line to learn the port.
     println!("webchat listening on {}", app.local_addr());
-    app.run_until_stopped(shutdown_signal()).await?;
+    app.run_until_stopped(webchat_core::shutdown::signal())
+        .await?;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-    tracing::info!("shutdown signal received");
 }

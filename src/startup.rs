@@ -394,7 +394,7 @@ impl Application {
         // Outermost: every answer gets them, CORS preflights and socket.io's included.
         let app = app
             .layer(axum::middleware::map_response_with_state(
-                http::SecurityHeaders::new(settings.profile_url.as_deref()),
+                http::security_headers(settings.profile_url.as_deref()),
                 http::add_security_headers,
             ))
             .layer(axum::middleware::map_request_with_state(
@@ -564,10 +564,12 @@ impl Backends {
         .await?;
         let bus = RedisBus::new(&redis);
         bus.spawn_listener(router.clone(), shutdown.clone());
-        let token_key = match token_key::configured(settings.token_secret.as_deref()) {
-            Some(key) => key,
-            None => token_key::shared_in_redis(&redis.pool).await?,
-        };
+        let token_key = token_key::load(
+            settings.token_secret.as_deref(),
+            Some(&redis.pool),
+            &settings.data_dir,
+        )
+        .await?;
         let calllog_table = Arc::new(RedisTable::new(redis.pool.clone()));
         let support = Arc::new(RedisSupportStore::new(redis.pool.clone()));
         let (feed_tx, channel_feed_rx) = tokio::sync::mpsc::unbounded_channel();

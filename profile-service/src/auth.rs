@@ -6,7 +6,7 @@
 //! here until it expires. That is the embedded single-process development mode only.
 
 use fred::{clients::Pool, interfaces::KeysInterface};
-use webchat::{accounts::token::TokenSigner, domain::UserId};
+use webchat_core::{ids::UserId, tokens::TokenSigner};
 
 use crate::{
     error::ApiError,

@@ -4,17 +4,10 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 
-/// How writes authenticate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum AuthMode {
-    /// `PUT` needs the owner's bearer token; the legacy routes answer 404.
-    Token,
-    /// Trusted networks only: no token needed, and the original web client's `/add`,
-    /// `/search/{uid}` and `/getall` routes are served.
-    Open,
-}
+/// `WEBCHAT_AUTH` means the same to the chat server and the profile service.
+pub use webchat_core::config::AuthMode;
 
 /// Every option of the `webchat-profile` binary. Each flag also reads the env var beside it.
 #[derive(Debug, Clone, Parser)]

@@ -26,7 +26,10 @@ use axum::{
 };
 use serde::{de::DeserializeOwned, Deserialize};
 use serde_json::{json, Value};
-use webchat::domain::UserId;
+use webchat_core::{
+    http::{add_security_headers, cors, Credentials, SecurityHeaders},
+    ids::UserId,
+};
 
 use crate::{
     auth::Authenticator,
@@ -77,10 +80,7 @@ pub fn router(state: AppState) -> Router {
             .route("/search/{uid}", get(legacy_search))
             .route("/getall", get(legacy_getall));
     }
-    let cors = webchat::http::cors(
-        state.settings.cors_origins.as_deref(),
-        webchat::http::Credentials::Refused,
-    );
+    let cors = cors(state.settings.cors_origins.as_deref(), Credentials::Refused);
     let app = app
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -93,8 +93,8 @@ pub fn router(state: AppState) -> Router {
     };
     // Outermost: every answer gets them, CORS preflights included.
     app.layer(middleware::map_response_with_state(
-        webchat::http::SecurityHeaders::api_only(),
-        webchat::http::add_security_headers,
+        SecurityHeaders::api_only(),
+        add_security_headers,
     ))
 }
 

@@ -8,7 +8,7 @@
 //! - [`service`]  read through the cache; write, invalidate, publish
 //! - [`cache`]    Redis cache-aside with version fencing
 //! - [`store`]    the `ProfileStore` trait: DynamoDB, Redis, redb
-//! - [`auth`]     bearer tokens and revocations (the chat server's)
+//! - [`auth`]     bearer tokens (`webchat-core`'s, as the chat server's) and revocations
 //! - [`profile`]  the record and its validation rules
 //! - [`redis`]    connection and key names
 //! - [`error`]    the API error shape

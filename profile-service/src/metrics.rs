@@ -1,8 +1,8 @@
-//! The service's Prometheus counters (plain atomics from the chat server's telemetry).
+//! The service's Prometheus counters (plain atomics shared with the chat server).
 
 use std::fmt::Write;
 
-use webchat::telemetry::Counter;
+use webchat_core::telemetry::Counter;
 
 /// Every metric the profile service exports.
 #[derive(Debug, Default)]

@@ -2,7 +2,7 @@
 //! HTTP layer parses into these types, the stores persist them.
 
 use serde::{Deserialize, Serialize};
-use webchat::domain::UserId;
+use webchat_core::{ids::UserId, text::has_bidi_controls};
 
 /// Longest display name, in characters.
 pub const MAX_NAME_CHARS: usize = 64;
@@ -108,7 +108,7 @@ pub fn check_name(name: &str) -> Result<(), InvalidProfile> {
     if chars == 0 || chars > MAX_NAME_CHARS {
         return Err(InvalidProfile::Name);
     }
-    if webchat::domain::has_bidi_controls(name) {
+    if has_bidi_controls(name) {
         return Err(InvalidProfile::NameBidi);
     }
     Ok(())

@@ -5,7 +5,7 @@ use std::{collections::HashMap, sync::Arc, time::Instant};
 
 use fred::{clients::Pool, interfaces::PubsubInterface};
 use futures_util::future::join_all;
-use webchat::domain::UserId;
+use webchat_core::ids::UserId;
 
 use crate::{
     cache::ProfileCache,

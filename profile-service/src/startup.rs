@@ -10,7 +10,7 @@
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use tokio::net::TcpListener;
-use webchat::accounts::token_key;
+use webchat_core::token_key;
 
 use crate::{
     auth::Authenticator,
@@ -64,14 +64,12 @@ impl Application {
                 (None, Some(pool)) => (Arc::new(RedisStore::new(pool.clone())), None),
                 (None, None) => (Arc::new(EmbeddedStore::open(&settings.data_dir)?), None),
             };
-        let token_key = match (
-            token_key::configured(settings.token_secret.as_deref()),
-            &pool,
-        ) {
-            (Some(key), _) => key,
-            (None, Some(pool)) => token_key::shared_in_redis(pool).await?,
-            (None, None) => token_key::in_data_dir(&settings.data_dir)?,
-        };
+        let token_key = token_key::load(
+            settings.token_secret.as_deref(),
+            pool.as_ref(),
+            &settings.data_dir,
+        )
+        .await?;
         if pool.is_none() && settings.auth == AuthMode::Token {
             tracing::warn!("no Redis: logged-out tokens are not recognised as revoked here");
         }

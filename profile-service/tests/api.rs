@@ -154,8 +154,8 @@ async fn only_the_owner_with_a_live_token_may_update() {
         assert_error(resp, StatusCode::UNAUTHORIZED, "unauthorized").await;
     }
 
-    let foreign = webchat::accounts::token::TokenSigner::new(b"other key".to_vec()).sign(
-        &webchat::accounts::token::Claims {
+    let foreign = webchat_core::tokens::TokenSigner::new(b"other key".to_vec()).sign(
+        &webchat_core::tokens::Claims {
             uid: alice.clone(),
             exp: now_secs() + 60,
             jti: unique("j"),
@@ -164,8 +164,8 @@ async fn only_the_owner_with_a_live_token_may_update() {
     let resp = app.put_profile(&alice, Some(&foreign), &body).await;
     assert_error(resp, StatusCode::UNAUTHORIZED, "unauthorized").await;
 
-    let expired = webchat::accounts::token::TokenSigner::new(SECRET.as_bytes().to_vec()).sign(
-        &webchat::accounts::token::Claims {
+    let expired = webchat_core::tokens::TokenSigner::new(SECRET.as_bytes().to_vec()).sign(
+        &webchat_core::tokens::Claims {
             uid: alice.clone(),
             exp: now_secs() - 1,
             jti: unique("j"),

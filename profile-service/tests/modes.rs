@@ -60,8 +60,8 @@ async fn embedded_data_survives_a_restart_and_uses_the_data_dir_key() {
     settings.token_secret = None;
     let app = TestApp::start_with(settings.clone(), tempfile::tempdir().expect("tempdir")).await;
     let uid = unique("ivy");
-    let signer = webchat::accounts::token::TokenSigner::new(b"feedface".to_vec());
-    let token = signer.sign(&webchat::accounts::token::Claims {
+    let signer = webchat_core::tokens::TokenSigner::new(b"feedface".to_vec());
+    let token = signer.sign(&webchat_core::tokens::Claims {
         uid: uid.clone(),
         exp: now_secs() + 60,
         jti: "j".into(),
@@ -162,8 +162,8 @@ async fn without_a_configured_key_the_key_shared_through_redis_is_used() {
     let key: Option<String> = redis.get("wc:token_secret").await.expect("GET");
     let key = key.expect("wc:token_secret exists");
     let uid = unique("lou");
-    let token = webchat::accounts::token::TokenSigner::new(key.into_bytes()).sign(
-        &webchat::accounts::token::Claims {
+    let token = webchat_core::tokens::TokenSigner::new(key.into_bytes()).sign(
+        &webchat_core::tokens::Claims {
             uid: uid.clone(),
             exp: now_secs() + 60,
             jti: unique("j"),

@@ -4,7 +4,7 @@
 mod helpers;
 
 use helpers::*;
-use webchat::domain::UserId;
+use webchat_core::ids::UserId;
 use webchat_profile::{
     profile::Change,
     store::{dynamodb::DynamoStore, redis::RedisStore, ProfileStore},

@@ -8,8 +8,9 @@ mod dynamo;
 mod embedded;
 pub mod hashing;
 mod redis;
-pub mod token;
-pub mod token_key;
+/// Tokens and their key are shared with the profile service, so they live in `webchat-core`;
+/// these are their old paths.
+pub use webchat_core::{token_key, tokens as token};
 
 use std::sync::Arc;
 

@@ -3,15 +3,14 @@
 //! owns no I/O.
 
 mod attachment;
-mod error;
 mod event;
-mod ids;
 pub mod lifecycle;
 pub mod support;
-mod text;
 
 pub use attachment::{parse_attachments, AttachmentId, MAX_ATTACHMENTS};
-pub use error::{ChatError, ErrorCode};
+// Ids, the error vocabulary and the text checks are shared with the profile service, so they
+// live in `webchat-core`; these are their old paths.
 pub use event::{now_millis, ClientCommand, EvtType, ReceiptKind, WireEvent, WithSeq};
-pub use ids::{GroupId, MessageBody, MsgId, Seq, UserId};
-pub use text::has_bidi_controls;
+pub use webchat_core::error::{ChatError, ErrorCode};
+pub use webchat_core::ids::{GroupId, MessageBody, MsgId, Seq, UserId};
+pub use webchat_core::text::has_bidi_controls;

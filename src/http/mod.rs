@@ -18,13 +18,9 @@ mod support;
 mod webclient;
 mod webhooks;
 
-use axum::{
-    extract::State,
-    http::{header, HeaderValue, Method},
-    response::Response,
-    Router,
-};
-use tower_http::cors::{AllowOrigin, CorsLayer};
+use axum::{http::HeaderValue, Router};
+/// CORS and the security headers are shared with the profile service.
+pub use webchat_core::http::{add_security_headers, cors, Credentials, SecurityHeaders};
 
 use crate::state::AppState;
 
@@ -61,41 +57,6 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Whether cross-origin requests may carry the browser's credentials (cookies, and the
-/// `withCredentials` flag that socket.io-client 1.x/2.x long-polling always sets).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Credentials {
-    /// `Access-Control-Allow-Credentials: true`; with `*`, the request's origin is echoed,
-    /// since browsers refuse a literal `*` on a credentialed request.
-    Allowed,
-    /// No credentials header; `*` is sent as `*`.
-    Refused,
-}
-
-/// CORS for the configured origins (`WEBCHAT_CORS_ORIGINS`: a comma list or `*`); none
-/// configured means same origin only (no CORS headers). The profile service uses it too.
-pub fn cors(origins: Option<&str>, credentials: Credentials) -> Option<CorsLayer> {
-    let origins = origins?.trim();
-    if origins.is_empty() {
-        return None;
-    }
-    let allow = match (origins, credentials) {
-        ("*", Credentials::Allowed) => AllowOrigin::mirror_request(),
-        ("*", Credentials::Refused) => AllowOrigin::any(),
-        (list, _) => AllowOrigin::list(
-            list.split(',')
-                .filter_map(|o| HeaderValue::from_str(o.trim()).ok()),
-        ),
-    };
-    Some(
-        CorsLayer::new()
-            .allow_origin(allow)
-            .allow_credentials(credentials == Credentials::Allowed)
-            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
-            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]),
-    )
-}
-
 /// The Content-Security-Policy of every response, as a header (`frame-ancestors` is ignored
 /// in a `<meta>` policy, so only the header stops the client being framed). What the web
 /// client needs and nothing more: its own scripts and styles (it has no inline ones),
@@ -107,45 +68,27 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-
 const CSP_REST: &str =
     "; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
-/// The security headers every response gets (pages, REST, socket.io).
-#[derive(Clone)]
-pub struct SecurityHeaders {
-    csp: HeaderValue,
-}
-
-impl SecurityHeaders {
-    /// The headers for a node whose web client calls the profile service at `profile_url`
-    /// (its origin is added to `connect-src`; a URL that is not a plain http(s) origin is
-    /// left out, with a warning, rather than let it change the policy).
-    pub fn new(profile_url: Option<&str>) -> Self {
-        let mut policy = CSP.to_owned();
-        match profile_url.map(origin_of) {
-            Some(Some(origin)) => {
-                policy.push(' ');
-                policy.push_str(&origin);
-            }
-            Some(None) => tracing::warn!(
-                "--profile-url is not an http(s) URL: the web client's Content-Security-Policy does not allow it"
-            ),
-            None => {}
+/// The security headers of a node whose web client calls the profile service at
+/// `profile_url` (its origin is added to `connect-src`; a URL that is not a plain http(s)
+/// origin is left out, with a warning, rather than let it change the policy).
+pub fn security_headers(profile_url: Option<&str>) -> SecurityHeaders {
+    let mut policy = CSP.to_owned();
+    match profile_url.map(origin_of) {
+        Some(Some(origin)) => {
+            policy.push(' ');
+            policy.push_str(&origin);
         }
-        policy.push_str(CSP_REST);
-        Self {
-            // Only the fixed text and an origin of checked characters: always a valid value.
-            csp: HeaderValue::from_str(&policy)
-                .unwrap_or_else(|_| HeaderValue::from_static("frame-ancestors 'none'")),
-        }
+        Some(None) => tracing::warn!(
+            "--profile-url is not an http(s) URL: the web client's Content-Security-Policy does not allow it"
+        ),
+        None => {}
     }
-}
-
-impl SecurityHeaders {
-    /// The headers for a service that answers JSON only (the profile service): it loads
-    /// nothing, and nothing may frame it.
-    pub fn api_only() -> Self {
-        Self {
-            csp: HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
-        }
-    }
+    policy.push_str(CSP_REST);
+    // Only the fixed text and an origin of checked characters: always a valid value.
+    SecurityHeaders::with_policy(
+        HeaderValue::from_str(&policy)
+            .unwrap_or_else(|_| HeaderValue::from_static("frame-ancestors 'none'")),
+    )
 }
 
 /// `scheme://host[:port]` of an http(s) URL, if every character of it is one an origin may
@@ -166,29 +109,6 @@ fn origin_of(url: &str) -> Option<String> {
     valid.then(|| format!("{scheme}://{authority}"))
 }
 
-/// Adds the security headers to a response: the [`SecurityHeaders`] policy, `nosniff` (a
-/// JSON answer is never run as a script or rendered as HTML), and `no-referrer` (page URLs
-/// never leave for an avatar's host).
-pub async fn add_security_headers(
-    State(security): State<SecurityHeaders>,
-    mut response: Response,
-) -> Response {
-    let headers = response.headers_mut();
-    // A response that set its own policy keeps it (attachments are sandboxed).
-    headers
-        .entry(header::CONTENT_SECURITY_POLICY)
-        .or_insert_with(|| security.csp.clone());
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    response
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,7 +127,8 @@ mod tests {
         assert_eq!(origin_of("http://a; script-src *"), None);
         assert_eq!(origin_of("http://"), None);
         assert_eq!(origin_of("x"), None);
-        let csp = SecurityHeaders::new(Some("http://127.0.0.1:4041")).csp;
+        let headers = security_headers(Some("http://127.0.0.1:4041"));
+        let csp = headers.policy();
         let csp = csp.to_str().expect("text");
         assert!(
             csp.contains("ws: wss: http://*:4040 https://*:4040 http://127.0.0.1:4041;"),

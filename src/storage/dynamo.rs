@@ -19,95 +19,29 @@ use std::{
 };
 
 use async_trait::async_trait;
-use aws_config::{
-    environment::EnvironmentVariableRegionProvider, meta::region::RegionProviderChain,
-    profile::ProfileFileRegionProvider, BehaviorVersion,
-};
 use aws_sdk_dynamodb::{
-    config::{retry::RetryConfig, timeout::TimeoutConfig, Credentials, Region},
-    error::{DisplayErrorContext, ProvideErrorMetadata, SdkError},
-    types::{
-        AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-        KeysAndAttributes, PutRequest, ScalarAttributeType, TableStatus, WriteRequest,
-    },
+    config::{retry::RetryConfig, timeout::TimeoutConfig},
+    types::{AttributeValue, KeyType, PutRequest, WriteRequest},
     Client,
 };
 use futures_util::{stream, StreamExt, TryStreamExt};
-use rand::Rng;
 use serde_json::Map;
+use webchat_core::dynamo::{self, build_error, sdk_error, GET_CHUNK, WRITE_CHUNK};
 
 use super::table::{last_of_each_key, Order, Row, SkRange, SortedTable};
 use crate::storage::StoreError;
+/// The SDK configuration and credential rules are shared with the profile service.
+pub use webchat_core::dynamo::{aws_credentials_configured, sdk_config};
 
-/// DynamoDB's limit on items per BatchWriteItem.
-const WRITE_CHUNK: usize = 25;
-/// DynamoDB's limit on keys per BatchGetItem.
-const GET_CHUNK: usize = 100;
 /// Batch requests in flight at once for one call: enough to hide round trips, few enough not
 /// to trip throttling on a fresh on-demand table.
 const CHUNKS_IN_FLIGHT: usize = 8;
-/// Rounds of re-sending unprocessed items/keys before giving up with `Unavailable`.
-const BATCH_ATTEMPTS: u32 = 8;
-/// How long `connect` waits for a new table to become ACTIVE.
-const TABLE_ACTIVE_WAIT: Duration = Duration::from_secs(60);
 
 /// [`SortedTable`] over one DynamoDB table (layout in the module doc).
 #[derive(Clone, Debug)]
 pub struct DynamoTable {
     client: Client,
     table: String,
-}
-
-/// The AWS SDK configuration for a DynamoDB `endpoint` (e.g. DynamoDB Local), shared by the
-/// chat server and the profile service. Region: `AWS_REGION`/`AWS_DEFAULT_REGION`, then the
-/// AWS profile files, else us-east-1. Credentials: the SDK's usual chain when credentials are
-/// named somewhere it looks ([`aws_credentials_configured`]), else static dummy keys, which
-/// DynamoDB Local accepts. Neither ever falls back to the instance-metadata service, so a
-/// machine without AWS set-up contacts nothing but the configured endpoint (no probe of
-/// 169.254.169.254, no warning about it).
-pub async fn sdk_config(
-    endpoint: &str,
-    timeouts: TimeoutConfig,
-    retries: RetryConfig,
-) -> aws_config::SdkConfig {
-    let region = RegionProviderChain::first_try(EnvironmentVariableRegionProvider::new())
-        .or_else(ProfileFileRegionProvider::new())
-        .or_else(Region::new("us-east-1"));
-    let mut loader = aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(endpoint)
-        .region(region)
-        .timeout_config(timeouts)
-        .retry_config(retries);
-    if !aws_credentials_configured() {
-        loader =
-            loader.credentials_provider(Credentials::new("local", "local", None, None, "webchat"));
-    }
-    loader.load().await
-}
-
-/// Credentials named where the SDK's default chain looks (environment, a credentials file,
-/// web identity, container, or a profile named by `AWS_PROFILE`). Without any, the endpoint is
-/// taken to be DynamoDB Local.
-pub fn aws_credentials_configured() -> bool {
-    let env = [
-        "AWS_ACCESS_KEY_ID",
-        "AWS_PROFILE",
-        "AWS_WEB_IDENTITY_TOKEN_FILE",
-        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-    ];
-    if env.iter().any(|v| std::env::var_os(v).is_some()) {
-        return true;
-    }
-    // A credentials file names keys. A config file alone (often just a region) does not:
-    // with it, the SDK's chain would end at the instance-metadata service. A profile that
-    // gets credentials through SSO or a process is named with AWS_PROFILE.
-    std::env::var_os("HOME").is_some_and(|home| {
-        std::path::Path::new(&home)
-            .join(".aws")
-            .join("credentials")
-            .exists()
-    })
 }
 
 /// Connects to DynamoDB at `endpoint` (see [`sdk_config`]) and creates `table_name` when it
@@ -134,157 +68,28 @@ pub async fn connect(endpoint: &str, table_name: &str) -> Result<DynamoTable, St
 }
 
 impl DynamoTable {
-    /// Creates the table unless it exists, then waits until it is ACTIVE.
+    /// Creates the table unless it exists (`pk` HASH, `sk` RANGE), then waits until it is
+    /// ACTIVE.
     async fn ensure_table(&self) -> Result<(), StoreError> {
-        match self.table_status().await? {
-            Some(TableStatus::Active) => return Ok(()),
-            Some(_) => {}
-            None => self.create_table().await?,
-        }
-        let deadline = tokio::time::Instant::now() + TABLE_ACTIVE_WAIT;
-        loop {
-            if self.table_status().await? == Some(TableStatus::Active) {
-                return Ok(());
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(StoreError::Unavailable(format!(
-                    "DynamoDB table {} is not ACTIVE after {TABLE_ACTIVE_WAIT:?}",
-                    self.table
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+        let keys = [("pk", KeyType::Hash), ("sk", KeyType::Range)];
+        dynamo::ensure_table(&self.client, &self.table, &keys).await
     }
 
-    /// The table's status, `None` when it does not exist.
-    async fn table_status(&self) -> Result<Option<TableStatus>, StoreError> {
-        match self
-            .client
-            .describe_table()
-            .table_name(&self.table)
-            .send()
-            .await
-        {
-            Ok(out) => Ok(out.table.and_then(|t| t.table_status)),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_resource_not_found_exception()) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(sdk_error(e)),
-        }
+    /// Writes one chunk of at most [`WRITE_CHUNK`] distinct keys.
+    async fn write_chunk(&self, requests: Vec<WriteRequest>) -> Result<(), StoreError> {
+        dynamo::write_chunk(&self.client, &self.table, requests).await
     }
 
-    async fn create_table(&self) -> Result<(), StoreError> {
-        let key = |name: &str, kind: KeyType| {
-            KeySchemaElement::builder()
-                .attribute_name(name)
-                .key_type(kind)
-                .build()
-                .map_err(build_error)
-        };
-        let string_attr = |name: &str| {
-            AttributeDefinition::builder()
-                .attribute_name(name)
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .map_err(build_error)
-        };
-        let result = self
-            .client
-            .create_table()
-            .table_name(&self.table)
-            .billing_mode(BillingMode::PayPerRequest)
-            .key_schema(key("pk", KeyType::Hash)?)
-            .key_schema(key("sk", KeyType::Range)?)
-            .attribute_definitions(string_attr("pk")?)
-            .attribute_definitions(string_attr("sk")?)
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            // Another node created it between our DescribeTable and CreateTable.
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_resource_in_use_exception()) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(sdk_error(e)),
-        }
-    }
-
-    /// Writes one chunk of at most [`WRITE_CHUNK`] distinct keys, re-sending what DynamoDB
-    /// leaves unprocessed (it does so under throttling) with backoff.
-    async fn write_chunk(&self, mut requests: Vec<WriteRequest>) -> Result<(), StoreError> {
-        for attempt in 0..BATCH_ATTEMPTS {
-            if attempt > 0 {
-                backoff(attempt).await;
-            }
-            let out = self
-                .client
-                .batch_write_item()
-                .request_items(&self.table, requests)
-                .send()
-                .await
-                .map_err(sdk_error)?;
-            requests = out
-                .unprocessed_items
-                .and_then(|mut m| m.remove(&self.table))
-                .unwrap_or_default();
-            if requests.is_empty() {
-                return Ok(());
-            }
-        }
-        Err(StoreError::Unavailable(format!(
-            "DynamoDB left {} items unprocessed after {BATCH_ATTEMPTS} attempts",
-            requests.len()
-        )))
-    }
-
-    /// Reads one chunk of at most [`GET_CHUNK`] distinct keys, re-asking for unprocessed keys.
+    /// Reads one chunk of at most [`GET_CHUNK`] distinct keys.
     async fn get_chunk(
         &self,
-        mut keys: Vec<HashMap<String, AttributeValue>>,
+        keys: Vec<HashMap<String, AttributeValue>>,
     ) -> Result<Vec<Row>, StoreError> {
-        let mut rows = Vec::with_capacity(keys.len());
-        for attempt in 0..BATCH_ATTEMPTS {
-            if attempt > 0 {
-                backoff(attempt).await;
-            }
-            let request = KeysAndAttributes::builder()
-                .set_keys(Some(keys))
-                .consistent_read(true)
-                .build()
-                .map_err(build_error)?;
-            let out = self
-                .client
-                .batch_get_item()
-                .request_items(&self.table, request)
-                .send()
-                .await
-                .map_err(sdk_error)?;
-            for item in out
-                .responses
-                .and_then(|mut m| m.remove(&self.table))
-                .unwrap_or_default()
-            {
-                rows.push(decode(item)?);
-            }
-            keys = out
-                .unprocessed_keys
-                .and_then(|mut m| m.remove(&self.table))
-                .map(|k| k.keys)
-                .unwrap_or_default();
-            if keys.is_empty() {
-                return Ok(rows);
-            }
-        }
-        Err(StoreError::Unavailable(format!(
-            "DynamoDB left {} keys unprocessed after {BATCH_ATTEMPTS} attempts",
-            keys.len()
-        )))
+        dynamo::get_chunk(&self.client, &self.table, keys)
+            .await?
+            .into_iter()
+            .map(decode)
+            .collect()
     }
 }
 
@@ -526,53 +331,6 @@ fn decode(mut item: HashMap<String, AttributeValue>) -> Result<Row, StoreError> 
     let attrs: Map<String, serde_json::Value> = serde_json::from_str(&attrs)
         .map_err(|e| StoreError::Internal(format!("decode row attributes of {pk}/{sk}: {e}")))?;
     Ok(Row { pk, sk, attrs })
-}
-
-/// Exponential backoff with full jitter before re-sending unprocessed batch entries:
-/// ~25 ms, 50 ms, … capped at 2 s.
-async fn backoff(attempt: u32) {
-    let cap_ms = (25u64 << attempt.min(7)).min(2_000);
-    let ms = rand::thread_rng().gen_range(cap_ms / 2..=cap_ms);
-    tokio::time::sleep(Duration::from_millis(ms)).await;
-}
-
-/// Maps an SDK failure: what a retry may cure (no connection, timeouts, throttling, server
-/// errors) is `Unavailable`; the rest (validation, missing table, access denied) is `Internal`.
-fn sdk_error<E>(e: SdkError<E>) -> StoreError
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-{
-    let retryable = match &e {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            true
-        }
-        SdkError::ServiceError(se) => {
-            se.raw().status().is_server_error()
-                || matches!(
-                    se.err().code(),
-                    Some(
-                        "ProvisionedThroughputExceededException"
-                            | "ThrottlingException"
-                            | "RequestLimitExceeded"
-                            | "InternalServerError"
-                            | "ServiceUnavailable"
-                            | "LimitExceededException"
-                            | "TransactionConflictException"
-                    )
-                )
-        }
-        _ => false,
-    };
-    let message = format!("DynamoDB: {}", DisplayErrorContext(&e));
-    if retryable {
-        StoreError::Unavailable(message)
-    } else {
-        StoreError::Internal(message)
-    }
-}
-
-fn build_error(e: aws_sdk_dynamodb::error::BuildError) -> StoreError {
-    StoreError::Internal(format!("DynamoDB request: {e}"))
 }
 
 #[cfg(test)]

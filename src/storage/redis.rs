@@ -24,7 +24,7 @@ use std::time::Duration;
 use fred::{
     clients::{Pool, SubscriberClient},
     interfaces::{ClientLike, EventInterface, KeysInterface, PubsubInterface},
-    prelude::{Builder, Config, ConnectionConfig, PerformanceConfig, ReconnectPolicy},
+    prelude::{Builder, PerformanceConfig},
     types::RespVersion,
 };
 
@@ -32,11 +32,14 @@ use fred::util::group_by_hash_slot;
 use tokio::sync::{broadcast::error::RecvError, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::StoreError;
+use webchat_core::redis::{
+    build_pool, command_performance, config_from_url, connection_config, reconnect_policy,
+    COMMAND_TIMEOUT,
+};
+/// The error mapping and the key scheme are shared with the profile service.
+pub use webchat_core::redis::{unavailable, user_key};
 
-/// Commands that do not answer within this are failed, so a send gets `unavailable` instead
-/// of hanging while Redis is away.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+use super::StoreError;
 /// Messages the bus subscriber buffers for its reader: more than a 10,000-member group's
 /// fan-out publishes at once (one message per member). fred gives every notification channel
 /// of the client this capacity and tokio allocates each ring whole (~8 MB per channel at
@@ -64,51 +67,35 @@ impl RedisHandles {
     /// Connects both the pool and the subscriber; fails fast when Redis is unreachable at
     /// start-up, and reconnects forever afterwards.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let mut config = Config::from_url(url)
-            .map_err(|e| StoreError::Internal(format!("bad Redis URL: {e}")))?;
+        let mut config = config_from_url(url)?;
         // fred ignores `?protocol=resp3` in URLs; RESP3 must be set here.
         config.version = RespVersion::RESP3;
         let cluster = config.server.is_clustered();
         // The command clients publish no messages to anyone: fred's default (small) buffers
-        // for their reconnect/error notifications. tokio's broadcast channels allocate their
-        // whole ring up front, for each of a client's notification channels, so a deep
-        // buffer everywhere held ~110 MB on an idle node.
-        let perf = PerformanceConfig {
-            default_command_timeout: COMMAND_TIMEOUT,
-            ..PerformanceConfig::default()
-        };
+        // for their reconnect/error notifications (a deep buffer everywhere held ~110 MB on
+        // an idle node).
+        let perf = command_performance();
         // The subscriber's message channel is the bus: a lagging receiver loses messages
         // (recovered by a resync, at a cost), so it stays deep.
         let subscriber_perf = PerformanceConfig {
             broadcast_channel_capacity: SUBSCRIBER_BUFFER,
             ..perf.clone()
         };
-        let connection = ConnectionConfig {
-            connection_timeout: Duration::from_secs(5),
-            max_command_attempts: 3,
-            ..ConnectionConfig::default()
-        };
-        let policy = ReconnectPolicy::new_exponential(0, 50, 2_000, 2);
-        let pool = Builder::from_config(config.clone())
-            .set_performance_config(perf.clone())
-            .set_connection_config(connection.clone())
-            .set_policy(policy.clone())
-            .build_pool(2)
-            .map_err(unavailable)?;
-        let blocking = Builder::from_config(config.clone())
-            .set_performance_config(PerformanceConfig {
+        let pool = build_pool(config.clone(), perf.clone(), 2).map_err(unavailable)?;
+        let blocking = build_pool(
+            config.clone(),
+            PerformanceConfig {
                 // A blocking read waits up to a second on top of the usual time.
                 default_command_timeout: COMMAND_TIMEOUT + Duration::from_secs(2),
-                ..perf.clone()
-            })
-            .set_connection_config(connection.clone())
-            .set_policy(policy.clone())
-            .build_pool(1)
-            .map_err(unavailable)?;
+                ..perf
+            },
+            1,
+        )
+        .map_err(unavailable)?;
         let subscriber = Builder::from_config(config)
             .set_performance_config(subscriber_perf)
-            .set_connection_config(connection)
-            .set_policy(policy)
+            .set_connection_config(connection_config())
+            .set_policy(reconnect_policy())
             .build_subscriber_client()
             .map_err(unavailable)?;
         pool.init().await.map_err(unavailable)?;
@@ -207,17 +194,6 @@ pub async fn ssubscribe_per_slot(
         .await
         .map_err(unavailable)?;
     Ok(())
-}
-
-/// Maps a fred error to [`StoreError::Unavailable`]: with Redis, every failure we can meet at
-/// run time is a connectivity or timeout problem the client may retry.
-pub fn unavailable(e: fred::error::Error) -> StoreError {
-    StoreError::Unavailable(e.to_string())
-}
-
-/// `wc:{uid}:<suffix>` — a key in the user's own hash slot.
-pub fn user_key(uid: &str, suffix: &str) -> String {
-    format!("wc:{{{uid}}}:{suffix}")
 }
 
 /// The user's own pub/sub channel.

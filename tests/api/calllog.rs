@@ -12,12 +12,6 @@ use crate::helpers::*;
 
 const ADMIN: &str = "admin-secret-for-tests";
 
-fn dynamodb_url() -> String {
-    std::env::var("WEBCHAT_TEST_DYNAMODB_URL").expect(
-        "WEBCHAT_TEST_DYNAMODB_URL is not set: run scripts/test-all.sh, which starts DynamoDB Local",
-    )
-}
-
 /// A table prefix (and so a call-log queue) of this test's own.
 fn unique_prefix() -> String {
     format!("t{}_", &uuid::Uuid::new_v4().simple().to_string()[..10])

@@ -14,14 +14,7 @@ use webchat::{
     storage::{redis::RedisHandles, StoreError},
 };
 
-use crate::helpers::{redis_cluster_url, redis_url, unique};
-
-/// DynamoDB Local's URL; the tests fail (never skip) without it.
-fn dynamodb_url() -> String {
-    std::env::var("WEBCHAT_TEST_DYNAMODB_URL").expect(
-        "WEBCHAT_TEST_DYNAMODB_URL is not set: run scripts/test-all.sh, which starts DynamoDB Local",
-    )
-}
+use crate::helpers::{dynamodb_url, redis_cluster_url, redis_url, unique};
 
 async fn dynamo_table() -> DynamoTable {
     dynamo::connect(&dynamodb_url(), &unique("calllog"))

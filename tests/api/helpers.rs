@@ -76,6 +76,13 @@ pub enum Backend {
     RedisCluster,
 }
 
+/// DynamoDB Local's URL; the tests fail (never skip) without it.
+pub fn dynamodb_url() -> String {
+    std::env::var("WEBCHAT_TEST_DYNAMODB_URL").expect(
+        "WEBCHAT_TEST_DYNAMODB_URL is not set: run scripts/test-all.sh, which starts DynamoDB Local",
+    )
+}
+
 /// A node running inside the test process.
 pub struct TestApp {
     /// `http://127.0.0.1:PORT`

@@ -26,6 +26,7 @@ mod messaging;
 mod open_mode;
 mod presence;
 mod profile_changes;
+mod profile_sharing;
 mod redis_cluster;
 mod redis_faults;
 mod secrets;

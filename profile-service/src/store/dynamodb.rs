@@ -13,26 +13,19 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::{
     error::{DisplayErrorContext, SdkError},
     operation::update_item::UpdateItemError,
-    types::{
-        AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-        KeysAndAttributes, ReturnValue, ReturnValuesOnConditionCheckFailure, ScalarAttributeType,
-        TableStatus,
-    },
+    types::{AttributeValue, KeyType, ReturnValue, ReturnValuesOnConditionCheckFailure},
     Client,
 };
-use webchat::domain::UserId;
+use webchat_core::{
+    dynamo::{self, Item, GET_CHUNK},
+    ids::UserId,
+};
 
 use super::{Page, ProfileStore, StoreError};
 use crate::profile::{Change, Profile, Versioned};
 
-type Item = HashMap<String, AttributeValue>;
-
-/// Attempts of a BatchGetItem before unprocessed keys count as unavailable.
-const BATCH_ATTEMPTS: u32 = 8;
 /// Conditional writes tried before a constantly changing profile counts as unavailable.
 const PUT_ATTEMPTS: u32 = 5;
-/// BatchGetItem takes at most 100 keys.
-const BATCH_MAX: usize = 100;
 
 /// [`ProfileStore`] over one DynamoDB table.
 #[derive(Clone)]
@@ -56,67 +49,15 @@ impl DynamoStore {
             .operation_attempt_timeout(Duration::from_secs(5))
             .operation_timeout(Duration::from_secs(15))
             .build();
-        let config = webchat::storage::dynamo::sdk_config(
+        let config = dynamo::sdk_config(
             endpoint,
             timeouts,
             aws_config::retry::RetryConfig::standard(),
         )
         .await;
         let client = Client::new(&config);
-        let store = Self { client, table };
-        store.ensure_table().await?;
-        Ok(store)
-    }
-
-    /// Creates the table unless it exists (another instance may be creating it at the same
-    /// moment: `ResourceInUseException` is success), then waits until it is ACTIVE.
-    async fn ensure_table(&self) -> Result<(), StoreError> {
-        let build = |e: aws_sdk_dynamodb::error::BuildError| StoreError::Internal(e.to_string());
-        let created = self
-            .client
-            .create_table()
-            .table_name(&self.table)
-            .attribute_definitions(
-                AttributeDefinition::builder()
-                    .attribute_name("uid")
-                    .attribute_type(ScalarAttributeType::S)
-                    .build()
-                    .map_err(build)?,
-            )
-            .key_schema(
-                KeySchemaElement::builder()
-                    .attribute_name("uid")
-                    .key_type(KeyType::Hash)
-                    .build()
-                    .map_err(build)?,
-            )
-            .billing_mode(BillingMode::PayPerRequest)
-            .send()
-            .await;
-        match created {
-            Ok(_) => tracing::info!(table = %self.table, "created DynamoDB table"),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_resource_in_use_exception()) => {}
-            Err(e) => return Err(unavailable(e)),
-        }
-        for _ in 0..120 {
-            let described = self
-                .client
-                .describe_table()
-                .table_name(&self.table)
-                .send()
-                .await
-                .map_err(unavailable)?;
-            if described.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        Err(StoreError::Unavailable(format!(
-            "table {} did not become ACTIVE",
-            self.table
-        )))
+        dynamo::ensure_table(&client, &table, &[("uid", KeyType::Hash)]).await?;
+        Ok(Self { client, table })
     }
 }
 
@@ -253,42 +194,11 @@ impl ProfileStore for DynamoStore {
 
     async fn get_many(&self, uids: &[UserId]) -> Result<Vec<Versioned>, StoreError> {
         let mut found = Vec::with_capacity(uids.len());
-        for chunk in uids.chunks(BATCH_MAX) {
-            let mut pending: Vec<Item> = chunk.iter().map(|u| key(u.as_str())).collect();
-            let mut attempt = 0;
-            // DynamoDB may leave keys unprocessed (throttling, 16 MB response cap); ask again
-            // for exactly those, backing off, until none are left.
-            while !pending.is_empty() {
-                if attempt == BATCH_ATTEMPTS {
-                    return Err(StoreError::Unavailable(format!(
-                        "dynamodb: {} keys still unprocessed after {BATCH_ATTEMPTS} attempts",
-                        pending.len()
-                    )));
-                }
-                if attempt > 0 {
-                    tokio::time::sleep(Duration::from_millis(25 << attempt.min(6))).await;
-                }
-                attempt += 1;
-                let request = KeysAndAttributes::builder()
-                    .set_keys(Some(std::mem::take(&mut pending)))
-                    .consistent_read(true)
-                    .build()
-                    .map_err(|e| StoreError::Internal(e.to_string()))?;
-                let out = self
-                    .client
-                    .batch_get_item()
-                    .request_items(&self.table, request)
-                    .send()
-                    .await
-                    .map_err(unavailable)?;
-                if let Some(items) = out.responses().and_then(|r| r.get(&self.table)) {
-                    for item in items {
-                        found.push(decode(item)?);
-                    }
-                }
-                if let Some(left) = out.unprocessed_keys().and_then(|u| u.get(&self.table)) {
-                    pending = left.keys().to_vec();
-                }
+        for chunk in uids.chunks(GET_CHUNK) {
+            let keys = chunk.iter().map(|u| key(u.as_str())).collect();
+            // Re-asks for what DynamoDB leaves unprocessed (throttling, 16 MB response cap).
+            for item in dynamo::get_chunk(&self.client, &self.table, keys).await? {
+                found.push(decode(&item)?);
             }
         }
         Ok(found)

@@ -6,7 +6,7 @@ use std::{ops::Bound, path::Path, sync::Arc};
 
 use async_trait::async_trait;
 use redb::{Database, ReadableTable, TableDefinition};
-use webchat::domain::UserId;
+use webchat_core::ids::UserId;
 
 use super::{apply, Page, ProfileStore, StoreError};
 use crate::profile::{Change, Versioned};

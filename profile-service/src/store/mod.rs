@@ -11,13 +11,13 @@ pub mod embedded;
 pub mod redis;
 
 use async_trait::async_trait;
-use webchat::domain::UserId;
+use webchat_core::ids::UserId;
 
 use crate::profile::{Change, Profile, Versioned};
 
 /// A back-end failure (the chat server's type: `Unavailable` → 503, `Internal` → 500).
 /// Client input never produces one.
-pub use webchat::storage::StoreError;
+pub use webchat_core::store::StoreError;
 
 /// One page of a full listing.
 #[derive(Debug, Clone, Default)]

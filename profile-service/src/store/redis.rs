@@ -15,7 +15,7 @@ use fred::{
     types::scripts::Script,
 };
 use futures_util::future::try_join_all;
-use webchat::domain::UserId;
+use webchat_core::ids::UserId;
 
 use super::{Page, ProfileStore, StoreError};
 use crate::{

@@ -12,7 +12,7 @@ use fred::{clients::Pool, interfaces::ClientLike, prelude::Config};
 use reqwest::{Response, StatusCode};
 use serde_json::Value;
 use tokio::sync::oneshot;
-use webchat::accounts::token::{Claims, TokenSigner};
+use webchat_core::tokens::{Claims, TokenSigner};
 use webchat_profile::{Application, AuthMode, Settings};
 
 /// The key tests sign tokens with.

@@ -4,7 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::{ChatError, ErrorCode};
+use crate::error::{ChatError, ErrorCode};
 
 /// A user id: 1–64 chars of `[A-Za-z0-9_.@+-]`, never starting with `group_`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]

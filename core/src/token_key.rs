@@ -7,7 +7,7 @@ use std::path::Path;
 use fred::{clients::Pool, interfaces::KeysInterface, types::SetOptions};
 use rand::RngCore;
 
-use crate::storage::{redis::unavailable, StoreError};
+use crate::{redis::unavailable, store::StoreError};
 
 /// The Redis key holding the shared token key.
 pub const REDIS_KEY: &str = "wc:token_secret";
@@ -15,6 +15,21 @@ pub const REDIS_KEY: &str = "wc:token_secret";
 /// The key from the configured secret, if any.
 pub fn configured(secret: Option<&str>) -> Option<Vec<u8>> {
     secret.map(|s| s.as_bytes().to_vec())
+}
+
+/// The token key, from the first place that has one: the configured `secret`, else the key
+/// shared through `redis` when the process uses Redis, else the one in `data_dir`. Both
+/// binaries choose it this way, so they always agree on it.
+pub async fn load(
+    secret: Option<&str>,
+    redis: Option<&Pool>,
+    data_dir: &Path,
+) -> Result<Vec<u8>, StoreError> {
+    match (configured(secret), redis) {
+        (Some(key), _) => Ok(key),
+        (None, Some(pool)) => shared_in_redis(pool).await,
+        (None, None) => in_data_dir(data_dir),
+    }
 }
 
 /// The key shared by every process on this Redis, created by the first one that needs it.
@@ -44,7 +59,7 @@ pub fn in_data_dir(dir: &Path) -> Result<Vec<u8>, StoreError> {
             )))
         }
     }
-    crate::storage::create_private_dir(dir)?;
+    crate::store::create_private_dir(dir)?;
     let secret = random_hex(32);
     write_private(&path, &secret)
         .map_err(|e| StoreError::Internal(format!("write {}: {e}", path.display())))?;
