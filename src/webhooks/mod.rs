@@ -866,6 +866,11 @@ impl WebhookService {
 
 impl crate::presence::PresenceObserver for WebhookService {
     fn changed(&self, uid: &UserId, online: bool) {
+        if uid.as_str().starts_with(crate::accounts::GUEST_UID_PREFIX) {
+            // A guest is an anonymous visitor with a uid the server made up for one visit:
+            // nobody the app knows, so its comings and goings are nothing to tell it.
+            return;
+        }
         self.emit_later(WebhookEvent::Presence(PresenceChange {
             uid: uid.to_string(),
             state: if online { "online" } else { "offline" }.to_owned(),

@@ -33,9 +33,11 @@ use webchat::{
     webhooks::{TicketData, WebhookEvent},
     Application, Settings,
 };
+use webchat_loadgen::client::{ClientOptions, SioClient};
 
 use crate::helpers::{
     eventually, http, redis_cli, run_built, settings, spawn_with, unique, Backend, TestApp,
+    PATIENCE,
 };
 
 const ADMIN: &str = "webhooks-admin-token";
@@ -391,6 +393,62 @@ async fn presence_and_ticket_events_reach_the_endpoints_that_take_them() {
             .all(|h| h.header("webchat-event") == "group.created"),
         "an endpoint gets only the types it takes"
     );
+}
+
+#[tokio::test]
+async fn guests_cause_no_presence_calls_and_users_do() {
+    let receiver = Receiver::start(0, 200).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut settings = hook_settings(Backend::Embedded, dir.path().to_path_buf(), "webchat_");
+    settings.guests = true;
+    settings.presence_offline_grace_ms = 0;
+    let app = spawn_with(settings).await;
+    register_ok(&app.url, &receiver.url, &["presence"]).await;
+
+    // A guest comes and goes first...
+    let (guest, mut guest_events) = SioClient::connect(
+        &app.url,
+        Some(json!({ "guest": true })),
+        ClientOptions::default(),
+    )
+    .await
+    .expect("guest connect");
+    let session = guest_events
+        .recv_named("session", PATIENCE)
+        .await
+        .expect("session event")
+        .data;
+    let guest_uid = session["uid"].as_str().expect("guest uid").to_owned();
+    guest.close().await;
+    // ...then a user, whose calls show that presence calls are made (and come after any the
+    // guest would have caused: changes are announced in order).
+    let uma = app.signup("uma").await;
+    app.connect(&uma).await.close().await;
+    let states_of = |uid: &str| -> Vec<Value> {
+        receiver
+            .calls("presence")
+            .iter()
+            .map(Hit::json)
+            .filter(|c| c["data"]["uid"] == uid)
+            .map(|c| c["data"]["state"].clone())
+            .collect()
+    };
+    eventually("the user's online and offline calls", || async {
+        let states = states_of(&uma.uid);
+        states.contains(&json!("online")) && states.contains(&json!("offline"))
+    })
+    .await;
+    eventually("every queued call made", || async {
+        app.metric("webchat_webhook_delivered_total").await
+            == app.metric("webchat_webhook_queued_total").await
+    })
+    .await;
+    assert_eq!(
+        states_of(&guest_uid),
+        Vec::<Value>::new(),
+        "none for the guest"
+    );
+    assert_eq!(app.metric("webchat_webhook_queued_total").await, 2);
 }
 
 /// A call pending (failing) when the node stops arrives once a new node runs on `backend`.
