@@ -54,6 +54,11 @@ impl EventKind {
     pub fn parse(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.as_str() == name)
     }
+
+    /// Its bit in a set of types kept as one integer (one bit per type).
+    pub(crate) fn bit(self) -> u32 {
+        1 << (self as u32)
+    }
 }
 
 /// `message.offline`: one per stored message (see the module docs of `webhooks`).

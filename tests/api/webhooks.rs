@@ -30,14 +30,14 @@ use p256::{
 use serde_json::{json, Value};
 use sha2::Sha256;
 use webchat::{
-    webhooks::{TicketData, WebhookEvent},
+    webhooks::{EventKind, TicketData, WebhookEvent, WebhookService, ENDPOINTS_REFRESH},
     Application, Settings,
 };
 use webchat_loadgen::client::{ClientOptions, SioClient};
 
 use crate::helpers::{
-    eventually, http, redis_cli, run_built, settings, spawn_with, unique, Backend, TestApp,
-    PATIENCE,
+    eventually, eventually_within, http, redis_cli, run_built, settings, spawn_with, unique,
+    Backend, TestApp, PATIENCE,
 };
 
 const ADMIN: &str = "webhooks-admin-token";
@@ -154,6 +154,32 @@ async fn node(backend: Backend, prefix: &str) -> (TestApp, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let app = spawn_with(hook_settings(backend, dir.path().to_path_buf(), prefix)).await;
     (app, dir)
+}
+
+/// [`node`], with a handle on its webhook service.
+async fn node_with_hooks(
+    backend: Backend,
+    prefix: &str,
+) -> (TestApp, WebhookService, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data_dir = dir.path().to_path_buf();
+    let built = Application::build(hook_settings(backend, data_dir.clone(), prefix))
+        .await
+        .expect("build");
+    let hooks = built.webhooks();
+    (run_built(built, data_dir), hooks, dir)
+}
+
+/// `DELETE /admin/webhooks/{id}`: the status.
+async fn unregister(url: &str, id: &str) -> u16 {
+    http()
+        .delete(format!("{url}/api/v1/admin/webhooks/{id}"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("delete")
+        .status()
+        .as_u16()
 }
 
 /// `POST /admin/webhooks`: (status, body).
@@ -503,8 +529,15 @@ async fn two_nodes_deliver_each_call_once(backend: Backend) {
     let prefix = format!("{}_", unique("wh"));
     let receiver = Receiver::start(0, 200).await;
     let (a, _da) = node(backend, &prefix).await;
-    let (b, _db) = node(backend, &prefix).await;
+    let (b, b_hooks, _db) = node_with_hooks(backend, &prefix).await;
     register_ok(&a.url, &receiver.url, &["group.created"]).await;
+    // Registered on a; b learns of it within its registry refresh.
+    eventually_within(
+        "b to know the endpoint",
+        ENDPOINTS_REFRESH + PATIENCE,
+        || async { b_hooks.has_endpoints_for(EventKind::GroupCreated) },
+    )
+    .await;
     let alice = a.signup("alice").await;
     let bob = a.signup("bob").await;
     const GROUPS: usize = 12;
@@ -542,6 +575,51 @@ async fn two_redis_nodes_sharing_the_queue_deliver_each_call_once() {
 #[tokio::test]
 async fn two_redis_cluster_nodes_sharing_the_queue_deliver_each_call_once() {
     two_nodes_deliver_each_call_once(Backend::RedisCluster).await;
+}
+
+/// Events of a type no endpoint takes are dropped where they happen (no task, no store
+/// read), so each node keeps which types some endpoint takes: at once on the node that
+/// registers or deletes one, within [`ENDPOINTS_REFRESH`] on the others.
+#[tokio::test]
+async fn an_endpoint_registered_on_one_node_is_used_by_another_within_the_refresh() {
+    let prefix = format!("{}_", unique("wh"));
+    let receiver = Receiver::start(0, 200).await;
+    let (a, a_hooks, _da) = node_with_hooks(Backend::Redis, &prefix).await;
+    let (b, b_hooks, _db) = node_with_hooks(Backend::Redis, &prefix).await;
+    assert!(!a_hooks.has_endpoints_for(EventKind::Presence));
+    assert!(!b_hooks.has_endpoints_for(EventKind::Presence));
+
+    let id = register_ok(&a.url, &receiver.url, &["presence"]).await;
+    assert!(
+        a_hooks.has_endpoints_for(EventKind::Presence),
+        "at once on the node that registered it"
+    );
+    // The documented bound, plus a moment for the registry read itself.
+    let bound = ENDPOINTS_REFRESH + std::time::Duration::from_secs(2);
+    eventually_within("b to know the endpoint", bound, || async {
+        b_hooks.has_endpoints_for(EventKind::Presence)
+    })
+    .await;
+    let bea = b.signup("bea").await;
+    let socket = b.connect(&bea).await;
+    eventually("bea's presence call, sent by b", || async {
+        receiver
+            .calls("presence")
+            .iter()
+            .any(|c| c.json()["data"] == json!({"uid": bea.uid, "state": "online"}))
+    })
+    .await;
+    socket.close().await;
+
+    assert_eq!(unregister(&a.url, &id).await, 204);
+    assert!(
+        !a_hooks.has_endpoints_for(EventKind::Presence),
+        "at once on the node that deleted it"
+    );
+    eventually_within("b to know it is gone", bound, || async {
+        !b_hooks.has_endpoints_for(EventKind::Presence)
+    })
+    .await;
 }
 
 #[tokio::test]
