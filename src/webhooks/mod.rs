@@ -486,7 +486,9 @@ impl WebhookService {
     }
 
     /// Queues one call of `event` to every endpoint that subscribes to its type; how many.
-    /// The support desk calls this for `ticket.opened` and `ticket.claimed`.
+    /// The support desk calls this for `ticket.opened` and `ticket.claimed`. Each call's id
+    /// is [`WebhookEvent::delivery_id`]: the same event emitted again while its call is still
+    /// queued is not queued twice.
     #[tracing::instrument(skip_all, fields(event = event.kind().as_str()))]
     pub async fn emit(&self, event: WebhookEvent) -> Result<usize, StoreError> {
         let kind = event.kind();
@@ -499,7 +501,7 @@ impl WebhookService {
             .iter()
             .filter(|e| e.events.contains(&kind))
             .map(|e| {
-                let id = format!("d_{}", uuid::Uuid::new_v4().simple());
+                let id = event.delivery_id(&e.id);
                 let body = event.envelope(&id, now);
                 let job = Job {
                     id,
@@ -991,6 +993,7 @@ impl crate::presence::PresenceObserver for WebhookService {
         self.emit_later(WebhookEvent::Presence(PresenceChange {
             uid: uid.to_string(),
             state: if online { "online" } else { "offline" }.to_owned(),
+            changed_at: now_millis(),
         }));
     }
 }

@@ -207,6 +207,7 @@ async fn a_presence_change_with_no_endpoint_for_it_spawns_nothing_and_reads_no_s
     let presence = WebhookEvent::Presence(PresenceChange {
         uid: "ann".into(),
         state: "online".into(),
+        changed_at: 1,
     });
     assert_eq!(hooks.emit(presence).await.expect("emit"), 0);
     assert_eq!(store.calls(), calls, "no store call");

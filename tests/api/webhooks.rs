@@ -350,40 +350,136 @@ async fn presence_and_ticket_events_reach_the_endpoints_that_take_them() {
     client.close().await;
 
     // The support desk emits these when a ticket opens and when it is claimed (§10's body).
-    let dana = app.signup("dana").await;
-    let res = reqwest::Client::new()
-        .put(format!("{}/api/v1/admin/users/{}/roles", app.url, dana.uid))
-        .bearer_auth(ADMIN)
-        .json(&json!({ "roles": ["staff"] }))
-        .send()
-        .await
-        .expect("put roles");
-    assert_eq!(res.status(), 200);
+    let make_staff = |user: crate::helpers::User| {
+        let url = app.url.clone();
+        async move {
+            let res = reqwest::Client::new()
+                .put(format!("{url}/api/v1/admin/users/{}/roles", user.uid))
+                .bearer_auth(ADMIN)
+                .json(&json!({ "roles": ["staff"] }))
+                .send()
+                .await
+                .expect("put roles");
+            assert_eq!(res.status(), 200);
+            user
+        }
+    };
+    let dana = make_staff(app.signup("dana").await).await;
+    let erik = make_staff(app.signup("erik").await).await;
     let customer = app.connect(&carol).await;
-    let opened = customer
-        .chat(
-            json!({"EvtType": "support", "MsgID": "t1", "Body": "is it back?", "Topic": "sku-42"}),
-        )
-        .await;
-    let gid = opened["Ticket"].as_str().expect("a ticket").to_owned();
-    let staff = app.connect(&dana).await;
-    let claim = json!({"EvtType": "claim", "To": gid});
-    assert_eq!(staff.chat(claim.clone()).await["ok"], true);
-    // A re-sent claim of the holder tells nobody again.
-    assert_eq!(staff.chat(claim).await["ok"], true);
-    eventually("both ticket events", || async {
-        !receiver.calls("ticket.opened").is_empty() && !receiver.calls("ticket.claimed").is_empty()
+    let open = |msg_id: &'static str, topic: &'static str| {
+        let customer = &customer;
+        async move {
+            let opened = customer
+                .chat(json!({"EvtType": "support", "MsgID": msg_id, "Body": "is it back?", "Topic": topic}))
+                .await;
+            opened["Ticket"].as_str().expect("a ticket").to_owned()
+        }
+    };
+    let gid = open("t1", "sku-42").await;
+    let other_gid = open("t2", "sku-43").await;
+    let (dana_socket, erik_socket) = (app.connect(&dana).await, app.connect(&erik).await);
+    let claim = |gid: &str| json!({"EvtType": "claim", "To": gid});
+    // Two won claims, one per ticket...
+    assert_eq!(dana_socket.chat(claim(&gid)).await["ok"], true);
+    assert_eq!(erik_socket.chat(claim(&other_gid)).await["ok"], true);
+    // ...a re-sent claim of a holder, and two losing claims: none of these tells anyone.
+    assert_eq!(dana_socket.chat(claim(&gid)).await["ok"], true);
+    let lost = erik_socket.chat(claim(&gid)).await;
+    assert_eq!(lost["error"]["code"], "conflict", "{lost}");
+    let lost = dana_socket.chat(claim(&other_gid)).await;
+    assert_eq!(lost["error"]["code"], "conflict", "{lost}");
+    // The desk queues its calls before it acks, so every call of those claims is queued now:
+    // once the queue has made every queued call, the receiver has them all.
+    eventually("every queued call made", || async {
+        app.metric("webchat_webhook_delivered_total").await
+            == app.metric("webchat_webhook_queued_total").await
     })
     .await;
-    let opened = receiver.calls("ticket.opened")[0].json();
-    assert_eq!(opened["data"]["gid"], gid.as_str());
+    let claimed_calls = receiver.calls("ticket.claimed");
+    let claims: BTreeSet<(String, String)> = claimed_calls
+        .iter()
+        .map(|c| {
+            let data = &c.json()["data"];
+            (
+                data["gid"].as_str().unwrap_or_default().to_owned(),
+                data["staff"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        claims,
+        BTreeSet::from([
+            (gid.clone(), dana.uid.clone()),
+            (other_gid.clone(), erik.uid.clone())
+        ]),
+        "one ticket.claimed per won claim, naming the winner"
+    );
+    assert_eq!(
+        claimed_calls.len(),
+        2,
+        "none for the re-sent or the losing claims: {claimed_calls:?}"
+    );
+    let opened_calls = receiver.calls("ticket.opened");
+    assert_eq!(opened_calls.len(), 2, "one per ticket");
+    let opened = opened_calls
+        .iter()
+        .map(Hit::json)
+        .find(|o| o["data"]["gid"] == gid.as_str())
+        .expect("the first ticket's ticket.opened");
     assert_eq!(opened["data"]["customer"], carol.uid.as_str());
     assert_eq!(opened["data"]["topic"], "sku-42");
     assert!(opened["data"]["openedAt"].as_i64().is_some_and(|t| t > 0));
-    let claimed = receiver.calls("ticket.claimed")[0].json();
-    assert_eq!(claimed["data"]["staff"], dana.uid.as_str());
+    let first_claim = claimed_calls
+        .iter()
+        .find(|c| c.json()["data"]["gid"] == gid.as_str())
+        .expect("the first ticket's ticket.claimed");
+    let claimed = first_claim.json();
     assert!(claimed["data"]["claimedAt"].as_i64().is_some_and(|t| t > 0));
-    // `emit` is the service's own entry point too.
+
+    // The same claim emitted again (through `emit`, the service's own entry point) is the
+    // same delivery: its id comes from the endpoint, the type and the event, so a receiver
+    // that saw the first drops it.
+    let data = &claimed["data"];
+    let again = TicketData {
+        gid: gid.clone(),
+        customer: carol.uid.clone(),
+        topic: "sku-42".into(),
+        staff: Some(dana.uid.clone()),
+        opened_at: data["openedAt"].as_i64().expect("openedAt"),
+        claimed_at: data["claimedAt"].as_i64(),
+    };
+    assert_eq!(
+        hooks
+            .emit(WebhookEvent::TicketClaimed(again))
+            .await
+            .expect("emit"),
+        1
+    );
+    eventually("the claim emitted again", || async {
+        receiver.calls("ticket.claimed").len() == 3
+    })
+    .await;
+    let resent = receiver
+        .calls("ticket.claimed")
+        .into_iter()
+        .nth(2)
+        .expect("third call");
+    assert_eq!(
+        resent.header("webchat-delivery"),
+        first_claim.header("webchat-delivery"),
+        "a re-emitted event keeps its delivery id"
+    );
+    let other_claim = claimed_calls
+        .iter()
+        .find(|c| c.json()["data"]["gid"] == other_gid.as_str())
+        .expect("the second ticket's ticket.claimed");
+    assert_ne!(
+        other_claim.header("webchat-delivery"),
+        first_claim.header("webchat-delivery"),
+        "another event, another delivery id"
+    );
+    // A new event through `emit`: delivered like the desk's.
     let hooks_data = TicketData {
         gid: "group_ticket1".into(),
         customer: carol.uid.clone(),
@@ -399,16 +495,10 @@ async fn presence_and_ticket_events_reach_the_endpoints_that_take_them() {
             .expect("emit"),
         1
     );
-    // Queued after the re-sent claim: once it is here, a second `ticket.claimed` would be too.
     eventually("the emitted ticket.opened", || async {
-        receiver.calls("ticket.opened").len() == 2
+        receiver.calls("ticket.opened").len() == 3
     })
     .await;
-    assert_eq!(
-        receiver.calls("ticket.claimed").len(),
-        1,
-        "one call per claim"
-    );
     for hit in receiver.hits() {
         assert_signed(&hit);
     }
