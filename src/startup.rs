@@ -300,6 +300,12 @@ impl Application {
             vapid,
         })
         .map_err(|e| StartupError::Config(format!("webhook HTTP client: {e}")))?;
+        // Before the node serves: events from its first sockets go only where an endpoint
+        // takes them. Should the store not answer, every type counts as taken until the
+        // worker's next read.
+        if let Err(e) = webhooks.refresh_endpoint_kinds().await {
+            tracing::warn!(error = %e, "webhook endpoints not read at start-up");
+        }
         presence.observe(Arc::new(webhooks.clone()));
         tasks.spawn(webhooks.clone().run(shutdown.clone()));
         let chat = ChatService::new(ChatDeps {

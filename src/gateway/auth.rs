@@ -104,11 +104,14 @@ pub async fn authenticate(
         .as_ref()
         .and_then(|a| a.get("token").and_then(|t| t.as_str()).map(str::to_owned))
         .or_else(|| query_param(query, "token"));
-    if wants_guest(auth.as_ref(), query) && !state.settings.guests {
-        tracing::debug!("guest socket refused: guests are off");
-        return Err(Refused::Unauthorized);
-    }
+    // A token in the connect wins over `guest` (docs/protocol.md, Guests): a user's token
+    // makes a user socket whether guests are on or off, and a guest token is checked below.
+    // Only a connect that asks to be a new guest depends on guests being on.
     if token.is_none() && wants_guest(auth.as_ref(), query) {
+        if !state.settings.guests {
+            tracing::debug!("guest socket refused: guests are off");
+            return Err(Refused::Unauthorized);
+        }
         let uid = UserId::parse(&format!(
             "{}{}",
             crate::accounts::GUEST_UID_PREFIX,

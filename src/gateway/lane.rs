@@ -83,9 +83,16 @@ impl<J: Send + 'static, W: LaneWork<J>> Lane<J, W> {
         state.working = true;
         let lane = self.clone();
         self.tasks.spawn(async move {
-            while let Some(job) = lane.next_job() {
-                lane.work.handle(job).await;
+            // Made in the task, not before it: a worker dropped before it first ran (the
+            // runtime shutting down) must not spawn the next one, or shutdown would never end.
+            let mut exit = WorkerExit {
+                lane,
+                drained: false,
+            };
+            while let Some(job) = exit.lane.next_job() {
+                exit.lane.work.handle(job).await;
             }
+            exit.drained = true;
         });
     }
 
@@ -111,6 +118,37 @@ impl<J: Send + 'static, W: LaneWork<J>> Lane<J, W> {
     }
 }
 
+/// Ends a worker: one that stops before draining its queue (its job panicked, or its task
+/// was dropped) would otherwise leave `working` set, and the lane would wait forever for a
+/// worker that is gone. Its drop marks the lane idle and hands what is still queued to a new
+/// worker, so one bad event costs that event only, not the socket's every later one.
+struct WorkerExit<J: Send + 'static, W: LaneWork<J>> {
+    lane: Arc<Lane<J, W>>,
+    /// Set when the worker found the queue empty (and so marked the lane idle itself).
+    drained: bool,
+}
+
+impl<J: Send + 'static, W: LaneWork<J>> Drop for WorkerExit<J, W> {
+    fn drop(&mut self) {
+        if self.drained {
+            return;
+        }
+        let mut state = self.lane.lock();
+        state.working = false;
+        if std::thread::panicking() {
+            tracing::warn!(
+                queued = state.queue.len(),
+                "an event handler panicked; its socket's lane carries on with the next event"
+            );
+        }
+        // Spawning needs a runtime; without one (the runtime itself is being dropped) the
+        // lane is just left idle, and a later push starts a worker.
+        if tokio::runtime::Handle::try_current().is_ok() {
+            self.lane.start_worker(&mut state);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -119,7 +157,11 @@ mod tests {
 
     use super::*;
 
-    /// Records each job, after waiting for a permit when the job is 0 (to hold the worker).
+    /// A job whose handling panics (a handler bug).
+    const PANICS: u32 = u32::MAX;
+
+    /// Records each job, after waiting for a permit when the job is 0 (to hold the worker);
+    /// panics on [`PANICS`].
     struct Record {
         seen: mpsc::UnboundedSender<u32>,
         gate: Arc<Semaphore>,
@@ -130,6 +172,7 @@ mod tests {
             if job == 0 {
                 let _ = self.gate.acquire().await.map(|p| p.forget());
             }
+            assert_ne!(job, PANICS, "a handler that panics");
             let _ = self.seen.send(job);
         }
     }
@@ -220,5 +263,39 @@ mod tests {
         lane.open();
         assert_eq!(next(&mut rx).await, 5);
         assert_eq!(next(&mut rx).await, 6);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_job_costs_that_job_only_and_the_lane_carries_on() {
+        let Rig {
+            lane,
+            seen: mut rx,
+            gate,
+            ..
+        } = rig(true, 8);
+        // Job 0 holds the worker so the panicking job and the one behind it queue up.
+        lane.push(0).expect("room");
+        lane.push(PANICS).expect("room");
+        lane.push(2).expect("room");
+        gate.add_permits(1);
+        assert_eq!(next(&mut rx).await, 0);
+        assert_eq!(next(&mut rx).await, 2, "the job queued behind the panic");
+        // A panic with nothing queued behind it leaves the lane idle, not stuck "working"...
+        lane.push(PANICS).expect("room");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let idle = {
+                let state = lane.lock();
+                !state.working && state.queue.is_empty()
+            };
+            if idle {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "the lane went idle");
+            tokio::task::yield_now().await;
+        }
+        // ...so the next job starts a worker as usual.
+        lane.push(3).expect("room");
+        assert_eq!(next(&mut rx).await, 3);
     }
 }

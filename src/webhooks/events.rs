@@ -4,7 +4,7 @@
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 
 /// The longest preview of a message's text in a notice, in characters.
 pub const PREVIEW_CHARS: usize = 100;
@@ -53,6 +53,11 @@ impl EventKind {
     /// The type named `name`, if there is one.
     pub fn parse(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
+    /// Its bit in a set of types kept as one integer (one bit per type).
+    pub(crate) fn bit(self) -> u32 {
+        1 << (self as u32)
     }
 }
 
@@ -145,6 +150,10 @@ pub struct PresenceChange {
     pub uid: String,
     /// `online` or `offline`.
     pub state: String,
+    /// When the change was announced, unix ms: with `uid` and `state`, what tells this change
+    /// from the user's others (not in `data`: the envelope's `at` says when it was sent).
+    #[serde(skip)]
+    pub changed_at: i64,
 }
 
 /// One event for the endpoints that subscribe to its type.
@@ -172,6 +181,37 @@ impl WebhookEvent {
             Self::GroupCreated(_) => EventKind::GroupCreated,
             Self::Presence(_) => EventKind::Presence,
         }
+    }
+
+    /// What tells this event from every other of its type, whoever emits it and however
+    /// often: a message's recipient and Seq, a ticket's gid (and, claimed, its holder: a
+    /// ticket is claimed once), a group's gid, a presence change's uid, state and time.
+    pub fn event_id(&self) -> String {
+        // A JSON array: its parts can never run together into another event's id.
+        match self {
+            Self::MessageOffline(d) => json!([d.uid, d.seq]),
+            Self::TicketOpened(d) => json!([d.gid]),
+            Self::TicketClaimed(d) => json!([d.gid, d.staff]),
+            Self::GroupCreated(d) => json!([d.gid]),
+            Self::Presence(d) => json!([d.uid, d.state, d.changed_at]),
+        }
+        .to_string()
+    }
+
+    /// Its delivery id for the endpoint `endpoint_id` (`d_` and 32 hex digits): derived from
+    /// the endpoint, the type and [`WebhookEvent::event_id`], never drawn at random, so the
+    /// same event emitted again (a re-sent command, a step run again after a failure) is the
+    /// same delivery: the queue holds it once, and receivers dedupe by it.
+    pub fn delivery_id(&self, endpoint_id: &str) -> String {
+        let mut hash = Sha256::new();
+        for part in [endpoint_id, self.kind().as_str(), &self.event_id()] {
+            // Length-prefixed, so ("ab", "c") and ("a", "bc") differ.
+            hash.update((part.len() as u64).to_be_bytes());
+            hash.update(part.as_bytes());
+        }
+        let digest = hash.finalize();
+        let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+        format!("d_{hex}")
     }
 
     /// Its `data` object.
@@ -289,6 +329,58 @@ mod tests {
         assert_eq!(body["data"]["staff"], "bob");
         assert_eq!(body["data"]["claimedAt"], 2);
         assert_eq!(body["data"]["openedAt"], 1);
+    }
+
+    #[test]
+    fn delivery_ids_are_stable_per_endpoint_type_and_event() {
+        let claimed = |gid: &str, staff: &str, claimed_at: i64| {
+            WebhookEvent::TicketClaimed(TicketData {
+                gid: gid.into(),
+                customer: "ann".into(),
+                topic: String::new(),
+                staff: Some(staff.into()),
+                opened_at: 1,
+                claimed_at: Some(claimed_at),
+            })
+        };
+        let id = claimed("group_ticket-1", "bob", 2).delivery_id("wh_a");
+        assert!(id.starts_with("d_") && id.len() == 34, "{id}");
+        // The same claim emitted again, even with another send time: the same delivery.
+        assert_eq!(claimed("group_ticket-1", "bob", 2).delivery_id("wh_a"), id);
+        assert_eq!(claimed("group_ticket-1", "bob", 3).delivery_id("wh_a"), id);
+        // Another endpoint, ticket, holder or type: another delivery.
+        assert_ne!(claimed("group_ticket-1", "bob", 2).delivery_id("wh_b"), id);
+        assert_ne!(claimed("group_ticket-2", "bob", 2).delivery_id("wh_a"), id);
+        assert_ne!(claimed("group_ticket-1", "cy", 2).delivery_id("wh_a"), id);
+        let opened = WebhookEvent::TicketOpened(TicketData {
+            gid: "group_ticket-1".into(),
+            customer: "ann".into(),
+            topic: String::new(),
+            staff: None,
+            opened_at: 1,
+            claimed_at: None,
+        });
+        assert_ne!(opened.delivery_id("wh_a"), id);
+        let presence = |changed_at| {
+            WebhookEvent::Presence(PresenceChange {
+                uid: "ann".into(),
+                state: "online".into(),
+                changed_at,
+            })
+        };
+        assert_eq!(
+            presence(5).delivery_id("wh_a"),
+            presence(5).delivery_id("wh_a")
+        );
+        assert_ne!(
+            presence(5).delivery_id("wh_a"),
+            presence(6).delivery_id("wh_a")
+        );
+        assert_eq!(
+            presence(5).data(),
+            json!({"uid": "ann", "state": "online"}),
+            "the change time is not in data"
+        );
     }
 
     #[test]

@@ -25,7 +25,14 @@ pub mod push;
 mod redis;
 pub mod target;
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicU32, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use dashmap::DashMap;
@@ -73,6 +80,10 @@ const BUSY_DELAY_MS: i64 = 200;
 const BACKLOG_EVERY: Duration = Duration::from_secs(5);
 /// TTL of a push message at the push service, in seconds (a day, like the retries).
 const PUSH_TTL_SECS: u32 = 86_400;
+/// How often each node re-reads the endpoint registry to learn which event types some
+/// endpoint takes: an endpoint registered or deleted on another node takes effect here
+/// within this (on the node that took the admin request, at once).
+pub const ENDPOINTS_REFRESH: Duration = Duration::from_secs(5);
 
 /// A registered webhook endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -228,6 +239,42 @@ struct Inner {
     busy: DashMap<String, Arc<Semaphore>>,
     /// Wakes this node's worker when it queued something.
     wake: Notify,
+    /// Which event types some endpoint takes, as this node last read the registry.
+    kinds: EndpointKinds,
+}
+
+/// The event types at least one endpoint takes, as this node last read the registry. An
+/// event of any other type is dropped where it happens, before any task or store read: a
+/// presence change comes with every connect and disconnect, and most deployments register
+/// no endpoint for it.
+struct EndpointKinds {
+    /// One bit per [`EventKind`] ([`EventKind::bit`]). Every bit until the registry is first
+    /// read: not knowing yet means asking the store, as if every type had an endpoint.
+    bits: AtomicU32,
+    /// Held while the registry is read and `bits` replaced, and while this node registers or
+    /// deletes an endpoint: a read that began before a registration must not replace, with
+    /// what it read, the bits the registration set after it.
+    updating: tokio::sync::Mutex<()>,
+}
+
+impl EndpointKinds {
+    fn unknown() -> Self {
+        Self {
+            bits: AtomicU32::new(EventKind::ALL.iter().fold(0, |bits, k| bits | k.bit())),
+            updating: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn has(&self, kind: EventKind) -> bool {
+        self.bits.load(Ordering::Acquire) & kind.bit() != 0
+    }
+
+    fn bits_of(endpoints: &[Endpoint]) -> u32 {
+        endpoints
+            .iter()
+            .flat_map(|e| &e.events)
+            .fold(0, |bits, kind| bits | kind.bit())
+    }
 }
 
 /// Webhooks and Web Push; cheap to clone.
@@ -287,6 +334,7 @@ impl WebhookService {
                 vapid: deps.vapid,
                 busy: DashMap::new(),
                 wake: Notify::new(),
+                kinds: EndpointKinds::unknown(),
             }),
         })
     }
@@ -331,7 +379,16 @@ impl WebhookService {
             secret: new.secret,
             created_at: now_millis(),
         };
-        self.inner.store.put_endpoint(&endpoint).await?;
+        {
+            let kinds = &self.inner.kinds;
+            let _updating = kinds.updating.lock().await;
+            self.inner.store.put_endpoint(&endpoint).await?;
+            // At once on this node; other nodes learn of it within ENDPOINTS_REFRESH.
+            kinds.bits.fetch_or(
+                EndpointKinds::bits_of(std::slice::from_ref(&endpoint)),
+                Ordering::AcqRel,
+            );
+        }
         tracing::info!(endpoint = %endpoint.id, url = %endpoint.url, "webhook endpoint registered");
         Ok(endpoint)
     }
@@ -345,7 +402,40 @@ impl WebhookService {
 
     /// Removes an endpoint (its queued calls are dropped when their turn comes).
     pub async fn delete(&self, id: &str) -> Result<bool, StoreError> {
-        self.inner.store.delete_endpoint(id).await
+        let deleted = self.inner.store.delete_endpoint(id).await?;
+        if deleted {
+            // Knowing a type has an endpoint when it no longer has only costs queue work
+            // (the calls are dropped), so a failed re-read is logged, not answered.
+            if let Err(e) = self.refresh_endpoint_kinds().await {
+                tracing::warn!(error = %e, "webhook endpoints not re-read after a delete");
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Whether some endpoint takes `kind`, as this node last read the registry (see
+    /// [`ENDPOINTS_REFRESH`]); events of a type none takes are dropped without a store read.
+    pub fn has_endpoints_for(&self, kind: EventKind) -> bool {
+        self.inner.kinds.has(kind)
+    }
+
+    /// Re-reads the registry and keeps which event types some endpoint takes. The worker
+    /// ([`WebhookService::run`]) does this every [`ENDPOINTS_REFRESH`]; start-up once first.
+    pub async fn refresh_endpoint_kinds(&self) -> Result<(), StoreError> {
+        let kinds = &self.inner.kinds;
+        let _updating = kinds.updating.lock().await;
+        let endpoints = self.inner.store.endpoints().await?;
+        let bits = EndpointKinds::bits_of(&endpoints);
+        let before = kinds.bits.swap(bits, Ordering::AcqRel);
+        if before != bits {
+            let taken: Vec<&str> = EventKind::ALL
+                .into_iter()
+                .filter(|k| bits & k.bit() != 0)
+                .map(EventKind::as_str)
+                .collect();
+            tracing::info!(event_types = ?taken, "webhook event types with an endpoint changed");
+        }
+        Ok(())
     }
 
     /// Stores a push subscription of `uid` (the endpoint checked, the keys parsed); past
@@ -396,17 +486,22 @@ impl WebhookService {
     }
 
     /// Queues one call of `event` to every endpoint that subscribes to its type; how many.
-    /// The support desk calls this for `ticket.opened` and `ticket.claimed`.
+    /// The support desk calls this for `ticket.opened` and `ticket.claimed`. Each call's id
+    /// is [`WebhookEvent::delivery_id`]: the same event emitted again while its call is still
+    /// queued is not queued twice.
     #[tracing::instrument(skip_all, fields(event = event.kind().as_str()))]
     pub async fn emit(&self, event: WebhookEvent) -> Result<usize, StoreError> {
         let kind = event.kind();
+        if !self.has_endpoints_for(kind) {
+            return Ok(0);
+        }
         let endpoints = self.inner.store.endpoints().await?;
         let now = now_millis();
         let jobs: Vec<(Job, i64)> = endpoints
             .iter()
             .filter(|e| e.events.contains(&kind))
             .map(|e| {
-                let id = format!("d_{}", uuid::Uuid::new_v4().simple());
+                let id = event.delivery_id(&e.id);
                 let body = event.envelope(&id, now);
                 let job = Job {
                     id,
@@ -428,6 +523,10 @@ impl WebhookService {
     /// [`WebhookService::emit`] in the background, for callers on a hot path that must not
     /// wait for (or fail with) the queue: a failure is logged.
     pub fn emit_later(&self, event: WebhookEvent) {
+        if !self.has_endpoints_for(event.kind()) {
+            // The common case for presence (every connect and disconnect): no task at all.
+            return;
+        }
         let service = self.clone();
         tokio::spawn(async move {
             let kind = event.kind();
@@ -491,12 +590,7 @@ impl WebhookService {
         if offline.is_empty() {
             return Ok(());
         }
-        let endpoints_want = inner
-            .store
-            .endpoints()
-            .await?
-            .iter()
-            .any(|e| e.events.contains(&EventKind::MessageOffline));
+        let endpoints_want = self.has_endpoints_for(EventKind::MessageOffline);
         let now = now_millis();
         let delay = i64::try_from(inner.policy.offline_after.as_millis()).unwrap_or(i64::MAX);
         let mut jobs = Vec::new();
@@ -546,8 +640,33 @@ impl WebhookService {
 
     /// Runs this node's worker until `shutdown`: claims due jobs and runs them, at most
     /// [`MAX_IN_FLIGHT`] at once; on shutdown lets the calls in flight end (each bounded by
-    /// the call timeout) so they are finished or rescheduled rather than left leased.
+    /// the call timeout) so they are finished or rescheduled rather than left leased. Beside
+    /// it (in the same task), re-reads the registry every [`ENDPOINTS_REFRESH`].
     pub async fn run(self, shutdown: CancellationToken) {
+        tokio::join!(
+            self.clone().refresh_endpoint_kinds_until(shutdown.clone()),
+            self.work(shutdown),
+        );
+    }
+
+    /// Keeps [`WebhookService::has_endpoints_for`] within [`ENDPOINTS_REFRESH`] of the
+    /// registry, which other nodes change too.
+    async fn refresh_endpoint_kinds_until(self, shutdown: CancellationToken) {
+        let mut every = tokio::time::interval(ENDPOINTS_REFRESH);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = every.tick() => {}
+            }
+            if let Err(e) = self.refresh_endpoint_kinds().await {
+                tracing::warn!(error = %e, "webhook endpoints not re-read; the types last read still hold");
+            }
+        }
+    }
+
+    /// The worker of [`WebhookService::run`].
+    async fn work(self, shutdown: CancellationToken) {
         let mut in_flight = JoinSet::new();
         let mut gauge_at = tokio::time::Instant::now();
         loop {
@@ -866,9 +985,15 @@ impl WebhookService {
 
 impl crate::presence::PresenceObserver for WebhookService {
     fn changed(&self, uid: &UserId, online: bool) {
+        if uid.as_str().starts_with(crate::accounts::GUEST_UID_PREFIX) {
+            // A guest is an anonymous visitor with a uid the server made up for one visit:
+            // nobody the app knows, so its comings and goings are nothing to tell it.
+            return;
+        }
         self.emit_later(WebhookEvent::Presence(PresenceChange {
             uid: uid.to_string(),
             state: if online { "online" } else { "offline" }.to_owned(),
+            changed_at: now_millis(),
         }));
     }
 }

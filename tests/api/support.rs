@@ -6,7 +6,7 @@
 //! each test makes its own staff users and only looks at its own tickets.
 
 use serde_json::{json, Value};
-use webchat_loadgen::client::{ClientOptions, SioClient};
+use webchat_loadgen::client::{ClientError, ClientOptions, SioClient};
 
 use crate::helpers::{
     eventually, http, settings, spawn_with, Backend, TestApp, TestClient, User, PATIENCE,
@@ -400,6 +400,56 @@ async fn guests_open_tickets_get_later_answers_and_are_confined_to_their_own_tic
     .await;
     assert_eq!(status, 403);
     unstaff(&a, &[&sam]).await;
+}
+
+/// A user's token wins over `guest: true` (docs/protocol.md, Guests): the socket is that
+/// user's whether guests are on or off; with guests off only a connect asking for a new guest
+/// is refused.
+#[tokio::test]
+async fn a_users_token_with_guest_true_is_that_user_whether_guests_are_on_or_off() {
+    for guests in [false, true] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut settings = settings(Backend::Embedded, dir.path().to_path_buf());
+        settings.guests = guests;
+        let app = spawn_with(settings).await;
+        let (ann, ben) = (app.signup("ann").await, app.signup("ben").await);
+        let (client, events) = SioClient::connect(
+            &app.url,
+            Some(json!({ "guest": true, "token": ann.token })),
+            ClientOptions::default(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("guests on: {guests}: the user's token is refused: {e:?}"));
+        let ann_socket = TestClient {
+            client,
+            events,
+            uid: ann.uid.clone(),
+        };
+        // A guest may not message a user; the user may.
+        let ack = ann_socket.send(&ben.uid, "m1", "hello").await;
+        assert_eq!(ack["ok"], true, "guests on: {guests}: {ack}");
+        let mut ben_socket = app.connect(&ben).await;
+        let got = ben_socket.next_chat_acked().await;
+        assert_eq!(got.data["From"], ann.uid.as_str(), "from ann, not a guest");
+        // Without a token, `guest: true` asks for a new guest: only while guests are on.
+        let bare = SioClient::connect(
+            &app.url,
+            Some(json!({ "guest": true })),
+            ClientOptions::default(),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| match e {
+            ClientError::ConnectError { message, .. } => message,
+            other => format!("{other:?}"),
+        });
+        let expected = if guests {
+            Ok(())
+        } else {
+            Err("unauthorized".to_owned())
+        };
+        assert_eq!(bare, expected, "guests on: {guests}");
+    }
 }
 
 #[tokio::test]

@@ -30,12 +30,14 @@ use p256::{
 use serde_json::{json, Value};
 use sha2::Sha256;
 use webchat::{
-    webhooks::{TicketData, WebhookEvent},
+    webhooks::{EventKind, TicketData, WebhookEvent, WebhookService, ENDPOINTS_REFRESH},
     Application, Settings,
 };
+use webchat_loadgen::client::{ClientOptions, SioClient};
 
 use crate::helpers::{
-    eventually, http, redis_cli, run_built, settings, spawn_with, unique, Backend, TestApp,
+    eventually, eventually_within, http, redis_cli, run_built, settings, spawn_with, unique,
+    Backend, TestApp, PATIENCE,
 };
 
 const ADMIN: &str = "webhooks-admin-token";
@@ -152,6 +154,32 @@ async fn node(backend: Backend, prefix: &str) -> (TestApp, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let app = spawn_with(hook_settings(backend, dir.path().to_path_buf(), prefix)).await;
     (app, dir)
+}
+
+/// [`node`], with a handle on its webhook service.
+async fn node_with_hooks(
+    backend: Backend,
+    prefix: &str,
+) -> (TestApp, WebhookService, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data_dir = dir.path().to_path_buf();
+    let built = Application::build(hook_settings(backend, data_dir.clone(), prefix))
+        .await
+        .expect("build");
+    let hooks = built.webhooks();
+    (run_built(built, data_dir), hooks, dir)
+}
+
+/// `DELETE /admin/webhooks/{id}`: the status.
+async fn unregister(url: &str, id: &str) -> u16 {
+    http()
+        .delete(format!("{url}/api/v1/admin/webhooks/{id}"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("delete")
+        .status()
+        .as_u16()
 }
 
 /// `POST /admin/webhooks`: (status, body).
@@ -322,40 +350,136 @@ async fn presence_and_ticket_events_reach_the_endpoints_that_take_them() {
     client.close().await;
 
     // The support desk emits these when a ticket opens and when it is claimed (§10's body).
-    let dana = app.signup("dana").await;
-    let res = reqwest::Client::new()
-        .put(format!("{}/api/v1/admin/users/{}/roles", app.url, dana.uid))
-        .bearer_auth(ADMIN)
-        .json(&json!({ "roles": ["staff"] }))
-        .send()
-        .await
-        .expect("put roles");
-    assert_eq!(res.status(), 200);
+    let make_staff = |user: crate::helpers::User| {
+        let url = app.url.clone();
+        async move {
+            let res = reqwest::Client::new()
+                .put(format!("{url}/api/v1/admin/users/{}/roles", user.uid))
+                .bearer_auth(ADMIN)
+                .json(&json!({ "roles": ["staff"] }))
+                .send()
+                .await
+                .expect("put roles");
+            assert_eq!(res.status(), 200);
+            user
+        }
+    };
+    let dana = make_staff(app.signup("dana").await).await;
+    let erik = make_staff(app.signup("erik").await).await;
     let customer = app.connect(&carol).await;
-    let opened = customer
-        .chat(
-            json!({"EvtType": "support", "MsgID": "t1", "Body": "is it back?", "Topic": "sku-42"}),
-        )
-        .await;
-    let gid = opened["Ticket"].as_str().expect("a ticket").to_owned();
-    let staff = app.connect(&dana).await;
-    let claim = json!({"EvtType": "claim", "To": gid});
-    assert_eq!(staff.chat(claim.clone()).await["ok"], true);
-    // A re-sent claim of the holder tells nobody again.
-    assert_eq!(staff.chat(claim).await["ok"], true);
-    eventually("both ticket events", || async {
-        !receiver.calls("ticket.opened").is_empty() && !receiver.calls("ticket.claimed").is_empty()
+    let open = |msg_id: &'static str, topic: &'static str| {
+        let customer = &customer;
+        async move {
+            let opened = customer
+                .chat(json!({"EvtType": "support", "MsgID": msg_id, "Body": "is it back?", "Topic": topic}))
+                .await;
+            opened["Ticket"].as_str().expect("a ticket").to_owned()
+        }
+    };
+    let gid = open("t1", "sku-42").await;
+    let other_gid = open("t2", "sku-43").await;
+    let (dana_socket, erik_socket) = (app.connect(&dana).await, app.connect(&erik).await);
+    let claim = |gid: &str| json!({"EvtType": "claim", "To": gid});
+    // Two won claims, one per ticket...
+    assert_eq!(dana_socket.chat(claim(&gid)).await["ok"], true);
+    assert_eq!(erik_socket.chat(claim(&other_gid)).await["ok"], true);
+    // ...a re-sent claim of a holder, and two losing claims: none of these tells anyone.
+    assert_eq!(dana_socket.chat(claim(&gid)).await["ok"], true);
+    let lost = erik_socket.chat(claim(&gid)).await;
+    assert_eq!(lost["error"]["code"], "conflict", "{lost}");
+    let lost = dana_socket.chat(claim(&other_gid)).await;
+    assert_eq!(lost["error"]["code"], "conflict", "{lost}");
+    // The desk queues its calls before it acks, so every call of those claims is queued now:
+    // once the queue has made every queued call, the receiver has them all.
+    eventually("every queued call made", || async {
+        app.metric("webchat_webhook_delivered_total").await
+            == app.metric("webchat_webhook_queued_total").await
     })
     .await;
-    let opened = receiver.calls("ticket.opened")[0].json();
-    assert_eq!(opened["data"]["gid"], gid.as_str());
+    let claimed_calls = receiver.calls("ticket.claimed");
+    let claims: BTreeSet<(String, String)> = claimed_calls
+        .iter()
+        .map(|c| {
+            let data = &c.json()["data"];
+            (
+                data["gid"].as_str().unwrap_or_default().to_owned(),
+                data["staff"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        claims,
+        BTreeSet::from([
+            (gid.clone(), dana.uid.clone()),
+            (other_gid.clone(), erik.uid.clone())
+        ]),
+        "one ticket.claimed per won claim, naming the winner"
+    );
+    assert_eq!(
+        claimed_calls.len(),
+        2,
+        "none for the re-sent or the losing claims: {claimed_calls:?}"
+    );
+    let opened_calls = receiver.calls("ticket.opened");
+    assert_eq!(opened_calls.len(), 2, "one per ticket");
+    let opened = opened_calls
+        .iter()
+        .map(Hit::json)
+        .find(|o| o["data"]["gid"] == gid.as_str())
+        .expect("the first ticket's ticket.opened");
     assert_eq!(opened["data"]["customer"], carol.uid.as_str());
     assert_eq!(opened["data"]["topic"], "sku-42");
     assert!(opened["data"]["openedAt"].as_i64().is_some_and(|t| t > 0));
-    let claimed = receiver.calls("ticket.claimed")[0].json();
-    assert_eq!(claimed["data"]["staff"], dana.uid.as_str());
+    let first_claim = claimed_calls
+        .iter()
+        .find(|c| c.json()["data"]["gid"] == gid.as_str())
+        .expect("the first ticket's ticket.claimed");
+    let claimed = first_claim.json();
     assert!(claimed["data"]["claimedAt"].as_i64().is_some_and(|t| t > 0));
-    // `emit` is the service's own entry point too.
+
+    // The same claim emitted again (through `emit`, the service's own entry point) is the
+    // same delivery: its id comes from the endpoint, the type and the event, so a receiver
+    // that saw the first drops it.
+    let data = &claimed["data"];
+    let again = TicketData {
+        gid: gid.clone(),
+        customer: carol.uid.clone(),
+        topic: "sku-42".into(),
+        staff: Some(dana.uid.clone()),
+        opened_at: data["openedAt"].as_i64().expect("openedAt"),
+        claimed_at: data["claimedAt"].as_i64(),
+    };
+    assert_eq!(
+        hooks
+            .emit(WebhookEvent::TicketClaimed(again))
+            .await
+            .expect("emit"),
+        1
+    );
+    eventually("the claim emitted again", || async {
+        receiver.calls("ticket.claimed").len() == 3
+    })
+    .await;
+    let resent = receiver
+        .calls("ticket.claimed")
+        .into_iter()
+        .nth(2)
+        .expect("third call");
+    assert_eq!(
+        resent.header("webchat-delivery"),
+        first_claim.header("webchat-delivery"),
+        "a re-emitted event keeps its delivery id"
+    );
+    let other_claim = claimed_calls
+        .iter()
+        .find(|c| c.json()["data"]["gid"] == other_gid.as_str())
+        .expect("the second ticket's ticket.claimed");
+    assert_ne!(
+        other_claim.header("webchat-delivery"),
+        first_claim.header("webchat-delivery"),
+        "another event, another delivery id"
+    );
+    // A new event through `emit`: delivered like the desk's.
     let hooks_data = TicketData {
         gid: "group_ticket1".into(),
         customer: carol.uid.clone(),
@@ -371,16 +495,10 @@ async fn presence_and_ticket_events_reach_the_endpoints_that_take_them() {
             .expect("emit"),
         1
     );
-    // Queued after the re-sent claim: once it is here, a second `ticket.claimed` would be too.
     eventually("the emitted ticket.opened", || async {
-        receiver.calls("ticket.opened").len() == 2
+        receiver.calls("ticket.opened").len() == 3
     })
     .await;
-    assert_eq!(
-        receiver.calls("ticket.claimed").len(),
-        1,
-        "one call per claim"
-    );
     for hit in receiver.hits() {
         assert_signed(&hit);
     }
@@ -391,6 +509,62 @@ async fn presence_and_ticket_events_reach_the_endpoints_that_take_them() {
             .all(|h| h.header("webchat-event") == "group.created"),
         "an endpoint gets only the types it takes"
     );
+}
+
+#[tokio::test]
+async fn guests_cause_no_presence_calls_and_users_do() {
+    let receiver = Receiver::start(0, 200).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut settings = hook_settings(Backend::Embedded, dir.path().to_path_buf(), "webchat_");
+    settings.guests = true;
+    settings.presence_offline_grace_ms = 0;
+    let app = spawn_with(settings).await;
+    register_ok(&app.url, &receiver.url, &["presence"]).await;
+
+    // A guest comes and goes first...
+    let (guest, mut guest_events) = SioClient::connect(
+        &app.url,
+        Some(json!({ "guest": true })),
+        ClientOptions::default(),
+    )
+    .await
+    .expect("guest connect");
+    let session = guest_events
+        .recv_named("session", PATIENCE)
+        .await
+        .expect("session event")
+        .data;
+    let guest_uid = session["uid"].as_str().expect("guest uid").to_owned();
+    guest.close().await;
+    // ...then a user, whose calls show that presence calls are made (and come after any the
+    // guest would have caused: changes are announced in order).
+    let uma = app.signup("uma").await;
+    app.connect(&uma).await.close().await;
+    let states_of = |uid: &str| -> Vec<Value> {
+        receiver
+            .calls("presence")
+            .iter()
+            .map(Hit::json)
+            .filter(|c| c["data"]["uid"] == uid)
+            .map(|c| c["data"]["state"].clone())
+            .collect()
+    };
+    eventually("the user's online and offline calls", || async {
+        let states = states_of(&uma.uid);
+        states.contains(&json!("online")) && states.contains(&json!("offline"))
+    })
+    .await;
+    eventually("every queued call made", || async {
+        app.metric("webchat_webhook_delivered_total").await
+            == app.metric("webchat_webhook_queued_total").await
+    })
+    .await;
+    assert_eq!(
+        states_of(&guest_uid),
+        Vec::<Value>::new(),
+        "none for the guest"
+    );
+    assert_eq!(app.metric("webchat_webhook_queued_total").await, 2);
 }
 
 /// A call pending (failing) when the node stops arrives once a new node runs on `backend`.
@@ -445,8 +619,15 @@ async fn two_nodes_deliver_each_call_once(backend: Backend) {
     let prefix = format!("{}_", unique("wh"));
     let receiver = Receiver::start(0, 200).await;
     let (a, _da) = node(backend, &prefix).await;
-    let (b, _db) = node(backend, &prefix).await;
+    let (b, b_hooks, _db) = node_with_hooks(backend, &prefix).await;
     register_ok(&a.url, &receiver.url, &["group.created"]).await;
+    // Registered on a; b learns of it within its registry refresh.
+    eventually_within(
+        "b to know the endpoint",
+        ENDPOINTS_REFRESH + PATIENCE,
+        || async { b_hooks.has_endpoints_for(EventKind::GroupCreated) },
+    )
+    .await;
     let alice = a.signup("alice").await;
     let bob = a.signup("bob").await;
     const GROUPS: usize = 12;
@@ -484,6 +665,51 @@ async fn two_redis_nodes_sharing_the_queue_deliver_each_call_once() {
 #[tokio::test]
 async fn two_redis_cluster_nodes_sharing_the_queue_deliver_each_call_once() {
     two_nodes_deliver_each_call_once(Backend::RedisCluster).await;
+}
+
+/// Events of a type no endpoint takes are dropped where they happen (no task, no store
+/// read), so each node keeps which types some endpoint takes: at once on the node that
+/// registers or deletes one, within [`ENDPOINTS_REFRESH`] on the others.
+#[tokio::test]
+async fn an_endpoint_registered_on_one_node_is_used_by_another_within_the_refresh() {
+    let prefix = format!("{}_", unique("wh"));
+    let receiver = Receiver::start(0, 200).await;
+    let (a, a_hooks, _da) = node_with_hooks(Backend::Redis, &prefix).await;
+    let (b, b_hooks, _db) = node_with_hooks(Backend::Redis, &prefix).await;
+    assert!(!a_hooks.has_endpoints_for(EventKind::Presence));
+    assert!(!b_hooks.has_endpoints_for(EventKind::Presence));
+
+    let id = register_ok(&a.url, &receiver.url, &["presence"]).await;
+    assert!(
+        a_hooks.has_endpoints_for(EventKind::Presence),
+        "at once on the node that registered it"
+    );
+    // The documented bound, plus a moment for the registry read itself.
+    let bound = ENDPOINTS_REFRESH + std::time::Duration::from_secs(2);
+    eventually_within("b to know the endpoint", bound, || async {
+        b_hooks.has_endpoints_for(EventKind::Presence)
+    })
+    .await;
+    let bea = b.signup("bea").await;
+    let socket = b.connect(&bea).await;
+    eventually("bea's presence call, sent by b", || async {
+        receiver
+            .calls("presence")
+            .iter()
+            .any(|c| c.json()["data"] == json!({"uid": bea.uid, "state": "online"}))
+    })
+    .await;
+    socket.close().await;
+
+    assert_eq!(unregister(&a.url, &id).await, 204);
+    assert!(
+        !a_hooks.has_endpoints_for(EventKind::Presence),
+        "at once on the node that deleted it"
+    );
+    eventually_within("b to know it is gone", bound, || async {
+        !b_hooks.has_endpoints_for(EventKind::Presence)
+    })
+    .await;
 }
 
 #[tokio::test]
