@@ -134,6 +134,17 @@ impl WebhookStore for EmbeddedWebhookStore {
             .await
     }
 
+    async fn push_ever_used(&self) -> Result<bool, StoreError> {
+        // One node: the table itself says whether a subscription exists now.
+        self.db
+            .read(|txn| {
+                let table = txn.open_table(PUSH_SUBSCRIPTIONS).map_err(internal)?;
+                let any = table.first().map_err(internal)?.is_some();
+                Ok(any)
+            })
+            .await
+    }
+
     async fn delete_subscription(&self, uid: &str, endpoint: &str) -> Result<bool, StoreError> {
         let (uid, endpoint) = (uid.to_owned(), endpoint.to_owned());
         self.db

@@ -28,7 +28,7 @@ pub mod target;
 use std::{
     collections::HashMap,
     sync::{
-        atomic::{AtomicU32, Ordering},
+        atomic::{AtomicBool, AtomicU32, Ordering},
         Arc,
     },
     time::Duration,
@@ -159,6 +159,10 @@ pub trait WebhookStore: Send + Sync {
     async fn put_subscription(&self, uid: &str, sub: &Subscription) -> Result<(), StoreError>;
     /// `uid`'s push subscriptions.
     async fn subscriptions(&self, uid: &str) -> Result<Vec<Subscription>, StoreError>;
+    /// Whether anyone ever stored a push subscription here (a deployment whose users never
+    /// turned push on skips the offline check of every stored message). May say yes after
+    /// every subscription is gone; never no while one exists.
+    async fn push_ever_used(&self) -> Result<bool, StoreError>;
     /// Removes one; whether it existed.
     async fn delete_subscription(&self, uid: &str, endpoint: &str) -> Result<bool, StoreError>;
     /// Queues each job at its due time (unix ms), unless a job with its id is queued.
@@ -241,6 +245,9 @@ struct Inner {
     wake: Notify,
     /// Which event types some endpoint takes, as this node last read the registry.
     kinds: EndpointKinds,
+    /// Whether some user may have a push subscription, as this node last read the store
+    /// (with the endpoint types, see [`ENDPOINTS_REFRESH`]); true until first read.
+    push_used: AtomicBool,
 }
 
 /// The event types at least one endpoint takes, as this node last read the registry. An
@@ -335,6 +342,7 @@ impl WebhookService {
                 busy: DashMap::new(),
                 wake: Notify::new(),
                 kinds: EndpointKinds::unknown(),
+                push_used: AtomicBool::new(true),
             }),
         })
     }
@@ -425,6 +433,8 @@ impl WebhookService {
         let kinds = &self.inner.kinds;
         let _updating = kinds.updating.lock().await;
         let endpoints = self.inner.store.endpoints().await?;
+        let push_used = self.inner.store.push_ever_used().await?;
+        self.inner.push_used.store(push_used, Ordering::Release);
         let bits = EndpointKinds::bits_of(&endpoints);
         let before = kinds.bits.swap(bits, Ordering::AcqRel);
         if before != bits {
@@ -456,6 +466,8 @@ impl WebhookService {
         };
         let store = &self.inner.store;
         store.put_subscription(uid.as_str(), &sub).await?;
+        // At once on this node; other nodes read it within ENDPOINTS_REFRESH.
+        self.inner.push_used.store(true, Ordering::Release);
         let mut all = store.subscriptions(uid.as_str()).await?;
         if all.len() > MAX_SUBSCRIPTIONS {
             all.sort_by_key(|s| s.created_at);
@@ -548,7 +560,7 @@ impl WebhookService {
     /// queued for the notify delay. Runs in the background: the sender's ack never waits
     /// for it (a node that dies in between loses the check, not the message).
     pub fn messages_stored(&self, stored: Vec<(String, Seq)>, event: &WireEvent) {
-        if stored.is_empty() || event.evt_type != "message" {
+        if stored.is_empty() || event.evt_type != "message" || !self.tells_offline() {
             return;
         }
         let (from, gid) = if event.originated.is_empty() {
@@ -572,6 +584,14 @@ impl WebhookService {
                 tracing::warn!(error = %e, "offline checks not queued");
             }
         });
+    }
+
+    /// Whether a recipient's offline message may be told to anyone: some endpoint takes
+    /// `message.offline`, or push subscriptions are in use. Otherwise a stored message costs
+    /// no task and no store read (it was one presence read per message on the hot path).
+    fn tells_offline(&self) -> bool {
+        self.has_endpoints_for(EventKind::MessageOffline)
+            || self.inner.push_used.load(Ordering::Acquire)
     }
 
     async fn plan_offline_checks(

@@ -72,6 +72,8 @@ pub const VAPID_KEY: &str = "wc:vapid_key";
 pub struct RedisWebhookStore {
     pool: Pool,
     endpoints: String,
+    /// Set by the first push subscription ever stored (see `WebhookStore::push_ever_used`).
+    push_used: String,
     jobs: String,
     due: String,
     schedule: Script,
@@ -87,6 +89,7 @@ impl RedisWebhookStore {
         Self {
             pool,
             endpoints: key("endpoints"),
+            push_used: key("push-used"),
             jobs: key("jobs"),
             due: key("due"),
             schedule: Script::from_lua(SCHEDULE_LUA),
@@ -151,7 +154,22 @@ impl WebhookStore for RedisWebhookStore {
             .hset(user_key(uid, "push"), (sub.endpoint.as_str(), json))
             .await
             .map_err(unavailable)?;
+        // After the subscription: a node that reads the mark finds it.
+        let _: () = self
+            .pool
+            .set(&self.push_used, "1", None, None, false)
+            .await
+            .map_err(unavailable)?;
         Ok(())
+    }
+
+    async fn push_ever_used(&self) -> Result<bool, StoreError> {
+        let used: i64 = self
+            .pool
+            .exists(&self.push_used)
+            .await
+            .map_err(unavailable)?;
+        Ok(used > 0)
     }
 
     async fn subscriptions(&self, uid: &str) -> Result<Vec<Subscription>, StoreError> {

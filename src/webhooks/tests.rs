@@ -108,6 +108,9 @@ impl WebhookStore for CountingStore {
     async fn subscriptions(&self, uid: &str) -> Result<Vec<Subscription>, StoreError> {
         self.count().subscriptions(uid).await
     }
+    async fn push_ever_used(&self) -> Result<bool, StoreError> {
+        self.count().push_ever_used().await
+    }
     async fn delete_subscription(&self, uid: &str, endpoint: &str) -> Result<bool, StoreError> {
         self.count().delete_subscription(uid, endpoint).await
     }
@@ -236,4 +239,51 @@ async fn a_presence_change_with_no_endpoint_for_it_spawns_nothing_and_reads_no_s
         assert!(tokio::time::Instant::now() < deadline, "the change queued");
         tokio::task::yield_now().await;
     }
+}
+
+#[tokio::test]
+async fn a_stored_message_nobody_would_be_told_of_spawns_nothing_and_reads_no_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = EmbeddedDb::open(dir.path()).expect("db");
+    let store = Arc::new(CountingStore {
+        inner: EmbeddedWebhookStore::new(db.clone()),
+        calls: Default::default(),
+    });
+    let hooks = service_over(store.clone(), db);
+    hooks.refresh_endpoint_kinds().await.expect("registry read");
+    let message = WireEvent::new("message", "ann", "bob", "m1", "hi".into());
+    let runtime = tokio::runtime::Handle::current().metrics();
+    let (tasks, calls) = (runtime.num_alive_tasks(), store.calls());
+    for seq in 1..=5 {
+        hooks.message_stored(&UserId::parse("bob").expect("uid"), seq, &message);
+    }
+    // A current-thread runtime: a task spawned above is alive until this test yields.
+    assert_eq!(
+        runtime.num_alive_tasks(),
+        tasks,
+        "no endpoint takes message.offline and nobody uses push: no task"
+    );
+    assert_eq!(store.calls(), calls, "no store call");
+
+    // The control: once someone has a push subscription (stored by another node, so learnt
+    // by the refresh), a stored message for an offline recipient is planned: a task.
+    store
+        .put_subscription(
+            "bob",
+            &Subscription {
+                endpoint: "https://push.example/bob".into(),
+                p256dh: String::new(),
+                auth: String::new(),
+                created_at: 0,
+            },
+        )
+        .await
+        .expect("subscription");
+    hooks.refresh_endpoint_kinds().await.expect("registry read");
+    hooks.message_stored(&UserId::parse("bob").expect("uid"), 6, &message);
+    assert_eq!(
+        runtime.num_alive_tasks(),
+        tasks + 1,
+        "the offline check planned"
+    );
 }
