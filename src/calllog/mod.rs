@@ -502,7 +502,7 @@ impl CallLog {
         }
         if self.table.carries_writes() {
             if let Some(rows) = self.table.carried(&rows_for_append(record))? {
-                return Ok(Some(crate::inbox::LogEntry::Rows(rows)));
+                return Ok(Some(crate::inbox::LogEntry::Rows(Arc::new(rows))));
             }
         }
         queue::entry_for_append(record).map(Some)

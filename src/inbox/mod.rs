@@ -78,7 +78,7 @@ pub enum LogEntry {
     },
     /// The record's rows in the call-log table, which is in the same Redis: written by the
     /// append itself, so a 1:1 message is logged without a queue entry or a drain.
-    Rows(crate::storage::table::CarriedRows),
+    Rows(std::sync::Arc<crate::storage::table::CarriedRows>),
 }
 
 /// Whether [`InboxStore::append_logged`] wrote the log entry.

@@ -97,7 +97,7 @@ struct PendingAppend {
     /// The event's call-log queue entry, written by the script (one Redis only).
     log: Option<String>,
     /// The event's call-log rows, written by the script (one Redis only).
-    rows: Option<CarriedRows>,
+    rows: Option<Arc<CarriedRows>>,
     /// A [`Rider::RefuseIfMember`]: the set (a key, declared) and the member.
     refuse: Option<(String, String)>,
     /// The [`Rider::SetIfAbsent`]s: key (declared), value, lifetime.
@@ -365,11 +365,11 @@ impl Appender {
             keys.extend(item.dedupe_key);
             keys.extend(item.refuse.map(|(set, _)| set));
             keys.extend(item.sets.into_iter().map(|(key, _, _)| key));
-            if let Some(rows) = item.rows {
-                for row in rows.rows {
-                    keys.extend([row.index_key, row.rows_key]);
+            if let Some(rows) = &item.rows {
+                for row in &rows.rows {
+                    keys.extend([row.index_key.clone(), row.rows_key.clone()]);
                 }
-                keys.extend(rows.ages.map(|(key, _)| key));
+                keys.extend(rows.ages.as_ref().map(|(key, _)| key.clone()));
             }
             waiters.push((item.echo_after, item.done));
         }

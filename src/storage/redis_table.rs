@@ -784,20 +784,24 @@ impl SortedTable for RedisTable {
             return Ok(None);
         }
         let carried = |row: &Row, version: Option<&str>| -> Result<CarriedRow, StoreError> {
-            let mut attrs = row.attrs.clone();
-            let seq_attr = match attrs.get("seq") {
-                Some(serde_json::Value::String(marker)) if marker == SEQ_FROM_APPEND => {
-                    attrs.remove("seq");
-                    Some("seq".to_owned())
-                }
-                _ => None,
-            };
+            let takes_seq = matches!(
+                row.attrs.get("seq"),
+                Some(serde_json::Value::String(marker)) if marker == SEQ_FROM_APPEND
+            );
+            // Encoded without the marker, from references: no copy of the attributes.
+            let attrs: std::collections::BTreeMap<&String, &serde_json::Value> = row
+                .attrs
+                .iter()
+                .filter(|(name, _)| !(takes_seq && name.as_str() == "seq"))
+                .collect();
+            let attrs = serde_json::to_string(&attrs)
+                .map_err(|e| StoreError::Internal(format!("encode row: {e}")))?;
             Ok(CarriedRow {
                 index_key: idx_key(&row.pk),
                 rows_key: rows_key(&row.pk),
                 sk: row.sk.clone(),
-                attrs: encode(&attrs)?,
-                seq_attr,
+                attrs,
+                seq_attr: takes_seq.then(|| "seq".to_owned()),
                 version: version.map(|v| (v.to_owned(), row.int(v).unwrap_or(i64::MIN))),
             })
         };
