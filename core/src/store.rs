@@ -42,6 +42,29 @@ pub fn private_file(path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The key kept in the file `path`, trimmed: `None` when the file is missing or empty (the
+/// caller makes one and keeps it with [`write_key_file`]).
+pub fn read_key_file(path: &Path) -> Result<Option<String>, StoreError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) if !text.trim().is_empty() => Ok(Some(text.trim().to_owned())),
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StoreError::Internal(format!(
+            "read {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+/// Keeps a key in the file `path` (in `dir`, created if missing, both readable by their
+/// owner only).
+pub fn write_key_file(dir: &Path, path: &Path, key: &str) -> Result<(), StoreError> {
+    create_private_dir(dir)?;
+    private_file(path)?;
+    std::fs::write(path, key)
+        .map_err(|e| StoreError::Internal(format!("write {}: {e}", path.display())))
+}
+
 /// A back-end failure. Client-facing code maps it to `unavailable` or `internal`.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {

@@ -48,36 +48,13 @@ pub async fn shared_in_redis(pool: &Pool) -> Result<Vec<u8>, StoreError> {
 /// The key kept in `<dir>/token_secret`, created (readable by its owner only) if missing.
 pub fn in_data_dir(dir: &Path) -> Result<Vec<u8>, StoreError> {
     let path = dir.join("token_secret");
-    match std::fs::read_to_string(&path) {
-        Ok(secret) if !secret.trim().is_empty() => return Ok(secret.trim().as_bytes().to_vec()),
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => {
-            return Err(StoreError::Internal(format!(
-                "read {}: {e}",
-                path.display()
-            )))
-        }
+    if let Some(secret) = crate::store::read_key_file(&path)? {
+        return Ok(secret.into_bytes());
     }
-    crate::store::create_private_dir(dir)?;
     let secret = random_hex(32);
-    write_private(&path, &secret)
-        .map_err(|e| StoreError::Internal(format!("write {}: {e}", path.display())))?;
+    crate::store::write_key_file(dir, &path, &secret)?;
     tracing::warn!(path = %path.display(), "WEBCHAT_TOKEN_SECRET is not set; created a token key file");
     Ok(secret.into_bytes())
-}
-
-/// Writes a file only its owner can read (it holds a key).
-fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    options.open(path)?.write_all(contents.as_bytes())
 }
 
 fn random_hex(bytes: usize) -> String {

@@ -1053,25 +1053,12 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 /// The VAPID key kept in `<dir>/vapid_private_key`, created if missing.
 pub fn vapid_in_data_dir(dir: &std::path::Path, subject: &str) -> Result<VapidKey, StoreError> {
     let path = dir.join("vapid_private_key");
-    match std::fs::read_to_string(&path) {
-        Ok(text) if !text.trim().is_empty() => {
-            return VapidKey::from_private(text.trim(), subject)
-                .map_err(|e| StoreError::Internal(format!("{}: {e}", path.display())))
-        }
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => {
-            return Err(StoreError::Internal(format!(
-                "read {}: {e}",
-                path.display()
-            )))
-        }
+    if let Some(text) = webchat_core::store::read_key_file(&path)? {
+        return VapidKey::from_private(&text, subject)
+            .map_err(|e| StoreError::Internal(format!("{}: {e}", path.display())));
     }
-    crate::storage::create_private_dir(dir)?;
     let (key, encoded) = VapidKey::generate(subject);
-    crate::storage::private_file(&path)?;
-    std::fs::write(&path, encoded)
-        .map_err(|e| StoreError::Internal(format!("write {}: {e}", path.display())))?;
+    webchat_core::store::write_key_file(dir, &path, &encoded)?;
     tracing::info!(path = %path.display(), "created a VAPID key for Web Push");
     Ok(key)
 }

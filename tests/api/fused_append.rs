@@ -151,6 +151,30 @@ async fn redis_call_log(redis: &RedisHandles, table: Arc<RedisTable>) -> CallLog
     )
 }
 
+/// One Redis as inbox and call-log table, with logging on and no queue stream for the
+/// inbox (whatever is logged is logged by the rows the append carries), and two new users.
+struct RowsRig {
+    table: Arc<RedisTable>,
+    calllog: CallLog,
+    inbox: RedisInbox,
+    alice: UserId,
+    bob: UserId,
+}
+
+impl RowsRig {
+    async fn start() -> Self {
+        let redis = RedisHandles::connect(&redis_url()).await.expect("redis");
+        let table = Arc::new(RedisTable::new(redis.pool.clone()));
+        Self {
+            calllog: redis_call_log(&redis, table.clone()).await,
+            inbox: RedisInbox::new(redis.pool.clone(), false, LIMITS, None),
+            table,
+            alice: UserId::parse(&unique("alice")).expect("uid"),
+            bob: UserId::parse(&unique("bob")).expect("uid"),
+        }
+    }
+}
+
 /// `rows` read back from `table`: (pk, sk) → attributes.
 async fn stored(table: &RedisTable, rows: &[Row]) -> BTreeMap<(String, String), Value> {
     let keys = rows.iter().map(|r| (r.pk.clone(), r.sk.clone())).collect();
@@ -165,15 +189,13 @@ async fn stored(table: &RedisTable, rows: &[Row]) -> BTreeMap<(String, String), 
 
 #[tokio::test]
 async fn one_redis_writes_a_messages_call_log_rows_in_its_append() {
-    let redis = RedisHandles::connect(&redis_url()).await.expect("redis");
-    let table = Arc::new(RedisTable::new(redis.pool.clone()));
-    let calllog = redis_call_log(&redis, table.clone()).await;
-    // No queue stream: whatever is logged here is logged by the rows the append carries.
-    let inbox = RedisInbox::new(redis.pool.clone(), false, LIMITS, None);
-    let (alice, bob) = (
-        UserId::parse(&unique("alice")).expect("uid"),
-        UserId::parse(&unique("bob")).expect("uid"),
-    );
+    let RowsRig {
+        table,
+        calllog,
+        inbox,
+        alice,
+        bob,
+    } = RowsRig::start().await;
     // Bob has a message already, so this one gets Seq 2 (the rows must carry the append's Seq).
     let (first, first_dedupe, _) = message(&alice, &bob, "m0");
     inbox
@@ -236,14 +258,13 @@ async fn one_redis_writes_a_messages_call_log_rows_in_its_append() {
 
 #[tokio::test]
 async fn a_carried_summary_never_moves_backwards() {
-    let redis = RedisHandles::connect(&redis_url()).await.expect("redis");
-    let table = Arc::new(RedisTable::new(redis.pool.clone()));
-    let calllog = redis_call_log(&redis, table.clone()).await;
-    let inbox = RedisInbox::new(redis.pool.clone(), false, LIMITS, None);
-    let (alice, bob) = (
-        UserId::parse(&unique("alice")).expect("uid"),
-        UserId::parse(&unique("bob")).expect("uid"),
-    );
+    let RowsRig {
+        table,
+        calllog,
+        inbox,
+        alice,
+        bob,
+    } = RowsRig::start().await;
     // A later message's rows are in the table already (written by another node's drain).
     let (newer, _, mut newer_record) = message(&alice, &bob, "newer");
     if let LogRecord::Event { sent_at, seq, .. } = &mut newer_record {
