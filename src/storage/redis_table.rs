@@ -774,8 +774,10 @@ impl SortedTable for RedisTable {
     }
 
     fn carries_writes(&self) -> bool {
-        // A script may touch any key of one Redis; on a cluster the rows live in other slots
-        // than the receiver's inbox.
+        // The call-log table and the inboxes share one Redis (start-up builds both on one
+        // pool), and a script may touch any key of one Redis; on a cluster the rows live in
+        // other slots than the receiver's inbox. A table on a Redis of its own would have to
+        // say no here.
         !self.pool.is_clustered()
     }
 
