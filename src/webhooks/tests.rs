@@ -174,9 +174,9 @@ fn service_over(store: Arc<dyn WebhookStore>, db: EmbeddedDb) -> WebhookService 
     .expect("service")
 }
 
-#[tokio::test]
-async fn a_presence_change_with_no_endpoint_for_it_spawns_nothing_and_reads_no_store() {
-    use crate::presence::PresenceObserver;
+/// A service over a [`CountingStore`] on a fresh embedded store (kept while the directory
+/// lives).
+fn counting_service() -> (Arc<CountingStore>, WebhookService, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = EmbeddedDb::open(dir.path()).expect("db");
     let store = Arc::new(CountingStore {
@@ -184,6 +184,13 @@ async fn a_presence_change_with_no_endpoint_for_it_spawns_nothing_and_reads_no_s
         calls: Default::default(),
     });
     let hooks = service_over(store.clone(), db);
+    (store, hooks, dir)
+}
+
+#[tokio::test]
+async fn a_presence_change_with_no_endpoint_for_it_spawns_nothing_and_reads_no_store() {
+    use crate::presence::PresenceObserver;
+    let (store, hooks, _dir) = counting_service();
     // An endpoint for another type only: presence still has none.
     store
         .put_endpoint(&Endpoint {
@@ -243,13 +250,7 @@ async fn a_presence_change_with_no_endpoint_for_it_spawns_nothing_and_reads_no_s
 
 #[tokio::test]
 async fn a_stored_message_nobody_would_be_told_of_spawns_nothing_and_reads_no_store() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = EmbeddedDb::open(dir.path()).expect("db");
-    let store = Arc::new(CountingStore {
-        inner: EmbeddedWebhookStore::new(db.clone()),
-        calls: Default::default(),
-    });
-    let hooks = service_over(store.clone(), db);
+    let (store, hooks, _dir) = counting_service();
     hooks.refresh_endpoint_kinds().await.expect("registry read");
     let message = WireEvent::new("message", "ann", "bob", "m1", "hi".into());
     let runtime = tokio::runtime::Handle::current().metrics();
