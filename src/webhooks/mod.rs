@@ -589,7 +589,7 @@ impl WebhookService {
     /// Whether a recipient's offline message may be told to anyone: some endpoint takes
     /// `message.offline`, or push subscriptions are in use. Otherwise a stored message costs
     /// no task and no store read (it was one presence read per message on the hot path).
-    fn tells_offline(&self) -> bool {
+    pub fn tells_offline(&self) -> bool {
         self.has_endpoints_for(EventKind::MessageOffline)
             || self.inner.push_used.load(Ordering::Acquire)
     }

@@ -941,6 +941,46 @@ async fn web_push_reaches_the_push_endpoint_encrypted_with_a_valid_vapid_jwt() {
 }
 
 #[tokio::test]
+async fn a_subscription_made_through_one_redis_node_is_pushed_from_another() {
+    let push = Receiver::start(0, 201).await;
+    let prefix = format!("{}_", unique("wh"));
+    let (a, _da) = node(Backend::Redis, &prefix).await;
+    let (b, b_hooks, _db) = node_with_hooks(Backend::Redis, &prefix).await;
+    // Nobody uses push yet: b plans no offline checks at all.
+    b_hooks
+        .refresh_endpoint_kinds()
+        .await
+        .expect("registry read");
+    assert!(!b_hooks.tells_offline(), "no endpoint, no push in use");
+
+    let alice = a.signup("alice").await;
+    let bob = a.signup("bob").await;
+    let browser = Browser::new();
+    let endpoint = format!("{}/push/device-1", push.url);
+    assert_eq!(
+        subscribe(&a.url, &bob.token, &browser.subscription(&endpoint)).await,
+        201
+    );
+    // What every node re-reads with the registry (every ENDPOINTS_REFRESH): the mark the
+    // subscription left in Redis.
+    b_hooks
+        .refresh_endpoint_kinds()
+        .await
+        .expect("registry read");
+    assert!(b_hooks.tells_offline(), "b learns that push is in use");
+
+    let sender = b.connect(&alice).await;
+    sender.send(&bob.uid, "m1", "sent through b").await;
+    eventually("the push message from b", || async {
+        !push.hits().is_empty()
+    })
+    .await;
+    let payload: Value =
+        serde_json::from_slice(&browser.decrypt(&push.hits()[0].body)).expect("JSON");
+    assert_eq!(payload["preview"], "sent through b");
+}
+
+#[tokio::test]
 async fn a_410_from_the_push_service_drops_the_subscription() {
     let gone = Receiver::start(0, 410).await;
     let live = Receiver::start(1, 201).await;
